@@ -1,0 +1,107 @@
+"""The interface front ends use to talk to a model: text in, text chunks out.
+
+This module imports no torch, so front ends and tests can depend on it cheaply.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chatbot.images import LoadedImage
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How to decode an answer. Defaults follow LAVIS / the BLIP-2 demo where sensible."""
+
+    max_new_tokens: int = 30  # LAVIS default answer length
+    min_new_tokens: int = 0  # > 0 forces longer answers (benchmarks use min == max)
+    num_beams: int = 1  # 1 = greedy (or sampling when temperature > 0)
+    temperature: float = 0.0  # > 0 samples; 0 decodes deterministically
+    top_p: float = 0.9  # nucleus sampling mass, used only when sampling
+    repetition_penalty: float = 1.0  # > 1 discourages repeats (the demo uses 1.5)
+    length_penalty: float = 1.0  # beam search only; the paper uses -1 for short VQA answers
+    seed: int | None = None  # fixes sampling so a run can be repeated
+
+    @property
+    def sampling(self) -> bool:
+        return self.temperature > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GenerationStats:
+    """What the last answer cost; front ends show it, benchmarks record it."""
+
+    prompt_tokens: int = 0  # language-model input length, image tokens included
+    new_tokens: int = 0
+    image_encoded: bool = False  # False when the image embedding came from the cache
+    reused_prefix_tokens: int = 0  # KV-cache positions reused from the previous turn
+    seconds_to_first_token: float = 0.0
+    seconds_total: float = 0.0
+    cancelled: bool = False
+    token_ids: list[int] = field(default_factory=list)  # the new tokens, for equivalence checks
+
+    @property
+    def tokens_per_second(self) -> float:
+        decode = self.seconds_total - self.seconds_to_first_token
+        return (self.new_tokens - 1) / decode if self.new_tokens > 1 and decode > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about the loaded model that front ends show and prompts need."""
+
+    model_id: str  # what the user asked for (hub id, alias or directory)
+    family: str  # "opt" or "flan-t5"
+    device: str  # e.g. "cpu", "cuda:0"
+    precision: str  # e.g. "float32", "bfloat16", "8bit", "4bit"
+    context_tokens: int  # OPT: positions for image + prompt + answer; T5: input tokens
+    image_tokens: int  # num_query_tokens
+    is_encoder_decoder: bool
+
+
+class CancelToken:
+    """Set from any thread to stop the answer in progress within one token."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+class Engine(ABC):
+    """A loaded image-language model that streams answers as text."""
+
+    info: ModelInfo
+    last_stats: GenerationStats
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Language-model tokens for `text` as the processor would encode it (specials included, image tokens not)."""
+
+    @abstractmethod
+    def stream(
+        self,
+        image: LoadedImage,
+        prompt: str,
+        options: GenerationOptions,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[str]:
+        """Yield the answer to `prompt` about `image` as text chunks; stats land in `last_stats`."""
+
+    def answer(self, image: LoadedImage, prompt: str, options: GenerationOptions) -> str:
+        """The whole answer at once, stripped."""
+        return "".join(self.stream(image, prompt, options)).strip()

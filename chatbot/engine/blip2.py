@@ -1,0 +1,284 @@
+"""The BLIP-2 engine: encodes each image once, reuses the previous turn's KV cache, streams text.
+
+Correctness first: for the same processor inputs and generation options, the tokens are
+identical to `Blip2ForConditionalGeneration.generate`. We call the same language-model
+`generate` with the same embeddings; we only skip work whose result we already hold:
+the image's projected query embeddings (content-hash keyed) and, for OPT with greedy
+or sampled decoding, the KV cache of the longest token prefix shared with the last turn.
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from chatbot.engine.base import CancelToken, Engine, GenerationOptions, GenerationStats, ModelInfo
+from chatbot.engine.cache import ImageEmbeddingCache
+from chatbot.engine.loader import LoadedCheckpoint, ResolvedModel, load_checkpoint
+from chatbot.errors import OutOfMemoryError
+from chatbot.images import LoadedImage
+
+_END = object()
+# C0/C1 control characters (ESC among them) never reach the terminal from model output.
+_CONTROL: dict[int, str | None] = {c: None for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)]}
+_CONTROL.update({ord("\t"): " ", ord("\n"): " ", ord("\r"): " "})
+
+
+class _TokenQueue(BaseStreamer):
+    """Receives new token ids from `generate` (in its thread) and queues them for the reader."""
+
+    def __init__(self, stats: GenerationStats) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue()
+        self.stats = stats  # new_tokens counts up live, so a canceller can see how far generation got
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate first hands over the prompt itself
+            self._prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.stats.new_tokens += 1
+            self.queue.put(token)
+
+    def end(self) -> None:
+        pass  # the worker signals the end itself, also on errors
+
+
+class _StopWhenCancelled(StoppingCriteria):
+    def __init__(self, cancel: CancelToken) -> None:
+        self.cancel = cancel
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.cancel.cancelled, dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass
+class _PrefixCache:
+    """The KV cache of the last turn's sequence, valid only for the image it was computed with."""
+
+    image_sha256: str
+    token_ids: list[int]  # prompt + generated; the cache covers the first cache.get_seq_length() of them
+    cache: Any  # DynamicCache
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class Blip2Engine(Engine):
+    """Answers questions about images with a loaded BLIP-2 checkpoint."""
+
+    def __init__(self, loaded: LoadedCheckpoint, image_cache_size: int = 8, reuse_prefix: bool = True) -> None:
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.tokenizer = loaded.processor.tokenizer
+        config = self.model.config
+        self.is_encoder_decoder = not config.use_decoder_only_language_model
+        self.image_token_id = int(config.image_token_id)
+        self.num_query_tokens = int(config.num_query_tokens)
+        text = config.text_config
+        context = getattr(text, "n_positions", 512) if self.is_encoder_decoder else text.max_position_embeddings
+        self.info = ModelInfo(
+            model_id=loaded.resolved.requested, family=loaded.family, device=loaded.device,
+            precision=loaded.precision, context_tokens=int(context), image_tokens=self.num_query_tokens,
+            is_encoder_decoder=self.is_encoder_decoder,
+        )
+        self.load_seconds = loaded.seconds
+        self.images = ImageEmbeddingCache(image_cache_size)
+        self.image_encodings = 0  # how often the vision encoder ran (tests and benchmarks read it)
+        self.reuse_prefix = reuse_prefix and not self.is_encoder_decoder  # T5's encoder sees all input anyway
+        self._prefix: _PrefixCache | None = None
+        self.last_stats = GenerationStats()
+        # transformers 5.2x renamed generate's `past_key_values` to `cache`; use whichever this version takes.
+        prepare = self.model.language_model.prepare_inputs_for_generation
+        self._cache_argument = "cache" if "cache" in inspect.signature(prepare).parameters else "past_key_values"
+        eos = self.model.language_model.generation_config.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.language_projection.weight.dtype if hasattr(self.model.language_projection, "weight") \
+            else torch.float32
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def input_ids(self, prompt: str) -> list[int]:
+        """What `Blip2Processor(images, text)` produces: query placeholders, then the tokenized prompt."""
+        return [self.image_token_id] * self.num_query_tokens + list(self.tokenizer(prompt)["input_ids"])
+
+    def pixel_values(self, image: LoadedImage) -> torch.Tensor:
+        pixels = self.processor.image_processor(image.image, return_tensors="pt")["pixel_values"]
+        return pixels.to(self.device, self.dtype)
+
+    @torch.inference_mode()
+    def image_embeddings(self, image: LoadedImage) -> torch.Tensor:
+        """Projected query embeddings [1, num_query_tokens, d_lm], computed once per distinct image."""
+        cached = self.images.get(image.sha256)
+        if cached is not None:
+            return cached
+        features = self.model.get_image_features(self.pixel_values(image), return_dict=True).pooler_output
+        self.image_encodings += 1
+        self.images.put(image.sha256, features)
+        return features
+
+    def forget(self) -> None:
+        """Drop the conversation's KV cache (the image embeddings stay)."""
+        self._prefix = None
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generate_kwargs(self, options: GenerationOptions) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": options.max_new_tokens, "num_beams": options.num_beams,
+            "do_sample": options.sampling,
+        }
+        if options.min_new_tokens:
+            kwargs["min_new_tokens"] = options.min_new_tokens
+        if options.sampling:
+            kwargs.update(temperature=options.temperature, top_p=options.top_p)
+        if options.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = options.repetition_penalty
+        if options.num_beams > 1:
+            kwargs["length_penalty"] = options.length_penalty
+        return kwargs
+
+    def _language_inputs(self, image: LoadedImage, ids: list[int]) -> dict[str, Any]:
+        features = self.image_embeddings(image)
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        embeds = self.model.get_input_embeddings()(input_ids)
+        mask = (input_ids == self.image_token_id).unsqueeze(-1).to(embeds.device)
+        embeds = embeds.masked_scatter(mask, features.to(embeds.device, embeds.dtype))
+        inputs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": torch.ones_like(input_ids)}
+        if not self.is_encoder_decoder:
+            inputs["input_ids"] = input_ids
+        return inputs
+
+    def _reusable_cache(self, image: LoadedImage, ids: list[int], options: GenerationOptions) -> tuple[Any, int]:
+        """A KV cache cropped to the prefix this turn shares with the last (None, 0 when nothing is reusable)."""
+        previous, self._prefix = self._prefix, None
+        if not self.reuse_prefix or options.num_beams > 1:
+            return None, 0
+        if previous is None or previous.image_sha256 != image.sha256:
+            return DynamicCache(config=self.model.language_model.config), 0
+        cached = previous.cache.get_seq_length()
+        keep = min(_common_prefix(previous.token_ids[:cached], ids), len(ids) - 1)  # leave one token to prefill
+        if keep <= 0:
+            return DynamicCache(config=self.model.language_model.config), 0
+        previous.cache.crop(keep - cached)  # crop takes minus the number of tokens to drop
+        return previous.cache, keep
+
+    def stream(
+        self,
+        image: LoadedImage,
+        prompt: str,
+        options: GenerationOptions,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[str]:
+        cancel = cancel or CancelToken()
+        stats = self.last_stats = GenerationStats()
+        started = time.perf_counter()
+        ids = self.input_ids(prompt)
+        encodings_before = self.image_encodings
+        with torch.inference_mode():
+            inputs = self._language_inputs(image, ids)
+        stats.image_encoded = self.image_encodings > encodings_before
+        stats.prompt_tokens = len(ids)
+        kv_cache, stats.reused_prefix_tokens = self._reusable_cache(image, ids, options)
+        kwargs = self.generate_kwargs(options)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhenCancelled(cancel)])
+        if kv_cache is not None:
+            kwargs[self._cache_argument] = kv_cache
+        streamer = _TokenQueue(stats) if options.num_beams == 1 else None
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                if options.seed is not None:
+                    torch.manual_seed(options.seed)
+                with torch.inference_mode():
+                    outcome["ids"] = self.model.language_model.generate(**inputs, **kwargs, streamer=streamer)
+            except BaseException as error:  # noqa: BLE001 - handed to the reading thread
+                outcome["error"] = error
+            finally:
+                if streamer is not None:
+                    streamer.queue.put(_END)
+
+        worker = threading.Thread(target=work, name="blip2-generate", daemon=True)
+        worker.start()
+        try:
+            if streamer is not None:
+                yield from self._decode_stream(streamer, stats, started)
+            worker.join()
+        finally:
+            if worker.is_alive():  # the reader stopped early: stop generating, then wait
+                cancel.cancel()
+                worker.join()
+        self._finish(outcome, ids, image, kv_cache, stats, cancel, started)
+        if streamer is None and stats.token_ids:  # beam search cannot stream: the answer comes whole
+            stats.seconds_to_first_token = stats.seconds_total
+            yield self._decode(stats.token_ids)
+
+    def _decode(self, token_ids: list[int]) -> str:
+        kept = [t for t in token_ids if t not in self._eos_ids]
+        return str(self.tokenizer.decode(kept, skip_special_tokens=True)).translate(_CONTROL).lstrip()
+
+    def _decode_stream(self, streamer: _TokenQueue, stats: GenerationStats, started: float) -> Iterator[str]:
+        new_ids: list[int] = []
+        shown = ""
+        while (token := streamer.queue.get()) is not _END:
+            if not new_ids:
+                stats.seconds_to_first_token = time.perf_counter() - started
+            new_ids.append(token)
+            text = self._decode(new_ids)
+            if text.endswith("\ufffd") or len(text) <= len(shown):  # wait for the rest of a UTF-8 character
+                continue
+            chunk, shown = text[len(shown):], text
+            yield chunk
+
+    def _finish(
+        self, outcome: dict[str, Any], ids: list[int], image: LoadedImage, kv_cache: Any,
+        stats: GenerationStats, cancel: CancelToken, started: float,
+    ) -> None:
+        stats.seconds_total = time.perf_counter() - started
+        stats.cancelled = cancel.cancelled
+        error = outcome.get("error")
+        if error is not None:
+            self._prefix = None
+            if isinstance(error, torch.OutOfMemoryError):
+                raise OutOfMemoryError(
+                    "The device ran out of memory while answering.",
+                    "Try a shorter --max-new-tokens, clear the conversation, or load the model with --quantize 8bit.",
+                ) from None
+            raise error
+        sequence = outcome["ids"][0].tolist()
+        stats.token_ids = sequence[1:] if self.is_encoder_decoder else sequence[len(ids):]
+        stats.new_tokens = len(stats.token_ids)
+        if kv_cache is not None:
+            self._prefix = _PrefixCache(image.sha256, ids + stats.token_ids, kv_cache)
+
+
+def open_engine(
+    model: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", progress: Any = None
+) -> Blip2Engine:
+    """Load a checkpoint (hub id, alias or directory) and wrap it in an engine."""
+    return Blip2Engine(load_checkpoint(model, device=device, dtype=dtype, progress=progress))

@@ -1,0 +1,236 @@
+"""Find and load a BLIP-2 checkpoint: a local directory, the local hub cache, or the hub.
+
+Offline-first: a directory or a cached copy is used without touching the network; only
+a hub id missing from the cache is downloaded. Safetensors only, never remote code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chatbot.engine.registry import family_of, resolve_alias
+from chatbot.errors import ModelNotFoundError, NotACheckpointError, OptionError, OutOfMemoryError
+
+# Files a BLIP-2 checkpoint needs; weights in safetensors only (no pickles, no remote code).
+CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a checkpoint lives on disk and how we found it."""
+
+    requested: str  # what the user typed
+    path: Path  # directory holding config.json, weights and processor files
+    hub_id: str | None  # the hub id, when it came from the hub or its cache
+    source: str  # "directory", "cache" or "download"
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are `owner/name`; anything rooted, relative or deeper is a path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _check_checkpoint_dir(path: Path, requested: str) -> None:
+    config = path / "config.json"
+    if not config.is_file():
+        raise NotACheckpointError(
+            f"The folder {path} is not a BLIP-2 checkpoint (it has no config.json).",
+            "Pass a folder saved with save_pretrained, or a hub id such as Salesforce/blip2-opt-2.7b.",
+        )
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    if model_type != "blip-2":
+        raise NotACheckpointError(
+            f"The folder {path} holds a {model_type or 'unreadable'} model, not BLIP-2.",
+            "Pass a BLIP-2 checkpoint folder or hub id (see `blip2-chat models`).",
+        )
+    if not any(path.glob("*.safetensors")):
+        raise NotACheckpointError(
+            f"The folder {path} has no .safetensors weights (other weight formats are not loaded, for safety).",
+            "Convert the weights to safetensors, or use the hub checkpoint.",
+        )
+
+
+def resolve_model(requested: str, progress: Progress | None = None) -> ResolvedModel:
+    """Locate a checkpoint: directory first, then the local cache, then a download.
+
+    Raises:
+        ModelNotFoundError: nowhere to be found (names the fix).
+        NotACheckpointError: a directory that is not a BLIP-2 checkpoint.
+    """
+    name = requested.strip()
+    local = Path(name).expanduser()
+    if local.is_dir():
+        _check_checkpoint_dir(local, requested)
+        return ResolvedModel(requested, local.resolve(), None, "directory")
+    if local.exists():
+        raise NotACheckpointError(
+            f"{local} is a file, not a checkpoint folder.", "Pass the folder that holds config.json and the weights."
+        )
+    if _looks_like_path(name):
+        raise ModelNotFoundError(
+            f"No checkpoint folder at {local}.", "Check the path, or pass a hub id such as Salesforce/blip2-opt-2.7b."
+        )
+    hub_id = resolve_alias(name)
+    if not _is_hub_id(hub_id):
+        raise ModelNotFoundError(
+            f"'{requested}' is neither a folder nor a hub id.",
+            "Use a hub id like Salesforce/blip2-opt-2.7b, an alias from `blip2-chat models`, or a folder path.",
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(hub_id, allow_patterns=CHECKPOINT_FILES, local_files_only=True)
+        return ResolvedModel(requested, Path(path), hub_id, "cache")
+    except Exception:  # noqa: BLE001 - any miss in the cache means "not cached"
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        raise ModelNotFoundError(
+            f"The model {hub_id} is not in the local cache and downloads are off (HF_HUB_OFFLINE is set).",
+            "Run once with network access and HF_HUB_OFFLINE unset, or pass --model with a local checkpoint folder.",
+        )
+    if progress:
+        progress(f"Downloading {hub_id} (first use only)")
+    try:
+        path = snapshot_download(hub_id, allow_patterns=CHECKPOINT_FILES)
+    except Exception as error:  # noqa: BLE001 - network, auth and not-found all end the same way
+        raise ModelNotFoundError(
+            f"Could not download {hub_id}: {_short(error)}.",
+            "Check the name (see `blip2-chat models`) and your network, or pass --model with a local folder.",
+        ) from None
+    _check_checkpoint_dir(Path(path), requested)
+    return ResolvedModel(requested, Path(path), hub_id, "download")
+
+
+def _is_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~", "/"))
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__).rstrip(".")[:200]
+
+
+def choose_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; explicit choices are checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise OptionError(f"--device {device} was asked for but no CUDA GPU is usable here.", "Use --device cpu.")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise OptionError(
+                f"There is no GPU {index}; this machine has {torch.cuda.device_count()}.", "Use --device cuda:0."
+            )
+        return f"cuda:{index}"
+    if device != "cpu":
+        raise OptionError(f"Unknown device '{device}'.", "Use auto, cpu, cuda or cuda:N.")
+    return device
+
+
+def choose_dtype(dtype: str, device: str, family: str) -> Any:
+    """The torch dtype: float32 on CPU; bfloat16 (or float16 for OPT) on GPUs. FlanT5 never float16."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise OptionError(f"Unknown dtype '{dtype}'.", f"Use one of: {', '.join(DTYPES)}.")
+    if dtype == "float16" and family == "flan-t5":
+        raise OptionError(
+            "FlanT5 overflows in float16 and answers with garbage.", "Use --dtype bfloat16 or float32."
+        )
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device == "cpu":
+        return torch.float32
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16 if family == "opt" else torch.float32
+
+
+def read_family(path: Path) -> str:
+    """'opt' or 'flan-t5', read from a checkpoint's config.json."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    return family_of(config.get("text_config", {}).get("model_type", "opt"))
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model on its device with its processor, ready for the engine."""
+
+    model: Any  # Blip2ForConditionalGeneration
+    processor: Any  # Blip2Processor
+    resolved: ResolvedModel
+    family: str
+    device: str
+    precision: str
+    seconds: float
+
+
+def load_checkpoint(
+    requested: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", progress: Progress | None = None
+) -> LoadedCheckpoint:
+    """Resolve and load a BLIP-2 checkpoint and its processor.
+
+    Args:
+        requested: hub id, registry alias, or local directory (or one already resolved).
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        dtype: "auto", "float32", "bfloat16" or "float16".
+        progress: called with short status sentences while loading.
+    """
+    started = time.perf_counter()
+    resolved = requested if isinstance(requested, ResolvedModel) else resolve_model(requested, progress)
+    family = read_family(resolved.path)
+    target = choose_device(device)
+    torch_dtype = choose_dtype(dtype, target, family)
+    if progress:
+        progress(f"Loading {resolved.hub_id or resolved.path} on {target}")
+    quiet_transformers()
+    import torch
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    try:
+        processor = Blip2Processor.from_pretrained(resolved.path)
+        model = Blip2ForConditionalGeneration.from_pretrained(
+            resolved.path, dtype=torch_dtype, device_map=target, use_safetensors=True, trust_remote_code=False
+        )
+    except torch.OutOfMemoryError:
+        raise OutOfMemoryError(
+            f"Not enough {'GPU ' if target.startswith('cuda') else ''}memory to load {resolved.requested}.",
+            "Try a smaller model (see `blip2-chat models`), or --device cpu.",
+        ) from None
+    except Exception as error:  # noqa: BLE001 - damaged files fail in many library-specific ways
+        raise NotACheckpointError(
+            f"The checkpoint at {resolved.path} could not be loaded: {_short(error)}.",
+            "Check that the folder is a complete BLIP-2 checkpoint (config, processor files and safetensors weights).",
+        ) from None
+    model.eval()
+    precision = str(torch_dtype).removeprefix("torch.")
+    return LoadedCheckpoint(model, processor, resolved, family, target, precision, time.perf_counter() - started)
+
+
+def quiet_transformers() -> None:
+    """Keep library chatter (progress bars, backend notes) off the user's terminal."""
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", module="transformers")

@@ -1,0 +1,77 @@
+"""The BLIP-2 checkpoints we know, with the facts the loader and `models` table need.
+
+Pure data (no torch), so the CLI can list models and resolve aliases without loading anything.
+Parameter counts and memory figures come from the model cards and FACTS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "Salesforce/blip2-opt-2.7b"
+
+
+@dataclass(frozen=True)
+class KnownCheckpoint:
+    """One hub checkpoint: what it is and roughly what it needs."""
+
+    hub_id: str
+    alias: str  # short name accepted by --model
+    family: str  # "opt" or "flan-t5"
+    params_billions: float
+    context_tokens: int  # OPT: positions for image + prompt + answer; FlanT5: trained input length
+    weights_gb: dict[str, float]  # approximate weight memory per precision: float16, 8bit, 4bit
+    captions: bool = False  # -coco: fine-tuned for captions
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.family == "flan-t5"
+
+
+def _opt(size: str, params: float, gb: tuple[float, float, float], coco: bool = False) -> KnownCheckpoint:
+    suffix = "-coco" if coco else ""
+    return KnownCheckpoint(
+        hub_id=f"Salesforce/blip2-opt-{size}{suffix}", alias=f"opt-{size}{suffix}", family="opt",
+        params_billions=params, context_tokens=2048,
+        weights_gb={"float16": gb[0], "8bit": gb[1], "4bit": gb[2]}, captions=coco,
+    )
+
+
+def _t5(size: str, params: float, gb: tuple[float, float, float], coco: bool = False) -> KnownCheckpoint:
+    suffix = "-coco" if coco else ""
+    return KnownCheckpoint(
+        hub_id=f"Salesforce/blip2-flan-t5-{size}{suffix}", alias=f"flan-t5-{size}{suffix}", family="flan-t5",
+        params_billions=params, context_tokens=512,
+        weights_gb={"float16": gb[0], "8bit": gb[1], "4bit": gb[2]}, captions=coco,
+    )
+
+
+KNOWN_CHECKPOINTS: tuple[KnownCheckpoint, ...] = (
+    _opt("2.7b", 3.74, (7.2, 3.6, 1.8)),
+    _opt("6.7b", 7.75, (15.5, 7.8, 4.3)),
+    _t5("xl", 3.94, (7.9, 3.9, 2.2)),
+    _t5("xxl", 12.2, (24.4, 12.2, 6.7)),
+    _opt("2.7b", 3.74, (7.2, 3.6, 1.8), coco=True),
+    _opt("6.7b", 7.75, (15.5, 7.8, 4.3), coco=True),
+    _t5("xl", 3.94, (7.9, 3.9, 2.2), coco=True),
+)
+
+
+def find_checkpoint(name: str) -> KnownCheckpoint | None:
+    """The known checkpoint named by hub id or alias (case-insensitive), else None."""
+    wanted = name.strip().lower()
+    for known in KNOWN_CHECKPOINTS:
+        if wanted in (known.hub_id.lower(), known.alias.lower(), known.hub_id.split("/")[1].lower()):
+            return known
+    return None
+
+
+def resolve_alias(name: str) -> str:
+    """A hub id for an alias; anything unknown is returned unchanged (a directory or other hub id)."""
+    known = find_checkpoint(name)
+    return known.hub_id if known else name
+
+
+def family_of(model_type: str) -> str:
+    """Our family name for a transformers text-model type ("opt", "t5", ...)."""
+    return "flan-t5" if model_type in ("t5", "mt5", "umt5") else "opt"

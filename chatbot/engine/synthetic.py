@@ -1,0 +1,238 @@
+"""Random-weight BLIP-2 checkpoints built locally, for tests and benchmarks.
+
+No weights can be downloaded where the tests run, so we build checkpoints of both
+families with random weights and a tokenizer trained here with `tokenizers`, and save
+them with `save_pretrained`: the loader then treats them exactly like a downloaded
+checkpoint. Tiny architectures make tests fast; the real dimensions of the hub
+checkpoints make benchmarks honest about compute and memory.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+# Words for the tokenizer's training corpus: enough to give a compact vocabulary of
+# the phrases a chat about images uses ("Question:", "Answer:", colours, objects).
+_WORDS = {
+    "subject": "a cat|two dogs|a man|a woman|the child|three birds|a red car|an old boat|a small house"
+    "|the tree|a bicycle|a plate of food|a group of people|a horse|the train|a laptop",
+    "verb": "sits on|stands near|is next to|runs across|looks at|is parked by|lies under|holds|flies over"
+    "|is in front of|is behind|plays with",
+    "object": "the table|a bench|the beach|a snowy field|the street|a wooden fence|the window|the water"
+    "|a green lawn|the sky|a busy road|a kitchen counter|the mountains",
+    "colour": "red|blue|green|yellow|white|black|brown|grey|orange|purple|pink",
+    "question": "what is in the picture|how many people are there|what colour is the car|where is this"
+    "|what is the man doing|is it raining|what time of day is it|what animal is this"
+    "|describe the image|what is on the table|why is the dog running|who is holding the umbrella",
+}
+
+
+@dataclass(frozen=True)
+class SyntheticArch:
+    """The shape of a synthetic BLIP-2 checkpoint; field names follow the HF configs."""
+
+    family: str  # "opt" or "flan-t5"
+    vocab_size: int = 1000  # tokenizer vocabulary trained here (the model adds the image token)
+    model_vocab_size: int = 0  # rows in the LM embedding; 0 = tokenizer size + image token
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    vision_mlp: int = 128
+    qformer_hidden: int = 64
+    qformer_layers: int = 2
+    qformer_heads: int = 4
+    qformer_mlp: int = 128
+    num_query_tokens: int = 8
+    lm_hidden: int = 64
+    lm_layers: int = 2  # OPT decoder layers; T5 encoder and decoder layers each
+    lm_heads: int = 4
+    lm_ffn: int = 128
+    max_positions: int = 2048  # OPT positions (T5 uses relative positions)
+    init_std: float = 0.3  # wide random weights make tiny models' answers vary with image and prompt
+
+
+ARCHITECTURES: dict[str, SyntheticArch] = {
+    # Tiny: fast tests. Widths of 64 so bitsandbytes 4-bit can quantize every layer.
+    "tiny-opt": SyntheticArch(family="opt"),
+    "tiny-flan-t5": SyntheticArch(family="flan-t5"),
+    # Medium: quick benchmarks on a laptop-class CPU.
+    "medium-opt": SyntheticArch(
+        family="opt", vocab_size=8000, image_size=224, patch_size=14, vision_hidden=384, vision_layers=6,
+        vision_heads=6, vision_mlp=1536, qformer_hidden=384, qformer_layers=4, qformer_heads=6, qformer_mlp=1536,
+        num_query_tokens=32, lm_hidden=768, lm_layers=8, lm_heads=12, lm_ffn=3072, init_std=0.02,
+    ),
+    "medium-flan-t5": SyntheticArch(
+        family="flan-t5", vocab_size=8000, image_size=224, patch_size=14, vision_hidden=384, vision_layers=6,
+        vision_heads=6, vision_mlp=1536, qformer_hidden=384, qformer_layers=4, qformer_heads=6, qformer_mlp=1536,
+        num_query_tokens=32, lm_hidden=768, lm_layers=6, lm_heads=12, lm_ffn=2048, init_std=0.02,
+    ),
+}
+
+# The real hub checkpoints' dimensions (ViT-g/14, 12-layer Q-Former, 32 queries).
+_REAL_VISION = dict(
+    init_std=0.02,  # the HF default: realistic activations for speed and memory figures
+    image_size=224, patch_size=14, vision_hidden=1408, vision_layers=39, vision_heads=16, vision_mlp=6144,
+    qformer_hidden=768, qformer_layers=12, qformer_heads=12, qformer_mlp=3072, num_query_tokens=32,
+)
+ARCHITECTURES.update({
+    "blip2-opt-2.7b": SyntheticArch(family="opt", vocab_size=8000, model_vocab_size=50304, lm_hidden=2560,
+                                    lm_layers=32, lm_heads=32, lm_ffn=10240, **_REAL_VISION),  # type: ignore[arg-type]
+    "blip2-opt-6.7b": SyntheticArch(family="opt", vocab_size=8000, model_vocab_size=50304, lm_hidden=4096,
+                                    lm_layers=32, lm_heads=32, lm_ffn=16384, **_REAL_VISION),  # type: ignore[arg-type]
+    "blip2-flan-t5-xl": SyntheticArch(family="flan-t5", vocab_size=8000, model_vocab_size=32128, lm_hidden=2048,
+                                      lm_layers=24, lm_heads=32, lm_ffn=5120, **_REAL_VISION),  # type: ignore[arg-type]
+    "blip2-flan-t5-xxl": SyntheticArch(family="flan-t5", vocab_size=8000, model_vocab_size=32128, lm_hidden=4096,
+                                       lm_layers=24, lm_heads=64, lm_ffn=10240, **_REAL_VISION),  # type: ignore[arg-type]
+})
+
+
+def training_corpus(lines: int = 4000, seed: int = 0) -> list[str]:
+    """Deterministic English-like sentences and Q/A lines to train the tokenizer on."""
+    rng = random.Random(seed)
+    pick = {k: v.split("|") for k, v in _WORDS.items()}
+    out = []
+    for _ in range(lines):
+        sentence = f"{rng.choice(pick['subject'])} {rng.choice(pick['verb'])} {rng.choice(pick['object'])}"
+        out.append(f"Question: {rng.choice(pick['question'])}? Answer: {sentence}.")
+        out.append(f"a photo of {sentence}, the {rng.choice(pick['colour'])} one. {rng.randint(0, 100)}\n")
+    return out
+
+
+def _train_opt_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
+    """Byte-level BPE like OPT's GPT-2 tokenizer: BOS `</s>` first, newline as a token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]  # OPT's ids 0..3
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        show_progress=False,
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(training_corpus(), trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def _train_t5_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
+    """Unigram with a metaspace like T5's SentencePiece: `</s>` appended, pad 0, eos 1, unk 2."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        show_progress=False, vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>"
+    )
+    tok.train_from_iterator(training_corpus(), trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+def _configs(arch: SyntheticArch, image_token_id: int, tokenizer) -> Any:  # type: ignore[no-untyped-def]
+    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig, T5Config
+
+    vocab = max(arch.model_vocab_size, image_token_id + 1)
+    vision = Blip2VisionConfig(
+        hidden_size=arch.vision_hidden, intermediate_size=arch.vision_mlp, num_hidden_layers=arch.vision_layers,
+        num_attention_heads=arch.vision_heads, image_size=arch.image_size, patch_size=arch.patch_size,
+    )
+    qformer = Blip2QFormerConfig(
+        hidden_size=arch.qformer_hidden, num_hidden_layers=arch.qformer_layers,
+        num_attention_heads=arch.qformer_heads, intermediate_size=arch.qformer_mlp,
+        encoder_hidden_size=arch.vision_hidden,
+    )
+    text: Any
+    if arch.family == "opt":
+        newline = tokenizer.convert_tokens_to_ids("Ċ")  # OPT-BLIP-2 stops at the newline token
+        text = OPTConfig(
+            vocab_size=vocab, hidden_size=arch.lm_hidden, num_hidden_layers=arch.lm_layers,
+            num_attention_heads=arch.lm_heads, ffn_dim=arch.lm_ffn, word_embed_proj_dim=arch.lm_hidden,
+            max_position_embeddings=arch.max_positions, bos_token_id=2, eos_token_id=newline, pad_token_id=1,
+        )
+    else:
+        text = T5Config(
+            vocab_size=vocab, d_model=arch.lm_hidden, d_kv=arch.lm_hidden // arch.lm_heads, d_ff=arch.lm_ffn,
+            num_layers=arch.lm_layers, num_decoder_layers=arch.lm_layers, num_heads=arch.lm_heads,
+            feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+        )
+        text.tie_word_embeddings = False  # as in the FlanT5 checkpoints (not a constructor argument in v5)
+        text.decoder_start_token_id = 0
+    return Blip2Config(
+        vision_config=vision, qformer_config=qformer, text_config=text,
+        num_query_tokens=arch.num_query_tokens, image_token_index=image_token_id,
+    )
+
+
+def build_checkpoint(arch: str | SyntheticArch, out_dir: str | Path, seed: int = 0) -> Path:
+    """Build a random-weight BLIP-2 checkpoint with its processor and save it to `out_dir`.
+
+    Args:
+        arch: a name from `ARCHITECTURES` or a `SyntheticArch`.
+        out_dir: directory to write (created); it then loads like any local checkpoint.
+        seed: fixes the weights, so the same call always gives the same checkpoint.
+    """
+    from chatbot.engine.loader import quiet_transformers
+
+    quiet_transformers()
+    import torch
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessorPil
+
+    spec = ARCHITECTURES[arch] if isinstance(arch, str) else arch
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train = _train_opt_tokenizer if spec.family == "opt" else _train_t5_tokenizer
+    tokenizer = train(spec.vocab_size)
+    images = BlipImageProcessorPil(
+        size={"height": spec.image_size, "width": spec.image_size},
+        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor = Blip2Processor(image_processor=images, tokenizer=tokenizer, num_query_tokens=spec.num_query_tokens)
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    config = _configs(spec, image_token_id, tokenizer)
+    torch.manual_seed(seed)
+    model = Blip2ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() >= 2:  # matrices and embeddings; norms and biases keep their init
+                weight.normal_(0.0, spec.init_std)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def scaled(arch: str, **changes: int) -> SyntheticArch:
+    """A named architecture with some fields changed (e.g. fewer layers for a quick benchmark)."""
+    return replace(ARCHITECTURES[arch], **changes)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m chatbot.engine.synthetic ARCH DIR`: build a checkpoint to try the tool offline."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build a random-weight BLIP-2 checkpoint (answers are gibberish).")
+    parser.add_argument("arch", choices=sorted(ARCHITECTURES), help="architecture to build")
+    parser.add_argument("out_dir", help="folder to write; pass it to blip2-chat --model")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(build_checkpoint(args.arch, args.out_dir, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

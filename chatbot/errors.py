@@ -1,0 +1,47 @@
+"""User-facing errors: each says what is wrong in one sentence and what to do next.
+
+Front ends catch `UserError` and show `str(error)`; the CLI exits with status 2 and
+never prints a traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Something the user can fix. `message` says what is wrong, `hint` what to do."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}".strip()
+
+
+class ImageError(UserError):
+    """The image cannot be read, fetched or used."""
+
+
+class ModelNotFoundError(UserError):
+    """The model is neither a local directory, in the local cache, nor reachable on the hub."""
+
+
+class NotACheckpointError(UserError):
+    """A local directory exists but does not hold a BLIP-2 checkpoint."""
+
+
+class QuestionError(UserError):
+    """The question is empty or cannot fit the model's context."""
+
+
+class OptionError(UserError):
+    """A generation option or flag has a value the model cannot use."""
+
+
+class QuantizationUnavailableError(UserError):
+    """8-bit or 4-bit loading was asked for but bitsandbytes cannot provide it here."""
+
+
+class OutOfMemoryError(UserError):
+    """The device ran out of memory while loading or answering."""

@@ -1,0 +1,57 @@
+"""Shared fixtures: synthetic checkpoints built once per test session, never the network."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+# Tests never reach the hub: the loader must find everything locally or say so. An empty
+# Hugging Face cache of our own (set before huggingface_hub is imported, which reads it once)
+# keeps the user's downloaded models out of the tests; subprocesses inherit it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="blip2-chat-hf-home-")
+os.environ["HF_HUB_CACHE"] = os.path.join(os.environ["HF_HOME"], "hub")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
+
+FAMILIES = ("opt", "flan-t5")
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random-weight BLIP-2 checkpoints of both families, saved like downloaded ones."""
+    from chatbot.engine.synthetic import build_checkpoint
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {family: build_checkpoint(f"tiny-{family}", root / f"tiny-{family}") for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def engines(checkpoints: dict[str, Path]) -> dict[str, object]:
+    """One loaded engine per family, shared by the tests that only read from it."""
+    from chatbot.engine.blip2 import open_engine
+
+    return {family: open_engine(str(path), device="cpu") for family, path in checkpoints.items()}
+
+
+def make_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Path:
+    """A small picture with a coloured square, different enough per colour to change answers."""
+    image = Image.new("RGB", size, (240, 240, 240))
+    image.paste(colour, (8, 8, size[0] - 8, size[1] - 8))
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pictures")
+    return {
+        "red": make_image(root / "red.png", (200, 30, 30)),
+        "green": make_image(root / "green.jpg", (20, 180, 40)),
+    }
