@@ -1,0 +1,55 @@
+"""Settings: what every front end needs to open a model and decode, checked once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+from chatbot.engine.base import GenerationOptions
+from chatbot.engine.registry import DEFAULT_MODEL
+from chatbot.errors import OptionError
+
+MODEL_ENV = "BLIP2_CHAT_MODEL"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The choices a run is made with."""
+
+    model: str  # hub id, alias or checkpoint folder
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    dtype: str = "auto"  # auto, float32, bfloat16, float16
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    json: bool = False  # one JSON object per answer instead of text
+
+
+def check_options(options: GenerationOptions) -> GenerationOptions:
+    """Refuse values the model cannot use, with the range that works."""
+    if options.max_new_tokens < 1:
+        raise OptionError(f"--max-new-tokens must be at least 1 (got {options.max_new_tokens}).", "Try 30.")
+    if options.num_beams < 1:
+        raise OptionError(f"--num-beams must be at least 1 (got {options.num_beams}).", "Use 1 for greedy or 3-5.")
+    if options.temperature < 0:
+        raise OptionError(f"--temperature cannot be negative (got {options.temperature}).", "Use 0 or e.g. 0.7.")
+    if not 0 < options.top_p <= 1:
+        raise OptionError(f"--top-p must be in (0, 1] (got {options.top_p}).", "Try 0.9.")
+    if options.repetition_penalty <= 0:
+        raise OptionError(
+            f"--repetition-penalty must be positive (got {options.repetition_penalty}).", "Use 1.0 (off) or 1.5."
+        )
+    return options
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from parsed flags; unset flags keep the defaults."""
+    defaults = GenerationOptions()
+    values = {
+        "max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
+        "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
+    }
+    options = GenerationOptions(**{
+        name: value if value is not None else getattr(defaults, name) for name, value in values.items()
+    })
+    model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    return Settings(model=model, device=args.device, dtype=args.dtype, options=check_options(options), json=args.json)
