@@ -103,6 +103,21 @@ class Chat:
         self.session.context_start = min(self.session.context_start, len(self.session.turns))
         return turn
 
+    def retry(self, cancel: CancelToken | None = None) -> Iterator[str]:
+        """Answer the last question again (the old answer is replaced when the new one is recorded)."""
+        if not self.session.turns or self.session.context_start >= len(self.session.turns):
+            raise QuestionError("There is no question to answer again.", "Ask one first.")
+        return self._retry(cancel)
+
+    def _retry(self, cancel: CancelToken | None) -> Iterator[str]:
+        old = self.session.turns.pop()
+        recorded = len(self.session.turns)
+        try:
+            yield from self.ask(old.question, cancel)
+        finally:
+            if len(self.session.turns) == recorded:  # nothing new came (error or instant cancel): keep the old
+                self.session.turns.append(old)
+
     def with_options(self, **changes: object) -> None:
         self.options = replace(self.options, **changes)  # type: ignore[arg-type]
 

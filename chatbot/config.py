@@ -24,20 +24,25 @@ class Settings:
     json: bool = False  # one JSON object per answer instead of text
 
 
-def check_options(options: GenerationOptions) -> GenerationOptions:
-    """Refuse values the model cannot use, with the range that works."""
+def check_options(options: GenerationOptions, as_flags: bool = True) -> GenerationOptions:
+    """Refuse values the model cannot use, naming the range that works (as --flags or as /set keys)."""
+
+    def name(key: str) -> str:
+        return "--" + key.replace("_", "-") if as_flags else key
+
     if options.max_new_tokens < 1:
-        raise OptionError(f"--max-new-tokens must be at least 1 (got {options.max_new_tokens}).", "Try 30.")
+        raise OptionError(f"{name('max_new_tokens')} must be at least 1 (got {options.max_new_tokens}).", "Try 30.")
     if options.num_beams < 1:
-        raise OptionError(f"--num-beams must be at least 1 (got {options.num_beams}).", "Use 1 for greedy or 3-5.")
+        raise OptionError(f"{name('num_beams')} must be at least 1 (got {options.num_beams}).",
+                          "Use 1 for greedy or 3-5 for beam search.")
     if options.temperature < 0:
-        raise OptionError(f"--temperature cannot be negative (got {options.temperature}).", "Use 0 or e.g. 0.7.")
+        raise OptionError(f"{name('temperature')} cannot be negative (got {options.temperature}).",
+                          "Use 0 to decode deterministically, or e.g. 0.7 to sample.")
     if not 0 < options.top_p <= 1:
-        raise OptionError(f"--top-p must be in (0, 1] (got {options.top_p}).", "Try 0.9.")
+        raise OptionError(f"{name('top_p')} must be in (0, 1] (got {options.top_p}).", "Try 0.9.")
     if options.repetition_penalty <= 0:
-        raise OptionError(
-            f"--repetition-penalty must be positive (got {options.repetition_penalty}).", "Use 1.0 (off) or 1.5."
-        )
+        raise OptionError(f"{name('repetition_penalty')} must be positive (got {options.repetition_penalty}).",
+                          "Use 1.0 (off) or 1.5.")
     return options
 
 

@@ -196,6 +196,9 @@ class Blip2Engine(Engine):
     ) -> Iterator[str]:
         cancel = cancel or CancelToken()
         stats = self.last_stats = GenerationStats()
+        if cancel.cancelled:  # cancelled before it began: no work, no tokens
+            stats.cancelled = True
+            return
         started = time.perf_counter()
         ids = self.input_ids(prompt)
         encodings_before = self.image_encodings
