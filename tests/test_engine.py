@@ -23,7 +23,8 @@ QUESTIONS = ["What is in the picture?", "What colour is it?", "How many are ther
 
 def reference_tokens(engine: Blip2Engine, image: LoadedImage, prompt: str, options: GenerationOptions) -> list[int]:
     """New tokens from the plain Hugging Face path: processor + Blip2ForConditionalGeneration.generate."""
-    inputs = engine.processor(images=image.image, text=prompt, return_tensors="pt")
+    inputs = engine.processor(images=image.image, text=prompt, return_tensors="pt").to(engine.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(engine.dtype)
     if options.seed is not None:
         torch.manual_seed(options.seed)
     out = engine.model.generate(**inputs, **engine.generate_kwargs(options))[0].tolist()

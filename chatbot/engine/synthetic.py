@@ -80,20 +80,33 @@ _REAL_VISION = dict(
     qformer_hidden=768, qformer_layers=12, qformer_heads=12, qformer_mlp=3072, num_query_tokens=32,
 )
 ARCHITECTURES.update({
-    "blip2-opt-2.7b": SyntheticArch(family="opt", vocab_size=8000, model_vocab_size=50304, lm_hidden=2560,
+    "blip2-opt-2.7b": SyntheticArch(family="opt", vocab_size=50265, model_vocab_size=50304, lm_hidden=2560,
                                     lm_layers=32, lm_heads=32, lm_ffn=10240, **_REAL_VISION),  # type: ignore[arg-type]
-    "blip2-opt-6.7b": SyntheticArch(family="opt", vocab_size=8000, model_vocab_size=50304, lm_hidden=4096,
+    "blip2-opt-6.7b": SyntheticArch(family="opt", vocab_size=50265, model_vocab_size=50304, lm_hidden=4096,
                                     lm_layers=32, lm_heads=32, lm_ffn=16384, **_REAL_VISION),  # type: ignore[arg-type]
-    "blip2-flan-t5-xl": SyntheticArch(family="flan-t5", vocab_size=8000, model_vocab_size=32128, lm_hidden=2048,
+    "blip2-flan-t5-xl": SyntheticArch(family="flan-t5", vocab_size=32100, model_vocab_size=32128, lm_hidden=2048,
                                       lm_layers=24, lm_heads=32, lm_ffn=5120, **_REAL_VISION),  # type: ignore[arg-type]
-    "blip2-flan-t5-xxl": SyntheticArch(family="flan-t5", vocab_size=8000, model_vocab_size=32128, lm_hidden=4096,
+    "blip2-flan-t5-xxl": SyntheticArch(family="flan-t5", vocab_size=32100, model_vocab_size=32128, lm_hidden=4096,
                                        lm_layers=24, lm_heads=64, lm_ffn=10240, **_REAL_VISION),  # type: ignore[arg-type]
 })
 
 
-def training_corpus(lines: int = 4000, seed: int = 0) -> list[str]:
-    """Deterministic English-like sentences and Q/A lines to train the tokenizer on."""
+def training_corpus(lines: int = 4000, seed: int = 0, vocab_size: int = 1000) -> list[str]:
+    """Deterministic English-like sentences and Q/A lines to train the tokenizer on.
+
+    Large vocabularies (the real checkpoints' 50k / 32k) need more distinct text than a few
+    hundred words give, so pseudo-words are added until the trainer can reach the size asked for.
+    """
     rng = random.Random(seed)
+    out = _english_lines(rng, lines)
+    if vocab_size > 4000:
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        words = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 10))) for _ in range(vocab_size + 10000)]
+        out += [" ".join(rng.choice(words) for _ in range(12)) for _ in range(vocab_size // 2)]
+    return out
+
+
+def _english_lines(rng: random.Random, lines: int) -> list[str]:
     pick = {k: v.split("|") for k, v in _WORDS.items()}
     out = []
     for _ in range(lines):
@@ -116,7 +129,7 @@ def _train_opt_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
         show_progress=False,
         vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tok.train_from_iterator(training_corpus(), trainer)
+    tok.train_from_iterator(training_corpus(vocab_size=vocab_size), trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", 2)]
     )
@@ -137,7 +150,7 @@ def _train_t5_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
     trainer = trainers.UnigramTrainer(
         show_progress=False, vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>"
     )
-    tok.train_from_iterator(training_corpus(), trainer)
+    tok.train_from_iterator(training_corpus(vocab_size=vocab_size), trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
@@ -179,13 +192,19 @@ def _configs(arch: SyntheticArch, image_token_id: int, tokenizer) -> Any:  # typ
     )
 
 
-def build_checkpoint(arch: str | SyntheticArch, out_dir: str | Path, seed: int = 0) -> Path:
+def build_checkpoint(
+    arch: str | SyntheticArch, out_dir: str | Path, seed: int = 0, save_dtype: str = "float32",
+    build_device: str = "cpu",
+) -> Path:
     """Build a random-weight BLIP-2 checkpoint with its processor and save it to `out_dir`.
 
     Args:
         arch: a name from `ARCHITECTURES` or a `SyntheticArch`.
         out_dir: directory to write (created); it then loads like any local checkpoint.
         seed: fixes the weights, so the same call always gives the same checkpoint.
+        save_dtype: "float32", or "bfloat16" to halve memory and disk for real-dimension builds.
+        build_device: where the random weights are drawn ("cuda" is much faster for billions of them;
+            the weights then differ from a CPU build with the same seed).
     """
     from chatbot.engine.loader import quiet_transformers
 
@@ -206,7 +225,13 @@ def build_checkpoint(arch: str | SyntheticArch, out_dir: str | Path, seed: int =
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     config = _configs(spec, image_token_id, tokenizer)
     torch.manual_seed(seed)
-    model = Blip2ForConditionalGeneration(config).eval()
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, save_dtype))  # build in the saved dtype: no float32 copy in memory
+    try:
+        with torch.device(build_device):
+            model = Blip2ForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(default_dtype)
     with torch.no_grad():
         for weight in model.parameters():
             if weight.dim() >= 2:  # matrices and embeddings; norms and biases keep their init
