@@ -76,7 +76,25 @@ def our_turn(chat: Any, question: str) -> dict[str, Any]:
     }
 
 
-def run(arch: str, turns: int, answer_tokens: int, device: str, dtype: str, out: Path) -> dict[str, Any]:
+def answer_in_whole_words(engine: Any) -> int:
+    """Let the model answer only with whole-word tokens (" cat", " red"); returns how many are allowed.
+
+    A trained model's answers are ordinary words, which re-tokenize to the very tokens it generated,
+    so the next turn's prompt shares them with the KV cache. Random weights pick byte fragments that
+    re-tokenize differently, which would understate prefix reuse. Both paths get the same
+    restriction (it sits in the language model's generation config), so they stay comparable.
+    """
+    tokenizer = engine.tokenizer
+    vocab = engine.model.language_model.get_output_embeddings().weight.shape[0]
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    allowed = {i for i, piece in enumerate(pieces) if piece and piece[0] in "Ġ▁" and piece[1:].isalpha()
+               and piece[1:].isascii() and len(piece) > 2}
+    engine.model.language_model.generation_config.suppress_tokens = [i for i in range(vocab) if i not in allowed]
+    return len(allowed)
+
+
+def run(arch: str, turns: int, answer_tokens: int, device: str, dtype: str, out: Path,
+        whole_words: bool = True) -> dict[str, Any]:
     from chatbot.chat import Chat
     from chatbot.engine.base import GenerationOptions
     from chatbot.engine.blip2 import open_engine
@@ -84,6 +102,7 @@ def run(arch: str, turns: int, answer_tokens: int, device: str, dtype: str, out:
     checkpoint = ensure_checkpoint(arch, dtype="bfloat16" if arch.startswith("blip2-") else "float32")
     engine = open_engine(str(checkpoint), device=device, dtype=dtype)
     options = GenerationOptions(max_new_tokens=answer_tokens, min_new_tokens=answer_tokens)
+    allowed = answer_in_whole_words(engine) if whole_words else None
     warm = Chat(engine, make_picture(seed=99), options)  # first calls pay one-off costs: keep them out
     "".join(warm.ask(QUESTIONS[0]))
     naive_turn(engine, warm.image, warm.prepare(QUESTIONS[0]).text, options)
@@ -91,7 +110,8 @@ def run(arch: str, turns: int, answer_tokens: int, device: str, dtype: str, out:
 
     chat = Chat(engine, make_picture(seed=1), options)
     rows, identical = [], True
-    print(f"\n{arch} on {engine.info.device} ({engine.info.precision}), answers of {answer_tokens} tokens")
+    words = f", whole-word tokens only ({allowed} allowed)" if allowed else ", any token"
+    print(f"\n{arch} on {engine.info.device} ({engine.info.precision}), answers of {answer_tokens} tokens{words}")
     print(f"{'turn':>4} {'prompt':>6} {'reused':>6} | {'TTFT ours':>9} {'naive':>7} {'x':>6} | "
           f"{'total ours':>10} {'naive':>7} {'x':>5}")
     for turn in range(turns):
@@ -121,7 +141,8 @@ def run(arch: str, turns: int, answer_tokens: int, device: str, dtype: str, out:
     name = f"turns-{arch}-{engine.info.device.split(':')[0]}-{engine.info.precision}"
     path = write_result(name, {
         "arch": arch, "device": engine.info.device, "precision": engine.info.precision, "turns": turns,
-        "answer_tokens": answer_tokens, "identical_tokens": identical, "rows": rows, "summary": summary,
+        "answer_tokens": answer_tokens, "whole_word_answers": bool(allowed), "identical_tokens": identical,
+        "rows": rows, "summary": summary,
     }, out)
     print(f"wrote {path}")
     same_turns = sum(row["identical_tokens"] for row in rows)
@@ -153,11 +174,13 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--any-token", action="store_true", help="answers may use any token (answer_in_whole_words)")
     args = parser.parse_args()
     archs = args.arch or (["medium-opt", "medium-flan-t5"] if args.quick else ["blip2-opt-2.7b"])
     ok = True
     for arch in archs:
-        ok &= run(arch, args.turns, args.answer_tokens, args.device, args.dtype, args.out)["identical"]
+        result = run(arch, args.turns, args.answer_tokens, args.device, args.dtype, args.out, not args.any_token)
+        ok &= result["identical"]
     if not ok:
         print("FAILED: in float32 our tokens differ from the naive loop's", file=sys.stderr)
     return 0 if ok else 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One prepared run on a lent GPU machine (see README "Benchmarks"): the CUDA tests, then the
-# benchmarks on the real dimensions. Wheels for packages the machine lacks travel in .whl/.
+# One prepared run on a lent GPU machine: the CUDA tests, then the benchmarks on the real
+# dimensions (synthetic weights). Wheels for packages the machine lacks travel in .whl/.
 # Everything lands in $OUT (at most 8 files): one log and the JSON results.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -14,17 +14,15 @@ log=$OUT/gpu.log
 step() { echo "=== $* ($(date +%T))" | tee -a "$log"; }
 step machine
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$log"
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" 2>&1 | tee -a "$log"
+python3 -c "import torch, transformers, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'bitsandbytes', bitsandbytes.__version__)" 2>&1 | tee -a "$log"
 step tests
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee -a "$log"
+timeout 140 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_precision_gpu.py 2>&1 | tail -15 | tee -a "$log"
 step turns opt-2.7b
-timeout 200 python3 benchmarks/bench_turns.py --arch blip2-opt-2.7b --out "$OUT" 2>&1 | grep -v Warning | tee -a "$log"
+timeout 170 python3 benchmarks/bench_turns.py --arch blip2-opt-2.7b --out "$OUT" 2>&1 | grep -v Warning | tee -a "$log"
+step precision opt-2.7b
+timeout 170 python3 benchmarks/bench_precision.py --arch blip2-opt-2.7b --timeout 60 --out "$OUT" --docs /tmp/benchmarks.md 2>&1 | grep -v Warning | tee -a "$log"
 step decode opt-2.7b
-timeout 90 python3 benchmarks/bench_decode.py --arch blip2-opt-2.7b --out "$OUT" 2>&1 | grep -v Warning | tee -a "$log"
-if [ -f benchmarks/bench_precision.py ]; then
-  step precision opt-2.7b
-  timeout 180 python3 benchmarks/bench_precision.py --arch blip2-opt-2.7b --out "$OUT" 2>&1 | grep -v Warning | tee -a "$log"
-fi
+timeout 60 python3 benchmarks/bench_decode.py --arch blip2-opt-2.7b --out "$OUT" 2>&1 | grep -v Warning | tee -a "$log"
 step turns flan-t5-xl
-timeout 200 python3 benchmarks/bench_turns.py --arch blip2-flan-t5-xl --out "$OUT" 2>&1 | grep -v Warning | tee -a "$log"
+timeout 150 python3 benchmarks/bench_turns.py --arch blip2-flan-t5-xl --out "$OUT" 2>&1 | grep -v Warning | tee -a "$log"
 step done

@@ -80,15 +80,17 @@ class Chat:
         fitted = self.last_fit = self.prepare(question)
         cancel = cancel or CancelToken()
         parts: list[str] = []
+        finished = False  # False after a model error or an early close: then only a partial answer is kept
         try:
             for chunk in self.engine.stream(self.image, fitted.text, self.options, cancel):
                 parts.append(chunk)
                 yield chunk
+            finished = True
         finally:
-            if parts or not cancel.cancelled:
+            if parts or (finished and not cancel.cancelled):
                 self.session.turns.append(Turn(
                     question=normalize_question(question), answer=normalize_answer("".join(parts)),
-                    image=self.session.image, stopped=cancel.cancelled,
+                    image=self.session.image, stopped=cancel.cancelled or not finished,
                 ))
 
     def clear(self) -> None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from pathlib import Path
 
 from chatbot import __version__
 from chatbot.config import Settings, settings_from_args
 from chatbot.errors import UserError
 
 EPILOG = """examples:
+  blip2-chat photo.jpg                    open the chat app on a picture (same as: blip2-chat chat photo.jpg)
+  blip2-chat --continue                   go on with the last chat; `blip2-chat sessions` lists them all
   blip2-chat ask photo.jpg "What is the man holding?"
   blip2-chat caption holiday/*.jpg
   blip2-chat chat photo.jpg --plain < questions.txt
@@ -29,8 +32,10 @@ def _model_flags() -> argparse.ArgumentParser:
     flags = argparse.ArgumentParser(add_help=False)
     group = flags.add_argument_group("model and decoding")
     group.add_argument("--model", help="hub id (Salesforce/blip2-opt-2.7b), alias (opt-2.7b) or checkpoint folder")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default: auto)")
+    group.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    group.add_argument("--dtype", default=None, help="auto, float32, bfloat16 or float16 (default: auto)")
+    group.add_argument("--quantize", default=None, choices=("auto", "none", "8bit", "4bit"),
+                       help="8bit or 4bit (bitsandbytes), none, or auto: the best precision that fits (default)")
     group.add_argument("--max-new-tokens", type=int, default=None, help="longest answer in tokens (default: 30)")
     group.add_argument("--num-beams", type=int, default=None, help="beam search width; 1 = greedy (default: 1)")
     group.add_argument("--temperature", type=float, default=None, help="> 0 samples with this temperature")
@@ -47,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"blip2-chat {__version__}")
+    _resume_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     flags = _model_flags()
     ask = commands.add_parser("ask", parents=[flags], help="answer one question about an image")
@@ -55,19 +61,74 @@ def build_parser() -> argparse.ArgumentParser:
     cap = commands.add_parser("caption", parents=[flags], help="caption one or more images")
     cap.add_argument("images", nargs="+", help="image files or URLs")
     cap.add_argument("--prompt", default="", help="text the caption continues, e.g. 'a photo of'")
-    chat = commands.add_parser("chat", parents=[flags], help="a conversation about an image (line mode)")
-    chat.add_argument("image", help="image file or URL to talk about")
-    chat.add_argument("--plain", action="store_true", help="line-based mode: one question per line on stdin")
+    chat = commands.add_parser("chat", parents=[flags], help="a conversation about an image (the chat app)")
+    chat.add_argument("image", nargs="?", help="image file or URL to talk about")
+    chat.add_argument("--plain", action="store_true",
+                      help="screen-reader mode: labelled plain lines, no redraws (also chosen when stdin or stdout "
+                           "is not a terminal, TERM=dumb, or the config file says plain = true)")
+    _resume_flags(chat)
+    _describe_parser(commands)
+    commands.add_parser("sessions", help="list saved chats (resume one with --resume ID)")
+    models = commands.add_parser("models", help="known checkpoints: memory per precision, cached, what fits here")
+    models.add_argument("--device", default=None, help="whose free memory to compare with: auto, cpu, cuda:N")
+    models.add_argument("--json", action="store_true", help="one JSON object per checkpoint")
     return parser
+
+
+def _describe_parser(commands: argparse._SubParsersAction) -> None:
+    from chatbot import alt_text  # pure and tiny: the defaults shown in --help
+
+    describe = commands.add_parser(
+        "describe", parents=[_model_flags()], help="alt text for image files and folders (JSON Lines, CSV or Markdown)",
+        description="Write alt text for every image in PATHS, one row per image, appended as soon as it is ready.",
+    )
+    describe.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
+    describe.add_argument("--recursive", "-r", action="store_true", help="also look inside sub-folders")
+    describe.add_argument("--format", choices=("jsonl", "csv", "md"), default=None,
+                          help="output format (default: from the --out suffix, else jsonl)")
+    describe.add_argument("--out", "-o", type=Path, default=None, help="file to append rows to (default: stdout)")
+    describe.add_argument("--prompt", default=alt_text.DEFAULT_PROMPT,
+                          help="text the description continues (default: none, the model's plain caption)")
+    describe.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    describe.add_argument("--resume", action="store_true", help="skip images already in --out (same path and sha256)")
+    # Its own copy of the model flags: set_defaults changes the flag objects, which parents share.
+    describe.set_defaults(max_new_tokens=alt_text.DEFAULT_MAX_NEW_TOKENS,
+                          repetition_penalty=alt_text.DEFAULT_REPETITION_PENALTY)
+
+
+def _resume_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--continue", dest="continue_last", action="store_true",
+                        help="open the chat app on the last saved session")
+    parser.add_argument("--resume", metavar="ID", help="open the chat app on a saved session (or an exported .json)")
+
+
+def with_default_command(argv: Sequence[str], commands: Collection[str]) -> list[str]:
+    """`blip2-chat IMAGE ...` and `blip2-chat --continue|--resume ...` mean `blip2-chat chat ...`."""
+    args = list(argv)
+    if not args or args[0] in ("-h", "--help", "--version") or args[0] in commands:
+        return args
+    if any(arg in commands for arg in args):  # e.g. `describe ... --resume`: that command's own flag
+        return args
+    resuming = any(arg in ("--continue", "--resume") or arg.startswith("--resume=") for arg in args)
+    return ["chat", *args] if resuming or not args[0].startswith("-") else args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    args = parser.parse_args(with_default_command(sys.argv[1:] if argv is None else argv, commands))
     if args.command is None:
         parser.print_help()
         return 0
     try:
+        if args.command == "models":
+            from chatbot.models_command import run_models
+
+            return run_models(args.device or "auto", args.json)
+        if args.command == "sessions":
+            from chatbot.chat_command import run_sessions
+
+            return run_sessions()
         settings = settings_from_args(args)
         return _run(args, settings)
     except UserError as error:
@@ -91,9 +152,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from chatbot.oneshot import run_caption
 
         return run_caption(settings, args.images, args.prompt)
-    from chatbot.plain import run_plain_chat
+    if args.command == "describe":
+        from chatbot.batch import DescribeRequest, run_describe
 
-    return run_plain_chat(settings, args.image)
+        return run_describe(settings, DescribeRequest(
+            paths=tuple(args.paths), recursive=args.recursive, fmt=args.format, out=args.out, prompt=args.prompt,
+            batch_size=args.batch_size, resume=bool(args.resume),
+        ))
+    from chatbot.chat_command import run_chat_command
+
+    return run_chat_command(settings, args.image, plain=args.plain, continue_last=args.continue_last,
+                            resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
+from chatbot.config_file import read_config
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.registry import DEFAULT_MODEL
 from chatbot.errors import OptionError
@@ -22,6 +23,7 @@ class Settings:
     dtype: str = "auto"  # auto, float32, bfloat16, float16
     options: GenerationOptions = field(default_factory=GenerationOptions)
     json: bool = False  # one JSON object per answer instead of text
+    quantize: str = "auto"  # auto (the best precision that fits), none, 8bit, 4bit
 
 
 def check_options(options: GenerationOptions, as_flags: bool = True) -> GenerationOptions:
@@ -47,14 +49,21 @@ def check_options(options: GenerationOptions, as_flags: bool = True) -> Generati
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from parsed flags; unset flags keep the defaults."""
+    """Settings from parsed flags, then $BLIP2_CHAT_MODEL, then the config file, then the defaults."""
+    file = read_config()
     defaults = GenerationOptions()
     values = {
         "max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
         "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
     }
     options = GenerationOptions(**{
-        name: value if value is not None else getattr(defaults, name) for name, value in values.items()
+        name: next((v for v in (value, file.get(name)) if v is not None), getattr(defaults, name))
+        for name, value in values.items()
     })
-    model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
-    return Settings(model=model, device=args.device, dtype=args.dtype, options=check_options(options), json=args.json)
+    model = args.model or os.environ.get(MODEL_ENV) or file.get("model") or DEFAULT_MODEL
+
+    def choice(key: str) -> str:
+        return str(getattr(args, key, None) or file.get(key) or "auto")
+
+    return Settings(model=model, device=choice("device"), dtype=choice("dtype"), quantize=choice("quantize"),
+                    options=check_options(options), json=args.json)

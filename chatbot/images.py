@@ -90,7 +90,7 @@ def _read_file(path: str) -> bytes:
         if stat.S_ISDIR(info.st_mode):
             raise ImageError(
                 f"{shown} is a folder, not an image file.",
-                "Pass one image file; to go through a whole folder, use the `describe` command.",
+                "Pass one image file; for alt text of every image in a folder, use `blip2-chat describe FOLDER`.",
             )
         if not stat.S_ISREG(info.st_mode):
             raise ImageError(f"{shown} is not a regular file.", "Pass the path of an image file.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from chatbot.chat import Chat, caption
@@ -21,15 +21,19 @@ def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def open_engine_for(settings: Settings) -> Engine:
-    """Load the model the settings name (imports torch, so only when a model is needed)."""
+def open_engine_for(settings: Settings, progress: Callable[[str], None] = say) -> Engine:
+    """Load the model the settings name (imports torch, so only when a model is needed).
+
+    `progress` receives short status sentences (the chat app shows them in its status line).
+    """
     from chatbot.engine.loader import resolve_model
 
-    resolved = resolve_model(settings.model, progress=say)  # a wrong name fails before torch is imported
-    say(f"Loading model {settings.model} ...")
+    resolved = resolve_model(settings.model, progress=progress)  # a wrong name fails before torch is imported
+    progress(f"Loading model {settings.model} ...")
     from chatbot.engine.blip2 import open_engine
 
-    return open_engine(resolved, device=settings.device, dtype=settings.dtype, progress=say)
+    return open_engine(resolved, device=settings.device, dtype=settings.dtype, quantize=settings.quantize,
+                       progress=progress)
 
 
 def answer_record(engine: Engine, image: LoadedImage, question: str | None, answer: str) -> dict[str, Any]:
@@ -40,7 +44,7 @@ def answer_record(engine: Engine, image: LoadedImage, question: str | None, answ
         record["question"] = question
     record.update({
         "answer": answer, "model": engine.info.model_id, "device": engine.info.device,
-        "precision": engine.info.precision,
+        "precision": engine.info.precision, "precision_reason": engine.info.precision_reason,
         "timings": {
             "load_seconds": round(getattr(engine, "load_seconds", 0.0), 4),
             "first_token_seconds": round(stats.seconds_to_first_token, 4),

@@ -19,6 +19,10 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="blip2-chat-hf-home-")
 os.environ["HF_HUB_CACHE"] = os.path.join(os.environ["HF_HOME"], "hub")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
+# Sessions, chat history and the config file live in a home of the tests' own: a run never writes to
+# the user's, and the user's config.toml (say `plain = true`) never changes what a test sees.
+os.environ["BLIP2_CHAT_HOME"] = tempfile.mkdtemp(prefix="blip2-chat-home-")
+atexit.register(shutil.rmtree, os.environ["BLIP2_CHAT_HOME"], ignore_errors=True)
 
 FAMILIES = ("opt", "flan-t5")
 

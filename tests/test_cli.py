@@ -272,9 +272,10 @@ def chat_runs(checkpoints: dict[str, Path], pictures: dict[str, Path]) -> Runs:
 def test_chat_plain_answers_each_question(chat_runs: Runs) -> None:
     result = chat_runs["undo"]
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert len(lines) == 3, result.stdout
-    assert all(line.strip() for line in lines)
+    lines = result.stdout.splitlines()  # the screen-reader mode's labelled transcript (tests/test_plain.py)
+    assert lines[::2] == ["You: what is it?", "You: what colour?", "You: how big?"], result.stdout
+    answers = lines[1::2]
+    assert len(answers) == 3 and all(line.startswith("Assistant: ") and line[11:].strip() for line in answers)
     assert "\x1b" not in result.stdout and "\x1b" not in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -282,14 +283,15 @@ def test_chat_plain_answers_each_question(chat_runs: Runs) -> None:
 def test_chat_plain_image_switch_and_unknown_command(chat_runs: Runs, pictures: dict[str, Path]) -> None:
     result = chat_runs["commands"]
     assert result.returncode == 0, result.stderr
-    answers = result.stdout.splitlines()
+    answers = [line for line in result.stdout.splitlines() if not line.startswith("You: ")]
     assert len(answers) == 3, result.stdout  # the session went on after /foo and after /image
-    assert all(answer.strip() for answer in answers)
-    notes = result.stderr.splitlines()
-    assert len(notes) == 2, result.stderr
-    unknown, switched = notes
-    assert unknown.startswith(PREFIX) and "/foo" in unknown
+    assert all(answer.startswith("Assistant: ") and answer[11:].strip() for answer in answers)
+    notes = result.stderr.splitlines()  # states in words, command results and errors, one a line
+    (unknown,) = [note for note in notes if note.startswith(PREFIX)]
+    assert "/foo" in unknown
+    (switched,) = [note for note in notes if note.startswith("Now talking about")]
     assert str(pictures["green"]) in switched
+    assert notes.index(unknown) < notes.index(switched)
     assert "\x1b" not in result.stdout + result.stderr
 
 

@@ -130,7 +130,7 @@ def test_cancel_from_another_thread_stops_within_a_token(engines, red, family) -
     assert stats.cancelled and produced_at_cancel is not None
     assert stats.new_tokens < 200  # far fewer than the forced 200
     assert stats.new_tokens - produced_at_cancel <= 2  # the step in flight may finish, no more
-    assert not [t for t in threading.enumerate() if t.name == "blip2-generate"]
+    assert not engine.generating  # the model thread stopped working on it
 
 
 def test_closing_the_stream_early_stops_generation(engines, red) -> None:
@@ -138,8 +138,20 @@ def test_closing_the_stream_early_stops_generation(engines, red) -> None:
     stream = engine.stream(red, "Question: Go on. Answer:", GenerationOptions(max_new_tokens=200, min_new_tokens=200))
     next(stream)
     stream.close()
-    assert not [t for t in threading.enumerate() if t.name == "blip2-generate"]
+    assert not engine.generating  # the model thread stopped working on it
     assert engine.last_stats.new_tokens < 200
+
+
+def test_every_turn_runs_on_one_long_lived_model_thread(engines, red) -> None:
+    engine = engines["opt"]
+    names = set()
+    hook = engine.model.language_model.register_forward_hook(lambda *args: names.add(threading.current_thread().name))
+    try:
+        for question in QUESTIONS[:2]:
+            list(engine.stream(red, f"Question: {question} Answer:", GenerationOptions(max_new_tokens=3)))
+    finally:
+        hook.remove()
+    assert len(names) == 1 and next(iter(names)).startswith("blip2-model")
 
 
 def test_turn_after_a_cancel_still_matches_reference(engines, red) -> None:

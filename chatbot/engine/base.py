@@ -6,8 +6,9 @@ This module imports no torch, so front ends and tests can depend on it cheaply.
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,21 @@ class GenerationStats:
         return (self.new_tokens - 1) / decode if self.new_tokens > 1 and decode > 0 else 0.0
 
 
+@dataclass
+class BatchStats:
+    """What the last `answer_batch` cost: `describe` and its benchmark report images per second from it."""
+
+    images: int = 0
+    images_encoded: int = 0  # vision-encoder runs; images already in the embedding cache cost none
+    new_tokens: int = 0  # all images together
+    seconds_total: float = 0.0
+    token_ids: list[list[int]] = field(default_factory=list)  # per image, for equivalence checks
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds_total if self.seconds_total > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Facts about the loaded model that front ends show and prompts need."""
@@ -66,6 +82,7 @@ class ModelInfo:
     context_tokens: int  # OPT: positions for image + prompt + answer; T5: input tokens
     image_tokens: int  # num_query_tokens
     is_encoder_decoder: bool
+    precision_reason: str = ""  # why this precision, e.g. "Using 8-bit: bfloat16 needs 15.5 GB but ..."
 
 
 class CancelToken:
@@ -87,6 +104,7 @@ class Engine(ABC):
 
     info: ModelInfo
     last_stats: GenerationStats
+    last_batch_stats: BatchStats  # set by answer_batch
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:
@@ -105,3 +123,29 @@ class Engine(ABC):
     def answer(self, image: LoadedImage, prompt: str, options: GenerationOptions) -> str:
         """The whole answer at once, stripped."""
         return "".join(self.stream(image, prompt, options)).strip()
+
+    def answer_batch(
+        self, images: Sequence[LoadedImage], prompt: str | Sequence[str], options: GenerationOptions
+    ) -> list[str]:
+        """Answer `prompt` (one for all, or one per image) about each image; stats land in `last_batch_stats`.
+
+        Engines that can run several images through the model at once override this; the default
+        answers one at a time, so every engine serves `describe`.
+        """
+        prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != len(images):
+            raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
+        stats = self.last_batch_stats = BatchStats(images=len(images))
+        started = time.perf_counter()
+        answers = []
+        for image, text in zip(images, prompts, strict=True):
+            answers.append(self.answer(image, text, options))
+            stats.images_encoded += int(self.last_stats.image_encoded)
+            stats.new_tokens += self.last_stats.new_tokens
+            stats.token_ids.append(list(self.last_stats.token_ids))
+        stats.seconds_total = time.perf_counter() - started
+        return answers
+
+    def device_memory_bytes(self) -> int | None:
+        """Accelerator memory the model holds now, for status lines; None where there is no such device."""
+        return None

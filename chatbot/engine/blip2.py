@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import inspect
 import queue
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +21,10 @@ import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from chatbot.engine import batched
 from chatbot.engine.base import CancelToken, Engine, GenerationOptions, GenerationStats, ModelInfo
 from chatbot.engine.cache import ImageEmbeddingCache
-from chatbot.engine.loader import LoadedCheckpoint, ResolvedModel, load_checkpoint
+from chatbot.engine.loader import LoadedCheckpoint, ResolvedModel, is_out_of_memory, load_checkpoint
 from chatbot.errors import OutOfMemoryError
 from chatbot.images import LoadedImage
 
@@ -94,13 +95,15 @@ class Blip2Engine(Engine):
         self.info = ModelInfo(
             model_id=loaded.resolved.requested, family=loaded.family, device=loaded.device,
             precision=loaded.precision, context_tokens=int(context), image_tokens=self.num_query_tokens,
-            is_encoder_decoder=self.is_encoder_decoder,
+            is_encoder_decoder=self.is_encoder_decoder, precision_reason=loaded.precision_reason,
         )
         self.load_seconds = loaded.seconds
         self.images = ImageEmbeddingCache(image_cache_size)
         self.image_encodings = 0  # how often the vision encoder ran (tests and benchmarks read it)
         self.reuse_prefix = reuse_prefix and not self.is_encoder_decoder  # T5's encoder sees all input anyway
         self._prefix: _PrefixCache | None = None
+        self._executor: ThreadPoolExecutor | None = None  # see _model_thread
+        self._turn: Future[None] | None = None
         self.last_stats = GenerationStats()
         # transformers 5.2x renamed generate's `past_key_values` to `cache`; use whichever this version takes.
         prepare = self.model.language_model.prepare_inputs_for_generation
@@ -144,6 +147,11 @@ class Blip2Engine(Engine):
     def forget(self) -> None:
         """Drop the conversation's KV cache (the image embeddings stay)."""
         self._prefix = None
+
+    def device_memory_bytes(self) -> int | None:
+        """CUDA memory allocated on the model's device (None on the CPU, where process memory tells it)."""
+        device = self.device
+        return int(torch.cuda.memory_allocated(device)) if device.type == "cuda" else None
 
     # -- generation -------------------------------------------------------------------------
 
@@ -201,21 +209,21 @@ class Blip2Engine(Engine):
             return
         started = time.perf_counter()
         ids = self.input_ids(prompt)
-        encodings_before = self.image_encodings
-        with torch.inference_mode():
-            inputs = self._language_inputs(image, ids)
-        stats.image_encoded = self.image_encodings > encodings_before
         stats.prompt_tokens = len(ids)
-        kv_cache, stats.reused_prefix_tokens = self._reusable_cache(image, ids, options)
-        kwargs = self.generate_kwargs(options)
-        kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhenCancelled(cancel)])
-        if kv_cache is not None:
-            kwargs[self._cache_argument] = kv_cache
         streamer = _TokenQueue(stats) if options.num_beams == 1 else None
         outcome: dict[str, Any] = {}
 
-        def work() -> None:
+        def work() -> None:  # on the model thread: every tensor operation of the turn happens here
             try:
+                encodings_before = self.image_encodings
+                with torch.inference_mode():
+                    inputs = self._language_inputs(image, ids)  # may run the vision encoder
+                stats.image_encoded = self.image_encodings > encodings_before
+                outcome["kv"], stats.reused_prefix_tokens = self._reusable_cache(image, ids, options)
+                kwargs = self.generate_kwargs(options)
+                kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhenCancelled(cancel)])
+                if outcome["kv"] is not None:
+                    kwargs[self._cache_argument] = outcome["kv"]
                 if options.seed is not None:
                     torch.manual_seed(options.seed)
                 with torch.inference_mode():
@@ -226,20 +234,41 @@ class Blip2Engine(Engine):
                 if streamer is not None:
                     streamer.queue.put(_END)
 
-        worker = threading.Thread(target=work, name="blip2-generate", daemon=True)
-        worker.start()
+        self._turn = self._model_thread().submit(work)
         try:
             if streamer is not None:
                 yield from self._decode_stream(streamer, stats, started)
-            worker.join()
+            self._turn.result()
         finally:
-            if worker.is_alive():  # the reader stopped early: stop generating, then wait
+            if not self._turn.done():  # the reader stopped early: stop generating, then wait
                 cancel.cancel()
-                worker.join()
-        self._finish(outcome, ids, image, kv_cache, stats, cancel, started)
+                self._turn.result()
+        self._finish(outcome, ids, image, outcome.get("kv"), stats, cancel, started)
         if streamer is None and stats.token_ids:  # beam search cannot stream: the answer comes whole
             stats.seconds_to_first_token = stats.seconds_total
             yield self._decode(stats.token_ids)
+
+    def answer_batch(
+        self, images: Sequence[LoadedImage], prompt: str | Sequence[str], options: GenerationOptions
+    ) -> list[str]:
+        """All images through one `generate` call (see chatbot/engine/batched.py); the chat's KV cache is untouched."""
+        return self._model_thread().submit(batched.answer_batch, self, images, prompt, options).result()
+
+    def _model_thread(self) -> ThreadPoolExecutor:
+        """The one long-lived thread that runs the model.
+
+        CUDA libraries keep per-thread state (cuBLAS handles and workspaces): on an H200, bfloat16
+        decoding in a fresh thread per answer ran 5x slower than in the main thread
+        (benchmarks/diag_decode_overhead.py). One thread for every turn pays that set-up once.
+        """
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blip2-model")
+        return self._executor
+
+    @property
+    def generating(self) -> bool:
+        """True while a turn's model work is still running (after a cancel it ends within a token)."""
+        return self._turn is not None and not self._turn.done()
 
     def _decode(self, token_ids: list[int]) -> str:
         kept = [t for t in token_ids if t not in self._eos_ids]
@@ -267,11 +296,7 @@ class Blip2Engine(Engine):
         error = outcome.get("error")
         if error is not None:
             self._prefix = None
-            if isinstance(error, torch.OutOfMemoryError):
-                raise OutOfMemoryError(
-                    "The device ran out of memory while answering.",
-                    "Try a shorter --max-new-tokens, clear the conversation, or load the model with --quantize 8bit.",
-                ) from None
+            self._raise_if_out_of_memory(error)
             raise error
         sequence = outcome["ids"][0].tolist()
         stats.token_ids = sequence[1:] if self.is_encoder_decoder else sequence[len(ids):]
@@ -280,8 +305,25 @@ class Blip2Engine(Engine):
             self._prefix = _PrefixCache(image.sha256, ids + stats.token_ids, kv_cache)
 
 
+    def _raise_if_out_of_memory(self, error: BaseException) -> None:
+        """One clear error for running out of memory mid-answer; the memory is handed back for the next turn."""
+        if not is_out_of_memory(error):
+            return
+        self._prefix = None  # the KV cache is the big thing a turn holds; image embeddings are a few hundred KB
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        smaller = {"float32": "--dtype bfloat16 or --quantize 8bit", "8bit": "--quantize 4bit", "4bit": ""}.get(
+            self.info.precision, "--quantize 8bit")
+        raise OutOfMemoryError(
+            f"{self.info.device} ran out of memory while answering; the conversation is kept.",
+            "Try a shorter --max-new-tokens or /clear the conversation"
+            + (f", or load the model with {smaller}." if smaller else "."),
+        ) from None
+
+
 def open_engine(
-    model: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", progress: Any = None
+    model: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", quantize: str = "auto",
+    progress: Any = None,
 ) -> Blip2Engine:
-    """Load a checkpoint (hub id, alias or directory) and wrap it in an engine."""
-    return Blip2Engine(load_checkpoint(model, device=device, dtype=dtype, progress=progress))
+    """Load a checkpoint (hub id, alias or directory) in a precision that fits, and wrap it in an engine."""
+    return Blip2Engine(load_checkpoint(model, device=device, dtype=dtype, quantize=quantize, progress=progress))

@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatbot.engine.precision import PrecisionChoice, choose_precision, free_memory_bytes, gigabytes, is_capped
+from chatbot.engine.quantization import INSTALL_HINT, bitsandbytes_config, is_bitsandbytes_failure
 from chatbot.engine.registry import family_of, resolve_alias
-from chatbot.errors import ModelNotFoundError, NotACheckpointError, OptionError, OutOfMemoryError
+from chatbot.engine.shape import read_shape
+from chatbot.errors import (
+    ModelNotFoundError,
+    NotACheckpointError,
+    OptionError,
+    OutOfMemoryError,
+    QuantizationUnavailableError,
+)
 
 # Files a BLIP-2 checkpoint needs; weights in safetensors only (no pickles, no remote code).
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
@@ -177,50 +186,87 @@ class LoadedCheckpoint:
     resolved: ResolvedModel
     family: str
     device: str
-    precision: str
+    precision: str  # "float32", "bfloat16", "float16", "8bit" or "4bit"
     seconds: float
+    precision_reason: str = ""  # the sentence saying why this precision, e.g. "Using 8-bit: ..."
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A GPU out-of-memory error, or the CPU allocator failing (a RuntimeError in torch)."""
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+    )
 
 
 def load_checkpoint(
-    requested: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", progress: Progress | None = None
+    requested: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", quantize: str = "auto",
+    progress: Progress | None = None,
 ) -> LoadedCheckpoint:
-    """Resolve and load a BLIP-2 checkpoint and its processor.
+    """Resolve and load a BLIP-2 checkpoint and its processor, in a precision that fits the device.
 
     Args:
         requested: hub id, registry alias, or local directory (or one already resolved).
         device: "auto", "cpu", "cuda" or "cuda:N".
         dtype: "auto", "float32", "bfloat16" or "float16".
-        progress: called with short status sentences while loading.
+        quantize: "auto" (the best precision that fits), "none", "8bit" or "4bit" (see precision.py).
+        progress: called with short status sentences while loading, the precision and its reason among them.
+
+    Raises:
+        OutOfMemoryError: the precision cannot fit (found before loading), or loading ran out of memory.
+        QuantizationUnavailableError: 8-bit or 4-bit asked for, and bitsandbytes cannot do it here.
     """
     started = time.perf_counter()
     resolved = requested if isinstance(requested, ResolvedModel) else resolve_model(requested, progress)
     family = read_family(resolved.path)
     target = choose_device(device)
-    torch_dtype = choose_dtype(dtype, target, family)
+    choose_dtype(dtype, target, family)  # refuses unknown dtypes and float16 for FlanT5
+    auto_dtype = str(choose_dtype("auto", target, family)).removeprefix("torch.")
+    free = free_memory_bytes(target)
+    choice = choose_precision(read_shape(resolved.path), device=target, free_bytes=free, quantize=quantize,
+                              dtype=dtype, auto_dtype=auto_dtype, capped=is_capped(free))
     if progress:
+        progress(choice.reason)
         progress(f"Loading {resolved.hub_id or resolved.path} on {target}")
     quiet_transformers()
     import torch
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+    torch_dtype = getattr(torch, choice.precision.dtype)
+    extra: dict[str, Any] = {}
+    if choice.precision.quantize != "none":
+        extra["quantization_config"] = bitsandbytes_config(choice.precision, torch_dtype, target)
     try:
         processor = Blip2Processor.from_pretrained(resolved.path)
         model = Blip2ForConditionalGeneration.from_pretrained(
-            resolved.path, dtype=torch_dtype, device_map=target, use_safetensors=True, trust_remote_code=False
+            resolved.path, dtype=torch_dtype, device_map=target, use_safetensors=True, trust_remote_code=False,
+            **extra,
         )
-    except torch.OutOfMemoryError:
-        raise OutOfMemoryError(
-            f"Not enough {'GPU ' if target.startswith('cuda') else ''}memory to load {resolved.requested}.",
-            "Try a smaller model (see `blip2-chat models`), or --device cpu.",
-        ) from None
     except Exception as error:  # noqa: BLE001 - damaged files fail in many library-specific ways
+        _raise_load_error(error, resolved, choice)
         raise NotACheckpointError(
             f"The checkpoint at {resolved.path} could not be loaded: {_short(error)}.",
             "Check that the folder is a complete BLIP-2 checkpoint (config, processor files and safetensors weights).",
         ) from None
     model.eval()
-    precision = str(torch_dtype).removeprefix("torch.")
-    return LoadedCheckpoint(model, processor, resolved, family, target, precision, time.perf_counter() - started)
+    return LoadedCheckpoint(model, processor, resolved, family, target, choice.precision.label,
+                            time.perf_counter() - started, choice.reason)
+
+
+def _raise_load_error(error: Exception, resolved: ResolvedModel, choice: PrecisionChoice) -> None:
+    """Turn a failed `from_pretrained` into one clear user error: memory, bitsandbytes, or damaged files."""
+    if is_out_of_memory(error):
+        raise OutOfMemoryError(
+            f"{choice.device} ran out of memory loading {resolved.requested} in {choice.precision.words} "
+            f"(estimated {gigabytes(choice.needed)}, {gigabytes(choice.free)} was free).",
+            "Close other programs, try --quantize 4bit or a smaller model (see `blip2-chat models`), or --device cpu.",
+        ) from None
+    if choice.precision.quantize != "none" and is_bitsandbytes_failure(error):
+        raise QuantizationUnavailableError(
+            f"bitsandbytes could not load the model in {choice.precision.words} on {choice.device}: {_short(error)}.",
+            INSTALL_HINT,
+        ) from None
 
 
 def quiet_transformers() -> None:
@@ -234,3 +280,6 @@ def quiet_transformers() -> None:
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     warnings.filterwarnings("ignore", module="transformers")
+    import logging as std_logging
+
+    std_logging.getLogger("bitsandbytes").setLevel(std_logging.ERROR)  # "inputs will be cast ...", per matmul

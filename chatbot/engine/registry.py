@@ -7,8 +7,24 @@ Parameter counts and memory figures come from the model cards and FACTS.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_MODEL = "Salesforce/blip2-opt-2.7b"
+
+# The language-model part of each hub checkpoint's config.json (the vision encoder and Q-Former are
+# the same in all, and Blip2Config's defaults): enough for `shape.py` to size a model never downloaded.
+HUB_TEXT_CONFIGS: dict[str, dict[str, Any]] = {
+    "opt-2.7b": {"model_type": "opt", "vocab_size": 50304, "hidden_size": 2560, "num_hidden_layers": 32,
+                 "num_attention_heads": 32, "ffn_dim": 10240, "max_position_embeddings": 2048},
+    "opt-6.7b": {"model_type": "opt", "vocab_size": 50304, "hidden_size": 4096, "num_hidden_layers": 32,
+                 "num_attention_heads": 32, "ffn_dim": 16384, "max_position_embeddings": 2048},
+    "flan-t5-xl": {"model_type": "t5", "vocab_size": 32128, "d_model": 2048, "d_kv": 64, "d_ff": 5120,
+                   "num_layers": 24, "num_heads": 32, "feed_forward_proj": "gated-gelu",
+                   "tie_word_embeddings": False},
+    "flan-t5-xxl": {"model_type": "t5", "vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240,
+                    "num_layers": 24, "num_heads": 64, "feed_forward_proj": "gated-gelu",
+                    "tie_word_embeddings": False},
+}
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,11 @@ class KnownCheckpoint:
     @property
     def is_encoder_decoder(self) -> bool:
         return self.family == "flan-t5"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The parts of the hub config.json that memory estimates need (see `shape.shape_from_config`)."""
+        return {"num_query_tokens": 32, "text_config": HUB_TEXT_CONFIGS[self.alias.removesuffix("-coco")]}
 
 
 def _opt(size: str, params: float, gb: tuple[float, float, float], coco: bool = False) -> KnownCheckpoint:

@@ -1,0 +1,187 @@
+"""The files `describe` writes (JSON Lines, CSV, a Markdown table) and reads back to resume.
+
+Every row is written with one `write`, then flushed and fsynced, so a run killed at any moment
+loses at most the row being written. That torn last row is found on `--resume` (a record only
+ends at a line break outside quotes) and cut off before new rows are appended.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO
+
+from chatbot.errors import UserError
+
+FORMATS = ("jsonl", "csv", "md")
+FIELDS = ("path", "alt_text", "error", "sha256")  # the columns, in this order, in every format
+_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".md": "md", ".markdown": "md"}
+_MD_HEADER = "| File | Alt text | Error | SHA-256 |\n|---|---|---|---|\n"
+_MD_SPECIAL = set("\\|*_`[]<>&")  # characters that would start Markdown formatting inside a table cell
+
+
+@dataclass(frozen=True)
+class Row:
+    """One image's outcome: alt text, or the error that stopped it (then alt_text is "")."""
+
+    path: str  # absolute path
+    alt_text: str = ""
+    error: str = ""
+    sha256: str = ""  # of the file's bytes; "" when the file could not be read
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
+
+
+class OutputError(UserError):
+    """The output file cannot be used (exists, unreadable, not a describe output)."""
+
+
+def format_for(out: Path | None, requested: str | None) -> str:
+    """The output format: --format if given, else from the --out suffix, else JSON Lines."""
+    if requested:
+        if requested not in FORMATS:
+            raise OutputError(f"Unknown format '{requested}'.", f"Use one of: {', '.join(FORMATS)}.")
+        return requested
+    return _SUFFIXES.get(out.suffix.lower(), "jsonl") if out is not None else "jsonl"
+
+
+def header(fmt: str) -> str:
+    """What a new file of this format starts with."""
+    return {"jsonl": "", "csv": "path,alt_text,error,sha256\n", "md": _MD_HEADER}[fmt]
+
+
+def render(row: Row, fmt: str) -> str:
+    """One row as text, ending in a line break."""
+    if fmt == "jsonl":
+        return json.dumps(asdict(row), ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow([getattr(row, name) for name in FIELDS])
+        return buffer.getvalue()
+    return "| " + " | ".join(_md_escape(getattr(row, name)) for name in FIELDS) + " |\n"
+
+
+def _md_escape(text: str) -> str:
+    text = " ".join(text.split())  # a table row is one line
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
+
+
+def _md_cells(line: str) -> list[str]:
+    """Split a table row on unescaped pipes and undo the escaping."""
+    cells, current, chars = [], [], iter(line.strip())
+    for ch in chars:
+        if ch == "\\":
+            current.append(next(chars, ""))
+        elif ch == "|":
+            cells.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+    cells.append("".join(current).strip())
+    return cells[1:-1]  # the row starts and ends with a pipe
+
+
+class RowWriter:
+    """Appends rows to a file (or stdout), each one flushed, and fsynced when it is a file, before the next."""
+
+    def __init__(self, stream: IO[str], fmt: str, owned: bool = False) -> None:
+        self.stream = stream
+        self.fmt = fmt
+        self._owned = owned  # opened here, so closed here (stdout is not)
+        try:
+            self._syncable = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            self._syncable = False
+
+    @classmethod
+    def open(cls, path: Path, fmt: str) -> RowWriter:
+        """Open `path` for appending; a new or empty file gets the format's header first."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stream = open(path, "a", encoding="utf-8", newline="")  # closed by close()
+        except OSError as error:
+            raise OutputError(f"Cannot write {path}: {error.strerror or error}.", "Choose another --out.") from None
+        writer = cls(stream, fmt, owned=True)
+        if stream.tell() == 0 and header(fmt):
+            writer._write(header(fmt))
+        return writer
+
+    def write(self, row: Row) -> None:
+        self._write(render(row, self.fmt))
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)  # one write per row: a kill tears at most this row
+        self.stream.flush()
+        if self._syncable:
+            os.fsync(self.stream.fileno())
+
+    def close(self) -> None:
+        if self._owned:
+            self.stream.close()
+
+
+def complete_length(text: str, fmt: str) -> int:
+    """How many characters of `text` are whole records (the rest is a row torn by a kill)."""
+    end = len(text)
+    while end > 0:
+        if text[end - 1] == "\n" and (fmt != "csv" or text.count('"', 0, end) % 2 == 0):
+            return end  # CSV: a line break inside quotes belongs to a field, it does not end a record
+        end = text.rfind("\n", 0, end - 1) + 1
+    return 0
+
+
+def read_rows(path: Path, fmt: str) -> list[Row]:
+    """Rows already in an output file, cutting off a torn last row first (the file is changed in place).
+
+    Raises:
+        OutputError: the file is not a describe output of this format.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise OutputError(f"Cannot read {path}: {error.strerror or error}.", "Check the path.") from None
+    text = data.decode("utf-8", errors="replace")
+    keep = complete_length(text, fmt)
+    if keep < len(text):
+        with open(path, "r+b") as handle:  # cut at the byte where the whole records end
+            handle.truncate(len(text[:keep].encode("utf-8")))
+            handle.flush()
+            os.fsync(handle.fileno())
+        text = text[:keep]
+    if header(fmt) and text and not text.startswith(header(fmt)):
+        if header(fmt).startswith(text):  # killed while writing the header: nothing was described yet
+            path.write_text("", encoding="utf-8")
+            return []
+        raise OutputError(f"{path} does not look like a {fmt} file from `blip2-chat describe`.",
+                          "Pass --format to match it, or choose another --out.")
+    try:
+        return _parse(text[len(header(fmt)):] if text else "", fmt)
+    except (ValueError, KeyError, TypeError, csv.Error) as error:
+        raise OutputError(f"{path} does not look like a {fmt} file from `blip2-chat describe` ({error}).",
+                          "Pass --format to match it, or choose another --out.") from None
+
+
+def _parse(body: str, fmt: str) -> list[Row]:
+    if fmt == "jsonl":
+        return [Row(**{name: str(json.loads(line)[name] or "") for name in FIELDS})
+                for line in body.splitlines() if line.strip()]
+    if fmt == "csv":
+        records = [record for record in csv.reader(io.StringIO(body, newline="")) if record]
+        if any(len(record) != len(FIELDS) for record in records):
+            raise ValueError("a row does not have 4 columns")
+        return [Row(*record) for record in records]
+    rows = []
+    for line in body.splitlines():
+        if line.strip():
+            cells = _md_cells(line)
+            if len(cells) != len(FIELDS):
+                raise ValueError("a table row does not have 4 columns")
+            rows.append(Row(*cells))
+    return rows

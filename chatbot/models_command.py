@@ -1,0 +1,125 @@
+"""`blip2-chat models`: the known checkpoints, the memory each precision needs, what is cached, what fits here.
+
+Answers in well under a second on a machine without a GPU: torch is imported only when this machine
+has a GPU whose free memory we must ask CUDA for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chatbot.engine.precision import (
+    MEMORY_LIMIT_ENV,
+    Precision,
+    candidates,
+    estimate_memory,
+    free_memory_bytes,
+    gigabytes,
+    is_capped,
+)
+from chatbot.engine.registry import KNOWN_CHECKPOINTS, KnownCheckpoint
+from chatbot.engine.shape import shape_from_config
+
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA and ROCm drivers; without them CUDA cannot work
+
+
+@dataclass(frozen=True)
+class Target:
+    """The device the table is for, and what `--dtype auto` means there."""
+
+    device: str
+    auto_dtype: str
+    free_bytes: int
+
+
+def find_target(device: str) -> Target:
+    """The device `--device` names; "auto" asks torch only when a GPU driver is present."""
+    if device == "cpu" or (device == "auto" and not any(os.path.exists(f) for f in GPU_DEVICE_FILES)):
+        return Target("cpu", "float32", free_memory_bytes("cpu"))
+    from chatbot.engine.loader import choose_device, choose_dtype
+
+    chosen = choose_device(device)
+    auto_dtype = str(choose_dtype("auto", chosen, "opt")).removeprefix("torch.")  # OPT's: bfloat16 or float16
+    return Target(chosen, auto_dtype, free_memory_bytes(chosen))
+
+
+def is_cached(hub_id: str) -> bool:
+    """True when the Hugging Face cache holds the checkpoint's config and safetensors weights."""
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(hub_id, "config.json")
+    return isinstance(config, str) and any(Path(config).parent.glob("*.safetensors"))
+
+
+def auto_dtype_for(known: KnownCheckpoint, target: Target) -> str:
+    """What `--dtype auto` gives this checkpoint here (FlanT5 takes float32 where OPT would take float16)."""
+    return "float32" if known.family == "flan-t5" and target.auto_dtype == "float16" else target.auto_dtype
+
+
+def table_precisions(known: KnownCheckpoint, target: Target) -> list[Precision]:
+    """The columns: full widths, then 8-bit and 4-bit with the rest in this device's auto dtype."""
+    compute = auto_dtype_for(known, target)
+    return [Precision("none", "float32"), Precision("none", "bfloat16"),
+            Precision("8bit", compute), Precision("4bit", compute)]
+
+
+def model_row(known: KnownCheckpoint, target: Target) -> dict[str, Any]:
+    """One checkpoint's facts for this machine (the JSON object `--json` prints)."""
+    shape = shape_from_config(known.config)
+    on_gpu = target.device != "cpu"
+    needs = {p.label: estimate_memory(shape, p, on_gpu).total for p in table_precisions(known, target)}
+    ladder = candidates(known.family, quantize="auto", dtype="auto", auto_dtype=auto_dtype_for(known, target),
+                        on_gpu=on_gpu)
+    fits = [p.label for p in ladder if estimate_memory(shape, p, on_gpu).total <= target.free_bytes]
+    if known.family == "opt" and target.device != "cpu" and "bfloat16" in fits:
+        fits.insert(fits.index("bfloat16") + 1, "float16")  # same size; FlanT5 never runs in float16
+    return {
+        "alias": known.alias, "hub_id": known.hub_id, "family": known.family, "params_billions": known.params_billions,
+        "needs_bytes": needs, "cached": is_cached(known.hub_id), "fits": fits, "auto": fits[0] if fits else None,
+    }
+
+
+def render_table(rows: list[dict[str, Any]], target: Target) -> str:
+    """The rows as an aligned text table with a short legend."""
+    where = f"{target.device}, {gigabytes(target.free_bytes)} free"
+    if is_capped(target.free_bytes):
+        where += f", capped by {MEMORY_LIMIT_ENV}"
+    header = ["model", "params", "float32", "bf16/fp16", "8-bit", "4-bit", "cached", f"fits here ({where})"]
+    lines = [header]
+    for row in rows:
+        needs = row["needs_bytes"]
+        fits = [f"{label} (auto)" if label == row["auto"] else label for label in row["fits"]]
+        lines.append([row["alias"], f"{row['params_billions']:.2f} B",
+                      *(gigabytes(needs[key]) for key in ("float32", "bfloat16", "8bit", "4bit")),
+                      "yes" if row["cached"] else "no", ", ".join(fits) or "none: see below"])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    text = ["  ".join([*(cell.rjust(w) if 0 < i < 6 else cell.ljust(w)
+                         for i, (cell, w) in enumerate(zip(line[:-1], widths, strict=True))), line[-1]]).rstrip()
+            for line in lines]
+    compute = target.auto_dtype
+    text += [
+        "",
+        "Each alias stands for Salesforce/blip2-ALIAS (opt-2.7b = Salesforce/blip2-opt-2.7b); pass either to --model.",
+        "Memory: weights + KV cache for the full context + working memory, for one answer at a time. 8-bit and "
+        f"4-bit keep the Q-Former, projection and LM head in {compute}.",
+        "FlanT5 never runs in float16 (it overflows). Set BLIP2_CHAT_MAX_MEMORY (e.g. 6GB) to plan for less.",
+    ]
+    return "\n".join(text)
+
+
+def run_models(device: str = "auto", as_json: bool = False) -> int:
+    """Print the table (or one JSON object per checkpoint)."""
+    target = find_target(device or "auto")
+    rows = [model_row(known, target) for known in KNOWN_CHECKPOINTS]
+    if as_json:
+        for row in rows:
+            print(json.dumps({**row, "device": target.device, "free_bytes": target.free_bytes}))
+    else:
+        print(render_table(rows, target))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,134 @@
+"""The terminal side of the screen-reader mode: when it is chosen, reading lines, Ctrl+C.
+
+No cursor movement, no redraws, no colour: only whole lines, which screen readers read well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from chatbot.engine.base import CancelToken
+
+HISTORY_LINES = 1000
+
+
+def config_wants_plain() -> bool:
+    """`plain = true` in the config file (chatbot/config_file.py); False when there is no such setting."""
+    try:
+        from chatbot.config_file import read_config
+    except ImportError:
+        return False
+    return read_config().get("plain") is True
+
+
+def plain_mode_forced(
+    stdin: TextIO | None = None, stdout: TextIO | None = None, environ: Mapping[str, str] | None = None,
+    config: Callable[[], bool] = config_wants_plain,
+) -> bool:
+    """True when `chat` must use the screen-reader mode, even without --plain.
+
+    That is when the full-screen app cannot work or is not wanted: stdin or stdout is not a
+    terminal (a pipe, a file), the terminal says it cannot move the cursor (`TERM=dumb`, as
+    Emacs shells and some screen-reader setups set it), or the config file says `plain = true`.
+    """
+    environ = os.environ if environ is None else environ
+    if not (is_terminal(stdin or sys.stdin) and is_terminal(stdout or sys.stdout)):
+        return True
+    if environ.get("TERM", "").strip().lower() == "dumb":
+        return True
+    return config()
+
+
+def is_terminal(stream: TextIO | None) -> bool:
+    """True for a stream attached to a terminal; False for pipes, files, and a closed or missing stream."""
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # closed
+        return False
+
+
+def read_lines(prompt: str, history_file: Path | None = None) -> Iterator[str]:
+    """Lines the user types, without their line ends, until end of input.
+
+    In a terminal (stdin and stdout both) lines are read with `readline`: the up and down arrows
+    bring back earlier lines, also from earlier chats (kept in `history_file`). Otherwise lines
+    are read plainly from stdin and the prompt, if any terminal can show it, goes to stderr.
+    Ctrl+C while waiting raises KeyboardInterrupt to the caller.
+    """
+    if is_terminal(sys.stdin) and is_terminal(sys.stdout):
+        yield from _readline_lines(prompt, history_file)
+        return
+    if sys.stdin is None:
+        return
+    show_prompt = is_terminal(sys.stdin) and is_terminal(sys.stderr)
+    while True:
+        if show_prompt:
+            sys.stderr.write(prompt)
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            if show_prompt:
+                sys.stderr.write("\n")
+            return
+        yield line.rstrip("\r\n")
+
+
+def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
+    readline = _readline(history_file)
+    try:
+        while True:
+            try:
+                yield input(prompt)
+            except EOFError:  # Ctrl+D: end the prompt's line, so what is said next starts on its own
+                print(flush=True)
+                return
+    finally:
+        if readline is not None and history_file is not None:
+            with contextlib.suppress(OSError):
+                history_file.parent.mkdir(parents=True, exist_ok=True)
+                readline.write_history_file(str(history_file))
+
+
+def _readline(history_file: Path | None):  # type: ignore[no-untyped-def]
+    """The readline module set up for plain lines (None where Python has none)."""
+    try:
+        import readline
+    except ImportError:
+        return None
+    readline.set_history_length(HISTORY_LINES)
+    with contextlib.suppress(Exception):  # not every readline build knows every setting
+        readline.parse_and_bind("set enable-bracketed-paste off")  # no escape codes around each prompt
+    if history_file is not None and history_file.is_file():
+        with contextlib.suppress(OSError):
+            readline.read_history_file(str(history_file))
+    return readline
+
+
+@contextlib.contextmanager
+def ctrl_c_stops(cancel: CancelToken) -> Iterator[None]:
+    """While inside, the first Ctrl+C stops the answer (via `cancel`); a second one raises KeyboardInterrupt.
+
+    Outside the main thread signals cannot be caught, and Ctrl+C keeps its usual meaning.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

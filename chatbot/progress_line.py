@@ -1,0 +1,116 @@
+"""Progress of a long job on stderr: a one-line bar on a terminal, plain sentences anywhere else.
+
+On a terminal the bar is redrawn in place with a carriage return (no other control
+characters, no colour). When stderr is a pipe, a log file or a screen reader's transcript,
+each update is a whole sentence on its own line, at most one every few seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+BAR_WIDTH = 24
+
+
+def duration_words(seconds: float) -> str:
+    """'45 seconds', '3 minutes', '2 hours 5 minutes': how long, for people."""
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} minutes"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} hours" + (f" {minutes} minutes" if minutes else "")
+
+
+def clock_time(seconds: float) -> str:
+    """'0:45', '12:05', '2:03:10': how long, compactly, for the bar."""
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class ProgressLine:
+    """Counts items done and shows done / total, items per second and time left."""
+
+    def __init__(
+        self, total: int, stream: TextIO, *, noun: str = "images", every_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = total
+        self.stream = stream
+        self.noun = noun
+        self.every_seconds = every_seconds  # sentences: at most one per this many seconds (first and last always)
+        self.clock = clock
+        self.terminal = bool(getattr(stream, "isatty", lambda: False)())
+        self.done = 0  # items finished, skipped ones included
+        self.worked = 0  # items that took work: they set the speed
+        self._started = clock()
+        self._shown_at: float | None = None
+        self._bar_length = 0
+
+    def start(self, message: str = "") -> None:
+        """Say what is about to happen (`message`, a sentence); the speed is measured from here."""
+        self._started = self.clock()
+        if message:
+            self._say(message)
+
+    @property
+    def per_second(self) -> float:
+        elapsed = self.clock() - self._started
+        return self.worked / elapsed if elapsed > 0 and self.worked else 0.0
+
+    def seconds_left(self) -> float | None:
+        rate = self.per_second
+        return (self.total - self.done) / rate if rate > 0 else None
+
+    def advance(self, worked: bool = True) -> None:
+        """One more item finished (`worked=False`: skipped without work)."""
+        self.done += 1
+        self.worked += int(worked)
+        now = self.clock()
+        last = self.done >= self.total
+        if self.terminal:
+            if last or self._shown_at is None or now - self._shown_at >= 0.1:
+                self._draw_bar()
+                self._shown_at = now
+        elif last or self._shown_at is None or now - self._shown_at >= self.every_seconds:
+            self._say(self.sentence())
+            self._shown_at = now
+
+    def sentence(self) -> str:
+        """'12 of 40 images done, 3.2 images per second, about 9 seconds left.'"""
+        text = f"{self.done} of {self.total} {self.noun} done"
+        if self.worked:
+            text += f", {self.per_second:.1f} {self.noun} per second"
+        left = self.seconds_left()
+        if self.done < self.total and left is not None:
+            text += f", about {duration_words(left)} left"
+        return text + "."
+
+    def bar(self) -> str:
+        """'[#######-----------------] 12/40 images  3.2 images/s  0:09 left'"""
+        filled = BAR_WIDTH * self.done // self.total if self.total else BAR_WIDTH
+        left = self.seconds_left()
+        when = clock_time(left) if left is not None and self.done < self.total else "-:--"
+        return (f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {self.done}/{self.total} {self.noun}  "
+                f"{self.per_second:.1f} {self.noun}/s  {when} left")
+
+    def _draw_bar(self) -> None:
+        text = self.bar()
+        self.stream.write("\r" + text.ljust(self._bar_length))  # spaces cover a longer previous bar
+        self.stream.flush()
+        self._bar_length = len(text)
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        """End the bar's line, so what follows starts on a fresh one."""
+        if self.terminal and self._bar_length:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._bar_length = 0

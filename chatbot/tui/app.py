@@ -1,0 +1,343 @@
+"""The chat app: image preview, streamed transcript, input, status line; the model loads in the background.
+
+`create_app` builds it for the CLI and for the tests alike (as posting does), with an injectable
+engine factory so tests run it on a `ScriptedEngine` or a synthetic checkpoint. Nothing here
+imports torch: the default factory imports the engine inside the loading worker.
+
+Threads: model loading, image loading and answering run in thread workers that only post
+messages (`chatbot.tui.messages`); widgets change when the app handles them. The answering half
+lives in `chatbot.tui.answering` (the base class), commands in `chatbot.tui.slash`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Input
+from textual.worker import get_current_worker
+
+from chatbot.config import Settings
+from chatbot.engine.base import Engine
+from chatbot.errors import UserError
+from chatbot.images import LoadedImage, load_image
+from chatbot.session import ImageRef, Session
+from chatbot.store import SessionStore
+from chatbot.tui import messages as msg
+from chatbot.tui.answering import AnsweringApp
+from chatbot.tui.conversation import Conversation, reopen_image
+from chatbot.tui.palette import SlashCommandProvider
+from chatbot.tui.screens.file_picker import ImagePickerScreen
+from chatbot.tui.screens.help import HelpScreen
+from chatbot.tui.slash import run_slash_command
+from chatbot.tui.widgets.chat_input import ChatInput, image_path_in
+from chatbot.tui.widgets.image_preview import ImagePreview, prepare_terminal_graphics
+from chatbot.tui.widgets.status_bar import StatusBar, memory_text, process_memory_bytes
+from chatbot.tui.widgets.transcript import Transcript, image_label
+from chatbot.tui.workers import DaemonCall, model_error_text
+
+EngineFactory = Callable[[Settings, Callable[[str], None]], Engine]
+
+
+def load_engine(settings: Settings, progress: Callable[[str], None]) -> Engine:
+    """The real model (imports torch, so only ever called inside the loading worker)."""
+    from chatbot.oneshot import open_engine_for
+
+    return open_engine_for(settings, progress=progress)
+
+
+class ChatApp(AnsweringApp):
+    """Chat about an image; see README "Chat app" for the keys and commands."""
+
+    CSS_PATH = "chat.tcss"
+    TITLE = "blip2-chat"
+    COMMANDS = App.COMMANDS | {SlashCommandProvider}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (72, "-wide")]
+    BINDINGS = [
+        Binding("escape", "cancel_answer", "Stop answer"),
+        Binding("ctrl+o", "open_image", "Open image"),
+        Binding("ctrl+y", "copy_answer", "Copy answer"),
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self, conversation: Conversation, engine_factory: EngineFactory, *, renderer: str = "auto",
+        memory_probe: Callable[[], int] = process_memory_bytes, problems: Iterable[str] = (),
+    ) -> None:
+        super().__init__(conversation)
+        self.engine_factory = engine_factory
+        self.renderer = renderer
+        self.memory_probe = memory_probe
+        self.startup_problems = list(problems)
+        self._deferred_image: LoadedImage | None = None  # chosen while an answer streamed
+        self._loader: DaemonCall[Engine] | None = None
+
+    # -- layout and start-up -----------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="sidebar"):
+                yield ImagePreview(self.renderer, id="preview")
+            with Vertical(id="chat"):
+                yield Transcript(id="transcript")
+                yield ChatInput(id="input")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"session {self.conversation.session.id}"
+        transcript = self.query_one(Transcript)
+        transcript.show_session(self.conversation.session)
+        for problem in self.startup_problems:
+            self.notice(problem, "warning")
+        image, ref = self.conversation.image, self.conversation.session.image
+        if image is not None:
+            self.query_one(ImagePreview).show(image)
+        elif ref is not None:
+            self._reopen_image(ref.source, ref.sha256)
+        self.query_one(StatusBar).set_activity(f"Loading model {self.conversation.settings.model}…", busy=True)
+        self._refresh_memory()
+        self.set_interval(2.0, self._refresh_memory)
+        self.query_one(ChatInput).focus()
+        self._load_model()
+        self._scan_store()
+
+    def _refresh_memory(self) -> None:
+        self.query_one(StatusBar).set_memory(memory_text(self.conversation.engine, self.memory_probe))
+
+    def loading_in_background(self) -> bool:
+        """True while a model load is still running in its daemon thread (the CLI exits without waiting)."""
+        return self._loader is not None and self._loader.thread.is_alive()
+
+    # -- workers (threads: they only post messages) -------------------------------------------
+
+    @work(thread=True, exclusive=True, group="model", exit_on_error=False)
+    def _load_model(self) -> None:
+        worker = get_current_worker()
+        settings = self.conversation.settings
+
+        def progress(text: str) -> None:
+            self.post_message(msg.ModelProgress(text))
+
+        self._loader = DaemonCall(lambda: self.engine_factory(settings, progress), "blip2-chat-load")
+        try:
+            engine = self._loader.wait(lambda: worker.is_cancelled)
+        except Exception as error:  # noqa: BLE001 - every load failure becomes one notice
+            self.post_message(msg.ModelFailed(model_error_text(error)))
+            return
+        if engine is not None:
+            self.post_message(msg.ModelReady(engine))
+
+    @work(thread=True, exclusive=True, group="image", exit_on_error=False)
+    def _load_image(self, source: str) -> None:
+        try:
+            self.post_message(msg.ImageReady(load_image(source)))
+        except UserError as error:
+            self.post_message(msg.ImageFailed(str(error)))
+        except Exception as error:  # noqa: BLE001 - never leave "Opening…" spinning
+            self.post_message(msg.ImageFailed(f"Could not open {source}: {error or type(error).__name__}."))
+
+    @work(thread=True, exclusive=True, group="image", exit_on_error=False)
+    def _reopen_image(self, source: str, sha256: str) -> None:
+        image, problem = reopen_image(ImageRef(source, sha256))
+        self.post_message(msg.ImageReady(image, resumed=True) if image else msg.ImageFailed(problem or ""))
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _scan_store(self) -> None:
+        store = self.conversation.store
+        with contextlib.suppress(OSError, UserError):
+            store.summaries()  # sets damaged files aside
+        if store.problems:
+            self.post_message(msg.StoreProblems(list(store.problems)))
+
+
+    # -- model and images -----------------------------------------------------------------------
+
+    def on_model_progress(self, message: msg.ModelProgress) -> None:
+        self.query_one(StatusBar).set_activity(message.text.rstrip(". "), busy=True)
+
+    def on_model_ready(self, message: msg.ModelReady) -> None:
+        self.conversation.attach(message.engine)
+        status = self.query_one(StatusBar)
+        status.set_engine(message.engine)
+        status.set_activity("Ready")
+        self._refresh_memory()
+        self._answer_next_pending()
+
+    def on_model_failed(self, message: msg.ModelFailed) -> None:
+        self.model_error = message.text
+        self.query_one(StatusBar).set_activity("No model")
+        self.notice(f"The model could not be loaded: {message.text}", "error")
+        for _, bubble in self.pending:
+            bubble.mark("not answered", "-failed")
+        self.pending.clear()
+
+    def open_image(self, source: str) -> None:
+        """Switch to the image at `source` (path or URL); loads in a worker, a bad file is one notice."""
+        if self.answer is not None:
+            self.notice("An answer is still coming: press Esc to stop it, then switch the image.", "warning")
+            return
+        self.query_one(StatusBar).set_activity(f"Opening {image_label(source)}…", busy=True)
+        self._load_image(source)
+
+    def on_image_ready(self, message: msg.ImageReady) -> None:
+        if self.answer is not None:  # never change the image under an answer: apply it when it ends
+            self._deferred_image = message.image
+            return
+        self._apply_image(message.image, message.resumed)
+
+    def _apply_image(self, image: LoadedImage, resumed: bool) -> None:
+        fresh = self.conversation.set_image(image) and bool(self.conversation.session.turns)
+        self.query_one(ImagePreview).show(image)
+        self._set_ready_activity()
+        if not resumed:
+            extra = " (a fresh context: earlier turns stay in the session)" if fresh else ""
+            self.notice(f"Now talking about {image_label(image.source)}{extra}.")
+            self._save()
+
+    def after_answer(self) -> None:
+        if self._deferred_image is not None:  # chosen while the answer streamed
+            image, self._deferred_image = self._deferred_image, None
+            self._apply_image(image, resumed=False)
+
+    def on_image_failed(self, message: msg.ImageFailed) -> None:
+        self._set_ready_activity()
+        if self.query_one(ImagePreview).source is None:
+            self.query_one(ImagePreview).show_problem(message.text)
+        self.notice(message.text, "error")
+
+    def on_store_problems(self, message: msg.StoreProblems) -> None:
+        for problem in message.problems:
+            self.notice(problem, "warning")
+
+    @on(ChatInput.ImageDropped)
+    def _image_dropped(self, message: ChatInput.ImageDropped) -> None:
+        self.open_image(str(message.path))
+
+
+    # -- the input box ---------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        line = event.value.strip()
+        if not line:
+            return
+        field = self.query_one(ChatInput)
+        field.remember(line)
+        path = image_path_in(line)
+        if path is not None:
+            self.open_image(str(path))
+            done = True
+        elif line.startswith("/") and not line.startswith("//"):
+            done = self.run_slash(line)
+        else:
+            done = self.ask(line)
+        if done:
+            field.value = ""
+
+    def run_slash(self, line: str) -> bool:
+        """Run a /command; False (and one notice) when it failed, so the input keeps the line to fix."""
+        try:
+            run_slash_command(self, line)
+        except UserError as error:
+            self.notice(str(error), "error")
+            return False
+        except Exception as error:  # noqa: BLE001 - a bug in one command must not close the chat
+            self.notice(f"{line.split()[0]} failed ({type(error).__name__}: {error}). The chat is intact.", "error")
+            return False
+        return True
+
+    def prefill_input(self, text: str) -> None:
+        """Put `text` in the input for the user to finish (palette entries that need an argument)."""
+        field = self.query_one(ChatInput)
+        field.value = text
+        field.cursor_position = len(text)
+        field.focus()
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+    # -- actions (keys and palette) ------------------------------------------------------------
+
+
+
+    def action_open_image(self) -> None:
+        current = self.conversation.image
+        start = Path(current.source).parent if current and not current.source.startswith("http") else Path.cwd()
+
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self.open_image(str(path))
+
+        self.push_screen(ImagePickerScreen(start, self.renderer), chosen)
+
+    def action_copy_answer(self) -> None:
+        text = self.query_one(Transcript).last_answer()
+        if not text:
+            self.notify("There is no answer to copy yet.", severity="warning")
+            return
+        self.copy_to_clipboard(text)
+        self.notify("Copied the last answer to the clipboard.")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+
+
+def create_app(
+    settings: Settings, *, image: LoadedImage | None = None, session: Session | None = None,
+    store: SessionStore | None = None, engine_factory: EngineFactory | None = None, renderer: str = "auto",
+    memory_probe: Callable[[], int] = process_memory_bytes, problems: Iterable[str] = (),
+) -> ChatApp:
+    """The chat app for the CLI and the tests.
+
+    Args:
+        settings: model, device, precision and decoding options.
+        image: the image to talk about (a resumed session's own image is reopened when None).
+        session: a saved session to go on with; a new one when None.
+        store: where sessions are saved (default: the user's data directory).
+        engine_factory: `(settings, progress) -> Engine`; the real model when None.
+        renderer: image preview: "auto" (best the terminal has), "halfcell" or "none".
+        memory_probe: bytes of memory in use, for the status line (tests pass a constant).
+        problems: notices to show at start (e.g. damaged session files the CLI set aside).
+    """
+    conversation = Conversation(settings, session or Session(model=settings.model), store or SessionStore(), image)
+    return ChatApp(conversation, engine_factory or load_engine, renderer=renderer, memory_probe=memory_probe,
+                   problems=problems)
+
+
+def run_tui(
+    settings: Settings, *, image: LoadedImage | None = None, session: Session | None = None,
+    problems: Iterable[str] = (),
+) -> int:
+    """Run the chat app in this terminal until the user quits."""
+    renderer = prepare_terminal_graphics()  # before Textual owns the terminal
+    app = create_app(settings, image=image, session=session, problems=problems, renderer=renderer)
+    app.run()
+    code = app.return_code or 0
+    # Everything is saved by now. Quit while the model loads: do not wait for the load. After it
+    # loaded: skip the interpreter's tear-down of torch, which keeps a closed app around for seconds.
+    if app.loading_in_background() or "torch" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

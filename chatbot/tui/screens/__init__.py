@@ -1,0 +1,1 @@
+"""Screens pushed over the chat: the image picker with a live preview, and help."""

@@ -1,0 +1,137 @@
+"""A preview of the image being talked about, with its name, size and hash under it.
+
+`textual-image` draws it with the terminal's graphics protocol (Kitty, Sixel) or, where there is
+none, with coloured half blocks. It probes the terminal when first imported, which must happen
+before Textual takes the terminal over: `prepare_terminal_graphics()` does that (only in terminals
+that may draw images), and this module imports it lazily so importing the app does no terminal I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, cast
+
+from PIL import Image as PILImage
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widget import Widget
+from textual.widgets import Static
+
+from chatbot.images import LoadedImage
+from chatbot.tui.widgets.transcript import image_label
+
+RENDERERS = ("auto", "halfcell", "none")  # auto: best the terminal has; halfcell: tests and snapshots
+PREVIEW_MAX_SIDE = 384  # pixels handed to the renderer: enough for a sidebar, cheap to redraw
+
+
+# Terminals that may draw real images (Kitty graphics or Sixel). Elsewhere, and inside tmux or screen,
+# which pass neither through by default, half blocks are used without asking the terminal anything.
+_GRAPHICS_TERMS = ("kitty", "ghostty", "foot", "mlterm", "contour", "wezterm")
+_GRAPHICS_PROGRAMS = ("WezTerm", "iTerm.app", "ghostty", "vscode", "WarpTerminal", "konsole")
+
+
+def terminal_may_draw_images(env: Mapping[str, str]) -> bool:
+    """True when the terminal is one that can show images; BLIP2_CHAT_GRAPHICS=0/1 overrides the guess."""
+    forced = env.get("BLIP2_CHAT_GRAPHICS", "")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if env.get("TMUX") or env.get("STY") or env.get("TERM", "").startswith(("screen", "tmux")):
+        return False
+    term = env.get("TERM", "").lower()
+    return any(name in term for name in _GRAPHICS_TERMS) or env.get("TERM_PROGRAM", "") in _GRAPHICS_PROGRAMS \
+        or bool(env.get("KONSOLE_VERSION"))
+
+
+class _NotATerminal:
+    """Stands in for sys.__stdout__ while textual-image is imported, so it sends the terminal no queries."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def prepare_terminal_graphics(env: Mapping[str, str] = os.environ) -> str:
+    """Set textual-image up before Textual owns the terminal; returns the renderer to use.
+
+    Its import probes the terminal (an escape-sequence query and a read of the answer) when stdout
+    is a terminal; keys typed meanwhile can be lost and the late answer can land in the input box
+    as `[?1;2c`. So it probes only terminals that may draw images, and otherwise uses half blocks.
+    """
+    if terminal_may_draw_images(env):
+        import textual_image.widget  # noqa: F401 - imported for its one-time terminal probe
+
+        return "auto"
+    real, sys.__stdout__ = sys.__stdout__, _NotATerminal(sys.__stdout__)  # type: ignore[assignment,misc]
+    try:
+        import textual_image.widget  # noqa: F401
+    finally:
+        sys.__stdout__ = real  # type: ignore[misc]
+    return "halfcell"
+
+
+def image_widget_class(renderer: str) -> type[Any] | None:
+    """The textual-image widget for `renderer` ("auto", "halfcell"); None for "none" (text only)."""
+    if renderer == "none":
+        return None
+    import textual_image.widget as image_widgets
+
+    return image_widgets.HalfcellImage if renderer == "halfcell" else image_widgets.Image
+
+
+def thumbnail(image: PILImage.Image, max_side: int = PREVIEW_MAX_SIDE) -> PILImage.Image:
+    small = image.copy()
+    small.thumbnail((max_side, max_side))
+    return small
+
+
+class ImagePreview(Vertical):
+    """The current image (or why there is none) and a caption naming it."""
+
+    def __init__(
+        self, renderer: str = "auto", *, empty_text: str = "No image yet.\nType /image PATH or press Ctrl+O.",
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        if renderer not in RENDERERS:
+            raise ValueError(f"renderer must be one of {RENDERERS}, not {renderer!r}")
+        self.renderer = renderer
+        self.empty_text = empty_text
+        self.source: str | None = None  # what is shown now (tests read it)
+
+    def compose(self) -> ComposeResult:
+        widget_class = image_widget_class(self.renderer)
+        if widget_class is not None:  # one image widget for good: show() only swaps its picture
+            picture: Widget = widget_class(None, id="preview-image")
+            picture.display = False
+            yield picture
+        yield Static(self.empty_text, id="preview-empty", markup=False)
+        yield Static("", id="preview-caption", markup=False)
+
+    def show(self, image: LoadedImage) -> None:
+        """Draw `image` and name it in the caption."""
+        self.source = image.source
+        width, height = image.original_size
+        caption = f"{image_label(image.source)}\n{width}×{height} · sha256 {image.sha256[:12]}"
+        self.query_one("#preview-caption", Static).update(caption)
+        self.query_one("#preview-empty", Static).display = False
+        for widget in self.query("#preview-image"):
+            cast(Any, widget).image = thumbnail(image.image)
+            widget.display = True
+
+    def show_problem(self, text: str) -> None:
+        """No image to show: say why (e.g. the resumed session's file moved)."""
+        self.source = None
+        for widget in self.query("#preview-image"):
+            cast(Any, widget).image = None
+            widget.display = False
+        empty = self.query_one("#preview-empty", Static)
+        empty.update(text)
+        empty.display = True
+        self.query_one("#preview-caption", Static).update("")

@@ -1,0 +1,131 @@
+"""The conversation on screen: one bubble per question and answer, and one-line notices between them.
+
+The transcript mirrors `Session.turns` pair by pair (`pairs`), so `/undo` and `/retry` can act on
+the last bubbles and a finished answer can be re-synced from the turn that was actually recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from chatbot.session import Session, Turn
+
+PENDING_TEXT = "…"  # shown in an answer bubble until its first chunk arrives
+EMPTY_ANSWER_TEXT = "(no answer)"  # a finished answer with no text
+
+
+class MessageBubble(Static):
+    """One question or answer, with its role as the border title; answers grow chunk by chunk."""
+
+    def __init__(self, text: str, role: str, label: str) -> None:
+        super().__init__(text or PENDING_TEXT, markup=False, classes=f"bubble {role}")
+        self.role = role
+        self.text = text
+        self.border_title = label
+        self.set_class(not text and role == "answer", "-pending")
+
+    def append(self, chunk: str) -> None:
+        """Add streamed text (plain text: model output is never read as markup)."""
+        self.set_text(self.text + chunk)
+
+    def set_text(self, text: str) -> None:
+        self.text = text
+        self.remove_class("-pending")
+        self.update(text or PENDING_TEXT)
+
+    def mark(self, subtitle: str, css_class: str = "") -> None:
+        """A small note under the bubble ("stopped", "12.5 tok/s"); `css_class` colours it."""
+        self.border_subtitle = subtitle
+        for name in ("-stopped", "-waiting", "-failed"):
+            self.set_class(name == css_class, name)
+
+
+class Notice(Static):
+    """A one-line notice in the transcript: image switches, left-out turns, errors."""
+
+    ICONS = {"info": "ℹ", "warning": "⚠", "error": "✖"}
+
+    def __init__(self, text: str, kind: str = "info") -> None:
+        super().__init__(f"{self.ICONS.get(kind, 'ℹ')} {text}", markup=False, classes=f"notice -{kind}")
+        self.text = text
+        self.kind = kind
+
+
+@dataclass
+class BubblePair:
+    question: MessageBubble
+    answer: MessageBubble
+
+
+class Transcript(VerticalScroll):
+    """Scrolls with the conversation; stays at the bottom while an answer streams unless the user scrolls up."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.pairs: list[BubblePair] = []
+        self.assistant_label = "BLIP-2"
+
+    def on_mount(self) -> None:
+        self.anchor()
+
+    def add_question(self, text: str) -> MessageBubble:
+        bubble = MessageBubble(text, "question", "You")
+        self.mount(bubble)
+        return bubble
+
+    def add_answer(self, question: MessageBubble, text: str = "") -> MessageBubble:
+        """The answer bubble for `question`, empty (pending) until chunks arrive; both become the last pair."""
+        bubble = MessageBubble(text, "answer", self.assistant_label)
+        self.mount(bubble, after=question)
+        self.pairs.append(BubblePair(question, bubble))
+        return bubble
+
+    def add_notice(self, text: str, kind: str = "info", before: Static | None = None) -> Notice:
+        notice = Notice(text, kind)
+        self.mount(notice, before=before)
+        return notice
+
+    def remove_pair(self, pair: BubblePair) -> None:
+        if pair in self.pairs:
+            self.pairs.remove(pair)
+        pair.question.remove()
+        pair.answer.remove()
+
+    def last_answer(self) -> str:
+        return self.pairs[-1].answer.text if self.pairs else ""
+
+    def show_turn(self, turn: Turn, pair: BubblePair | None = None) -> BubblePair:
+        """Show a recorded turn, in new bubbles or (after streaming) in `pair`'s, exactly as stored."""
+        if pair is None:
+            question = self.add_question(turn.question)
+            pair = BubblePair(question, self.add_answer(question, turn.answer))
+        pair.question.set_text(turn.question)
+        pair.answer.set_text(turn.answer)
+        if not turn.answer:  # the model said nothing (or was stopped before a word): say so, not "…"
+            pair.answer.update(EMPTY_ANSWER_TEXT)
+            pair.answer.add_class("-pending")
+        if turn.stopped:
+            pair.answer.mark("stopped", "-stopped")
+        return pair
+
+    def show_session(self, session: Session) -> None:
+        """Show a resumed session's turns, with a notice wherever the image changed or /clear cut the context."""
+        current = None
+        for index, turn in enumerate(session.turns):
+            if turn.image is not None and turn.image != current:
+                current = turn.image
+                self.add_notice(f"Image: {image_label(turn.image.source)}")
+            elif index == session.context_start and index:
+                self.add_notice("Context cleared: later questions start fresh.")
+            self.show_turn(turn)
+        if session.turns:
+            self.add_notice(f"Resumed session {session.id} ({len(session.turns)} turns).")
+
+
+def image_label(source: str) -> str:
+    """A file's name (URLs as given): short enough for a notice or a caption."""
+    return source if source.startswith(("http://", "https://")) else PurePath(source).name

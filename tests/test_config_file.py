@@ -1,0 +1,87 @@
+"""The config file: defaults under the flags, and one clear error naming the file and line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatbot.cli import build_parser
+from chatbot.config import MODEL_ENV, settings_from_args
+from chatbot.config_file import config_path, read_config
+from chatbot.errors import OptionError
+from chatbot.locations import HOME_ENV
+
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11) and not __import__("importlib").util.find_spec("tomli"),
+                                reason="reading TOML needs Python 3.11 or tomli")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(HOME_ENV, str(tmp_path))
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    return tmp_path
+
+
+def write(home: Path, text: str) -> Path:
+    path = home / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def settings(*flags: str):  # type: ignore[no-untyped-def]
+    return settings_from_args(build_parser().parse_args(["ask", "photo.jpg", "hi?", *flags]))
+
+
+def test_no_file_means_the_defaults(home: Path) -> None:
+    assert config_path() == home / "config.toml"
+    assert read_config() == {}
+    chosen = settings()
+    assert (chosen.model, chosen.device, chosen.dtype, chosen.quantize) == (
+        "Salesforce/blip2-opt-2.7b", "auto", "auto", "auto")
+    assert chosen.options.max_new_tokens == 30
+
+
+def test_every_key_is_read(home: Path) -> None:
+    write(home, '# everyday settings\nmodel = "flan-t5-xl"\ndevice = "cuda:1"\ndtype = "bfloat16"\n'
+                'quantize = "8bit"\nmax_new_tokens = 12\nnum_beams = 3\ntemperature = 0.7\ntop_p = 0.8\n'
+                'repetition_penalty = 1.5\n')
+    chosen = settings()
+    assert (chosen.model, chosen.device, chosen.dtype, chosen.quantize) == ("flan-t5-xl", "cuda:1", "bfloat16", "8bit")
+    options = chosen.options
+    assert (options.max_new_tokens, options.num_beams, options.temperature, options.top_p,
+            options.repetition_penalty) == (12, 3, 0.7, 0.8, 1.5)
+
+
+def test_flags_and_the_model_variable_beat_the_file(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(home, 'model = "flan-t5-xl"\nquantize = "4bit"\ndevice = "cpu"\nmax_new_tokens = 12\ntemperature = 1\n')
+    chosen = settings("--quantize", "none", "--max-new-tokens", "5", "--model", "opt-6.7b")
+    assert (chosen.model, chosen.quantize, chosen.device) == ("opt-6.7b", "none", "cpu")
+    assert chosen.options.max_new_tokens == 5 and chosen.options.temperature == 1.0
+    monkeypatch.setenv(MODEL_ENV, "opt-2.7b-coco")
+    assert settings().model == "opt-2.7b-coco"
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('model = "opt-2.7b"\nquantize = 8bit\n', ["not valid TOML", "line 2"]),
+    ('model = "opt-2.7b"\n[section\n', ["not valid TOML", "line 2"]),
+    ('model = "opt-2.7b"\n\nquantise = "8bit"\n', ["line 3", "unknown key 'quantise'", "quantize"]),
+    ('max_new_tokens = "many"\n', ["line 1", "max_new_tokens must be a number", "'many'"]),
+    ('model = 7\n', ["line 1", "model must be text in quotes"]),
+    ('temperature = true\n', ["line 1", "temperature must be a number"]),
+    ('\nquantize = "3bit"\n', ["line 2", "unknown quantize '3bit'", "auto, none, 8bit, 4bit"]),
+    ('dtype = "float64"\n', ["line 1", "unknown dtype 'float64'"]),
+    ('device = "gpu"\n', ["line 1", "unknown device 'gpu'", "cuda:N"]),
+    ('model = "  "\n', ["line 1", "model is empty"]),
+    ('top_p = 1.5\n', ["line 1", "top_p must be in (0, 1]"]),
+    ('num_beams = 0\n', ["line 1", "num_beams must be at least 1"]),
+])
+def test_bad_files_are_one_error_naming_file_and_line(home: Path, text: str, words: list[str]) -> None:
+    path = write(home, text)
+    with pytest.raises(OptionError) as error:
+        settings()
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message
+    for word in words:
+        assert word in message, (word, message)

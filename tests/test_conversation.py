@@ -1,0 +1,117 @@
+"""The app's state without a screen (Conversation), the scripted engine, and Chat's record of failed answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatbot.chat import Chat
+from chatbot.config import Settings
+from chatbot.engine.base import CancelToken, GenerationOptions
+from chatbot.engine.scripted import DEFAULT_ANSWER, ScriptedEngine
+from chatbot.errors import OutOfMemoryError, UserError
+from chatbot.images import load_image
+from chatbot.session import Session
+from chatbot.store import SessionStore
+from chatbot.tui.conversation import Conversation, options_for
+from chatbot.tui.widgets.status_bar import human_bytes, memory_text, process_memory_bytes
+
+
+@pytest.fixture
+def conversation(tmp_path: Path, pictures) -> Conversation:
+    return Conversation(Settings(model="scripted-opt"), Session(model="scripted-opt"), SessionStore(tmp_path),
+                        load_image(pictures["red"]))
+
+
+def test_scripted_engine_streams_words_and_reports_fixed_stats(pictures) -> None:
+    engine = ScriptedEngine("one two three", speed=10.0)
+    image = load_image(pictures["red"])
+    assert list(engine.stream(image, "Question: hi Answer:", GenerationOptions())) == ["one", " two", " three"]
+    stats = engine.last_stats
+    assert (stats.new_tokens, stats.prompt_tokens, stats.tokens_per_second) == (3, 3 + 2 + 32, pytest.approx(10.0))
+    assert engine.answer(image, "again", GenerationOptions()) == DEFAULT_ANSWER  # the queue ran out
+    engine.enqueue("a b c d e")
+    assert engine.answer(image, "p", GenerationOptions(max_new_tokens=2)) == "a b"  # one word per token
+    assert engine.prompts == ["Question: hi Answer:", "again", "p"] and engine.count_tokens("a b") == 4
+    assert engine.info.family == "opt" and engine.info.context_tokens == 2048 and engine.info.image_tokens == 32
+
+
+def test_scripted_engine_cancel_and_failures(pictures) -> None:
+    engine = ScriptedEngine("one two three four", "kept")
+    image = load_image(pictures["red"])
+    cancel = CancelToken()
+    chunks = []
+    for chunk in engine.stream(image, "p", GenerationOptions(), cancel):
+        chunks.append(chunk)
+        cancel.cancel()
+    assert chunks == ["one"] and engine.last_stats.cancelled
+    engine.fail_next(OutOfMemoryError("Out of memory.", "Try less."))
+    with pytest.raises(OutOfMemoryError):
+        engine.answer(image, "p", GenerationOptions())
+    assert engine.answer(image, "p", GenerationOptions()) == "kept"  # an early failure leaves the queue alone
+
+
+def test_chat_records_no_turn_for_a_failed_answer_and_a_stopped_one_for_a_broken_stream(pictures) -> None:
+    engine = ScriptedEngine("half of it")
+    chat = Chat(engine, load_image(pictures["red"]))
+    engine.fail_next(OutOfMemoryError("Out of memory.", "Try less."))
+    with pytest.raises(OutOfMemoryError):
+        list(chat.ask("Too big?"))
+    assert chat.session.turns == []
+    engine.fail_next(RuntimeError("boom"), after_chunks=2)
+    with pytest.raises(RuntimeError):
+        list(chat.ask("Breaks?"))
+    assert [(t.answer, t.stopped) for t in chat.session.turns] == [("half of", True)]
+
+
+def test_resumed_options_and_bad_ones() -> None:
+    fallback = GenerationOptions()
+    session = Session(model="m", options={"max_new_tokens": 12, "temperature": 0.5, "unknown": 1})
+    assert options_for(session, fallback) == GenerationOptions(max_new_tokens=12, temperature=0.5)
+    assert options_for(Session(model="m", options={"top_p": 7}), fallback) == fallback  # invalid: ignored
+
+
+def test_saves_only_what_changed(conversation, tmp_path) -> None:
+    assert conversation.save() is None and not list(tmp_path.glob("*.json"))  # nothing said yet: no file
+    conversation.attach(ScriptedEngine("an answer"))
+    list(conversation.require_chat().ask("Hi?"))
+    path = conversation.save()
+    assert path is not None and path.exists()
+    assert conversation.save() is None  # unchanged: not rewritten
+    conversation.apply_setting("max_new_tokens 7")
+    assert conversation.save() == path
+    assert SessionStore(tmp_path).load(conversation.session.id).options["max_new_tokens"] == 7
+    assert conversation.save(force=True) == path
+
+
+def test_export_paths(conversation, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    session_id = conversation.session.id
+    assert conversation.export("md") == tmp_path / f"blip2-chat-{session_id}.md"
+    (tmp_path / "out").mkdir()
+    assert conversation.export("JSON out") == tmp_path / "out" / f"blip2-chat-{session_id}.json"
+    assert conversation.export("json 'my chat.json'") == tmp_path / "my chat.json"
+    with pytest.raises(UserError, match="needs a format"):
+        conversation.export("")
+
+
+def test_memory_readings() -> None:
+    assert process_memory_bytes() > 1_000_000
+    assert [human_bytes(n) for n in (512, 2048, 5 * 1024**2, 3 * 1024**3)] == ["512 B", "2 KB", "5.0 MB", "3.0 GB"]
+    engine = ScriptedEngine()
+    assert memory_text(engine, lambda: 1024**3) == "RAM 1.0 GB"
+    engine.memory_bytes = 2 * 1024**3  # an engine on a GPU fills the hook
+    assert memory_text(engine, lambda: 1024**3) == "RAM 1.0 GB · GPU 2.0 GB"
+
+
+def test_only_terminals_that_can_draw_images_are_probed() -> None:
+    from chatbot.tui.widgets.image_preview import terminal_may_draw_images
+
+    assert terminal_may_draw_images({"TERM": "xterm-kitty"})
+    assert terminal_may_draw_images({"TERM": "xterm-256color", "TERM_PROGRAM": "WezTerm"})
+    assert not terminal_may_draw_images({"TERM": "xterm-256color"})  # half blocks, no questions asked
+    assert not terminal_may_draw_images({"TERM": "xterm-kitty", "TMUX": "/tmp/tmux-0/default,1,0"})
+    assert not terminal_may_draw_images({"TERM": "screen-256color"})
+    assert terminal_may_draw_images({"TERM": "screen", "BLIP2_CHAT_GRAPHICS": "1"})
+    assert not terminal_may_draw_images({"TERM": "xterm-kitty", "BLIP2_CHAT_GRAPHICS": "0"})

@@ -1,0 +1,365 @@
+"""The screen-reader mode (`chat --plain`): labelled lines, states in words, every command, Ctrl+C.
+
+The whole chat runs as a subprocess with piped stdin, as a screen-reader user's terminal or a
+script would run it; the commands and Ctrl+C are also driven in-process on the scripted engine,
+where a slow answer can be stopped half-way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatbot.chat import Chat
+from chatbot.engine.base import GenerationOptions
+from chatbot.engine.scripted import ScriptedEngine
+from chatbot.images import load_image
+from chatbot.plain import PlainChat
+from chatbot.plain_io import plain_mode_forced
+from chatbot.store import SessionStore
+from tests.test_cli import Runs, run_together
+
+ESCAPE = re.compile(r"[\x1b\x07\x08]|\x9b")  # ESC (CSI, OSC, colours, cursor moves), bell, backspace
+
+
+def run_chat(*args: object, stdin: str, home: Path, plain: bool = True) -> subprocess.CompletedProcess[str]:
+    """`blip2-chat chat ARGS [--plain]` with piped stdin and its own BLIP2_CHAT_HOME."""
+    env = {**os.environ, "BLIP2_CHAT_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "chatbot", "chat", *map(str, args), *(["--plain"] if plain else [])],
+        input=stdin, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120, env=env,
+    )
+
+
+def saved_sessions(home: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text(encoding="utf-8")) for path in sorted((home / "sessions").glob("*.json"))]
+
+
+# --- the whole chat, as a subprocess -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conversation(checkpoints: dict[str, Path], pictures: dict[str, Path],
+                 tmp_path_factory: pytest.TempPathFactory) -> tuple[Runs, dict[str, Path]]:
+    """Three turns, /undo, a bad command, /image and a fourth turn; with --plain and chosen automatically."""
+    lines = ["what is in the picture?", "what colour is it?", "is it big?", "/undo", "/foo",
+             f"/image {pictures['green']}", "and now?"]
+    homes = {name: tmp_path_factory.mktemp(f"home-{name}") for name in ("plain", "auto")}
+    chat = (pictures["red"], "--model", checkpoints["opt"], "--max-new-tokens", "8")
+    runs = run_together({
+        "plain": partial(run_chat, *chat, stdin="\n".join(lines) + "\n", home=homes["plain"]),
+        "auto": partial(run_chat, *chat, stdin="\n".join(lines) + "\n", home=homes["auto"], plain=False),
+    })
+    return runs, homes
+
+
+def test_plain_chat_labels_every_line(conversation: tuple[Runs, dict[str, Path]]) -> None:
+    result = conversation[0]["plain"]
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    questions = ["what is in the picture?", "what colour is it?", "is it big?", "and now?"]
+    assert [line for line in lines if line.startswith("You: ")] == [f"You: {q}" for q in questions]
+    assert len(lines) == 8, result.stdout  # You / Assistant, four times: nothing else on stdout
+    for you, assistant in zip(lines[::2], lines[1::2], strict=True):
+        assert you.startswith("You: ")
+        assert assistant.startswith("Assistant: ") and assistant.removeprefix("Assistant: ").strip()
+
+
+def test_plain_chat_says_states_and_command_results_in_words(
+    conversation: tuple[Runs, dict[str, Path]], pictures: dict[str, Path]
+) -> None:
+    notes = conversation[0]["plain"].stderr.splitlines()
+    assert "Loading model: 100 percent" in notes
+    assert notes.index("Loading model: 100 percent") < notes.index("Model ready.")
+    assert notes.count("Answering.") == 4
+    assert notes.count("Answer ready.") == 4  # stdout is a pipe here, not the screen
+    assert "Removed the last question and its answer: is it big?" in notes
+    (unknown,) = [line for line in notes if "/foo" in line]
+    assert unknown.startswith("blip2-chat: Unknown command /foo.")
+    assert any(line.startswith(f"Now talking about {pictures['green']}.") for line in notes)
+    assert notes[-1].startswith("Chat saved as session ") and notes[-1].endswith("Goodbye.")
+
+
+def test_plain_chat_output_has_no_escape_sequences(conversation: tuple[Runs, dict[str, Path]]) -> None:
+    for result in conversation[0].values():
+        assert not ESCAPE.search(result.stdout + result.stderr), repr(result.stdout + result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_plain_chat_saves_the_session(conversation: tuple[Runs, dict[str, Path]], pictures: dict[str, Path]) -> None:
+    (session,) = saved_sessions(conversation[1]["plain"])
+    turns = session["turns"]
+    assert [turn["question"] for turn in turns] == ["what is in the picture?", "what colour is it?", "and now?"]
+    assert [turn["image"]["source"] for turn in turns] == [str(pictures["red"])] * 2 + [str(pictures["green"])]
+    answers = [line.removeprefix("Assistant: ") for line in conversation[0]["plain"].stdout.splitlines()[1::2]]
+    assert [turn["answer"] for turn in turns] == [answers[0], answers[1], answers[3]]
+
+
+def test_piped_chat_chooses_the_plain_mode_by_itself(conversation: tuple[Runs, dict[str, Path]]) -> None:
+    runs = conversation[0]
+    assert runs["auto"].returncode == 0, runs["auto"].stderr
+    assert runs["auto"].stdout == runs["plain"].stdout
+
+
+def test_ctrl_c_at_the_prompt_ends_the_chat_cleanly(
+    checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chatbot", "chat", str(pictures["red"]), "--plain", "--model", str(checkpoints["opt"]),
+         "--max-new-tokens", "4"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+        env={**os.environ, "BLIP2_CHAT_HOME": str(tmp_path)},
+    )
+    notes: queue.Queue[str] = queue.Queue()
+
+    def read_notes() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            notes.put(line)
+
+    reader = threading.Thread(target=read_notes, daemon=True)
+    reader.start()
+    try:
+        assert process.stdin is not None
+        process.stdin.write("what is it?\n")
+        process.stdin.flush()
+        deadline = time.monotonic() + 120
+        while notes.get(timeout=max(0.1, deadline - time.monotonic())).strip() != "Answer ready.":
+            pass
+        process.send_signal(signal.SIGINT)  # waiting at the prompt, the pipe still open
+        process.wait(timeout=30)  # not communicate(): it would race the reader thread for stderr
+        assert process.stdout is not None
+        stdout = process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(timeout=5)
+    said = []
+    while not notes.empty():
+        said.append(notes.get().strip())
+    assert process.returncode == 0
+    assert stdout.startswith("You: what is it?\nAssistant: ")
+    assert said[-1].endswith("Goodbye.") and "Traceback" not in "\n".join(said)
+    (session,) = saved_sessions(tmp_path)
+    assert [turn["question"] for turn in session["turns"]] == ["what is it?"]
+
+
+# --- when the plain mode is chosen ---------------------------------------------------------------
+
+
+class FakeStream(io.StringIO):
+    def __init__(self, terminal: bool) -> None:
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")  # as a real closed stream does
+        return self.terminal
+
+
+@pytest.mark.parametrize(("stdin_tty", "stdout_tty", "term", "config", "forced"), [
+    (False, True, "xterm-256color", False, True),  # questions piped in
+    (True, False, "xterm-256color", False, True),  # transcript piped out
+    (True, True, "dumb", False, True),  # a terminal that cannot move the cursor
+    (True, True, "xterm-256color", True, True),  # the config file says plain = true
+    (True, True, "xterm-256color", False, False),  # a real terminal: the chat app
+])
+def test_plain_mode_is_forced_when_the_app_cannot_work(stdin_tty, stdout_tty, term, config, forced) -> None:
+    chosen = plain_mode_forced(FakeStream(stdin_tty), FakeStream(stdout_tty), {"TERM": term}, lambda: config)
+    assert chosen is forced
+
+
+def test_a_closed_stdin_counts_as_not_a_terminal() -> None:
+    closed = FakeStream(True)
+    closed.close()
+    assert plain_mode_forced(closed, FakeStream(True), {"TERM": "xterm"}, lambda: False)
+
+
+# --- every command and Ctrl+C, in-process on the scripted engine ----------------------------------
+
+
+def plain_chat(tmp_path: Path, engine: ScriptedEngine, red: Path, echo: bool = True) -> tuple[PlainChat, io.StringIO,
+                                                                                             io.StringIO]:
+    out, notes = FakeStream(False), FakeStream(False)
+    chat = Chat(engine, load_image(red), GenerationOptions(max_new_tokens=50))
+    return PlainChat(chat, SessionStore(tmp_path / "sessions"), out=out, notes=notes, echo=echo), out, notes
+
+
+def test_every_command_does_what_it_says(tmp_path: Path, pictures: dict[str, Path], monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # /export without a path writes to the current folder
+    engine = ScriptedEngine("a red square", "on a grey ground", "a red box", "a green square")
+    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    script = ["what is it?", "/set", "/set temperature 0.7", "/set colour blue", "where?", "/retry", "/undo",
+              "/undo", "/undo", "/clear", "/image", f"/image {pictures['green']}", "//slash question?", "/save",
+              "/export md", f"/export json {tmp_path / 'chat.json'}", "/export pdf", "/help", "/quit", "never asked"]
+    assert plain.run(script) == 0
+    assert out.getvalue().splitlines() == [
+        "You: what is it?", "Assistant: a red square", "You: where?", "Assistant: on a grey ground",
+        "Assistant: a red box", "You: /slash question?", "Assistant: a green square",
+    ]
+    said = notes.getvalue()
+    assert "Options: max_new_tokens=50" in said and "Set. Options now: " in said and "temperature=0.7" in said
+    assert "/set does not know 'colour'" in said
+    assert "Answering again: where?" in said
+    assert "Removed the last question and its answer: where?" in said
+    assert "Removed the last question and its answer: what is it?" in said and "Nothing to undo." in said
+    assert "Conversation cleared" in said and "/image needs a path." in said
+    assert f"Now talking about {pictures['green']}." in said
+    assert "Unknown export format 'pdf'" in said
+    for command in ("/image PATH", "/clear", "/retry", "/undo", "/save", "/export", "/set", "/help", "/quit"):
+        assert command in said
+    assert "never asked" not in out.getvalue() and len(engine.prompts) == 4
+    session = plain.chat.session
+    assert [turn.question for turn in session.turns] == ["/slash question?"]
+    assert session.options["temperature"] == 0.7
+    saved = json.loads((tmp_path / "sessions" / f"{session.id}.json").read_text(encoding="utf-8"))
+    assert [turn["question"] for turn in saved["turns"]] == ["/slash question?"]
+    assert (tmp_path / f"blip2-chat-{session.id}.md").read_text(encoding="utf-8").count("**You:**") == 1
+    assert json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))["id"] == session.id
+    assert not ESCAPE.search(out.getvalue() + said)
+
+
+def test_a_question_that_does_not_fit_is_said_and_the_chat_goes_on(tmp_path: Path, pictures: dict[str, Path]) -> None:
+    engine = ScriptedEngine("first", "second", "third")
+    engine.info = replace(engine.info, context_tokens=engine.info.image_tokens + 30 + 20)  # 30 prompt tokens
+    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    plain.chat.options = GenerationOptions(max_new_tokens=20)
+    plain.run(["   ", "one two three four five six seven eight nine ten eleven twelve?",
+               "and thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty?", "and more?",
+               "why " * 80])
+    said = notes.getvalue()
+    assert "Earlier turns were left out to fit the model (1 turn was left out)." in said
+    assert "blip2-chat: The question is too long for this model" in said
+    assert len(out.getvalue().splitlines()) == 6  # the empty and the too-long question printed nothing
+
+
+def interrupt_after(seconds: float, times: int = 1) -> threading.Thread:
+    """Send this process SIGINT (what Ctrl+C does) `times` times, `seconds` apart, from another thread."""
+    def press() -> None:
+        for _ in range(times):
+            time.sleep(seconds)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=press, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_ctrl_c_stops_the_answer_and_keeps_what_came(tmp_path: Path, pictures: dict[str, Path]) -> None:
+    engine = ScriptedEngine(" ".join(f"w{n}" for n in range(200)), "next answer", delay=0.01)
+    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    presser = interrupt_after(0.3)
+    assert plain.run(["tell me everything", "and then?"]) == 0  # the chat went on after the stop
+    presser.join()
+    you, stopped, again, answer = out.getvalue().splitlines()
+    assert stopped.startswith("Assistant: w0 w1") and stopped.endswith(" (stopped)")
+    assert "w199" not in stopped
+    assert (again, answer) == ("You: and then?", "Assistant: next answer")
+    assert "Answer stopped. The partial answer is kept." in notes.getvalue()
+    first = plain.chat.session.turns[0]
+    assert first.stopped and first.answer == stopped.removeprefix("Assistant: ").removesuffix(" (stopped)")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl+C means "quit" again
+
+
+def test_a_second_ctrl_c_during_an_answer_ends_the_chat(tmp_path: Path, pictures: dict[str, Path]) -> None:
+    engine = ScriptedEngine(" ".join(f"w{n}" for n in range(400)), delay=0.02)
+    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    original = engine.stream
+
+    def ignores_first_cancel(image, prompt, options, cancel=None):  # a model slow to stop
+        yield from original(image, prompt, options, None)
+
+    engine.stream = ignores_first_cancel  # type: ignore[method-assign]
+    presser = interrupt_after(0.2, times=2)
+    assert plain.run(["tell me everything", "never asked"]) == 0
+    presser.join()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "You: tell me everything" and lines[1].endswith("(stopped)") and len(lines) == 2
+    assert notes.getvalue().rstrip().endswith("Goodbye.")
+    saved = json.loads((tmp_path / "sessions" / f"{plain.chat.session.id}.json").read_text(encoding="utf-8"))
+    assert saved["turns"][0]["stopped"] is True
+
+
+# --- a real terminal ------------------------------------------------------------------------------
+
+
+def test_in_a_dumb_terminal_the_plain_mode_has_arrow_key_history(
+    checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    """A pseudo-terminal with TERM=dumb (as Emacs shells and some screen-reader setups have): plain mode
+    is chosen without --plain, the up arrow brings back the last question, Ctrl+D ends the chat."""
+    pty = pytest.importorskip("pty")
+    import select
+
+    main_fd, child_fd = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chatbot", "chat", str(pictures["red"]), "--model", str(checkpoints["opt"]),
+         "--max-new-tokens", "4"],
+        stdin=child_fd, stdout=child_fd, stderr=child_fd, close_fds=True,
+        env={**os.environ, "TERM": "dumb", "BLIP2_CHAT_HOME": str(tmp_path)},
+    )
+    os.close(child_fd)
+    screen = b""
+
+    def wait_for(text: bytes, count: int) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + 120
+        while screen.count(text) < count:
+            assert time.monotonic() < deadline, screen.decode(errors="replace")
+            if select.select([main_fd], [], [], 0.2)[0]:
+                try:
+                    screen += os.read(main_fd, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+
+    try:
+        wait_for(b"You: ", 1)
+        os.write(main_fd, b"what is it?\r")
+        wait_for(b"You: ", 2)
+        os.write(main_fd, b"\x1b[A\r")  # the up arrow, then Enter: the same question again
+        wait_for(b"You: ", 3)
+        os.write(main_fd, b"\x04")  # Ctrl+D
+        wait_for(b"Goodbye.", 1)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(main_fd)
+    text = screen.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    assert text.count("You: what is it?\n") == 2 and text.count("\nAssistant: ") == 2
+    assert "Model ready." in text
+    assert not ESCAPE.search(text), repr(text)
+    assert (tmp_path / "plain-history").read_text(encoding="utf-8").splitlines()[-1] == "what is it?"
+
+
+def test_the_config_file_can_ask_for_the_plain_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatbot.config_file import read_config
+    from chatbot.errors import OptionError
+    from chatbot.locations import HOME_ENV
+
+    monkeypatch.setenv(HOME_ENV, str(tmp_path))
+    monkeypatch.setenv("TERM", "xterm-256color")
+    terminal = (FakeStream(True), FakeStream(True))
+    assert not plain_mode_forced(*terminal)  # no config file: the chat app
+    (tmp_path / "config.toml").write_text("plain = true\n", encoding="utf-8")
+    assert plain_mode_forced(*terminal)
+    (tmp_path / "config.toml").write_text("plain = false\n", encoding="utf-8")
+    assert not plain_mode_forced(*terminal)
+    (tmp_path / "config.toml").write_text('plain = "yes"\n', encoding="utf-8")
+    with pytest.raises(OptionError, match="plain must be true or false"):
+        read_config()

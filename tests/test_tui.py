@@ -1,0 +1,348 @@
+"""The chat app driven as a person would (Pilot): on a scripted engine, and once on a synthetic checkpoint.
+
+Each test reads what the screen shows (bubbles, notices, status line, preview) and what was saved.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from textual import events
+
+from chatbot.config import Settings
+from chatbot.engine.scripted import ScriptedEngine
+from chatbot.errors import ModelNotFoundError, OutOfMemoryError
+from chatbot.images import load_image
+from chatbot.locations import HOME_ENV, sessions_dir
+from chatbot.store import SessionStore
+from chatbot.tui.app import create_app
+from chatbot.tui.screens.file_picker import ImagePickerScreen, ImageTree
+from chatbot.tui.screens.help import HelpScreen
+from chatbot.tui.widgets.chat_input import ChatInput
+from chatbot.tui.widgets.transcript import Transcript
+from tests.tui_support import (
+    SIZE,
+    ask,
+    errors,
+    idle,
+    input_value,
+    notices,
+    pairs,
+    pilot_test,
+    preview_source,
+    ready,
+    scripted_app,
+    send,
+    status,
+    wait_until,
+)
+
+LONG = " ".join(f"word{i}" for i in range(40))
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Sessions under a tmp folder; exports land in the tmp cwd."""
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def saved_turns() -> list[dict[str, object]]:
+    files = list(sessions_dir().glob("*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())["turns"]  # type: ignore[no-any-return]
+
+
+@pilot_test
+async def test_two_questions_stream_and_show(pictures) -> None:
+    engine = ScriptedEngine("a red square on a grey wall", "it is red", delay=0.1)
+    app = scripted_app(engine, pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert "scripted-opt | cpu | float32" in status(app) and "RAM" in status(app)
+        await send(pilot, "What is in the picture?")
+        bubble = app.query_one(Transcript).pairs[-1].answer
+        await wait_until(pilot, lambda: 0 < len(bubble.text.split()) < 7, what="a partly streamed answer")
+        await wait_until(pilot, lambda: idle(app))
+        await ask(pilot, "What colour is it?")
+        assert pairs(app) == [("What is in the picture?", "a red square on a grey wall"),
+                              ("What colour is it?", "it is red")]
+        assert engine.prompts[-1] == ("Question: What is in the picture? Answer: a red square on a grey wall. "
+                                      "Question: What colour is it? Answer:")  # the follow-up remembers
+        assert "25.0 tok/s" in status(app) and bubble.border_subtitle == "25.0 tok/s"
+        assert [t["answer"] for t in saved_turns()] == ["a red square on a grey wall", "it is red"]  # autosaved
+
+
+@pilot_test
+async def test_escape_stops_the_answer_and_keeps_it_marked(pictures) -> None:
+    engine = ScriptedEngine(LONG, "short answer", delay=0.05)
+    app = scripted_app(engine, pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "Describe it")
+        bubble = app.query_one(Transcript).pairs[-1].answer
+        await wait_until(pilot, lambda: len(bubble.text.split()) >= 2)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: idle(app), what="the answer to stop")
+        shown = bubble.text
+        assert 2 <= len(shown.split()) < 40 and LONG.startswith(shown)
+        assert bubble.border_subtitle == "stopped" and bubble.has_class("-stopped")
+        assert saved_turns()[-1]["stopped"] is True and saved_turns()[-1]["answer"] == shown
+        await ask(pilot, "And now?")  # the chat goes on
+        assert pairs(app)[-1] == ("And now?", "short answer")
+
+
+@pilot_test
+async def test_escape_before_the_first_word_gives_the_question_back(pictures) -> None:
+    app = scripted_app(ScriptedEngine("too late", delay=5), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "Quick question")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: idle(app))
+        assert pairs(app) == [] and input_value(app) == "Quick question"
+        assert app.conversation.session.turns == []
+
+
+@pilot_test
+async def test_quit_while_an_answer_streams_saves_it_and_exits(pictures) -> None:
+    app = scripted_app(ScriptedEngine(LONG, delay=0.05), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "Describe it")
+        await wait_until(pilot, lambda: len(app.query_one(Transcript).pairs[-1].answer.text.split()) >= 2)
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: app._exit, what="the app to exit")
+    turn = saved_turns()[-1]
+    assert turn["stopped"] is True and str(turn["answer"]).startswith("word0 word1")
+
+
+@pilot_test
+async def test_image_command_pasted_path_and_a_bad_image(pictures, tmp_path) -> None:
+    engine = ScriptedEngine("red", "green", "still green")
+    app = scripted_app(engine, pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await ask(pilot, "What colour?")
+        await send(pilot, f"/image {pictures['green']}")
+        await wait_until(pilot, lambda: preview_source(app) == str(pictures["green"]))
+        assert "Now talking about green.jpg (a fresh context: earlier turns stay in the session)." in notices(app)
+        await ask(pilot, "And now?")
+        assert engine.prompts[-1] == "Question: And now? Answer:"  # a new image starts a fresh context
+        turns = app.conversation.session.turns
+        assert turns[0].image and turns[1].image and turns[0].image.sha256 != turns[1].image.sha256
+
+        (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+        await send(pilot, f"/image {tmp_path / 'broken.png'}")
+        await wait_until(pilot, lambda: errors(app))
+        broken = tmp_path / "broken.png"
+        assert errors(app) == [f"{broken} is damaged or incomplete. Re-download or re-export the image."]
+        assert preview_source(app) == str(pictures["green"]) and len(pairs(app)) == 2  # nothing lost
+
+        app.query_one(ChatInput).post_message(events.Paste(f"'{pictures['red']}'"))  # a dropped file
+        await wait_until(pilot, lambda: preview_source(app) == str(pictures["red"]))
+        assert input_value(app) == ""
+        await send(pilot, str(pictures["green"]))  # a typed path alone switches too
+        await wait_until(pilot, lambda: preview_source(app) == str(pictures["green"]))
+
+
+@pilot_test
+async def test_retry_and_undo(pictures) -> None:
+    engine = ScriptedEngine("first answer", "second answer", "other")
+    app = scripted_app(engine, pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await ask(pilot, "What is it?")
+        await send(pilot, "/retry")
+        await wait_until(pilot, lambda: idle(app))
+        assert pairs(app) == [("What is it?", "second answer")]
+        assert [t.answer for t in app.conversation.session.turns] == ["second answer"]
+        assert engine.prompts == ["Question: What is it? Answer:"] * 2  # asked again, not folded onto itself
+        await ask(pilot, "And?")
+        await send(pilot, "/undo")
+        assert pairs(app) == [("What is it?", "second answer")]
+        assert "Dropped the last question and answer." in notices(app)
+        assert [t["answer"] for t in saved_turns()] == ["second answer"]
+        await send(pilot, "/undo")
+        await send(pilot, "/undo")
+        assert pairs(app) == [] and errors(app) == ["There is nothing to undo. Ask a question first."]
+        await send(pilot, "/retry")
+        assert errors(app)[-1] == "There is no question to answer again. Ask one first."
+
+
+@pilot_test
+async def test_set_good_and_bad_values(pictures) -> None:
+    app = scripted_app(ScriptedEngine("one two three four five"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "/set max_new_tokens 3")
+        assert notices(app)[-1] == "max_new_tokens is now 3."
+        await ask(pilot, "Count")
+        assert pairs(app) == [("Count", "one two three")]
+        await send(pilot, "/set temperature hot")
+        assert errors(app) == ["/set temperature needs a number, not 'hot'. e.g. /set temperature 1."]
+        assert input_value(app) == "/set temperature hot"  # kept, to fix
+        assert app.conversation.options.temperature == 0.0
+        await send(pilot, "/set")
+        assert notices(app)[-1].startswith("Options: max_new_tokens=3, num_beams=1, temperature=0.0")
+
+
+@pilot_test
+async def test_left_out_turns_clear_and_save(pictures) -> None:
+    engine = ScriptedEngine("one two three four five six seven eight nine ten", "fine", "fresh")
+    app = scripted_app(engine, pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "/save")  # saves now, even before the first answer
+        assert notices(app)[-1] == f"Saved to {sessions_dir() / app.conversation.session.id}.json."
+        await ask(pilot, "first?")
+        await send(pilot, "/set max_new_tokens 2000")  # leaves 16 prompt tokens: the first turn no longer fits
+        await ask(pilot, "second?")
+        assert engine.prompts[-1] == "Question: second? Answer:"
+        assert ("1 earlier turn no longer fits the model's context, so the prompt leaves it out "
+                "(the session keeps every turn).") in notices(app)
+        await send(pilot, "/set max_new_tokens 30")
+        await send(pilot, "/clear")
+        assert notices(app)[-1].startswith("Context cleared: the next question starts fresh")
+        await ask(pilot, "third?")
+        assert engine.prompts[-1] == "Question: third? Answer:" and len(saved_turns()) == 3
+
+
+@pilot_test
+async def test_unknown_command_keeps_history_and_input(pictures) -> None:
+    app = scripted_app(ScriptedEngine("an answer", "another"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await ask(pilot, "First?")
+        await send(pilot, "/imgae cat.jpg")
+        assert errors(app) == ["Unknown command /imgae. Did you mean /image? Type /help for the list."]
+        assert input_value(app) == "/imgae cat.jpg" and pairs(app) == [("First?", "an answer")]
+        await ask(pilot, "Second?")
+        assert pairs(app)[-1] == ("Second?", "another")
+
+
+@pilot_test
+async def test_model_errors_are_one_notice_and_the_chat_goes_on(pictures) -> None:
+    engine = ScriptedEngine("fine answer", "half of an answer that breaks", "after the error")
+    engine.fail_next(OutOfMemoryError("The device ran out of memory while answering.", "Try a shorter answer."))
+    app = scripted_app(engine, pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await ask(pilot, "Too big?")
+        assert errors(app) == ["The device ran out of memory while answering. Try a shorter answer."]
+        assert pairs(app) == [] and input_value(app) == "Too big?"  # nothing recorded; the question is back
+        await ask(pilot, "Too big?")
+        engine.fail_next(RuntimeError("CUDA error: an illegal memory access"), after_chunks=2)
+        await ask(pilot, "Breaks?")
+        assert errors(app)[-1] == ("The model failed (RuntimeError: CUDA error: an illegal memory access). "
+                                   "The conversation is intact; try again, or /clear to start a fresh context.")
+        assert pairs(app) == [("Too big?", "fine answer"), ("Breaks?", "half of")]  # the partial answer is kept
+        assert app.query_one(Transcript).pairs[-1].answer.border_subtitle == "stopped"
+        await ask(pilot, "Still there?")
+        assert pairs(app)[-1] == ("Still there?", "after the error") and len(saved_turns()) == 3
+
+
+@pilot_test
+async def test_question_typed_before_the_model_is_ready_is_answered_once_it_is(pictures) -> None:
+    loaded = threading.Event()
+    engine = ScriptedEngine("worth the wait")
+
+    def slow_factory(settings, progress):
+        progress("Loading the scripted model on cpu")
+        loaded.wait(10)
+        return engine
+
+    app = create_app(Settings(model="scripted-opt"), image=load_image(pictures["red"]), store=SessionStore(),
+                     engine_factory=slow_factory, renderer="halfcell")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "Loading the scripted model on cpu" in status(app))
+        await send(pilot, "Are you there?")
+        question = app.query_one(Transcript).query("MessageBubble").last()
+        assert question.text == "Are you there?" and question.border_subtitle == "waiting for the model…"
+        assert pairs(app) == []
+        loaded.set()
+        await wait_until(pilot, lambda: pairs(app) == [("Are you there?", "worth the wait")])
+        assert status(app).startswith("Ready")
+
+
+@pilot_test
+async def test_a_model_that_cannot_load_is_one_notice(pictures) -> None:
+    def failing(settings, progress):
+        raise ModelNotFoundError("No model called nope here.", "Check the name.")
+
+    app = create_app(Settings(model="nope"), image=load_image(pictures["red"]), store=SessionStore(),
+                     engine_factory=failing, renderer="halfcell")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: errors(app))
+        assert errors(app) == ["The model could not be loaded: No model called nope here. Check the name."]
+        await send(pilot, "Hello?")
+        assert errors(app)[-1] == "No model is loaded: No model called nope here. Check the name."
+        assert status(app).startswith("No model")
+
+
+@pilot_test
+async def test_keys_copy_help_palette_and_picker(pictures) -> None:
+    app = scripted_app(ScriptedEngine("copy me please", "green one"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await ask(pilot, "Say something")
+        await pilot.press("ctrl+y")
+        assert app.clipboard == "copy me please"
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("ctrl+p")
+        await pilot.press(*"undo")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: pairs(app) == [], what="/undo from the palette")
+        await pilot.press("ctrl+o")
+        assert isinstance(app.screen, ImagePickerScreen)
+        tree = app.screen.query_one(ImageTree)
+        await wait_until(pilot, lambda: len(tree.root.children) == 2, what="the folder listing")
+        assert sorted(str(node.label) for node in tree.root.children) == ["green.jpg", "red.png"]
+        tree.move_cursor(next(n for n in tree.root.children if str(n.label) == "green.jpg"))
+        in_picker = app.screen
+        await wait_until(pilot, lambda: preview_source(in_picker, "#picker-preview") == str(pictures["green"]),
+                         what="a live preview")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: preview_source(app) == str(pictures["green"]))
+        assert not isinstance(app.screen, ImagePickerScreen)
+
+
+def test_palette_offers_every_slash_command(pictures) -> None:
+    from chatbot.commands import COMMANDS
+    from chatbot.tui.palette import palette_entries
+
+    names = {entry[0].split()[0] for entry in palette_entries(scripted_app(ScriptedEngine(), pictures["red"]))}
+    assert names == {f"/{spec.name}" for spec in COMMANDS}
+
+
+@pilot_test
+async def test_on_a_synthetic_checkpoint(checkpoints, pictures) -> None:
+    settings = Settings(model=str(checkpoints["opt"]), device="cpu")  # the real loader, in the app's worker
+    app = create_app(settings, image=load_image(pictures["red"]), store=SessionStore(), renderer="halfcell")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: idle(app), timeout=120, what="the synthetic model to load")
+        assert "| cpu | float32" in status(app)
+        await ask(pilot, "What is in the picture?")
+        await ask(pilot, "What colour is it?")
+        turns = app.conversation.session.turns
+        assert [t.question for t in turns] == ["What is in the picture?", "What colour is it?"]
+        assert pairs(app) == [(t.question, t.answer) for t in turns]
+        assert "tok/s" in status(app) or "tokens" in status(app)
+        assert len(saved_turns()) == 2
+
+
+def test_importing_the_app_imports_no_torch() -> None:
+    code = ("import sys, chatbot.tui.app; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,220 @@
+"""Sessions in the chat app: autosave, resume (as `--continue` and `--resume` find them), export, damage.
+
+Also the `sessions` command and the `blip2-chat IMAGE` shorthand, run as a user runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatbot.chat_command import imported_session, session_to_resume
+from chatbot.cli import build_parser, with_default_command
+from chatbot.engine.scripted import ScriptedEngine
+from chatbot.errors import UserError
+from chatbot.locations import HOME_ENV, sessions_dir
+from chatbot.session import ImageRef, Session, Turn
+from chatbot.store import SessionStore, session_from_json
+from chatbot.tui.widgets.chat_input import image_path_in
+from tests.conftest import make_image
+from tests.tui_support import (
+    SIZE,
+    ask,
+    errors,
+    notices,
+    pairs,
+    pilot_test,
+    preview_source,
+    ready,
+    scripted_app,
+    send,
+    wait_until,
+)
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pilot_test
+async def test_autosave_then_continue_shows_the_chat_and_its_image(pictures) -> None:
+    app = scripted_app(ScriptedEngine("a red square", "red"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await ask(pilot, "What is it?")
+        await ask(pilot, "Which colour?")
+        session_id = app.conversation.session.id
+
+    session = session_to_resume(SessionStore(), continue_last=True, resume=None)  # what --continue opens
+    assert session.id == session_id and len(session.turns) == 2
+    engine = ScriptedEngine("still red")
+    app = scripted_app(engine, session=session)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await wait_until(pilot, lambda: preview_source(app) == str(pictures["red"]), what="the image to reopen")
+        assert pairs(app) == [("What is it?", "a red square"), ("Which colour?", "red")]
+        assert f"Resumed session {session_id} (2 turns)." in notices(app)
+        await ask(pilot, "Sure?")
+        assert engine.prompts[-1].startswith("Question: What is it? Answer: a red square.")  # the context goes on
+    assert len(SessionStore().load(session_id).turns) == 3
+
+
+@pilot_test
+async def test_resumed_chat_whose_image_moved_or_changed_says_so(pictures, tmp_path) -> None:
+    photo = make_image(tmp_path / "photo.png", (10, 20, 200))
+    app = scripted_app(ScriptedEngine("blue"), photo)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await ask(pilot, "Colour?")
+    photo.unlink()
+    app = scripted_app(ScriptedEngine("green now"), session=session_to_resume(SessionStore(), True, None))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await wait_until(pilot, lambda: errors(app), what="a notice about the image")
+        assert errors(app) == [f"The image of this chat could not be opened again: No file at {photo}. It may have "
+                               "been moved or deleted; open it again with /image PATH or Ctrl+O."]
+        assert pairs(app) == [("Colour?", "blue")] and preview_source(app) is None  # the transcript stays
+        await send(pilot, "And now?")
+        assert errors(app)[-1] == "No image is open. Open one with /image PATH or Ctrl+O."
+        await send(pilot, f"/image {pictures['green']}")
+        await wait_until(pilot, lambda: preview_source(app) == str(pictures["green"]))
+        await ask(pilot, "And now?")
+        assert pairs(app)[-1] == ("And now?", "green now")
+
+    make_image(photo, (200, 200, 10))  # same path, other picture
+    session = SessionStore().latest()
+    assert session is not None
+    session.image = ImageRef(str(photo), session.turns[0].image.sha256)  # type: ignore[union-attr]
+    app = scripted_app(ScriptedEngine(), session=session)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: errors(app))
+        assert errors(app)[0].startswith(f"{photo} has changed since this chat was saved")
+
+
+@pilot_test
+async def test_export_markdown_and_json_round_trip(pictures, tmp_path) -> None:
+    app = scripted_app(ScriptedEngine("a red square", "yes"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await ask(pilot, "What is it?")
+        await ask(pilot, "Is it red?")
+        await send(pilot, "/export md")
+        session = app.conversation.session
+        markdown = (tmp_path / f"blip2-chat-{session.id}.md").read_text()
+        assert notices(app)[-1] == f"Exported to {tmp_path / f'blip2-chat-{session.id}.md'}."
+        assert str(pictures["red"]) in markdown and session.turns[0].image.sha256 in markdown  # type: ignore[union-attr]
+        assert "**You:** Is it red?" in markdown and "**Assistant:** yes" in markdown
+        await send(pilot, f"/export json {tmp_path / 'out' / 'chat.json'}")
+        exported = (tmp_path / "out" / "chat.json").read_text()
+        assert session_from_json(exported, "export") == session
+        await send(pilot, "/export pdf")
+        assert errors(app) == ["/export needs a format, md or json, not 'pdf'. e.g. /export md, or /export json "
+                               "~/chat.json."]
+    copy = imported_session(SessionStore(), tmp_path / "out" / "chat.json")  # what --resume chat.json opens
+    assert copy.turns == session.turns and copy.id != session.id  # a copy: the saved original is never overwritten
+
+
+@pilot_test
+async def test_a_damaged_session_file_is_set_aside_and_the_app_starts(pictures) -> None:
+    sessions_dir().mkdir(parents=True)
+    (sessions_dir() / "broken.json").write_text('{"model": "x", "turns": [')
+    app = scripted_app(ScriptedEngine("fine"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await wait_until(pilot, lambda: any("damaged" in n for n in notices(app)))
+        assert [n for n in notices(app) if "damaged" in n][0].startswith(
+            "The damaged session file broken.json was moved aside to broken.")
+        await ask(pilot, "Still working?")
+        assert pairs(app) == [("Still working?", "fine")]
+    assert list(sessions_dir().glob("broken.*.corrupt")) and not (sessions_dir() / "broken.json").exists()
+
+
+@pilot_test
+async def test_opening_and_quitting_leaves_no_empty_session(pictures) -> None:
+    app = scripted_app(ScriptedEngine(), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+q")
+    assert not sessions_dir().exists() or not list(sessions_dir().glob("*.json"))
+
+
+def test_resume_errors_name_the_fix(tmp_path) -> None:
+    store = SessionStore()
+    with pytest.raises(UserError, match="no saved session to continue"):
+        session_to_resume(store, continue_last=True, resume=None)
+    sessions_dir().mkdir(parents=True)
+    (sessions_dir() / "bad.json").write_text("{")
+    with pytest.raises(UserError, match=r"not a readable blip2-chat session.*moved aside to bad\."):
+        session_to_resume(store, continue_last=False, resume="bad")
+
+
+def test_pasted_paths_are_recognised(pictures, tmp_path) -> None:
+    spaced = tmp_path / "my photo.png"
+    shutil.copy(pictures["red"], spaced)
+    for text in (str(spaced), f"'{spaced}'", f'"{spaced}"', str(spaced).replace(" ", "\\ "), spaced.as_uri(),
+                 f"  {spaced}  "):
+        assert image_path_in(text) == spaced, text
+    for text in ("what is in my photo.png?", str(tmp_path / "missing.png"), str(tmp_path), "", "a\nb"):
+        assert image_path_in(text) is None, text
+
+
+def test_image_or_resume_flags_mean_the_chat_command() -> None:
+    commands = {"ask", "caption", "chat", "sessions"}
+    assert with_default_command(["photo.jpg", "--model", "x"], commands) == ["chat", "photo.jpg", "--model", "x"]
+    assert with_default_command(["--continue"], commands) == ["chat", "--continue"]
+    assert with_default_command(["--model", "m", "--resume=abc"], commands) == ["chat", "--model", "m", "--resume=abc"]
+    assert with_default_command(["ask", "a.jpg", "q"], commands) == ["ask", "a.jpg", "q"]
+    assert with_default_command(["--help"], commands) == ["--help"]
+    assert with_default_command(["--model", "m", "ask", "--resume"], commands) == ["--model", "m", "ask", "--resume"]
+    args = build_parser().parse_args(["chat", "--resume", "abc", "--model", "m"])
+    assert (args.image, args.resume, args.continue_last, args.model) == (None, "abc", False, "m")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chatbot", *args], capture_output=True, text=True, timeout=120,
+                          env=os.environ.copy(), stdin=subprocess.DEVNULL)
+
+
+def test_sessions_command_lists_and_reports_damaged_files() -> None:
+    empty = run_cli("sessions")
+    assert empty.returncode == 0 and empty.stdout.startswith("No saved sessions yet")
+    store = SessionStore()
+    red = ImageRef("/photos/red.png", "ab" * 32)
+    older = Session(model="m", id="20240101-090000-aaaaaa", turns=[Turn("What is it?", "a cat", red)], image=red)
+    newer = Session(model="m", id="20240102-090000-bbbbbb", image=red,
+                    turns=[Turn("Where is this?", "a beach", red), Turn("When?", "noon", red)])
+    for session in (older, newer):
+        os.utime(store.save(session), (1_700_000_000 + len(session.turns), 1_700_000_000 + len(session.turns)))
+    (store.root / "torn.json").write_text("{")
+    result = run_cli("sessions")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "UPDATED", "TURNS", "FIRST", "QUESTION", "IMAGE"]
+    assert lines[1].startswith("20240102-090000-bbbbbb") and "  2  Where is this?" in lines[1]
+    assert lines[1].endswith("/photos/red.png") and lines[2].startswith("20240101-090000-aaaaaa")
+    assert "torn.json was moved aside" in result.stderr
+
+
+def test_shorthand_with_a_missing_image_fails_fast() -> None:
+    result = run_cli("missing.png")
+    assert result.returncode == 2 and result.stderr.startswith("blip2-chat: No file at ")
+    resumed = run_cli("--continue")  # stdin is not a terminal: no app to resume in
+    assert resumed.returncode == 2 and "needs the chat app, in a terminal" in resumed.stderr
+
+
+def test_shorthand_without_a_terminal_falls_back_to_line_mode(checkpoints, pictures) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "chatbot", str(pictures["red"]), "--model", str(checkpoints["opt"]), "--json"],
+        input="What is it?\n", capture_output=True, text=True, timeout=180, env=os.environ.copy(),
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["question"] == "What is it?"
