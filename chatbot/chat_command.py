@@ -29,18 +29,16 @@ def run_chat_command(
                         "A resumed chat reopens its own image; switch later with /image PATH.")
     if not resuming and not image_source:
         raise UserError("The chat needs an image.", "e.g. blip2-chat photo.jpg, or blip2-chat --continue.")
-    if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config
-        if resuming:
-            raise UserError("Resuming a session needs the chat app, in a terminal.", "Run it without --plain.")
-        from chatbot.plain import run_plain_chat
-
-        return run_plain_chat(settings, image_source or "")
     store = SessionStore()
     session: Session | None = None
-    image: LoadedImage | None = None
     if resuming:
         session = session_to_resume(store, continue_last, resume)
-    else:
+    if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config
+        from chatbot.plain import run_plain_chat
+
+        return run_plain_chat(settings, image_source or "", session=session)
+    image: LoadedImage | None = None
+    if not resuming:
         image = load_image(image_source or "")  # a bad path fails here, before any window opens
     from chatbot.tui.app import run_tui
 

@@ -31,6 +31,8 @@ from chatbot.errors import UserError
 from chatbot.images import load_image
 from chatbot.locations import data_dir, exports_dir
 from chatbot.plain_io import ctrl_c_stops, is_terminal, read_lines
+from chatbot.resume import options_for, reopen_image
+from chatbot.session import Session
 from chatbot.store import SessionStore, export_session
 from prompts import normalize_question
 
@@ -209,18 +211,30 @@ def open_engine_saying(settings: Settings, say: Callable[[str], None]) -> Engine
     return engine
 
 
-def run_plain_chat(settings: Settings, image_source: str) -> int:
-    """The screen-reader chat about `image_source`, reading questions from stdin until the end."""
+def run_plain_chat(settings: Settings, image_source: str, session: Session | None = None) -> int:
+    """The screen-reader chat about `image_source` (or going on with `session`), reading stdin to the end."""
     notes = sys.stderr
 
     def say(sentence: str) -> None:
         print(sentence, file=notes, flush=True)
 
-    image = load_image(image_source)  # a bad path fails before the slow model load
+    image, problem = None, None
+    if session is None:
+        image = load_image(image_source)  # a bad path fails before the slow model load
+    elif session.image is not None:
+        image, problem = reopen_image(session.image, how_to_open="/image PATH")
     engine = open_engine_saying(settings, say)
-    chat = Chat(engine, image, settings.options)
+    options = options_for(session, settings.options) if session else settings.options
+    chat = Chat(engine, image, options, session=session)
     typed_on_screen = is_terminal(sys.stdin) and is_terminal(sys.stdout)
     plain = PlainChat(chat, SessionStore(), out=sys.stdout, notes=notes, echo=not typed_on_screen,
                       json_records=settings.json)
-    plain.say(f"Talking about {image.source}. Type a question, or /help for the commands.")
+    if session is not None:
+        last = session.turns[-1] if session.turns else None
+        plain.say(f"Resumed session {session.id}, {len(session.turns)} turns."
+                  + (f" Last question: {last.question} Answer: {last.answer}" if last else ""))
+    if problem:
+        plain.say(problem)
+    elif image is not None:
+        plain.say(f"Talking about {image.source}. Type a question, or /help for the commands.")
     return plain.run(read_lines(PROMPT, history_file=data_dir() / "plain-history"))

@@ -12,9 +12,10 @@ from chatbot.engine.base import CancelToken, GenerationOptions
 from chatbot.engine.scripted import DEFAULT_ANSWER, ScriptedEngine
 from chatbot.errors import OutOfMemoryError, UserError
 from chatbot.images import load_image
+from chatbot.resume import options_for
 from chatbot.session import Session
 from chatbot.store import SessionStore
-from chatbot.tui.conversation import Conversation, options_for
+from chatbot.tui.conversation import Conversation
 from chatbot.tui.widgets.status_bar import human_bytes, memory_text, process_memory_bytes
 
 

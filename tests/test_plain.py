@@ -363,3 +363,33 @@ def test_the_config_file_can_ask_for_the_plain_mode(tmp_path: Path, monkeypatch:
     (tmp_path / "config.toml").write_text('plain = "yes"\n', encoding="utf-8")
     with pytest.raises(OptionError, match="plain must be true or false"):
         read_config()
+
+
+def test_plain_mode_resumes_the_last_chat_and_says_so(
+    checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    model = ("--model", str(checkpoints["opt"]), "--max-new-tokens", "4")
+    first = run_chat(pictures["red"], *model, stdin="what is it?\n", home=tmp_path)
+    assert first.returncode == 0, first.stderr
+    resumed = run_chat("--continue", *model, stdin="and the colour?\n", home=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resumed session " in resumed.stderr and "1 turns. Last question: what is it?" in resumed.stderr
+    assert resumed.stdout.startswith("You: and the colour?\nAssistant: ")
+    (session,) = saved_sessions(tmp_path)  # the same session went on
+    assert [turn["question"] for turn in session["turns"]] == ["what is it?", "and the colour?"]
+
+
+def test_plain_mode_resume_says_when_the_image_moved(
+    checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(pictures["red"].read_bytes())
+    model = ("--model", str(checkpoints["opt"]), "--max-new-tokens", "4")
+    assert run_chat(photo, *model, stdin="what is it?\n", home=tmp_path).returncode == 0
+    photo.unlink()
+    resumed = run_chat("--continue", *model, stdin=f"still there?\n/image {pictures['green']}\nand now?\n",
+                       home=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "moved or deleted; open it again with /image PATH." in resumed.stderr
+    assert "No image is open" in resumed.stderr  # the question before /image is refused, not lost silently
+    assert resumed.stdout.count("Assistant: ") == 1

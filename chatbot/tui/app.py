@@ -28,11 +28,12 @@ from chatbot.config import Settings
 from chatbot.engine.base import Engine
 from chatbot.errors import UserError
 from chatbot.images import LoadedImage, load_image
+from chatbot.resume import reopen_image
 from chatbot.session import ImageRef, Session
 from chatbot.store import SessionStore
 from chatbot.tui import messages as msg
 from chatbot.tui.answering import AnsweringApp
-from chatbot.tui.conversation import Conversation, reopen_image
+from chatbot.tui.conversation import Conversation
 from chatbot.tui.palette import SlashCommandProvider
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen

@@ -6,45 +6,20 @@ The Textual app drives one `Conversation`; keeping this free of Textual makes ev
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
 from pathlib import Path
 
 from chatbot.chat import Chat
 from chatbot.commands import apply_setting, describe_options
-from chatbot.config import Settings, check_options
+from chatbot.config import Settings
 from chatbot.engine.base import Engine, GenerationOptions
-from chatbot.errors import ImageError, OptionError, QuestionError, UserError
-from chatbot.images import LoadedImage, load_image
+from chatbot.errors import QuestionError, UserError
+from chatbot.images import LoadedImage
 from chatbot.locations import exports_dir
+from chatbot.resume import options_for
 from chatbot.session import ImageRef, Session
 from chatbot.store import SessionStore, export_session, session_json
 
 EXPORT_FORMATS = ("md", "json")
-
-
-def options_for(session: Session, fallback: GenerationOptions) -> GenerationOptions:
-    """The decoding options a resumed session was using (its `/set` changes), else `fallback`."""
-    known = {f.name for f in fields(GenerationOptions)}
-    saved = {key: value for key, value in session.options.items() if key in known}
-    if not saved:
-        return fallback
-    try:
-        return check_options(replace(fallback, **saved), as_flags=False)
-    except (OptionError, TypeError):
-        return fallback
-
-
-def reopen_image(ref: ImageRef) -> tuple[LoadedImage | None, str | None]:
-    """Load a saved session's image again: (image, None), or (None, why it cannot be shown)."""
-    try:
-        image = load_image(ref.source)
-    except ImageError as error:
-        return None, (f"The image of this chat could not be opened again: {error.message} "
-                      "It may have been moved or deleted; open it again with /image PATH or Ctrl+O.")
-    if image.sha256 != ref.sha256:
-        return None, (f"{ref.source} has changed since this chat was saved (its contents differ), so it was not "
-                      "reopened. Open an image with /image PATH or Ctrl+O to go on.")
-    return image, None
 
 
 class Conversation:
