@@ -49,32 +49,26 @@ class KnownCheckpoint:
         return {"num_query_tokens": 32, "text_config": HUB_TEXT_CONFIGS[self.alias.removesuffix("-coco")]}
 
 
-def _opt(size: str, params: float, gb: tuple[float, float, float], coco: bool = False) -> KnownCheckpoint:
-    suffix = "-coco" if coco else ""
+def _checkpoint(
+    family: str, size: str, params: float, gb: tuple[float, float, float], coco: bool = False
+) -> KnownCheckpoint:
+    """One hub checkpoint; the family fixes the name prefix and the context length."""
+    name = f"{family}-{size}{'-coco' if coco else ''}"
     return KnownCheckpoint(
-        hub_id=f"Salesforce/blip2-opt-{size}{suffix}", alias=f"opt-{size}{suffix}", family="opt",
-        params_billions=params, context_tokens=2048,
-        weights_gb={"float16": gb[0], "8bit": gb[1], "4bit": gb[2]}, captions=coco,
-    )
-
-
-def _t5(size: str, params: float, gb: tuple[float, float, float], coco: bool = False) -> KnownCheckpoint:
-    suffix = "-coco" if coco else ""
-    return KnownCheckpoint(
-        hub_id=f"Salesforce/blip2-flan-t5-{size}{suffix}", alias=f"flan-t5-{size}{suffix}", family="flan-t5",
-        params_billions=params, context_tokens=512,
+        hub_id=f"Salesforce/blip2-{name}", alias=name, family=family,
+        params_billions=params, context_tokens=2048 if family == "opt" else 512,
         weights_gb={"float16": gb[0], "8bit": gb[1], "4bit": gb[2]}, captions=coco,
     )
 
 
 KNOWN_CHECKPOINTS: tuple[KnownCheckpoint, ...] = (
-    _opt("2.7b", 3.74, (7.2, 3.6, 1.8)),
-    _opt("6.7b", 7.75, (15.5, 7.8, 4.3)),
-    _t5("xl", 3.94, (7.9, 3.9, 2.2)),
-    _t5("xxl", 12.2, (24.4, 12.2, 6.7)),
-    _opt("2.7b", 3.74, (7.2, 3.6, 1.8), coco=True),
-    _opt("6.7b", 7.75, (15.5, 7.8, 4.3), coco=True),
-    _t5("xl", 3.94, (7.9, 3.9, 2.2), coco=True),
+    _checkpoint("opt", "2.7b", 3.74, (7.2, 3.6, 1.8)),
+    _checkpoint("opt", "6.7b", 7.75, (15.5, 7.8, 4.3)),
+    _checkpoint("flan-t5", "xl", 3.94, (7.9, 3.9, 2.2)),
+    _checkpoint("flan-t5", "xxl", 12.2, (24.4, 12.2, 6.7)),
+    _checkpoint("opt", "2.7b", 3.74, (7.2, 3.6, 1.8), coco=True),
+    _checkpoint("opt", "6.7b", 7.75, (15.5, 7.8, 4.3), coco=True),
+    _checkpoint("flan-t5", "xl", 3.94, (7.9, 3.9, 2.2), coco=True),
 )
 
 
