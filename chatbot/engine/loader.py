@@ -250,6 +250,10 @@ def load_checkpoint(
             "Check that the folder is a complete BLIP-2 checkpoint (config, processor files and safetensors weights).",
         ) from None
     model.eval()
+    if target == "cpu" and choice.precision.quantize == "none" and torch_dtype == torch.float32:
+        from chatbot.engine.cpu_kernels import pack_linear_layers
+
+        pack_linear_layers(model)  # oneDNN's packed products: 2x faster follow-up prefills on a CPU
     return LoadedCheckpoint(model, processor, resolved, family, target, choice.precision.label,
                             time.perf_counter() - started, choice.reason)
 
