@@ -35,14 +35,17 @@ class Chat:
 
     def __init__(
         self, engine: Engine, image: LoadedImage | None = None, options: GenerationOptions | None = None,
-        session: Session | None = None,
+        session: Session | None = None, think_ahead: bool = False,
     ) -> None:
+        """`think_ahead`: while the person reads and types, let the engine prepare the next prompt's
+        opening (image encoded, history prefilled); interactive front ends turn it on."""
         self.engine = engine
         self.options = options or GenerationOptions()
         self.session = session or Session(model=engine.info.model_id)
         self.style = style_for(engine.info.family, "chat")
         self.image: LoadedImage | None = None
         self.last_fit: FittedPrompt | None = None
+        self.think_ahead = think_ahead
         if image is not None:
             self.set_image(image)
 
@@ -53,6 +56,19 @@ class Chat:
         self.session.image = ImageRef(image.source, image.sha256)
         if previous is None or previous.sha256 != image.sha256:
             self.session.context_start = len(self.session.turns)
+        self.prepare_ahead()
+
+    def prepare_ahead(self) -> None:
+        """With think_ahead on, hand the engine the opening the next question's prompt will have."""
+        if not self.think_ahead or self.image is None:
+            return
+        history = self.history()
+        try:  # as much history as fits with a short question: what the next prompt most likely keeps
+            dropped = fit_prompt(self.style, history, "?", self.engine.count_tokens,
+                                 prompt_budget(self.engine, self.options)).dropped_turns
+        except (PromptTooLong, OptionError):
+            return
+        self.engine.prepare_ahead(self.image, self.style.opening(history[dropped:]))
 
     def history(self) -> list[tuple[str, str]]:
         """The turns since the last image switch or /clear, oldest first: what the prompt folds in."""
@@ -92,10 +108,13 @@ class Chat:
                     question=normalize_question(question), answer=normalize_answer("".join(parts)),
                     image=self.session.image, stopped=cancel.cancelled or not finished,
                 ))
+            if finished or cancel.cancelled:
+                self.prepare_ahead()
 
     def clear(self) -> None:
         """Forget the conversation's context: the next question starts fresh (turns stay saved)."""
         self.session.context_start = len(self.session.turns)
+        self.prepare_ahead()
 
     def undo(self) -> Turn | None:
         """Drop the last turn (from the session and the context)."""
@@ -103,6 +122,7 @@ class Chat:
             return None
         turn = self.session.turns.pop()
         self.session.context_start = min(self.session.context_start, len(self.session.turns))
+        self.prepare_ahead()
         return turn
 
     def retry(self, cancel: CancelToken | None = None) -> Iterator[str]:

@@ -225,7 +225,8 @@ def run_plain_chat(settings: Settings, image_source: str, session: Session | Non
         image, problem = reopen_image(session.image, how_to_open="/image PATH")
     engine = open_engine_saying(settings, say)
     options = options_for(session, settings.options) if session else settings.options
-    chat = Chat(engine, image, options, session=session)
+    # a person at a keyboard gives the engine time to prepare the next prompt; piped questions do not
+    chat = Chat(engine, image, options, session=session, think_ahead=is_terminal(sys.stdin))
     typed_on_screen = is_terminal(sys.stdin) and is_terminal(sys.stdout)
     plain = PlainChat(chat, SessionStore(), out=sys.stdout, notes=notes, echo=not typed_on_screen,
                       json_records=settings.json)

@@ -43,6 +43,14 @@ class PromptStyle:
         """Return one finished (question, answer) turn as it appears in the prompt."""
         raise NotImplementedError
 
+    def opening(self, history: Sequence[tuple[str, str]]) -> str:
+        """The text every prompt after ``history`` starts with, whatever the question ("" if none).
+
+        ``build(history, q).startswith(opening(history))`` holds for every question ``q``; an
+        engine can prepare this part while the question is still being typed.
+        """
+        return ""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, family={self.family!r}, task={self.task!r})"
 

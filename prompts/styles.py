@@ -28,6 +28,10 @@ class QuestionAnswerChat(PromptStyle):
         parts.append(f"Question: {normalize_question(question)} Answer:")
         return " ".join(parts)
 
+    def opening(self, history: Sequence[tuple[str, str]]) -> str:
+        """Return the folded history followed by ``Question:``."""
+        return " ".join([*(self.format_turn(q, a) for q, a in history), "Question:"])
+
 
 @register
 class OptChat(QuestionAnswerChat):

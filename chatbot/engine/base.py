@@ -146,6 +146,15 @@ class Engine(ABC):
         stats.seconds_total = time.perf_counter() - started
         return answers
 
+    def prepare_ahead(self, image: LoadedImage, prompt_start: str) -> None:
+        """Start, in the background, the work every prompt that begins with `prompt_start` needs.
+
+        Called while the person reads the answer or types the next question: the image's
+        embeddings and (where the engine reuses its KV cache) the prefill of `prompt_start`.
+        It never changes what a later `stream` returns, only how soon. The default does nothing.
+        """
+        return None
+
     def device_memory_bytes(self) -> int | None:
         """Accelerator memory the model holds now, for status lines; None where there is no such device."""
         return None

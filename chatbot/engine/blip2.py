@@ -10,6 +10,7 @@ or sampled decoding, the KV cache of the longest token prefix shared with the la
 from __future__ import annotations
 
 import inspect
+import itertools
 import queue
 import time
 from collections.abc import Iterator, Sequence
@@ -104,8 +105,13 @@ class Blip2Engine(Engine):
         self._prefix: _PrefixCache | None = None
         self._executor: ThreadPoolExecutor | None = None  # see _model_thread
         self._turn: Future[None] | None = None
+        self._ahead: Future[None] | None = None  # the latest prepare_ahead's work
+        self.ahead_seconds = 0.0  # how long that work took (benchmarks read it)
+        self._numbers = itertools.count(1)  # numbers prepare_ahead and stream calls (next() is atomic)
+        self._latest = 0  # the latest number: a queued prepare_ahead runs only if it is still the latest
+        self._epoch = 0  # bumped by forget(): work started before it must not bring its cache back
         self.last_stats = GenerationStats()
-        # transformers 5.2x renamed generate's `past_key_values` to `cache`; use whichever this version takes.
+        # transformers 5.2x renamed `past_key_values` to `cache` (generate and forward); use whichever it takes.
         prepare = self.model.language_model.prepare_inputs_for_generation
         self._cache_argument = "cache" if "cache" in inspect.signature(prepare).parameters else "past_key_values"
         eos = self.model.language_model.generation_config.eos_token_id
@@ -119,8 +125,8 @@ class Blip2Engine(Engine):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.language_projection.weight.dtype if hasattr(self.model.language_projection, "weight") \
-            else torch.float32
+        """What pixels go in as: the patch embedding's dtype (never quantized or packed)."""
+        return self.model.vision_model.embeddings.patch_embedding.weight.dtype
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])
@@ -146,7 +152,62 @@ class Blip2Engine(Engine):
 
     def forget(self) -> None:
         """Drop the conversation's KV cache (the image embeddings stay)."""
+        self._epoch += 1
         self._prefix = None
+
+    def prepare_ahead(self, image: LoadedImage, prompt_start: str) -> None:
+        """Encode the image and prefill `prompt_start` on the model thread, while the person types.
+
+        A question asked meanwhile waits for this work (it needs all of it); requests that are no
+        longer the latest when their turn comes (a newer image, a question already asked) are skipped.
+        """
+        request = self._latest = next(self._numbers)
+        self._ahead = self._model_thread().submit(self._prepare, image, prompt_start, request, self._epoch)
+
+    def wait_until_prepared(self) -> float:
+        """Wait for the latest prepare_ahead's work; returns the seconds that work took (0 if skipped or none)."""
+        if self._ahead is None:
+            return 0.0
+        self._ahead.result()
+        return self.ahead_seconds
+
+    def _prepare(self, image: LoadedImage, prompt_start: str, request: int, epoch: int) -> None:
+        self.ahead_seconds = 0.0
+        if request != self._latest:
+            return
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                self.image_embeddings(image)
+                if not self.reuse_prefix or request != self._latest:
+                    return
+                self._extend_prefix(image, self.input_ids(prompt_start), epoch)
+        except Exception as error:  # noqa: BLE001 - background work: the next turn reports any real trouble
+            self._prefix = None
+            if is_out_of_memory(error) and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        finally:
+            self.ahead_seconds = time.perf_counter() - started
+
+    def _extend_prefix(self, image: LoadedImage, ids: list[int], epoch: int) -> None:
+        """Make the KV cache cover `ids`: keep what it shares with them, prefill the rest."""
+        previous, self._prefix = self._prefix, None
+        cache, keep = None, 0
+        if previous is not None and previous.image_sha256 == image.sha256:
+            cached = previous.cache.get_seq_length()
+            keep = _common_prefix(previous.token_ids[:cached], ids)
+            if keep > 0:
+                previous.cache.crop(keep - cached)  # crop takes minus the number of tokens to drop
+                cache = previous.cache
+        if cache is None:
+            cache, keep = DynamicCache(config=self.model.language_model.config), 0
+        if keep < len(ids):
+            embeds = self._language_inputs(image, ids)["inputs_embeds"][:, keep:]
+            mask = torch.ones((1, len(ids)), dtype=torch.long, device=self.device)
+            self.model.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, logits_to_keep=1,
+                                      **{self._cache_argument: cache})
+        if epoch == self._epoch:
+            self._prefix = _PrefixCache(image.sha256, list(ids), cache)
 
     def device_memory_bytes(self) -> int | None:
         """CUDA memory allocated on the model's device (None on the CPU, where process memory tells it)."""
@@ -208,6 +269,7 @@ class Blip2Engine(Engine):
             stats.cancelled = True
             return
         started = time.perf_counter()
+        self._latest = next(self._numbers)  # a prepare_ahead still queued is stale: this turn does its work
         ids = self.input_ids(prompt)
         stats.prompt_tokens = len(ids)
         streamer = _TokenQueue(stats) if options.num_beams == 1 else None

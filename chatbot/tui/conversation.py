@@ -45,7 +45,7 @@ class Conversation:
         """Start the `Chat` on a loaded engine, with the image chosen so far and any resumed turns."""
         self.engine = engine
         self.session.model = engine.info.model_id
-        self.chat = Chat(engine, self.image, self._options, session=self.session)
+        self.chat = Chat(engine, self.image, self._options, session=self.session, think_ahead=True)
         return self.chat
 
     def require_chat(self) -> Chat:
