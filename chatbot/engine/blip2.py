@@ -161,8 +161,9 @@ class Blip2Engine(Engine):
         A question asked meanwhile waits for this work (it needs all of it); requests that are no
         longer the latest when their turn comes (a newer image, a question already asked) are skipped.
         """
+        ids = self.input_ids(prompt_start)  # tokenized here, like stream's prompts: never on two threads at once
         request = self._latest = next(self._numbers)
-        self._ahead = self._model_thread().submit(self._prepare, image, prompt_start, request, self._epoch)
+        self._ahead = self._model_thread().submit(self._prepare, image, ids, request, self._epoch)
 
     def wait_until_prepared(self) -> float:
         """Wait for the latest prepare_ahead's work; returns the seconds that work took (0 if skipped or none)."""
@@ -171,7 +172,7 @@ class Blip2Engine(Engine):
         self._ahead.result()
         return self.ahead_seconds
 
-    def _prepare(self, image: LoadedImage, prompt_start: str, request: int, epoch: int) -> None:
+    def _prepare(self, image: LoadedImage, ids: list[int], request: int, epoch: int) -> None:
         self.ahead_seconds = 0.0
         if request != self._latest:
             return
@@ -181,7 +182,7 @@ class Blip2Engine(Engine):
                 self.image_embeddings(image)
                 if not self.reuse_prefix or request != self._latest:
                     return
-                self._extend_prefix(image, self.input_ids(prompt_start), epoch)
+                self._extend_prefix(image, ids, epoch)
         except Exception as error:  # noqa: BLE001 - background work: the next turn reports any real trouble
             self._prefix = None
             if is_out_of_memory(error) and self.device.type == "cuda":
@@ -191,16 +192,7 @@ class Blip2Engine(Engine):
 
     def _extend_prefix(self, image: LoadedImage, ids: list[int], epoch: int) -> None:
         """Make the KV cache cover `ids`: keep what it shares with them, prefill the rest."""
-        previous, self._prefix = self._prefix, None
-        cache, keep = None, 0
-        if previous is not None and previous.image_sha256 == image.sha256:
-            cached = previous.cache.get_seq_length()
-            keep = _common_prefix(previous.token_ids[:cached], ids)
-            if keep > 0:
-                previous.cache.crop(keep - cached)  # crop takes minus the number of tokens to drop
-                cache = previous.cache
-        if cache is None:
-            cache, keep = DynamicCache(config=self.model.language_model.config), 0
+        cache, keep = self._shared_cache(image, ids, limit=len(ids))
         if keep < len(ids):
             embeds = self._language_inputs(image, ids)["inputs_embeds"][:, keep:]
             mask = torch.ones((1, len(ids)), dtype=torch.long, device=self.device)
@@ -244,17 +236,21 @@ class Blip2Engine(Engine):
 
     def _reusable_cache(self, image: LoadedImage, ids: list[int], options: GenerationOptions) -> tuple[Any, int]:
         """A KV cache cropped to the prefix this turn shares with the last (None, 0 when nothing is reusable)."""
-        previous, self._prefix = self._prefix, None
         if not self.reuse_prefix or options.num_beams > 1:
+            self._prefix = None
             return None, 0
-        if previous is None or previous.image_sha256 != image.sha256:
-            return DynamicCache(config=self.model.language_model.config), 0
-        cached = previous.cache.get_seq_length()
-        keep = min(_common_prefix(previous.token_ids[:cached], ids), len(ids) - 1)  # leave one token to prefill
-        if keep <= 0:
-            return DynamicCache(config=self.model.language_model.config), 0
-        previous.cache.crop(keep - cached)  # crop takes minus the number of tokens to drop
-        return previous.cache, keep
+        return self._shared_cache(image, ids, limit=len(ids) - 1)  # leave one token to prefill: it gives the logits
+
+    def _shared_cache(self, image: LoadedImage, ids: list[int], limit: int) -> tuple[Any, int]:
+        """Take the last KV cache, cropped to what it shares with `ids` (at most `limit` tokens); else a fresh one."""
+        previous, self._prefix = self._prefix, None
+        if previous is not None and previous.image_sha256 == image.sha256:
+            cached = previous.cache.get_seq_length()
+            keep = min(_common_prefix(previous.token_ids[:cached], ids), limit)
+            if keep > 0:
+                previous.cache.crop(keep - cached)  # crop takes minus the number of tokens to drop
+                return previous.cache, keep
+        return DynamicCache(config=self.model.language_model.config), 0
 
     def stream(
         self,
