@@ -39,13 +39,18 @@ def read_bandwidth(device: str, gib: float = 1.0, repeats: int = 5) -> float:
 
 
 def weight_bytes_per_token(model: Any) -> int:
-    """Bytes of language-model weights one decode step reads (tied weights counted once)."""
+    """Bytes of language-model weights one decode step reads (tied weights counted once).
+
+    Weights packed for oneDNN (chatbot/engine/cpu_kernels.py) are buffers, not parameters: counted too.
+    """
     seen: set[int] = set()
     total = 0
-    for parameter in model.language_model.parameters():
-        if parameter.data_ptr() not in seen:
-            seen.add(parameter.data_ptr())
-            total += parameter.numel() * parameter.element_size()
+    lm = model.language_model
+    for tensor in [*lm.parameters(), *lm.buffers()]:
+        key = id(tensor) if tensor.is_mkldnn else tensor.data_ptr()  # packed tensors have no data pointer
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
     return total
 
 

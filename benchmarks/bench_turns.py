@@ -8,6 +8,9 @@ answers (min_new_tokens = max_new_tokens); the tokens must be identical or the r
 
     python benchmarks/bench_turns.py --quick                 # medium synthetic models, a few minutes
     python benchmarks/bench_turns.py --arch blip2-opt-2.7b   # the real dimensions (random weights)
+    python benchmarks/bench_turns.py --arch blip2-opt-2.7b --conversations 2   # per-turn medians
+    python benchmarks/bench_turns.py --arch blip2-opt-2.7b --think-ahead 5     # the person takes 5 s to ask
+    python benchmarks/bench_turns.py --arch blip2-opt-2.7b --turns 1 --conversations 8   # turn 1 only, 8 times
 """
 
 from __future__ import annotations
@@ -94,62 +97,117 @@ def answer_in_whole_words(engine: Any) -> int:
 
 
 def run(arch: str, turns: int, answer_tokens: int, device: str, dtype: str, out: Path,
-        whole_words: bool = True) -> dict[str, Any]:
-    from chatbot.chat import Chat
-    from chatbot.engine.base import GenerationOptions
+        whole_words: bool = True, conversations: int = 1, pause: float | None = None) -> dict[str, Any]:
     from chatbot.engine.blip2 import open_engine
 
     checkpoint = ensure_checkpoint(arch, dtype="bfloat16" if arch.startswith("blip2-") else "float32")
     engine = open_engine(str(checkpoint), device=device, dtype=dtype)
+    from chatbot.chat import Chat
+    from chatbot.engine.base import GenerationOptions
+
     options = GenerationOptions(max_new_tokens=answer_tokens, min_new_tokens=answer_tokens)
     allowed = answer_in_whole_words(engine) if whole_words else None
     warm = Chat(engine, make_picture(seed=99), options)  # first calls pay one-off costs: keep them out
     "".join(warm.ask(QUESTIONS[0]))
     naive_turn(engine, warm.image, warm.prepare(QUESTIONS[0]).text, options)
-    engine.forget()
-
-    chat = Chat(engine, make_picture(seed=1), options)
-    rows, identical = [], True
     words = f", whole-word tokens only ({allowed} allowed)" if allowed else ", any token"
     print(f"\n{arch} on {engine.info.device} ({engine.info.precision}), answers of {answer_tokens} tokens{words}")
-    print(f"{'turn':>4} {'prompt':>6} {'reused':>6} | {'TTFT ours':>9} {'naive':>7} {'x':>6} | "
-          f"{'total ours':>10} {'naive':>7} {'x':>5}")
+    if pause is not None:
+        print(f"thinking ahead: the person takes {pause:g} s to read each answer and type the next question")
+    runs = [converse(engine, options, turns, seed=1 + n, pause=pause) for n in range(conversations)]
+    rows = [median_row([run[turn] for run in runs]) for turn in range(turns)]
+    identical = all(row["identical_tokens"] for row in rows)
+    if conversations > 1:
+        print(f"median of {conversations} conversations (each about its own picture):")
+        print_header()
+        for row in rows:
+            print_row(row)
+    summary = summarize(rows)
+    print("summary:", ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    name = f"turns-{arch}-{engine.info.device.split(':')[0]}-{engine.info.precision}"
+    name += ("" if pause is None else "-ahead") + ("-turn1" if turns == 1 else "")
+    path = write_result(name, {
+        "arch": arch, "device": engine.info.device, "precision": engine.info.precision, "turns": turns,
+        "think_ahead_pause": pause,
+        "answer_tokens": answer_tokens, "whole_word_answers": bool(allowed), "identical_tokens": identical,
+        "conversations": conversations, "rows": rows, "summary": summary, "runs": runs,
+    }, out)
+    print(f"wrote {path}")
+    same_turns = sum(row["identical_tokens"] for run in runs for row in run)
+    if not identical:
+        print(f"{same_turns} of {turns * conversations} turns token-identical in {engine.info.precision}",
+              file=sys.stderr)
+    # float32 must match exactly; in 16-bit a cache-continued prefill may round differently (tests/test_gpu.py)
+    return {"identical": identical or engine.info.precision != "float32", "path": path}
+
+
+def converse(engine: Any, options: Any, turns: int, seed: int, pause: float | None = None) -> list[dict[str, Any]]:
+    """One chat of `turns` questions about a fresh picture, each turn ours and naive, interleaved.
+
+    With `pause` (seconds the person takes before each question), our chat thinks ahead: the engine
+    prepares the next prompt's opening in the background. That work is waited for right away, so
+    it never overlaps a timed turn, and whatever part of it outlasts the pause is added to our next
+    time to first token, as the person would have waited for it.
+    """
+    from chatbot.chat import Chat
+
+    engine.forget()
+    chat = Chat(engine, make_picture(seed=seed), options, think_ahead=pause is not None)
+    ahead = engine.wait_until_prepared() if pause is not None else 0.0
+    rows = []
+    print_header()
     for turn in range(turns):
         question = QUESTIONS[turn % len(QUESTIONS)]
         prompt = chat.prepare(question).text  # the naive loop folds the very same history
-        if turn % 2:  # alternate who goes first, so neither always meets a warmer cache
+        if (turn + seed) % 2 == 0:  # alternate who goes first (across chats too): neither always meets a warmer cache
             naive = naive_turn(engine, chat.image, prompt, options)
             ours = our_turn(chat, question)
         else:
             ours = our_turn(chat, question)
+        if pause is not None:
+            late = max(0.0, ahead - pause)  # the person asked before the background work was done
+            ours["ttft"] += late
+            ours["total"] += late
+            ahead_before, ahead = ahead, engine.wait_until_prepared()
+        if (turn + seed) % 2:
             naive = naive_turn(engine, chat.image, prompt, options)
-        same = ours["tokens"] == naive["tokens"]
-        identical &= same
         row = {
             "turn": turn + 1, "prompt_tokens": ours["prompt_tokens"],
             "reused_prefix_tokens": ours["reused_prefix_tokens"],
             "ours_ttft": ours["ttft"], "naive_ttft": naive["ttft"], "ours_total": ours["total"],
-            "naive_total": naive["total"], "identical_tokens": same, "new_tokens": len(ours["tokens"]),
+            "naive_total": naive["total"], "identical_tokens": ours["tokens"] == naive["tokens"],
+            "new_tokens": len(ours["tokens"]),
         }
+        if pause is not None:
+            row["prepared_ahead_seconds"] = ahead_before
         rows.append(row)
-        print(f"{turn + 1:>4} {row['prompt_tokens']:>6} {row['reused_prefix_tokens']:>6} | "
-              f"{ours['ttft']:>9.3f} {naive['ttft']:>7.3f} {naive['ttft'] / ours['ttft']:>5.1f}x | "
-              f"{ours['total']:>10.3f} {naive['total']:>7.3f} {naive['total'] / ours['total']:>4.1f}x"
-              f"{'' if same else '  TOKENS DIFFER'}", flush=True)
-    summary = summarize(rows)
-    print("summary:", ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
-    name = f"turns-{arch}-{engine.info.device.split(':')[0]}-{engine.info.precision}"
-    path = write_result(name, {
-        "arch": arch, "device": engine.info.device, "precision": engine.info.precision, "turns": turns,
-        "answer_tokens": answer_tokens, "whole_word_answers": bool(allowed), "identical_tokens": identical,
-        "rows": rows, "summary": summary,
-    }, out)
-    print(f"wrote {path}")
-    same_turns = sum(row["identical_tokens"] for row in rows)
-    if not identical:
-        print(f"{same_turns} of {turns} turns token-identical in {engine.info.precision}", file=sys.stderr)
-    # float32 must match exactly; in 16-bit a cache-continued prefill may round differently (tests/test_gpu.py)
-    return {"identical": identical or engine.info.precision != "float32", "path": path}
+        print_row(row)
+    return rows
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One turn over several conversations: the median of each timing, token counts of the first."""
+    import statistics
+
+    row = dict(rows[0])
+    for key in ("ours_ttft", "naive_ttft", "ours_total", "naive_total", "prepared_ahead_seconds"):
+        if key in row:
+            row[key] = statistics.median(r[key] for r in rows)
+    row["identical_tokens"] = all(r["identical_tokens"] for r in rows)
+    return row
+
+
+def print_header() -> None:
+    print(f"{'turn':>4} {'prompt':>6} {'reused':>6} | {'TTFT ours':>9} {'naive':>7} {'x':>6} | "
+          f"{'total ours':>10} {'naive':>7} {'x':>5}")
+
+
+def print_row(row: dict[str, Any]) -> None:
+    print(f"{row['turn']:>4} {row['prompt_tokens']:>6} {row['reused_prefix_tokens']:>6} | "
+          f"{row['ours_ttft']:>9.3f} {row['naive_ttft']:>7.3f} {row['naive_ttft'] / row['ours_ttft']:>5.1f}x | "
+          f"{row['ours_total']:>10.3f} {row['naive_total']:>7.3f} {row['naive_total'] / row['ours_total']:>4.1f}x"
+          + (f" | ahead {row['prepared_ahead_seconds']:.3f}" if "prepared_ahead_seconds" in row else "")
+          + f"{'' if row['identical_tokens'] else '  TOKENS DIFFER'}", flush=True)
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,15 +229,20 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="medium-opt and medium-flan-t5: a few minutes on 2 cores")
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--answer-tokens", type=int, default=16)
+    parser.add_argument("--conversations", type=int, default=1,
+                        help="chats to run (each about its own picture); the table gives per-turn medians")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--any-token", action="store_true", help="answers may use any token (answer_in_whole_words)")
+    parser.add_argument("--think-ahead", type=float, metavar="SECONDS",
+                        help="our chat prepares the next prompt while the person takes SECONDS to ask")
     args = parser.parse_args()
     archs = args.arch or (["medium-opt", "medium-flan-t5"] if args.quick else ["blip2-opt-2.7b"])
     ok = True
     for arch in archs:
-        result = run(arch, args.turns, args.answer_tokens, args.device, args.dtype, args.out, not args.any_token)
+        result = run(arch, args.turns, args.answer_tokens, args.device, args.dtype, args.out, not args.any_token,
+                     args.conversations, args.think_ahead)
         ok &= result["identical"]
     if not ok:
         print("FAILED: in float32 our tokens differ from the naive loop's", file=sys.stderr)

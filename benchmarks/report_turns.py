@@ -15,13 +15,17 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def table(result: dict) -> str:
+    ahead = result.get("think_ahead_pause")
     lines = [
         f"**{result['arch']}** on {result['machine'].get('gpu', 'CPU')} ({result['device']}, {result['precision']}), "
-        f"{result['answer_tokens']}-token answers, measured {result['when']}:",
+        f"{result['answer_tokens']}-token answers, "
+        + (f"median of {result['conversations']} conversations, " if result.get("conversations", 1) > 1 else "")
+        + (f"thinking ahead while the person takes {ahead:g} s to ask, " if ahead is not None else "")
+        + f"measured {result['when']}:",
         "",
         "| turn | prompt tokens | reused | TTFT ours (s) | TTFT naive (s) | TTFT speed-up | turn ours (s) | "
-        "turn naive (s) | turn speed-up | same tokens |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "turn naive (s) | turn speed-up | same tokens |" + (" prepared ahead (s) |" if ahead is not None else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|" + ("---:|" if ahead is not None else ""),
     ]
     for row in result["rows"]:
         lines.append(
@@ -29,6 +33,7 @@ def table(result: dict) -> str:
             f"{row['naive_ttft']:.3f} | {row['naive_ttft'] / row['ours_ttft']:.1f}x | {row['ours_total']:.3f} | "
             f"{row['naive_total']:.3f} | {row['naive_total'] / row['ours_total']:.1f}x | "
             f"{'yes' if row['identical_tokens'] else 'no'} |"
+            + (f" {row['prepared_ahead_seconds']:.3f} |" if ahead is not None else "")
         )
     summary = result["summary"]
     flat = summary.get("ours_ttft_turn8_over_turn2")
@@ -57,7 +62,9 @@ def plot(result: dict, out: Path) -> Path:
         axis.grid(alpha=0.3)
     ttft.legend()
     device = result["machine"].get("gpu", "CPU")
-    fig.suptitle(f"{result['arch']} ({result['precision']}) on {device}: latency per turn")
+    ahead = result.get("think_ahead_pause")
+    thinking = f", thinking ahead ({ahead:g} s pauses)" if ahead is not None else ""
+    fig.suptitle(f"{result['arch']} ({result['precision']}) on {device}: latency per turn{thinking}")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -67,7 +74,8 @@ def plot(result: dict, out: Path) -> Path:
 def main(paths: list[str]) -> int:
     for name in paths:
         result = json.loads(Path(name).read_text())
-        image = plot(result, DOCS / f"turns-{result['arch']}-{result['device'].split(':')[0]}.png")
+        suffix = "-ahead" if result.get("think_ahead_pause") is not None else ""
+        image = plot(result, DOCS / f"turns-{result['arch']}-{result['device'].split(':')[0]}{suffix}.png")
         print(table(result))
         print(f"\n![latency per turn]({image.name})\n")
     return 0
