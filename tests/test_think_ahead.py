@@ -154,3 +154,17 @@ def test_a_failure_in_the_background_is_silent_and_the_next_turn_works(engines, 
     engine.wait_until_prepared()  # no exception reaches the caller
     monkeypatch.undo()
     converse_and_compare(chat, QUESTIONS[:2])
+
+
+def test_the_chat_app_encodes_the_picture_before_the_first_question(engines, fresh_image, tmp_path) -> None:
+    from chatbot.config import Settings
+    from chatbot.session import Session
+    from chatbot.store import SessionStore
+    from chatbot.tui.conversation import Conversation
+
+    engine: Blip2Engine = engines["opt"]
+    encodings = engine.image_encodings
+    conversation = Conversation(Settings(model="tiny"), Session(model="tiny"), SessionStore(tmp_path), fresh_image)
+    conversation.attach(engine)
+    engine.wait_until_prepared()
+    assert engine.image_encodings == encodings + 1  # while the person was still typing
