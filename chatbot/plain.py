@@ -31,6 +31,7 @@ from chatbot.errors import UserError
 from chatbot.images import load_image
 from chatbot.locations import data_dir, exports_dir
 from chatbot.plain_io import ctrl_c_stops, is_terminal, read_lines
+from chatbot.quick_exit import exit_now
 from chatbot.resume import options_for, reopen_image
 from chatbot.session import Session
 from chatbot.store import SessionStore, export_session
@@ -238,4 +239,9 @@ def run_plain_chat(settings: Settings, image_source: str, session: Session | Non
         plain.say(problem)
     elif image is not None:
         plain.say(f"Talking about {image.source}. Type a question, or /help for the commands.")
-    return plain.run(read_lines(PROMPT, history_file=data_dir() / "plain-history"))
+    lines = read_lines(PROMPT, history_file=data_dir() / "plain-history")
+    try:
+        code = plain.run(lines)  # saves the chat
+    finally:
+        lines.close()  # writes the readline history
+    return exit_now(code)  # all is saved: no waiting for torch's tear-down or for thinking ahead

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -55,7 +55,7 @@ def is_terminal(stream: TextIO | None) -> bool:
         return False
 
 
-def read_lines(prompt: str, history_file: Path | None = None) -> Iterator[str]:
+def read_lines(prompt: str, history_file: Path | None = None) -> Generator[str, None, None]:
     """Lines the user types, without their line ends, until end of input.
 
     In a terminal (stdin and stdout both) lines are read with `readline`: the up and down arrows

@@ -12,7 +12,6 @@ lives in `chatbot.tui.answering` (the base class), commands in `chatbot.tui.slas
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,6 +27,7 @@ from chatbot.config import Settings
 from chatbot.engine.base import Engine
 from chatbot.errors import UserError
 from chatbot.images import LoadedImage, load_image
+from chatbot.quick_exit import exit_now
 from chatbot.resume import reopen_image
 from chatbot.session import ImageRef, Session
 from chatbot.store import SessionStore
@@ -337,8 +337,4 @@ def run_tui(
     code = app.return_code or 0
     # Everything is saved by now. Quit while the model loads: do not wait for the load. After it
     # loaded: skip the interpreter's tear-down of torch, which keeps a closed app around for seconds.
-    if app.loading_in_background() or "torch" in sys.modules:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    return exit_now(code, loaded=app.loading_in_background() or "torch" in sys.modules)
