@@ -159,17 +159,16 @@ def converse(engine: Any, options: Any, turns: int, seed: int, pause: float | No
     for turn in range(turns):
         question = QUESTIONS[turn % len(QUESTIONS)]
         prompt = chat.prepare(question).text  # the naive loop folds the very same history
-        if (turn + seed) % 2 == 0:  # alternate who goes first (across chats too): neither always meets a warmer cache
+        naive_first = (turn + seed) % 2 == 0  # alternating, across chats too: neither always meets a warmer cache
+        if naive_first:
             naive = naive_turn(engine, chat.image, prompt, options)
-            ours = our_turn(chat, question)
-        else:
-            ours = our_turn(chat, question)
+        ours = our_turn(chat, question)
         if pause is not None:
             late = max(0.0, ahead - pause)  # the person asked before the background work was done
             ours["ttft"] += late
             ours["total"] += late
             ahead_before, ahead = ahead, engine.wait_until_prepared()
-        if (turn + seed) % 2:
+        if not naive_first:
             naive = naive_turn(engine, chat.image, prompt, options)
         row = {
             "turn": turn + 1, "prompt_tokens": ours["prompt_tokens"],

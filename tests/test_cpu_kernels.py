@@ -14,6 +14,7 @@ from chatbot.engine.blip2 import Blip2Engine, open_engine
 from chatbot.engine.cpu_kernels import ENV_SWITCH, PackedLinear, pack_linear_layers
 from chatbot.images import load_image
 from tests.conftest import FAMILIES
+from tests.test_engine import reference_tokens
 
 QUESTIONS = ["What is in the picture?", "What colour is it?", "How many are there?", "Why is it there?"]
 
@@ -70,8 +71,4 @@ def test_packed_engine_gives_the_stock_models_tokens(checkpoints: dict[str, Path
     for question in QUESTIONS:
         prompt = chat.prepare(question).text
         "".join(chat.ask(question))
-        inputs = engine.processor(images=image.image, text=prompt, return_tensors="pt")
-        with torch.inference_mode():
-            out = stock.generate(**inputs, **engine.generate_kwargs(options))[0].tolist()
-        expected = out[1:] if engine.is_encoder_decoder else out[len(inputs["input_ids"][0]):]
-        assert engine.last_stats.token_ids == expected, question
+        assert engine.last_stats.token_ids == reference_tokens(engine, image, prompt, options, model=stock), question

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,13 +22,18 @@ from tests.conftest import FAMILIES, make_image
 QUESTIONS = ["What is in the picture?", "What colour is it?", "How many are there?", "Why is it there?"]
 
 
-def reference_tokens(engine: Blip2Engine, image: LoadedImage, prompt: str, options: GenerationOptions) -> list[int]:
-    """New tokens from the plain Hugging Face path: processor + Blip2ForConditionalGeneration.generate."""
+def reference_tokens(
+    engine: Blip2Engine, image: LoadedImage, prompt: str, options: GenerationOptions, model: Any = None,
+) -> list[int]:
+    """New tokens from the plain Hugging Face path: processor + Blip2ForConditionalGeneration.generate.
+
+    `model` is the engine's own model unless another one (e.g. an untouched from_pretrained) is given.
+    """
     inputs = engine.processor(images=image.image, text=prompt, return_tensors="pt").to(engine.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(engine.dtype)
     if options.seed is not None:
         torch.manual_seed(options.seed)
-    out = engine.model.generate(**inputs, **engine.generate_kwargs(options))[0].tolist()
+    out = (model or engine.model).generate(**inputs, **engine.generate_kwargs(options))[0].tolist()
     return out[1:] if engine.is_encoder_decoder else out[len(inputs["input_ids"][0]):]
 
 
