@@ -390,14 +390,14 @@ def assert_batched_equals_single(engine, images: list, prompt: str | list[str]) 
         answer = engine.answer(image, prompt if isinstance(prompt, str) else prompt[n], ALT_TEXT_OPTIONS)
         singles.append((list(engine.last_stats.token_ids), answer))
     engine.images.clear()
-    kv_cache_before = engine._prefix
+    kv_cache_before = engine.prefix.held
     answers = engine.answer_batch(images, prompt, ALT_TEXT_OPTIONS)
     stats = engine.last_batch_stats
     assert stats.token_ids == [tokens for tokens, _ in singles]
     assert answers == [answer for _, answer in singles]
     assert len(set(answers)) > 1  # the images really differ
     assert stats.images == len(images) and stats.images_encoded == len(images) and stats.seconds_total > 0
-    assert engine._prefix is kv_cache_before
+    assert engine.prefix.held is kv_cache_before
 
 
 @pytest.mark.parametrize("family", FAMILIES)

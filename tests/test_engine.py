@@ -22,6 +22,24 @@ from tests.conftest import FAMILIES, make_image
 QUESTIONS = ["What is in the picture?", "What colour is it?", "How many are there?", "Why is it there?"]
 
 
+def reference_kwargs(options: GenerationOptions) -> dict[str, Any]:
+    """`generate`'s decoding arguments written out from the options themselves.
+
+    Not taken from the engine: a reference that shared the engine's mapping could not catch it
+    dropping an option.
+    """
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": options.max_new_tokens, "min_new_tokens": options.min_new_tokens,
+        "num_beams": options.num_beams, "repetition_penalty": options.repetition_penalty,
+        "do_sample": options.temperature > 0,
+    }
+    if options.temperature > 0:
+        kwargs.update(temperature=options.temperature, top_p=options.top_p)
+    if options.num_beams > 1:
+        kwargs["length_penalty"] = options.length_penalty
+    return kwargs
+
+
 def reference_tokens(
     engine: Blip2Engine, image: LoadedImage, prompt: str, options: GenerationOptions, model: Any = None,
 ) -> list[int]:
@@ -33,7 +51,7 @@ def reference_tokens(
     inputs["pixel_values"] = inputs["pixel_values"].to(engine.dtype)
     if options.seed is not None:
         torch.manual_seed(options.seed)
-    out = (model or engine.model).generate(**inputs, **engine.generate_kwargs(options))[0].tolist()
+    out = (model or engine.model).generate(**inputs, **reference_kwargs(options))[0].tolist()
     return out[1:] if engine.is_encoder_decoder else out[len(inputs["input_ids"][0]):]
 
 

@@ -7,6 +7,7 @@ one-shot use.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -29,13 +30,16 @@ def red(pictures: dict[str, Path]) -> LoadedImage:
     return load_image(pictures["red"])
 
 
+_FRESH_COLOURS = itertools.count(1)
+
+
 @pytest.fixture
 def fresh_image(tmp_path: Path) -> LoadedImage:
-    """A picture no earlier test has encoded (the engines are shared by the whole session)."""
-    import random
-
-    colour = tuple(random.Random(str(tmp_path)).randrange(256) for _ in range(3))
-    return load_image(make_image(tmp_path / "fresh.png", colour, size=(72, 40)))  # type: ignore[arg-type]
+    """A picture no earlier test has encoded (the engines are shared by the whole session): each call
+    gets the next colour of a fixed sequence, whatever the temporary folder is called."""
+    number = next(_FRESH_COLOURS)
+    colour = (40 + number * 37 % 200, 200 - number * 53 % 180, 30 + number * 71 % 190)
+    return load_image(make_image(tmp_path / "fresh.png", colour, size=(72, 40)))
 
 
 @pytest.mark.parametrize("family", ["opt", "flan-t5"])
@@ -140,7 +144,7 @@ def test_forget_wins_over_work_already_queued(engines, red) -> None:
     engine.forget()
     release.set()
     engine.wait_until_prepared()
-    assert engine._prefix is None
+    assert engine.prefix.held is None
 
 
 def test_a_failure_in_the_background_is_silent_and_the_next_turn_works(engines, red, monkeypatch) -> None:

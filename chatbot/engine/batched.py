@@ -8,7 +8,7 @@ the end of each row), on the right for FlanT5 (its encoder sees the whole row, i
 positions do not care where the padding sits). With greedy decoding every row's tokens equal
 what the image alone would give; the tests check it for both families.
 
-The chat's KV cache (`Blip2Engine._prefix`) is neither read nor changed here.
+The chat's KV cache (`Blip2Engine.prefix`) is neither read nor changed here.
 """
 
 from __future__ import annotations

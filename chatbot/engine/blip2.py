@@ -4,7 +4,9 @@ Correctness first: for the same processor inputs and generation options, the tok
 identical to `Blip2ForConditionalGeneration.generate`. We call the same language-model
 `generate` with the same embeddings; we only skip work whose result we already hold:
 the image's projected query embeddings (content-hash keyed) and, for OPT with greedy
-or sampled decoding, the KV cache of the longest token prefix shared with the last turn.
+or sampled decoding, the KV cache of the longest token prefix shared with the last turn
+(chatbot/engine/prefix_cache.py). On a GPU, greedy and sampled answers decode over a static
+KV cache, one CUDA-graph replay per token (chatbot/engine/static_decoding.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import queue
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +26,9 @@ from transformers.generation.streamers import BaseStreamer
 from chatbot.engine import batched
 from chatbot.engine.base import CancelToken, Engine, GenerationOptions, GenerationStats, ModelInfo
 from chatbot.engine.cache import ImageEmbeddingCache
-from chatbot.engine.loader import LoadedCheckpoint, ResolvedModel, is_out_of_memory, load_checkpoint
+from chatbot.engine.loader import LoadedCheckpoint, Progress, ResolvedModel, is_out_of_memory, load_checkpoint
+from chatbot.engine.prefix_cache import ConversationCache
+from chatbot.engine.static_decoding import StaticDecoding, graph_blocker, graphs_wanted, static_decoding_for
 from chatbot.errors import OutOfMemoryError
 from chatbot.images import LoadedImage
 
@@ -63,27 +66,15 @@ class _StopWhenCancelled(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.cancel.cancelled, dtype=torch.bool, device=input_ids.device)
 
 
-@dataclass
-class _PrefixCache:
-    """The KV cache of the last turn's sequence, valid only for the image it was computed with."""
-
-    image_sha256: str
-    token_ids: list[int]  # prompt + generated; the cache covers the first cache.get_seq_length() of them
-    cache: Any  # DynamicCache
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
 class Blip2Engine(Engine):
     """Answers questions about images with a loaded BLIP-2 checkpoint."""
 
-    def __init__(self, loaded: LoadedCheckpoint, image_cache_size: int = 8, reuse_prefix: bool = True) -> None:
+    def __init__(
+        self, loaded: LoadedCheckpoint, image_cache_size: int = 8, reuse_prefix: bool = True,
+        static_decoding: bool | None = None, progress: Progress | None = None,
+    ) -> None:
+        """`static_decoding`: decode over a static KV cache (None: on GPUs, where CUDA graphs replay each
+        step; True also on a CPU, where the steps run eagerly: the tests use that to check the path)."""
         self.model = loaded.model
         self.processor = loaded.processor
         self.tokenizer = loaded.processor.tokenizer
@@ -102,7 +93,9 @@ class Blip2Engine(Engine):
         self.images = ImageEmbeddingCache(image_cache_size)
         self.image_encodings = 0  # how often the vision encoder ran (tests and benchmarks read it)
         self.reuse_prefix = reuse_prefix and not self.is_encoder_decoder  # T5's encoder sees all input anyway
-        self._prefix: _PrefixCache | None = None
+        self.prefix = ConversationCache(self._fresh_cache, self._rewind_cache)
+        self.static: StaticDecoding | None = None
+        self.decoding = "generate"  # how answers are decoded, in words (status lines and benchmarks show it)
         self._executor: ThreadPoolExecutor | None = None  # see _model_thread
         self._turn: Future[None] | None = None
         self._ahead: Future[None] | None = None  # the latest prepare_ahead's work
@@ -116,6 +109,36 @@ class Blip2Engine(Engine):
         self._cache_argument = "cache" if "cache" in inspect.signature(prepare).parameters else "past_key_values"
         eos = self.model.language_model.generation_config.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if static_decoding is None:
+            static_decoding = self.device.type == "cuda" and graphs_wanted()
+        if static_decoding:
+            self._model_thread().submit(self._set_up_static_decoding, progress).result()
+
+    def _set_up_static_decoding(self, progress: Progress | None) -> None:
+        """Allocate the static cache and, on a GPU, capture the decode step (on the model thread, once)."""
+        use_graphs = self.device.type == "cuda" and graphs_wanted()
+        blocker = graph_blocker(self.model) if use_graphs else None
+        if blocker:
+            self.decoding = f"generate ({blocker})"
+            return
+        try:
+            with torch.inference_mode():
+                static = static_decoding_for(self.model, self._compute_dtype(), self.device, self.info.context_tokens)
+                if use_graphs:
+                    if progress:
+                        progress("Capturing the decode step as a CUDA graph")
+                    static.capture()
+        except Exception as error:  # noqa: BLE001 - any failure leaves the proven path in place
+            if is_out_of_memory(error):
+                torch.cuda.empty_cache()
+            self.decoding = f"generate (static decoding unavailable: {type(error).__name__}: {str(error)[:120]})"
+            return
+        self.static = static
+        self.decoding = "CUDA graphs" if use_graphs else "static cache"
+
+    def _compute_dtype(self) -> torch.dtype:
+        """The dtype activations (and so the KV cache) have: the input embeddings'."""
+        return self.model.get_input_embeddings().weight.dtype
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -153,7 +176,7 @@ class Blip2Engine(Engine):
     def forget(self) -> None:
         """Drop the conversation's KV cache (the image embeddings stay)."""
         self._epoch += 1
-        self._prefix = None
+        self.prefix.forget()
 
     def prepare_ahead(self, image: LoadedImage, prompt_start: str) -> None:
         """Encode the image and prefill `prompt_start` on the model thread, while the person types.
@@ -184,7 +207,7 @@ class Blip2Engine(Engine):
                     return
                 self._extend_prefix(image, ids, epoch)
         except Exception as error:  # noqa: BLE001 - background work: the next turn reports any real trouble
-            self._prefix = None
+            self.prefix.forget()
             if is_out_of_memory(error) and self.device.type == "cuda":
                 torch.cuda.empty_cache()
         finally:
@@ -192,14 +215,14 @@ class Blip2Engine(Engine):
 
     def _extend_prefix(self, image: LoadedImage, ids: list[int], epoch: int) -> None:
         """Make the KV cache cover `ids`: keep what it shares with them, prefill the rest."""
-        cache, keep = self._shared_cache(image, ids, limit=len(ids))
+        cache, keep = self.prefix.take(image.sha256, ids, limit=len(ids))
         if keep < len(ids):
             embeds = self._language_inputs(image, ids)["inputs_embeds"][:, keep:]
             mask = torch.ones((1, len(ids)), dtype=torch.long, device=self.device)
             self.model.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, logits_to_keep=1,
                                       **{self._cache_argument: cache})
         if epoch == self._epoch:
-            self._prefix = _PrefixCache(image.sha256, list(ids), cache)
+            self.prefix.hold(image.sha256, ids, cache, covered=len(ids))
 
     def device_memory_bytes(self) -> int | None:
         """CUDA memory allocated on the model's device (None on the CPU, where process memory tells it)."""
@@ -234,23 +257,37 @@ class Blip2Engine(Engine):
             inputs["input_ids"] = input_ids
         return inputs
 
-    def _reusable_cache(self, image: LoadedImage, ids: list[int], options: GenerationOptions) -> tuple[Any, int]:
-        """A KV cache cropped to the prefix this turn shares with the last (None, 0 when nothing is reusable)."""
-        if not self.reuse_prefix or options.num_beams > 1:
-            self._prefix = None
-            return None, 0
-        return self._shared_cache(image, ids, limit=len(ids) - 1)  # leave one token to prefill: it gives the logits
+    def _fresh_cache(self) -> Any:
+        """An empty KV cache: the static one rewound, else a new DynamicCache."""
+        if self.static is not None:
+            return self.static.rewind(0)  # type: ignore[attr-defined]
+        return DynamicCache(config=self.model.language_model.config)
 
-    def _shared_cache(self, image: LoadedImage, ids: list[int], limit: int) -> tuple[Any, int]:
-        """Take the last KV cache, cropped to what it shares with `ids` (at most `limit` tokens); else a fresh one."""
-        previous, self._prefix = self._prefix, None
-        if previous is not None and previous.image_sha256 == image.sha256:
-            cached = previous.cache.get_seq_length()
-            keep = min(_common_prefix(previous.token_ids[:cached], ids), limit)
-            if keep > 0:
-                previous.cache.crop(keep - cached)  # crop takes minus the number of tokens to drop
-                return previous.cache, keep
-        return DynamicCache(config=self.model.language_model.config), 0
+    def _rewind_cache(self, cache: Any, covered: int, keep: int) -> Any:
+        """`cache` (holding `covered` positions) cut to its first `keep`."""
+        if self.static is not None:
+            return self.static.rewind(keep)  # type: ignore[attr-defined]
+        cache.crop(keep - covered)  # crop takes minus the number of tokens to drop
+        return cache
+
+    def _uses_static(self, ids: list[int], options: GenerationOptions) -> bool:
+        """Greedy and sampled answers that fit the static cache decode through it; beam search never."""
+        return self.static is not None and options.num_beams == 1 and self.static.fits(len(ids), options.max_new_tokens)
+
+    def _turn_cache(self, image: LoadedImage, ids: list[int], options: GenerationOptions) -> tuple[Any, int]:
+        """The KV cache this turn continues, and how many of its prompt tokens it already holds (OPT).
+
+        (None, 0) where `generate` must make its own: beam search keeps a cache per beam, and a turn
+        too long for the static cache goes the plain way.
+        """
+        static = self._uses_static(ids, options)
+        if options.num_beams > 1 or (self.static is not None and not static):
+            self.prefix.forget()
+            return None, 0
+        if not self.reuse_prefix:
+            self.prefix.forget()
+            return self._fresh_cache(), 0
+        return self.prefix.take(image.sha256, ids, limit=len(ids) - 1)  # one token left to prefill gives the logits
 
     def stream(
         self,
@@ -276,15 +313,24 @@ class Blip2Engine(Engine):
                 encodings_before = self.image_encodings
                 with torch.inference_mode():
                     inputs = self._language_inputs(image, ids)  # may run the vision encoder
-                stats.image_encoded = self.image_encodings > encodings_before
-                outcome["kv"], stats.reused_prefix_tokens = self._reusable_cache(image, ids, options)
-                kwargs = self.generate_kwargs(options)
-                kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhenCancelled(cancel)])
-                if outcome["kv"] is not None:
-                    kwargs[self._cache_argument] = outcome["kv"]
-                if options.seed is not None:
-                    torch.manual_seed(options.seed)
-                with torch.inference_mode():
+                    stats.image_encoded = self.image_encodings > encodings_before
+                    kwargs = self.generate_kwargs(options)
+                    kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhenCancelled(cancel)])
+                    outcome["static"] = self._uses_static(ids, options)
+                    if self.is_encoder_decoder:
+                        if outcome["static"]:
+                            kwargs.update(self.static.generate_arguments(inputs, self._cache_argument))  # type: ignore
+                            inputs = {}
+                    else:
+                        outcome["kv"], stats.reused_prefix_tokens = self._turn_cache(image, ids, options)
+                        if outcome["kv"] is not None:
+                            kwargs[self._cache_argument] = outcome["kv"]
+                        if outcome["static"]:
+                            kwargs["custom_generate"] = self.static.decode  # type: ignore[union-attr]
+                    if outcome["static"]:
+                        kwargs["token_sink"] = streamer  # what the custom loop streams to (see StaticDecoding.decode)
+                    if options.seed is not None:
+                        torch.manual_seed(options.seed)
                     outcome["ids"] = self.model.language_model.generate(**inputs, **kwargs, streamer=streamer)
             except BaseException as error:  # noqa: BLE001 - handed to the reading thread
                 outcome["error"] = error
@@ -301,7 +347,7 @@ class Blip2Engine(Engine):
             if not self._turn.done():  # the reader stopped early: stop generating, then wait
                 cancel.cancel()
                 self._turn.result()
-        self._finish(outcome, ids, image, outcome.get("kv"), stats, cancel, started)
+        self._finish(outcome, ids, image, stats, cancel, started)
         if streamer is None and stats.token_ids:  # beam search cannot stream: the answer comes whole
             stats.seconds_to_first_token = stats.seconds_total
             yield self._decode(stats.token_ids)
@@ -346,28 +392,29 @@ class Blip2Engine(Engine):
             yield chunk
 
     def _finish(
-        self, outcome: dict[str, Any], ids: list[int], image: LoadedImage, kv_cache: Any,
-        stats: GenerationStats, cancel: CancelToken, started: float,
+        self, outcome: dict[str, Any], ids: list[int], image: LoadedImage, stats: GenerationStats,
+        cancel: CancelToken, started: float,
     ) -> None:
         stats.seconds_total = time.perf_counter() - started
         stats.cancelled = cancel.cancelled
         error = outcome.get("error")
         if error is not None:
-            self._prefix = None
+            self.prefix.forget()
             self._raise_if_out_of_memory(error)
             raise error
         sequence = outcome["ids"][0].tolist()
         stats.token_ids = sequence[1:] if self.is_encoder_decoder else sequence[len(ids):]
         stats.new_tokens = len(stats.token_ids)
-        if kv_cache is not None:
-            self._prefix = _PrefixCache(image.sha256, ids + stats.token_ids, kv_cache)
-
+        cache = outcome.get("kv")
+        if cache is not None:
+            covered = self.static.length if outcome["static"] else cache.get_seq_length()  # type: ignore[union-attr]
+            self.prefix.hold(image.sha256, ids + stats.token_ids, cache, covered)
 
     def _raise_if_out_of_memory(self, error: BaseException) -> None:
         """One clear error for running out of memory mid-answer; the memory is handed back for the next turn."""
         if not is_out_of_memory(error):
             return
-        self._prefix = None  # the KV cache is the big thing a turn holds; image embeddings are a few hundred KB
+        self.prefix.forget()  # the KV cache is the big thing a turn holds; image embeddings are a few hundred KB
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         smaller = {"float32": "--dtype bfloat16 or --quantize 8bit", "8bit": "--quantize 4bit", "4bit": ""}.get(
@@ -381,7 +428,8 @@ class Blip2Engine(Engine):
 
 def open_engine(
     model: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", quantize: str = "auto",
-    progress: Any = None,
+    progress: Progress | None = None, static_decoding: bool | None = None,
 ) -> Blip2Engine:
     """Load a checkpoint (hub id, alias or directory) in a precision that fits, and wrap it in an engine."""
-    return Blip2Engine(load_checkpoint(model, device=device, dtype=dtype, quantize=quantize, progress=progress))
+    loaded = load_checkpoint(model, device=device, dtype=dtype, quantize=quantize, progress=progress)
+    return Blip2Engine(loaded, static_decoding=static_decoding, progress=progress)
