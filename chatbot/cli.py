@@ -13,6 +13,7 @@ from pathlib import Path
 
 from chatbot import __version__
 from chatbot.config import Settings, settings_from_args
+from chatbot.engine.precision import QUANTIZE_CHOICES
 from chatbot.errors import UserError
 
 EPILOG = """examples:
@@ -34,8 +35,9 @@ def _model_flags() -> argparse.ArgumentParser:
     group.add_argument("--model", help="hub id (Salesforce/blip2-opt-2.7b), alias (opt-2.7b) or checkpoint folder")
     group.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     group.add_argument("--dtype", default=None, help="auto, float32, bfloat16 or float16 (default: auto)")
-    group.add_argument("--quantize", default=None, choices=("auto", "none", "8bit", "4bit"),
-                       help="8bit or 4bit (bitsandbytes), none, or auto: the best precision that fits (default)")
+    group.add_argument("--quantize", default=None, choices=QUANTIZE_CHOICES,
+                       help="int8 (weight-only, fast on GPUs), 8bit or 4bit (bitsandbytes), none, or auto: the best "
+                            "precision that fits (default)")
     group.add_argument("--max-new-tokens", type=int, default=None, help="longest answer in tokens (default: 30)")
     group.add_argument("--num-beams", type=int, default=None, help="beam search width; 1 = greedy (default: 1)")
     group.add_argument("--temperature", type=float, default=None, help="> 0 samples with this temperature")

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.engine.base import GenerationOptions
+from chatbot.engine.precision import QUANTIZE_CHOICES
 from chatbot.errors import OptionError
 from chatbot.locations import config_dir
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-QUANTIZE = ("auto", "none", "8bit", "4bit")
+QUANTIZE = QUANTIZE_CHOICES
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # key -> accepted Python types; generation keys are checked like their flags.
 KEYS: dict[str, tuple[type, ...]] = {

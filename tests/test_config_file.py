@@ -70,7 +70,7 @@ def test_flags_and_the_model_variable_beat_the_file(home: Path, monkeypatch: pyt
     ('max_new_tokens = "many"\n', ["line 1", "max_new_tokens must be a number", "'many'"]),
     ('model = 7\n', ["line 1", "model must be text in quotes"]),
     ('temperature = true\n', ["line 1", "temperature must be a number"]),
-    ('\nquantize = "3bit"\n', ["line 2", "unknown quantize '3bit'", "auto, none, 8bit, 4bit"]),
+    ('\nquantize = "3bit"\n', ["line 2", "unknown quantize '3bit'", "auto, none, int8, 8bit, 4bit"]),
     ('dtype = "float64"\n', ["line 1", "unknown dtype 'float64'"]),
     ('device = "gpu"\n', ["line 1", "unknown device 'gpu'", "cuda:N"]),
     ('model = "  "\n', ["line 1", "model is empty"]),

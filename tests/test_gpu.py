@@ -1,8 +1,10 @@
-"""The engine on a CUDA GPU: same tokens as the reference path. Skipped without a GPU.
+"""The engine on a CUDA GPU: same tokens as the reference path, CUDA graphs included. Skipped without a GPU.
 
-In float32 every turn matches, KV-prefix reuse included. In bfloat16 a prefill that continues a
-cache runs matrix products of other shapes than a full prefill, so logits can differ in the last
-bit and a near-tie can flip; there the image cache alone is checked to be exact (reuse off).
+In float32 every turn matches `generate`, KV-prefix reuse and graph replays included. In bfloat16 a
+prefill that continues a cache, or attends over the static cache's full length, runs products of
+other shapes than `generate`'s, so logits can differ in the last bit and a near-tie can flip; there
+the graphs are checked against the same static decoding run eagerly (the same kernels, so the same
+bits), and the image cache against `generate` with the plain path.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import torch
 from chatbot.chat import Chat
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.blip2 import open_engine
+from chatbot.engine.static_decoding import GRAPHS_ENV
 from chatbot.images import load_image
 from tests.conftest import FAMILIES
 from tests.test_engine import QUESTIONS, converse_and_compare
+from tests.test_static_decoding import DECODING_OPTIONS
 
 pytestmark = [
     pytest.mark.gpu,
@@ -24,17 +28,34 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_four_turns_on_gpu_float32_match_reference(checkpoints, pictures, family) -> None:
+@pytest.mark.parametrize("name", DECODING_OPTIONS)
+def test_four_turns_on_gpu_float32_match_reference(checkpoints, pictures, family, name) -> None:
     engine = open_engine(str(checkpoints[family]), device="cuda", dtype="float32")
     assert engine.info.device == "cuda:0" and engine.info.precision == "float32"
-    chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
+    assert engine.decoding == "CUDA graphs"
+    chat = Chat(engine, load_image(pictures["red"]), DECODING_OPTIONS[name])
     converse_and_compare(chat, QUESTIONS)
     assert engine.image_encodings == 1
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_image_cache_is_exact_in_bfloat16(checkpoints, pictures, family) -> None:
+def test_graph_replays_equal_the_same_steps_run_eagerly_in_bfloat16(checkpoints, pictures, family, monkeypatch) -> None:
+    graphs = open_engine(str(checkpoints[family]), device="cuda", dtype="bfloat16")
+    monkeypatch.setenv(GRAPHS_ENV, "0")
+    eager = open_engine(str(checkpoints[family]), device="cuda", dtype="bfloat16", static_decoding=True)
+    assert (graphs.decoding, eager.decoding) == ("CUDA graphs", "static cache")
+    answers = []
+    for engine in (graphs, eager):
+        chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
+        answers.append([("".join(chat.ask(q)), list(engine.last_stats.token_ids)) for q in QUESTIONS])
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_image_cache_is_exact_in_bfloat16(checkpoints, pictures, family, monkeypatch) -> None:
+    monkeypatch.setenv(GRAPHS_ENV, "0")  # the plain path: generate with a DynamicCache, like the reference
     engine = open_engine(str(checkpoints[family]), device="cuda", dtype="bfloat16")
+    assert engine.decoding == "generate"
     engine.reuse_prefix = False
     chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
     converse_and_compare(chat, QUESTIONS)

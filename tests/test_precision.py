@@ -121,7 +121,22 @@ def test_fallback_order() -> None:
         "4bit/bfloat16"]
 
 
-@pytest.mark.parametrize("quantize", ["auto", "none", "8bit", "4bit"])
+def test_a_gpu_with_the_int8_kernel_takes_int8_weight_only_for_its_8bit_step() -> None:
+    gpu = candidates("opt", quantize="auto", dtype="auto", auto_dtype="bfloat16", on_gpu=True, int8_kernel=True)
+    assert labels(gpu) == ["none/bfloat16", "int8/bfloat16", "4bit/bfloat16"]
+    cpu = candidates("opt", quantize="auto", dtype="auto", auto_dtype="float32", on_gpu=False, int8_kernel=True)
+    assert labels(cpu) == ["none/float32", "none/bfloat16", "8bit/float32", "4bit/float32"]  # the kernel is GPU-only
+    assert labels(candidates("opt", quantize="8bit", dtype="auto", auto_dtype="bfloat16", on_gpu=True,
+                             int8_kernel=True)) == ["8bit/bfloat16"]  # bitsandbytes stays for whoever asks
+    shape = shape_of("opt-6.7b")
+    tight = choose_precision(shape, device="cuda:0", free_bytes=12 * GB, auto_dtype="bfloat16", int8_kernel=True)
+    assert tight.precision == P("int8", "bfloat16")
+    assert tight.reason == ("Using int8 weight-only: bfloat16 needs 18.2 GB but only 12.0 GB is free on cuda:0; int8 "
+                            "weight-only needs 10.4 GB. It decodes faster than bitsandbytes 8-bit in the same memory.")
+    assert estimate_memory(shape, P("int8", "bfloat16")) == estimate_memory(shape, P("8bit", "bfloat16"))
+
+
+@pytest.mark.parametrize("quantize", ["auto", "none", "int8", "8bit", "4bit"])
 @pytest.mark.parametrize("dtype", ["auto", "float32", "bfloat16"])
 @pytest.mark.parametrize("on_gpu", [False, True])
 def test_flan_t5_never_float16(quantize: str, dtype: str, on_gpu: bool) -> None:

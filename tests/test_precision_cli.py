@@ -90,6 +90,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory, checkpoints: dict[str, Path],
         "opt-4bit": partial(ask, "--model", opt, "--quantize", "4bit", home=empty),
         "t5-8bit": partial(ask, "--model", t5, "--quantize", "8bit", "--json", home=empty),
         "t5-4bit": partial(ask, "--model", t5, "--quantize", "4bit", "--json", home=empty),
+        "t5-int8": partial(ask, "--model", t5, "--quantize", "int8", "--json", home=empty),
+        "no-bitsandbytes-int8": partial(ask, "--model", opt, "--quantize", "int8", "--json", home=empty,
+                                        python=missing_bnb),
         "auto": partial(ask, "--model", opt, "--json", home=empty, limit=between_float32_and_bfloat16(opt)),
         "too-big": partial(ask, "--model", fake_checkpoint(root / "medium"), "--quantize", "none", "--dtype",
                            "float32", "--device", "cpu", home=empty, limit="0.9GB"),
@@ -113,6 +116,14 @@ def test_ask_json_names_the_precision_and_why(runs: Runs, bits: str) -> None:
     assert record["precision"] == bits and str(record["answer"]).strip()
     assert str(record["precision_reason"]).startswith(f"Using {bits[0]}-bit, as asked: it needs ")
     assert "is free on cpu (RAM)" in str(record["precision_reason"])
+
+
+def test_int8_weight_only_needs_no_bitsandbytes(runs: Runs) -> None:
+    (record,) = json_lines(runs["t5-int8"], 1)
+    assert record["precision"] == "int8" and str(record["answer"]).strip()
+    assert str(record["precision_reason"]).startswith("Using int8 weight-only, as asked: it needs ")
+    (record,) = json_lines(runs["no-bitsandbytes-int8"], 1)
+    assert record["precision"] == "int8" and str(record["answer"]).strip()
 
 
 def test_auto_steps_down_when_float32_does_not_fit_and_says_why(runs: Runs) -> None:

@@ -16,11 +16,11 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
-QUANTIZED_CLASS = {"8bit": "Linear8bitLt", "4bit": "Linear4bit"}
+QUANTIZED_CLASS = {"8bit": "Linear8bitLt", "4bit": "Linear4bit", "int8": "Int8Linear"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("bits", ["8bit", "4bit"])
+@pytest.mark.parametrize("bits", ["int8", "8bit", "4bit"])
 def test_quantized_on_gpu_answers(checkpoints, pictures, family: str, bits: str) -> None:
     engine = open_engine(str(checkpoints[family]), device="cuda", quantize=bits)
     assert engine.info.device == "cuda:0" and engine.info.precision == bits
@@ -32,6 +32,28 @@ def test_quantized_on_gpu_answers(checkpoints, pictures, family: str, bits: str)
     chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=6))
     assert "".join(chat.ask("what is in the picture?")).strip()
     assert "".join(chat.ask("what colour is it?")).strip()
+    print(f"{family} {bits}: decoding with {engine.decoding}")  # which quantized layers CUDA graphs can hold
+    if bits == "int8":
+        assert engine.decoding == "CUDA graphs"
+    if bits == "8bit":
+        assert engine.decoding.startswith("generate (bitsandbytes 8-bit layers")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("rows", [1, 3, 16])
+@pytest.mark.parametrize("shape", [(64, 64), (2560, 2560), (10240, 2560), (2560, 10240), (100, 300)])
+def test_int8_kernel_computes_the_rounded_linear_map(dtype, rows, shape) -> None:
+    from chatbot.engine.int8_kernel import int8_weight_matmul
+    from chatbot.engine.int8_weights import Int8Linear
+
+    torch.manual_seed(rows)
+    layer = Int8Linear.from_linear(torch.nn.Linear(shape[1], shape[0]), "cuda")
+    x = torch.randn(rows, shape[1], device="cuda").to(dtype)
+    expected = x.double() @ (layer.weight.double() * layer.scale.double()[:, None]).T + layer.bias.double()
+    out = int8_weight_matmul(x, layer.weight, layer.scale, layer.bias)
+    assert out.dtype is dtype and out.shape == (rows, shape[0])
+    assert ((out.double() - expected).norm() / expected.norm()).item() < 1e-2
+    assert torch.equal(out, int8_weight_matmul(x, layer.weight, layer.scale, layer.bias))  # deterministic
 
 
 def test_auto_on_gpu_says_what_and_why(checkpoints) -> None:

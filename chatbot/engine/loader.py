@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.engine.precision import PrecisionChoice, choose_precision, free_memory_bytes, gigabytes, is_capped
-from chatbot.engine.quantization import INSTALL_HINT, bitsandbytes_config, is_bitsandbytes_failure
+from chatbot.engine.quantization import INSTALL_HINT, INT8_KEPT, bitsandbytes_config, is_bitsandbytes_failure
 from chatbot.engine.registry import family_of, resolve_alias
 from chatbot.engine.shape import read_shape
 from chatbot.errors import (
@@ -186,7 +186,7 @@ class LoadedCheckpoint:
     resolved: ResolvedModel
     family: str
     device: str
-    precision: str  # "float32", "bfloat16", "float16", "8bit" or "4bit"
+    precision: str  # "float32", "bfloat16", "float16", "int8", "8bit" or "4bit"
     seconds: float
     precision_reason: str = ""  # the sentence saying why this precision, e.g. "Using 8-bit: ..."
 
@@ -210,7 +210,7 @@ def load_checkpoint(
         requested: hub id, registry alias, or local directory (or one already resolved).
         device: "auto", "cpu", "cuda" or "cuda:N".
         dtype: "auto", "float32", "bfloat16" or "float16".
-        quantize: "auto" (the best precision that fits), "none", "8bit" or "4bit" (see precision.py).
+        quantize: "auto" (the best precision that fits), "none", "int8", "8bit" or "4bit" (see precision.py).
         progress: called with short status sentences while loading, the precision and its reason among them.
 
     Raises:
@@ -224,8 +224,11 @@ def load_checkpoint(
     choose_dtype(dtype, target, family)  # refuses unknown dtypes and float16 for FlanT5
     auto_dtype = str(choose_dtype("auto", target, family)).removeprefix("torch.")
     free = free_memory_bytes(target)
+    from chatbot.engine.int8_weights import kernel_available, quantize_linear_layers  # imports torch: only now
+
     choice = choose_precision(read_shape(resolved.path), device=target, free_bytes=free, quantize=quantize,
-                              dtype=dtype, auto_dtype=auto_dtype, capped=is_capped(free))
+                              dtype=dtype, auto_dtype=auto_dtype, capped=is_capped(free),
+                              int8_kernel=target.startswith("cuda") and kernel_available())
     if progress:
         progress(choice.reason)
         progress(f"Loading {resolved.hub_id or resolved.path} on {target}")
@@ -235,14 +238,18 @@ def load_checkpoint(
 
     torch_dtype = getattr(torch, choice.precision.dtype)
     extra: dict[str, Any] = {}
-    if choice.precision.quantize != "none":
+    int8 = choice.precision.quantize == "int8"
+    if choice.precision.quantize in ("8bit", "4bit"):
         extra["quantization_config"] = bitsandbytes_config(choice.precision, torch_dtype, target)
     try:
         processor = Blip2Processor.from_pretrained(resolved.path)
         model = Blip2ForConditionalGeneration.from_pretrained(
-            resolved.path, dtype=torch_dtype, device_map=target, use_safetensors=True, trust_remote_code=False,
-            **extra,
+            resolved.path, dtype=torch_dtype, device_map="cpu" if int8 else target, use_safetensors=True,
+            trust_remote_code=False, **extra,
         )
+        if int8:  # quantized layer by layer on the device, so it never holds the full-width weights
+            quantize_linear_layers(model, INT8_KEPT, target)
+            model.to(target)
     except Exception as error:  # noqa: BLE001 - damaged files fail in many library-specific ways
         _raise_load_error(error, resolved, choice)
         raise NotACheckpointError(

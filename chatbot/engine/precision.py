@@ -6,9 +6,11 @@ table and the loader share one policy:
 - FlanT5 never runs in float16 (it overflows to inf/NaN); bfloat16, float32, 8-bit or 4-bit instead.
 - `--quantize auto` tries the device's full-width dtype first (the one `--dtype auto` gives: float32 on
   CPU, bfloat16 on GPUs that have it), then, on CPU only, bfloat16, then 8-bit, then 4-bit, and takes
-  the first whose estimate fits the free memory of the chosen device.
-- An explicit `--quantize none|8bit|4bit` that cannot fit fails before loading, with the memory needed,
-  the memory free and the option that would fit.
+  the first whose estimate fits the free memory of the chosen device. On a GPU with Triton the 8-bit
+  step is int8 weight-only (chatbot/engine/int8_weights.py), which decodes several times faster than
+  bitsandbytes' 8-bit in the same memory (docs/benchmarks.md); bitsandbytes' stays for `--quantize 8bit`.
+- An explicit `--quantize none|int8|8bit|4bit` that cannot fit fails before loading, with the memory
+  needed, the memory free and the option that would fit.
 
 An estimate is weights + the KV cache for the model's full context + working memory, or what loading
 holds when that is more (see `estimate_memory`); it is for one answer at a time (beam search multiplies
@@ -23,12 +25,12 @@ from dataclasses import dataclass
 from chatbot.engine.shape import ModelShape
 from chatbot.errors import OptionError, OutOfMemoryError
 
-QUANTIZE_CHOICES = ("auto", "none", "8bit", "4bit")
+QUANTIZE_CHOICES = ("auto", "none", "int8", "8bit", "4bit")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-# Bytes per quantized weight. 8-bit: one int8 (plus a float32 scale per output row, negligible).
+# Bytes per quantized weight. 8-bit and int8: one int8 (plus a float32 scale per output row, negligible).
 # 4-bit NF4 with double quantization: half a byte, plus an 8-bit absmax per block of 64 weights and a
 # float32 constant per 256 blocks (bitsandbytes' defaults): 0.5 + (1 + 4/256) / 64 = 0.516.
-QUANTIZED_BYTES = {"8bit": 1.0, "4bit": 0.5 + (1 + 4 / 256) / 64}
+QUANTIZED_BYTES = {"int8": 1.0, "8bit": 1.0, "4bit": 0.5 + (1 + 4 / 256) / 64}
 WORKSPACE_FIXED = 256 * 2**20  # allocator slack and library buffers (cuBLAS workspace, dequantization)
 WORKSPACE_SHARE = 0.05  # fragmentation grows with the weights
 # Quantizing on load on the CPU: the process held 3.9 GB above its weights and runtime after loading
@@ -42,17 +44,19 @@ MEMORY_LIMIT_ENV = "BLIP2_CHAT_MAX_MEMORY"  # e.g. "6GB": plan as if at most thi
 class Precision:
     """How the weights are held: unquantized in `dtype`, or 8/4-bit with `dtype` for everything else."""
 
-    quantize: str  # "none", "8bit" or "4bit"
+    quantize: str  # "none", "int8" (weight-only, ours), "8bit" (bitsandbytes LLM.int8) or "4bit" (bitsandbytes NF4)
     dtype: str  # the weights' dtype; when quantized, the compute dtype and that of the unquantized modules
 
     @property
     def label(self) -> str:
-        """What `ModelInfo.precision` shows: "8bit", "4bit", or the dtype."""
+        """What `ModelInfo.precision` shows: "int8", "8bit", "4bit", or the dtype."""
         return self.dtype if self.quantize == "none" else self.quantize
 
     @property
     def words(self) -> str:
-        """The label for sentences: "8-bit", "4-bit", or the dtype."""
+        """The label for sentences: "int8 weight-only", "8-bit", "4-bit", or the dtype."""
+        if self.quantize == "int8":
+            return "int8 weight-only"
         return self.dtype if self.quantize == "none" else f"{self.quantize[0]}-bit"
 
 
@@ -87,8 +91,14 @@ def estimate_memory(shape: ModelShape, precision: Precision, on_gpu: bool = Fals
     return MemoryEstimate(weights, kv_cache, activations, slack, loading)
 
 
-def candidates(family: str, *, quantize: str, dtype: str, auto_dtype: str, on_gpu: bool) -> list[Precision]:
-    """The precisions to try, best first (`auto_dtype` is what `--dtype auto` means on this device)."""
+def candidates(
+    family: str, *, quantize: str, dtype: str, auto_dtype: str, on_gpu: bool, int8_kernel: bool = False,
+) -> list[Precision]:
+    """The precisions to try, best first (`auto_dtype` is what `--dtype auto` means on this device).
+
+    `int8_kernel`: the GPU can run int8 weight-only products (Triton is there); it then takes the
+    8-bit step of the ladder, being the faster of the two 8-bit ways in the same memory.
+    """
     if quantize not in QUANTIZE_CHOICES:
         raise OptionError(f"Unknown --quantize value '{quantize}'.", f"Use one of: {', '.join(QUANTIZE_CHOICES)}.")
     base = auto_dtype if dtype == "auto" else dtype
@@ -99,7 +109,8 @@ def candidates(family: str, *, quantize: str, dtype: str, auto_dtype: str, on_gp
     ladder = [Precision("none", base)]
     if dtype == "auto" and not on_gpu and base == "float32":  # on CPU, halving the weights beats quantizing
         ladder.append(Precision("none", "bfloat16"))
-    return [*ladder, Precision("8bit", base), Precision("4bit", base)]
+    eight = Precision("int8" if on_gpu and int8_kernel else "8bit", base)
+    return [*ladder, eight, Precision("4bit", base)]
 
 
 @dataclass(frozen=True)
@@ -120,7 +131,7 @@ def gigabytes(count: float) -> str:
 
 def choose_precision(
     shape: ModelShape, *, device: str, free_bytes: int, quantize: str = "auto", dtype: str = "auto",
-    auto_dtype: str = "float32", capped: bool = False,
+    auto_dtype: str = "float32", capped: bool = False, int8_kernel: bool = False,
 ) -> PrecisionChoice:
     """The best precision that fits `free_bytes` on `device`, with a sentence saying what and why.
 
@@ -128,17 +139,19 @@ def choose_precision(
         shape: the checkpoint's parameter counts (`shape_from_config`).
         device: "cpu" or "cuda:N", named in the sentences.
         free_bytes: memory free on that device (GPU memory, or RAM on CPU).
-        quantize: "auto", "none", "8bit" or "4bit" (explicit choices are checked, never changed).
+        quantize: "auto", "none", "int8", "8bit" or "4bit" (explicit choices are checked, never changed).
         dtype: "auto" or a dtype name, as asked for.
         auto_dtype: what "auto" means on this device (float32 on CPU, bfloat16 or float16 on GPUs).
         capped: `free_bytes` is $BLIP2_CHAT_MAX_MEMORY rather than what the device has (the sentences say so).
+        int8_kernel: int8 weight-only runs fast here (a GPU with Triton): auto prefers it to bitsandbytes 8-bit.
 
     Raises:
         OutOfMemoryError: nothing asked for fits; says what is needed, what is free and what would fit.
         OptionError: an unknown --quantize value, or float16 for FlanT5.
     """
     on_gpu = device.startswith("cuda")
-    tried = candidates(shape.family, quantize=quantize, dtype=dtype, auto_dtype=auto_dtype, on_gpu=on_gpu)
+    tried = candidates(shape.family, quantize=quantize, dtype=dtype, auto_dtype=auto_dtype, on_gpu=on_gpu,
+                       int8_kernel=int8_kernel)
     needs = [(precision, estimate_memory(shape, precision, on_gpu).total) for precision in tried]
     notes = [*([] if on_gpu else ["RAM"]), *([f"capped by {MEMORY_LIMIT_ENV}"] if capped else [])]
     where = f"{gigabytes(free_bytes)} is free on {device}" + (f" ({'; '.join(notes)})" if notes else "")
@@ -152,6 +165,8 @@ def choose_precision(
                 first, first_needed = needs[0]
                 reason = (f"Using {precision.words}: {first.words} needs {gigabytes(first_needed)} but only {where}; "
                           f"{precision.words} needs {gigabytes(needed)}.")
+                if precision.quantize == "int8":
+                    reason += " It decodes faster than bitsandbytes 8-bit in the same memory."
             return PrecisionChoice(precision, needed, free_bytes, device, reason)
     raise _does_not_fit(shape, needs, free_bytes, where, dtype=dtype, auto_dtype=auto_dtype, device=device)
 

@@ -1,4 +1,4 @@
-"""8-bit and 4-bit loading through bitsandbytes, and which modules stay unquantized.
+"""8-bit and 4-bit loading through bitsandbytes, and which modules stay unquantized (also for int8).
 
 Quantized: every Linear layer of the ViT-g vision encoder and of the language model's body: 93% of
 OPT-2.7B's parameters (3.50 of 3.74 B), 96% of OPT-6.7B's, 79% of FlanT5's (transformers keeps T5's FFN
@@ -29,6 +29,10 @@ from chatbot.errors import QuantizationUnavailableError
 # Names matched as module-name suffixes by transformers; qformer and query_tokens are added by
 # transformers itself from `_keep_in_fp32_modules`.
 UNQUANTIZED_MODULES = ["language_projection", "lm_head"]
+# The same choice for int8 weight-only (chatbot/engine/int8_weights.py), which quantizes only the vision
+# encoder and the language model, by layer name: their LM head, and FlanT5's FFN output layers, which
+# transformers keeps out of bitsandbytes (so the memory estimates, which count them unquantized, hold).
+INT8_KEPT = {"lm_head", "wo"}
 INSTALL_HINT = "Install it with `pip install 'bitsandbytes>=0.45'`, or load without it: --quantize none."
 
 
