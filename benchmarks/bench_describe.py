@@ -1,4 +1,4 @@
-"""Images per second of `describe` at batch sizes 1, 4 and 8, side by side in one run.
+"""Images per second of `describe` at several batch sizes (1, 4 and 8 unless told), side by side in one run.
 
 The real pipeline (`chatbot.batch.describe`: read and decode each file, encode the images,
 generate, clean the caption up, hand over the row) runs over the same folder of generated
@@ -9,6 +9,7 @@ pass encodes every image, as a first run over a folder does.
 
     python benchmarks/bench_describe.py                         # medium-opt, 24 images, auto device
     python benchmarks/bench_describe.py --device cpu --images 16 --threads 1   # a shared, busy CPU
+    python benchmarks/bench_describe.py --arch blip2-opt-2.7b --images 64 --batch-sizes 1,8,32,64 --rounds 1  # GPU
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from benchmarks.common import RESULTS, ensure_checkpoint, make_picture, synchronize, write_result  # noqa: E402
 
-BATCH_SIZES = (1, 4, 8)
+BATCH_SIZES = (1, 4, 8)  # the default; --batch-sizes changes it
 
 
 def device_slug(engine: Any) -> str:
@@ -68,25 +69,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from chatbot.engine.base import GenerationOptions
     from chatbot.engine.blip2 import open_engine
 
-    engine = open_engine(str(ensure_checkpoint(args.arch)), device=args.device, dtype=args.dtype)
+    checkpoint = ensure_checkpoint(args.arch, dtype="bfloat16" if args.arch.startswith("blip2-") else "float32")
+    engine = open_engine(str(checkpoint), device=args.device, dtype=args.dtype)
+    sizes = tuple(int(size) for size in args.batch_sizes.split(","))
     options = GenerationOptions(max_new_tokens=args.answer_tokens, min_new_tokens=args.answer_tokens,
                                 repetition_penalty=DEFAULT_REPETITION_PENALTY)
     with tempfile.TemporaryDirectory(prefix="bench-describe-") as folder:
         paths = write_pictures(Path(folder), args.images)
-        for size in BATCH_SIZES:  # warm-up: kernels, allocator, first-call costs
+        for size in sizes:  # warm-up: kernels, allocator, first-call costs
             one_pass(engine, paths[:size], options, size)
-        seconds: dict[int, list[float]] = {size: [] for size in BATCH_SIZES}
+        seconds: dict[int, list[float]] = {size: [] for size in sizes}
         texts: dict[int, list[str]] = {}
         for round_ in range(args.rounds):
-            order = BATCH_SIZES if round_ % 2 == 0 else tuple(reversed(BATCH_SIZES))
+            order = sizes if round_ % 2 == 0 else tuple(reversed(sizes))
             for size in order:
                 took, rows = one_pass(engine, paths, options, size)
                 seconds[size].append(took)
                 texts[size] = [row.alt_text for row in rows]
                 print(f"round {round_ + 1} batch {size}: {len(paths) / took:.2f} images/s", flush=True)
-    identical = all(texts[size] == texts[1] for size in BATCH_SIZES)
+    identical = all(texts[size] == texts[sizes[0]] for size in sizes)
     rows_out = []
-    for size in BATCH_SIZES:
+    for size in sizes:
         median = statistics.median(seconds[size])
         rows_out.append({
             "batch_size": size, "seconds_median": round(median, 4), "seconds_all": [round(s, 4) for s in seconds[size]],
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row["speedup_over_batch_1"] = round(row["images_per_second"] / rows_out[0]["images_per_second"], 2)
     return {
         "arch": args.arch, "device": engine.info.device, "precision": engine.info.precision, "images": len(paths),
+        "decoding": engine.decoding,
         "answer_tokens": args.answer_tokens, "rounds": args.rounds, "identical_text_across_batch_sizes": identical,
         "rows": rows_out, "slug": device_slug(engine),
     }
@@ -116,6 +120,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=24, help="pictures in the folder (default: 24)")
     parser.add_argument("--answer-tokens", type=int, default=30, help="tokens per description (default: 30)")
     parser.add_argument("--rounds", type=int, default=3, help="passes per batch size; the median counts (default: 3)")
+    parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)),
+                        help="comma-separated batch sizes, the first being the one others are compared with")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=0,
@@ -128,7 +134,7 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)
     result = run(args)
-    path = write_result(f"describe-{result.pop('slug')}", result, args.out)
+    path = write_result(f"describe-{result.pop('slug')}-{result['arch']}", result, args.out)
     print(f"\n{result['arch']} on {result['device']} ({result['precision']}), {result['images']} images, "
           f"{result['answer_tokens']} tokens each; same text at every batch size: "
           f"{result['identical_text_across_batch_sizes']}")

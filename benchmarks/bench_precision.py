@@ -7,6 +7,11 @@ Synthetic checkpoints (random weights, the real dimensions) are built once into 
     python benchmarks/bench_precision.py --arch blip2-opt-2.7b --out benchmarks/results   # real dimensions
     python benchmarks/bench_precision.py --quick                   # medium-opt + medium-flan-t5, minutes
 
+`8bit-t0` is a study variant, not an option: bitsandbytes 8-bit with its outlier threshold at 0 (no
+outlier columns split off; every product int8). Where the bfloat16 row ran first, every other row
+also gets its logits' error against bfloat16's and how often their top-1 tokens agree (teacher-forced
+over a fixed prompt, as bench_unquantized_modules.py does).
+
 Results: benchmarks/results/precision-<device>-<arch>.json, and the "## Precision" section of
 docs/benchmarks.md is rebuilt from every such file present (so CPU and GPU tables sit side by side).
 """
@@ -29,11 +34,15 @@ from benchmarks.common import RESULTS, ensure_checkpoint, make_picture, synchron
 from benchmarks.precision_report import update_docs  # noqa: E402
 
 QUESTIONS = ["What is in the picture?", "What colour is the largest shape?"]
-GPU_PRECISIONS = ["float32", "bfloat16", "float16", "8bit", "4bit"]
+GPU_PRECISIONS = ["bfloat16", "float32", "float16", "int8", "8bit", "8bit-t0", "4bit"]
 CPU_PRECISIONS = ["float32", "bfloat16", "8bit", "4bit"]  # float16 matmuls are slow on CPUs and save nothing
 
 
-def measure(checkpoint: Path, precision: str, device: str, new_tokens: int) -> dict[str, Any]:
+QUALITY_PROMPT = ("Question: what is in the picture? Answer: a cat sits on the table. Question: what colour is it? "
+                  "Answer: it is black and white.")
+
+
+def measure(checkpoint: Path, precision: str, device: str, new_tokens: int, logits_dir: Path | None) -> dict[str, Any]:
     """In a fresh process: load in `precision`, answer two questions, report times and memory."""
     import torch
 
@@ -43,7 +52,19 @@ def measure(checkpoint: Path, precision: str, device: str, new_tokens: int) -> d
     from chatbot.engine.loader import load_checkpoint
     from chatbot.errors import UserError
 
-    quantize, dtype = (precision, "auto") if precision.endswith("bit") else ("none", precision)
+    if precision == "8bit-t0":  # the study variant: bitsandbytes 8-bit without outlier columns
+        import chatbot.engine.loader as loader_module
+
+        default_config = loader_module.bitsandbytes_config
+
+        def without_outliers(*args: Any) -> Any:
+            config = default_config(*args)
+            config.llm_int8_threshold = 0.0
+            return config
+
+        loader_module.bitsandbytes_config = without_outliers  # type: ignore[assignment]
+    quantize, dtype = ((precision.split("-")[0], "auto") if precision.endswith(("bit", "t0")) or precision == "int8"
+                       else ("none", precision))
     baseline_rss = _anonymous_rss()  # Python and torch, before transformers and the model
     anonymous = PeakAnonymousMemory()
     anonymous.start()
@@ -55,7 +76,7 @@ def measure(checkpoint: Path, precision: str, device: str, new_tokens: int) -> d
         return {"precision": precision, "skipped": str(error)}
     synchronize()
     load_seconds = time.perf_counter() - started
-    engine = Blip2Engine(loaded)
+    engine = Blip2Engine(loaded)  # on a GPU this captures the decode step as a CUDA graph (not counted as loading)
     if engine.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     options = GenerationOptions(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
@@ -75,8 +96,8 @@ def measure(checkpoint: Path, precision: str, device: str, new_tokens: int) -> d
     compute = str(engine.dtype).removeprefix("torch.")
     estimate = estimate_memory(read_shape(checkpoint), Precision(quantize, compute), engine.device.type == "cuda")
     result = {
-        "estimate_bytes": estimate.total, "estimate_weights_bytes": estimate.weights,
-        "precision": loaded.precision, "compute_dtype": str(engine.dtype).removeprefix("torch."),
+        "estimate_bytes": estimate.total, "estimate_weights_bytes": estimate.weights, "decoding": engine.decoding,
+        "precision": precision, "compute_dtype": str(engine.dtype).removeprefix("torch."),
         "device": loaded.device, "reason": loaded.precision_reason, "load_seconds": load_seconds,
         "footprint_bytes": int(engine.model.get_memory_footprint()), "new_tokens": new_tokens,
         "ttft_new_image": turns[0]["ttft"], "ttft_follow_up": turns[1]["ttft"],
@@ -91,7 +112,29 @@ def measure(checkpoint: Path, precision: str, device: str, new_tokens: int) -> d
         result["baseline_rss_bytes"] = baseline_rss
         result["peak_kind"] = ("peak anonymous RSS of the process: Python, torch and the model, loading included; "
                                "not the checkpoint's file pages, which the kernel can drop")
+    if logits_dir is not None:
+        result.update(_quality(engine, precision, logits_dir))
     return result
+
+
+def _quality(engine: Any, precision: str, logits_dir: Path) -> dict[str, Any]:
+    """Teacher-forced logits over QUALITY_PROMPT, saved; compared with bfloat16's where that row ran first."""
+    import torch
+
+    inputs = engine.processor(images=make_picture(seed=3).image, text=QUALITY_PROMPT, return_tensors="pt")
+    inputs = {key: value.to(engine.device) for key, value in inputs.items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(engine.dtype)
+    if engine.is_encoder_decoder:
+        inputs["decoder_input_ids"] = inputs["input_ids"][:, -12:]
+    with torch.inference_mode():
+        logits = engine.model(**inputs).logits.float().cpu()
+    torch.save(logits, logits_dir / f"{precision}.pt")
+    reference = logits_dir / "bfloat16.pt"
+    if precision == "bfloat16" or not reference.exists():
+        return {}
+    expected = torch.load(reference)
+    return {"logit_error_vs_bfloat16": float((logits - expected).norm() / expected.norm()),
+            "top1_vs_bfloat16": float((logits.argmax(-1) == expected.argmax(-1)).float().mean())}
 
 
 def _peak_rss() -> int:
@@ -137,7 +180,10 @@ def _status_bytes(field: str) -> int:
 def run_arch(arch: str, precisions: list[str] | None, device: str, new_tokens: int, out: Path,
              timeout: float) -> Path:
     """Every precision of one architecture, each in a child process; writes the JSON result."""
+    import tempfile
+
     target = _resolve_device(device)
+    logits_dir = Path(tempfile.mkdtemp(prefix="precision-logits-"))
     checkpoint = _build(arch, target)
     from chatbot.engine.synthetic import ARCHITECTURES
 
@@ -148,7 +194,7 @@ def run_arch(arch: str, precisions: list[str] | None, device: str, new_tokens: i
     path = out
     for precision in wanted:
         print(f"{arch} {precision} on {target} ...", flush=True)
-        row = _child(checkpoint, precision, target, new_tokens, timeout)
+        row = _child(checkpoint, precision, target, new_tokens, timeout, logits_dir)
         rows.append(row)
         print("   ", _summary(row), flush=True)
         # written after every precision, so a run cut short keeps what it measured
@@ -171,9 +217,10 @@ def _build(arch: str, device: str) -> Path:
     return ensure_checkpoint(arch, dtype=dtype)
 
 
-def _child(checkpoint: Path, precision: str, device: str, new_tokens: int, timeout: float) -> dict[str, Any]:
+def _child(checkpoint: Path, precision: str, device: str, new_tokens: int, timeout: float,
+           logits_dir: Path) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", str(checkpoint), "--precision", precision, "--device", device,
-               "--new-tokens", str(new_tokens)]
+               "--new-tokens", str(new_tokens), "--logits-dir", str(logits_dir)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -194,25 +241,30 @@ def _resolve_device(device: str) -> str:
 def _summary(row: dict[str, Any]) -> str:
     if "skipped" in row:
         return f"skipped: {row['skipped']}"
+    quality = (f", logits vs bfloat16: error {row['logit_error_vs_bfloat16']:.4f}, top-1 {row['top1_vs_bfloat16']:.2f}"
+               if "logit_error_vs_bfloat16" in row else "")
     return (f"load {row['load_seconds']:.1f} s, peak {row['peak_bytes'] / 1e9:.2f} GB, footprint "
             f"{row['footprint_bytes'] / 1e9:.2f} GB, TTFT {row['ttft_new_image']:.2f} s (new image) / "
-            f"{row['ttft_follow_up']:.2f} s, {row['tokens_per_second']:.2f} tok/s")
+            f"{row['ttft_follow_up']:.2f} s, {row['tokens_per_second']:.2f} tok/s ({row['decoding']}){quality}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", action="append", help="synthetic architecture (repeatable; default blip2-opt-2.7b)")
     parser.add_argument("--quick", action="store_true", help="medium-opt and medium-flan-t5 (labelled as such)")
-    parser.add_argument("--precision", action="append", help="float32, bfloat16, float16, 8bit, 4bit (repeatable)")
+    parser.add_argument("--precision", action="append",
+                        help="float32, bfloat16, float16, int8, 8bit, 8bit-t0, 4bit (repeatable)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--new-tokens", type=int, default=8, help="answer length, fixed (min = max)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one precision may take")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--docs", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # internal: one precision, JSON on stdout
+    parser.add_argument("--logits-dir", type=Path, help=argparse.SUPPRESS)  # internal: where children leave logits
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.precision[0], args.device, args.new_tokens)), flush=True)
+        print(json.dumps(measure(args.child, args.precision[0], args.device, args.new_tokens, args.logits_dir)),
+              flush=True)
         return 0
     archs = args.arch or (["medium-opt", "medium-flan-t5"] if args.quick else ["blip2-opt-2.7b"])
     for arch in archs:

@@ -111,7 +111,8 @@ def run(arch: str, turns: int, answer_tokens: int, device: str, dtype: str, out:
     "".join(warm.ask(QUESTIONS[0]))
     naive_turn(engine, warm.image, warm.prepare(QUESTIONS[0]).text, options)
     words = f", whole-word tokens only ({allowed} allowed)" if allowed else ", any token"
-    print(f"\n{arch} on {engine.info.device} ({engine.info.precision}), answers of {answer_tokens} tokens{words}")
+    print(f"\n{arch} on {engine.info.device} ({engine.info.precision}, decoding with {engine.decoding}), "
+          f"answers of {answer_tokens} tokens{words}")
     if pause is not None:
         print(f"thinking ahead: the person takes {pause:g} s to read each answer and type the next question")
     runs = [converse(engine, options, turns, seed=1 + n, pause=pause) for n in range(conversations)]
@@ -128,7 +129,7 @@ def run(arch: str, turns: int, answer_tokens: int, device: str, dtype: str, out:
     name += ("" if pause is None else "-ahead") + ("-turn1" if turns == 1 else "")
     path = write_result(name, {
         "arch": arch, "device": engine.info.device, "precision": engine.info.precision, "turns": turns,
-        "think_ahead_pause": pause,
+        "think_ahead_pause": pause, "decoding": engine.decoding,
         "answer_tokens": answer_tokens, "whole_word_answers": bool(allowed), "identical_tokens": identical,
         "conversations": conversations, "rows": rows, "summary": summary, "runs": runs,
     }, out)

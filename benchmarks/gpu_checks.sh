@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# One prepared run on a lent GPU machine: the CUDA tests, then the benchmarks on the real
-# dimensions (synthetic weights). Wheels for packages the machine lacks travel in .whl/.
-# Everything lands in $OUT (at most 8 files): one log and the JSON results.
+# One prepared run on a lent GPU machine, under 10 minutes: the CUDA tests, then the GPU benchmarks at
+# the real dimensions (synthetic weights), most important first, each with its own time limit.
+#
+#   bash benchmarks/gpu_checks.sh            # results in $OUT (default /tmp/gpu-out)
+#   OPT=medium-opt T5=medium-flan-t5 bash benchmarks/gpu_checks.sh   # a quick rehearsal (on a CPU too)
+#
+# Wheels for packages the machine lacks (transformers 5.24, bitsandbytes) travel in .whl/ (see
+# docs/benchmarks.md, "On a GPU"). The device returns at most 8 files from $OUT, so everything but the
+# log travels as one archive, results.tar.gz, rewritten after every step: a run cut short keeps what
+# it measured. Unpack it into benchmarks/results/ and rebuild the docs' tables from it.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-/tmp/gpu-out}
+OPT=${OPT:-blip2-opt-2.7b}
+T5=${T5:-blip2-flan-t5-xl}
+results=/tmp/gpu-results
+mkdir -p "$OUT" "$results"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
@@ -12,17 +24,40 @@ else
 fi
 log=$OUT/gpu.log
 step() { echo "=== $* ($(date +%T))" | tee -a "$log"; }
+pack() { tar -czf "$OUT/results.tar.gz" -C "$results" . 2>/dev/null; }
+run() {  # run LIMIT COMMAND...: the output, less library chatter, into the log; the archive refreshed after
+  local limit=$1
+  shift
+  timeout "$limit" "$@" 2>&1 | grep -v -e "Warning" -e "USDT" -e "warnings.warn" | tee -a "$log"
+  pack
+}
+
 step machine
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$log"
-python3 -c "import torch, transformers, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'bitsandbytes', bitsandbytes.__version__)" 2>&1 | tee -a "$log"
-step tests
-timeout 140 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_precision_gpu.py 2>&1 | tail -15 | tee -a "$log"
-step turns opt-2.7b
-timeout 170 python3 benchmarks/bench_turns.py --arch blip2-opt-2.7b --out "$OUT" 2>&1 | grep -v Warning | tee -a "$log"
-step precision opt-2.7b
-timeout 170 python3 benchmarks/bench_precision.py --arch blip2-opt-2.7b --timeout 60 --out "$OUT" --docs /tmp/benchmarks.md 2>&1 | grep -v Warning | tee -a "$log"
-step decode opt-2.7b
-timeout 60 python3 benchmarks/bench_decode.py --arch blip2-opt-2.7b --out "$OUT" 2>&1 | grep -v Warning | tee -a "$log"
-step turns flan-t5-xl
-timeout 150 python3 benchmarks/bench_turns.py --arch blip2-flan-t5-xl --out "$OUT" 2>&1 | grep -v Warning | tee -a "$log"
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,clocks.max.sm --format=csv | tee -a "$log"
+python3 -c "import torch, transformers, bitsandbytes, triton; print('torch', torch.__version__, 'transformers', \
+transformers.__version__, 'bitsandbytes', bitsandbytes.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$log"
+
+step tests: engine, graphs, describe
+run 100 python3 -m pytest -q -p no:cacheprovider -x tests/test_gpu.py "tests/test_describe.py::test_batched_tokens_equal_one_at_a_time_on_cuda" -rs
+step tests: int8 kernel and quantized models
+run 100 python3 -m pytest -q -p no:cacheprovider tests/test_precision_gpu.py -rs -s
+
+step "turns $OPT (static cache + CUDA graphs) against the naive loop"
+run 110 python3 benchmarks/bench_turns.py --arch "$OPT" --out "$results"
+step "decode $OPT: ours against plain generate and the bandwidth limit"
+run 50 python3 benchmarks/bench_decode.py --arch "$OPT" --tokens 64 --out "$results"
+step "precision $OPT: bfloat16, int8 weight-only, bitsandbytes NF4 and 8-bit (threshold 6 and 0)"
+run 170 python3 benchmarks/bench_precision.py --arch "$OPT" --precision bfloat16 --precision int8 \
+  --precision 4bit --precision 8bit --precision 8bit-t0 --new-tokens 32 --timeout 60 --out "$results" \
+  --docs /tmp/benchmarks.md
+step "profile $OPT: follow-up turns, plain generate against graphs"
+run 80 python3 benchmarks/profile_turns.py --arch "$OPT" --turns 4 --out "$results"
+step "turns $T5"
+run 110 python3 benchmarks/bench_turns.py --arch "$T5" --out "$results"
+step "decode $T5"
+run 50 python3 benchmarks/bench_decode.py --arch "$T5" --tokens 64 --out "$results"
+step "describe $OPT at batch sizes 1, 8, 32, 64"
+run 90 python3 benchmarks/bench_describe.py --arch "$OPT" --images 64 --batch-sizes 1,8,32,64 --rounds 1 \
+  --out "$results"
 step done
+pack

@@ -34,13 +34,15 @@ def _table(result: dict[str, Any]) -> list[str]:
         f"measured {result.get('when', '?')}.",
         "",
         "| precision | load | peak memory | peak RSS | model footprint | our estimate | first token, new image "
-        "| first token, follow-up | decode |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| first token, follow-up | decode | decoded with | logits vs bfloat16: error, top-1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in result["rows"]:
         if "skipped" in row:
-            lines.append(f"| {row['precision']} | skipped: {row['skipped']} ||||||||")
+            lines.append(f"| {row['precision']} | skipped: {row['skipped']} ||||||||||")
             continue
+        quality = (f"{row['logit_error_vs_bfloat16']:.4f}, {row['top1_vs_bfloat16']:.2f}"
+                   if "logit_error_vs_bfloat16" in row else "-")
         precision = row["precision"] + ("" if row["precision"] == row["compute_dtype"] else
                                         f" ({row['compute_dtype']} rest)")
         rss = _gb(row["peak_rss_bytes"]) if "peak_rss_bytes" in row else "-"
@@ -48,7 +50,7 @@ def _table(result: dict[str, Any]) -> list[str]:
             f"| {precision} | {row['load_seconds']:.1f} s | {_gb(row['peak_bytes'])} | {rss} "
             f"| {_gb(row['footprint_bytes'])} "
             f"| {_gb(row['estimate_bytes'])} | {row['ttft_new_image']:.2f} s | {row['ttft_follow_up']:.2f} s "
-            f"| {row['tokens_per_second']:.2f} tok/s |"
+            f"| {row['tokens_per_second']:.2f} tok/s | {row.get('decoding', '-')} | {quality} |"
         )
     kinds = {row.get("peak_kind") for row in result["rows"] if "peak_kind" in row}
     new_tokens = next((row["new_tokens"] for row in result["rows"] if "new_tokens" in row), "?")
@@ -86,10 +88,11 @@ def render(results: Path) -> str:
                                                                    p.stem))
     body = [START, "", "Reproduce: `python benchmarks/bench_precision.py --arch blip2-opt-2.7b --arch "
             "blip2-flan-t5-xl` (or `--quick` for the medium architectures). Each precision runs in a fresh "
-            "process; 8-bit and 4-bit are bitsandbytes (NF4, double quantization), with the Q-Former, "
-            "language projection and LM head unquantized. The CPU figures come from a shared 2-core machine "
-            "with other jobs running, so their timings are rough; GPU tables appear here once "
-            "`benchmarks/gpu_precision.sh` has run on a GPU machine.", ""]
+            "process; 8-bit and 4-bit are bitsandbytes (NF4, double quantization), int8 is our weight-only "
+            "int8 (chatbot/engine/int8_weights.py), all with the Q-Former, language projection and LM head "
+            "unquantized; 8bit-t0 is bitsandbytes 8-bit with its outlier threshold at 0 (a study variant). The "
+            "CPU figures come from a shared 2-core machine with other jobs running, so their timings are rough; "
+            "GPU tables come from `benchmarks/gpu_checks.sh`.", ""]
     for path in files:
         body += _table(json.loads(path.read_text()))
     studies = sorted(results.glob("unquantized-modules-*.json"))
