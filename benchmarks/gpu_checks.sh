@@ -14,6 +14,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/gpu-out}
 OPT=${OPT:-blip2-opt-2.7b}
 T5=${T5:-blip2-flan-t5-xl}
+PRECISIONS=${PRECISIONS:-bfloat16 int8 4bit 8bit-t0 8bit}  # bfloat16 first: the others' logits are compared with it
 results=/tmp/gpu-results
 mkdir -p "$OUT" "$results"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -37,27 +38,25 @@ nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,cl
 python3 -c "import torch, transformers, bitsandbytes, triton; print('torch', torch.__version__, 'transformers', \
 transformers.__version__, 'bitsandbytes', bitsandbytes.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$log"
 
-step tests: engine, graphs, describe
-run 100 python3 -m pytest -q -p no:cacheprovider -x tests/test_gpu.py "tests/test_describe.py::test_batched_tokens_equal_one_at_a_time_on_cuda" -rs
-step tests: int8 kernel and quantized models
-run 100 python3 -m pytest -q -p no:cacheprovider tests/test_precision_gpu.py -rs -s
+step tests: engine, graphs, describe, int8 kernel, quantized models
+run 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_precision_gpu.py \
+  "tests/test_describe.py::test_batched_tokens_equal_one_at_a_time_on_cuda" -rs -s
 
 step "turns $OPT (static cache + CUDA graphs) against the naive loop"
-run 110 python3 benchmarks/bench_turns.py --arch "$OPT" --out "$results"
+run 100 python3 benchmarks/bench_turns.py --arch "$OPT" --out "$results"
 step "decode $OPT: ours against plain generate and the bandwidth limit"
 run 50 python3 benchmarks/bench_decode.py --arch "$OPT" --tokens 64 --out "$results"
-step "precision $OPT: bfloat16, int8 weight-only, bitsandbytes NF4 and 8-bit (threshold 6 and 0)"
-run 170 python3 benchmarks/bench_precision.py --arch "$OPT" --precision bfloat16 --precision int8 \
-  --precision 4bit --precision 8bit --precision 8bit-t0 --new-tokens 32 --timeout 60 --out "$results" \
-  --docs /tmp/benchmarks.md
-step "profile $OPT: follow-up turns, plain generate against graphs"
-run 80 python3 benchmarks/profile_turns.py --arch "$OPT" --turns 4 --out "$results"
+step "precision $OPT: $PRECISIONS"
+run 170 python3 benchmarks/bench_precision.py --arch "$OPT" $(printf -- "--precision %s " $PRECISIONS) \
+  --new-tokens 32 --timeout 60 --out "$results" --docs /tmp/benchmarks.md
 step "turns $T5"
-run 110 python3 benchmarks/bench_turns.py --arch "$T5" --out "$results"
-step "decode $T5"
-run 50 python3 benchmarks/bench_decode.py --arch "$T5" --tokens 64 --out "$results"
+run 100 python3 benchmarks/bench_turns.py --arch "$T5" --out "$results"
 step "describe $OPT at batch sizes 1, 8, 32, 64"
 run 90 python3 benchmarks/bench_describe.py --arch "$OPT" --images 64 --batch-sizes 1,8,32,64 --rounds 1 \
   --out "$results"
+step "profile $OPT: follow-up turns, plain generate against graphs"
+run 80 python3 benchmarks/profile_turns.py --arch "$OPT" --turns 4 --out "$results"
+step "decode $T5"
+run 50 python3 benchmarks/bench_decode.py --arch "$T5" --tokens 64 --out "$results"
 step done
 pack

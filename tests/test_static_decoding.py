@@ -64,6 +64,19 @@ def test_four_turns_match_generate(static_engines, red, family, name) -> None:
         assert engine.last_stats.reused_prefix_tokens > engine.info.image_tokens
 
 
+def test_a_long_conversation_crosses_attention_windows_and_still_matches(static_engines, red) -> None:
+    """Each decode step attends over the smallest window (256, 512, ... positions) that holds the sequence."""
+    engine = static_engines["opt"]
+    engine.forget()
+    chat = Chat(engine, red, GenerationOptions(max_new_tokens=12))
+    long_question = " ".join(["What is the colour of the small red car next to the tree?"] * 9)
+    assert engine.count_tokens(long_question) > 100
+    for _ in range(4):
+        converse_and_compare(chat, [long_question])
+    assert engine.last_stats.prompt_tokens > 512  # the steps went through the 256- and 512-position windows, then 1024
+    assert engine.last_stats.reused_prefix_tokens > 400  # and the conversation's cache was continued all along
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_beam_search_takes_the_plain_path_and_still_matches(static_engines, red, family) -> None:
     engine = static_engines[family]

@@ -109,6 +109,11 @@ class Blip2Engine(Engine):
         self._cache_argument = "cache" if "cache" in inspect.signature(prepare).parameters else "past_key_values"
         eos = self.model.language_model.generation_config.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.device.type == "cuda":
+            # PyTorch picks cuDNN's attention on Hopper GPUs, which builds an execution plan for every new
+            # sequence length: 0.6-1.8 s of host time on a follow-up turn of OPT-2.7B on an H200
+            # (benchmarks/profile_turns.py). Flash and memory-efficient attention need no plan.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         if static_decoding is None:
             static_decoding = self.device.type == "cuda" and graphs_wanted()
         if static_decoding:
@@ -135,6 +140,9 @@ class Blip2Engine(Engine):
             return
         self.static = static
         self.decoding = "CUDA graphs" if use_graphs else "static cache"
+        note = getattr(static, "prefill_note", "")
+        if note:
+            self.decoding += f"; {note}"
 
     def _compute_dtype(self) -> torch.dtype:
         """The dtype activations (and so the KV cache) have: the input embeddings'."""

@@ -1,12 +1,18 @@
-"""A Triton kernel for products of a few rows with int8 weights: out = x @ (q * s).T + bias.
+"""Triton kernels for products of a few rows with int8 weights: out = x @ (q * s).T + bias.
 
 Decoding multiplies one row by every weight matrix, so it is bound by reading the weights: int8
-halves that against bfloat16. Each program computes a 16-row by BLOCK_N-column tile over one slice
-of K, converting its int8 tile to the activations' dtype in registers (exact: |q| <= 127) and
-accumulating in float32 on the tensor cores. Matrices with few output columns (a 2560-wide layer
-has only 80 tiles, against the H200's 132 processors) are split along K into several slices, each
-written to its own float32 partial, summed in a fixed order afterwards (deterministic, unlike
-atomic adds), then scaled per column. Imported only on a GPU.
+halves that against bfloat16.
+
+- One row (every decode step): a matrix-vector kernel. Each program reads BLOCK_N weight rows along
+  K, converts them in registers (exact: |q| <= 127), accumulates in float32, and applies the scale
+  and bias before it stores: one kernel per layer, as many as a bfloat16 layer launches (on a GPU
+  kernel launches are a large part of a decode step, even inside a CUDA graph). The block shape is
+  chosen by Triton's autotuner, once per weight shape, on the machine it runs on.
+- 2 to 16 rows (short prefills): a 16-row tile on the tensor cores; matrices with few output
+  columns are split along K into float32 partials summed in a fixed order (deterministic, unlike
+  atomic adds), then scaled.
+
+Imported only on a GPU.
 """
 
 from __future__ import annotations
@@ -15,10 +21,41 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK_M = 16  # rows per tile: tensor-core products need 16; decoding uses 1 of them
+BLOCK_M = 16  # rows per tile of the few-rows kernel: tensor-core products need 16
 BLOCK_N = 32
 BLOCK_K = 256
 TARGET_PROGRAMS = 4  # aim for this many programs per processor, so enough loads are in flight
+
+
+@triton.autotune(
+    configs=[
+        triton.Config({"BLOCK_N": 2, "BLOCK_K": 1024}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_N": 4, "BLOCK_K": 512}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_N": 8, "BLOCK_K": 256}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_N": 16, "BLOCK_K": 256}, num_warps=4, num_stages=4),
+    ],
+    key=["N", "K"],
+    cache_results=True,  # the best block shape per weight shape is kept in Triton's cache folder
+)
+@triton.jit
+def _int8_gemv_kernel(
+    x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, N, K, stride_wn,
+    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_mask = rows < N
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        col_mask = cols < K
+        x = tl.load(x_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + rows[:, None] * stride_wn + cols[None, :], mask=row_mask[:, None] & col_mask[None, :],
+                    other=0)
+        acc += w.to(tl.float32) * x[None, :]
+    total = tl.sum(acc, axis=1) * tl.load(scale_ptr + rows, mask=row_mask, other=0.0)
+    if HAS_BIAS:
+        total += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rows, total.to(out_ptr.dtype.element_ty), mask=row_mask)
 
 
 @triton.jit
@@ -61,6 +98,12 @@ def int8_weight_matmul(
     m, k = x.shape
     n = weight.shape[0]
     x = x.contiguous()
+    if m == 1:
+        out = torch.empty((1, n), dtype=x.dtype, device=x.device)
+        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731 - Triton's idiom for a tuned grid
+        _int8_gemv_kernel[grid](x, weight, scale, scale if bias is None else bias, out, n, k, weight.stride(0),
+                                HAS_BIAS=bias is not None)
+        return out
     splits = _splits(n, k, x.device)
     tiles_per_split = triton.cdiv(triton.cdiv(k, BLOCK_K), splits)
     splits = triton.cdiv(triton.cdiv(k, BLOCK_K), tiles_per_split)

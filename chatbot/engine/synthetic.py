@@ -139,18 +139,29 @@ def _train_opt_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
 
 
 def _train_t5_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
-    """Unigram with a metaspace like T5's SentencePiece: `</s>` appended, pad 0, eos 1, unk 2."""
+    """Unigram with a metaspace like T5's SentencePiece: `</s>` appended, pad 0, eos 1, unk 2.
+
+    The pieces come from BPE training over the metaspace-split corpus, then score by how early BPE
+    learned them. tokenizers' own Unigram trainer gives a different vocabulary in every process (its
+    ties fall as a hash map iterates), which made the tiny FlanT5, and every test that reads its
+    answers, differ from run to run; BPE training is deterministic.
+    """
+    import math
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "</s>", "<unk>"]
-    tok = Tokenizer(models.Unigram())
+    learner = Tokenizer(models.BPE(unk_token="<unk>"))
+    learner.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.BpeTrainer(show_progress=False, vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=[chr(c) for c in range(32, 127)])  # every ASCII character
+    learner.train_from_iterator(training_corpus(vocab_size=vocab_size), trainer)
+    pieces = sorted(learner.get_vocab().items(), key=lambda item: item[1])  # by id: specials, alphabet, merges
+    tok = Tokenizer(models.Unigram([(piece, 0.0 if piece in specials else -math.log(1 + index))
+                                    for piece, index in pieces], unk_id=2))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        show_progress=False, vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>"
-    )
-    tok.train_from_iterator(training_corpus(vocab_size=vocab_size), trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
