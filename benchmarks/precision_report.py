@@ -37,14 +37,18 @@ def _table(result: dict[str, Any]) -> list[str]:
         "| first token, follow-up | decode | decoded with | logits vs bfloat16: error, top-1 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
+    notes: list[str] = []
     for row in result["rows"]:
         if "skipped" in row:
             lines.append(f"| {row['precision']} | skipped: {row['skipped']} ||||||||||")
             continue
         quality = (f"{row['logit_error_vs_bfloat16']:.4f}, {row['top1_vs_bfloat16']:.2f}"
                    if "logit_error_vs_bfloat16" in row else "-")
+        if row.get("note"):  # a row carried over from another run, marked and explained under the table
+            notes.append(f"{'*' * (len(notes) + 1)} {row['precision']}: {row['note']}.")
+        marker = "*" * len(notes) if row.get("note") else ""
         precision = row["precision"] + ("" if row["precision"] == row["compute_dtype"] else
-                                        f" ({row['compute_dtype']} rest)")
+                                        f" ({row['compute_dtype']} rest)") + marker
         rss = _gb(row["peak_rss_bytes"]) if "peak_rss_bytes" in row else "-"
         lines.append(
             f"| {precision} | {row['load_seconds']:.1f} s | {_gb(row['peak_bytes'])} | {rss} "
@@ -57,7 +61,8 @@ def _table(result: dict[str, Any]) -> list[str]:
     rss_note = (" Peak RSS also counts the checkpoint's memory-mapped file pages: weights loaded in the dtype they "
                 "are saved in (bfloat16 here) stay file-backed, so for them peak RSS is the figure that matters."
                 if any("peak_rss_bytes" in row for row in result["rows"]) else "")
-    lines += ["", f"Peak memory: {', '.join(sorted(k for k in kinds if k))}.{rss_note} Answers of {new_tokens} tokens; "
+    lines += ["", *notes, *([""] if notes else []),
+              f"Peak memory: {', '.join(sorted(k for k in kinds if k))}.{rss_note} Answers of {new_tokens} tokens; "
               "decode is the follow-up turn's tokens per second after its first token. Our estimate is what the "
               "loader's fit check plans for (weights, plus the larger of answering with the full context and, on a "
               "CPU, quantizing on load).", ""]
