@@ -15,7 +15,7 @@ import torch
 from chatbot.chat import Chat
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.blip2 import open_engine
-from chatbot.engine.static_decoding import GRAPHS_ENV
+from chatbot.engine.static import GRAPHS_ENV
 from chatbot.images import load_image
 from tests.conftest import FAMILIES
 from tests.test_engine import QUESTIONS, converse_and_compare

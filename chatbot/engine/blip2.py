@@ -1,69 +1,39 @@
 """The BLIP-2 engine: encodes each image once, reuses the previous turn's KV cache, streams text.
 
+Over 300 lines because its one class holds a turn and the background work on its model thread
+(thinking ahead), which share its state; what needs none of it lives beside it: prefix_cache.py,
+static/, streaming.py, batched.py.
+
 Correctness first: for the same processor inputs and generation options, the tokens are
 identical to `Blip2ForConditionalGeneration.generate`. We call the same language-model
 `generate` with the same embeddings; we only skip work whose result we already hold:
 the image's projected query embeddings (content-hash keyed) and, for OPT with greedy
 or sampled decoding, the KV cache of the longest token prefix shared with the last turn
 (chatbot/engine/prefix_cache.py). On a GPU, greedy and sampled answers decode over a static
-KV cache, one CUDA-graph replay per token (chatbot/engine/static_decoding.py).
+KV cache, one CUDA-graph replay per token (chatbot/engine/static/).
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
-import queue
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
-from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
+from transformers import DynamicCache, StoppingCriteriaList
 
 from chatbot.engine import batched
 from chatbot.engine.base import CancelToken, Engine, GenerationOptions, GenerationStats, ModelInfo
 from chatbot.engine.cache import ImageEmbeddingCache
 from chatbot.engine.loader import LoadedCheckpoint, Progress, ResolvedModel, is_out_of_memory, load_checkpoint
 from chatbot.engine.prefix_cache import ConversationCache
-from chatbot.engine.static_decoding import StaticDecoding, graph_blocker, graphs_wanted, static_decoding_for
+from chatbot.engine.static import StaticDecoding, graphs_wanted, set_up_static_decoding
+from chatbot.engine.streaming import END, StopWhenCancelled, TokenQueue, shown
 from chatbot.errors import OutOfMemoryError
 from chatbot.images import LoadedImage
-
-_END = object()
-# C0/C1 control characters (ESC among them) never reach the terminal from model output.
-_CONTROL: dict[int, str | None] = {c: None for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)]}
-_CONTROL.update({ord("\t"): " ", ord("\n"): " ", ord("\r"): " "})
-
-
-class _TokenQueue(BaseStreamer):
-    """Receives new token ids from `generate` (in its thread) and queues them for the reader."""
-
-    def __init__(self, stats: GenerationStats) -> None:
-        self.queue: queue.Queue[Any] = queue.Queue()
-        self.stats = stats  # new_tokens counts up live, so a canceller can see how far generation got
-        self._prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate first hands over the prompt itself
-            self._prompt_seen = True
-            return
-        for token in value.reshape(-1).tolist():
-            self.stats.new_tokens += 1
-            self.queue.put(token)
-
-    def end(self) -> None:
-        pass  # the worker signals the end itself, also on errors
-
-
-class _StopWhenCancelled(StoppingCriteria):
-    def __init__(self, cancel: CancelToken) -> None:
-        self.cancel = cancel
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.cancel.cancelled, dtype=torch.bool, device=input_ids.device)
 
 
 class Blip2Engine(Engine):
@@ -121,28 +91,8 @@ class Blip2Engine(Engine):
 
     def _set_up_static_decoding(self, progress: Progress | None) -> None:
         """Allocate the static cache and, on a GPU, capture the decode step (on the model thread, once)."""
-        use_graphs = self.device.type == "cuda" and graphs_wanted()
-        blocker = graph_blocker(self.model) if use_graphs else None
-        if blocker:
-            self.decoding = f"generate ({blocker})"
-            return
-        try:
-            with torch.inference_mode():
-                static = static_decoding_for(self.model, self._compute_dtype(), self.device, self.info.context_tokens)
-                if use_graphs:
-                    if progress:
-                        progress("Capturing the decode step as a CUDA graph")
-                    static.capture()
-        except Exception as error:  # noqa: BLE001 - any failure leaves the proven path in place
-            if is_out_of_memory(error):
-                torch.cuda.empty_cache()
-            self.decoding = f"generate (static decoding unavailable: {type(error).__name__}: {str(error)[:120]})"
-            return
-        self.static = static
-        self.decoding = "CUDA graphs" if use_graphs else "static cache"
-        note = getattr(static, "prefill_note", "")
-        if note:
-            self.decoding += f"; {note}"
+        self.static, self.decoding = set_up_static_decoding(self.model, self._compute_dtype(), self.device,
+                                                            self.info.context_tokens, progress)
 
     def _compute_dtype(self) -> torch.dtype:
         """The dtype activations (and so the KV cache) have: the input embeddings'."""
@@ -313,7 +263,7 @@ class Blip2Engine(Engine):
         self._latest = next(self._numbers)  # a prepare_ahead still queued is stale: this turn does its work
         ids = self.input_ids(prompt)
         stats.prompt_tokens = len(ids)
-        streamer = _TokenQueue(stats) if options.num_beams == 1 else None
+        streamer = TokenQueue(stats) if options.num_beams == 1 else None
         outcome: dict[str, Any] = {}
 
         def work() -> None:  # on the model thread: every tensor operation of the turn happens here
@@ -323,7 +273,7 @@ class Blip2Engine(Engine):
                     inputs = self._language_inputs(image, ids)  # may run the vision encoder
                     stats.image_encoded = self.image_encodings > encodings_before
                     kwargs = self.generate_kwargs(options)
-                    kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhenCancelled(cancel)])
+                    kwargs["stopping_criteria"] = StoppingCriteriaList([StopWhenCancelled(cancel)])
                     outcome["static"] = self._uses_static(ids, options)
                     if self.is_encoder_decoder:
                         if outcome["static"]:
@@ -344,7 +294,7 @@ class Blip2Engine(Engine):
                 outcome["error"] = error
             finally:
                 if streamer is not None:
-                    streamer.queue.put(_END)
+                    streamer.queue.put(END)
 
         self._turn = self._model_thread().submit(work)
         try:
@@ -390,12 +340,12 @@ class Blip2Engine(Engine):
 
     def _decode(self, token_ids: list[int]) -> str:
         kept = [t for t in token_ids if t not in self._eos_ids]
-        return str(self.tokenizer.decode(kept, skip_special_tokens=True)).translate(_CONTROL).lstrip()
+        return shown(str(self.tokenizer.decode(kept, skip_special_tokens=True)))
 
-    def _decode_stream(self, streamer: _TokenQueue, stats: GenerationStats, started: float) -> Iterator[str]:
+    def _decode_stream(self, streamer: TokenQueue, stats: GenerationStats, started: float) -> Iterator[str]:
         new_ids: list[int] = []
         shown = ""
-        while (token := streamer.queue.get()) is not _END:
+        while (token := streamer.queue.get()) is not END:
             if not new_ids:
                 stats.seconds_to_first_token = time.perf_counter() - started
             new_ids.append(token)

@@ -100,8 +100,10 @@ def int8_weight_matmul(
     x = x.contiguous()
     if m == 1:
         out = torch.empty((1, n), dtype=x.dtype, device=x.device)
-        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731 - Triton's idiom for a tuned grid
-        _int8_gemv_kernel[grid](x, weight, scale, scale if bias is None else bias, out, n, k, weight.stride(0),
+        def tuned_grid(meta: dict) -> tuple[int]:  # the autotuner's block size decides the number of programs
+            return (triton.cdiv(n, meta["BLOCK_N"]),)
+
+        _int8_gemv_kernel[tuned_grid](x, weight, scale, scale if bias is None else bias, out, n, k, weight.stride(0),
                                 HAS_BIAS=bias is not None)
         return out
     splits = _splits(n, k, x.device)

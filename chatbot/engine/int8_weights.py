@@ -24,6 +24,10 @@ SMALL_ROWS = 16  # products with at most this many rows use the kernel (its tile
 class Int8Linear(nn.Module):
     """A Linear layer whose weight is int8 with a per-row scale; same inputs and outputs as the original."""
 
+    weight: torch.Tensor
+    scale: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, quantized: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = quantized.shape

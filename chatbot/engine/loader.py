@@ -249,7 +249,7 @@ def load_checkpoint(
         )
         if int8:  # quantized layer by layer on the device, so it never holds the full-width weights
             quantize_linear_layers(model, INT8_KEPT, target)
-            model.to(target)
+            model.to(target)  # type: ignore[arg-type] # transformers types its wrapped .to for a model argument
     except Exception as error:  # noqa: BLE001 - damaged files fail in many library-specific ways
         _raise_load_error(error, resolved, choice)
         raise NotACheckpointError(
