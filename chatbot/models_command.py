@@ -21,6 +21,7 @@ from chatbot.engine.precision import (
     free_memory_bytes,
     gigabytes,
     is_capped,
+    triton_installed,
 )
 from chatbot.engine.registry import KNOWN_CHECKPOINTS, KnownCheckpoint
 from chatbot.engine.shape import shape_from_config
@@ -74,7 +75,7 @@ def model_row(known: KnownCheckpoint, target: Target) -> dict[str, Any]:
     on_gpu = target.device != "cpu"
     needs = {p.label: estimate_memory(shape, p, on_gpu).total for p in table_precisions(known, target)}
     ladder = candidates(known.family, quantize="auto", dtype="auto", auto_dtype=auto_dtype_for(known, target),
-                        on_gpu=on_gpu)
+                        on_gpu=on_gpu, int8_kernel=on_gpu and triton_installed())  # as the loader decides
     fits = [p.label for p in ladder if estimate_memory(shape, p, on_gpu).total <= target.free_bytes]
     if known.family == "opt" and target.device != "cpu" and "bfloat16" in fits:
         fits.insert(fits.index("bfloat16") + 1, "float16")  # same size; FlanT5 never runs in float16
@@ -106,7 +107,8 @@ def render_table(rows: list[dict[str, Any]], target: Target) -> str:
         "",
         "Each alias stands for Salesforce/blip2-ALIAS (opt-2.7b = Salesforce/blip2-opt-2.7b); pass either to --model.",
         "Memory: weights + KV cache for the full context + working memory, for one answer at a time. 8-bit and "
-        f"4-bit keep the Q-Former, projection and LM head in {compute}.",
+        f"4-bit keep the Q-Former, projection and LM head in {compute}. On a GPU with Triton, 8-bit is int8 "
+        "weight-only (--quantize int8: as much memory as bitsandbytes' 8-bit, much faster).",
         "FlanT5 never runs in float16 (it overflows). Set BLIP2_CHAT_MAX_MEMORY (e.g. 6GB) to plan for less.",
     ]
     return "\n".join(text)

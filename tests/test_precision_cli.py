@@ -207,16 +207,20 @@ def test_models_json(tmp_path: Path) -> None:
     assert set(xl["needs_bytes"]) == {"float32", "bfloat16", "8bit", "4bit"}  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("target", "alias", "fits"), [
-    (Target("cpu", "float32", 10 * GB), "opt-2.7b", ["bfloat16", "8bit", "4bit"]),
-    (Target("cpu", "float32", 15 * GB), "opt-6.7b", ["4bit"]),  # quantizing on a CPU holds more while loading
-    (Target("cpu", "float32", 40 * GB), "flan-t5-xl", ["float32", "bfloat16", "8bit", "4bit"]),
-    (Target("cuda:0", "bfloat16", 20 * GB), "opt-6.7b", ["bfloat16", "float16", "8bit", "4bit"]),
-    (Target("cuda:0", "bfloat16", 12 * GB), "opt-6.7b", ["8bit", "4bit"]),
-    (Target("cuda:0", "float16", 16 * GB), "flan-t5-xl", ["8bit", "4bit"]),  # float32 instead of float16: 17.9 GB
-    (Target("cuda:0", "bfloat16", 12 * GB), "flan-t5-xxl", ["4bit"]),
+@pytest.mark.parametrize(("target", "alias", "fits", "triton"), [
+    (Target("cpu", "float32", 10 * GB), "opt-2.7b", ["bfloat16", "8bit", "4bit"], True),  # int8 is for GPUs
+    (Target("cpu", "float32", 15 * GB), "opt-6.7b", ["4bit"], False),  # quantizing on a CPU holds more while loading
+    (Target("cpu", "float32", 40 * GB), "flan-t5-xl", ["float32", "bfloat16", "8bit", "4bit"], False),
+    (Target("cuda:0", "bfloat16", 20 * GB), "opt-6.7b", ["bfloat16", "float16", "8bit", "4bit"], False),
+    (Target("cuda:0", "bfloat16", 20 * GB), "opt-6.7b", ["bfloat16", "float16", "int8", "4bit"], True),
+    (Target("cuda:0", "bfloat16", 12 * GB), "opt-6.7b", ["8bit", "4bit"], False),
+    (Target("cuda:0", "bfloat16", 12 * GB), "opt-6.7b", ["int8", "4bit"], True),
+    (Target("cuda:0", "float16", 16 * GB), "flan-t5-xl", ["8bit", "4bit"], False),  # float32, not float16: 17.9 GB
+    (Target("cuda:0", "bfloat16", 12 * GB), "flan-t5-xxl", ["4bit"], True),
 ])
-def test_what_fits_where(target: Target, alias: str, fits: list[str]) -> None:
+def test_what_fits_where(target: Target, alias: str, fits: list[str], triton: bool, monkeypatch) -> None:
+    """The table follows the loader's ladder: on a GPU with Triton, int8 weight-only is its 8-bit step."""
+    monkeypatch.setattr("chatbot.models_command.triton_installed", lambda: triton)
     known = find_checkpoint(alias)
     assert known is not None
     row = model_row(known, target)

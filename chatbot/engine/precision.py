@@ -193,6 +193,13 @@ def _does_not_fit(
     return OutOfMemoryError(message, hint + (", or try --device cpu." if device.startswith("cuda") else "."))
 
 
+def triton_installed() -> bool:
+    """Whether Triton is there for the int8 kernel (found, not imported: this module stays free of torch)."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
 def parse_size(text: str) -> int:
     """"6GB", "512MB", "1.5 GiB" or a plain byte count -> bytes."""
     units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
