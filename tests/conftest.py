@@ -59,3 +59,39 @@ def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "red": make_image(root / "red.png", (200, 30, 30)),
         "green": make_image(root / "green.jpg", (20, 180, 40)),
     }
+
+
+@pytest.fixture(scope="session")
+def early_end_checkpoints(
+    checkpoints: dict[str, Path], engines: dict[str, object], pictures: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[Path, int]]:
+    """Each tiny checkpoint again, with its end-of-sequence token set to the 4th token it answers with
+    (to "Question: What is in the picture? Answer:" about the red picture), and that token.
+
+    Random weights rarely pick their end token; naming one the model does pick makes answers end on it,
+    so the options that only act at the end (min_new_tokens, length_penalty) can be seen to act.
+    """
+    import json
+    import shutil
+
+    from chatbot.engine.base import GenerationOptions
+    from chatbot.images import load_image
+    from tests.test_engine import reference_tokens
+
+    red = load_image(pictures["red"])
+    root = tmp_path_factory.mktemp("early-end")
+    out = {}
+    for family, path in checkpoints.items():
+        answer = reference_tokens(engines[family], red, "Question: What is in the picture? Answer:",  # type: ignore
+                                  GenerationOptions(12))
+        end = next(token for index, token in enumerate(answer) if index >= 3 and token not in answer[:index])
+        copy = Path(shutil.copytree(path, root / family))
+        config = json.loads((copy / "config.json").read_text())
+        config["text_config"]["eos_token_id"] = end
+        (copy / "config.json").write_text(json.dumps(config))
+        generation = json.loads((copy / "generation_config.json").read_text())
+        generation["eos_token_id"] = end
+        (copy / "generation_config.json").write_text(json.dumps(generation))
+        out[family] = (copy, end)
+    return out

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,6 +61,18 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def run_cli_tracing_imports(*args: object) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """`run_cli` under `python -X importtime`: the result (its stderr without the trace) and what it imported.
+
+    "Refused before the model loads" is checked this way, not with a clock: without torch and
+    transformers imported, no model can have been touched, however slow the machine.
+    """
+    traced = run_cli(*args, python_flags=("-X", "importtime"))
+    imported = imported_modules(traced.stderr)
+    stderr = "".join(line for line in traced.stderr.splitlines(keepends=True) if not line.startswith("import time:"))
+    return subprocess.CompletedProcess(traced.args, traced.returncode, traced.stdout, stderr), imported
+
+
 def imported_modules(importtime_stderr: str) -> set[str]:
     """Top-level package names from `python -X importtime` output."""
     names = set()
@@ -99,7 +110,7 @@ def run_cli_into_closed_pipe(*args: object) -> subprocess.CompletedProcess[str]:
 # --- help --------------------------------------------------------------------------------------
 
 
-def test_help_is_instant_and_imports_no_model_stack() -> None:
+def test_help_imports_no_model_stack() -> None:
     traced = run_cli("--help", python_flags=("-X", "importtime"))
     assert traced.returncode == 0
     assert "usage: blip2-chat" in traced.stdout
@@ -108,12 +119,8 @@ def test_help_is_instant_and_imports_no_model_stack() -> None:
     loaded = imported_modules(traced.stderr)
     assert "chatbot" in loaded  # the trace did run
     assert not loaded & {"torch", "transformers"}, sorted(loaded & {"torch", "transformers"})
-
-    started = time.perf_counter()
     plain = run_cli("--help")
-    elapsed = time.perf_counter() - started
-    assert plain.returncode == 0 and plain.stdout == traced.stdout
-    assert elapsed < 1.0, f"--help took {elapsed:.2f} s"  # ~0.1 s
+    assert plain.returncode == 0 and plain.stdout == traced.stdout  # (its speed: benchmarks/bench_startup.py)
 
 
 def test_subcommand_help_and_no_command() -> None:
@@ -434,10 +441,8 @@ def test_bad_input_exits_2_with_one_line(case: str, tmp_path: Path, pictures: di
     bad = BAD_INPUTS[case]
     if bad.before_model:
         args = bad.build(tmp_path, pictures, checkpoints)
-        started = time.perf_counter()
-        result = run_cli(*args)
-        elapsed = time.perf_counter() - started
-        assert elapsed < 3.0, f"{case} took {elapsed:.2f} s: the model was loaded before the input was checked"
+        result, imported = run_cli_tracing_imports(*args)
+        assert not imported & {"torch", "transformers"}, f"{case}: the model stack was loaded before the check"
         expected = bad.words(tmp_path, pictures, checkpoints)
     else:
         result, expected = request.getfixturevalue("model_error_runs")[case]

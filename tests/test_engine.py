@@ -6,7 +6,6 @@ Every check runs on synthetic checkpoints of both families, loaded through the r
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -205,21 +204,23 @@ def test_undo_retry_and_clear_keep_answers_identical_to_reference(engines, red) 
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_budget_folding_drops_oldest_turns_and_stays_identical(engines, red, family) -> None:
-    engine = engines[family]
-    engine.forget()
-    small = Blip2Engine.__new__(Blip2Engine)
-    small.__dict__.update(engine.__dict__)  # same model; a context small enough to fold early
-    budget = 4 * engine.count_tokens("Question: Question number 0 about the picture? Answer:")  # about 2 turns
-    answer_room = 0 if engine.info.is_encoder_decoder else 6
-    small.info = replace(engine.info, context_tokens=engine.info.image_tokens + budget + answer_room)
-    chat = Chat(small, red, GenerationOptions(max_new_tokens=6))
+def test_budget_folding_drops_oldest_turns_and_stays_identical(engines, red, family, tmp_path) -> None:
+    """A checkpoint built with a context that holds about two turns: the chat folds the oldest out."""
+    from chatbot.engine.synthetic import build_checkpoint, scaled
+
+    question = "Question: Question number 0 about the picture? Answer:"
+    budget = 4 * engines[family].count_tokens(question)  # about two turns of prompt
+    image_tokens = engines[family].info.image_tokens
+    arch = (scaled("tiny-opt", max_positions=image_tokens + budget + 6) if family == "opt"  # + a 6-token answer
+            else scaled("tiny-flan-t5", t5_positions=image_tokens + budget))
+    engine = open_engine(str(build_checkpoint(arch, tmp_path / family)), device="cpu")
+    assert engine.info.context_tokens == image_tokens + budget + (6 if family == "opt" else 0)
+    chat = Chat(engine, red, GenerationOptions(max_new_tokens=6))
     converse_and_compare(chat, [f"Question number {n} about the picture?" for n in range(6)])
     fitted = chat.prepare("Last one?")
     assert fitted.dropped_turns > 0
     assert fitted.prompt_tokens <= budget
     assert "Question number 0" not in fitted.text and "Question number 5" in fitted.text
-    engine.forget()
 
 
 def test_answers_hold_no_control_characters(engines, red) -> None:

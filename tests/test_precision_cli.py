@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -178,15 +177,12 @@ def _put_in_hub_cache(folder: Path, hub_id: str) -> Path:
 def test_models_table(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
     repo = _put_in_hub_cache(checkpoints["opt"], HF_HUB_ID)
     try:
-        started = time.perf_counter()
         result = blip2_chat("models", "--device", "cpu", home=tmp_path, limit="1GB",
                             python=("-X", "importtime", "-m", "chatbot"))
-        elapsed = time.perf_counter() - started
     finally:
         shutil.rmtree(repo)
     assert result.returncode == 0, result.stderr
-    assert elapsed < 5.0, f"models took {elapsed:.1f} s"  # ~0.4 s here; no torch
-    assert not imported_modules(result.stderr) & {"torch", "transformers"}
+    assert not imported_modules(result.stderr) & {"torch", "transformers"}  # so it answers at once
     lines = result.stdout.splitlines()
     assert lines[0].split()[:7] == ["model", "params", "float32", "bf16/fp16", "8-bit", "4-bit", "cached"]
     assert lines[0].endswith("fits here (cpu, 1.0 GB free, capped by BLIP2_CHAT_MAX_MEMORY)")

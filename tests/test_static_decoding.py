@@ -7,8 +7,6 @@ same code a GPU replays from a CUDA graph (tests/test_gpu.py checks the graphs t
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from chatbot.engine.base import CancelToken, GenerationOptions
 from chatbot.engine.blip2 import Blip2Engine, open_engine
 from chatbot.images import LoadedImage, load_image
 from tests.conftest import FAMILIES
-from tests.test_engine import QUESTIONS, converse_and_compare, reference_tokens
+from tests.test_engine import QUESTIONS, converse_and_compare
 
 DECODING_OPTIONS = {
     "greedy": GenerationOptions(max_new_tokens=10),
@@ -144,32 +142,6 @@ def test_cancel_stops_at_the_next_token_and_the_next_turn_matches(static_engines
     assert chat.session.turns[-1].stopped
     chat.with_options(max_new_tokens=8, min_new_tokens=0)
     converse_and_compare(chat, ["And then?"])
-
-
-@pytest.fixture(scope="module")
-def early_end_checkpoints(
-    checkpoints: dict[str, Path], static_engines, pictures, tmp_path_factory,
-) -> dict[str, tuple[Path, int]]:
-    """Each tiny checkpoint again, with its end-of-sequence token set to the 4th token it answers with.
-
-    Random weights rarely pick their end token; naming one the model does pick makes answers end on it.
-    """
-    red = load_image(pictures["red"])
-    root = tmp_path_factory.mktemp("early-end")
-    out = {}
-    for family, path in checkpoints.items():
-        engine = static_engines[family]
-        answer = reference_tokens(engine, red, "Question: What is in the picture? Answer:", GenerationOptions(12))
-        end = next(token for index, token in enumerate(answer) if index >= 3 and token not in answer[:index])
-        copy = Path(shutil.copytree(path, root / family))
-        config = json.loads((copy / "config.json").read_text())
-        config["text_config"]["eos_token_id"] = end
-        (copy / "config.json").write_text(json.dumps(config))
-        generation = json.loads((copy / "generation_config.json").read_text())
-        generation["eos_token_id"] = end
-        (copy / "generation_config.json").write_text(json.dumps(generation))
-        out[family] = (copy, end)
-    return out
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -110,7 +109,7 @@ def hold_model_thread(engine: Blip2Engine) -> threading.Event:
     return release
 
 
-def test_stale_requests_are_skipped(engines, tmp_path) -> None:
+def test_stale_requests_are_skipped(engines, tmp_path, monkeypatch) -> None:
     engine: Blip2Engine = engines["opt"]
     first = load_image(make_image(tmp_path / "first.png", (10, 200, 30)))
     second = load_image(make_image(tmp_path / "second.png", (200, 10, 30)))
@@ -125,13 +124,20 @@ def test_stale_requests_are_skipped(engines, tmp_path) -> None:
     third = load_image(make_image(tmp_path / "third.png", (30, 30, 200)))
     release = hold_model_thread(engine)
     engine.prepare_ahead(third, "Question:")
-    queued = engine._latest
     chat = Chat(engine, third, OPTIONS)
+    question_prompt = chat.prepare(QUESTIONS[0]).text
+    asked = threading.Event()  # set once the question's turn has begun (it tokenizes its prompt first)
+    tokenize = engine.input_ids
+
+    def noting_the_question(prompt: str) -> list[int]:
+        if prompt == question_prompt:
+            asked.set()
+        return tokenize(prompt)
+
+    monkeypatch.setattr(engine, "input_ids", noting_the_question)
     asking = threading.Thread(target=lambda: "".join(chat.ask(QUESTIONS[0])))
     asking.start()  # asked before the queued work began: the turn does that work itself, once
-    deadline = time.monotonic() + 30
-    while engine._latest == queued and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert asked.wait(timeout=30)
     release.set()
     asking.join(timeout=60)
     assert engine.last_stats.image_encoded and engine.last_stats.reused_prefix_tokens == 0

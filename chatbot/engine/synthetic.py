@@ -53,6 +53,7 @@ class SyntheticArch:
     lm_heads: int = 4
     lm_ffn: int = 128
     max_positions: int = 2048  # OPT positions (T5 uses relative positions)
+    t5_positions: int = 512  # FlanT5's input length (`n_positions`): the context the engine plans prompts for
     init_std: float = 0.3  # wide random weights make tiny models' answers vary with image and prompt
 
 
@@ -193,7 +194,7 @@ def _configs(arch: SyntheticArch, image_token_id: int, tokenizer) -> Any:  # typ
         text = T5Config(
             vocab_size=vocab, d_model=arch.lm_hidden, d_kv=arch.lm_hidden // arch.lm_heads, d_ff=arch.lm_ffn,
             num_layers=arch.lm_layers, num_decoder_layers=arch.lm_layers, num_heads=arch.lm_heads,
-            feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+            feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, n_positions=arch.t5_positions,
         )
         text.tie_word_embeddings = False  # as in the FlanT5 checkpoints (not a constructor argument in v5)
         text.decoder_start_token_id = 0
