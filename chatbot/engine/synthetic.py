@@ -194,8 +194,9 @@ def _configs(arch: SyntheticArch, image_token_id: int, tokenizer) -> Any:  # typ
         text = T5Config(
             vocab_size=vocab, d_model=arch.lm_hidden, d_kv=arch.lm_hidden // arch.lm_heads, d_ff=arch.lm_ffn,
             num_layers=arch.lm_layers, num_decoder_layers=arch.lm_layers, num_heads=arch.lm_heads,
-            feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, n_positions=arch.t5_positions,
+            feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
         )
+        text.n_positions = arch.t5_positions  # read by the engine as the context (not a constructor argument in v5)
         text.tie_word_embeddings = False  # as in the FlanT5 checkpoints (not a constructor argument in v5)
         text.decoder_start_token_id = 0
     return Blip2Config(
