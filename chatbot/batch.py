@@ -21,10 +21,9 @@ from chatbot.config import Settings
 from chatbot.describe_output import OutputError, Row, RowWriter, format_for, read_rows
 from chatbot.engine.base import Engine, GenerationOptions
 from chatbot.errors import ImageError, OptionError, UserError
-from chatbot.images import LoadedImage, is_url, load_image
+from chatbot.images import IMAGE_SUFFIXES, LoadedImage, is_url, load_image
 from chatbot.progress_line import ProgressLine
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 EMPTY_ANSWER = "The model gave no description for this image."
 
 

@@ -1,6 +1,6 @@
 """The config file: defaults for every command, written once, overridden by flags.
 
-`config.toml` in `locations.config_dir()` ($BLIP2_CHAT_HOME, else ~/.config/blip2-chat), e.g.
+`config.toml` in `locations.config_dir()` ($BLIP2_CHAT_HOME, else the platform's config folder), e.g.
 
     model = "Salesforce/blip2-flan-t5-xl"
     device = "cuda:0"

@@ -29,6 +29,11 @@ from chatbot import __version__
 from chatbot.errors import ImageError
 
 MIN_SIDE = 8  # pixels; smaller images carry nothing to describe
+# What counts as an image file where only a name is known: a folder's files for `describe`, the file
+# picker's list, a path pasted into the chat. (A file named outright is tried whatever its suffix.)
+IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".ico",
+})
 MAX_PIXELS = 200_000_000  # refuse above this as a likely decompression bomb
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 15  # per socket operation (connect, each read)

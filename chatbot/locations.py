@@ -1,4 +1,10 @@
-"""Where blip2-chat keeps its files: one function per directory, nothing created at import."""
+"""Where blip2-chat keeps its files: one function per directory, nothing created at import.
+
+$BLIP2_CHAT_HOME, when set, holds everything (tests and portable installs use it). Otherwise the
+platform's own folders, from `platformdirs`: on Linux $XDG_DATA_HOME/blip2-chat (~/.local/share/...) and
+$XDG_CONFIG_HOME/blip2-chat (~/.config/...); on macOS ~/Library/Application Support/blip2-chat; on
+Windows the AppData folders.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,25 @@ import os
 from pathlib import Path
 
 HOME_ENV = "BLIP2_CHAT_HOME"  # one folder for everything (tests and portable installs use it)
+APP = "blip2-chat"
 
 
 def data_dir() -> Path:
-    """Sessions and other data: $BLIP2_CHAT_HOME, else $XDG_DATA_HOME/blip2-chat, else ~/.local/share/blip2-chat."""
+    """Sessions and other data: $BLIP2_CHAT_HOME, else the platform's user data folder for blip2-chat."""
     if os.environ.get(HOME_ENV):
         return Path(os.environ[HOME_ENV]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or "~/.local/share"
-    return Path(base).expanduser() / "blip2-chat"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP, appauthor=False))
 
 
 def config_dir() -> Path:
-    """The config file's folder: $BLIP2_CHAT_HOME, else $XDG_CONFIG_HOME/blip2-chat, else ~/.config/blip2-chat."""
+    """The config file's folder: $BLIP2_CHAT_HOME, else the platform's user config folder for blip2-chat."""
     if os.environ.get(HOME_ENV):
         return Path(os.environ[HOME_ENV]).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or "~/.config"
-    return Path(base).expanduser() / "blip2-chat"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP, appauthor=False))
 
 
 def sessions_dir() -> Path:

@@ -99,11 +99,12 @@ def test_export_paths(conversation, tmp_path, monkeypatch) -> None:
 
 def test_memory_readings() -> None:
     assert process_memory_bytes() > 1_000_000
-    assert [human_bytes(n) for n in (512, 2048, 5 * 1024**2, 3 * 1024**3)] == ["512 B", "2 KB", "5.0 MB", "3.0 GB"]
+    assert [human_bytes(n) for n in (512, 2000, 5 * 10**6, 3 * 10**9)] == ["512 B", "2 KB", "5.0 MB", "3.0 GB"]
+    assert human_bytes(15_600_000_000) == "15.6 GB"  # decimal, as the precision planner says it (gigabytes())
     engine = ScriptedEngine()
-    assert memory_text(engine, lambda: 1024**3) == "RAM 1.0 GB"
-    engine.memory_bytes = 2 * 1024**3  # an engine on a GPU fills the hook
-    assert memory_text(engine, lambda: 1024**3) == "RAM 1.0 GB · GPU 2.0 GB"
+    assert memory_text(engine, lambda: 10**9) == "RAM 1.0 GB"
+    engine.memory_bytes = 2 * 10**9  # an engine on a GPU fills the hook
+    assert memory_text(engine, lambda: 10**9) == "RAM 1.0 GB · GPU 2.0 GB"
 
 
 def test_only_terminals_that_can_draw_images_are_probed() -> None:

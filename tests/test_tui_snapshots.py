@@ -36,7 +36,7 @@ def fixed_app(engine: ScriptedEngine, session: Session, image: Path | None):  # 
     return create_app(
         Settings(model="scripted-opt"), image=load_image(image) if image else None, session=session,
         store=SessionStore(), engine_factory=lambda settings, progress: engine, renderer="halfcell",
-        memory_probe=lambda: 1 << 30,
+        memory_probe=lambda: 10**9,
     )
 
 

@@ -237,15 +237,7 @@ def free_memory_bytes(device: str) -> int:
 
 
 def available_ram_bytes() -> int:
-    """MemAvailable from /proc/meminfo (RAM the kernel can hand out without swapping); else free pages."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not on this platform: assume plenty, let loading tell
-        return 2**50
+    """RAM the system can hand out without swapping (psutil's `available`, the kernel's MemAvailable on Linux)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)

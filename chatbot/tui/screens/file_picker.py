@@ -18,8 +18,7 @@ from textual.widgets import DirectoryTree, Static
 from textual.worker import get_current_worker
 
 from chatbot.errors import ImageError
-from chatbot.images import LoadedImage, load_image
-from chatbot.tui.widgets.chat_input import IMAGE_SUFFIXES
+from chatbot.images import IMAGE_SUFFIXES, LoadedImage, load_image
 from chatbot.tui.widgets.image_preview import PREVIEW_MAX_SIDE, ImagePreview
 
 

@@ -16,9 +16,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Input
 
-IMAGE_SUFFIXES = frozenset({
-    ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm", ".ico",
-})
+from chatbot.images import IMAGE_SUFFIXES
 
 
 def image_path_in(text: str) -> Path | None:

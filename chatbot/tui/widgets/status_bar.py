@@ -1,14 +1,12 @@
 """The status line: what the app is doing, the model, device, precision, memory, speed of the last answer.
 
-Memory is read from /proc (psutil is not a dependency); accelerator memory comes from the engine's
-`device_memory_bytes()` hook, so this module never imports torch.
+Memory is the process's resident set (psutil, on every platform); accelerator memory comes from the
+engine's `device_memory_bytes()` hook, so this module never imports torch. Sizes are decimal (1 GB =
+10^9 bytes), as in the precision planner's sentences and the models table.
 """
 
 from __future__ import annotations
 
-import os
-import resource
-import sys
 import time
 from collections.abc import Callable
 
@@ -20,21 +18,19 @@ SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
 def process_memory_bytes() -> int:
-    """Resident memory of this process: /proc/self/statm where there is one, else the peak from getrusage."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux kilobytes
+    """Resident memory of this process."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
 
 
 def human_bytes(count: int) -> str:
+    """Decimal units: '512 B', '2 KB', '5.0 MB', '3.0 GB'."""
     size = float(count)
     for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+        if size < 1000 or unit == "GB":
             return f"{size:.0f} {unit}" if unit in ("B", "KB") else f"{size:.1f} {unit}"
-        size /= 1024
+        size /= 1000
     return f"{size:.1f} GB"
 
 
