@@ -232,13 +232,14 @@ class Blip2Engine(Engine):
         """Greedy and sampled answers that fit the static cache decode through it; beam search never."""
         return self.static is not None and options.num_beams == 1 and self.static.fits(len(ids), options.max_new_tokens)
 
-    def _turn_cache(self, image: LoadedImage, ids: list[int], options: GenerationOptions) -> tuple[Any, int]:
+    def _turn_cache(self, image: LoadedImage, ids: list[int], options: GenerationOptions,
+                    static: bool) -> tuple[Any, int]:
         """The KV cache this turn continues, and how many of its prompt tokens it already holds (OPT).
 
         (None, 0) where `generate` must make its own: beam search keeps a cache per beam, and a turn
-        too long for the static cache goes the plain way.
+        too long for the static cache goes the plain way. `static`: this turn decodes through the
+        static cache (`_uses_static`, decided once per turn by the caller).
         """
-        static = self._uses_static(ids, options)
         if options.num_beams > 1 or (self.static is not None and not static):
             self.prefix.forget()
             return None, 0
@@ -280,7 +281,8 @@ class Blip2Engine(Engine):
                             kwargs.update(self.static.generate_arguments(inputs, self._cache_argument))  # type: ignore
                             inputs = {}
                     else:
-                        outcome["kv"], stats.reused_prefix_tokens = self._turn_cache(image, ids, options)
+                        outcome["kv"], stats.reused_prefix_tokens = self._turn_cache(image, ids, options,
+                                                                                          outcome["static"])
                         if outcome["kv"] is not None:
                             kwargs[self._cache_argument] = outcome["kv"]
                         if outcome["static"]:

@@ -12,6 +12,7 @@ takes the second way: slow, but the same function, which is what the CPU tests c
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -62,20 +63,14 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
 
 
-_KERNEL: bool | None = None
-
-
+@functools.cache
 def kernel_available() -> bool:
-    """Whether Triton is importable (it comes with PyTorch's CUDA builds)."""
-    global _KERNEL
-    if _KERNEL is None:
-        try:
-            import triton  # noqa: F401
-        except Exception:  # noqa: BLE001 - missing or broken: the dequantizing path still works
-            _KERNEL = False
-        else:
-            _KERNEL = True
-    return _KERNEL
+    """Whether Triton imports (it comes with PyTorch's CUDA builds); if it does not, products dequantize."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing or broken: the dequantizing path still works
+        return False
+    return True
 
 
 def quantize_linear_layers(model: Any, keep: set[str], device: torch.device | str) -> int:

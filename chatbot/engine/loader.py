@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatbot.engine.precision import PrecisionChoice, choose_precision, free_memory_bytes, gigabytes, is_capped
+from chatbot.engine.precision import (
+    PrecisionChoice,
+    choose_precision,
+    free_memory_bytes,
+    gigabytes,
+    is_capped,
+    triton_installed,
+)
 from chatbot.engine.quantization import INSTALL_HINT, INT8_KEPT, bitsandbytes_config, is_bitsandbytes_failure
 from chatbot.engine.registry import family_of, resolve_alias
 from chatbot.engine.shape import read_shape
@@ -224,11 +231,11 @@ def load_checkpoint(
     choose_dtype(dtype, target, family)  # refuses unknown dtypes and float16 for FlanT5
     auto_dtype = str(choose_dtype("auto", target, family)).removeprefix("torch.")
     free = free_memory_bytes(target)
-    from chatbot.engine.int8_weights import kernel_available, quantize_linear_layers  # imports torch: only now
+    from chatbot.engine.int8_weights import quantize_linear_layers  # imports torch: only now
 
     choice = choose_precision(read_shape(resolved.path), device=target, free_bytes=free, quantize=quantize,
                               dtype=dtype, auto_dtype=auto_dtype, capped=is_capped(free),
-                              int8_kernel=target.startswith("cuda") and kernel_available())
+                              int8_kernel=target.startswith("cuda") and triton_installed())  # as `models` says
     if progress:
         progress(choice.reason)
         progress(f"Loading {resolved.hub_id or resolved.path} on {target}")

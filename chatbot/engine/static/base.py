@@ -25,8 +25,8 @@ class StaticDecoding:
     def __init__(self, language_model: Any, dtype: torch.dtype, device: torch.device, max_positions: int) -> None:
         self.model = language_model
         self.device = device
-        self.dtype = dtype
         self.max_positions = max_positions  # positions the (self-attention) cache holds
+        self.windows: tuple[int, ...] = (max_positions,)  # attention windows, ascending (a subclass may split)
         self.token = torch.zeros((1, 1), dtype=torch.long, device=device)  # the step's input
         vocab = language_model.get_output_embeddings().weight.shape[0]
         self.logits = torch.zeros((1, vocab), dtype=torch.float32, device=device)  # the step's output
@@ -52,7 +52,7 @@ class StaticDecoding:
 
     def step(self) -> None:
         """Feed `self.token`; the next token's logits land in `self.logits` (a replay once captured)."""
-        window = next((w for w in self.windows() if w > self.length), 0)  # the token goes to position `length`
+        window = next((w for w in self.windows if w > self.length), 0)  # the token goes to position `length`
         if window in self.graphs:
             self.graphs[window].replay()
         else:  # the same step, run eagerly over the same window (CPUs, and the tests of this path there)
@@ -60,13 +60,9 @@ class StaticDecoding:
                 self._eager_step()
         self.length += 1
 
-    def windows(self) -> list[int]:
-        """The attention windows to capture a graph for (one: the whole cache, unless a subclass splits it)."""
-        return [self.max_positions]
-
     def capture(self) -> None:
         """Record the step as CUDA graphs, one per window (after eager warm-up steps); the cache is rewound after."""
-        for window in self.windows():
+        for window in self.windows:
             self._prepare_capture()
             self.graphs[window] = self._record(self._eager_step, window)  # ascending: step() takes the first fit
         self.reset()

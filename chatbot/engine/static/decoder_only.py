@@ -51,6 +51,9 @@ class DecoderOnlyDecoding(StaticDecoding):
     def __init__(self, language_model: Any, dtype: torch.dtype, device: torch.device) -> None:
         config = language_model.config
         super().__init__(language_model, dtype, device, int(config.max_position_embeddings))
+        self.windows = tuple(sorted({min(window, self.max_positions) for window in WINDOWS}))
+        # (bucket, window) pairs of the prefill graphs, smallest first: a window holds what the bucket writes from 0
+        self.prefill_shapes = tuple((b, w) for b in PREFILL_BUCKETS for w in self.windows if b <= w)
         self.cache = WindowedStaticCache(config, max_cache_len=self.max_positions)
         heads = config.num_attention_heads
         self.cache.early_initialization(1, heads, config.hidden_size // heads, dtype, device)
@@ -72,16 +75,13 @@ class DecoderOnlyDecoding(StaticDecoding):
         return self.model(input_ids=self.token, attention_mask=self.mask, position_ids=position, cache=self.cache,
                           use_cache=True, logits_to_keep=1)
 
-    def windows(self) -> list[int]:
-        return sorted({min(window, self.max_positions) for window in WINDOWS})
-
     # -- the prefill, in buckets of new tokens ------------------------------------------------------
 
     def capture(self) -> None:
         """The decode graphs, then a prefill graph per bucket of new tokens and attention window."""
         super().capture()
         try:
-            for bucket, window in self._prefill_shapes():
+            for bucket, window in self.prefill_shapes:
                 self.prefill_graphs[(bucket, window)] = self._record(partial(self._eager_prefill, bucket), window,
                                                                      before=self.reset)
         except Exception as error:  # noqa: BLE001 - the prefill then runs eagerly; decoding keeps its graphs
@@ -89,10 +89,6 @@ class DecoderOnlyDecoding(StaticDecoding):
             self.prefill_note = f"prefill eager ({type(error).__name__}: {str(error)[:100]})"
             torch.cuda.synchronize(self.device)
         self.reset()
-
-    def _prefill_shapes(self) -> list[tuple[int, int]]:
-        """(bucket, window) pairs, smallest first: a window holds the positions the bucket writes from 0."""
-        return [(b, w) for b in PREFILL_BUCKETS for w in self.windows() if b <= w <= self.max_positions]
 
     def _eager_prefill(self, bucket: int) -> None:
         """`bucket` rows of `prefill_embeds` at the cache's length on; the last real row's logits to `logits`.
@@ -116,7 +112,7 @@ class DecoderOnlyDecoding(StaticDecoding):
         """
         start, total = self.length, int(input_ids.shape[1])
         new = total - start
-        shape = next(((b, w) for b, w in self._prefill_shapes() if b >= new and w >= start + b), None)
+        shape = next(((b, w) for b, w in self.prefill_shapes if b >= new and w >= start + b), None)
         embeds = model_kwargs.get("inputs_embeds")
         if shape is None or embeds is None or new < 1:
             return super()._prefill(model, input_ids, generation_config, model_kwargs)

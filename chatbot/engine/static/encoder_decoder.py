@@ -32,12 +32,11 @@ class EncoderDecoderDecoding(StaticDecoding):
         # The cross-attention mask in the form the decoder uses it, built on the host once per prompt: its
         # library function reads the mask's values (a sync), which a graph cannot hold.
         self.cross_mask = self._cross_mask().clone()
-        self.config = config
 
     def _cross_mask(self) -> torch.Tensor:
-        mask = create_bidirectional_mask(config=self.model.decoder.config, inputs_embeds=self.encoded[:, :1],
+        """The decoder's cross-attention mask for `encoder_mask`, as transformers builds it (None: nothing masked)."""
+        return create_bidirectional_mask(config=self.model.decoder.config, inputs_embeds=self.encoded[:, :1],
                                          attention_mask=self.encoder_mask, encoder_hidden_states=self.encoded)
-        return mask
 
     def _forward(self) -> Any:
         return self.model(decoder_input_ids=self.token, encoder_outputs=(self.encoded,), attention_mask=self.cross_mask,
