@@ -29,7 +29,7 @@ from benchmarks.common import RESULTS, ensure_checkpoint, make_picture, synchron
 TOP = 10  # operations listed per turn
 
 
-def profiler(trace_dir: Path) -> Any:
+def profiler() -> Any:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -69,7 +69,7 @@ def profiled_chat(engine: Any, options: Any, turns: int, seed: int, trace_dir: P
         question = QUESTIONS[turn % len(QUESTIONS)]
         naive_turn(engine, chat.image, chat.prepare(question).text, options)  # as in bench_turns: naive first
         synchronize()
-        with profiler(trace_dir) as prof:
+        with profiler() as prof:
             started = time.perf_counter()
             "".join(chat.ask(question))
             synchronize()
