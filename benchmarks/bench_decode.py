@@ -109,7 +109,7 @@ def main() -> int:
     import torch
 
     with torch.inference_mode():
-        inputs = engine._language_inputs(image, engine.input_ids(prompt))
+        inputs = engine.language_inputs(image, engine.input_ids(prompt))
     plain_decode(engine, inputs, options)  # warm-up
     ours, plain = [], []
     for _ in range(args.repeats):

@@ -1,6 +1,6 @@
 """Images per second of `describe` at several batch sizes (1, 4 and 8 unless told), side by side in one run.
 
-The real pipeline (`chatbot.batch.describe`: read and decode each file, encode the images,
+The real pipeline (`chatbot.frontends.describe.run.describe`: read and decode each file, encode the images,
 generate, clean the caption up, hand over the row) runs over the same folder of generated
 pictures once per batch size, rounds interleaved so no size always meets a warmer machine.
 Every image's answer is fixed at `--answer-tokens` tokens (min = max: random weights would
@@ -50,7 +50,7 @@ def write_pictures(folder: Path, count: int) -> list[str]:
 
 
 def one_pass(engine: Any, paths: list[str], options: Any, batch_size: int) -> tuple[float, list[Any]]:
-    from chatbot.batch import describe
+    from chatbot.frontends.describe.run import describe
 
     engine.images.clear()  # every pass encodes every image
     rows: list[Any] = []
@@ -65,9 +65,9 @@ def one_pass(engine: Any, paths: list[str], options: Any, batch_size: int) -> tu
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from chatbot.alt_text import DEFAULT_REPETITION_PENALTY
     from chatbot.engine.base import GenerationOptions
     from chatbot.engine.blip2 import open_engine
+    from chatbot.frontends.describe.alt_text import DEFAULT_REPETITION_PENALTY
 
     checkpoint = ensure_checkpoint(args.arch, dtype="bfloat16" if args.arch.startswith("blip2-") else "float32")
     engine = open_engine(str(checkpoint), device=args.device, dtype=args.dtype)

@@ -46,7 +46,7 @@ def measure(checkpoint: Path, precision: str, device: str, new_tokens: int, logi
     """In a fresh process: load in `precision`, answer two questions, report times and memory."""
     import torch
 
-    from chatbot.chat import Chat
+    from chatbot.core.conversation import Conversation
     from chatbot.engine.base import GenerationOptions
     from chatbot.engine.blip2 import Blip2Engine
     from chatbot.engine.loader import load_checkpoint
@@ -80,7 +80,7 @@ def measure(checkpoint: Path, precision: str, device: str, new_tokens: int, logi
     if engine.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     options = GenerationOptions(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-    chat = Chat(engine, make_picture(seed=1), options)
+    chat = Conversation.with_engine(engine, make_picture(seed=1), options)
     turns = []
     for question in QUESTIONS:  # turn 1 encodes the image; turn 2 is a follow-up on the cached image
         turn_started = time.perf_counter()

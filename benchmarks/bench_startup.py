@@ -24,7 +24,7 @@ import time, sys
 started = time.perf_counter()
 import asyncio, threading
 from PIL import Image
-from chatbot.config import Settings
+from chatbot.core.settings import Settings
 from chatbot.images import load_image
 from chatbot.tui.app import create_app
 Image.new("RGB", (320, 240), (40, 120, 200)).save(sys.argv[1])

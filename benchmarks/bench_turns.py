@@ -102,12 +102,12 @@ def run(arch: str, turns: int, answer_tokens: int, device: str, dtype: str, out:
 
     checkpoint = ensure_checkpoint(arch, dtype="bfloat16" if arch.startswith("blip2-") else "float32")
     engine = open_engine(str(checkpoint), device=device, dtype=dtype)
-    from chatbot.chat import Chat
+    from chatbot.core.conversation import Conversation
     from chatbot.engine.base import GenerationOptions
 
     options = GenerationOptions(max_new_tokens=answer_tokens, min_new_tokens=answer_tokens)
     allowed = answer_in_whole_words(engine) if whole_words else None
-    warm = Chat(engine, make_picture(seed=99), options)  # first calls pay one-off costs: keep them out
+    warm = Conversation.with_engine(engine, make_picture(seed=99), options)  # first calls pay one-off costs
     "".join(warm.ask(QUESTIONS[0]))
     naive_turn(engine, warm.image, warm.prepare(QUESTIONS[0]).text, options)
     words = f", whole-word tokens only ({allowed} allowed)" if allowed else ", any token"
@@ -150,10 +150,10 @@ def converse(engine: Any, options: Any, turns: int, seed: int, pause: float | No
     it never overlaps a timed turn, and whatever part of it outlasts the pause is added to our next
     time to first token, as the person would have waited for it.
     """
-    from chatbot.chat import Chat
+    from chatbot.core.conversation import Conversation
 
     engine.forget()
-    chat = Chat(engine, make_picture(seed=seed), options, think_ahead=pause is not None)
+    chat = Conversation.with_engine(engine, make_picture(seed=seed), options, think_ahead=pause is not None)
     ahead = engine.wait_until_prepared() if pause is not None else 0.0
     rows = []
     print_header()

@@ -24,8 +24,9 @@ from transformers import (  # noqa: E402
 
 from benchmarks.common import make_picture, synchronize  # noqa: E402
 from chatbot.engine.base import CancelToken, GenerationOptions, GenerationStats  # noqa: E402
-from chatbot.engine.blip2 import Blip2Engine, _StopWhenCancelled, _TokenQueue  # noqa: E402
+from chatbot.engine.blip2 import Blip2Engine  # noqa: E402
 from chatbot.engine.loader import LoadedCheckpoint, ResolvedModel  # noqa: E402
+from chatbot.engine.streaming import StopWhenCancelled, TokenQueue  # noqa: E402
 from chatbot.engine.synthetic import ARCHITECTURES, _configs, _train_opt_tokenizer  # noqa: E402
 
 arch_name = sys.argv[1] if len(sys.argv) > 1 else "blip2-opt-2.7b"
@@ -51,7 +52,7 @@ options = GenerationOptions(max_new_tokens=N, min_new_tokens=N)
 kw = engine.generate_kwargs(options)
 lm = model.language_model
 with torch.inference_mode():
-    inputs = engine._language_inputs(image, engine.input_ids(prompt))
+    inputs = engine.language_inputs(image, engine.input_ids(prompt))
 
 
 def plain(**extra):
@@ -86,10 +87,10 @@ variants = {
     "plain generate": plain,
     "plain, no_grad instead of inference_mode": lambda: torch.no_grad()(lambda: lm.generate(**inputs, **kw))(),
     "plain in a thread": in_thread(plain),
-    "plain + our streamer": lambda: plain(streamer=_TokenQueue(GenerationStats())),
+    "plain + our streamer": lambda: plain(streamer=TokenQueue(GenerationStats())),
     "plain + our stopping criteria": lambda: plain(
-        stopping_criteria=StoppingCriteriaList([_StopWhenCancelled(CancelToken())])),
-    "plain + DynamicCache(config)": lambda: plain(**{engine._cache_argument: DynamicCache(config=lm.config)}),
+        stopping_criteria=StoppingCriteriaList([StopWhenCancelled(CancelToken())])),
+    "plain + DynamicCache(config)": lambda: plain(**{engine.cache_argument: DynamicCache(config=lm.config)}),
     "engine.stream (reuse on)": ours(True),
     "engine.stream (reuse off)": ours(False),
     "Blip2 generate (naive, incl. vision)": naive,

@@ -60,10 +60,10 @@ def summarize(prof: Any) -> dict[str, Any]:
 
 
 def profiled_chat(engine: Any, options: Any, turns: int, seed: int, trace_dir: Path, label: str) -> list[dict]:
-    from chatbot.chat import Chat
+    from chatbot.core.conversation import Conversation
 
     engine.forget()
-    chat = Chat(engine, make_picture(seed=seed), options)
+    chat = Conversation.with_engine(engine, make_picture(seed=seed), options)
     rows = []
     for turn in range(turns):
         question = QUESTIONS[turn % len(QUESTIONS)]

@@ -12,8 +12,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from chatbot import __version__
-from chatbot.config import Settings, settings_from_args
-from chatbot.engine.precision import QUANTIZE_CHOICES
+from chatbot.core.settings import OPTIONS, Option, Settings, settings_from
 from chatbot.errors import UserError
 
 EPILOG = """examples:
@@ -30,22 +29,20 @@ local folder, the Hugging Face cache, or downloaded once (set HF_HUB_OFFLINE=1 t
 
 
 def _model_flags() -> argparse.ArgumentParser:
+    """The model and decoding flags, one per option of the settings schema that has a flag."""
     flags = argparse.ArgumentParser(add_help=False)
     group = flags.add_argument_group("model and decoding")
-    group.add_argument("--model", help="hub id (Salesforce/blip2-opt-2.7b), alias (opt-2.7b) or checkpoint folder")
-    group.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
-    group.add_argument("--dtype", default=None, help="auto, float32, bfloat16 or float16 (default: auto)")
-    group.add_argument("--quantize", default=None, choices=QUANTIZE_CHOICES,
-                       help="int8 (weight-only, fast on GPUs), 8bit or 4bit (bitsandbytes), none, or auto: the best "
-                            "precision that fits (default)")
-    group.add_argument("--max-new-tokens", type=int, default=None, help="longest answer in tokens (default: 30)")
-    group.add_argument("--num-beams", type=int, default=None, help="beam search width; 1 = greedy (default: 1)")
-    group.add_argument("--temperature", type=float, default=None, help="> 0 samples with this temperature")
-    group.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: 0.9)")
-    group.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages repeats")
-    group.add_argument("--seed", type=int, default=None, help="fix the random seed so sampling repeats")
+    for option in OPTIONS:
+        if "flag" in option.where:
+            default = "" if option.default is None else f" (default: {option.default})"
+            group.add_argument(option.flag, dest=option.name, default=None, metavar=_metavar(option),
+                               help=f"{option.help}{default}")
     group.add_argument("--json", action="store_true", help="print one JSON object per answer, with timings")
     return flags
+
+
+def _metavar(option: Option) -> str:
+    return "{" + ",".join(option.choices) + "}" if option.choices else option.name.upper()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _describe_parser(commands: argparse._SubParsersAction) -> None:
-    from chatbot import alt_text  # pure and tiny: the defaults shown in --help
+    from chatbot.frontends.describe import alt_text  # pure and tiny: the defaults shown in --help
 
     describe = commands.add_parser(
         "describe", parents=[_model_flags()], help="alt text for image files and folders (JSON Lines, CSV or Markdown)",
@@ -93,9 +90,6 @@ def _describe_parser(commands: argparse._SubParsersAction) -> None:
                           help="text the description continues (default: none, the model's plain caption)")
     describe.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     describe.add_argument("--resume", action="store_true", help="skip images already in --out (same path and sha256)")
-    # Its own copy of the model flags: set_defaults changes the flag objects, which parents share.
-    describe.set_defaults(max_new_tokens=alt_text.DEFAULT_MAX_NEW_TOKENS,
-                          repetition_penalty=alt_text.DEFAULT_REPETITION_PENALTY)
 
 
 def _resume_flags(parser: argparse.ArgumentParser) -> None:
@@ -123,16 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        if args.command == "models":
-            from chatbot.models_command import run_models
+        if args.command in ("models", "sessions"):
+            from chatbot.frontends.listings import run_models, run_sessions
 
-            return run_models(args.device or "auto", args.json)
-        if args.command == "sessions":
-            from chatbot.chat_command import run_sessions
-
-            return run_sessions()
-        settings = settings_from_args(args)
-        return _run(args, settings)
+            return run_models(args.device or "auto", args.json) if args.command == "models" else run_sessions()
+        return _run(args, settings_for(args))
     except UserError as error:
         print(f"blip2-chat: {error}", file=sys.stderr)
         return 2
@@ -144,27 +133,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
 
 
+def settings_for(args: argparse.Namespace) -> Settings:
+    """Settings from the parsed flags over the config file (see chatbot.core.settings for the order)."""
+    from chatbot.core.config_file import read_config
+
+    command_defaults = None
+    if args.command == "describe":  # alt text wants longer answers without repeats
+        from chatbot.frontends.describe import alt_text
+
+        command_defaults = {"max_new_tokens": alt_text.DEFAULT_MAX_NEW_TOKENS,
+                            "repetition_penalty": alt_text.DEFAULT_REPETITION_PENALTY}
+    return settings_from(vars(args), read_config(), command_defaults=command_defaults, json=args.json)
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     # Front ends are imported here, not at the top: each may pull in the model stack.
     if args.command == "ask":
-        from chatbot.oneshot import run_ask
+        from chatbot.frontends.oneshot import run_ask
 
         return run_ask(settings, args.image, args.question)
     if args.command == "caption":
-        from chatbot.oneshot import run_caption
+        from chatbot.frontends.oneshot import run_caption
 
         return run_caption(settings, args.images, args.prompt)
     if args.command == "describe":
-        from chatbot.batch import DescribeRequest, run_describe
+        from chatbot.frontends.describe.run import DescribeRequest, run_describe
 
         return run_describe(settings, DescribeRequest(
             paths=tuple(args.paths), recursive=args.recursive, fmt=args.format, out=args.out, prompt=args.prompt,
             batch_size=args.batch_size, resume=bool(args.resume),
         ))
-    from chatbot.chat_command import run_chat_command
-
     return run_chat_command(settings, args.image, plain=args.plain, continue_last=args.continue_last,
                             resume=args.resume)
+
+
+def run_chat_command(
+    settings: Settings, image_source: str | None, *, plain: bool = False, continue_last: bool = False,
+    resume: str | None = None,
+) -> int:
+    """Open a chat on `image_source`, or go on with a saved session (--continue, --resume ID|FILE), in the
+    chat app, or in the screen-reader mode when asked or when the app cannot work here."""
+    from chatbot.core.resume import session_to_resume
+    from chatbot.core.session import Session
+    from chatbot.core.store import SessionStore
+    from chatbot.frontends.plain.terminal import plain_mode_forced
+    from chatbot.images import LoadedImage, load_image
+
+    resuming = continue_last or resume is not None
+    if resuming and image_source:
+        raise UserError("Give either an image or --continue/--resume, not both.",
+                        "A resumed chat reopens its own image; switch later with /image PATH.")
+    if not resuming and not image_source:
+        raise UserError("The chat needs an image.", "e.g. blip2-chat photo.jpg, or blip2-chat --continue.")
+    store = SessionStore()
+    session: Session | None = None
+    if resuming:
+        session = session_to_resume(store, continue_last, resume)
+    if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config
+        from chatbot.frontends.plain.chat import run_plain_chat
+
+        return run_plain_chat(settings, image_source or "", session=session)
+    image: LoadedImage | None = None
+    if not resuming:
+        image = load_image(image_source or "")  # a bad path fails here, before any window opens
+    from chatbot.tui.app import run_tui
+
+    return run_tui(settings, image=image, session=session, problems=store.problems)
 
 
 if __name__ == "__main__":

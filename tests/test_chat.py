@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from chatbot.chat import Chat
-from chatbot.commands import apply_setting, help_lines, parse_command
+from chatbot.core.commands import (
+    COMMANDS,
+    Notice,
+    help_lines,
+    is_command,
+    parse_command,
+    question_text,
+    run_command,
+    switch_image,
+)
+from chatbot.core.conversation import Conversation
+from chatbot.core.settings import apply_setting
 from chatbot.engine.base import CancelToken, GenerationOptions
 from chatbot.errors import OptionError, QuestionError, UserError
 from chatbot.images import load_image
 
 
 @pytest.fixture
-def chat(engines, pictures) -> Chat:
-    return Chat(engines["opt"], load_image(pictures["red"]), GenerationOptions(max_new_tokens=5))
+def chat(engines, pictures) -> Conversation:
+    return Conversation.with_engine(engines["opt"], load_image(pictures["red"]), GenerationOptions(max_new_tokens=5))
 
 
 def test_retry_replaces_the_last_answer(chat) -> None:
@@ -44,7 +56,7 @@ def test_retry_undo_clear_with_nothing_to_act_on(chat) -> None:
 
 
 def test_empty_question_and_no_image(engines) -> None:
-    chat = Chat(engines["opt"])
+    chat = Conversation.with_engine(engines["opt"])
     with pytest.raises(QuestionError, match="No image"):
         list(chat.ask("What is it?"))
     with pytest.raises(QuestionError, match="empty"):
@@ -52,21 +64,72 @@ def test_empty_question_and_no_image(engines) -> None:
 
 
 def test_parse_command() -> None:
-    assert parse_command("What is /this?") is None
-    assert parse_command("//not a command") is None
+    assert not is_command("What is /this?") and not is_command("//not a command") and is_command(" /undo")
+    assert question_text("//etc is a folder?") == "/etc is a folder?"
     command = parse_command("/image  ~/Pictures/cat.jpg ")
-    assert command is not None and (command.name, command.argument) == ("image", "~/Pictures/cat.jpg")
-    assert parse_command("/EXIT").name == "quit"  # type: ignore[union-attr]
-    with pytest.raises(UserError, match=r"Unknown command /imgae\. Did you mean /image\?"):
-        parse_command("/imgae cat.jpg")
-    assert any(line.startswith("/export md|json [PATH]") for line in help_lines())
+    assert (command.name, command.argument) == ("image", "~/Pictures/cat.jpg")
+    assert parse_command("/EXIT").name == "quit" and parse_command("/?").name == "help"
+    for line, message in [
+        ("/imgae cat.jpg", "Unknown command /imgae. Did you mean /image? Type /help for the list."),
+        ("/export", "/export needs more: /export md|json [PATH]. e.g. /export md, or /export json ~/chats/."),
+        ("/clear everything", "/clear takes nothing after it. Type just /clear."),
+    ]:
+        with pytest.raises(UserError) as error:
+            parse_command(line)
+        assert str(error.value) == message
+    lines = help_lines()
+    assert [line.split()[0] for line in lines] == [f"/{spec.name}" for spec in COMMANDS]
 
 
 def test_set_values() -> None:
     options = GenerationOptions()
-    assert apply_setting(options, "temperature 0.7").temperature == 0.7
-    assert apply_setting(options, "max-new-tokens 50").max_new_tokens == 50
-    for bad, words in [("temperature hot", "a number"), ("num_beams 2.5", "whole number"),
-                       ("top_p 2", "top_p must be"), ("colour red", "does not know"), ("", "needs a key")]:
-        with pytest.raises(OptionError, match=words):
+    assert apply_setting(options, "temperature 0.7") == (replace(options, temperature=0.7), "temperature")
+    assert apply_setting(options, "max-new-tokens 50")[0].max_new_tokens == 50
+    assert apply_setting(replace(options, seed=3), "seed none")[0].seed is None  # a seed can be unset
+    assert apply_setting(options, f"seed {2**63 - 1}")[0].seed == 2**63 - 1
+    for bad, message in [
+        ("temperature hot", "temperature must be a number from 0 to 100 (got 'hot')."),
+        ("temperature nan", "temperature must be a number from 0 to 100 (got nan)."),
+        ("num_beams 2.5", "num_beams must be a whole number from 1 to 16 (got '2.5')."),
+        ("num_beams 1000", "num_beams must be a whole number from 1 to 16 (got 1000)."),
+        ("max_new_tokens 100000", "max_new_tokens must be a whole number from 1 to 1024 (got 100000)."),
+        (f"seed {2**63}", f"seed must be a whole number from 0 to {2**63 - 1} (got {2**63})."),
+        ("top_p 2", "top_p must be a number above 0 and at most 1 (got 2.0)."),
+        ("colour red", "/set does not know 'colour'."), ("", "/set needs a key and a value."),
+    ]:
+        with pytest.raises(OptionError) as error:
             apply_setting(options, bad)
+        assert error.value.message == message
+
+
+def test_every_command_outcome_on_a_conversation(chat, tmp_path, pictures) -> None:
+    """What each command does, as data: the notices both front ends show, and what is left to them."""
+    assert run_command(chat, "/help").effect == "help" and run_command(chat, "/q").effect == "quit"
+    assert run_command(chat, "/image").notices[0].text == "/image needs a path or a URL. e.g. /image cat.jpg."
+    assert run_command(chat, "/image", can_pick=True).effect == "pick_image"
+    assert run_command(chat, '/image "my photo.jpg"').open_image == "my photo.jpg"
+    refused = run_command(chat, "/undo")
+    assert not refused.ok and refused.notices == [Notice("There is nothing to undo. Ask a question first.", "error")]
+    answer = "".join(chat.ask("What is it?")).strip()
+    retry = run_command(chat, "/retry").retry
+    assert retry is not None and retry.question == "What is it?"
+    assert "".join(retry.chunks).strip() == answer  # greedy: the same answer again, recorded once
+    assert [t.question for t in chat.session.turns] == ["What is it?"]
+    undone = run_command(chat, "/undo")
+    assert undone.turns_changed and undone.notices == [Notice("Removed the last question and its answer: What is it?")]
+    listed = run_command(chat, "/set").notices[0].text
+    assert listed == ("Options: max_new_tokens=5, num_beams=1, temperature=0.0, top_p=0.9, repetition_penalty=1.0, "
+                      "seed=None. Change one with /set KEY VALUE.")
+    switched = switch_image(chat, load_image(pictures["green"]))
+    assert switched.notices == [Notice(f"Now talking about {pictures['green']}.")]
+
+
+def test_commands_that_change_the_turns_wait_for_a_streaming_answer(chat) -> None:
+    stream = chat.ask("What is it?")
+    next(stream)
+    for line in ("/clear", "/undo", "/retry", "/image x.png"):
+        outcome = run_command(chat, line)
+        assert not outcome.ok and outcome.notices[0].text.startswith(f"An answer is still coming, so {line.split()[0]}")
+    assert run_command(chat, "/set").ok  # reading and saving may go on
+    list(stream)
+    assert not chat.answering and run_command(chat, "/clear").ok

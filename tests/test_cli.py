@@ -397,13 +397,13 @@ BAD_INPUTS: dict[str, BadCase] = {
         lambda t, p, c: ["--num-beams", "0"], True),
     "negative-temperature": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--temperature", "-1", model=c["opt"]),
-        lambda t, p, c: ["--temperature", "negative"], True),
+        lambda t, p, c: ["--temperature must be a number from 0 to 100 (got -1.0)"], True),
     "top-p-above-1": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--top-p", "1.5", model=c["opt"]),
         lambda t, p, c: ["--top-p", "1.5"], True),
     "repetition-penalty-0": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--repetition-penalty", "0", model=c["opt"]),
-        lambda t, p, c: ["--repetition-penalty", "positive"], True),
+        lambda t, p, c: ["--repetition-penalty must be a number above 0 and at most 10 (got 0.0)"], True),
     "unknown-hub-model-offline": BadCase(
         lambda t, p, c: _ask(p["red"], model="nobody/no-such-model"),
         lambda t, p, c: ["nobody/no-such-model"], False),

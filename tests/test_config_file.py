@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.cli import build_parser
-from chatbot.config import MODEL_ENV, settings_from_args
-from chatbot.config_file import config_path, read_config
+from chatbot.cli import build_parser, settings_for
+from chatbot.core.config_file import config_path, read_config
+from chatbot.core.settings import MODEL_ENV
 from chatbot.errors import OptionError
 from chatbot.locations import HOME_ENV
 
@@ -31,7 +31,7 @@ def write(home: Path, text: str) -> Path:
 
 
 def settings(*flags: str):  # type: ignore[no-untyped-def]
-    return settings_from_args(build_parser().parse_args(["ask", "photo.jpg", "hi?", *flags]))
+    return settings_for(build_parser().parse_args(["ask", "photo.jpg", "hi?", *flags]))
 
 
 def test_no_file_means_the_defaults(home: Path) -> None:
@@ -67,15 +67,18 @@ def test_flags_and_the_model_variable_beat_the_file(home: Path, monkeypatch: pyt
     ('model = "opt-2.7b"\nquantize = 8bit\n', ["not valid TOML", "line 2"]),
     ('model = "opt-2.7b"\n[section\n', ["not valid TOML", "line 2"]),
     ('model = "opt-2.7b"\n\nquantise = "8bit"\n', ["line 3", "unknown key 'quantise'", "quantize"]),
-    ('max_new_tokens = "many"\n', ["line 1", "max_new_tokens must be a number", "'many'"]),
+    ('max_new_tokens = "many"\n', ["line 1", "max_new_tokens must be a whole number from 1 to 1024", "'many'"]),
     ('model = 7\n', ["line 1", "model must be text in quotes"]),
-    ('temperature = true\n', ["line 1", "temperature must be a number"]),
-    ('\nquantize = "3bit"\n', ["line 2", "unknown quantize '3bit'", "auto, none, int8, 8bit, 4bit"]),
-    ('dtype = "float64"\n', ["line 1", "unknown dtype 'float64'"]),
-    ('device = "gpu"\n', ["line 1", "unknown device 'gpu'", "cuda:N"]),
-    ('model = "  "\n', ["line 1", "model is empty"]),
-    ('top_p = 1.5\n', ["line 1", "top_p must be in (0, 1]"]),
-    ('num_beams = 0\n', ["line 1", "num_beams must be at least 1"]),
+    ('temperature = true\n', ["line 1", "temperature must be a number from 0 to 100 (got True)"]),
+    ('temperature = nan\n', ["line 1", "temperature must be a number from 0 to 100 (got nan)"]),
+    ('seed = -1\n', ["line 1", "seed must be a whole number from 0 to 9223372036854775807 (got -1)"]),
+    ('plain = "yes"\n', ["line 1", "plain must be true or false (got 'yes')"]),
+    ('\nquantize = "3bit"\n', ["line 2", "quantize must be one of: auto, none, int8, 8bit, 4bit (got '3bit')"]),
+    ('dtype = "float64"\n', ["line 1", "dtype must be one of: auto, float32, bfloat16, float16 (got 'float64')"]),
+    ('device = "gpu"\n', ["line 1", "device must be auto, cpu, cuda or cuda:N (got 'gpu')"]),
+    ('model = "  "\n', ["line 1", "model must be a hub id, an alias or a checkpoint folder (got '  ')"]),
+    ('top_p = 1.5\n', ["line 1", "top_p must be a number above 0 and at most 1 (got 1.5)"]),
+    ('num_beams = 0\n', ["line 1", "num_beams must be a whole number from 1 to 16 (got 0)"]),
 ])
 def test_bad_files_are_one_error_naming_file_and_line(home: Path, text: str, words: list[str]) -> None:
     path = write(home, text)

@@ -1,4 +1,4 @@
-"""The app's state without a screen (Conversation), the scripted engine, and Chat's record of failed answers."""
+"""The conversation core without a screen: saving, options, export, the scripted engine, failed answers."""
 
 from __future__ import annotations
 
@@ -6,23 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.chat import Chat
-from chatbot.config import Settings
+from chatbot.core.commands import Notice, run_command
+from chatbot.core.conversation import Conversation
+from chatbot.core.resume import options_for
+from chatbot.core.session import Session
+from chatbot.core.settings import Settings
+from chatbot.core.store import SessionStore
 from chatbot.engine.base import CancelToken, GenerationOptions
 from chatbot.engine.scripted import DEFAULT_ANSWER, ScriptedEngine
-from chatbot.errors import OutOfMemoryError, UserError
+from chatbot.errors import OutOfMemoryError
 from chatbot.images import load_image
-from chatbot.resume import options_for
-from chatbot.session import Session
-from chatbot.store import SessionStore
-from chatbot.tui.conversation import Conversation
 from chatbot.tui.widgets.status_bar import human_bytes, memory_text, process_memory_bytes
 
 
 @pytest.fixture
 def conversation(tmp_path: Path, pictures) -> Conversation:
     return Conversation(Settings(model="scripted-opt"), Session(model="scripted-opt"), SessionStore(tmp_path),
-                        load_image(pictures["red"]))
+                        load_image(pictures["red"]))  # no engine yet: as the app opens
 
 
 def test_scripted_engine_streams_words_and_reports_fixed_stats(pictures) -> None:
@@ -55,7 +55,7 @@ def test_scripted_engine_cancel_and_failures(pictures) -> None:
 
 def test_chat_records_no_turn_for_a_failed_answer_and_a_stopped_one_for_a_broken_stream(pictures) -> None:
     engine = ScriptedEngine("half of it")
-    chat = Chat(engine, load_image(pictures["red"]))
+    chat = Conversation.with_engine(engine, load_image(pictures["red"]))
     engine.fail_next(OutOfMemoryError("Out of memory.", "Try less."))
     with pytest.raises(OutOfMemoryError):
         list(chat.ask("Too big?"))
@@ -73,15 +73,19 @@ def test_resumed_options_and_bad_ones() -> None:
     assert options_for(Session(model="m", options={"top_p": 7}), fallback) == fallback  # invalid: ignored
 
 
-def test_saves_only_what_changed(conversation, tmp_path) -> None:
-    assert conversation.save() is None and not list(tmp_path.glob("*.json"))  # nothing said yet: no file
+def test_saves_only_what_changed_and_never_an_empty_session(conversation, tmp_path) -> None:
+    assert conversation.save() is None and conversation.save(force=True) is None  # nothing said yet: no file
+    refused = run_command(conversation, "/save")
+    assert not refused.ok and refused.notices == [Notice(
+        "There is nothing to save yet. Ask a question first; every answer is saved.", "error")]
+    assert not list(tmp_path.glob("*.json"))
     conversation.attach(ScriptedEngine("an answer"))
-    list(conversation.require_chat().ask("Hi?"))
+    list(conversation.ask("Hi?"))
     path = conversation.save()
-    assert path is not None and path.exists()
+    assert path is not None and path.exists() and conversation.saved
     assert conversation.save() is None  # unchanged: not rewritten
-    conversation.apply_setting("max_new_tokens 7")
-    assert conversation.save() == path
+    assert run_command(conversation, "/set max_new_tokens 7").notices == [Notice("max_new_tokens is now 7.")]
+    assert conversation.save() is None  # /set saved it already
     assert SessionStore(tmp_path).load(conversation.session.id).options["max_new_tokens"] == 7
     assert conversation.save(force=True) == path
 
@@ -89,12 +93,20 @@ def test_saves_only_what_changed(conversation, tmp_path) -> None:
 def test_export_paths(conversation, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     session_id = conversation.session.id
-    assert conversation.export("md") == tmp_path / f"blip2-chat-{session_id}.md"
+
+    def exported(line: str) -> list[Notice]:
+        outcome = run_command(conversation, line)
+        assert outcome.ok, outcome
+        return outcome.notices
+
+    assert exported("/export md") == [Notice(f"Exported the chat to {tmp_path / f'blip2-chat-{session_id}.md'}.")]
     (tmp_path / "out").mkdir()
-    assert conversation.export("JSON out") == tmp_path / "out" / f"blip2-chat-{session_id}.json"
-    assert conversation.export("json 'my chat.json'") == tmp_path / "my chat.json"
-    with pytest.raises(UserError, match="needs a format"):
-        conversation.export("")
+    assert exported("/export JSON out") == [
+        Notice(f"Exported the chat to {tmp_path / 'out' / f'blip2-chat-{session_id}.json'}.")]
+    assert exported("/export json 'my chat.json'") == [Notice(f"Exported the chat to {tmp_path / 'my chat.json'}.")]
+    for line, words in [("/export", "/export needs more"), ("/export txt", "md or json, not 'txt'")]:
+        outcome = run_command(conversation, line)
+        assert not outcome.ok and words in outcome.notices[0].text and outcome.notices[0].kind == "error"
 
 
 def test_memory_readings() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import Blip2ForConditionalGeneration
 
-from chatbot.chat import Chat
+from chatbot.core.conversation import Conversation
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.blip2 import Blip2Engine, open_engine
 from chatbot.engine.cpu_kernels import ENV_SWITCH, PackedLinear, pack_linear_layers
@@ -67,7 +67,7 @@ def test_packed_engine_gives_the_stock_models_tokens(checkpoints: dict[str, Path
     assert packed_layers(stock) == 0
     image = load_image(pictures["red"])
     options = GenerationOptions(max_new_tokens=12)
-    chat = Chat(engine, image, options)
+    chat = Conversation.with_engine(engine, image, options)
     for question in QUESTIONS:
         prompt = chat.prepare(question).text
         "".join(chat.ask(question))

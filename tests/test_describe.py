@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.alt_text import DEFAULT_MAX_NEW_TOKENS, DEFAULT_REPETITION_PENALTY, to_alt_text
-from chatbot.batch import describe, find_images
-from chatbot.describe_output import FIELDS, OutputError, Row, complete_length, read_rows, render
 from chatbot.engine.base import GenerationOptions
 from chatbot.errors import UserError
+from chatbot.frontends.describe.alt_text import DEFAULT_MAX_NEW_TOKENS, DEFAULT_REPETITION_PENALTY, to_alt_text
+from chatbot.frontends.describe.output import FIELDS, OutputError, Row, complete_length, read_rows, render
+from chatbot.frontends.describe.progress_line import ProgressLine
+from chatbot.frontends.describe.run import describe, find_images
 from chatbot.images import load_image
-from chatbot.progress_line import ProgressLine
 from tests.conftest import FAMILIES, make_image
 from tests.test_cli import Runs, run_cli, run_cli_tracing_imports, run_together
 
@@ -166,7 +166,7 @@ AWKWARD = [
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "md"])
 def test_rows_read_back_exactly(tmp_path: Path, fmt: str) -> None:
-    from chatbot.describe_output import RowWriter
+    from chatbot.frontends.describe.output import RowWriter
 
     path = tmp_path / f"out.{fmt}"
     writer = RowWriter.open(path, fmt)
@@ -179,7 +179,7 @@ def test_rows_read_back_exactly(tmp_path: Path, fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "md"])
 def test_a_torn_last_row_is_cut_off(tmp_path: Path, fmt: str) -> None:
-    from chatbot.describe_output import RowWriter, header
+    from chatbot.frontends.describe.output import RowWriter, header
 
     path = tmp_path / f"out.{fmt}"
     writer = RowWriter.open(path, fmt)
@@ -479,8 +479,8 @@ def test_bad_describe_flags_fail_before_the_model_loads(photos: Path, checkpoint
 
 
 def test_an_engine_without_batching_answers_one_at_a_time(eight_images) -> None:
-    from chatbot.batch import EMPTY_ANSWER
     from chatbot.engine.scripted import ScriptedEngine
+    from chatbot.frontends.describe.run import EMPTY_ANSWER
 
     engine = ScriptedEngine("a red square", "an image of a green field", "")  # the base class's answer_batch
     rows: list[Row] = []

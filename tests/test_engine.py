@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from chatbot.chat import Chat
+from chatbot.core.conversation import Conversation
 from chatbot.engine.base import CancelToken, GenerationOptions
 from chatbot.engine.blip2 import Blip2Engine, open_engine
 from chatbot.images import LoadedImage, load_image
@@ -54,7 +54,7 @@ def reference_tokens(
     return out[1:] if engine.is_encoder_decoder else out[len(inputs["input_ids"][0]):]
 
 
-def converse_and_compare(chat: Chat, questions: list[str]) -> list[str]:
+def converse_and_compare(chat: Conversation, questions: list[str]) -> list[str]:
     """Ask each question through the chat; after each turn the tokens must equal the reference's."""
     engine = chat.engine
     assert isinstance(engine, Blip2Engine) and chat.image is not None
@@ -82,7 +82,7 @@ def red(pictures: dict[str, Path]) -> LoadedImage:
 def test_four_turns_match_reference_generate(engines, red, family, options) -> None:
     engine = engines[family]
     engine.forget()
-    chat = Chat(engine, red, options)
+    chat = Conversation.with_engine(engine, red, options)
     answers = converse_and_compare(chat, QUESTIONS)
     assert len(chat.session.turns) == 4
     assert "Question: What colour is it? Answer:" in chat.prepare("again?").text  # history really folded
@@ -92,7 +92,7 @@ def test_four_turns_match_reference_generate(engines, red, family, options) -> N
 def test_opt_reuses_the_previous_turns_kv_cache(engines, red) -> None:
     engine = engines["opt"]
     engine.forget()
-    chat = Chat(engine, red, GenerationOptions(max_new_tokens=8))
+    chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=8))
     converse_and_compare(chat, QUESTIONS[:1])
     assert engine.last_stats.reused_prefix_tokens == 0
     converse_and_compare(chat, QUESTIONS[1:2])
@@ -104,7 +104,7 @@ def test_opt_reuses_the_previous_turns_kv_cache(engines, red) -> None:
 
 def test_flan_t5_reuses_only_the_image(engines, red) -> None:
     engine = engines["flan-t5"]
-    chat = Chat(engine, red, GenerationOptions(max_new_tokens=6))
+    chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=6))
     converse_and_compare(chat, QUESTIONS[:2])
     assert engine.last_stats.reused_prefix_tokens == 0 and not engine.last_stats.image_encoded
 
@@ -116,7 +116,7 @@ def test_vision_encoder_runs_once_per_image(checkpoints, tmp_path, family) -> No
     engine.model.vision_model.register_forward_hook(lambda *args: calls.append(1))
     first = load_image(make_image(tmp_path / "a.png", (10, 10, 250)))
     second = load_image(make_image(tmp_path / "b.png", (250, 250, 10)))
-    chat = Chat(engine, first, GenerationOptions(max_new_tokens=4))
+    chat = Conversation.with_engine(engine, first, GenerationOptions(max_new_tokens=4))
     for question in QUESTIONS:
         "".join(chat.ask(question))
     assert len(calls) == 1
@@ -129,7 +129,7 @@ def test_vision_encoder_runs_once_per_image(checkpoints, tmp_path, family) -> No
 
 
 def test_image_switch_starts_a_fresh_context(engines, red, pictures) -> None:
-    chat = Chat(engines["opt"], red, GenerationOptions(max_new_tokens=6))
+    chat = Conversation.with_engine(engines["opt"], red, GenerationOptions(max_new_tokens=6))
     converse_and_compare(chat, QUESTIONS[:2])
     chat.set_image(load_image(pictures["green"]))
     assert chat.prepare("What now?").text == "Question: What now? Answer:"
@@ -180,7 +180,7 @@ def test_every_turn_runs_on_one_long_lived_model_thread(engines, red) -> None:
 def test_turn_after_a_cancel_still_matches_reference(engines, red) -> None:
     engine = engines["opt"]
     engine.forget()
-    chat = Chat(engine, red, GenerationOptions(max_new_tokens=10))
+    chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=10))
     cancel = CancelToken()
     for i, _ in enumerate(chat.ask("Describe it slowly.", cancel)):
         if i == 2:
@@ -192,7 +192,7 @@ def test_turn_after_a_cancel_still_matches_reference(engines, red) -> None:
 def test_undo_retry_and_clear_keep_answers_identical_to_reference(engines, red) -> None:
     engine = engines["opt"]
     engine.forget()
-    chat = Chat(engine, red, GenerationOptions(max_new_tokens=8))
+    chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=8))
     converse_and_compare(chat, QUESTIONS[:3])
     chat.undo()  # the cache holds a turn the prompt no longer has
     converse_and_compare(chat, [QUESTIONS[2]])  # retry: the same question again
@@ -215,7 +215,7 @@ def test_budget_folding_drops_oldest_turns_and_stays_identical(engines, red, fam
             else scaled("tiny-flan-t5", t5_positions=image_tokens + budget))
     engine = open_engine(str(build_checkpoint(arch, tmp_path / family)), device="cpu")
     assert engine.info.context_tokens == image_tokens + budget + (6 if family == "opt" else 0)
-    chat = Chat(engine, red, GenerationOptions(max_new_tokens=6))
+    chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=6))
     converse_and_compare(chat, [f"Question number {n} about the picture?" for n in range(6)])
     fitted = chat.prepare("Last one?")
     assert fitted.dropped_turns > 0
@@ -224,7 +224,7 @@ def test_budget_folding_drops_oldest_turns_and_stays_identical(engines, red, fam
 
 
 def test_answers_hold_no_control_characters(engines, red) -> None:
-    chat = Chat(engines["opt"], red, GenerationOptions(max_new_tokens=30))
+    chat = Conversation.with_engine(engines["opt"], red, GenerationOptions(max_new_tokens=30))
     for question in QUESTIONS:
         answer = "".join(chat.ask(question))
         assert not [c for c in answer if ord(c) < 32 or 0x7F <= ord(c) < 0xA0], repr(answer)

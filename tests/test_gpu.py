@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatbot.chat import Chat
+from chatbot.core.conversation import Conversation
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.blip2 import open_engine
 from chatbot.engine.static import GRAPHS_ENV
@@ -33,7 +33,7 @@ def test_four_turns_on_gpu_float32_match_reference(checkpoints, pictures, family
     engine = open_engine(str(checkpoints[family]), device="cuda", dtype="float32")
     assert engine.info.device == "cuda:0" and engine.info.precision == "float32"
     assert engine.decoding == "CUDA graphs"
-    chat = Chat(engine, load_image(pictures["red"]), DECODING_OPTIONS[name])
+    chat = Conversation.with_engine(engine, load_image(pictures["red"]), DECODING_OPTIONS[name])
     converse_and_compare(chat, QUESTIONS)
     assert engine.image_encodings == 1
 
@@ -44,7 +44,7 @@ def test_graphs_of_every_attention_window_match_reference(checkpoints, pictures)
     engine = open_engine(str(checkpoints["opt"]), device="cuda", dtype="float32")
     assert sorted(engine.static.graphs) == [256, 512, 1024, 2048]
     assert len(engine.static.prefill_graphs) == 16  # buckets of 16, 32, 64 and 128 new tokens, in each window
-    chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
+    chat = Conversation.with_engine(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
     long_question = " ".join(["What is the colour of the small red car next to the tree?"] * 9)
     for _ in range(4):
         converse_and_compare(chat, [long_question])
@@ -59,7 +59,7 @@ def test_graph_replays_equal_the_same_steps_run_eagerly_in_bfloat16(checkpoints,
     assert (graphs.decoding, eager.decoding) == ("CUDA graphs", "static cache")
     answers = []
     for engine in (graphs, eager):
-        chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
+        chat = Conversation.with_engine(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
         answers.append([("".join(chat.ask(q)), list(engine.last_stats.token_ids)) for q in QUESTIONS])
     assert answers[0] == answers[1]
 
@@ -70,7 +70,7 @@ def test_image_cache_is_exact_in_bfloat16(checkpoints, pictures, family, monkeyp
     engine = open_engine(str(checkpoints[family]), device="cuda", dtype="bfloat16")
     assert engine.decoding == "generate"
     engine.reuse_prefix = False
-    chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
+    chat = Conversation.with_engine(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
     converse_and_compare(chat, QUESTIONS)
     assert engine.image_encodings == 1
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from chatbot.chat import Chat
+from chatbot.core.conversation import Conversation
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.blip2 import Blip2Engine
 from chatbot.engine.int8_weights import Int8Linear
@@ -85,7 +85,7 @@ def test_the_loader_quantizes_the_vision_encoder_and_language_model_only(int8_mo
 def test_an_int8_chat_matches_generate_on_the_same_model(int8_models, pictures, family, static) -> None:
     engine = Blip2Engine(int8_models[family], static_decoding=static)
     assert engine.info.precision == "int8"
-    chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=8))
+    chat = Conversation.with_engine(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=8))
     converse_and_compare(chat, QUESTIONS[:3])
 
 

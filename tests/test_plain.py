@@ -24,13 +24,14 @@ from typing import Any
 
 import pytest
 
-from chatbot.chat import Chat
+from chatbot.core.conversation import Conversation
+from chatbot.core.settings import Settings
+from chatbot.core.store import SessionStore
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.scripted import ScriptedEngine
+from chatbot.frontends.plain.chat import PlainChat
+from chatbot.frontends.plain.terminal import plain_mode_forced
 from chatbot.images import load_image
-from chatbot.plain import PlainChat
-from chatbot.plain_io import plain_mode_forced
-from chatbot.store import SessionStore
 from tests.test_cli import Runs, run_together
 
 ESCAPE = re.compile(r"[\x1b\x07\x08]|\x9b")  # ESC (CSI, OSC, colours, cursor moves), bell, backspace
@@ -196,8 +197,9 @@ def test_a_closed_stdin_counts_as_not_a_terminal() -> None:
 def plain_chat(tmp_path: Path, engine: ScriptedEngine, red: Path, echo: bool = True) -> tuple[PlainChat, io.StringIO,
                                                                                              io.StringIO]:
     out, notes = FakeStream(False), FakeStream(False)
-    chat = Chat(engine, load_image(red), GenerationOptions(max_new_tokens=50))
-    return PlainChat(chat, SessionStore(tmp_path / "sessions"), out=out, notes=notes, echo=echo), out, notes
+    conversation = Conversation(Settings(model="scripted", options=GenerationOptions(max_new_tokens=50)), None,
+                                SessionStore(tmp_path / "sessions"), load_image(red), engine=engine)
+    return PlainChat(conversation, out=out, notes=notes, echo=echo), out, notes
 
 
 def test_every_command_does_what_it_says(tmp_path: Path, pictures: dict[str, Path], monkeypatch) -> None:
@@ -210,21 +212,22 @@ def test_every_command_does_what_it_says(tmp_path: Path, pictures: dict[str, Pat
     assert plain.run(script) == 0
     assert out.getvalue().splitlines() == [
         "You: what is it?", "Assistant: a red square", "You: where?", "Assistant: on a grey ground",
-        "Assistant: a red box", "You: /slash question?", "Assistant: a green square",
+        "You: where?", "Assistant: a red box", "You: /slash question?", "Assistant: a green square",
     ]
     said = notes.getvalue()
-    assert "Options: max_new_tokens=50" in said and "Set. Options now: " in said and "temperature=0.7" in said
+    assert "Options: max_new_tokens=50" in said and "temperature is now 0.7." in said
     assert "/set does not know 'colour'" in said
     assert "Answering again: where?" in said
     assert "Removed the last question and its answer: where?" in said
-    assert "Removed the last question and its answer: what is it?" in said and "Nothing to undo." in said
-    assert "Conversation cleared" in said and "/image needs a path." in said
+    assert "Removed the last question and its answer: what is it?" in said
+    assert "blip2-chat: There is nothing to undo." in said
+    assert "Conversation cleared" in said and "blip2-chat: /image needs a path or a URL." in said
     assert f"Now talking about {pictures['green']}." in said
-    assert "Unknown export format 'pdf'" in said
+    assert "blip2-chat: /export needs a format, md or json, not 'pdf'." in said
     for command in ("/image PATH", "/clear", "/retry", "/undo", "/save", "/export", "/set", "/help", "/quit"):
         assert command in said
     assert "never asked" not in out.getvalue() and len(engine.prompts) == 4
-    session = plain.chat.session
+    session = plain.conversation.session
     assert [turn.question for turn in session.turns] == ["/slash question?"]
     assert session.options["temperature"] == 0.7
     saved = json.loads((tmp_path / "sessions" / f"{session.id}.json").read_text(encoding="utf-8"))
@@ -238,7 +241,7 @@ def test_a_question_that_does_not_fit_is_said_and_the_chat_goes_on(tmp_path: Pat
     engine = ScriptedEngine("first", "second", "third")
     engine.info = replace(engine.info, context_tokens=engine.info.image_tokens + 30 + 20)  # 30 prompt tokens
     plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
-    plain.chat.options = GenerationOptions(max_new_tokens=20)
+    plain.conversation.options = GenerationOptions(max_new_tokens=20)
     plain.run(["   ", "one two three four five six seven eight nine ten eleven twelve?",
                "and thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty?", "and more?",
                "why " * 80])
@@ -271,7 +274,7 @@ def test_ctrl_c_stops_the_answer_and_keeps_what_came(tmp_path: Path, pictures: d
     assert "w199" not in stopped
     assert (again, answer) == ("You: and then?", "Assistant: next answer")
     assert "Answer stopped. The partial answer is kept." in notes.getvalue()
-    first = plain.chat.session.turns[0]
+    first = plain.conversation.session.turns[0]
     assert first.stopped and first.answer == stopped.removeprefix("Assistant: ").removesuffix(" (stopped)")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl+C means "quit" again
 
@@ -291,7 +294,7 @@ def test_a_second_ctrl_c_during_an_answer_ends_the_chat(tmp_path: Path, pictures
     lines = out.getvalue().splitlines()
     assert lines[0] == "You: tell me everything" and lines[1].endswith("(stopped)") and len(lines) == 2
     assert notes.getvalue().rstrip().endswith("Goodbye.")
-    saved = json.loads((tmp_path / "sessions" / f"{plain.chat.session.id}.json").read_text(encoding="utf-8"))
+    saved = json.loads((tmp_path / "sessions" / f"{plain.conversation.session.id}.json").read_text(encoding="utf-8"))
     assert saved["turns"][0]["stopped"] is True
 
 
@@ -348,7 +351,7 @@ def test_in_a_dumb_terminal_the_plain_mode_has_arrow_key_history(
 
 
 def test_the_config_file_can_ask_for_the_plain_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from chatbot.config_file import read_config
+    from chatbot.core.config_file import read_config
     from chatbot.errors import OptionError
     from chatbot.locations import HOME_ENV
 
@@ -373,7 +376,7 @@ def test_plain_mode_resumes_the_last_chat_and_says_so(
     assert first.returncode == 0, first.stderr
     resumed = run_chat("--continue", *model, stdin="and the colour?\n", home=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "Resumed session " in resumed.stderr and "1 turns. Last question: what is it?" in resumed.stderr
+    assert "Resumed session " in resumed.stderr and "1 turn. Last question: what is it?" in resumed.stderr
     assert resumed.stdout.startswith("You: and the colour?\nAssistant: ")
     (session,) = saved_sessions(tmp_path)  # the same session went on
     assert [turn["question"] for turn in session["turns"]] == ["what is it?", "and the colour?"]

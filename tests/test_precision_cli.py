@@ -15,7 +15,7 @@ import pytest
 from chatbot.engine.precision import MEMORY_LIMIT_ENV, Precision, estimate_memory
 from chatbot.engine.registry import KNOWN_CHECKPOINTS, find_checkpoint
 from chatbot.engine.shape import read_shape
-from chatbot.models_command import Target, model_row
+from chatbot.frontends.listings import Target, model_row
 from tests.test_cli import PREFIX, QUESTION, Runs, imported_modules, json_lines, one_line, run_together
 
 HF_HUB_ID = "Salesforce/blip2-opt-2.7b"
@@ -216,7 +216,7 @@ def test_models_json(tmp_path: Path) -> None:
 ])
 def test_what_fits_where(target: Target, alias: str, fits: list[str], triton: bool, monkeypatch) -> None:
     """The table follows the loader's ladder: on a GPU with Triton, int8 weight-only is its 8-bit step."""
-    monkeypatch.setattr("chatbot.models_command.triton_installed", lambda: triton)
+    monkeypatch.setattr("chatbot.frontends.listings.triton_installed", lambda: triton)
     known = find_checkpoint(alias)
     assert known is not None
     row = model_row(known, target)

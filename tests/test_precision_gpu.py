@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatbot.chat import Chat
+from chatbot.core.conversation import Conversation
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.blip2 import open_engine
 from chatbot.engine.precision import free_memory_bytes
@@ -29,7 +29,7 @@ def test_quantized_on_gpu_answers(checkpoints, pictures, family: str, bits: str)
     model = engine.model
     assert type(model.vision_model.encoder.layers[0].mlp.fc1).__name__ == QUANTIZED_CLASS[bits]
     assert type(model.language_projection).__name__ == "Linear"
-    chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=6))
+    chat = Conversation.with_engine(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=6))
     assert "".join(chat.ask("what is in the picture?")).strip()
     assert "".join(chat.ask("what colour is it?")).strip()
     print(f"{family} {bits}: decoding with {engine.decoding}")  # which quantized layers CUDA graphs can hold

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chatbot.chat import Chat
+from chatbot.core.conversation import Conversation
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.blip2 import Blip2Engine
 from chatbot.engine.loader import LoadedCheckpoint, load_checkpoint
@@ -57,7 +57,7 @@ def test_quantized_model_answers_as_generate_does(quantized, pictures, family: s
     assert loaded.precision == bits and engine.info.precision == bits
     assert engine.info.precision_reason.startswith(f"Using {bits[0]}-bit, as asked")
     assert engine.dtype is torch.float32  # the compute dtype on CPU, read from the unquantized projection
-    chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=6))
+    chat = Conversation.with_engine(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=6))
     answers = converse_and_compare(chat, QUESTIONS[:3])  # tokens equal generate's on this quantized model
     assert [t.answer for t in chat.session.turns] == [" ".join(answer.split()) for answer in answers]
 
@@ -139,7 +139,7 @@ def test_out_of_memory_while_loading(checkpoints, monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("family", FAMILIES)
 def test_out_of_memory_while_answering_keeps_the_chat(checkpoints, pictures, monkeypatch, family: str) -> None:
     engine = Blip2Engine(load_checkpoint(str(checkpoints[family]), device="cpu"))
-    chat = Chat(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=5))
+    chat = Conversation.with_engine(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=5))
     first = "".join(chat.ask("what is it?"))
     language_model = engine.model.language_model
 
@@ -162,7 +162,7 @@ def test_out_of_memory_in_the_vision_encoder_is_the_same_clear_error(checkpoints
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
 
     monkeypatch.setattr(engine.model, "get_image_features", run_out)
-    chat = Chat(engine, load_image(pictures["green"]), GenerationOptions(max_new_tokens=5))
+    chat = Conversation.with_engine(engine, load_image(pictures["green"]), GenerationOptions(max_new_tokens=5))
     with pytest.raises(OutOfMemoryError, match="cpu ran out of memory while answering"):
         "".join(chat.ask("what is it?"))
     assert chat.session.turns == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.chat import Chat
+from chatbot.core.conversation import Conversation
 from chatbot.engine.base import CancelToken, GenerationOptions
 from chatbot.engine.blip2 import Blip2Engine, open_engine
 from chatbot.images import LoadedImage, load_image
@@ -55,7 +55,7 @@ def test_the_engine_says_how_it_decodes(engines, static_engines, family) -> None
 def test_four_turns_match_generate(static_engines, red, family, name) -> None:
     engine = static_engines[family]
     engine.forget()
-    chat = Chat(engine, red, DECODING_OPTIONS[name])
+    chat = Conversation.with_engine(engine, red, DECODING_OPTIONS[name])
     answers = converse_and_compare(chat, QUESTIONS)
     assert answers[-1] == streamed_text(engine)  # the text streamed, token by token, is the answer's
     if family == "opt":  # the conversation's cache was rewound and continued, not refilled
@@ -66,7 +66,7 @@ def test_a_long_conversation_crosses_attention_windows_and_still_matches(static_
     """Each decode step attends over the smallest window (256, 512, ... positions) that holds the sequence."""
     engine = static_engines["opt"]
     engine.forget()
-    chat = Chat(engine, red, GenerationOptions(max_new_tokens=12))
+    chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=12))
     long_question = " ".join(["What is the colour of the small red car next to the tree?"] * 9)
     assert engine.count_tokens(long_question) > 100
     for _ in range(4):
@@ -78,14 +78,14 @@ def test_a_long_conversation_crosses_attention_windows_and_still_matches(static_
 @pytest.mark.parametrize("family", FAMILIES)
 def test_beam_search_takes_the_plain_path_and_still_matches(static_engines, red, family) -> None:
     engine = static_engines[family]
-    chat = Chat(engine, red, GenerationOptions(max_new_tokens=8, num_beams=3))
+    chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=8, num_beams=3))
     converse_and_compare(chat, QUESTIONS[:2])
     assert engine.last_stats.reused_prefix_tokens == 0
 
 
 def test_a_greedy_turn_after_beam_search_starts_clean(static_engines, red) -> None:
     engine = static_engines["opt"]
-    chat = Chat(engine, red, GenerationOptions(max_new_tokens=8, num_beams=2))
+    chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=8, num_beams=2))
     converse_and_compare(chat, QUESTIONS[:1])
     chat.with_options(num_beams=1)
     converse_and_compare(chat, QUESTIONS[1:3])
@@ -95,7 +95,7 @@ def test_a_greedy_turn_after_beam_search_starts_clean(static_engines, red) -> No
 def test_thinking_ahead_fills_the_static_cache_and_answers_stay_the_same(static_engines, red, family) -> None:
     engine = static_engines[family]
     engine.forget()
-    chat = Chat(engine, red, DECODING_OPTIONS["greedy"], think_ahead=True)
+    chat = Conversation.with_engine(engine, red, DECODING_OPTIONS["greedy"], think_ahead=True)
     engine.wait_until_prepared()
     for question in QUESTIONS[:3]:
         converse_and_compare(chat, [question])
@@ -107,7 +107,7 @@ def test_thinking_ahead_fills_the_static_cache_and_answers_stay_the_same(static_
 def test_undo_and_an_image_switch_rewind_the_cache_correctly(static_engines, red, pictures) -> None:
     engine = static_engines["opt"]
     engine.forget()
-    chat = Chat(engine, red, DECODING_OPTIONS["greedy"])
+    chat = Conversation.with_engine(engine, red, DECODING_OPTIONS["greedy"])
     converse_and_compare(chat, QUESTIONS[:3])
     chat.undo()
     chat.undo()
@@ -135,7 +135,7 @@ class CancelledAfterChecks(CancelToken):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cancel_stops_at_the_next_token_and_the_next_turn_matches(static_engines, red, family) -> None:
     engine = static_engines[family]
-    chat = Chat(engine, red, GenerationOptions(max_new_tokens=200, min_new_tokens=200))
+    chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=200, min_new_tokens=200))
     # asked once before the turn and once after each token: the 6th question, after token 5, cancels
     "".join(chat.ask("Tell me everything.", CancelledAfterChecks(5)))
     assert engine.last_stats.cancelled and engine.last_stats.new_tokens == 5
@@ -149,7 +149,7 @@ def test_cancel_stops_at_the_next_token_and_the_next_turn_matches(static_engines
 def test_answers_that_end_on_the_end_token_match_generate(early_end_checkpoints, red, family, static) -> None:
     path, end = early_end_checkpoints[family]
     engine = open_engine(str(path), device="cpu", static_decoding=static)
-    chat = Chat(engine, red, GenerationOptions(max_new_tokens=12))
+    chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=12))
     converse_and_compare(chat, QUESTIONS[:1])  # the prompt the end token was picked with
     tokens = engine.last_stats.token_ids
     assert tokens[-1] == end and 4 <= len(tokens) < 12 and not chat.session.turns[0].stopped

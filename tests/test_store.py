@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from chatbot.session import ImageRef, Session, Turn
-from chatbot.store import SessionError, SessionStore, export_markdown, export_session, session_from_json
+from chatbot.core.session import ImageRef, Session, Turn
+from chatbot.core.store import SessionError, SessionStore, export_markdown, export_session, session_from_json
 
 
 def sample_session() -> Session:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.chat import Chat
+from chatbot.core.conversation import Conversation
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.blip2 import Blip2Engine
 from chatbot.images import LoadedImage, load_image
@@ -55,7 +55,7 @@ def test_opening_an_image_encodes_it_and_prefills_the_first_prompts_opening(engi
     engine: Blip2Engine = engines["opt"]
     engine.forget()
     encodings = engine.image_encodings
-    chat = Chat(engine, fresh_image, OPTIONS, think_ahead=True)
+    chat = Conversation.with_engine(engine, fresh_image, OPTIONS, think_ahead=True)
     engine.wait_until_prepared()
     assert engine.image_encodings == encodings + 1
     opening = engine.input_ids(chat.style.opening([]))
@@ -68,7 +68,7 @@ def test_opening_an_image_encodes_it_and_prefills_the_first_prompts_opening(engi
 def test_answers_stay_the_references_through_undo_clear_retry_and_switch(engines, red, pictures, family) -> None:
     engine: Blip2Engine = engines[family]
     engine.forget()
-    chat = Chat(engine, red, OPTIONS, think_ahead=True)
+    chat = Conversation.with_engine(engine, red, OPTIONS, think_ahead=True)
     converse_and_compare(chat, QUESTIONS[:2])
     engine.wait_until_prepared()
     if family == "opt":  # the folded history up to the next "Question:" is prefilled already
@@ -87,7 +87,7 @@ def test_answers_stay_the_references_through_undo_clear_retry_and_switch(engines
 def test_flan_t5_thinks_ahead_with_the_image_only(engines, fresh_image) -> None:
     engine: Blip2Engine = engines["flan-t5"]
     encodings = engine.image_encodings
-    chat = Chat(engine, fresh_image, OPTIONS, think_ahead=True)
+    chat = Conversation.with_engine(engine, fresh_image, OPTIONS, think_ahead=True)
     engine.wait_until_prepared()
     assert engine.image_encodings == encodings + 1
     converse_and_compare(chat, QUESTIONS[:1])
@@ -97,7 +97,7 @@ def test_flan_t5_thinks_ahead_with_the_image_only(engines, fresh_image) -> None:
 def test_without_think_ahead_nothing_runs_in_the_background(engines, fresh_image) -> None:
     engine: Blip2Engine = engines["opt"]
     encodings = engine.image_encodings
-    chat = Chat(engine, fresh_image, OPTIONS)
+    chat = Conversation.with_engine(engine, fresh_image, OPTIONS)
     "".join(chat.ask(QUESTIONS[0]))
     assert engine.image_encodings == encodings + 1 and engine.last_stats.image_encoded
 
@@ -105,7 +105,7 @@ def test_without_think_ahead_nothing_runs_in_the_background(engines, fresh_image
 def hold_model_thread(engine: Blip2Engine) -> threading.Event:
     """Occupy the model thread until the returned event is set, so requests queue up behind it."""
     release = threading.Event()
-    engine._model_thread().submit(release.wait)
+    engine.model_thread().submit(release.wait)
     return release
 
 
@@ -124,7 +124,7 @@ def test_stale_requests_are_skipped(engines, tmp_path, monkeypatch) -> None:
     third = load_image(make_image(tmp_path / "third.png", (30, 30, 200)))
     release = hold_model_thread(engine)
     engine.prepare_ahead(third, "Question:")
-    chat = Chat(engine, third, OPTIONS)
+    chat = Conversation.with_engine(engine, third, OPTIONS)
     question_prompt = chat.prepare(QUESTIONS[0]).text
     asked = threading.Event()  # set once the question's turn has begun (it tokenizes its prompt first)
     tokenize = engine.input_ids
@@ -160,21 +160,21 @@ def test_a_failure_in_the_background_is_silent_and_the_next_turn_works(engines, 
         raise RuntimeError("something went wrong in the background")
 
     monkeypatch.setattr(engine, "_extend_prefix", broken)
-    chat = Chat(engine, red, OPTIONS, think_ahead=True)
+    chat = Conversation.with_engine(engine, red, OPTIONS, think_ahead=True)
     engine.wait_until_prepared()  # no exception reaches the caller
     monkeypatch.undo()
     converse_and_compare(chat, QUESTIONS[:2])
 
 
 def test_the_chat_app_encodes_the_picture_before_the_first_question(engines, fresh_image, tmp_path) -> None:
-    from chatbot.config import Settings
-    from chatbot.session import Session
-    from chatbot.store import SessionStore
-    from chatbot.tui.conversation import Conversation
+    from chatbot.core.session import Session
+    from chatbot.core.settings import Settings
+    from chatbot.core.store import SessionStore
 
     engine: Blip2Engine = engines["opt"]
     encodings = engine.image_encodings
-    conversation = Conversation(Settings(model="tiny"), Session(model="tiny"), SessionStore(tmp_path), fresh_image)
+    conversation = Conversation(Settings(model="tiny"), Session(model="tiny"), SessionStore(tmp_path), fresh_image,
+                                think_ahead=True)  # as create_app makes it
     conversation.attach(engine)
     engine.wait_until_prepared()
     assert engine.image_encodings == encodings + 1  # while the person was still typing

@@ -9,17 +9,18 @@ import json
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from textual import events
 
-from chatbot.config import Settings
+from chatbot.core.settings import Settings
+from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import ModelNotFoundError, OutOfMemoryError
 from chatbot.images import load_image
 from chatbot.locations import HOME_ENV, sessions_dir
-from chatbot.store import SessionStore
 from chatbot.tui.app import create_app
 from chatbot.tui.screens.file_picker import ImagePickerScreen, ImageTree
 from chatbot.tui.screens.help import HelpScreen
@@ -132,7 +133,8 @@ async def test_image_command_pasted_path_and_a_bad_image(pictures, tmp_path) -> 
         await ask(pilot, "What colour?")
         await send(pilot, f"/image {pictures['green']}")
         await wait_until(pilot, lambda: preview_source(app) == str(pictures["green"]))
-        assert "Now talking about green.jpg (a fresh context: earlier turns stay in the session)." in notices(app)
+        assert (f"Now talking about {pictures['green']}. The conversation starts fresh; earlier turns stay in the "
+                "saved session.") in notices(app)
         await ask(pilot, "And now?")
         assert engine.prompts[-1] == "Question: And now? Answer:"  # a new image starts a fresh context
         turns = app.conversation.session.turns
@@ -167,7 +169,7 @@ async def test_retry_and_undo(pictures) -> None:
         await ask(pilot, "And?")
         await send(pilot, "/undo")
         assert pairs(app) == [("What is it?", "second answer")]
-        assert "Dropped the last question and answer." in notices(app)
+        assert "Removed the last question and its answer: And?" in notices(app)
         assert [t["answer"] for t in saved_turns()] == ["second answer"]
         await send(pilot, "/undo")
         await send(pilot, "/undo")
@@ -186,7 +188,7 @@ async def test_set_good_and_bad_values(pictures) -> None:
         await ask(pilot, "Count")
         assert pairs(app) == [("Count", "one two three")]
         await send(pilot, "/set temperature hot")
-        assert errors(app) == ["/set temperature needs a number, not 'hot'. e.g. /set temperature 1."]
+        assert errors(app) == ["temperature must be a number from 0 to 100 (got 'hot'). e.g. 0.7."]
         assert input_value(app) == "/set temperature hot"  # kept, to fix
         assert app.conversation.options.temperature == 0.0
         await send(pilot, "/set")
@@ -196,20 +198,23 @@ async def test_set_good_and_bad_values(pictures) -> None:
 @pilot_test
 async def test_left_out_turns_clear_and_save(pictures) -> None:
     engine = ScriptedEngine("one two three four five six seven eight nine ten", "fine", "fresh")
+    engine.info = replace(engine.info, context_tokens=engine.info.image_tokens + 1000 + 16)
     app = scripted_app(engine, pictures["red"])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        await send(pilot, "/save")  # saves now, even before the first answer
-        assert notices(app)[-1] == f"Saved to {sessions_dir() / app.conversation.session.id}.json."
+        await send(pilot, "/save")  # nothing to save before the first answer: no empty session
+        assert errors(app)[-1] == "There is nothing to save yet. Ask a question first; every answer is saved."
         await ask(pilot, "first?")
-        await send(pilot, "/set max_new_tokens 2000")  # leaves 16 prompt tokens: the first turn no longer fits
+        await send(pilot, "/save")
+        assert notices(app)[-1] == f"Session saved to {sessions_dir() / app.conversation.session.id}.json."
+        await send(pilot, "/set max_new_tokens 1000")  # leaves 16 prompt tokens: the first turn no longer fits
         await ask(pilot, "second?")
         assert engine.prompts[-1] == "Question: second? Answer:"
         assert ("1 earlier turn no longer fits the model's context, so the prompt leaves it out "
                 "(the session keeps every turn).") in notices(app)
         await send(pilot, "/set max_new_tokens 30")
         await send(pilot, "/clear")
-        assert notices(app)[-1].startswith("Context cleared: the next question starts fresh")
+        assert notices(app)[-1].startswith("Conversation cleared: the next question starts fresh")
         await ask(pilot, "third?")
         assert engine.prompts[-1] == "Question: third? Answer:" and len(saved_turns()) == 3
 
@@ -318,7 +323,7 @@ async def test_keys_copy_help_palette_and_picker(pictures) -> None:
 
 
 def test_palette_offers_every_slash_command(pictures) -> None:
-    from chatbot.commands import COMMANDS
+    from chatbot.core.commands import COMMANDS
     from chatbot.tui.palette import palette_entries
 
     names = {entry[0].split()[0] for entry in palette_entries(scripted_app(ScriptedEngine(), pictures["red"]))}

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.chat_command import imported_session, session_to_resume
 from chatbot.cli import build_parser, with_default_command
+from chatbot.core.resume import imported_session, session_to_resume
+from chatbot.core.session import ImageRef, Session, Turn
+from chatbot.core.store import SessionStore, session_from_json
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import UserError
 from chatbot.locations import HOME_ENV, sessions_dir
-from chatbot.session import ImageRef, Session, Turn
-from chatbot.store import SessionStore, session_from_json
 from chatbot.tui.widgets.chat_input import image_path_in
 from tests.conftest import make_image
 from tests.tui_support import (
@@ -84,7 +84,7 @@ async def test_resumed_chat_whose_image_moved_or_changed_says_so(pictures, tmp_p
                                "been moved or deleted; open it again with /image PATH or Ctrl+O."]
         assert pairs(app) == [("Colour?", "blue")] and preview_source(app) is None  # the transcript stays
         await send(pilot, "And now?")
-        assert errors(app)[-1] == "No image is open. Open one with /image PATH or Ctrl+O."
+        assert errors(app)[-1] == "No image is open. Open one first with /image PATH."
         await send(pilot, f"/image {pictures['green']}")
         await wait_until(pilot, lambda: preview_source(app) == str(pictures["green"]))
         await ask(pilot, "And now?")
@@ -110,7 +110,7 @@ async def test_export_markdown_and_json_round_trip(pictures, tmp_path) -> None:
         await send(pilot, "/export md")
         session = app.conversation.session
         markdown = (tmp_path / f"blip2-chat-{session.id}.md").read_text()
-        assert notices(app)[-1] == f"Exported to {tmp_path / f'blip2-chat-{session.id}.md'}."
+        assert notices(app)[-1] == f"Exported the chat to {tmp_path / f'blip2-chat-{session.id}.md'}."
         assert str(pictures["red"]) in markdown and session.turns[0].image.sha256 in markdown  # type: ignore[union-attr]
         assert "**You:** Is it red?" in markdown and "**Assistant:** yes" in markdown
         await send(pilot, f"/export json {tmp_path / 'out' / 'chat.json'}")

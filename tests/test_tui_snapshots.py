@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.config import Settings
+from chatbot.core.session import ImageRef, Session, Turn
+from chatbot.core.settings import Settings
+from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.images import load_image
 from chatbot.locations import HOME_ENV
-from chatbot.session import ImageRef, Session, Turn
-from chatbot.store import SessionStore
 from chatbot.tui.app import create_app
 from chatbot.tui.widgets.chat_input import ChatInput
 from tests.conftest import make_image

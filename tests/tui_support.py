@@ -11,11 +11,11 @@ from pathlib import Path
 from textual.dom import DOMNode
 from textual.pilot import Pilot
 
-from chatbot.config import Settings
+from chatbot.core.session import Session
+from chatbot.core.settings import Settings
+from chatbot.core.store import SessionStore
 from chatbot.engine.base import Engine
 from chatbot.images import load_image
-from chatbot.session import Session
-from chatbot.store import SessionStore
 from chatbot.tui.app import ChatApp, create_app
 from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.image_preview import ImagePreview
@@ -57,7 +57,7 @@ async def wait_until(pilot: Pilot, predicate: Callable[[], object], timeout: flo
 
 def idle(app: ChatApp) -> bool:
     """The model is loaded, nothing streams and no question waits."""
-    return app.conversation.chat is not None and app.answer is None and not app.pending
+    return app.conversation.engine is not None and app.answer is None and not app.pending
 
 
 async def ready(pilot: Pilot) -> None:

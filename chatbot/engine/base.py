@@ -99,6 +99,14 @@ class CancelToken:
         return self._event.is_set()
 
 
+def prompt_per_image(images: Sequence[LoadedImage], prompt: str | Sequence[str]) -> list[str]:
+    """`answer_batch`'s prompt, one per image: the one prompt repeated, or the list (as many as there are images)."""
+    prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != len(images):
+        raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
+    return prompts
+
+
 class Engine(ABC):
     """A loaded image-language model that streams answers as text."""
 
@@ -132,9 +140,7 @@ class Engine(ABC):
         Engines that can run several images through the model at once override this; the default
         answers one at a time, so every engine serves `describe`.
         """
-        prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
-        if len(prompts) != len(images):
-            raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
+        prompts = prompt_per_image(images, prompt)
         stats = self.last_batch_stats = BatchStats(images=len(images))
         started = time.perf_counter()
         answers = []

@@ -1,5 +1,9 @@
 """Find and load a BLIP-2 checkpoint: a local directory, the local hub cache, or the hub.
 
+One module though over 300 lines: it is the one path from a name to a model on its device
+(resolve_model, choose_device and choose_dtype, load_checkpoint), read top to bottom, whose steps
+share the checkpoint's types and turn their failures into the same few user errors.
+
 Offline-first: a directory or a cached copy is used without touching the network; only
 a hub id missing from the cache is downloaded. Safetensors only, never remote code.
 """

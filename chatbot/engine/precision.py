@@ -27,6 +27,7 @@ from chatbot.errors import OptionError, OutOfMemoryError
 
 QUANTIZE_CHOICES = ("auto", "none", "int8", "8bit", "4bit")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_CHOICES = ("auto", *DTYPE_BYTES)  # --dtype, the config file's dtype
 # Bytes per quantized weight. 8-bit and int8: one int8 (plus a float32 scale per output row, negligible).
 # 4-bit NF4 with double quantization: half a byte, plus an 8-bit absmax per block of 64 weights and a
 # float32 constant per 256 blocks (bitsandbytes' defaults): 0.5 + (1 + 4/256) / 64 = 0.516.

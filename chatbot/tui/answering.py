@@ -16,11 +16,11 @@ from textual import work
 from textual.app import App
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
-from chatbot.chat import Chat
+from chatbot.core.commands import Retry
+from chatbot.core.conversation import Conversation
 from chatbot.engine.base import CancelToken
-from chatbot.errors import QuestionError, UserError
+from chatbot.errors import UserError
 from chatbot.tui import messages as msg
-from chatbot.tui.conversation import Conversation
 from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.status_bar import StatusBar
 from chatbot.tui.widgets.transcript import BubblePair, MessageBubble, Transcript
@@ -60,7 +60,7 @@ class AnsweringApp(App[None]):
         if self.answer is not None:
             return
         status = self.query_one(StatusBar)
-        if self.conversation.chat is not None:
+        if self.conversation.engine is not None:
             status.set_activity("Ready")
         elif self.model_error:
             status.set_activity("No model")
@@ -68,28 +68,28 @@ class AnsweringApp(App[None]):
             status.set_activity(f"Loading model {self.conversation.settings.model}…", busy=True)
 
     @work(thread=True, exclusive=True, group="answer", exit_on_error=False)
-    def _stream_answer(self, answer_id: int, chunks: Iterator[str], chat: Chat, cancel: CancelToken) -> None:
+    def _stream_answer(self, answer_id: int, chunks: Iterator[str], dropped_turns: int, cancel: CancelToken) -> None:
         started = False
         try:
             for chunk in chunks:
                 if not started:
                     started = True
-                    self.post_message(msg.AnswerStarted(answer_id, chat.last_fit.dropped_turns if chat.last_fit else 0))
+                    self.post_message(msg.AnswerStarted(answer_id, dropped_turns))
                 self.post_message(msg.AnswerChunk(answer_id, chunk))
         except Exception as error:  # noqa: BLE001 - a model error is a notice, never a crash
             self.post_message(msg.AnswerFailed(answer_id, model_error_text(error)))
             return
-        if not started and chat.last_fit is not None:
-            self.post_message(msg.AnswerStarted(answer_id, chat.last_fit.dropped_turns))
-        self.post_message(msg.AnswerFinished(answer_id, cancel.cancelled, copy(chat.engine.last_stats)))
+        if not started:
+            self.post_message(msg.AnswerStarted(answer_id, dropped_turns))
+        engine = self.conversation.require_engine()
+        self.post_message(msg.AnswerFinished(answer_id, cancel.cancelled, copy(engine.last_stats)))
 
     def ask(self, question: str) -> bool:
         """Send a question; while the model loads it waits in line. False when it was refused (input kept)."""
         if self.answer is not None:
             self.notice("An answer is still coming: wait for it, or press Esc to stop it.", "warning")
             return False
-        chat = self.conversation.chat
-        if chat is None:
+        if self.conversation.engine is None:
             if self.model_error:
                 self.notice(f"No model is loaded: {self.model_error}", "error")
                 return False
@@ -98,66 +98,53 @@ class AnsweringApp(App[None]):
             self.pending.append((question, bubble))
             return True
         try:
-            self._check_question(chat, question)
+            self.conversation.prepare(question)
         except UserError as error:
             self.notice(str(error), "error")
             return False
         self._begin_answer(self.query_one(Transcript).add_question(question), question)
         return True
 
-    @staticmethod
-    def _check_question(chat: Chat, question: str) -> None:
-        if chat.image is None:
-            raise QuestionError("No image is open.", "Open one with /image PATH or Ctrl+O.")
-        chat.prepare(question)
-
     def _answer_next_pending(self) -> None:
-        chat = self.conversation.chat
-        while self.pending and chat is not None and self.answer is None:
+        while self.pending and self.conversation.engine is not None and self.answer is None:
             question, bubble = self.pending.pop(0)
             bubble.mark("")
             try:
-                self._check_question(chat, question)
+                self._begin_answer(bubble, question)
             except UserError as error:
                 bubble.mark("not answered", "-failed")
                 self.notice(str(error), "error")
-                continue
-            self._begin_answer(bubble, question)
 
     def _begin_answer(self, question_bubble: MessageBubble, question: str) -> None:
-        chat = self.conversation.require_chat()
+        """Ask `question` (its bubble is on screen); a question that cannot be asked raises UserError."""
+        cancel = CancelToken()
+        chunks = self.conversation.ask(question, cancel)
         transcript = self.query_one(Transcript)
         transcript.add_answer(question_bubble)
-        cancel = CancelToken()
-        self._start(ActiveAnswer(self._next_id(), cancel, transcript.pairs[-1], len(chat.session.turns), None),
-                    chat.ask(question, cancel), chat)
+        turns = len(self.conversation.session.turns)
+        self._start(ActiveAnswer(self._next_id(), cancel, transcript.pairs[-1], turns, None), chunks)
 
-    def retry(self) -> None:
-        """/retry: answer the last question again, streaming into its bubble."""
-        chat = self.conversation.require_chat()
-        if self.answer is not None:
-            raise UserError("An answer is still coming.", "Wait for it, or press Esc to stop it.")
+    def stream_retry(self, retry: Retry) -> None:
+        """/retry: the last question answered again, streaming into its bubble."""
         transcript = self.query_one(Transcript)
-        cancel = CancelToken()
-        chunks = chat.retry(cancel)  # raises when there is nothing to retry
-        if chat.image is None:
-            raise QuestionError("No image is open.", "Open one with /image PATH or Ctrl+O.")
         pair = transcript.pairs[-1]
         pair.answer.set_text("")
         pair.answer.mark("")
         pair.answer.add_class("-pending")
-        turns = chat.session.turns
-        self._start(ActiveAnswer(self._next_id(), cancel, pair, len(turns), turns[-1]), chunks, chat)
+        turns = self.conversation.session.turns
+        replaced = turns[-1] if turns else None  # the old turn is put back when nothing new comes
+        self._start(ActiveAnswer(self._next_id(), retry.cancel, pair, len(turns), replaced), retry.chunks)
 
     def _next_id(self) -> int:
         self._answers_started += 1
         return self._answers_started
 
-    def _start(self, answer: ActiveAnswer, chunks: Iterator[str], chat: Chat) -> None:
+    def _start(self, answer: ActiveAnswer, chunks: Iterator[str]) -> None:
         self.answer = answer
         self.query_one(StatusBar).set_activity("Answering… (Esc stops)", busy=True)
         self.refresh_bindings()
-        answer.worker = self._stream_answer(answer.id, chunks, chat, answer.cancel)
+        fitted = self.conversation.last_fit
+        answer.worker = self._stream_answer(answer.id, chunks, fitted.dropped_turns if fitted else 0, answer.cancel)
 
     def _current(self, answer_id: int) -> ActiveAnswer | None:
         return self.answer if self.answer is not None and self.answer.id == answer_id else None

@@ -23,21 +23,21 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input
 from textual.worker import get_current_worker
 
-from chatbot.config import Settings
+from chatbot.core.commands import Outcome, run_command, switch_image
+from chatbot.core.conversation import Conversation
+from chatbot.core.resume import reopen_image
+from chatbot.core.runtime import exit_now, open_engine_for
+from chatbot.core.session import ImageRef, Session
+from chatbot.core.settings import Settings
+from chatbot.core.store import SessionStore
 from chatbot.engine.base import Engine
 from chatbot.errors import UserError
 from chatbot.images import LoadedImage, load_image
-from chatbot.quick_exit import exit_now
-from chatbot.resume import reopen_image
-from chatbot.session import ImageRef, Session
-from chatbot.store import SessionStore
 from chatbot.tui import messages as msg
 from chatbot.tui.answering import AnsweringApp
-from chatbot.tui.conversation import Conversation
 from chatbot.tui.palette import SlashCommandProvider
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
-from chatbot.tui.slash import run_slash_command
 from chatbot.tui.widgets.chat_input import ChatInput, image_path_in
 from chatbot.tui.widgets.image_preview import ImagePreview, prepare_terminal_graphics
 from chatbot.tui.widgets.status_bar import StatusBar, memory_text, process_memory_bytes
@@ -49,8 +49,6 @@ EngineFactory = Callable[[Settings, Callable[[str], None]], Engine]
 
 def load_engine(settings: Settings, progress: Callable[[str], None]) -> Engine:
     """The real model (imports torch, so only ever called inside the loading worker)."""
-    from chatbot.oneshot import open_engine_for
-
     return open_engine_for(settings, progress=progress)
 
 
@@ -154,11 +152,12 @@ class ChatApp(AnsweringApp):
     @work(thread=True, group="store", exit_on_error=False)
     def _scan_store(self) -> None:
         store = self.conversation.store
+        if store is None:
+            return
         with contextlib.suppress(OSError, UserError):
             store.summaries()  # sets damaged files aside
         if store.problems:
             self.post_message(msg.StoreProblems(list(store.problems)))
-
 
     # -- model and images -----------------------------------------------------------------------
 
@@ -196,13 +195,12 @@ class ChatApp(AnsweringApp):
         self._apply_image(message.image, message.resumed)
 
     def _apply_image(self, image: LoadedImage, resumed: bool) -> None:
-        fresh = self.conversation.set_image(image) and bool(self.conversation.session.turns)
         self.query_one(ImagePreview).show(image)
+        if resumed:
+            self.conversation.set_image(image)
+        else:
+            self.render_outcome(switch_image(self.conversation, image))
         self._set_ready_activity()
-        if not resumed:
-            extra = " (a fresh context: earlier turns stay in the session)" if fresh else ""
-            self.notice(f"Now talking about {image_label(image.source)}{extra}.")
-            self._save()
 
     def after_answer(self) -> None:
         if self._deferred_image is not None:  # chosen while the answer streamed
@@ -222,7 +220,6 @@ class ChatApp(AnsweringApp):
     @on(ChatInput.ImageDropped)
     def _image_dropped(self, message: ChatInput.ImageDropped) -> None:
         self.open_image(str(message.path))
-
 
     # -- the input box ---------------------------------------------------------------------------
 
@@ -247,14 +244,30 @@ class ChatApp(AnsweringApp):
     def run_slash(self, line: str) -> bool:
         """Run a /command; False (and one notice) when it failed, so the input keeps the line to fix."""
         try:
-            run_slash_command(self, line)
-        except UserError as error:
-            self.notice(str(error), "error")
-            return False
+            return self.render_outcome(run_command(self.conversation, line, can_pick=True))
         except Exception as error:  # noqa: BLE001 - a bug in one command must not close the chat
             self.notice(f"{line.split()[0]} failed ({type(error).__name__}: {error}). The chat is intact.", "error")
             return False
-        return True
+
+    def render_outcome(self, outcome: Outcome) -> bool:
+        """Show what a command did and do what only the app can; returns whether the command was carried out."""
+        if outcome.turns_changed:
+            transcript = self.query_one(Transcript)
+            if transcript.pairs:
+                transcript.remove_pair(transcript.pairs[-1])
+        for notice in outcome.notices:
+            self.notice(notice.text, notice.kind)
+        if outcome.open_image is not None:
+            self.open_image(outcome.open_image)
+        if outcome.retry is not None:
+            self.stream_retry(outcome.retry)
+        if outcome.effect == "help":
+            self.action_help()
+        elif outcome.effect == "pick_image":
+            self.action_open_image()
+        elif outcome.effect == "quit":
+            self.run_worker(self.action_quit(), group="quit")
+        return outcome.ok
 
     def prefill_input(self, text: str) -> None:
         """Put `text` in the input for the user to finish (palette entries that need an argument)."""
@@ -263,23 +276,7 @@ class ChatApp(AnsweringApp):
         field.cursor_position = len(text)
         field.focus()
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
     # -- actions (keys and palette) ------------------------------------------------------------
-
-
 
     def action_open_image(self) -> None:
         current = self.conversation.image
@@ -321,7 +318,7 @@ def create_app(
         memory_probe: bytes of memory in use, for the status line (tests pass a constant).
         problems: notices to show at start (e.g. damaged session files the CLI set aside).
     """
-    conversation = Conversation(settings, session or Session(model=settings.model), store or SessionStore(), image)
+    conversation = Conversation(settings, session, store or SessionStore(), image, think_ahead=True)
     return ChatApp(conversation, engine_factory or load_engine, renderer=renderer, memory_probe=memory_probe,
                    problems=problems)
 

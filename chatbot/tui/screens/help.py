@@ -8,7 +8,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from chatbot.commands import help_lines
+from chatbot.core.commands import QUESTION_ESCAPE, help_lines
 
 KEYS = (
     ("Enter", "send the question (or the /command)"),
@@ -27,7 +27,7 @@ def help_text() -> str:
     keys = [f"{key.ljust(width)}  {what}" for key, what in KEYS]
     return "\n".join([
         "Keys", "", *keys, "", "Commands", "", *help_lines(), "",
-        "Paste or drop an image file's path into the input to switch to it.",
+        QUESTION_ESCAPE, "Paste or drop an image file's path into the input to switch to it.",
         "Every answer is saved; resume with `blip2-chat --continue`.",
     ])
 

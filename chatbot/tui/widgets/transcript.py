@@ -12,7 +12,7 @@ from pathlib import PurePath
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from chatbot.session import Session, Turn
+from chatbot.core.session import Session, Turn
 
 PENDING_TEXT = "…"  # shown in an answer bubble until its first chunk arrives
 EMPTY_ANSWER_TEXT = "(no answer)"  # a finished answer with no text

@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatbot.alt_text import DEFAULT_PROMPT, to_alt_text
-from chatbot.config import Settings
-from chatbot.describe_output import OutputError, Row, RowWriter, format_for, read_rows
+from chatbot.core.settings import Settings
 from chatbot.engine.base import Engine, GenerationOptions
 from chatbot.errors import ImageError, OptionError, UserError
+from chatbot.frontends.describe.alt_text import DEFAULT_PROMPT, to_alt_text
+from chatbot.frontends.describe.output import OutputError, Row, RowWriter, format_for, read_rows
+from chatbot.frontends.describe.progress_line import ProgressLine
 from chatbot.images import IMAGE_SUFFIXES, LoadedImage, is_url, load_image
-from chatbot.progress_line import ProgressLine
 
 EMPTY_ANSWER = "The model gave no description for this image."
 
@@ -126,7 +126,7 @@ def describe(
         engine: answers batches (`answer_batch`).
         paths: absolute image paths, each once.
         write: called once per image described or failed (not for skipped ones).
-        options: decoding options (describe's defaults: see chatbot.alt_text).
+        options: decoding options (describe's defaults: see chatbot.frontends.describe.alt_text).
         prompt: the text the model continues; "" for a plain caption.
         batch_size: images per `generate` call.
         done: rows already in the output: an image with the same path and sha256 is skipped.
@@ -199,7 +199,7 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
             raise OutputError(f"{request.out} already exists.",
                               "Pass --resume to continue it, or choose another --out.")
         done = read_rows(request.out, fmt)
-    from chatbot.oneshot import open_engine_for  # imports the model stack: only now
+    from chatbot.core.runtime import open_engine_for  # imports the model stack: only now
 
     def status(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatbot.core.session import Session
 from chatbot.errors import UserError
 from chatbot.locations import sessions_dir
-from chatbot.session import Session
 
 FORMAT_VERSION = 1
 

@@ -1,6 +1,7 @@
-"""`blip2-chat models`: the known checkpoints, the memory each precision needs, what is cached, what fits here.
+"""The listings: `blip2-chat sessions` (saved chats) and `blip2-chat models` (the known checkpoints, the
+memory each precision needs, what is cached, what fits here).
 
-Answers in well under a second on a machine without a GPU: torch is imported only when this machine
+`models` answers in well under a second on a machine without a GPU: torch is imported only when this machine
 has a GPU whose free memory we must ask CUDA for.
 """
 
@@ -9,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatbot.core.store import SessionStore, SessionSummary
 from chatbot.engine.precision import (
     MEMORY_LIMIT_ENV,
     Precision,
@@ -124,4 +127,40 @@ def run_models(device: str = "auto", as_json: bool = False) -> int:
     else:
         print(render_table(rows, target))
     sys.stdout.flush()
+    return 0
+
+
+def _clip(text: str, width: int, from_left: bool = False) -> str:
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    return "…" + text[-(width - 1):] if from_left else text[: width - 1] + "…"
+
+
+def session_rows(summaries: list[SessionSummary]) -> list[str]:
+    """The `sessions` table: id, updated, turns, first question, image; newest first."""
+    rows = [("ID", "UPDATED", "TURNS", "FIRST QUESTION", "IMAGE")]
+    for summary in summaries:
+        rows.append((
+            summary.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(summary.updated)), str(summary.turns),
+            _clip(summary.first_question, 40), _clip(summary.image, 50, from_left=True),
+        ))
+    width = [max(len(row[column]) for row in rows) for column in range(4)]
+    return [
+        f"{ident:<{width[0]}}  {updated:<{width[1]}}  {turns:>{width[2]}}  {question:<{width[3]}}  {image}".rstrip()
+        for ident, updated, turns, question, image in rows
+    ]
+
+
+def run_sessions() -> int:
+    """Print the saved sessions; damaged files are set aside and reported on stderr."""
+    store = SessionStore()
+    summaries = store.summaries()
+    for problem in store.problems:
+        print(f"blip2-chat: {problem}", file=sys.stderr)
+    if not summaries:
+        print(f"No saved sessions yet (they are kept in {store.root}).")
+        return 0
+    print("\n".join(session_rows(summaries)))
+    print("\nResume one with `blip2-chat --resume ID`, the latest with `blip2-chat --continue`.", file=sys.stderr)
     return 0

@@ -23,7 +23,7 @@ HISTORY_LINES = 1000
 def config_wants_plain() -> bool:
     """`plain = true` in the config file (chatbot/config_file.py); False when there is no such setting."""
     try:
-        from chatbot.config_file import read_config
+        from chatbot.core.config_file import read_config
     except ImportError:
         return False
     return read_config().get("plain") is True

@@ -1,0 +1,239 @@
+"""The slash commands, for every chat front end: names, help, argument rules, and what each one does.
+
+`run_command(conversation, line)` carries a command out on a `Conversation` and returns an
+`Outcome`: the notices to show (each with its kind), whether the turns on screen changed, and
+what only the front end can do (load an image it names, stream a retried answer, show the help,
+open the image picker, quit). The chat app renders an outcome as widgets, the screen-reader mode
+as labelled lines; neither decides anything a command means.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from chatbot.core.conversation import Conversation
+from chatbot.core.settings import apply_setting, describe_options
+from chatbot.engine.base import CancelToken
+from chatbot.errors import UserError
+from chatbot.images import LoadedImage
+
+NoticeKind = Literal["info", "warning", "error"]
+Effect = Literal["quit", "help", "pick_image"]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    usage: str
+    summary: str
+    argument: Literal["none", "optional", "required"] = "none"
+    busy_ok: bool = True  # may run while an answer streams (False: it changes the turns, so it waits)
+
+
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec("image", "/image PATH", "switch to another image (starts a fresh context)", "optional",
+                busy_ok=False),
+    CommandSpec("clear", "/clear", "forget the conversation so far (it stays in the saved session)", busy_ok=False),
+    CommandSpec("retry", "/retry", "answer the last question again", busy_ok=False),
+    CommandSpec("undo", "/undo", "drop the last question and answer", busy_ok=False),
+    CommandSpec("save", "/save", "save the session now (it is also saved after every answer)"),
+    CommandSpec("export", "/export md|json [PATH]", "write the chat as Markdown or JSON (to a file or a folder)",
+                "required"),
+    CommandSpec("set", "/set KEY VALUE", "change a decoding option; /set alone lists them", "optional"),
+    CommandSpec("help", "/help", "list the commands"),
+    CommandSpec("quit", "/quit", "leave (the chat is saved)"),
+)
+ALIASES = {"exit": "quit", "q": "quit", "?": "help"}
+SPECS = {spec.name: spec for spec in COMMANDS}
+QUESTION_ESCAPE = "To ask a question that starts with a slash, begin it with two slashes."
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One sentence for the person: what happened, or what went wrong and what to do."""
+
+    text: str
+    kind: NoticeKind = "info"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """/retry: the front end streams `chunks` as the new answer to `question`; `cancel` stops it."""
+
+    question: str
+    chunks: Iterator[str]
+    cancel: CancelToken
+
+
+@dataclass
+class Outcome:
+    """What a command did, for a front end to render."""
+
+    notices: list[Notice] = field(default_factory=list)
+    ok: bool = True  # False: the command was refused (the app keeps the typed line to fix)
+    turns_changed: bool = False  # the last turn was removed (/undo): redraw what shows turns
+    open_image: str | None = None  # /image PATH: load this (path or URL), then `switch_image`
+    retry: Retry | None = None
+    effect: Effect | None = None
+
+    @classmethod
+    def refused(cls, error: UserError) -> Outcome:
+        return cls([Notice(str(error), "error")], ok=False)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # one of COMMANDS' names
+    argument: str  # the rest of the line, stripped
+
+
+def is_command(line: str) -> bool:
+    """True for `/name ...`; `//...` is a question that starts with a slash."""
+    text = line.strip()
+    return text.startswith("/") and not text.startswith("//")
+
+
+def question_text(line: str) -> str:
+    """The question a typed line asks: `//x` asks `/x`."""
+    text = line.strip()
+    return text[1:] if text.startswith("//") else text
+
+
+def parse_command(line: str) -> Command:
+    """The Command a `/name ...` line names.
+
+    Raises:
+        UserError: an unknown command (the message suggests the nearest known one), or one whose
+            argument is missing or not wanted.
+    """
+    word, _, rest = line.strip()[1:].partition(" ")
+    name = ALIASES.get(word.lower(), word.lower())
+    if name not in SPECS:
+        near = difflib.get_close_matches(name, list(SPECS), n=1)
+        hint = f"Did you mean /{near[0]}? " if near else ""
+        raise UserError(f"Unknown command /{word}.", f"{hint}Type /help for the list.")
+    spec, argument = SPECS[name], rest.strip()
+    if spec.argument == "required" and not argument:
+        raise UserError(f"/{name} needs more: {spec.usage}.", f"e.g. {_EXAMPLES.get(name, spec.usage)}.")
+    if spec.argument == "none" and argument:
+        raise UserError(f"/{name} takes nothing after it.", f"Type just /{name}.")
+    return Command(name, argument)
+
+
+_EXAMPLES = {"export": "/export md, or /export json ~/chats/", "set": "/set temperature 0.7"}
+
+
+def help_lines() -> list[str]:
+    """The commands, one per line, usage then summary, as /help shows them."""
+    width = max(len(spec.usage) for spec in COMMANDS)
+    return [f"{spec.usage.ljust(width)}  {spec.summary}" for spec in COMMANDS]
+
+
+def run_command(conversation: Conversation, line: str, *, can_pick: bool = False) -> Outcome:
+    """Carry out the `/command` in `line` on `conversation`; every problem is a refused Outcome.
+
+    `can_pick`: the front end has an image picker, so `/image` without a path opens it.
+    """
+    try:
+        command = parse_command(line)
+        spec = SPECS[command.name]
+        if conversation.answering and not spec.busy_ok:
+            raise UserError(f"An answer is still coming, so /{command.name} has to wait.",
+                            "Stop the answer first (Esc in the app, Ctrl+C in the screen-reader mode).")
+        return _HANDLERS[command.name](conversation, command.argument, can_pick)
+    except UserError as error:
+        return Outcome.refused(error)
+
+
+def switch_image(conversation: Conversation, image: LoadedImage) -> Outcome:
+    """After /image (or the picker, or a dropped file) loaded `image`: talk about it from now on, save."""
+    fresh = conversation.set_image(image) and bool(conversation.session.turns)
+    extra = " The conversation starts fresh; earlier turns stay in the saved session." if fresh else ""
+    return _saved(conversation, Outcome([Notice(f"Now talking about {image.source}.{extra}")]))
+
+
+def _saved(conversation: Conversation, outcome: Outcome, force: bool = False) -> Outcome:
+    """`outcome` after saving the session; a failed save is one more notice, the chat goes on."""
+    try:
+        conversation.save(force=force)
+    except UserError as error:
+        outcome.notices.append(Notice(str(error), "error"))
+    return outcome
+
+
+def _image(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    if not argument:
+        if can_pick:
+            return Outcome(effect="pick_image")
+        raise UserError("/image needs a path or a URL.", "e.g. /image cat.jpg.")
+    return Outcome(open_image=_unquoted(argument))
+
+
+def _clear(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    conversation.clear()
+    return _saved(conversation, Outcome([Notice(
+        "Conversation cleared: the next question starts fresh. Earlier turns stay in the saved session.")]))
+
+
+def _retry(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    cancel = CancelToken()
+    chunks = conversation.retry(cancel)  # QuestionError when there is nothing (or no way) to answer again
+    return Outcome(retry=Retry(conversation.question, chunks, cancel))
+
+
+def _undo(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    turn = conversation.undo()
+    if turn is None:
+        raise UserError("There is nothing to undo.", "Ask a question first.")
+    return _saved(conversation, Outcome([Notice(f"Removed the last question and its answer: {turn.question}")],
+                                        turns_changed=True), force=True)
+
+
+def _save(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    if not conversation.session.turns:
+        raise UserError("There is nothing to save yet.", "Ask a question first; every answer is saved.")
+    path = conversation.save(force=True)
+    return Outcome([Notice(f"Session saved to {path}.")])
+
+
+def _export(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    fmt, _, where = argument.partition(" ")
+    path = conversation.export(fmt, _unquoted(where))
+    return Outcome([Notice(f"Exported the chat to {path}.")])
+
+
+def _set(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    if not argument:
+        return Outcome([Notice(f"Options: {describe_options(conversation.options)}. "
+                               "Change one with /set KEY VALUE.")])
+    options, key = apply_setting(conversation.options, argument)
+    conversation.set_options(options)
+    return _saved(conversation, Outcome([Notice(f"{key} is now {getattr(options, key)}.")]))
+
+
+def _help(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    return Outcome(effect="help")
+
+
+def _quit(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    return Outcome(effect="quit")
+
+
+def _unquoted(text: str) -> str:
+    """A path as typed: surrounding quotes removed (`/image "my photo.jpg"`), else the text as it is."""
+    text = text.strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        try:
+            parts = shlex.split(text)
+        except ValueError:
+            return text
+        return parts[0] if len(parts) == 1 else text
+    return text
+
+
+_HANDLERS = {"image": _image, "clear": _clear, "retry": _retry, "undo": _undo, "save": _save,
+             "export": _export, "set": _set, "help": _help, "quit": _quit}

@@ -1,0 +1,293 @@
+"""One conversation, for every front end: its session, the image, folding, answering, saving, exporting.
+
+`Conversation` is the only object that changes a chat. The chat app, the screen-reader mode and the
+one-shot `ask` all drive one; the slash commands (`chatbot.core.commands`) act on it and return
+what happened as data, which each front end renders. It works before an engine is attached (the
+app opens at once and loads the model behind it) and imports neither torch nor Textual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from chatbot.core.resume import options_for
+from chatbot.core.session import ImageRef, Session, Turn
+from chatbot.core.settings import Settings
+from chatbot.core.store import SessionStore, export_session, session_json
+from chatbot.engine.base import CancelToken, Engine, GenerationOptions
+from chatbot.errors import OptionError, QuestionError, UserError
+from chatbot.images import LoadedImage
+from chatbot.locations import exports_dir
+from prompts import (
+    FittedPrompt,
+    PromptStyle,
+    PromptTooLong,
+    fit_prompt,
+    normalize_answer,
+    normalize_question,
+    style_for,
+)
+
+EXPORT_FORMATS = ("md", "json")
+
+
+def prompt_budget(engine: Engine, options: GenerationOptions) -> int:
+    """Prompt tokens the model has room for, image tokens and (for OPT) the answer set aside."""
+    info = engine.info
+    room = info.context_tokens - info.image_tokens
+    if not info.is_encoder_decoder:  # OPT's positions hold the prompt and the answer
+        room -= options.max_new_tokens
+    if room <= 0:
+        raise OptionError(
+            f"max_new_tokens={options.max_new_tokens} leaves no room for a question in this model's "
+            f"{info.context_tokens} positions.",
+            f"Use a value below {info.context_tokens - info.image_tokens - 16}.",
+        )
+    return room
+
+
+class Conversation:
+    """A chat about one image at a time; switching image starts a fresh context (the turns stay saved).
+
+    Args:
+        settings: the model and decoding options the chat starts with (a resumed session's own
+            `/set` changes win over them).
+        session: a saved session to go on with; a new one when None.
+        store: where the session is saved; None for a chat that is never saved (`ask`).
+        image: the image to talk about first.
+        engine: the model, if already loaded; otherwise `attach` it when it is.
+        think_ahead: while the person reads and types, let the engine prepare the next prompt's
+            opening (image encoded, history prefilled); interactive front ends turn it on.
+    """
+
+    def __init__(
+        self, settings: Settings, session: Session | None = None, store: SessionStore | None = None,
+        image: LoadedImage | None = None, *, engine: Engine | None = None, think_ahead: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.session = session or Session(model=settings.model)
+        self.store = store
+        self.options = options_for(self.session, settings.options) if session else settings.options
+        self.think_ahead = think_ahead
+        self.engine: Engine | None = None
+        self.image: LoadedImage | None = None
+        self.last_fit: FittedPrompt | None = None
+        self.question = ""  # the last question asked, as it is recorded (normalised once, here)
+        self.answering = False  # an answer is streaming: commands that change the turns wait
+        self._saved_text = session_json(self.session) if self.session.turns else ""  # unchanged: not rewritten
+        if image is not None:
+            self.set_image(image)
+        if engine is not None:
+            self.attach(engine)
+
+    @classmethod
+    def with_engine(
+        cls, engine: Engine, image: LoadedImage | None = None, options: GenerationOptions | None = None, *,
+        session: Session | None = None, think_ahead: bool = False,
+    ) -> Conversation:
+        """A conversation on a loaded engine with these options, never saved (benchmarks and tests)."""
+        settings = Settings(model=engine.info.model_id, options=options or GenerationOptions())
+        return cls(settings, session, None, image, engine=engine, think_ahead=think_ahead)
+
+    # -- the model and the image --------------------------------------------------------------
+
+    def attach(self, engine: Engine) -> None:
+        """Answer with `engine` from now on (the app attaches it when loading ends)."""
+        self.engine = engine
+        self.session.model = engine.info.model_id
+        self.prepare_ahead()
+
+    @property
+    def style(self) -> PromptStyle:
+        """How the attached model's family folds a chat into a prompt."""
+        return style_for(self.require_engine().info.family, "chat")
+
+    def require_engine(self) -> Engine:
+        """The engine, or a QuestionError saying the model is not there yet."""
+        if self.engine is None:
+            raise QuestionError("The model is still loading.", "Wait a moment and try again.")
+        return self.engine
+
+    def set_image(self, image: LoadedImage) -> bool:
+        """Talk about `image` from now on; True when it differs from the last one (a fresh context)."""
+        changed = self.session.image is None or self.session.image.sha256 != image.sha256
+        self.image = image
+        self.session.image = ImageRef(image.source, image.sha256)
+        if changed:
+            self.session.context_start = len(self.session.turns)
+        self.prepare_ahead()
+        return changed
+
+    def prepare_ahead(self) -> None:
+        """With think_ahead on, hand the engine the opening the next question's prompt will have."""
+        if not self.think_ahead or self.image is None or self.engine is None:
+            return
+        engine = self.engine
+        history = self.history()
+        style = self.style
+        try:  # as much history as fits with a short question: what the next prompt most likely keeps
+            dropped = fit_prompt(style, history, "?", engine.count_tokens,
+                                 prompt_budget(engine, self.options)).dropped_turns
+        except (PromptTooLong, OptionError):
+            return
+        engine.prepare_ahead(self.image, style.opening(history[dropped:]))
+
+    # -- asking -----------------------------------------------------------------------------------
+
+    def history(self) -> list[tuple[str, str]]:
+        """The turns since the last image switch or /clear, oldest first: what the prompt folds in."""
+        return [(t.question, t.answer) for t in self.session.turns[self.session.context_start:]]
+
+    def prepare(self, question: str) -> FittedPrompt:
+        """The prompt for `question`, with as much history as fits; a question that cannot be asked now
+        (no image, no model yet, empty, too long) raises QuestionError."""
+        text = normalize_question(question)
+        if not text:
+            raise QuestionError("The question is empty.", "Type a question about the image, e.g. What is in it?")
+        if self.image is None:
+            raise QuestionError("No image is open.", "Open one first with /image PATH.")
+        engine = self.require_engine()
+        budget = prompt_budget(engine, self.options)
+        try:
+            return fit_prompt(self.style, self.history(), text, engine.count_tokens, budget)
+        except PromptTooLong as error:
+            raise QuestionError(
+                f"The question is too long for this model: it needs {error.question_tokens} tokens "
+                f"and there is room for {error.budget_tokens}.",
+                "Shorten the question (or lower max_new_tokens).",
+            ) from None
+
+    def ask(self, question: str, cancel: CancelToken | None = None) -> Iterator[str]:
+        """Stream the answer; the turn is recorded when the stream ends, also when cancelled.
+
+        Every check happens here, before the first chunk is asked for; while the stream runs,
+        `answering` is True.
+        """
+        fitted = self.last_fit = self.prepare(question)
+        self.question = normalize_question(question)
+        self.answering = True
+        return self._stream(self.question, fitted, cancel or CancelToken())
+
+    def _stream(self, question: str, fitted: FittedPrompt, cancel: CancelToken) -> Iterator[str]:
+        assert self.engine is not None and self.image is not None  # prepare() checked both
+        parts: list[str] = []
+        finished = False  # False after a model error or an early close: then only a partial answer is kept
+        try:
+            for chunk in self.engine.stream(self.image, fitted.text, self.options, cancel):
+                parts.append(chunk)
+                yield chunk
+            finished = True
+        finally:
+            self.answering = False
+            if parts or (finished and not cancel.cancelled):
+                self.session.turns.append(Turn(
+                    question=question, answer=normalize_answer("".join(parts)),
+                    image=self.session.image, stopped=cancel.cancelled or not finished,
+                ))
+            if finished or cancel.cancelled:
+                self.prepare_ahead()
+
+    def last_question(self) -> str | None:
+        """The question /retry would answer again (None when the context has none)."""
+        turns = self.session.turns
+        return turns[-1].question if turns and self.session.context_start < len(turns) else None
+
+    def retry(self, cancel: CancelToken | None = None) -> Iterator[str]:
+        """Answer the last question again; the old answer is replaced when the new one is recorded.
+
+        Every check happens here (the prompt leaves the old answer out); the old turn stays in the
+        session until the stream starts, and comes back if nothing new is recorded.
+        """
+        question = self.last_question()
+        if question is None:
+            raise QuestionError("There is no question to answer again.", "Ask one first.")
+        old = self.session.turns.pop()
+        try:
+            fitted = self.last_fit = self.prepare(question)
+        finally:
+            self.session.turns.append(old)
+        self.question = question
+        self.answering = True
+        return self._replace(old, self._stream(question, fitted, cancel or CancelToken()))
+
+    def _replace(self, old: Turn, stream: Iterator[str]) -> Iterator[str]:
+        if self.session.turns and self.session.turns[-1] is old:
+            self.session.turns.pop()
+        recorded = len(self.session.turns)
+        try:
+            yield from stream
+        finally:
+            if len(self.session.turns) == recorded:  # nothing new came (error or instant cancel): keep the old
+                self.session.turns.append(old)
+            self.answering = False
+
+    # -- changing the conversation ------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Forget the conversation's context: the next question starts fresh (turns stay saved)."""
+        self.session.context_start = len(self.session.turns)
+        self.prepare_ahead()
+
+    def undo(self) -> Turn | None:
+        """Drop the last turn (from the session and the context); None when there was none."""
+        if not self.session.turns:
+            return None
+        turn = self.session.turns.pop()
+        self.session.context_start = min(self.session.context_start, len(self.session.turns))
+        self.prepare_ahead()
+        return turn
+
+    def set_options(self, options: GenerationOptions) -> None:
+        """Decode with `options` from now on (already checked: see chatbot.core.settings)."""
+        self.options = options
+        self.prepare_ahead()  # max_new_tokens changes OPT's room for history
+
+    def with_options(self, **changes: object) -> None:
+        """Change some options (tests and benchmarks; people use /set, which checks the values)."""
+        self.set_options(replace(self.options, **changes))  # type: ignore[arg-type]
+
+    # -- saving and exporting ---------------------------------------------------------------------------
+
+    def save(self, force: bool = False) -> Path | None:
+        """Write the session to the store if it changed (also when unchanged with `force`, i.e. /save).
+
+        A session without turns is never written, so opening an image and quitting leaves no file
+        (and `--continue` never lands on an empty chat); an unchanged one is not rewritten, so
+        `blip2-chat sessions` shows when a chat really changed. None when nothing was written.
+        """
+        if self.store is None or not self.session.turns:
+            return None
+        self.session.options = self.options.to_dict()
+        text = session_json(self.session)
+        if text == self._saved_text and not force:
+            return None
+        path = self.store.save(self.session)
+        self._saved_text = text
+        return path
+
+    @property
+    def saved(self) -> bool:
+        """True when the store holds the session as it is now."""
+        return self.store is not None and bool(self.session.turns) and self._saved_text == session_json(
+            replace(self.session, options=self.options.to_dict()))
+
+    def export(self, fmt: str, where: str = "") -> Path:
+        """Write the chat as Markdown or JSON to `where` (a file or a folder; default ./blip2-chat-<id>.<fmt>)."""
+        fmt = fmt.lower().lstrip(".")
+        if fmt not in EXPORT_FORMATS:
+            raise UserError(f"/export needs a format, md or json{f', not {fmt!r}' if fmt else ''}.",
+                            "e.g. /export md, or /export json ~/chat.json.")
+        self.session.options = self.options.to_dict()
+        name = f"blip2-chat-{self.session.id}.{fmt}"
+        target = Path(where).expanduser() if where else exports_dir() / name
+        if target.is_dir():
+            target = target / name
+        return export_session(self.session, fmt, target.resolve())
+
+
+def caption(engine: Engine, image: LoadedImage, options: GenerationOptions, prefix: str = "") -> str:
+    """A caption for `image`: the caption style's prompt (or `prefix` for the caption to continue), no history."""
+    prompt = style_for(engine.info.family, "caption").build([], "")
+    return normalize_answer(engine.answer(image, prefix or prompt, options))

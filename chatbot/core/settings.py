@@ -1,0 +1,218 @@
+"""The settings schema: every option declared once, with its type, default, allowed values and help.
+
+The command-line flags (`chatbot.cli`), the config file (`chatbot.core.config_file`), `/set` and
+`/set` alone (`chatbot.core.commands`), a resumed session's saved options and the help texts are
+all derived from `OPTIONS`. A value is checked where it enters, by the same rule whichever way
+it came, and reaches the engine already checked.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from chatbot.engine.base import GenerationOptions
+from chatbot.engine.precision import DTYPE_CHOICES, QUANTIZE_CHOICES
+from chatbot.engine.registry import DEFAULT_MODEL
+from chatbot.errors import OptionError
+
+MODEL_ENV = "BLIP2_CHAT_MODEL"
+SEED_LIMIT = 2**63  # torch's generators take seeds below this
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d{1,3})?)$")
+Where = Literal["flag", "config", "set"]
+EVERYWHERE: frozenset[Where] = frozenset({"flag", "config", "set"})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: how it is named, read and checked."""
+
+    name: str  # as in the config file and /set; the flag is --name-with-dashes
+    kind: type  # str, int, float or bool
+    default: Any
+    help: str  # one sentence for --help, /set and the config file's documentation
+    where: frozenset[Where] = EVERYWHERE
+    choices: tuple[str, ...] = ()
+    low: float | None = None  # inclusive bounds for numbers
+    high: float | None = None
+    low_open: bool = False  # the low bound itself is not allowed (top_p > 0)
+    example: str = ""
+    optional: bool = False  # None is a value ("none" unsets it: the seed)
+    check_text: Callable[[str], bool] | None = None  # extra rule for text values
+    text_rule: str = ""  # says that rule in words
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def allowed(self) -> str:
+        """The values this option takes, in words (for messages and help)."""
+        if self.choices:
+            return "one of: " + ", ".join(self.choices)
+        if self.text_rule:
+            return self.text_rule
+        if self.kind is bool:
+            return "true or false"
+        whole = "a whole number" if self.kind is int else "a number"
+        if self.low is not None and self.high is not None:
+            if self.low_open:
+                return f"{whole} above {_num(self.low)} and at most {_num(self.high)}"
+            return f"{whole} from {_num(self.low)} to {_num(self.high)}"
+        return whole
+
+    def parse(self, text: str, label: str) -> Any:
+        """The value typed as `text` (a flag or /set), checked; OptionError says what is allowed."""
+        text = text.strip()
+        if self.optional and text.lower() in ("none", "off", ""):
+            return None
+        value: Any = text
+        if self.kind in (int, float):
+            try:
+                value = int(text) if self.kind is int else float(text)
+            except ValueError:
+                raise self._error(label, text) from None
+        elif self.kind is bool:
+            if text.lower() not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+                raise self._error(label, text)
+            value = text.lower() in ("true", "yes", "on", "1")
+        return self.check(value, label)
+
+    def check(self, value: Any, label: str) -> Any:
+        """`value` if this option allows it (ints are accepted where numbers are), else OptionError."""
+        if value is None and self.optional:
+            return None
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, self.kind):
+            if self.kind is str:  # only a config file can give a number or a boolean here
+                raise OptionError(f"{label} must be text in quotes (got {value!r}).",
+                                  f"e.g. {label} = \"{self.default}\".")
+            raise self._error(label, value)
+        number: Any = value
+        if isinstance(value, str):
+            if not value.strip() or (self.choices and value not in self.choices) or (
+                    self.check_text is not None and not self.check_text(value)):
+                raise self._error(label, value)
+        elif self.kind in (int, float):
+            if not math.isfinite(number) or (self.low is not None and (number < self.low or (
+                    self.low_open and number == self.low))) or (self.high is not None and number > self.high):
+                raise self._error(label, value)
+        return value
+
+    def _error(self, label: str, value: Any) -> OptionError:
+        shown = f"'{value}'" if isinstance(value, str) else repr(value)
+        hint = f"e.g. {self.example}." if self.example else ""
+        return OptionError(f"{label} must be {self.allowed()} (got {shown}).", hint)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+_DEFAULTS = GenerationOptions()
+OPTIONS: tuple[Option, ...] = (
+    Option("model", str, DEFAULT_MODEL, "hub id (Salesforce/blip2-opt-2.7b), alias (opt-2.7b) or checkpoint folder",
+           where=frozenset({"flag", "config"}), example="flan-t5-xl",
+           text_rule="a hub id, an alias or a checkpoint folder"),
+    Option("device", str, "auto", "auto, cpu, cuda or cuda:N", where=frozenset({"flag", "config"}),
+           check_text=lambda text: bool(DEVICE_PATTERN.match(text)), text_rule="auto, cpu, cuda or cuda:N",
+           example="cuda:0"),
+    Option("dtype", str, "auto", "weights' number format; FlanT5 never float16", where=frozenset({"flag", "config"}),
+           choices=DTYPE_CHOICES),
+    Option("quantize", str, "auto", "int8 (weight-only, fast on GPUs), 8bit or 4bit (bitsandbytes), none, or auto: "
+           "the best precision that fits", where=frozenset({"flag", "config"}), choices=QUANTIZE_CHOICES),
+    Option("max_new_tokens", int, _DEFAULTS.max_new_tokens, "longest answer in tokens", low=1, high=1024,
+           example="50"),
+    Option("num_beams", int, _DEFAULTS.num_beams, "beam search width; 1 = greedy", low=1, high=16,
+           example="5"),
+    Option("temperature", float, _DEFAULTS.temperature, "0 decodes deterministically; above 0 samples", low=0,
+           high=100, example="0.7"),
+    Option("top_p", float, _DEFAULTS.top_p, "nucleus sampling mass, used when sampling", low=0, high=1,
+           low_open=True, example="0.9"),
+    Option("repetition_penalty", float, _DEFAULTS.repetition_penalty, "above 1 discourages repeats", low=0,
+           high=10, low_open=True, example="1.5"),
+    Option("seed", int, _DEFAULTS.seed, "fixes the random seed so sampling repeats (none: a new one each time)",
+           low=0, high=SEED_LIMIT - 1, optional=True, example="42"),
+    Option("plain", bool, False, "`chat` always in the screen-reader mode", where=frozenset({"config"})),
+)
+BY_NAME = {option.name: option for option in OPTIONS}
+GENERATION_KEYS = tuple(f.name for f in fields(GenerationOptions) if f.name in BY_NAME)
+SETTABLE = tuple(option.name for option in OPTIONS if "set" in option.where)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The choices a run is made with, every value checked."""
+
+    model: str  # hub id, alias or checkpoint folder
+    device: str = "auto"
+    dtype: str = "auto"
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    json: bool = False  # one JSON object per answer instead of text
+    quantize: str = "auto"
+
+
+def settings_from(
+    flags: Mapping[str, Any], file: Mapping[str, Any], *, command_defaults: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None, json: bool = False,
+) -> Settings:
+    """Settings from typed flags (None: not given), then a command's own defaults, then $BLIP2_CHAT_MODEL
+    for the model, then the config file (already checked), then the schema's defaults.
+
+    Flag values are text as typed; each is checked here by its option, naming the flag.
+    """
+    environ = os.environ if environ is None else environ
+    chosen: dict[str, Any] = {}
+    for option in OPTIONS:
+        if "flag" not in option.where:
+            continue
+        typed = flags.get(option.name)
+        if typed is not None:
+            chosen[option.name] = option.parse(str(typed), option.flag)
+        elif command_defaults and option.name in command_defaults:
+            chosen[option.name] = command_defaults[option.name]
+        elif option.name == "model" and environ.get(MODEL_ENV, "").strip():
+            chosen[option.name] = option.check(environ[MODEL_ENV].strip(), f"${MODEL_ENV}")
+        elif option.name in file:
+            chosen[option.name] = file[option.name]
+        else:
+            chosen[option.name] = option.default
+    options = GenerationOptions(**{key: chosen[key] for key in GENERATION_KEYS})
+    return Settings(model=chosen["model"], device=chosen["device"], dtype=chosen["dtype"],
+                    quantize=chosen["quantize"], options=options, json=json)
+
+
+def describe_options(options: GenerationOptions) -> str:
+    """`key=value, ...` for every option /set can change."""
+    return ", ".join(f"{key}={getattr(options, key)}" for key in SETTABLE)
+
+
+def apply_setting(options: GenerationOptions, argument: str) -> tuple[GenerationOptions, str]:
+    """`/set KEY VALUE` applied to `options`: (the new options, the key); bad keys or values raise OptionError."""
+    key, _, value = argument.strip().partition(" ")
+    key = key.replace("-", "_").lower()
+    if key not in SETTABLE:
+        raise OptionError(f"/set does not know '{key}'." if key else "/set needs a key and a value.",
+                          f"Settable: {', '.join(SETTABLE)}; e.g. /set temperature 0.7.")
+    return replace(options, **{key: BY_NAME[key].parse(value, key)}), key
+
+
+def saved_options(saved: Mapping[str, Any], fallback: GenerationOptions) -> tuple[GenerationOptions, list[str]]:
+    """The options a resumed session was using (its `/set` changes) over `fallback`, each checked.
+
+    Returns the options and the keys that were set aside because their saved value is not allowed.
+    """
+    kept: dict[str, Any] = {}
+    refused: list[str] = []
+    for key in SETTABLE:
+        if key not in saved:
+            continue
+        try:
+            kept[key] = BY_NAME[key].check(saved[key], key)
+        except OptionError:
+            refused.append(key)
+    return replace(fallback, **kept), refused

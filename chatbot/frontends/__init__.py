@@ -1,0 +1,1 @@
+"""Front ends other than the chat app: one-shot commands, listings, the screen-reader chat, describe."""

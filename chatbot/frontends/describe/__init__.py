@@ -1,0 +1,1 @@
+"""`blip2-chat describe`: alt text for files and folders."""

@@ -1,0 +1,53 @@
+"""One-shot commands: `ask` one question, `caption` images. Answers stream to stdout."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+
+from chatbot.core.conversation import Conversation, caption
+from chatbot.core.runtime import answer_record, open_engine_for, print_json
+from chatbot.core.settings import Settings
+from chatbot.errors import QuestionError
+from chatbot.images import load_image
+from prompts import normalize_question
+
+
+def stream_to_stdout(chunks: Iterable[str]) -> str:
+    """Print chunks as they arrive; return the whole text."""
+    parts = []
+    for chunk in chunks:
+        parts.append(chunk)
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return "".join(parts).strip()
+
+
+def run_ask(settings: Settings, image_source: str, question: str) -> int:
+    if not normalize_question(question):  # cheap checks before the slow model load
+        raise QuestionError("The question is empty.", "Put a question in quotes, e.g. \"What is in the picture?\"")
+    image = load_image(image_source)
+    conversation = Conversation(settings, image=image, engine=open_engine_for(settings))  # never saved
+    stream = conversation.ask(question)  # a question too long for the model fails here, before generating
+    if settings.json:
+        answer = "".join(stream).strip()
+        print_json(answer_record(conversation.require_engine(), image, normalize_question(question), answer))
+    else:
+        stream_to_stdout(stream)
+    return 0
+
+
+def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") -> int:
+    images = [load_image(source) for source in sources]  # every file checked before the model loads
+    engine = open_engine_for(settings)
+    for image in images:
+        text = caption(engine, image, settings.options, prefix)
+        if settings.json:
+            print_json(answer_record(engine, image, None, text))
+        elif len(images) == 1:
+            print(text, flush=True)
+        else:
+            print(f"{image.source}: {text}", flush=True)
+    return 0

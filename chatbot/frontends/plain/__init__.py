@@ -1,0 +1,1 @@
+"""The screen-reader chat (`chat --plain`): labelled plain lines."""
