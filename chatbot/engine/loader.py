@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.engine.precision import (
+    DTYPE_CHOICES,
     PrecisionChoice,
     choose_precision,
     free_memory_bytes,
@@ -39,7 +40,6 @@ from chatbot.errors import (
 
 # Files a BLIP-2 checkpoint needs; weights in safetensors only (no pickles, no remote code).
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 Progress = Callable[[str], None]
 
@@ -167,8 +167,8 @@ def choose_dtype(dtype: str, device: str, family: str) -> Any:
     """The torch dtype: float32 on CPU; bfloat16 (or float16 for OPT) on GPUs. FlanT5 never float16."""
     import torch
 
-    if dtype not in DTYPES:
-        raise OptionError(f"Unknown dtype '{dtype}'.", f"Use one of: {', '.join(DTYPES)}.")
+    if dtype not in DTYPE_CHOICES:
+        raise OptionError(f"Unknown dtype '{dtype}'.", f"Use one of: {', '.join(DTYPE_CHOICES)}.")
     if dtype == "float16" and family == "flan-t5":
         raise OptionError(
             "FlanT5 overflows in float16 and answers with garbage.", "Use --dtype bfloat16 or float32."
