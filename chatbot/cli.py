@@ -9,11 +9,13 @@ import argparse
 import os
 import sys
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from chatbot import __version__
 from chatbot.core.settings import OPTIONS, Option, Settings, settings_from
 from chatbot.errors import UserError
+from chatbot.untrusted import visible
 
 EPILOG = """examples:
   blip2-chat photo.jpg                    open the chat app on a picture (same as: blip2-chat chat photo.jpg)
@@ -77,10 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _describe_parser(commands: argparse._SubParsersAction) -> None:
     from chatbot.frontends.describe import alt_text  # pure and tiny: the defaults shown in --help
 
+    class NoJson(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+            parser.error("describe writes JSON Lines already (--format jsonl, the default), so it has no --json; "
+                         "--json is for ask, caption and chat.")
+
+    # The model flags without their --json (one JSON object per answer, with timings: nothing describe
+    # writes). "resolve" lets the hidden flag below replace it, so it is neither offered nor ignored.
     describe = commands.add_parser(
         "describe", parents=[_model_flags()], help="alt text for image files and folders (JSON Lines, CSV or Markdown)",
         description="Write alt text for every image in PATHS, one row per image, appended as soon as it is ready.",
+        conflict_handler="resolve",
     )
+    describe.add_argument("--json", nargs=0, action=NoJson, default=False, help=argparse.SUPPRESS)
     describe.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
     describe.add_argument("--recursive", "-r", action="store_true", help="also look inside sub-folders")
     describe.add_argument("--format", choices=("jsonl", "csv", "md"), default=None,
@@ -123,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_models(args.device or "auto", args.json) if args.command == "models" else run_sessions()
         return _run(args, settings_for(args))
     except UserError as error:
-        print(f"blip2-chat: {error}", file=sys.stderr)
+        print(f"blip2-chat: {visible(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("", file=sys.stderr)
@@ -164,15 +175,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             batch_size=args.batch_size, resume=bool(args.resume),
         ))
     return run_chat_command(settings, args.image, plain=args.plain, continue_last=args.continue_last,
-                            resume=args.resume)
+                            resume=args.resume, model_given=args.model is not None)
 
 
 def run_chat_command(
     settings: Settings, image_source: str | None, *, plain: bool = False, continue_last: bool = False,
-    resume: str | None = None,
+    resume: str | None = None, model_given: bool = False,
 ) -> int:
     """Open a chat on `image_source`, or go on with a saved session (--continue, --resume ID|FILE), in the
-    chat app, or in the screen-reader mode when asked or when the app cannot work here."""
+    chat app, or in the screen-reader mode when asked or when the app cannot work here.
+
+    A resumed chat goes on with the model it was made with, unless `--model` chose one (`model_given`).
+    """
     from chatbot.core.resume import session_to_resume
     from chatbot.core.session import Session
     from chatbot.core.store import SessionStore
@@ -180,6 +194,9 @@ def run_chat_command(
     from chatbot.images import LoadedImage, load_image
 
     resuming = continue_last or resume is not None
+    if continue_last and resume is not None:
+        raise UserError("Give either --continue or --resume ID, not both.",
+                        "--continue goes on with the last chat; --resume ID with the one you name.")
     if resuming and image_source:
         raise UserError("Give either an image or --continue/--resume, not both.",
                         "A resumed chat reopens its own image; switch later with /image PATH.")
@@ -187,18 +204,23 @@ def run_chat_command(
         raise UserError("The chat needs an image.", "e.g. blip2-chat photo.jpg, or blip2-chat --continue.")
     store = SessionStore()
     session: Session | None = None
+    notes: list[str] = []
     if resuming:
         session = session_to_resume(store, continue_last, resume)
+        if not model_given and session.model and session.model != settings.model:
+            settings = replace(settings, model=session.model)
+            notes.append(f"Going on with {session.model}, the model this chat was made with "
+                         "(choose another with --model).")
     if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config
         from chatbot.frontends.plain.chat import run_plain_chat
 
-        return run_plain_chat(settings, image_source or "", session=session)
+        return run_plain_chat(settings, image_source or "", session=session, notes=notes)
     image: LoadedImage | None = None
     if not resuming:
         image = load_image(image_source or "")  # a bad path fails here, before any window opens
     from chatbot.tui.app import run_tui
 
-    return run_tui(settings, image=image, session=session, problems=store.problems)
+    return run_tui(settings, image=image, session=session, problems=[*notes, *store.problems])
 
 
 if __name__ == "__main__":

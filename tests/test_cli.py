@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from chatbot.images import load_image
+
 QUESTION = "what is in the picture?"
 PREFIX = "blip2-chat: "
 JSON_KEYS = {"question", "answer", "model", "image", "image_sha256", "timings", "tokens"}
@@ -404,6 +406,15 @@ BAD_INPUTS: dict[str, BadCase] = {
     "repetition-penalty-0": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--repetition-penalty", "0", model=c["opt"]),
         lambda t, p, c: ["--repetition-penalty must be a number above 0 and at most 10 (got 0.0)"], True),
+    "seed-too-large": BadCase(
+        lambda t, p, c: _ask(p["red"], QUESTION, "--seed", str(2**64), model=c["opt"]),
+        lambda t, p, c: [f"--seed must be a whole number from 0 to {2**63 - 1} (got {2**64})"], True),
+    "temperature-nan": BadCase(
+        lambda t, p, c: _ask(p["red"], QUESTION, "--temperature", "nan", model=c["opt"]),
+        lambda t, p, c: ["--temperature must be a number from 0 to 100 (got nan)"], True),
+    "continue-and-resume": BadCase(
+        lambda t, p, c: ["--continue", "--resume", "20250101-120000-abcdef"],
+        lambda t, p, c: ["Give either --continue or --resume ID, not both."], True),
     "unknown-hub-model-offline": BadCase(
         lambda t, p, c: _ask(p["red"], model="nobody/no-such-model"),
         lambda t, p, c: ["nobody/no-such-model"], False),
@@ -469,6 +480,7 @@ def test_missing_image_fails_before_importing_torch(tmp_path: Path, checkpoints:
 # Runs the CLI's main() in a child and reports that child's own peak RSS (kB) on its last stderr line.
 PEAK_RSS_WRAPPER = """
 import resource, sys
+from chatbot.images import load_image
 from chatbot.cli import main
 code = main(sys.argv[1:])
 peak_kb = 0
@@ -505,3 +517,11 @@ def test_hundred_megapixel_jpeg_is_answered_in_bounded_memory(tmp_path: Path, ch
     # scale); a full decode would add ~300 MB of pixels, and a float copy several GB more.
     print(f"100-megapixel ask: peak RSS {peak_mb:.0f} MB")
     assert peak_mb < 1536, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_the_example_picture_the_readme_uses_is_answered(checkpoints: dict[str, Path]) -> None:
+    """The README's first command, on the repository's own picture (with the offline synthetic model)."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "photo.jpg"
+    assert load_image(example).original_size == (640, 480)
+    result = run_cli("ask", example, "What is in the picture?", "--model", checkpoints["opt"], "--max-new-tokens", "4")
+    assert result.returncode == 0 and result.stderr == "" and len(result.stdout.splitlines()) == 1, result

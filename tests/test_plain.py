@@ -396,3 +396,37 @@ def test_plain_mode_resume_says_when_the_image_moved(
     assert "moved or deleted; open it again with /image PATH." in resumed.stderr
     assert "No image is open" in resumed.stderr  # the question before /image is refused, not lost silently
     assert resumed.stdout.count("Assistant: ") == 1
+
+
+def test_hostile_bytes_on_stdin_are_asked_shown_and_never_emitted(
+    checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    """Bytes that are not UTF-8 and escape sequences in piped questions: every question is still asked,
+    its `You:` echo shows the escapes as text, and nothing raw reaches either stream."""
+    env = {**os.environ, "BLIP2_CHAT_HOME": str(tmp_path)}
+    questions = b"what\xff is it?\n\x1b]0;PWNED\x07 and the \x1b[2J title?\nlast one?\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "chatbot", "chat", str(pictures["red"]), "--plain", "--model", str(checkpoints["opt"]),
+         "--max-new-tokens", "3"], input=questions, capture_output=True, timeout=120, env=env,
+    )
+    stdout, stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
+    assert result.returncode == 0 and "Traceback" not in stderr, stderr
+    you = [line for line in stdout.splitlines() if line.startswith("You: ")]
+    assert you == ["You: what\ufffd is it?", "You: \\x1b]0;PWNED\\x07 and the \\x1b[2J title?", "You: last one?"]
+    assert not ESCAPE.search(stdout + stderr)
+    (session,) = saved_sessions(tmp_path)  # what was asked is stored as it came (the session is data)
+    assert [turn["question"] for turn in session["turns"]][1] == "\x1b]0;PWNED\x07 and the \x1b[2J title?"
+
+
+def test_continue_goes_on_with_the_model_the_chat_was_made_with(
+    checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    first = run_chat(pictures["red"], "--model", checkpoints["flan-t5"], "--max-new-tokens", "3",
+                     stdin="what is it?\n", home=tmp_path)
+    assert first.returncode == 0, first.stderr
+    resumed = run_chat("--continue", "--max-new-tokens", "3", stdin="and now?\n", home=tmp_path)  # no --model
+    assert resumed.returncode == 0, resumed.stderr
+    assert (f"Going on with {checkpoints['flan-t5']}, the model this chat was made with (choose another with "
+            "--model).") in resumed.stderr.splitlines()
+    (session,) = saved_sessions(tmp_path)
+    assert session["model"] == str(checkpoints["flan-t5"]) and len(session["turns"]) == 2

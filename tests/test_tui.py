@@ -351,3 +351,24 @@ def test_importing_the_app_imports_no_torch() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pilot_test
+async def test_quitting_while_a_question_waits_for_the_model_keeps_the_question(pictures) -> None:
+    never = threading.Event()
+
+    def endless_factory(settings, progress):
+        progress("Loading the scripted model on cpu")
+        never.wait(30)  # the model never finishes loading while the app runs
+        return ScriptedEngine()
+
+    app = create_app(Settings(model="scripted-opt"), image=load_image(pictures["red"]), store=SessionStore(),
+                     engine_factory=endless_factory, renderer="halfcell")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "Loading the scripted model on cpu" in status(app))
+        await send(pilot, "Are you there?")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, what="the app to close")
+    never.set()
+    (turn,) = saved_turns()  # the question is in the saved session, marked as never answered
+    assert (turn["question"], turn["answer"], turn["stopped"]) == ("Are you there?", "", True)

@@ -223,6 +223,13 @@ class Conversation:
                 self.session.turns.append(old)
             self.answering = False
 
+    def keep_unanswered(self, question: str) -> None:
+        """Record `question` as a turn that was never answered (asked while the model loaded, then quit):
+        it is saved, shown as stopped, and /retry answers it later."""
+        text = normalize_question(question)
+        if text:
+            self.session.turns.append(Turn(question=text, answer="", image=self.session.image, stopped=True))
+
     # -- changing the conversation ------------------------------------------------------------------
 
     def clear(self) -> None:
@@ -256,6 +263,11 @@ class Conversation:
         A session without turns is never written, so opening an image and quitting leaves no file
         (and `--continue` never lands on an empty chat); an unchanged one is not rewritten, so
         `blip2-chat sessions` shows when a chat really changed. None when nothing was written.
+
+        A session file another blip2-chat holds is never overwritten (`SessionStore.claim`): when this
+        chat is open in another process, or its file changed since it was read, the session goes on as
+        a copy under a new id, and `SessionForked` (a SessionError, raised after the copy is written)
+        says so in one sentence.
         """
         if self.store is None or not self.session.turns:
             return None
@@ -263,7 +275,13 @@ class Conversation:
         text = session_json(self.session)
         if text == self._saved_text and not force:
             return None
-        path = self.store.save(self.session)
+        from chatbot.core.store import SessionForked
+
+        try:
+            path = self.store.save(self.session)
+        except SessionForked:  # written, as a copy under a new id: later saves go to the copy
+            self._saved_text = session_json(self.session)
+            raise
         self._saved_text = text
         return path
 
@@ -274,17 +292,39 @@ class Conversation:
             replace(self.session, options=self.options.to_dict()))
 
     def export(self, fmt: str, where: str = "") -> Path:
-        """Write the chat as Markdown or JSON to `where` (a file or a folder; default ./blip2-chat-<id>.<fmt>)."""
+        """Write the chat as Markdown or JSON to `where` (a file or a folder; default ./blip2-chat-<id>.<fmt>).
+
+        No folder is created: one that does not exist is refused. An existing file is replaced only when
+        it is this conversation's own earlier export to that path, unchanged since (so `/export md` twice
+        updates the first); any other is refused, naming it and suggesting another name. Afterwards
+        `last_export_updated` is True when an earlier export was replaced, False when the file is new.
+        """
+        import os
+
+        from chatbot.core.session import valid_session_id
+        from chatbot.core.store import ExportLog, shown
+
         fmt = fmt.lower().lstrip(".")
         if fmt not in EXPORT_FORMATS:
-            raise UserError(f"/export needs a format, md or json{f', not {fmt!r}' if fmt else ''}.",
+            given = f", not '{shown(fmt)}'" if fmt else ""
+            raise UserError(f"/export needs a format, md or json{given}.",
                             "e.g. /export md, or /export json ~/chat.json.")
         self.session.options = self.options.to_dict()
-        name = f"blip2-chat-{self.session.id}.{fmt}"
+        name = f"blip2-chat-{self.session.id if valid_session_id(self.session.id) else 'chat'}.{fmt}"
         target = Path(where).expanduser() if where else exports_dir() / name
+        if where.endswith(("/", os.sep)) and not target.is_dir():  # meant as a folder
+            raise UserError(f"The folder {shown(target, 400)} does not exist.",
+                            "Create it first or choose another path.")
         if target.is_dir():
             target = target / name
-        return export_session(self.session, fmt, target.resolve())
+        target = target.resolve()
+        log: ExportLog = getattr(self, "exports", None) or ExportLog()
+        self.exports = log  # the files this conversation wrote, the only ones /export may replace
+        updated = log.ours(target)
+        path = export_session(self.session, fmt, target, overwrite=updated)
+        log.remember(path)
+        self.last_export_updated = updated
+        return path
 
 
 def caption(engine: Engine, image: LoadedImage, options: GenerationOptions, prefix: str = "") -> str:

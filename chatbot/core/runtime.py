@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,12 +18,15 @@ from typing import Any
 from chatbot.core.settings import Settings
 from chatbot.engine.base import Engine
 from chatbot.images import LoadedImage
+from chatbot.untrusted import visible
+
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
 def say_on_terminal(message: str) -> None:
     """Progress for people watching a terminal; silent when stderr is piped."""
     if sys.stderr.isatty():
-        print(message, file=sys.stderr, flush=True)
+        print(visible(message), file=sys.stderr, flush=True)
 
 
 def open_engine_for(settings: Settings, progress: Callable[[str], None] = say_on_terminal) -> Engine:
@@ -62,8 +66,15 @@ def answer_record(engine: Engine, image: LoadedImage, question: str | None, answ
 
 
 def print_json(record: dict[str, Any]) -> None:
-    """One answer record as one line of JSON on stdout."""
-    print(json.dumps(record, ensure_ascii=False), flush=True)
+    """One answer record as one line of JSON on stdout (JSON escapes C0 controls itself; C1 controls and
+    bidirectional overrides, which it would leave raw, are escaped as \\uXXXX too)."""
+    print(json_line(record), flush=True)
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """`record` as one line of JSON that is safe on a terminal and still valid JSON."""
+    text = json.dumps(record, ensure_ascii=False)
+    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def exit_now(code: int, *, loaded: bool | None = None) -> int:

@@ -54,6 +54,10 @@ class ResolvedModel:
     source: str  # "directory", "cache" or "download"
 
 
+_SYNTHETIC_HINT = ("python -m chatbot.engine.synthetic tiny-opt ./tiny-opt builds a small random-weight "
+                   "checkpoint, then --model ./tiny-opt")
+
+
 def _looks_like_path(name: str) -> bool:
     """Hub ids are `owner/name`; anything rooted, relative or deeper is a path."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
@@ -72,7 +76,8 @@ def _check_checkpoint_dir(path: Path, requested: str) -> None:
         model_type = None
     if model_type != "blip-2":
         raise NotACheckpointError(
-            f"The folder {path} holds a {model_type or 'unreadable'} model, not BLIP-2.",
+            f"The folder {path} holds a model of type '{model_type}', not BLIP-2." if isinstance(model_type, str)
+            else f"The folder {path} has a config.json that does not name a model type, so it is not BLIP-2.",
             "Pass a BLIP-2 checkpoint folder or hub id (see `blip2-chat models`).",
         )
     if not any(path.glob("*.safetensors")):
@@ -118,7 +123,8 @@ def resolve_model(requested: str, progress: Progress | None = None) -> ResolvedM
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         raise ModelNotFoundError(
             f"The model {hub_id} is not in the local cache and downloads are off (HF_HUB_OFFLINE is set).",
-            "Run once with network access and HF_HUB_OFFLINE unset, or pass --model with a local checkpoint folder.",
+            "Run once with network access and HF_HUB_OFFLINE unset, or pass --model with a local checkpoint folder "
+            f"(to try the app offline: {_SYNTHETIC_HINT}).",
         )
     if progress:
         progress(f"Downloading {hub_id} (first use only)")
@@ -127,7 +133,8 @@ def resolve_model(requested: str, progress: Progress | None = None) -> ResolvedM
     except Exception as error:  # noqa: BLE001 - network, auth and not-found all end the same way
         raise ModelNotFoundError(
             f"Could not download {hub_id}: {_short(error)}.",
-            "Check the name (see `blip2-chat models`) and your network, or pass --model with a local folder.",
+            "Check the name (see `blip2-chat models`) and your network, or pass --model with a local folder "
+            f"(to try the app offline: {_SYNTHETIC_HINT}).",
         ) from None
     _check_checkpoint_dir(Path(path), requested)
     return ResolvedModel(requested, Path(path), hub_id, "download")

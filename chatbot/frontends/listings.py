@@ -28,6 +28,7 @@ from chatbot.engine.precision import (
 )
 from chatbot.engine.registry import KNOWN_CHECKPOINTS, KnownCheckpoint
 from chatbot.engine.shape import shape_from_config
+from chatbot.untrusted import visible
 
 GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA and ROCm drivers; without them CUDA cannot work
 
@@ -100,7 +101,7 @@ def render_table(rows: list[dict[str, Any]], target: Target) -> str:
         fits = [f"{label} (auto)" if label == row["auto"] else label for label in row["fits"]]
         lines.append([row["alias"], f"{row['params_billions']:.2f} B",
                       *(gigabytes(needs[key]) for key in ("float32", "bfloat16", "8bit", "4bit")),
-                      "yes" if row["cached"] else "no", ", ".join(fits) or "none: see below"])
+                      "yes" if row["cached"] else "no", ", ".join(fits) or "none"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     text = ["  ".join([*(cell.rjust(w) if 0 < i < 6 else cell.ljust(w)
                          for i, (cell, w) in enumerate(zip(line[:-1], widths, strict=True))), line[-1]]).rstrip()
@@ -114,6 +115,9 @@ def render_table(rows: list[dict[str, Any]], target: Target) -> str:
         "weight-only (--quantize int8: as much memory as bitsandbytes' 8-bit, much faster).",
         "FlanT5 never runs in float16 (it overflows). Set BLIP2_CHAT_MAX_MEMORY (e.g. 6GB) to plan for less.",
     ]
+    if any(not row["fits"] for row in rows):
+        text.append("none: not even 4-bit fits in the free memory; free some memory, choose a smaller model, "
+                    "or use another --device.")
     return "\n".join(text)
 
 
@@ -131,7 +135,7 @@ def run_models(device: str = "auto", as_json: bool = False) -> int:
 
 
 def _clip(text: str, width: int, from_left: bool = False) -> str:
-    text = " ".join(text.split())
+    text = visible(" ".join(text.split()))
     if len(text) <= width:
         return text
     return "…" + text[-(width - 1):] if from_left else text[: width - 1] + "…"
@@ -142,7 +146,7 @@ def session_rows(summaries: list[SessionSummary]) -> list[str]:
     rows = [("ID", "UPDATED", "TURNS", "FIRST QUESTION", "IMAGE")]
     for summary in summaries:
         rows.append((
-            summary.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(summary.updated)), str(summary.turns),
+            visible(summary.id), time.strftime("%Y-%m-%d %H:%M", time.localtime(summary.updated)), str(summary.turns),
             _clip(summary.first_question, 40), _clip(summary.image, 50, from_left=True),
         ))
     width = [max(len(row[column]) for row in rows) for column in range(4)]
@@ -157,9 +161,9 @@ def run_sessions() -> int:
     store = SessionStore()
     summaries = store.summaries()
     for problem in store.problems:
-        print(f"blip2-chat: {problem}", file=sys.stderr)
+        print(f"blip2-chat: {visible(problem)}", file=sys.stderr)
     if not summaries:
-        print(f"No saved sessions yet (they are kept in {store.root}).")
+        print(f"No saved sessions yet (they are kept in {visible(store.root)}).")
         return 0
     print("\n".join(session_rows(summaries)))
     print("\nResume one with `blip2-chat --resume ID`, the latest with `blip2-chat --continue`.", file=sys.stderr)

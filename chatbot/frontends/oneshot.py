@@ -10,6 +10,7 @@ from chatbot.core.runtime import answer_record, open_engine_for, print_json
 from chatbot.core.settings import Settings
 from chatbot.errors import QuestionError
 from chatbot.images import load_image
+from chatbot.untrusted import visible
 from prompts import normalize_question
 
 
@@ -18,7 +19,7 @@ def stream_to_stdout(chunks: Iterable[str]) -> str:
     parts = []
     for chunk in chunks:
         parts.append(chunk)
-        sys.stdout.write(chunk)
+        sys.stdout.write(visible(chunk))
         sys.stdout.flush()
     sys.stdout.write("\n")
     sys.stdout.flush()
@@ -47,7 +48,7 @@ def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") ->
         if settings.json:
             print_json(answer_record(engine, image, None, text))
         elif len(images) == 1:
-            print(text, flush=True)
+            print(visible(text), flush=True)
         else:
-            print(f"{image.source}: {text}", flush=True)
+            print(visible(f"{image.source}: {text}"), flush=True)
     return 0

@@ -50,6 +50,7 @@ class AnsweringApp(App[None]):
         self.answer: ActiveAnswer | None = None
         self.pending: list[tuple[str, MessageBubble]] = []  # questions typed before the model was ready
         self.model_error: str | None = None
+        self.quitting = False  # set by action_quit: widgets are no longer changed
         self._answers_started = 0
 
     def notice(self, text: str, kind: str = "info") -> None:
@@ -217,7 +218,17 @@ class AnsweringApp(App[None]):
             self.query_one(StatusBar).set_activity("Stopping…", busy=True)
 
     async def action_quit(self) -> None:
-        """Quit cleanly, also mid-answer: stop it, let the partial answer be recorded, save, exit."""
+        """Quit cleanly, also mid-answer: stop it, let the partial answer be recorded, save, exit.
+
+        Questions still waiting for the model are kept in the session as unanswered turns (nothing the
+        person typed is lost); nothing is mounted once quitting has begun.
+        """
+        if self.quitting:
+            return
+        self.quitting = True
+        for question, _ in self.pending:
+            self.conversation.keep_unanswered(question)
+        self.pending.clear()
         answer = self.answer
         if answer is not None:
             answer.cancel.cancel()

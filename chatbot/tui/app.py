@@ -43,6 +43,7 @@ from chatbot.tui.widgets.image_preview import ImagePreview, prepare_terminal_gra
 from chatbot.tui.widgets.status_bar import StatusBar, memory_text, process_memory_bytes
 from chatbot.tui.widgets.transcript import Transcript, image_label
 from chatbot.tui.workers import DaemonCall, model_error_text
+from chatbot.untrusted import visible
 
 EngineFactory = Callable[[Settings, Callable[[str], None]], Engine]
 
@@ -92,7 +93,7 @@ class ChatApp(AnsweringApp):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = f"session {self.conversation.session.id}"
+        self.sub_title = f"session {visible(self.conversation.session.id)}"
         transcript = self.query_one(Transcript)
         transcript.show_session(self.conversation.session)
         for problem in self.startup_problems:
@@ -162,9 +163,13 @@ class ChatApp(AnsweringApp):
     # -- model and images -----------------------------------------------------------------------
 
     def on_model_progress(self, message: msg.ModelProgress) -> None:
+        if self.quitting:  # the screen is going away: change nothing on it
+            return
         self.query_one(StatusBar).set_activity(message.text.rstrip(". "), busy=True)
 
     def on_model_ready(self, message: msg.ModelReady) -> None:
+        if self.quitting:  # the screen is going away: change nothing on it
+            return
         self.conversation.attach(message.engine)
         status = self.query_one(StatusBar)
         status.set_engine(message.engine)
@@ -173,6 +178,8 @@ class ChatApp(AnsweringApp):
         self._answer_next_pending()
 
     def on_model_failed(self, message: msg.ModelFailed) -> None:
+        if self.quitting:  # the screen is going away: change nothing on it
+            return
         self.model_error = message.text
         self.query_one(StatusBar).set_activity("No model")
         self.notice(f"The model could not be loaded: {message.text}", "error")
@@ -189,6 +196,8 @@ class ChatApp(AnsweringApp):
         self._load_image(source)
 
     def on_image_ready(self, message: msg.ImageReady) -> None:
+        if self.quitting:  # the screen is going away: change nothing on it
+            return
         if self.answer is not None:  # never change the image under an answer: apply it when it ends
             self._deferred_image = message.image
             return
@@ -208,12 +217,16 @@ class ChatApp(AnsweringApp):
             self._apply_image(image, resumed=False)
 
     def on_image_failed(self, message: msg.ImageFailed) -> None:
+        if self.quitting:  # the screen is going away: change nothing on it
+            return
         self._set_ready_activity()
         if self.query_one(ImagePreview).source is None:
             self.query_one(ImagePreview).show_problem(message.text)
         self.notice(message.text, "error")
 
     def on_store_problems(self, message: msg.StoreProblems) -> None:
+        if self.quitting:  # the screen is going away: change nothing on it
+            return
         for problem in message.problems:
             self.notice(problem, "warning")
 

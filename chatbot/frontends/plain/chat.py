@@ -19,7 +19,7 @@ at the prompt, or Ctrl+D, ends the chat. The session is saved after every change
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TextIO
 
 from chatbot.core.commands import (
@@ -43,6 +43,7 @@ from chatbot.errors import UserError
 from chatbot.frontends.plain.terminal import ctrl_c_stops, is_terminal, read_lines
 from chatbot.images import load_image
 from chatbot.locations import data_dir
+from chatbot.untrusted import visible
 
 PROMPT = "You: "
 KEYS_HELP = ("Keys: up and down arrows bring back earlier lines; Ctrl+C stops an answer, "
@@ -64,7 +65,12 @@ class PlainChat:
         self.answer_ready_note = not is_terminal(out)  # the answer line is not on the screen either
 
     def say(self, sentence: str) -> None:
-        print(sentence, file=self.notes, flush=True)
+        """One sentence on the notes stream; text from outside in it is shown, never emitted raw."""
+        print(visible(sentence), file=self.notes, flush=True)
+
+    def line(self, text: str) -> None:
+        """One line of the conversation (`You: ...`, `Assistant: ...`) on stdout."""
+        print(visible(text), file=self.out, flush=True)
 
     def run(self, lines: Iterable[str]) -> int:
         """Answer every line until /quit, end of input, or Ctrl+C at the prompt; save; exit status 0."""
@@ -129,7 +135,7 @@ class PlainChat:
     def answer(self, question: str, stream: Iterator[str], cancel: CancelToken) -> None:
         """Collect an answer while Ctrl+C may stop it, then print it whole and save the session."""
         if self.echo and not self.json_records:
-            print(f"You: {question}", file=self.out, flush=True)
+            self.line(f"You: {question}")
         self.say("Answering.")
         parts: list[str] = []
         try:
@@ -153,10 +159,9 @@ class PlainChat:
             if engine is not None and image is not None:
                 print_json(answer_record(engine, image, question, text))
         elif stopped:
-            line = f"Assistant: {text} (stopped)" if text else "Assistant: (stopped before any words)"
-            print(line, file=self.out, flush=True)
+            self.line(f"Assistant: {text} (stopped)" if text else "Assistant: (stopped before any words)")
         else:
-            print(f"Assistant: {text}", file=self.out, flush=True)
+            self.line(f"Assistant: {text}")
 
     def save(self) -> None:
         """Save the session if it changed; a failure is said and the chat goes on."""
@@ -176,12 +181,18 @@ def open_engine_saying(settings: Settings, say: Callable[[str], None]) -> Engine
     return engine
 
 
-def run_plain_chat(settings: Settings, image_source: str, session: Session | None = None) -> int:
-    """The screen-reader chat about `image_source` (or going on with `session`), reading stdin to the end."""
-    notes = sys.stderr
+def run_plain_chat(
+    settings: Settings, image_source: str, session: Session | None = None, notes: Sequence[str] = (),
+) -> int:
+    """The screen-reader chat about `image_source` (or going on with `session`), reading stdin to the end.
 
+    `notes`: sentences to say first (e.g. which model a resumed chat goes on with).
+    """
     def say(sentence: str) -> None:
-        print(sentence, file=notes, flush=True)
+        print(visible(sentence), file=sys.stderr, flush=True)
+
+    for note in notes:
+        say(note)
 
     image, problem = None, None
     if session is None:
@@ -193,7 +204,7 @@ def run_plain_chat(settings: Settings, image_source: str, session: Session | Non
     conversation = Conversation(settings, session, SessionStore(), image, engine=engine,
                                 think_ahead=is_terminal(sys.stdin))
     typed_on_screen = is_terminal(sys.stdin) and is_terminal(sys.stdout)
-    plain = PlainChat(conversation, out=sys.stdout, notes=notes, echo=not typed_on_screen,
+    plain = PlainChat(conversation, out=sys.stdout, notes=sys.stderr, echo=not typed_on_screen,
                       json_records=settings.json)
     if session is not None:
         last = session.turns[-1] if session.turns else None

@@ -63,10 +63,11 @@ def read_lines(prompt: str, history_file: Path | None = None) -> Generator[str, 
     are read plainly from stdin and the prompt, if any terminal can show it, goes to stderr.
     Ctrl+C while waiting raises KeyboardInterrupt to the caller.
     """
+    if sys.stdin is None:
+        return
+    tolerate_bytes_that_are_not_text(sys.stdin)
     if is_terminal(sys.stdin) and is_terminal(sys.stdout):
         yield from _readline_lines(prompt, history_file)
-        return
-    if sys.stdin is None:
         return
     show_prompt = is_terminal(sys.stdin) and is_terminal(sys.stderr)
     while True:
@@ -79,6 +80,15 @@ def read_lines(prompt: str, history_file: Path | None = None) -> Generator[str, 
                 sys.stderr.write("\n")
             return
         yield line.rstrip("\r\n")
+
+
+def tolerate_bytes_that_are_not_text(stream: TextIO) -> None:
+    """Read bytes that are not valid in the stream's encoding as U+FFFD instead of failing: a question
+    with one bad byte is still asked, and the questions after it are not lost."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None:
+        with contextlib.suppress(ValueError, OSError):
+            reconfigure(errors="replace")
 
 
 def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:

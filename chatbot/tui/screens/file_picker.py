@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from rich.text import Text, TextType
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,10 +21,15 @@ from textual.worker import get_current_worker
 from chatbot.errors import ImageError
 from chatbot.images import IMAGE_SUFFIXES, LoadedImage, load_image
 from chatbot.tui.widgets.image_preview import PREVIEW_MAX_SIDE, ImagePreview
+from chatbot.untrusted import visible
 
 
 class ImageTree(DirectoryTree):
     """A directory tree that lists folders and image files only, hidden ones left out."""
+
+    def process_label(self, label: TextType) -> Text:
+        """A file name as a label: control characters shown, never sent to the terminal."""
+        return super().process_label(visible(label.plain if isinstance(label, Text) else label))
 
     def filter_paths(self, paths: Iterable[Path]) -> Iterable[Path]:
         return [
@@ -58,7 +64,7 @@ class ImagePickerScreen(ModalScreen[Path | None]):
 
     @staticmethod
     def _title(folder: Path) -> str:
-        return f"Open an image — {folder}"
+        return f"Open an image — {visible(folder)}"
 
     def action_parent(self) -> None:
         tree = self.query_one(ImageTree)

@@ -21,6 +21,7 @@ from textual.widgets import Static
 
 from chatbot.images import LoadedImage
 from chatbot.tui.widgets.transcript import image_label
+from chatbot.untrusted import visible
 
 RENDERERS = ("auto", "halfcell", "none")  # auto: best the terminal has; halfcell: tests and snapshots
 PREVIEW_MAX_SIDE = 384  # pixels handed to the renderer: enough for a sidebar, cheap to redraw
@@ -118,7 +119,7 @@ class ImagePreview(Vertical):
         """Draw `image` and name it in the caption."""
         self.source = image.source
         width, height = image.original_size
-        caption = f"{image_label(image.source)}\n{width}×{height} · sha256 {image.sha256[:12]}"
+        caption = f"{visible(image_label(image.source))}\n{width}×{height} · sha256 {image.sha256[:12]}"
         self.query_one("#preview-caption", Static).update(caption)
         self.query_one("#preview-empty", Static).display = False
         for widget in self.query("#preview-image"):
@@ -132,6 +133,6 @@ class ImagePreview(Vertical):
             cast(Any, widget).image = None
             widget.display = False
         empty = self.query_one("#preview-empty", Static)
-        empty.update(text)
+        empty.update(visible(text))
         empty.display = True
         self.query_one("#preview-caption", Static).update("")

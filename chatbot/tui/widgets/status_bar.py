@@ -13,6 +13,7 @@ from collections.abc import Callable
 from textual.widgets import Static
 
 from chatbot.engine.base import Engine, GenerationStats
+from chatbot.untrusted import visible
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
@@ -93,4 +94,4 @@ class StatusBar(Static):
             elapsed = int(time.monotonic() - self.busy_since)
             activity = f"{SPINNER[self._frame % len(SPINNER)]} {activity}" + (f" {elapsed} s" if elapsed else "")
         parts = [activity, self.model, self.device, self.precision, self.memory, self.speed]
-        self.update(" │ ".join(part for part in parts if part))
+        self.update(visible(" │ ".join(part for part in parts if part)))

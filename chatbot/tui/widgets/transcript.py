@@ -13,6 +13,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from chatbot.core.session import Session, Turn
+from chatbot.untrusted import visible
 
 PENDING_TEXT = "…"  # shown in an answer bubble until its first chunk arrives
 EMPTY_ANSWER_TEXT = "(no answer)"  # a finished answer with no text
@@ -22,7 +23,7 @@ class MessageBubble(Static):
     """One question or answer, with its role as the border title; answers grow chunk by chunk."""
 
     def __init__(self, text: str, role: str, label: str) -> None:
-        super().__init__(text or PENDING_TEXT, markup=False, classes=f"bubble {role}")
+        super().__init__(visible(text) or PENDING_TEXT, markup=False, classes=f"bubble {role}")
         self.role = role
         self.text = text
         self.border_title = label
@@ -35,7 +36,7 @@ class MessageBubble(Static):
     def set_text(self, text: str) -> None:
         self.text = text
         self.remove_class("-pending")
-        self.update(text or PENDING_TEXT)
+        self.update(visible(text) or PENDING_TEXT)
 
     def mark(self, subtitle: str, css_class: str = "") -> None:
         """A small note under the bubble ("stopped", "12.5 tok/s"); `css_class` colours it."""
@@ -50,7 +51,7 @@ class Notice(Static):
     ICONS = {"info": "ℹ", "warning": "⚠", "error": "✖"}
 
     def __init__(self, text: str, kind: str = "info") -> None:
-        super().__init__(f"{self.ICONS.get(kind, 'ℹ')} {text}", markup=False, classes=f"notice -{kind}")
+        super().__init__(f"{self.ICONS.get(kind, 'ℹ')} {visible(text)}", markup=False, classes=f"notice -{kind}")
         self.text = text
         self.kind = kind
 
