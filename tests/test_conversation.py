@@ -71,6 +71,10 @@ def test_resumed_options_and_bad_ones() -> None:
     session = Session(model="m", options={"max_new_tokens": 12, "temperature": 0.5, "unknown": 1})
     assert options_for(session, fallback) == GenerationOptions(max_new_tokens=12, temperature=0.5)
     assert options_for(Session(model="m", options={"top_p": 7}), fallback) == fallback  # invalid: ignored
+    hostile = {"seed": 2**64, "temperature": float("nan"), "num_beams": 1000, "max_new_tokens": 100000,
+               "top_p": "0.5", "repetition_penalty": True, "min_new_tokens": 50}
+    assert options_for(Session(model="m", options=hostile), fallback) == fallback  # each checked as it enters
+    assert options_for(Session(model="m", options={"seed": 7, "top_p": 2}), fallback) == GenerationOptions(seed=7)
 
 
 def test_saves_only_what_changed_and_never_an_empty_session(conversation, tmp_path) -> None:
