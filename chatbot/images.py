@@ -1,7 +1,8 @@
 """Load one image from a path or an http(s) URL into a small RGB picture BLIP-2 can use.
 
 Every bad input becomes an `ImageError` with a one-line message and a hint; no raw
-Pillow or OS exception escapes. No torch here: front ends import this module cheaply.
+Pillow or OS exception escapes, and nothing a library prints reaches the terminal.
+No torch here: front ends import this module cheaply.
 """
 
 from __future__ import annotations
@@ -13,20 +14,24 @@ import io
 import os
 import re
 import stat
+import sys
 import threading
+import time
+import traceback
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.request import Request
 
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, TiffImagePlugin
 
 from chatbot import __version__
 from chatbot.errors import ImageError
+from chatbot.untrusted import visible
 
 MIN_SIDE = 8  # pixels; smaller images carry nothing to describe
 # What counts as an image file where only a name is known: a folder's files for `describe`, the file
@@ -36,13 +41,18 @@ IMAGE_SUFFIXES = frozenset({
 })
 MAX_PIXELS = 200_000_000  # refuse above this as a likely decompression bomb
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
-DOWNLOAD_TIMEOUT_S = 15  # per socket operation (connect, each read)
+# The whole download, from the DNS look-up to the last byte, and also the limit for each socket
+# operation: a server that drips a byte every few seconds never trips a per-read timeout alone.
+DOWNLOAD_TIMEOUT_S: float = 15
+CANCEL_POLL_S = 0.1  # how often a waiting download asks its `cancel` check
 
 _SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF…"
 # Files that start like a known image format but fail to open are damaged, not "not an image".
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
-_PIL_LOCK = threading.Lock()  # serialises our temporary changes to Pillow's module settings
+# Serialises our temporary changes to process-wide state while decoding: Pillow's module settings,
+# the warnings filters, and file descriptor 2 while libtiff might write to it.
+_PIL_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,15 @@ def is_url(text: str) -> bool:
     return text.strip().lower().startswith(("http://", "https://"))
 
 
-def load_image(source: str | os.PathLike[str], *, max_side: int = 1024) -> LoadedImage:
-    """Read, check and decode an image; downscale so its longest side is at most `max_side`."""
+def load_image(
+    source: str | os.PathLike[str], *, max_side: int = 1024, cancel: Callable[[], bool] | None = None
+) -> LoadedImage:
+    """Read, check and decode an image; downscale so its longest side is at most `max_side`.
+
+    `cancel`, when given, is asked between reads of a download (and while one waits for the
+    server); once it returns True the download stops with "Stopped opening <url>.", so a front end
+    can let the user give up on a slow link (Esc, quit) without waiting for the timeout.
+    """
     if max_side < MIN_SIDE:
         raise ValueError(f"max_side must be at least {MIN_SIDE}, got {max_side}")
     if not os.fspath(source).strip():
@@ -71,25 +88,20 @@ def load_image(source: str | os.PathLike[str], *, max_side: int = 1024) -> Loade
         if not is_url(url):
             scheme = url.split(":", 1)[0]
             raise ImageError(
-                f"{_one_line(url)} uses the unsupported scheme '{_one_line(scheme)}'.",
+                f"{visible(url)} uses the unsupported scheme '{visible(scheme)}'.",
                 "Use an http:// or https:// link, or pass the path of a local file.",
             )
-        name, data, remote = url, _download(url), True
+        name, data, remote = url, _download(url, cancel), True
     else:
         name = os.path.abspath(os.path.expanduser(os.fspath(source)))
         data, remote = _read_file(name), False
-    image, original_size = _decode(data, _one_line(name), remote, max_side)
+    image, original_size = _decode(data, visible(name), remote, max_side)
     return LoadedImage(image, hashlib.sha256(data).hexdigest(), name, original_size)
-
-
-def _one_line(text: str) -> str:
-    """Escape newlines and other control characters so a message stays on one line."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _read_file(path: str) -> bytes:
     """All bytes of a regular file, with a clear error for each way that can fail."""
-    shown = _one_line(path)
+    shown = visible(path)
     try:
         info = os.stat(path)
         if stat.S_ISDIR(info.st_mode):
@@ -118,6 +130,21 @@ def _read_file(path: str) -> bytes:
     return data
 
 
+def _one_line(text: str) -> str:
+    """Free text from outside (a server's reason, an OS message) as one clean line for a message.
+
+    Runs of whitespace, line breaks included, become one space (urllib's redirect-loop reason spans
+    three lines), and any other control character is shown by `visible`. Names and URLs go through
+    `visible` alone: their spaces are part of them.
+    """
+    return visible(" ".join(text.split()))
+
+
+def _seconds(value: float) -> str:
+    """15 -> "15", 0.3 -> "0.3": a timeout as the user would write it."""
+    return f"{value:g}"
+
+
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects only to http(s), so a link cannot bounce us to ftp://."""
 
@@ -126,86 +153,225 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     ) -> Request | None:
         if not is_url(newurl):
             raise ImageError(
-                f"{_one_line(req.full_url)} redirects to {_one_line(newurl)}, which is not an http(s) link.",
+                f"{visible(req.full_url)} redirects to {visible(newurl)}, which is not an http(s) link.",
                 "Use a direct http:// or https:// link to the image.",
             )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _download(url: str) -> bytes:
-    """GET `url` in chunks, refusing bodies over MAX_DOWNLOAD_BYTES as soon as they pass it."""
-    shown = _one_line(url)
-    too_big = ImageError(
-        f"{shown} is larger than {MAX_DOWNLOAD_BYTES // (1024 * 1024)} MB.",
-        "Download it yourself, shrink it if needed, and pass the local file.",
-    )
-    headers = {"User-Agent": f"blip2-chat/{__version__}", "Accept": "image/*,*/*;q=0.8"}
-    opener = urllib.request.build_opener(_HttpOnlyRedirects)
-    chunks: list[bytes] = []
-    try:
-        with opener.open(Request(url, headers=headers), timeout=DOWNLOAD_TIMEOUT_S) as resp:
-            length = resp.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > MAX_DOWNLOAD_BYTES:
-                raise too_big
-            total = 0
-            while chunk := resp.read(64 * 1024):
-                total += len(chunk)
-                if total > MAX_DOWNLOAD_BYTES:
+class _Transfer:
+    """One GET on a helper thread, so that whoever waits for it can keep a deadline and a cancel
+    check even while the transfer blocks in a DNS look-up, a connect or a read."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url, self.timeout = url, timeout
+        self.done = threading.Event()  # set when the body or an error is ready
+        self.stop = threading.Event()  # set by a waiter that gave up: end at the next read
+        self.answered = threading.Event()  # set once the server's response headers have arrived
+        self.body = b""
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.body = self._fetch()
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            self.error = e
+        finally:
+            self.done.set()
+
+    def _fetch(self) -> bytes:
+        """GET the URL in chunks, refusing bodies over MAX_DOWNLOAD_BYTES as soon as they pass it."""
+        shown = visible(self.url)
+        too_big = ImageError(
+            f"{shown} is larger than {MAX_DOWNLOAD_BYTES // (1024 * 1024)} MB.",
+            "Download it yourself, shrink it if needed, and pass the local file.",
+        )
+        headers = {"User-Agent": f"blip2-chat/{__version__}", "Accept": "image/*,*/*;q=0.8"}
+        opener = urllib.request.build_opener(_HttpOnlyRedirects)
+        chunks: list[bytes] = []
+        try:
+            with opener.open(Request(self.url, headers=headers), timeout=self.timeout) as resp:
+                self.answered.set()
+                length = resp.headers.get("Content-Length", "")
+                if length.isdigit() and int(length) > MAX_DOWNLOAD_BYTES:
                     raise too_big
-                chunks.append(chunk)
-    except urllib.error.HTTPError as e:
-        e.close()
-        detail = f"the server answered {e.code} ({_one_line(str(e.reason))})"
-        hint = "Check the link in a browser; it may have moved or need a login."
-        if e.code >= 500:
-            hint = "The server had a problem; try again later, or download the image and pass the file."
-        raise ImageError(f"Could not download {shown}: {detail}.", hint) from None
-    except (OSError, http.client.HTTPException, ValueError) as e:  # URLError, timeouts, resets, bad URLs
-        reason = e.reason if isinstance(e, urllib.error.URLError) else e
-        text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
-        detail = _one_line(text or type(reason).__name__)  # "Connection refused", not "[Errno 111] ..."
-        if isinstance(reason, TimeoutError):
-            detail = f"no answer within {DOWNLOAD_TIMEOUT_S} s"
-        raise ImageError(
-            f"Could not download {shown}: {detail}.",
+                total = 0
+                # read1 returns what has arrived rather than waiting for a full chunk, so `stop`
+                # is seen within one read even when the server sends a byte at a time.
+                while not self.stop.is_set() and (chunk := resp.read1(64 * 1024)):
+                    total += len(chunk)
+                    if total > MAX_DOWNLOAD_BYTES:
+                        raise too_big
+                    chunks.append(chunk)
+        except urllib.error.HTTPError as e:
+            e.close()
+            said = str(e.reason)
+            if said.startswith(urllib.request.HTTPRedirectHandler.inf_msg):
+                raise ImageError(  # urllib's text for this spans three lines; say it in one
+                    f"Could not download {shown}: it redirects in a loop or too many times.",
+                    "Open the link in a browser and pass the address it ends at, or download the image.",
+                ) from None
+            detail = f"the server answered {e.code} ({_one_line(said)})"
+            hint = "Check the link in a browser; it may have moved or need a login."
+            if e.code >= 500:
+                hint = "The server had a problem; try again later, or download the image and pass the file."
+            raise ImageError(f"Could not download {shown}: {detail}.", hint) from None
+        except (OSError, http.client.HTTPException, ValueError) as e:  # URLError, timeouts, resets, bad URLs
+            reason = e.reason if isinstance(e, urllib.error.URLError) else e
+            text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
+            if isinstance(reason, TimeoutError):
+                raise _too_slow(shown, self.timeout, self.answered.is_set()) from None
+            detail = _one_line(text or type(reason).__name__)  # "Connection refused", not "[Errno 111] ..."
+            raise ImageError(
+                f"Could not download {shown}: {detail}.",
+                "Check the address and your connection, or download the image and pass the file.",
+            ) from None
+        return b"".join(chunks)
+
+
+def _too_slow(shown: str, timeout: float, answered: bool) -> ImageError:
+    """The download ran out of time: before the server answered, or while its body trickled in.
+
+    The same words whichever side noticed first, the waiting thread's deadline or the transfer's
+    socket timeout (which, once the server has answered, also means the whole took too long)."""
+    if not answered:
+        return ImageError(
+            f"Could not download {shown}: no answer within {_seconds(timeout)} s.",
             "Check the address and your connection, or download the image and pass the file.",
-        ) from None
-    if not chunks:
+        )
+    return ImageError(
+        f"Downloading {shown} took longer than {_seconds(timeout)} s, so it was stopped.",
+        "The server is sending very slowly; try again later, or download the image and pass the file.",
+    )
+
+
+def _download(url: str, cancel: Callable[[], bool] | None = None) -> bytes:
+    """The body at `url`, fetched within DOWNLOAD_TIMEOUT_S in all, or sooner given up on `cancel`.
+
+    The transfer runs on a daemon thread and this one waits for it, waking every CANCEL_POLL_S to
+    ask `cancel`. A transfer given up on stops at its next read, and within one socket timeout at
+    worst (a server that sends nothing at all), so it never outlives the caller's interest for long.
+    """
+    shown = visible(url)
+    stopped = ImageError(f"Stopped opening {shown}.", "")
+    if cancel is not None and cancel():
+        raise stopped
+    timeout = DOWNLOAD_TIMEOUT_S
+    transfer = _Transfer(url, timeout)
+    deadline = time.monotonic() + timeout
+    threading.Thread(target=transfer.run, name="blip2-chat image download", daemon=True).start()
+    while not transfer.done.wait(min(CANCEL_POLL_S if cancel else timeout, deadline - time.monotonic())):
+        if cancel is not None and cancel():
+            transfer.stop.set()
+            raise stopped
+        if time.monotonic() >= deadline:
+            transfer.stop.set()
+            raise _too_slow(shown, timeout, transfer.answered.is_set())
+    if transfer.error is not None:
+        raise transfer.error
+    if cancel is not None and cancel():
+        raise stopped
+    if not transfer.body:
         raise ImageError(f"{shown} returned an empty body.", "Check the link points at the image itself.")
-    return b"".join(chunks)
+    return transfer.body
 
 
 @contextlib.contextmanager
-def _pillow_settings() -> Iterator[None]:
-    """Let Pillow decode up to our MAX_PIXELS and refuse truncated files, then restore its settings."""
+def _quiet_decoding(tiff: bool) -> Iterator[None]:
+    """Hold `_PIL_LOCK`; let Pillow decode up to our MAX_PIXELS, refuse truncated files and keep quiet.
+
+    Pillow warns (a `UserWarning` for corrupt EXIF, an icon of the wrong size, an invalid APNG…) and
+    Python would print each with its source line among our sentences; the image either decodes
+    anyway or fails with an exception we word ourselves, so the warnings are dropped. libtiff writes
+    its complaints ("ZIPDecode: Decoding error…") with C's fprintf straight to file descriptor 2,
+    below anything Python can catch, so while a TIFF decodes that descriptor points at the null
+    device. Everything is restored afterwards, errors included.
+    """
     with _PIL_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore")
+        # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that, and it checks every size
+        # a file declares, an icon's embedded picture or a GIF frame included, before allocating it:
+        # half our limit makes it raise for anything over MAX_PIXELS, before any decoding.
         saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = MAX_PIXELS, False
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = MAX_PIXELS // 2, False
         try:
-            yield
+            with _stderr_to_devnull() if tiff else contextlib.nullcontext():
+                yield
         finally:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """Point file descriptor 2 at the null device for the block, then back where it was."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to silence
+        yield
+        return
+    try:
+        with contextlib.suppress(Exception):  # anything Python had buffered goes out first
+            sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _refused_size(error: BaseException) -> tuple[int, int] | None:
+    """The width and height that Pillow's decompression-bomb check refused, where it can be found.
+
+    Pillow's message gives only a pixel count, and the size it checked is not always the one the
+    image reports: an ICNS icon's header says 256x256 while its embedded PNG declares 30000x30000.
+    The check's own argument is the declared size that was refused, so it is read from there.
+    """
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_name == "_decompression_bomb_check":
+            size = frame.f_locals.get("size")
+            if isinstance(size, tuple) and len(size) == 2 and all(isinstance(side, int) for side in size):
+                return size[0], size[1]
+    return None
+
+
 def _too_many_pixels(name: str, size: tuple[int, int] | None) -> ImageError:
     """Refusal for images over MAX_PIXELS: decoding them could exhaust memory."""
-    what = f"is {size[0]}x{size[1]} pixels, over" if size else "is over"
-    limit = f"the {MAX_PIXELS // 1_000_000}-megapixel limit"
+    what = f"declares an image of {size[0]}x{size[1]} pixels, over" if size else "is over"
+    limit = f"the {MAX_PIXELS / 1_000_000:g}-megapixel limit"
     return ImageError(
         f"{name} {what} {limit}, so it was refused as a possible decompression bomb.",
         "If the image is genuine, downscale it with an image editor and try again.",
     )
 
 
+def _too_small(name: str, size: tuple[int, int], max_side: int) -> ImageError:
+    """Refusal for an image with a side under MIN_SIDE: small all round, or a strip longer than
+    `max_side` (the size it would be shrunk to), which has pixels enough but not the shape."""
+    width, height = size
+    if max(width, height) <= max_side:
+        return ImageError(
+            f"{name} is only {width}x{height} pixels; BLIP-2 needs at least {MIN_SIDE}x{MIN_SIDE}.",
+            "Use a larger image.",
+        )
+    # Longer than the picture we would make of it, so not small: "only 1x83886338 pixels" is untrue.
+    return ImageError(
+        f"{name} is {width}x{height} pixels: too thin to describe (each side must be at least {MIN_SIDE} pixels).",
+        f"Use another image, or pad this one to at least {MIN_SIDE} pixels on each side.",
+    )
+
+
 def _decode(data: bytes, name: str, remote: bool, max_side: int) -> tuple[Image.Image, tuple[int, int]]:
     """Check the header, decode the first frame at reduced scale, orient, downscale, make RGB."""
     damaged = ImageError(f"{name} is damaged or incomplete.", "Re-download or re-export the image.")
-    with _pillow_settings():
+    with _quiet_decoding(tiff=data[:4] in TiffImagePlugin.PREFIXES):
         try:
             img: Image.Image = Image.open(io.BytesIO(data))  # reads only the header
-        except Image.DecompressionBombError:
-            raise _too_many_pixels(name, None) from None
+        except Image.DecompressionBombError as e:
+            raise _too_many_pixels(name, _refused_size(e)) from None
         except Exception:  # noqa: BLE001 - Pillow's plugins raise many types; all mean "unreadable"
             if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
                 raise damaged from None
@@ -220,25 +386,23 @@ def _decode(data: bytes, name: str, remote: bool, max_side: int) -> tuple[Image.
         if width * height > MAX_PIXELS:
             raise _too_many_pixels(name, original_size)
         if min(width, height) < MIN_SIDE:
-            raise ImageError(
-                f"{name} is only {width}x{height} pixels; BLIP-2 needs at least {MIN_SIDE}x{MIN_SIDE}.",
-                "Use a larger image.",
-            )
+            raise _too_small(name, original_size, max_side)
         try:
             img.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2..1/8 scale, bounding memory
             img.load()  # first frame of an animation
-        except Image.DecompressionBombError:
-            raise _too_many_pixels(name, original_size) from None
+        except Image.DecompressionBombError as e:
+            raise _too_many_pixels(name, _refused_size(e)) from None
         except MemoryError:
             message = f"{name} is too large to decode in the available memory."
             raise ImageError(message, "Downscale it with an image editor first.") from None
         except Exception:  # noqa: BLE001 - truncation, bad CRCs, broken streams: all mean damaged
             raise damaged from None
-    with contextlib.suppress(Exception):  # broken EXIF only loses the rotation
-        ImageOps.exif_transpose(img, in_place=True)
-    if img.mode in ("P", "PA", "1") or "transparency" in img.info:
-        img = _to_rgb(img)  # palettes and colour keys do not survive resampling
-    return _to_rgb(_downscale(img, max_side)), original_size
+        # Still under the lock and quiet: EXIF parsing and mode conversions warn too.
+        with contextlib.suppress(Exception):  # broken EXIF only loses the rotation
+            ImageOps.exif_transpose(img, in_place=True)
+        if img.mode in ("P", "PA", "1") or "transparency" in img.info:
+            img = _to_rgb(img)  # palettes and colour keys do not survive resampling
+        return _to_rgb(_downscale(img, max_side)), original_size
 
 
 def _downscale(img: Image.Image, max_side: int) -> Image.Image:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,6 +130,13 @@ def test_too_small(tmp_path: Path, size: tuple[int, int]) -> None:
     assert f"is only {size[0]}x{size[1]} pixels; BLIP-2 needs at least 8x8" in err.message
 
 
+def test_long_thin_strip_is_not_called_small(tmp_path: Path) -> None:
+    path = _write(tmp_path / "strip.png", Image.new("L", (3, 5000)))
+    err = _error(path)
+    assert "only" not in err.message
+    assert err.message.endswith("is 3x5000 pixels: too thin to describe (each side must be at least 8 pixels).")
+
+
 def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path / "secret.png", Image.new("RGB", (16, 16)))
 
@@ -184,6 +192,7 @@ def test_unsupported_url_scheme(url: str) -> None:
 
 GOOD_PNG = _png_bytes(Image.new("RGB", (40, 30), (200, 10, 10)))
 BIG = 21 * 1024 * 1024
+DRIP_BYTES = 100  # at two bytes a second: 50 s, far beyond any deadline the tests set
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -219,6 +228,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200)
             elif self.path == "/slow":
                 self.stop.wait(10)
+            elif self.path == "/drip":  # answers at once, then one byte every half second for 50 s
+                self._send(200, headers={"Content-Type": "image/png", "Content-Length": str(DRIP_BYTES)})
+                for _ in range(DRIP_BYTES):
+                    if self.stop.wait(0.5):
+                        return
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+            elif self.path == "/loop":
+                self._send(302, headers={"Location": "/loop", "Content-Length": "0"})
             else:
                 self.send_error(404)
         except (BrokenPipeError, ConnectionResetError):
@@ -269,6 +287,50 @@ def test_redirect_to_ftp_refused(server: str) -> None:
 def test_download_timeout(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(images, "DOWNLOAD_TIMEOUT_S", 0.3)
     assert "no answer within 0.3 s" in _error(server + "/slow").message
+
+
+def test_download_has_a_total_deadline_not_only_one_per_read(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images, "DOWNLOAD_TIMEOUT_S", 1)
+    start = time.monotonic()
+    err = _error(server + "/drip")
+    assert time.monotonic() - start < 15  # the drip never pauses 1 s, so a per-read timeout waits 50 s
+    assert err.message == f"Downloading {server}/drip took longer than 1 s, so it was stopped."
+    assert "try again later" in err.hint
+
+
+def test_download_can_be_cancelled(server: str) -> None:
+    start = time.monotonic()
+    asked: list[float] = []
+
+    def cancel() -> bool:
+        asked.append(time.monotonic())
+        return asked[-1] - start > 0.3
+
+    with pytest.raises(ImageError) as info:
+        load_image(server + "/drip", cancel=cancel)
+    assert info.value.message == f"Stopped opening {server}/drip."
+    assert time.monotonic() - start < 10  # well before the 15 s deadline and the 50 s drip
+    assert len(asked) > 1  # asked while the download was under way, not only before it
+
+
+def test_download_not_cancelled_completes(server: str) -> None:
+    loaded = load_image(server + "/good.png", cancel=lambda: False)
+    assert loaded.sha256 == hashlib.sha256(GOOD_PNG).hexdigest()
+
+
+def test_download_cancelled_before_it_starts_fetches_nothing(server: str) -> None:
+    with pytest.raises(ImageError, match="^Stopped opening"):
+        load_image(server + "/good.png", cancel=lambda: True)
+
+
+def test_redirect_loop_is_one_clean_line(server: str) -> None:
+    err = _error(server + "/loop")
+    assert err.message == f"Could not download {server}/loop: it redirects in a loop or too many times."
+    assert "\\n" not in str(err) and "infinite loop" not in str(err)
+
+
+def test_server_reason_is_one_visible_line() -> None:
+    assert images._one_line("Not\r\n  Found\x1b[2J") == "Not Found\\x1b[2J"
 
 
 def test_download_connection_refused() -> None:

@@ -9,7 +9,9 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -372,3 +374,54 @@ async def test_quitting_while_a_question_waits_for_the_model_keeps_the_question(
     never.set()
     (turn,) = saved_turns()  # the question is in the saved session, marked as never answered
     assert (turn["question"], turn["answer"], turn["stopped"]) == ("Are you there?", "", True)
+
+
+class _DripHandler(BaseHTTPRequestHandler):
+    """Answers at once, then sends one byte every half second: a download that never seems to end."""
+
+    stop = threading.Event()
+    dropped = threading.Event()  # a client went away mid-download
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            for _ in range(200):
+                if self.stop.wait(0.5):
+                    return
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.dropped.set()
+
+
+@pytest.fixture
+def dripping_url() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _DripHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/slow.png"
+    _DripHandler.stop.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pilot_test
+async def test_esc_stops_a_slow_download_and_quitting_during_one_ends_the_app(pictures, dripping_url) -> None:
+    app = scripted_app(ScriptedEngine("fine"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, f"/image {dripping_url}")
+        await wait_until(pilot, lambda: status(app).startswith(f"Opening {dripping_url}… (Esc stops)"))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: f"Stopped opening {dripping_url}." in notices(app), what="the stop")
+        assert preview_source(app) == str(pictures["red"]) and status(app).startswith("Ready")
+        await send(pilot, f"/image {dripping_url}")
+        await wait_until(pilot, lambda: status(app).startswith(f"Opening {dripping_url}"))
+        _DripHandler.dropped.clear()  # the first download (stopped by Esc) may have been noticed already
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, what="the app to close")
+    assert _DripHandler.dropped.wait(10)  # the download was given up (the client closed it), so exit never waits

@@ -78,6 +78,7 @@ class ChatApp(AnsweringApp):
         self.memory_probe = memory_probe
         self.startup_problems = list(problems)
         self._deferred_image: LoadedImage | None = None  # chosen while an answer streamed
+        self._opening: str | None = None  # the image being opened (loaded or downloaded) now
         self._loader: DaemonCall[Engine] | None = None
 
     # -- layout and start-up -----------------------------------------------------------------
@@ -138,12 +139,18 @@ class ChatApp(AnsweringApp):
 
     @work(thread=True, exclusive=True, group="image", exit_on_error=False)
     def _load_image(self, source: str) -> None:
+        worker = get_current_worker()  # Esc and quitting cancel it; a download stops within a read
         try:
-            self.post_message(msg.ImageReady(load_image(source)))
+            image = load_image(source, cancel=lambda: worker.is_cancelled)
         except UserError as error:
-            self.post_message(msg.ImageFailed(str(error)))
+            if not worker.is_cancelled:
+                self.post_message(msg.ImageFailed(str(error)))
+            return
         except Exception as error:  # noqa: BLE001 - never leave "Opening…" spinning
             self.post_message(msg.ImageFailed(f"Could not open {source}: {error or type(error).__name__}."))
+            return
+        if not worker.is_cancelled:
+            self.post_message(msg.ImageReady(image))
 
     @work(thread=True, exclusive=True, group="image", exit_on_error=False)
     def _reopen_image(self, source: str, sha256: str) -> None:
@@ -192,16 +199,38 @@ class ChatApp(AnsweringApp):
         if self.answer is not None:
             self.notice("An answer is still coming: press Esc to stop it, then switch the image.", "warning")
             return
-        self.query_one(StatusBar).set_activity(f"Opening {image_label(source)}…", busy=True)
+        self.query_one(StatusBar).set_activity(f"Opening {image_label(source)}… (Esc stops)", busy=True)
+        self._opening = source
+        self.refresh_bindings()
         self._load_image(source)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_answer" and self._opening is not None:
+            return True  # Esc also stops an image that is still opening (a slow download)
+        return super().check_action(action, parameters)
+
+    def action_cancel_answer(self) -> None:
+        if self.answer is None and self._opening is not None:
+            source, self._opening = self._opening, None
+            self.workers.cancel_group(self, "image")
+            self.refresh_bindings()
+            self._set_ready_activity()
+            self.notice(f"Stopped opening {image_label(source)}.")
+            return
+        super().action_cancel_answer()
 
     def on_image_ready(self, message: msg.ImageReady) -> None:
         if self.quitting:  # the screen is going away: change nothing on it
             return
+        self._opened()
         if self.answer is not None:  # never change the image under an answer: apply it when it ends
             self._deferred_image = message.image
             return
         self._apply_image(message.image, message.resumed)
+
+    def _opened(self) -> None:
+        self._opening = None
+        self.refresh_bindings()
 
     def _apply_image(self, image: LoadedImage, resumed: bool) -> None:
         self.query_one(ImagePreview).show(image)
@@ -219,6 +248,7 @@ class ChatApp(AnsweringApp):
     def on_image_failed(self, message: msg.ImageFailed) -> None:
         if self.quitting:  # the screen is going away: change nothing on it
             return
+        self._opened()
         self._set_ready_activity()
         if self.query_one(ImagePreview).source is None:
             self.query_one(ImagePreview).show_problem(message.text)
