@@ -28,8 +28,8 @@ from chatbot.engine.base import GenerationOptions
 from chatbot.errors import UserError
 from chatbot.frontends.describe.alt_text import DEFAULT_MAX_NEW_TOKENS, DEFAULT_REPETITION_PENALTY, to_alt_text
 from chatbot.frontends.describe.output import FIELDS, OutputError, Row, complete_length, read_rows, render
-from chatbot.frontends.describe.progress_line import ProgressLine
-from chatbot.frontends.describe.run import describe, find_images
+from chatbot.frontends.describe.progress_line import ProgressLine, plural
+from chatbot.frontends.describe.run import Unreadable, describe, find_images, unreadable_sentence
 from chatbot.images import load_image
 from tests.conftest import FAMILIES, make_image
 from tests.test_cli import Runs, run_cli, run_cli_tracing_imports, run_together
@@ -153,6 +153,21 @@ def test_progress_bar_on_a_terminal_redraws_one_line() -> None:
     assert "[######------------------] 1/4 images  2.0 images/s  0:02 left" in text
     assert "[########################] 4/4 images  2.0 images/s  -:-- left" in text
     assert "\x1b" not in text
+
+
+def test_one_of_anything_is_said_in_the_singular() -> None:
+    assert (plural(0, "image"), plural(1, "image"), plural(2, "image")) == ("0 images", "1 image", "2 images")
+    assert (plural(1, "entry", "entries"), plural(3, "entry", "entries")) == ("1 entry", "3 entries")
+    clock, stream = Clock(), io.StringIO()
+    progress = ProgressLine(1, stream, clock=clock)
+    clock.now += 1
+    progress.advance()
+    assert stream.getvalue() == "1 of 1 image done, 1.0 images per second.\n"  # a rate stays plural
+    assert "] 1/1 image  1.0 images/s" in progress.bar()
+    loop = Unreadable("/p/a.png", "a loop of symbolic links")
+    assert unreadable_sentence([loop]) == \
+        "Left out 1 entry that could not be read: /p/a.png (a loop of symbolic links)."
+    assert unreadable_sentence([loop, loop]).startswith("Left out 2 entries that could not be read: /p/a.png (")
 
 
 # --- output formats: written, read back, torn rows cut (no model) ----------------------------------
@@ -491,3 +506,75 @@ def test_an_engine_without_batching_answers_one_at_a_time(eight_images) -> None:
     assert (summary.described, summary.skipped, summary.failed) == (2, 0, 1)
     assert engine.prompts == ["", "", ""]
     assert (engine.last_batch_stats.images, engine.last_batch_stats.new_tokens) == (1, 0)
+
+
+# --- the command in this process, on a scripted engine (no model: fast, and the front end is what is tested) ---
+
+
+def use_scripted_engine(monkeypatch: pytest.MonkeyPatch, *answers: str) -> None:
+    """`describe` gets a ScriptedEngine saying `answers` (then "I cannot tell.") instead of loading a model."""
+    import chatbot.core.runtime
+    from chatbot.engine.scripted import ScriptedEngine
+
+    monkeypatch.setattr(chatbot.core.runtime, "open_engine_for",
+                        lambda settings, progress=None: ScriptedEngine(*answers))
+
+
+def describe_here(*args: object) -> int:
+    from chatbot.cli import main
+
+    return main(["describe", *map(str, args)])
+
+
+def test_one_image_is_said_in_the_singular_by_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    use_scripted_engine(monkeypatch, "a red square")
+    image = make_image(tmp_path / "only.png", (200, 30, 30))
+    assert describe_here(image, "--out", tmp_path / "alt.jsonl") == 0
+    notes = capsys.readouterr().err.splitlines()
+    assert "Describing 1 image, 8 at a time." in notes
+    assert any(note.startswith("1 of 1 image done, ") for note in notes)
+    assert SUMMARY.match(notes[-1]).groups() == ("1", "0", "0")  # type: ignore[union-attr]
+    assert not re.search(r"\b1 (images|entries)\b", "\n".join(notes))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "md"])
+def test_a_table_on_stdout_starts_with_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    """`describe --format md > alt.md` is a whole Markdown table, and a CSV on stdout has its column names."""
+    use_scripted_engine(monkeypatch, "a green square", "a red square")  # in the order of the names
+    folder = tmp_path / "two"
+    folder.mkdir()
+    make_image(folder / "red.png", (200, 30, 30))
+    make_image(folder / "green.png", (20, 180, 40))
+    assert describe_here(folder, "--format", fmt) == 0
+    saved = tmp_path / f"alt.{fmt}"  # as `> alt.md` would save it
+    saved.write_text(capsys.readouterr().out, encoding="utf-8")
+    rows = assert_valid(saved, fmt, 2)  # the header is there, then the rows, once each
+    assert [row["alt_text"] for row in rows] == ["A green square.", "A red square."]
+    assert [row.path for row in read_rows(saved, fmt)] == [str(folder / "green.png"), str(folder / "red.png")]
+
+
+def test_jsonl_on_stdout_has_no_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    use_scripted_engine(monkeypatch)
+    assert describe_here(make_image(tmp_path / "red.png", (200, 30, 30))) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["path"] == str(tmp_path / "red.png")
+
+
+def test_describe_does_not_offer_json(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its rows are JSON Lines already; the model flags' --json (one object per answer) meant nothing here."""
+    from chatbot.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["describe", "--help"])
+    assert "--json" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:
+        main(["describe", str(photos), "--json"])
+    assert refused.value.code == 2
+    error = capsys.readouterr().err
+    assert "no --json" in error and "--format jsonl" in error
+    with pytest.raises(SystemExit):
+        main(["ask", "--help"])
+    assert "--json" in capsys.readouterr().out  # the other commands keep it

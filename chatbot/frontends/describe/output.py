@@ -2,12 +2,14 @@
 
 Every row is written with one `write`, then flushed and fsynced, so a run killed at any moment
 loses at most the row being written. That torn last row is found on `--resume` (a record only
-ends at a line break outside quotes) and cut off before new rows are appended.
+ends at a line break outside quotes) and cut off before new rows are appended. A disk that fills up
+is the same: the rows before are whole, and the run ends with one sentence saying so.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from chatbot.errors import UserError
+from chatbot.untrusted import visible
 
 FORMATS = ("jsonl", "csv", "md")
 FIELDS = ("path", "alt_text", "error", "sha256")  # the columns, in this order, in every format
@@ -47,7 +50,7 @@ def format_for(out: Path | None, requested: str | None) -> str:
     """The output format: --format if given, else from the --out suffix, else JSON Lines."""
     if requested:
         if requested not in FORMATS:
-            raise OutputError(f"Unknown format '{requested}'.", f"Use one of: {', '.join(FORMATS)}.")
+            raise OutputError(f"Unknown format '{visible(requested)}'.", f"Use one of: {', '.join(FORMATS)}.")
         return requested
     return _SUFFIXES.get(out.suffix.lower(), "jsonl") if out is not None else "jsonl"
 
@@ -57,15 +60,21 @@ def header(fmt: str) -> str:
     return {"jsonl": "", "csv": "path,alt_text,error,sha256\n", "md": _MD_HEADER}[fmt]
 
 
-def render(row: Row, fmt: str) -> str:
-    """One row as text, ending in a line break."""
+def render(row: Row, fmt: str, *, shown: bool = False) -> str:
+    """One row as text, ending in a line break.
+
+    `shown`: the row is read on a terminal, so Markdown cells show control characters as `\\x1b` (see
+    chatbot.untrusted). Files keep every character (JSON escapes controls, CSV quotes): they are data,
+    and `--resume` matches their paths exactly.
+    """
     if fmt == "jsonl":
         return json.dumps(asdict(row), ensure_ascii=False) + "\n"
     if fmt == "csv":
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerow([getattr(row, name) for name in FIELDS])
         return buffer.getvalue()
-    return "| " + " | ".join(_md_escape(getattr(row, name)) for name in FIELDS) + " |\n"
+    cells = (_md_escape(getattr(row, name)) for name in FIELDS)
+    return "| " + " | ".join(visible(cell) if shown else cell for cell in cells) + " |\n"
 
 
 def _md_escape(text: str) -> str:
@@ -89,12 +98,21 @@ def _md_cells(line: str) -> list[str]:
 
 
 class RowWriter:
-    """Appends rows to a file (or stdout), each one flushed, and fsynced when it is a file, before the next."""
+    """Appends rows to a file (or stdout), each one flushed, and fsynced when it is a file, before the next.
 
-    def __init__(self, stream: IO[str], fmt: str, owned: bool = False) -> None:
+    A write that fails (a full disk) raises `OutputWriteError`: the rows before it are whole on disk
+    and `--resume` cuts off the one torn by the failure. A closed pipe raises `BrokenPipeError`, which
+    the CLI turns into a quiet stop, as Unix tools do.
+    """
+
+    def __init__(self, stream: IO[str], fmt: str, owned: bool = False, *, name: str = "stdout",
+                 shown: bool = False) -> None:
         self.stream = stream
         self.fmt = fmt
+        self.name = name  # what error messages call the output: its path, or "stdout"
+        self._shown = shown  # read on a terminal: Markdown cells show control characters (`visible`)
         self._owned = owned  # opened here, so closed here (stdout is not)
+        self._failed = False
         try:
             self._syncable = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
         except (OSError, ValueError, io.UnsupportedOperation):
@@ -107,24 +125,88 @@ class RowWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             stream = open(path, "a", encoding="utf-8", newline="")  # closed by close()
         except OSError as error:
-            raise OutputError(f"Cannot write {path}: {error.strerror or error}.", "Choose another --out.") from None
-        writer = cls(stream, fmt, owned=True)
-        if stream.tell() == 0 and header(fmt):
-            writer._write(header(fmt))
+            raise OutputError(f"Cannot write {visible(path)}: {error.strerror or error}.",
+                              "Choose another --out.") from None
+        writer = cls(stream, fmt, owned=True, name=str(path))
+        try:
+            if _at_start(stream):
+                writer.write_header()
+        except BaseException:
+            writer.close()
+            raise
         return writer
 
+    @classmethod
+    def to_stdout(cls, stream: IO[str], fmt: str) -> RowWriter:
+        """Rows to `stream` (stdout, left open), after the format's header, so `> alt.md` is a whole table.
+
+        Someone reads this on a terminal, so Markdown cells show control characters instead of emitting them.
+        """
+        writer = cls(stream, fmt, name="stdout", shown=True)
+        writer.write_header()
+        return writer
+
+    def write_header(self) -> None:
+        if header(self.fmt):
+            self._write(header(self.fmt))
+
     def write(self, row: Row) -> None:
-        self._write(render(row, self.fmt))
+        self._write(render(row, self.fmt, shown=self._shown))
 
     def _write(self, text: str) -> None:
-        self.stream.write(text)  # one write per row: a kill tears at most this row
-        self.stream.flush()
-        if self._syncable:
-            os.fsync(self.stream.fileno())
+        try:
+            self.stream.write(text)  # one write per row: a kill tears at most this row
+            self.stream.flush()
+            if self._syncable:
+                os.fsync(self.stream.fileno())
+        except BrokenPipeError:
+            self._failed = True
+            raise
+        except OSError as error:
+            self._failed = True
+            raise OutputWriteError(self.name, error) from None
 
     def close(self) -> None:
-        if self._owned:
-            self.stream.close()
+        """Close the file if it was opened here; after a failed write, what is left in the buffer is dropped."""
+        if not self._owned:
+            return
+        try:
+            self.stream.close()  # flushes first: fails again when the write before did
+        except OSError as error:
+            if not self._failed:
+                self._failed = True
+                raise OutputWriteError(self.name, error) from None
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class OutputWriteError(OutputError):
+    """Rows could not be written (a full disk, a quota, an I/O error); the ones before are kept."""
+
+    def __init__(self, name: str, error: OSError) -> None:
+        reason = _WRITE_FAILURES.get(error.errno or 0) or (error.strerror or str(error)).lower()
+        if name == "stdout":
+            hint = "Free some space and run it again, or pass --out FILE to write to a file you can --resume."
+        else:
+            hint = "The rows written so far are kept: free some space, then run the same command with --resume."
+        super().__init__(f"Could not write to {visible(name)}: {reason}.", hint)
+        self.errno = error.errno
+
+
+_WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                   errno.EFBIG: "the file is too large for the disk", errno.EIO: "an input/output error"}
+
+
+def _at_start(stream: IO[str]) -> bool:
+    """Whether nothing is in the file yet (a pipe or a device that cannot tell: yes)."""
+    try:
+        return stream.tell() == 0
+    except OSError:
+        return True
 
 
 def complete_length(text: str, fmt: str) -> int:
@@ -146,7 +228,7 @@ def read_rows(path: Path, fmt: str) -> list[Row]:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise OutputError(f"Cannot read {path}: {error.strerror or error}.", "Check the path.") from None
+        raise OutputError(f"Cannot read {visible(path)}: {error.strerror or error}.", "Check the path.") from None
     text = data.decode("utf-8", errors="replace")
     keep = complete_length(text, fmt)
     if keep < len(text):
@@ -159,13 +241,13 @@ def read_rows(path: Path, fmt: str) -> list[Row]:
         if header(fmt).startswith(text):  # killed while writing the header: nothing was described yet
             path.write_text("", encoding="utf-8")
             return []
-        raise OutputError(f"{path} does not look like a {fmt} file from `blip2-chat describe`.",
+        raise OutputError(f"{visible(path)} does not look like a {fmt} file from `blip2-chat describe`.",
                           "Pass --format to match it, or choose another --out.")
     try:
         return _parse(text[len(header(fmt)):] if text else "", fmt)
     except (ValueError, KeyError, TypeError, csv.Error) as error:
-        raise OutputError(f"{path} does not look like a {fmt} file from `blip2-chat describe` ({error}).",
-                          "Pass --format to match it, or choose another --out.") from None
+        raise OutputError(f"{visible(path)} does not look like a {fmt} file from `blip2-chat describe` "
+                          f"({visible(error)}).", "Pass --format to match it, or choose another --out.") from None
 
 
 def _parse(body: str, fmt: str) -> list[Row]:

@@ -14,6 +14,11 @@ from typing import TextIO
 BAR_WIDTH = 24
 
 
+def plural(count: int, one: str, many: str = "") -> str:
+    """'1 image', '2 images', '0 images'; `many` for nouns that do not just take an s ('1 entry', '3 entries')."""
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
 def duration_words(seconds: float) -> str:
     """'45 seconds', '3 minutes', '2 hours 5 minutes': how long, for people."""
     seconds = max(0, round(seconds))
@@ -37,12 +42,13 @@ class ProgressLine:
     """Counts items done and shows done / total, items per second and time left."""
 
     def __init__(
-        self, total: int, stream: TextIO, *, noun: str = "images", every_seconds: float = 5.0,
+        self, total: int, stream: TextIO, *, noun: str = "image", nouns: str = "", every_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total = total
         self.stream = stream
-        self.noun = noun
+        self.noun = noun  # one item ('image'); `nouns`: more than one (default: noun + 's')
+        self.nouns = nouns or noun + "s"
         self.every_seconds = every_seconds  # sentences: at most one per this many seconds (first and last always)
         self.clock = clock
         self.terminal = bool(getattr(stream, "isatty", lambda: False)())
@@ -82,10 +88,10 @@ class ProgressLine:
             self._shown_at = now
 
     def sentence(self) -> str:
-        """'12 of 40 images done, 3.2 images per second, about 9 seconds left.'"""
-        text = f"{self.done} of {self.total} {self.noun} done"
+        """'12 of 40 images done, 3.2 images per second, about 9 seconds left.' ('1 of 1 image done')"""
+        text = f"{self.done} of {plural(self.total, self.noun, self.nouns)} done"
         if self.worked:
-            text += f", {self.per_second:.1f} {self.noun} per second"
+            text += f", {self.per_second:.1f} {self.nouns} per second"
         left = self.seconds_left()
         if self.done < self.total and left is not None:
             text += f", about {duration_words(left)} left"
@@ -96,8 +102,9 @@ class ProgressLine:
         filled = BAR_WIDTH * self.done // self.total if self.total else BAR_WIDTH
         left = self.seconds_left()
         when = clock_time(left) if left is not None and self.done < self.total else "-:--"
-        return (f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {self.done}/{self.total} {self.noun}  "
-                f"{self.per_second:.1f} {self.noun}/s  {when} left")
+        total = plural(self.total, self.noun, self.nouns)
+        return (f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {self.done}/{total}  "
+                f"{self.per_second:.1f} {self.nouns}/s  {when} left")
 
     def _draw_bar(self) -> None:
         text = self.bar()
