@@ -214,7 +214,7 @@ def run_chat_command(
     if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config
         from chatbot.frontends.plain.chat import run_plain_chat
 
-        return run_plain_chat(settings, image_source or "", session=session, notes=notes)
+        return run_plain_chat(settings, image_source or "", session=session, notes=[*notes, *store.problems])
     image: LoadedImage | None = None
     if not resuming:
         image = load_image(image_source or "")  # a bad path fails here, before any window opens

@@ -1,13 +1,20 @@
-"""Sessions on disk: atomic saves, listing, damaged files set aside, exports that round-trip."""
+"""Sessions on disk: atomic saves, listing, damaged files set aside, exports that round-trip; and, as properties
+over arbitrary JSON, that loading a session file gives a well-typed Session or a SessionError, never a crash."""
 
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from chatbot.core.session import ImageRef, Session, Turn
-from chatbot.core.store import SessionError, SessionStore, export_markdown, export_session, session_from_json
+from chatbot.core.export import export_markdown, export_session
+from chatbot.core.session import ImageRef, Session, SessionError, Turn
+from chatbot.core.session_files import session_from_json, session_json
+from chatbot.core.store import SessionStore
 
 
 def sample_session() -> Session:
@@ -61,3 +68,107 @@ def test_exports(tmp_path) -> None:
     assert json.loads(path.read_text())["format"] == 1
     with pytest.raises(Exception, match="Unknown export format"):
         export_session(session, "pdf", tmp_path / "chat.pdf")
+
+
+# -- properties: whatever a session file holds, loading it raises SessionError or gives a well-typed Session --
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=-3, max_value=3)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.floats(min_value=0, max_value=2e9) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+FIELDS = ("model", "id", "created", "turns", "image", "context_start", "options", "format", "turns.0", "turns.1",
+          "turns.0.question", "turns.0.answer", "turns.0.image", "turns.0.stopped", "turns.0.created",
+          "turns.1.image.source", "turns.1.image.sha256", "image.source", "image.sha256", "options.max_new_tokens",
+          "options.seed", "options.temperature", "options.unknown")
+MISSING = object()
+
+
+def valid_document() -> dict[str, Any]:
+    session = sample_session()
+    session.options = {"max_new_tokens": 20, "seed": None, "temperature": 0.5}
+    return json.loads(session_json(session))
+
+
+def replaced(document: dict[str, Any], path: str, value: object) -> dict[str, Any]:
+    *parents, last = path.split(".")
+    holder: Any = document
+    for key in parents:
+        holder = holder[int(key)] if isinstance(holder, list) else holder[key]
+    key: Any = int(last) if isinstance(holder, list) else last
+    if value is MISSING and isinstance(holder, dict):
+        holder.pop(key, None)
+    elif value is MISSING:
+        del holder[key]
+    else:
+        holder[key] = value
+    return document
+
+
+def assert_well_typed(session: Session) -> None:
+    """Every field has its type and range, and the session saves and loads back unchanged."""
+    def finite_time(value: object) -> bool:
+        return type(value) is float and math.isfinite(value) and value >= 0
+
+    def image_ok(image: object) -> bool:
+        return image is None or (isinstance(image, ImageRef) and isinstance(image.source, str)
+                                 and isinstance(image.sha256, str))
+
+    assert isinstance(session.model, str) and isinstance(session.id, str) and finite_time(session.created)
+    assert isinstance(session.turns, list) and image_ok(session.image)
+    assert type(session.context_start) is int and 0 <= session.context_start <= len(session.turns)
+    for turn in session.turns:
+        assert isinstance(turn, Turn) and isinstance(turn.question, str) and isinstance(turn.answer, str)
+        assert type(turn.stopped) is bool and finite_time(turn.created) and image_ok(turn.image)
+    assert isinstance(session.options, dict)
+    for key, value in session.options.items():
+        assert isinstance(key, str) and (value is None or type(value) in (bool, int, float, str))
+        assert not isinstance(value, float) or math.isfinite(value)
+    assert session_from_json(session_json(session), "again") == session
+
+
+def loads_or_refuses(text: str) -> None:
+    try:
+        session = session_from_json(text, "The session file x.json")
+    except SessionError as error:
+        assert "x.json" in error.message
+    else:
+        assert_well_typed(session)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return
+    try:
+        Session.from_dict(data)
+    except SessionError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values)
+def test_any_json_value_loads_as_a_well_typed_session_or_raises_session_error(value: object) -> None:
+    loads_or_refuses(json.dumps(value))
+
+
+@settings(max_examples=200, deadline=None)
+@given(path=st.sampled_from(FIELDS), value=json_values | st.just(MISSING))
+def test_a_session_with_any_field_replaced_loads_well_typed_or_raises_session_error(path: str, value: object) -> None:
+    loads_or_refuses(json.dumps(replaced(valid_document(), path, value)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(changes=st.lists(st.tuples(st.sampled_from(FIELDS), json_values), min_size=1, max_size=4))
+def test_a_session_with_several_fields_replaced_loads_well_typed_or_raises_session_error(
+        changes: list[tuple[str, object]]) -> None:
+    document = valid_document()
+    for path, value in changes:
+        try:
+            document = replaced(document, path, value)
+        except (KeyError, IndexError, TypeError, ValueError):  # an earlier change removed or retyped its parent
+            continue
+    loads_or_refuses(json.dumps(document))
+
+
+def test_the_valid_document_loads() -> None:  # the mutations start from a session that loads
+    assert_well_typed(session_from_json(json.dumps(valid_document()), "x"))

@@ -17,7 +17,8 @@ import pytest
 from chatbot.cli import build_parser, with_default_command
 from chatbot.core.resume import imported_session, session_to_resume
 from chatbot.core.session import ImageRef, Session, Turn
-from chatbot.core.store import SessionStore, session_from_json
+from chatbot.core.session_files import session_from_json
+from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import UserError
 from chatbot.locations import HOME_ENV, sessions_dir
@@ -113,6 +114,7 @@ async def test_export_markdown_and_json_round_trip(pictures, tmp_path) -> None:
         assert notices(app)[-1] == f"Exported the chat to {tmp_path / f'blip2-chat-{session.id}.md'}."
         assert str(pictures["red"]) in markdown and session.turns[0].image.sha256 in markdown  # type: ignore[union-attr]
         assert "**You:** Is it red?" in markdown and "**Assistant:** yes" in markdown
+        (tmp_path / "out").mkdir()  # /export never makes a folder
         await send(pilot, f"/export json {tmp_path / 'out' / 'chat.json'}")
         exported = (tmp_path / "out" / "chat.json").read_text()
         assert session_from_json(exported, "export") == session

@@ -17,6 +17,7 @@ from typing import Literal
 
 from chatbot.core.conversation import Conversation
 from chatbot.core.settings import apply_setting, describe_options
+from chatbot.core.store import SessionForked
 from chatbot.engine.base import CancelToken
 from chatbot.errors import UserError
 from chatbot.images import LoadedImage
@@ -160,6 +161,8 @@ def _saved(conversation: Conversation, outcome: Outcome, force: bool = False) ->
     """`outcome` after saving the session; a failed save is one more notice, the chat goes on."""
     try:
         conversation.save(force=force)
+    except SessionForked as forked:  # saved, as a copy: say so, it is not a failure
+        outcome.notices.append(Notice(str(forked), "warning"))
     except UserError as error:
         outcome.notices.append(Notice(str(error), "error"))
     return outcome
@@ -196,13 +199,18 @@ def _undo(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
 def _save(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
     if not conversation.session.turns:
         raise UserError("There is nothing to save yet.", "Ask a question first; every answer is saved.")
-    path = conversation.save(force=True)
+    try:
+        path = conversation.save(force=True)
+    except SessionForked as forked:
+        return Outcome([Notice(str(forked), "warning")])
     return Outcome([Notice(f"Session saved to {path}.")])
 
 
 def _export(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
     fmt, _, where = argument.partition(" ")
     path = conversation.export(fmt, _unquoted(where))
+    if conversation.last_export_updated:
+        return Outcome([Notice(f"Updated the export {path}.")])
     return Outcome([Notice(f"Exported the chat to {path}.")])
 
 

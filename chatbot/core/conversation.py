@@ -8,14 +8,17 @@ app opens at once and loads the model behind it) and imports neither torch nor T
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from chatbot.core.export import ExportLog, export_session
 from chatbot.core.resume import options_for
-from chatbot.core.session import ImageRef, Session, Turn
+from chatbot.core.session import ImageRef, Session, Turn, valid_session_id
+from chatbot.core.session_files import session_json, shown
 from chatbot.core.settings import Settings
-from chatbot.core.store import SessionStore, export_session, session_json
+from chatbot.core.store import SessionForked, SessionStore
 from chatbot.engine.base import CancelToken, Engine, GenerationOptions
 from chatbot.errors import OptionError, QuestionError, UserError
 from chatbot.images import LoadedImage
@@ -76,6 +79,8 @@ class Conversation:
         self.last_fit: FittedPrompt | None = None
         self.question = ""  # the last question asked, as it is recorded (normalised once, here)
         self.answering = False  # an answer is streaming: commands that change the turns wait
+        self.exports = ExportLog()  # the files this conversation exported: the only ones /export may replace
+        self.last_export_updated = False  # the last export replaced this conversation's earlier one
         self._saved_text = session_json(self.session) if self.session.turns else ""  # unchanged: not rewritten
         if image is not None:
             self.set_image(image)
@@ -275,8 +280,6 @@ class Conversation:
         text = session_json(self.session)
         if text == self._saved_text and not force:
             return None
-        from chatbot.core.store import SessionForked
-
         try:
             path = self.store.save(self.session)
         except SessionForked:  # written, as a copy under a new id: later saves go to the copy
@@ -299,11 +302,6 @@ class Conversation:
         updates the first); any other is refused, naming it and suggesting another name. Afterwards
         `last_export_updated` is True when an earlier export was replaced, False when the file is new.
         """
-        import os
-
-        from chatbot.core.session import valid_session_id
-        from chatbot.core.store import ExportLog, shown
-
         fmt = fmt.lower().lstrip(".")
         if fmt not in EXPORT_FORMATS:
             given = f", not '{shown(fmt)}'" if fmt else ""
@@ -313,16 +311,14 @@ class Conversation:
         name = f"blip2-chat-{self.session.id if valid_session_id(self.session.id) else 'chat'}.{fmt}"
         target = Path(where).expanduser() if where else exports_dir() / name
         if where.endswith(("/", os.sep)) and not target.is_dir():  # meant as a folder
-            raise UserError(f"The folder {shown(target, 400)} does not exist.",
+            raise UserError(f"The folder {shown(target.resolve(), 400)} does not exist.",
                             "Create it first or choose another path.")
         if target.is_dir():
             target = target / name
         target = target.resolve()
-        log: ExportLog = getattr(self, "exports", None) or ExportLog()
-        self.exports = log  # the files this conversation wrote, the only ones /export may replace
-        updated = log.ours(target)
+        updated = self.exports.ours(target)
         path = export_session(self.session, fmt, target, overwrite=updated)
-        log.remember(path)
+        self.exports.remember(path)
         self.last_export_updated = updated
         return path
 

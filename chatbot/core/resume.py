@@ -5,11 +5,14 @@ Shared by the chat app and the screen-reader mode; no Textual, no torch.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
-from chatbot.core.session import ImageRef, Session
+from chatbot.core.session import ImageRef, Session, SessionError, new_session_id, valid_session_id
+from chatbot.core.session_files import read_session_file, shown
 from chatbot.core.settings import saved_options
-from chatbot.core.store import SessionError, SessionStore, session_from_json
+from chatbot.core.store import SessionStore
 from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError
 from chatbot.images import LoadedImage, load_image
@@ -21,13 +24,16 @@ def options_for(session: Session, fallback: GenerationOptions) -> GenerationOpti
     return saved_options(session.options, fallback)[0]
 
 
-def reopen_image(ref: ImageRef, how_to_open: str = "/image PATH or Ctrl+O") -> tuple[LoadedImage | None, str | None]:
+def reopen_image(
+    ref: ImageRef, how_to_open: str = "/image PATH or Ctrl+O", cancel: Callable[[], bool] | None = None,
+) -> tuple[LoadedImage | None, str | None]:
     """Load a saved session's image again: (image, None), or (None, why it cannot be shown).
 
-    `how_to_open` names the way this front end opens another image, for the message.
+    `how_to_open` names the way this front end opens another image, for the message; `cancel` stops a
+    download when it returns True (the app is closing).
     """
     try:
-        image = load_image(ref.source)
+        image = load_image(ref.source, cancel=cancel)
     except ImageError as error:
         return None, (f"The image of this chat could not be opened again: {error.message} "
                       f"It may have been moved or deleted; open it again with {how_to_open}.")
@@ -38,31 +44,58 @@ def reopen_image(ref: ImageRef, how_to_open: str = "/image PATH or Ctrl+O") -> t
 
 
 def session_to_resume(store: SessionStore, continue_last: bool, resume: str | None) -> Session:
-    """The latest session, the one with id `resume`, or an exported JSON file named by `resume`."""
+    """The latest session, the one with id `resume`, or an exported JSON file named by `resume`.
+
+    An id that is not a session id is refused (no path is made of it). The session is claimed for this
+    process (`SessionStore.claim`): when another blip2-chat has it open, this one goes on in a copy
+    under a new id, and `store.problems` holds the sentence that says so (as it holds damaged files set
+    aside and an import's new id), for the front end to show.
+    """
     try:
         if continue_last:
-            session = store.latest()
-            if session is None:
+            found = store.latest()
+            if found is None:
                 raise SessionError("There is no saved session to continue.", "Start one with blip2-chat IMAGE.")
-            return session
-        assert resume is not None
-        path = Path(resume).expanduser()
-        if path.suffix == ".json" and path.is_file():
-            return imported_session(store, path)
-        return store.load(resume)
+            session = found
+        else:
+            assert resume is not None
+            path = Path(resume).expanduser()
+            if path.suffix == ".json" and path.is_file():
+                session = imported_session(store, path)
+            elif path.suffix == ".json":
+                raise SessionError(f"There is no file {shown(path, 400)}.",
+                                   "Check the path; `blip2-chat sessions` lists the saved sessions.")
+            elif not valid_session_id(resume):
+                raise SessionError(f"'{shown(resume, 400)}' is neither a saved session's id (they look like "
+                                   "20250101-120000-abcdef) nor an exported .json file.",
+                                   "List the sessions with `blip2-chat sessions`.")
+            else:
+                session = store.load(resume)
     except SessionError as error:
         if store.problems:  # say where a damaged file went
             raise SessionError(error.message, " ".join([error.hint, *store.problems]).strip()) from None
         raise
+    try:
+        note = store.claim(session)
+    except SessionError as error:  # no lock can be made there: saving will say what is wrong
+        note = str(error)
+    if note:
+        store.problems.append(note)
+    return session
 
 
 def imported_session(store: SessionStore, path: Path) -> Session:
-    """A session from an exported JSON file; a copy with a new id when the store has that id (never overwrite it)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SessionError(f"Could not read {path}: {error.strerror or error}.", "Check the path.") from None
-    session = session_from_json(text, str(path))
-    if store.path_for(session.id).exists():
-        session.id = Session(model=session.model).id
+    """A session from an exported JSON file (at most `MAX_SESSION_BYTES`, checked before it is parsed).
+
+    It gets a new id when the store has its id (the saved original is never overwritten) and when its id
+    is not a session id (no path is ever made of one); `store.problems` says so in the second case.
+    """
+    session, _ = read_session_file(path, str(path))
+    if not valid_session_id(session.id):
+        old = session.id
+        session.id = new_session_id()
+        store.problems.append(f"The chat in {shown(path, 400)} had an id that cannot name a session file "
+                              f"('{shown(old)}'), so it goes on as session {session.id}.")
+    elif os.path.lexists(store.path_for(session.id)):
+        session.id = new_session_id()
     return session

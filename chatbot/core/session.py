@@ -1,11 +1,49 @@
-"""The conversation as data: turns, the image each was about, the options used. No I/O."""
+"""The conversation as data: turns, the image each was about, the options used. No I/O.
+
+`Session.from_dict` is the one way back from saved data, and it trusts nothing: every field's type
+and range is checked (strings are strings, numbers are finite numbers and never booleans, counts are
+in range, texts have a bounded length) and anything else raises `SessionError`, never a KeyError,
+TypeError or RecursionError, so a damaged or hostile file can be set aside and reported.
+
+Session ids name files, so they follow one pattern (`valid_session_id`): the ids the app makes,
+`YYYYMMDD-HHMMSS-xxxxxx`, are in it, and nothing in it can climb out of a folder (no `/`, `\\`, `.`).
+"""
 
 from __future__ import annotations
 
+import math
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from chatbot.errors import UserError
+from chatbot.untrusted import visible
+
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # the whole id (fullmatch)
+MAX_TEXT_CHARS = 100_000  # one question or answer; the app's own (at most 1024 tokens) stay far below
+MAX_SOURCE_CHARS = 32_768  # an image's path or URL
+MAX_NAME_CHARS = 4_096  # the model (a hub id or a checkpoint folder), an id as read, a hash
+MAX_OPTIONS = 100  # saved options, each a short key and a plain value
+MAX_OPTION_TEXT = 1_000
+MAX_OPTION_INT = 2**63  # |int| below this (seeds go up to 2**63 - 1)
+LATEST_TIME = 32_503_680_000.0  # 3000-01-01: `created` is seconds since 1970, from 0 to this
+
+
+class SessionError(UserError):
+    """A session cannot be found, read or written."""
+
+
+def valid_session_id(value: object) -> bool:
+    """True for a string that may name a session file: 1 to 64 letters, digits, `-` and `_`, a letter or a
+    digit first (so never `.`, `..`, a path, or a hidden file)."""
+    return isinstance(value, str) and SESSION_ID_PATTERN.fullmatch(value) is not None
+
+
+def new_session_id() -> str:
+    """A fresh id: `YYYYMMDD-HHMMSS-` and 6 random hex digits."""
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
 @dataclass(frozen=True)
@@ -32,7 +70,7 @@ class Session:
     """A whole chat: what the user asked, what the model said, about which images."""
 
     model: str
-    id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+    id: str = field(default_factory=new_session_id)
     created: float = field(default_factory=time.time)
     turns: list[Turn] = field(default_factory=list)
     image: ImageRef | None = None  # the image the next question is about
@@ -43,13 +81,119 @@ class Session:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Session:
-        def ref(value: dict[str, Any] | None) -> ImageRef | None:
-            return ImageRef(**value) if value else None
+    def from_dict(cls, data: object) -> Session:
+        """The session `data` (parsed JSON) describes; SessionError, saying which field is wrong, otherwise.
 
-        turns = [Turn(**{**t, "image": ref(t.get("image"))}) for t in data.get("turns", [])]
-        return cls(
-            model=data["model"], id=data["id"], created=data["created"], turns=turns,
-            image=ref(data.get("image")), options=dict(data.get("options", {})),
-            context_start=int(data.get("context_start", 0)),
-        )
+        Unknown keys are ignored (a newer version may add some); `id` is only checked to be text here:
+        whether it may name a file is the store's rule (`valid_session_id`).
+        """
+        try:
+            return _session(data)
+        except SessionError:
+            raise
+        except Exception as error:  # the promise is SessionError and nothing else
+            raise SessionError(f"The session data is not usable ({type(error).__name__}).") from None
+
+
+def _fail(where: str, what: str) -> SessionError:
+    return SessionError(f"{where} {what}")
+
+
+def _object(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(where, "is not an object")
+    return value
+
+
+def _text(value: object, where: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, "is not text")
+    if len(value) > limit:
+        raise _fail(where, f"is longer than {limit} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: it could never be written back as UTF-8
+        raise _fail(where, "holds a character that is not valid Unicode") from None
+    return value
+
+
+def _time(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(where, "is not a number")
+    if not (0 <= value <= LATEST_TIME):  # NaN fails this too; huge ints are compared, never converted
+        raise _fail(where, f"is not a time between 0 and {LATEST_TIME:.0f}")
+    return float(value)
+
+
+def _image(value: object, where: str) -> ImageRef | None:
+    if value is None or value == {}:
+        return None
+    data = _object(value, where)
+    if "source" not in data or "sha256" not in data:
+        raise _fail(where, "needs a source and a sha256")
+    return ImageRef(_text(data["source"], f"{where}.source", MAX_SOURCE_CHARS),
+                    _text(data["sha256"], f"{where}.sha256", MAX_NAME_CHARS))
+
+
+def _turn(value: object, where: str) -> Turn:
+    data = _object(value, where)
+    for key in ("question", "answer"):
+        if key not in data:
+            raise _fail(where, f"has no {key}")
+    stopped = data.get("stopped", False)
+    if not isinstance(stopped, bool):
+        raise _fail(f"{where}.stopped", "is not true or false")
+    turn = Turn(question=_text(data["question"], f"{where}.question", MAX_TEXT_CHARS),
+                answer=_text(data["answer"], f"{where}.answer", MAX_TEXT_CHARS),
+                image=_image(data.get("image"), f"{where}.image"), stopped=stopped)
+    if "created" in data:
+        turn.created = _time(data["created"], f"{where}.created")
+    return turn
+
+
+def _option(value: object, where: str) -> object:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -MAX_OPTION_INT < value < MAX_OPTION_INT:
+            raise _fail(where, "is out of range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _fail(where, "is not a finite number")
+        return value
+    if isinstance(value, str):
+        return _text(value, where, MAX_OPTION_TEXT)
+    raise _fail(where, "is not a plain value (text, a number, true, false or null)")
+
+
+def _options(value: object) -> dict[str, Any]:
+    data = _object(value, "options")
+    if len(data) > MAX_OPTIONS:
+        raise _fail("options", f"has more than {MAX_OPTIONS} entries")
+    options: dict[str, Any] = {}
+    for key, item in data.items():
+        name = _text(key, "an option's name", 100)
+        options[name] = _option(item, f"option {visible(name)!r}")
+    return options
+
+
+def _session(value: object) -> Session:
+    data = _object(value, "The session")
+    for key in ("model", "id", "created"):
+        if key not in data:
+            raise _fail("The session", f"has no {key}")
+    turns_data = data.get("turns", [])
+    if not isinstance(turns_data, list):
+        raise _fail("turns", "is not a list")
+    turns = [_turn(item, f"turns[{index}]") for index, item in enumerate(turns_data)]
+    context_start = data.get("context_start", 0)
+    if isinstance(context_start, bool) or not isinstance(context_start, int):
+        raise _fail("context_start", "is not a whole number")
+    if not 0 <= context_start <= len(turns):
+        raise _fail("context_start", f"is not between 0 and the number of turns ({len(turns)})")
+    return Session(
+        model=_text(data["model"], "model", MAX_NAME_CHARS), id=_text(data["id"], "id", MAX_NAME_CHARS),
+        created=_time(data["created"], "created"), turns=turns, image=_image(data.get("image"), "image"),
+        context_start=context_start, options=_options(data.get("options", {})),
+    )

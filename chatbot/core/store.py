@@ -1,27 +1,65 @@
 """Sessions on disk: saved after every turn (atomic), listed, resumed, exported.
 
-A damaged session file is moved aside (`*.corrupt`) and reported; it never stops the app.
+The rules the store keeps, whatever a session file or a command line says:
+
+- **Ids name files, so only safe ids are used.** A session id matches `valid_session_id` (the app's
+  `YYYYMMDD-HHMMSS-xxxxxx`, or any 1-64 letters, digits, `-` and `_`). `path_for` refuses every other
+  id, so no path is ever built from one; an imported session with another id gets a fresh one
+  (`chatbot.core.resume.imported_session`).
+- **The store touches only its own folder.** It reads, writes and renames only entries directly in the
+  sessions folder and never follows a link there: a linked `<id>.json` is not read through (it is set
+  aside like a damaged file: the link itself is renamed, never its target), and a save replaces the
+  entry, never a file a link points to.
+- **Damaged files are set aside, never fatal.** A file that is not valid JSON, holds a field of the wrong
+  type or range (`Session.from_dict`), is not UTF-8, or is larger than `MAX_SESSION_BYTES` (refused
+  before it is parsed) is moved aside to `<id>.<time>.corrupt` and reported in `problems`; listing
+  goes on. The store never writes a session it would refuse to read back.
+- **One chat, one writer.** A process holds a session while it has it open: an advisory lock on
+  `<id>.lock` next to the session file (`fcntl.flock` on POSIX, released by the system when the process
+  ends; elsewhere an `O_CREAT|O_EXCL` file holding the pid, taken over when that process is gone).
+  `claim(session)` takes it; when another live blip2-chat holds it, or the file changed since this
+  session was read from it, `session` becomes a copy under a new id (every turn kept, the other
+  chat's file untouched) and `claim` returns the sentence that says so. `save` claims first, so a
+  session file another process holds is never overwritten: a save that had to fork raises
+  `SessionForked` after writing the copy. `release(session)` lets go (exit does too). On a
+  filesystem without working locks the save goes on unlocked; the changed-since-read check stays.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from chatbot.core.session import Session
-from chatbot.errors import UserError
+from chatbot.core.session import MAX_TEXT_CHARS, Session, SessionError, new_session_id, valid_session_id
+from chatbot.core.session_files import (
+    MAX_SESSION_BYTES,
+    read_session_file,
+    session_json,
+    shown,
+    write_atomic,
+)
+from chatbot.core.session_lock import (
+    LOCKS,
+    changed_since_read,
+    forget_read,
+    let_go,
+    remember_read,
+    take_lock,
+)
 from chatbot.locations import sessions_dir
 
-FORMAT_VERSION = 1
+_ID_RULE = "session ids look like 20250101-120000-abcdef (letters, digits, - and _)"
 
 
-class SessionError(UserError):
-    """A session cannot be found, read or written."""
+class SessionForked(SessionError):
+    """The session was saved, but as a copy under a new id (`path`): another blip2-chat has the chat open,
+    or changed its file since this one read it. `message` is the sentence to show."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -36,117 +74,198 @@ class SessionSummary:
     first_question: str
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file, fsync, rename: a crash leaves the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def session_json(session: Session) -> str:
-    return json.dumps({"format": FORMAT_VERSION, **session.to_dict()}, ensure_ascii=False, indent=1)
-
-
-def session_from_json(text: str, origin: str) -> Session:
-    """Parse a saved or exported session; anything malformed is a SessionError naming `origin`."""
-    try:
-        data: Any = json.loads(text)
-        data.pop("format", None)
-        return Session.from_dict(data)
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise SessionError(f"{origin} is not a readable blip2-chat session ({type(error).__name__}).",
-                           "It may be damaged; start a new chat.") from None
+# -- the store ---------------------------------------------------------------------------------------------
 
 
 class SessionStore:
-    """A folder of `<id>.json` session files."""
+    """A folder of `<id>.json` session files (and `<id>.lock` files while a chat is open)."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or sessions_dir()
-        self.problems: list[str] = []  # damaged files set aside while listing, for the UI to report
+        self.problems: list[str] = []  # damaged files set aside, forks, renamed imports: for the UI to report
 
     def path_for(self, session_id: str) -> Path:
+        """The file of session `session_id`; SessionError for an id that could not safely name one."""
+        if not valid_session_id(session_id):
+            raise SessionError(f"'{shown(session_id)}' is not a session id: {_ID_RULE}.",
+                               "List the saved sessions with `blip2-chat sessions`.")
         return self.root / f"{session_id}.json"
 
-    def save(self, session: Session) -> Path:
-        path = self.path_for(session.id)
+    def _lock_path(self, session_id: str) -> Path:
+        self.path_for(session_id)  # the same rule
+        return self.root.resolve() / f"{session_id}.lock"
+
+    def _inside(self, path: Path) -> bool:
+        """True for an entry directly in the sessions folder (the entry itself: a link is not followed)."""
         try:
-            write_atomic(path, session_json(session))
+            return path.parent.resolve() == self.root.resolve() and path.name not in ("", ".", "..")
+        except OSError:
+            return False
+
+    # -- claiming -------------------------------------------------------------------------------------
+
+    def claim(self, session: Session) -> str | None:
+        """Hold `session` for this process, until `release` or exit, so no other blip2-chat writes it.
+
+        None when this process holds it now. When another live blip2-chat holds it, or its file changed
+        since `session` was read from it, `session` becomes a copy under a new id (held by this process;
+        the other file is left alone) and the sentence to show is returned.
+
+        Raises:
+            SessionError: an id that is not a session id, or a folder where no lock can be made.
+        """
+        path = self.path_for(session.id)
+        with LOCKS:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                state, pid = take_lock(self._lock_path(session.id))
+            except OSError as error:
+                raise SessionError(f"Could not lock the session file {shown(path, 400)}: {error.strerror or error}.",
+                                   "Check that the folder is writable.") from None
+            if state != "busy":
+                if not changed_since_read(session, path):
+                    return None
+                if state == "taken":  # it is not ours to write: let it go
+                    let_go(self._lock_path(session.id))
+                reason = (f"The saved chat {session.id} was changed by another blip2-chat since this one read "
+                          "it")
+            else:
+                reason = f"This chat is open in another blip2-chat{f' (pid {pid})' if pid else ''}"
+            new_id = self._fork(session)
+            return f"{reason}; continuing in a copy, session {new_id}."
+
+    def _fork(self, session: Session) -> str:
+        """Give `session` a fresh id that no file has and this process holds."""
+        for _ in range(100):
+            new_id = new_session_id()
+            if os.path.lexists(self.path_for(new_id)):
+                continue
+            try:
+                state, _ = take_lock(self._lock_path(new_id))
+            except OSError:
+                continue
+            if state != "busy":
+                session.id = new_id
+                forget_read(session)  # it was read from the other file, not this one
+                return new_id
+        raise SessionError("Could not find a free id for a copy of this chat.", "Try again.")
+
+    def release(self, session: Session) -> None:
+        """Let other blip2-chat processes have `session` (the chat was closed); nothing when not held."""
+        if valid_session_id(session.id):
+            with LOCKS:
+                let_go(self._lock_path(session.id))
+
+    # -- saving and loading ---------------------------------------------------------------------------
+
+    def save(self, session: Session) -> Path:
+        """Write `session` to its file (claiming it first, see `claim`) and return the path.
+
+        Raises:
+            SessionForked: it was written, but as a copy under a new id (the message says why).
+            SessionError: it could not be written, or it is too large to be read back.
+        """
+        note = self.claim(session)
+        path = self.path_for(session.id)
+        for turn in session.turns:
+            if len(turn.question) > MAX_TEXT_CHARS or len(turn.answer) > MAX_TEXT_CHARS:
+                raise SessionError(f"A question or an answer in this chat is longer than {MAX_TEXT_CHARS} characters, "
+                                   "more than a saved session may hold, so it was not saved.",
+                                   "Remove it with /undo, or start a new chat.")
+        text = session_json(session)
+        if len(text.encode("utf-8", "replace")) > MAX_SESSION_BYTES:
+            raise SessionError(f"This chat is too long to save: a session file may have at most "
+                               f"{MAX_SESSION_BYTES / 1e6:.0f} MB.", "Start a new chat to go on.")
+        try:
+            status = write_atomic(path, text)
         except OSError as error:
-            raise SessionError(f"Could not save the session to {path}: {error.strerror or error}.",
+            raise SessionError(f"Could not save the session to {shown(path, 400)}: {error.strerror or error}.",
                                "Check that the folder is writable and the disk is not full.") from None
+        remember_read(session, status)
+        if note:
+            raise SessionForked(note, path)
         return path
 
     def load(self, session_id: str) -> Session:
+        """The saved session `session_id`; a damaged file is set aside (see `problems`) and SessionError raised."""
         path = self.path_for(session_id)
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise SessionError(f"There is no saved session {session_id}.", "List them with `blip2-chat sessions`.")
         try:
-            return session_from_json(path.read_text(encoding="utf-8"), f"The session file {path}")
+            session, status = self._read(path)
         except SessionError:
             self._set_aside(path)
             raise
+        session.id = session_id  # in the store, a session's file name is its id
+        remember_read(session, status)
+        return session
+
+    def _read(self, path: Path) -> tuple[Session, os.stat_result]:
+        if not self._inside(path):
+            raise SessionError(f"{shown(path, 400)} is not in the sessions folder.", "")
+        return read_session_file(path, f"The session file {path}", follow_links=False)
 
     def _set_aside(self, path: Path) -> Path:
-        aside = path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}.corrupt")
+        """Rename a damaged entry of the folder to `<name>.<time>.corrupt` (never overwriting one) and report it."""
+        if not self._inside(path):
+            return path
+        when = time.strftime("%Y%m%d-%H%M%S")
+        aside = path.with_name(f"{path.stem}.{when}.corrupt")
+        for number in range(2, 1000):
+            if not os.path.lexists(aside):
+                break
+            aside = path.with_name(f"{path.stem}.{when}-{number}.corrupt")
         try:
-            path.rename(aside)
+            os.rename(path, aside)  # the entry itself: a link is renamed, its target never touched
         except OSError:
             return path
-        self.problems.append(f"The damaged session file {path.name} was moved aside to {aside.name}.")
+        self.problems.append(f"The damaged session file {shown(path.name)} was moved aside to {shown(aside.name)}.")
         return aside
 
     def summaries(self) -> list[SessionSummary]:
         """Every readable session, newest first; damaged files are set aside and noted in `problems`."""
         found = []
-        for path in self.root.glob("*.json") if self.root.is_dir() else []:
+        try:
+            paths = sorted(self.root.glob("*.json")) if self.root.is_dir() else []
+        except OSError:
+            paths = []
+        for path in paths:
+            if not valid_session_id(path.stem):
+                note = (f"{shown(path.name)} in the sessions folder is not named like a session ({_ID_RULE}), "
+                        "so it was left out.")
+                if note not in self.problems:
+                    self.problems.append(note)
+                continue
             try:
-                session = session_from_json(path.read_text(encoding="utf-8"), f"The session file {path}")
-            except (SessionError, OSError):
+                session, status = self._read(path)
+            except SessionError:
                 self._set_aside(path)
                 continue
             first = next((t.question for t in session.turns if t.question), "")
             found.append(SessionSummary(
-                id=session.id, updated=path.stat().st_mtime, turns=len(session.turns), model=session.model,
+                id=path.stem, updated=status.st_mtime, turns=len(session.turns), model=session.model,
                 image=session.image.source if session.image else "", first_question=first,
             ))
+        self._sweep_locks()
         return sorted(found, key=lambda s: s.updated, reverse=True)
+
+    def _sweep_locks(self) -> None:
+        """Remove the lock files no process holds any more (a process that ends at once leaves its own)."""
+        try:
+            locks = list(self.root.glob("*.lock"))
+        except OSError:
+            return
+        with LOCKS:
+            for lock in locks:
+                if not valid_session_id(lock.stem) or not self._inside(lock):
+                    continue
+                try:
+                    path = self._lock_path(lock.stem)
+                    if take_lock(path)[0] == "taken":  # nobody had it: let go, which removes it
+                        let_go(path)
+                except (OSError, SessionError):
+                    continue
 
     def latest(self) -> Session | None:
         summaries = self.summaries()
         return self.load(summaries[0].id) if summaries else None
-
-
-def export_markdown(session: Session) -> str:
-    """A readable transcript that names each image by path and sha256."""
-    lines = [f"# blip2-chat session {session.id}", "", f"Model: `{session.model}`", ""]
-    current = None
-    for turn in session.turns:
-        if turn.image and turn.image != current:
-            current = turn.image
-            lines += [f"## Image: `{turn.image.source}`", "", f"sha256: `{turn.image.sha256}`", ""]
-            if not turn.image.source.startswith(("http://", "https://")):
-                lines += [f"![image]({Path(turn.image.source).as_uri()})", ""]
-        answer = turn.answer + (" *(stopped)*" if turn.stopped else "")
-        lines += [f"**You:** {turn.question}", "", f"**Assistant:** {answer}", ""]
-    return "\n".join(lines)
-
-
-def export_session(session: Session, fmt: str, path: Path) -> Path:
-    """Write the session as Markdown (`md`) or JSON (`json`, which imports back) to `path`."""
-    if fmt not in ("md", "json"):
-        raise UserError(f"Unknown export format '{fmt}'.", "Use /export md or /export json.")
-    text = export_markdown(session) if fmt == "md" else session_json(session)
-    try:
-        write_atomic(path, text)
-    except OSError as error:
-        raise UserError(f"Could not write {path}: {error.strerror or error}.", "Choose another path.") from None
-    return path

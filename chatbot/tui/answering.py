@@ -18,6 +18,7 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from chatbot.core.commands import Retry
 from chatbot.core.conversation import Conversation
+from chatbot.core.store import SessionForked
 from chatbot.engine.base import CancelToken
 from chatbot.errors import UserError
 from chatbot.tui import messages as msg
@@ -25,6 +26,7 @@ from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.status_bar import StatusBar
 from chatbot.tui.widgets.transcript import BubblePair, MessageBubble, Transcript
 from chatbot.tui.workers import model_error_text
+from chatbot.untrusted import visible
 
 QUIT_WAIT_SECONDS = 5.0  # how long quitting waits for a cancelled answer to stop and be recorded
 
@@ -204,6 +206,9 @@ class AnsweringApp(App[None]):
     def _save(self) -> None:
         try:
             self.conversation.save()
+        except SessionForked as forked:  # saved, as a copy under a new id
+            self.notice(str(forked), "warning")
+            self.sub_title = f"session {visible(self.conversation.session.id)}"
         except UserError as error:
             self.notice(str(error), "error")
 

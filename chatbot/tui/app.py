@@ -154,7 +154,10 @@ class ChatApp(AnsweringApp):
 
     @work(thread=True, exclusive=True, group="image", exit_on_error=False)
     def _reopen_image(self, source: str, sha256: str) -> None:
-        image, problem = reopen_image(ImageRef(source, sha256))
+        worker = get_current_worker()
+        image, problem = reopen_image(ImageRef(source, sha256), cancel=lambda: worker.is_cancelled)
+        if worker.is_cancelled:
+            return
         self.post_message(msg.ImageReady(image, resumed=True) if image else msg.ImageFailed(problem or ""))
 
     @work(thread=True, group="store", exit_on_error=False)
@@ -310,6 +313,7 @@ class ChatApp(AnsweringApp):
             self.action_open_image()
         elif outcome.effect == "quit":
             self.run_worker(self.action_quit(), group="quit")
+        self.sub_title = f"session {visible(self.conversation.session.id)}"  # a save may have forked it
         return outcome.ok
 
     def prefill_input(self, text: str) -> None:

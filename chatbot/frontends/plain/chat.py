@@ -37,7 +37,7 @@ from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import answer_record, exit_now, open_engine_for, print_json
 from chatbot.core.session import Session
 from chatbot.core.settings import Settings
-from chatbot.core.store import SessionStore
+from chatbot.core.store import SessionForked, SessionStore
 from chatbot.engine.base import CancelToken, Engine
 from chatbot.errors import UserError
 from chatbot.frontends.plain.terminal import ctrl_c_stops, is_terminal, read_lines
@@ -119,7 +119,7 @@ class PlainChat:
         return outcome.effect != "quit"
 
     def notice(self, notice: Notice) -> None:
-        self.say(f"blip2-chat: {notice.text}" if notice.kind == "error" else notice.text)
+        self.say(f"blip2-chat: {notice.text}" if notice.kind == "error" else notice.text)  # warnings: plain sentences
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -167,6 +167,8 @@ class PlainChat:
         """Save the session if it changed; a failure is said and the chat goes on."""
         try:
             self.conversation.save()
+        except SessionForked as forked:  # saved, as a copy under a new id
+            self.say(str(forked))
         except UserError as error:
             self.say(f"blip2-chat: {error}")
 

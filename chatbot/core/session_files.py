@@ -1,0 +1,161 @@
+"""Session files: reading one safely (size checked before parsing, links refused where asked), writing
+atomically (temporary file, fsync, rename) or only when the name is free, and the JSON form.
+
+Every problem reading one is a `SessionError` naming where it came from; see `chatbot.core.store`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from chatbot.core.session import Session, SessionError
+from chatbot.untrusted import visible
+
+FORMAT_VERSION = 1
+MAX_SESSION_BYTES = 8_000_000  # a session file larger than this is refused before it is parsed
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+BINARY = getattr(os, "O_BINARY", 0)
+_DAMAGED_HINT = "It may be damaged; start a new chat."
+
+
+def shown(text: object, limit: int = 80) -> str:
+    """`text` for a message: control characters made visible, cut to `limit` characters."""
+    text = str(text)
+    return visible(text if len(text) <= limit else text[:limit] + "…")
+
+
+Stamp = tuple[int, int, int, int]
+
+
+def file_stamp(status: os.stat_result) -> Stamp:
+    """Which file this is and which version of it: device, inode, size, modification time."""
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def write_atomic(path: Path, text: str) -> os.stat_result:
+    """Write via a temporary file, fsync, rename: a crash leaves the old file or the new one, never half.
+
+    The folder must exist (nothing else is created); an existing entry at `path` is replaced (a link
+    itself, never the file it points to). Returns the written file's status.
+    """
+    data = text.encode("utf-8", "replace")  # a lone surrogate (typed bytes that were not UTF-8) becomes "?"
+    temp = _write_temp(path, data)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return os.stat(path, follow_symlinks=False)
+
+
+def write_new(path: Path, text: str) -> os.stat_result:
+    """Like `write_atomic`, but FileExistsError when `path` exists: nothing is ever replaced."""
+    temp = _write_temp(path, text.encode("utf-8", "replace"))
+    try:
+        try:
+            os.link(temp, path)  # atomic, and fails when the name is taken
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: check, then rename
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+            os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+    return os.stat(path, follow_symlinks=False)
+
+
+def _write_temp(path: Path, data: bytes) -> str:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def session_json(session: Session) -> str:
+    return json.dumps({"format": FORMAT_VERSION, **session.to_dict()}, ensure_ascii=False, indent=1)
+
+
+def session_from_json(text: str, origin: str) -> Session:
+    """Parse a saved or exported session; anything malformed is a SessionError naming `origin`, and only that."""
+    where = shown(origin, 400)
+    if not isinstance(text, str):
+        raise SessionError(f"{where} is not a readable blip2-chat session (it is not text).", _DAMAGED_HINT)
+    if len(text) > MAX_SESSION_BYTES:
+        raise _too_large(where, len(text))
+    try:
+        data: Any = json.loads(text)
+    except (ValueError, TypeError, RecursionError) as error:
+        raise SessionError(f"{where} is not a readable blip2-chat session (it is not JSON: {type(error).__name__}).",
+                           _DAMAGED_HINT) from None
+    if isinstance(data, dict):
+        data.pop("format", None)
+    try:
+        return Session.from_dict(data)
+    except SessionError as error:
+        raise SessionError(f"{where} is not a readable blip2-chat session ({error.message}).",
+                           _DAMAGED_HINT) from None
+
+
+def _too_large(where: str, size: int) -> SessionError:
+    return SessionError(f"{where} is {size / 1e6:.1f} MB, more than the {MAX_SESSION_BYTES / 1e6:.0f} MB a "
+                        "session file may have, so it was not read.", _DAMAGED_HINT)
+
+
+def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> tuple[Session, os.stat_result]:
+    """The session in the file at `path` and the status of the file it was read from.
+
+    The size is checked before anything is parsed; every problem (missing, unreadable, too large, not
+    UTF-8, not a session, a link when `follow_links` is False) is a SessionError naming `origin`.
+    """
+    where = shown(origin, 400)
+    if not follow_links and os.path.islink(path):  # ONOFOLLOW says so too, where it exists
+        raise SessionError(f"{where} is a link, and the sessions folder's links are never followed.",
+                           "Move the session file itself into the folder.")
+    flags = os.O_RDONLY | BINARY | (0 if follow_links else NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP and not follow_links:
+            raise SessionError(f"{where} is a link, and the sessions folder's links are never followed.",
+                               "Move the session file itself into the folder.") from None
+        raise SessionError(f"Could not read {where}: {error.strerror or error}.", "Check the path.") from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise SessionError(f"{where} is not a file.", "Give a session file.")
+        if status.st_size > MAX_SESSION_BYTES:
+            raise _too_large(where, status.st_size)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_SESSION_BYTES:  # never more than the limit and one byte, whatever it grew to
+            chunk = os.read(fd, MAX_SESSION_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as error:
+        raise SessionError(f"Could not read {where}: {error.strerror or error}.", "Check the path.") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SESSION_BYTES:  # it grew while we looked
+        raise _too_large(where, len(data))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SessionError(f"{where} is not a readable blip2-chat session (it is not UTF-8 text).",
+                           _DAMAGED_HINT) from None
+    return session_from_json(text, origin), status
