@@ -133,3 +133,11 @@ def test_only_terminals_that_can_draw_images_are_probed() -> None:
     assert not terminal_may_draw_images({"TERM": "screen-256color"})
     assert terminal_may_draw_images({"TERM": "screen", "BLIP2_CHAT_GRAPHICS": "1"})
     assert not terminal_may_draw_images({"TERM": "xterm-kitty", "BLIP2_CHAT_GRAPHICS": "0"})
+
+
+def test_undoing_every_turn_of_a_saved_chat_leaves_no_stale_turn_on_disk(conversation, tmp_path) -> None:
+    conversation.attach(ScriptedEngine("an answer"))
+    list(conversation.ask("Hi?"))
+    assert conversation.save() is not None
+    assert run_command(conversation, "/undo").ok
+    assert SessionStore(tmp_path).load(conversation.session.id).turns == []  # the file says what the chat has

@@ -172,3 +172,15 @@ def test_a_session_with_several_fields_replaced_loads_well_typed_or_raises_sessi
 
 def test_the_valid_document_loads() -> None:  # the mutations start from a session that loads
     assert_well_typed(session_from_json(json.dumps(valid_document()), "x"))
+
+
+def test_markdown_export_escapes_what_came_from_outside() -> None:
+    """Questions, answers and file names are literal text in the export: no emphasis, links, HTML or raw
+    escape sequences; code spans hold backticks."""
+    image = ImageRef("/photos/`odd` name\x1b[2J.png", "ab" * 32)
+    session = Session(model="m", turns=[Turn("is *this* [a link](http://x) or <b>bold</b>?", "a_b | c & d", image)])
+    markdown = export_markdown(session)
+    assert "**You:** is \\*this\\* \\[a link\\](http://x) or \\<b\\>bold\\</b\\>?" in markdown
+    assert "**Assistant:** a\\_b \\| c \\& d" in markdown
+    assert "## Image: ``/photos/`odd` name\\x1b[2J.png``" in markdown
+    assert "\x1b" not in markdown

@@ -265,8 +265,9 @@ class Conversation:
     def save(self, force: bool = False) -> Path | None:
         """Write the session to the store if it changed (also when unchanged with `force`, i.e. /save).
 
-        A session without turns is never written, so opening an image and quitting leaves no file
-        (and `--continue` never lands on an empty chat); an unchanged one is not rewritten, so
+        A session that never had a turn is never written, so opening an image and quitting leaves no
+        file (and `--continue` never lands on an empty chat); one whose turns were all undone is
+        written, so its file never shows a turn the chat no longer has; an unchanged one is not rewritten, so
         `blip2-chat sessions` shows when a chat really changed. None when nothing was written.
 
         A session file another blip2-chat holds is never overwritten (`SessionStore.claim`): when this
@@ -274,7 +275,7 @@ class Conversation:
         a copy under a new id, and `SessionForked` (a SessionError, raised after the copy is written)
         says so in one sentence.
         """
-        if self.store is None or not self.session.turns:
+        if self.store is None or not (self.session.turns or self._saved_text):  # never saved and empty
             return None
         self.session.options = self.options.to_dict()
         text = session_json(self.session)

@@ -124,7 +124,8 @@ class Transcript(VerticalScroll):
                 self.add_notice("Context cleared: later questions start fresh.")
             self.show_turn(turn)
         if session.turns:
-            self.add_notice(f"Resumed session {session.id} ({len(session.turns)} turns).")
+            count = len(session.turns)
+            self.add_notice(f"Resumed session {session.id} ({count} turn{'' if count == 1 else 's'}).")
 
 
 def image_label(source: str) -> str:
