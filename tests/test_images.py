@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
-from chatbot import images
+from chatbot import image_download, images
 from chatbot.errors import ImageError
 from chatbot.images import MIN_SIDE, LoadedImage, is_url, load_image
 
@@ -285,12 +285,12 @@ def test_redirect_to_ftp_refused(server: str) -> None:
 
 
 def test_download_timeout(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images, "DOWNLOAD_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(image_download, "DOWNLOAD_TIMEOUT_S", 0.3)
     assert "no answer within 0.3 s" in _error(server + "/slow").message
 
 
 def test_download_has_a_total_deadline_not_only_one_per_read(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images, "DOWNLOAD_TIMEOUT_S", 1)
+    monkeypatch.setattr(image_download, "DOWNLOAD_TIMEOUT_S", 1)
     start = time.monotonic()
     err = _error(server + "/drip")
     assert time.monotonic() - start < 15  # the drip never pauses 1 s, so a per-read timeout waits 50 s
@@ -330,7 +330,7 @@ def test_redirect_loop_is_one_clean_line(server: str) -> None:
 
 
 def test_server_reason_is_one_visible_line() -> None:
-    assert images._one_line("Not\r\n  Found\x1b[2J") == "Not Found\\x1b[2J"
+    assert image_download.one_line("Not\r\n  Found\x1b[2J") == "Not Found\\x1b[2J"
 
 
 def test_download_connection_refused() -> None:

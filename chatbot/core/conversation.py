@@ -4,6 +4,9 @@
 one-shot `ask` all drive one; the slash commands (`chatbot.core.commands`) act on it and return
 what happened as data, which each front end renders. It works before an engine is attached (the
 app opens at once and loads the model behind it) and imports neither torch nor Textual.
+
+One module though over 300 lines: it is one object, and its parts (asking, retrying, undoing,
+saving, exporting) share the session's state and its rules; split, each would reach into the others.
 """
 
 from __future__ import annotations

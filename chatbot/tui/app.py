@@ -7,6 +7,9 @@ imports torch: the default factory imports the engine inside the loading worker.
 Threads: model loading, image loading and answering run in thread workers that only post
 messages (`chatbot.tui.messages`); widgets change when the app handles them. The answering half
 lives in `chatbot.tui.answering` (the base class), commands in `chatbot.tui.slash`.
+
+Over 300 lines, on purpose: the app's start-up, its workers and the handlers of the messages they
+post are one life cycle (load the model, open images, render command outcomes), read in order.
 """
 
 from __future__ import annotations

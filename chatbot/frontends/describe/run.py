@@ -8,6 +8,9 @@ cannot even be looked at (a symlink loop) is left out and named on stderr. Ident
 described once: the copies get the same text without running the model again. A full disk
 ends the run with one sentence (the rows before it are whole, so `--resume` goes on), a closed
 pipe quietly. File names reach stderr only through `visible`.
+
+Just over 300 lines: finding the images, batching them and writing rows resumably are one run, whose
+steps share the request and the writer.
 """
 
 from __future__ import annotations
