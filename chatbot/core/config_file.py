@@ -66,7 +66,7 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
 def _line_of(text: str, key: str) -> int:
     """The line that sets `key` (1 when it cannot be found, e.g. a quoted key)."""
     for number, line in enumerate(text.splitlines(), start=1):
-        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+        if re.match(rf"\s*({re.escape(key)}\s*=|\[\s*{re.escape(key)}\s*\])", line):  # key = ... or [key]
             return number
     return 1
 

@@ -23,6 +23,24 @@ from chatbot.errors import OptionError
 MODEL_ENV = "BLIP2_CHAT_MODEL"
 SEED_LIMIT = 2**63  # torch's generators take seeds below this
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d{1,3})?)$")
+# The chat app's looks: Textual's built-in themes and our high-contrast one (chatbot/tui/themes.py);
+# tests/test_settings_looks.py checks this list against Textual's.
+HIGH_CONTRAST_THEME = "blip2-high-contrast"
+THEMES = (
+    "textual-dark", "textual-light", HIGH_CONTRAST_THEME, "ansi-dark", "ansi-light", "atom-one-dark",
+    "atom-one-light", "catppuccin-frappe", "catppuccin-latte", "catppuccin-macchiato", "catppuccin-mocha",
+    "dracula", "flexoki", "gruvbox", "monokai", "nord", "rose-pine", "rose-pine-dawn", "rose-pine-moon",
+    "solarized-dark", "solarized-light", "tokyo-night",
+)
+# The chat app's keys that the config file's [keys] table may change: binding id -> (default key, what it does).
+KEY_ACTIONS: dict[str, tuple[str, str]] = {
+    "stop": ("escape", "stop the answer (or an image still opening)"),
+    "open_image": ("ctrl+o", "choose an image in a file browser"),
+    "copy_answer": ("ctrl+y", "copy the last answer to the clipboard"),
+    "help": ("f1", "help: keys and commands"),
+    "quit": ("ctrl+q", "quit (the chat is saved)"),
+}
+KEY_NAME = re.compile(r"^[a-z0-9_]+(\+[a-z0-9_]+)*(,[a-z0-9_]+(\+[a-z0-9_]+)*)*$")  # ctrl+o, f2, ctrl+shift+x,f3
 Where = Literal["flag", "config", "set"]
 EVERYWHERE: frozenset[Where] = frozenset({"flag", "config", "set"})
 
@@ -85,6 +103,8 @@ class Option:
         """`value` if this option allows it (ints are accepted where numbers are), else OptionError."""
         if value is None and self.optional:
             return None
+        if self.kind is dict:
+            return _check_keys(value, label)
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, self.kind):
@@ -107,6 +127,20 @@ class Option:
         shown = f"'{value}'" if isinstance(value, str) else repr(value)
         hint = f"e.g. {self.example}." if self.example else ""
         return OptionError(f"{label} must be {self.allowed()} (got {shown}).", hint)
+
+
+def _check_keys(value: Any, label: str) -> dict[str, str]:
+    """The [keys] table: known actions, each to a key name (or several, comma-separated)."""
+    if not isinstance(value, dict):
+        raise OptionError(f"{label} must be a table of action = \"key\" (got {value!r}).",
+                          "e.g. [keys] then open_image = \"ctrl+k\" on its own line.")
+    for action, key in value.items():
+        if action not in KEY_ACTIONS:
+            raise OptionError(f"{label} has no action '{action}'.", f"Actions: {', '.join(KEY_ACTIONS)}.")
+        if not isinstance(key, str) or not KEY_NAME.match(key):
+            raise OptionError(f"{label}.{action} must be a key name such as ctrl+k or f2 (got {key!r}).",
+                              "Lower case; several keys separated by commas.")
+    return dict(value)
 
 
 def _num(value: float) -> str:
@@ -138,6 +172,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", int, _DEFAULTS.seed, "fixes the random seed so sampling repeats (none: a new one each time)",
            low=0, high=SEED_LIMIT - 1, optional=True, example="42"),
     Option("plain", bool, False, "`chat` always in the screen-reader mode", where=frozenset({"config"})),
+    Option("theme", str, "textual-dark", "the chat app's colours (blip2-high-contrast for low vision)",
+           where=frozenset({"config"}), choices=THEMES),
+    Option("keys", dict, {}, "the chat app's keys, e.g. open_image = \"ctrl+k\"", where=frozenset({"config"})),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 GENERATION_KEYS = tuple(f.name for f in fields(GenerationOptions) if f.name in BY_NAME)
@@ -154,6 +191,8 @@ class Settings:
     options: GenerationOptions = field(default_factory=GenerationOptions)
     json: bool = False  # one JSON object per answer instead of text
     quantize: str = "auto"
+    theme: str = "textual-dark"  # the chat app's looks (config file only)
+    keys: dict[str, str] = field(default_factory=dict)  # binding id -> key (config file [keys] only)
 
 
 def settings_from(
@@ -183,7 +222,8 @@ def settings_from(
             chosen[option.name] = option.default
     options = GenerationOptions(**{key: chosen[key] for key in GENERATION_KEYS})
     return Settings(model=chosen["model"], device=chosen["device"], dtype=chosen["dtype"],
-                    quantize=chosen["quantize"], options=options, json=json)
+                    quantize=chosen["quantize"], options=options, json=json,
+                    theme=file.get("theme", BY_NAME["theme"].default), keys=dict(file.get("keys", {})))
 
 
 def describe_options(options: GenerationOptions) -> str:

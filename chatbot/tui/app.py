@@ -31,7 +31,7 @@ from chatbot.core.conversation import Conversation
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import exit_now, open_engine_for
 from chatbot.core.session import ImageRef, Session
-from chatbot.core.settings import Settings
+from chatbot.core.settings import KEY_ACTIONS, Settings
 from chatbot.core.store import SessionStore
 from chatbot.engine.base import Engine
 from chatbot.errors import UserError
@@ -41,6 +41,7 @@ from chatbot.tui.answering import AnsweringApp
 from chatbot.tui.palette import SlashCommandProvider
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
+from chatbot.tui.themes import HIGH_CONTRAST
 from chatbot.tui.widgets.chat_input import ChatInput, image_path_in
 from chatbot.tui.widgets.image_preview import ImagePreview, prepare_terminal_graphics
 from chatbot.tui.widgets.status_bar import StatusBar, memory_text, process_memory_bytes
@@ -64,11 +65,12 @@ class ChatApp(AnsweringApp):
     COMMANDS = App.COMMANDS | {SlashCommandProvider}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (72, "-wide")]
     BINDINGS = [
-        Binding("escape", "cancel_answer", "Stop answer"),
-        Binding("ctrl+o", "open_image", "Open image"),
-        Binding("ctrl+y", "copy_answer", "Copy answer"),
-        Binding("f1", "help", "Help"),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        # ids are the config file's [keys] names (chatbot.core.settings.KEY_ACTIONS), with the same defaults
+        Binding(KEY_ACTIONS["stop"][0], "cancel_answer", "Stop answer", id="stop"),
+        Binding(KEY_ACTIONS["open_image"][0], "open_image", "Open image", id="open_image"),
+        Binding(KEY_ACTIONS["copy_answer"][0], "copy_answer", "Copy answer", id="copy_answer"),
+        Binding(KEY_ACTIONS["help"][0], "help", "Help", id="help"),
+        Binding(KEY_ACTIONS["quit"][0], "quit", "Quit", priority=True, id="quit"),
     ]
 
     def __init__(
@@ -97,6 +99,10 @@ class ChatApp(AnsweringApp):
         yield Footer()
 
     def on_mount(self) -> None:
+        settings = self.conversation.settings
+        self.register_theme(HIGH_CONTRAST)
+        self.theme = settings.theme
+        self.set_keymap(settings.keys)
         self.sub_title = f"session {visible(self.conversation.session.id)}"
         transcript = self.query_one(Transcript)
         transcript.show_session(self.conversation.session)
@@ -347,7 +353,7 @@ class ChatApp(AnsweringApp):
         self.notify("Copied the last answer to the clipboard.")
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(self.conversation.settings.keys))
 
 
 

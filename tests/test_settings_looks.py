@@ -1,0 +1,84 @@
+"""The chat app's looks and keys from the config file: a theme (a high-contrast one for low vision), a
+[keys] table that remaps the app's keys, and NO_COLOR."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from textual.theme import BUILTIN_THEMES
+
+from chatbot.core.config_file import read_config
+from chatbot.core.settings import HIGH_CONTRAST_THEME, KEY_ACTIONS, THEMES, Settings
+from chatbot.core.store import SessionStore
+from chatbot.engine.scripted import ScriptedEngine
+from chatbot.errors import OptionError
+from chatbot.images import load_image
+from chatbot.tui.app import create_app
+from chatbot.tui.screens.file_picker import ImagePickerScreen
+from chatbot.tui.screens.help import help_text
+from tests.tui_support import SIZE, pilot_test, ready
+
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11) and not __import__("importlib").util.find_spec("tomli"),
+                                reason="reading TOML needs Python 3.11 or tomli")
+
+
+def test_the_theme_names_are_textuals_and_ours() -> None:
+    assert set(THEMES) == set(BUILTIN_THEMES) | {HIGH_CONTRAST_THEME} and len(THEMES) == len(set(THEMES))
+
+
+def config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_theme_and_keys_are_read_and_checked(tmp_path: Path) -> None:
+    path = config(tmp_path, 'theme = "blip2-high-contrast"\n\n[keys]\nopen_image = "ctrl+k"\nquit = "ctrl+q,f10"\n')
+    assert read_config(path) == {"theme": HIGH_CONTRAST_THEME, "keys": {"open_image": "ctrl+k", "quit": "ctrl+q,f10"}}
+    for text, message in [
+        ('model = "x"\ntheme = "neon"\n', "line 2: theme must be one of: textual-dark, textual-light, "
+                                          "blip2-high-contrast,"),
+        ('\n[keys]\nopen = "ctrl+k"\n', "line 2: keys has no action 'open'. Actions: stop, open_image, copy_answer, "
+                                        "help, quit."),
+        ('[keys]\nhelp = "Ctrl K"\n', "line 1: keys.help must be a key name such as ctrl+k or f2 (got 'Ctrl K')."),
+        ('keys = 3\n', "line 1: keys must be a table of action = \"key\" (got 3)."),
+    ]:
+        with pytest.raises(OptionError) as error:
+            read_config(config(tmp_path, text))
+        assert message in str(error.value), str(error.value)
+
+
+def test_the_help_screen_names_the_keys_in_use() -> None:
+    text = help_text({"open_image": "ctrl+k", "quit": "ctrl+q,f10"})
+    assert any(line.startswith("Ctrl+K ") and line.endswith("choose an image in a file browser")
+               for line in text.splitlines())
+    assert "Ctrl+Q or F10" in text and "Ctrl+O" not in text and "F1" in text
+    assert [action for action in KEY_ACTIONS] == ["stop", "open_image", "copy_answer", "help", "quit"]
+
+
+@pilot_test
+async def test_the_app_takes_its_theme_and_keys_from_the_settings(pictures) -> None:
+    settings = Settings(model="scripted-opt", theme=HIGH_CONTRAST_THEME, keys={"open_image": "f2"})
+    app = create_app(settings, image=load_image(pictures["red"]), store=SessionStore(),
+                     engine_factory=lambda settings, progress: ScriptedEngine(), renderer="halfcell")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.theme == HIGH_CONTRAST_THEME and app.current_theme.background == "#000000"
+        await pilot.press("ctrl+o")  # the old key does nothing now
+        await pilot.pause()
+        assert not isinstance(app.screen, ImagePickerScreen)
+        await pilot.press("f2")
+        await pilot.pause()
+        assert isinstance(app.screen, ImagePickerScreen)
+
+
+@pilot_test
+async def test_no_color_turns_colour_off(pictures, monkeypatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = create_app(Settings(model="scripted-opt"), image=load_image(pictures["red"]), store=SessionStore(),
+                     engine_factory=lambda settings, progress: ScriptedEngine(), renderer="halfcell")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.no_color
