@@ -430,3 +430,9 @@ def test_continue_goes_on_with_the_model_the_chat_was_made_with(
             "--model).") in resumed.stderr.splitlines()
     (session,) = saved_sessions(tmp_path)
     assert session["model"] == str(checkpoints["flan-t5"]) and len(session["turns"]) == 2
+
+
+@pytest.mark.parametrize(("value", "forced"), [("1", True), ("yes", True), ("0", False), ("", False)])
+def test_accessible_in_the_environment_chooses_the_screen_reader_mode(value: str, forced: bool) -> None:
+    environ = {"TERM": "xterm-256color", "ACCESSIBLE": value}
+    assert plain_mode_forced(FakeStream(True), FakeStream(True), environ, lambda: False) is forced

@@ -1,6 +1,8 @@
 """The terminal side of the screen-reader mode: when it is chosen, reading lines, Ctrl+C.
 
 No cursor movement, no redraws, no colour: only whole lines, which screen readers read well.
+Tab completes a /command's name and the path after `/image` through readline (the rule is
+`core.completion`); several matches are listed on one plain line.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from chatbot.engine.base import CancelToken
+from chatbot.untrusted import visible
+
+if TYPE_CHECKING:
+    from chatbot.core.completion import Completion
 
 HISTORY_LINES = 1000
+_completions: list[Completion] = []  # the one completion readline is stepping through (its last Tab)
 
 
 def config_wants_plain() -> bool:
@@ -37,12 +44,16 @@ def plain_mode_forced(
 
     That is when the full-screen app cannot work or is not wanted: stdin or stdout is not a
     terminal (a pipe, a file), the terminal says it cannot move the cursor (`TERM=dumb`, as
-    Emacs shells and some screen-reader setups set it), or the config file says `plain = true`.
+    Emacs shells and some screen-reader setups set it), `ACCESSIBLE` is set to anything but 0 or
+    empty (the variable some tools read to mean "a screen reader is in use"), or the config file
+    says `plain = true`.
     """
     environ = os.environ if environ is None else environ
     if not (is_terminal(stdin or sys.stdin) and is_terminal(stdout or sys.stdout)):
         return True
     if environ.get("TERM", "").strip().lower() == "dumb":
+        return True
+    if environ.get("ACCESSIBLE", "").strip() not in ("", "0"):
         return True
     return config()
 
@@ -92,7 +103,7 @@ def tolerate_bytes_that_are_not_text(stream: TextIO) -> None:
 
 
 def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
-    readline = _readline(history_file)
+    readline = _readline(history_file, prompt)
     try:
         while True:
             try:
@@ -107,8 +118,8 @@ def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
                 readline.write_history_file(str(history_file))
 
 
-def _readline(history_file: Path | None):  # type: ignore[no-untyped-def]
-    """The readline module set up for plain lines (None where Python has none)."""
+def _readline(history_file: Path | None, prompt: str = ""):  # type: ignore[no-untyped-def]
+    """The readline module set up for plain lines and Tab completion (None where Python has none)."""
     try:
         import readline
     except ImportError:
@@ -116,10 +127,50 @@ def _readline(history_file: Path | None):  # type: ignore[no-untyped-def]
     readline.set_history_length(HISTORY_LINES)
     with contextlib.suppress(Exception):  # not every readline build knows every setting
         readline.parse_and_bind("set enable-bracketed-paste off")  # no escape codes around each prompt
+    with contextlib.suppress(Exception):
+        _set_up_completion(readline, prompt)
     if history_file is not None and history_file.is_file():
         with contextlib.suppress(OSError):
             readline.read_history_file(str(history_file))
     return readline
+
+
+def _set_up_completion(readline: Any, prompt: str) -> None:
+    """Tab completes the whole line so far (no word breaks: a path may hold spaces) with `readline_completer`."""
+    readline.set_completer(readline_completer)
+    readline.set_completer_delims("")
+    if "libedit" in (readline.__doc__ or "") or getattr(readline, "backend", "") == "editline":  # macOS
+        readline.parse_and_bind("bind ^I rl_complete")
+    else:
+        readline.parse_and_bind("tab: complete")
+        readline.set_completion_display_matches_hook(
+            lambda substitution, matches, longest: readline_list_matches(prompt, readline.get_line_buffer()))
+
+
+def readline_completer(text: str, state: int) -> str | None:
+    """readline's completer: the `state`-th whole line `text` (the line up to the cursor) completes to.
+
+    readline asks for state 0, 1, 2, ... until None, then fills in what the lines have in common.
+    """
+    try:
+        from chatbot.core.completion import completion
+
+        if state == 0:
+            _completions[:] = [completion(text)]
+        candidates = _completions[0].candidates if _completions else ()
+        return candidates[state].line if state < len(candidates) else None
+    except Exception:  # readline swallows a completer's errors; never leave one to it
+        return None
+
+
+def readline_list_matches(prompt: str, line: str, out: TextIO | None = None) -> None:
+    """Several matches on a second Tab: their names on one plain line, then the prompt and the line again."""
+    from chatbot.core.completion import listing
+
+    out = out or sys.stdout
+    candidates = _completions[0].candidates if _completions else ()
+    out.write(f"\n{len(candidates)} matches: {visible(listing(candidates))}\n{prompt}{visible(line)}")
+    out.flush()
 
 
 @contextlib.contextmanager

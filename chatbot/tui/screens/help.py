@@ -15,6 +15,7 @@ from chatbot.core.settings import KEY_ACTIONS
 
 FIXED_KEYS = (
     ("Enter", "send the question (or the /command)"),
+    ("Tab", "complete a /command's name, or the file or folder after /image"),
     ("Ctrl+P", "command palette: every slash command"),
     ("Up / Down", "recall earlier lines"),
 )
@@ -30,7 +31,7 @@ def help_text(keymap: Mapping[str, str] | None = None) -> str:
     """Keys (with the config file's [keys] applied) and commands."""
     keymap = keymap or {}
     keys = [(key_label(keymap.get(action, default)), what) for action, (default, what) in KEY_ACTIONS.items()]
-    rows = [*FIXED_KEYS[:1], *keys, *FIXED_KEYS[1:]]
+    rows = [*FIXED_KEYS[:2], *keys, *FIXED_KEYS[2:]]
     width = max(len(key) for key, _ in rows)
     lines = [f"{key.ljust(width)}  {what}" for key, what in rows]
     return "\n".join([

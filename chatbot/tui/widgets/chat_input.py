@@ -2,6 +2,8 @@
 
 Terminals "drop" a file by pasting its path, often quoted or with escaped spaces, sometimes as a
 file:// URI; `image_path_in` undoes all three. Up and Down recall earlier lines, as in a shell.
+Tab completes a /command's name and the path after `/image` (the rule is `core.completion`); on any
+other line Tab moves the focus, as everywhere in the app.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from textual import events
+from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Input
 
+from chatbot.core.commands import is_command
+from chatbot.core.completion import completion, listing
 from chatbot.images import IMAGE_SUFFIXES
+from chatbot.untrusted import visible
+
+COMPLETION_NOTICE_SECONDS = 4.0
 
 
 def image_path_in(text: str) -> Path | None:
@@ -52,6 +60,7 @@ class ChatInput(Input):
     BINDINGS = [
         Binding("up", "recall(-1)", "Previous line", show=False),
         Binding("down", "recall(1)", "Next line", show=False),
+        Binding("tab", "complete", "Complete", show=False),
     ]
 
     @dataclass
@@ -64,6 +73,9 @@ class ChatInput(Input):
         super().__init__(placeholder="Ask about the image, or type /help", id=id)
         self.history: list[str] = []
         self._recall_index = 0
+        self._offered: tuple[str, ...] = ()  # the lines the last Tab listed; another Tab steps through them
+        self._offered_at = -1
+        self._left = ""  # the value the last Tab left (typing anything else ends the stepping)
 
     def remember(self, line: str) -> None:
         """Keep a sent line for Up/Down recall (no immediate repeats)."""
@@ -77,6 +89,31 @@ class ChatInput(Input):
         self._recall_index = max(0, min(len(self.history), self._recall_index + step))
         self.value = self.history[self._recall_index] if self._recall_index < len(self.history) else ""
         self.cursor_position = len(self.value)
+
+    def action_complete(self) -> None:
+        """Tab: complete a /command line (see `core.completion`); any other line leaves Tab to move the focus."""
+        if not is_command(self.value):
+            raise SkipAction()
+        if self._offered and self.value == self._left:  # Tab again: the next candidate, round and round
+            self._offered_at = (self._offered_at + 1) % len(self._offered)
+            self._show(self._offered[self._offered_at])
+            return
+        result = completion(self.value)
+        self._offered, self._offered_at = (), -1
+        if not result.candidates:
+            self.app.bell()
+            self._left = self.value
+            return
+        self._show(result.line)
+        if not result.unique:
+            self._offered = tuple(candidate.line for candidate in result.candidates)
+            self.app.notify(visible(listing(result.candidates)), title=f"{len(result.candidates)} matches",
+                            timeout=COMPLETION_NOTICE_SECONDS, markup=False)
+
+    def _show(self, line: str) -> None:
+        self.value = line
+        self.cursor_position = len(line)
+        self._left = line
 
     def _on_paste(self, event: events.Paste) -> None:
         # Textual calls every class's handler in turn: returning leaves the paste to Input's own.
