@@ -71,7 +71,8 @@ def test_parse_command() -> None:
     assert parse_command("/EXIT").name == "quit" and parse_command("/?").name == "help"
     for line, message in [
         ("/imgae cat.jpg", "Unknown command /imgae. Did you mean /image? Type /help for the list."),
-        ("/export", "/export needs more: /export md|json [PATH]. e.g. /export md, or /export json ~/chats/."),
+        ("/export", "/export needs more: /export md|html|json [PATH] [--embed]. e.g. /export md, /export html "
+                    "~/chats/, or /export md chat.md --embed."),
         ("/clear everything", "/clear takes nothing after it. Type just /clear."),
     ]:
         with pytest.raises(UserError) as error:

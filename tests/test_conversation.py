@@ -108,7 +108,7 @@ def test_export_paths(conversation, tmp_path, monkeypatch) -> None:
     assert exported("/export JSON out") == [
         Notice(f"Exported the chat to {tmp_path / 'out' / f'blip2-chat-{session_id}.json'}.")]
     assert exported("/export json 'my chat.json'") == [Notice(f"Exported the chat to {tmp_path / 'my chat.json'}.")]
-    for line, words in [("/export", "/export needs more"), ("/export txt", "md or json, not 'txt'")]:
+    for line, words in [("/export", "/export needs more"), ("/export txt", "md, html or json, not 'txt'")]:
         outcome = run_command(conversation, line)
         assert not outcome.ok and words in outcome.notices[0].text and outcome.notices[0].kind == "error"
 

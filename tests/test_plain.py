@@ -223,7 +223,7 @@ def test_every_command_does_what_it_says(tmp_path: Path, pictures: dict[str, Pat
     assert "blip2-chat: There is nothing to undo." in said
     assert "Conversation cleared" in said and "blip2-chat: /image needs a path or a URL." in said
     assert f"Now talking about {pictures['green']}." in said
-    assert "blip2-chat: /export needs a format, md or json, not 'pdf'." in said
+    assert "blip2-chat: /export needs a format, md, html or json, not 'pdf'." in said
     for command in ("/image PATH", "/clear", "/retry", "/undo", "/save", "/export", "/set", "/help", "/quit"):
         assert command in said
     assert "never asked" not in out.getvalue() and len(engine.prompts) == 4

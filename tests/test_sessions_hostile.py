@@ -104,9 +104,10 @@ def test_an_import_whose_id_climbs_out_gets_a_fresh_id_and_nothing_is_written_ou
     assert run_command(chat, "/export md ~").ok  # a folder: the file is named by the new id, inside it
 
     made = tree(tmp_path) - before
+    copy = f"home/blip2-chat-{session.id}_files/{chat.session.turns[-1].image.sha256[:12]}-red.png"  # type: ignore
     assert made == {"a", "a/b", "a/b/sessions", f"a/b/sessions/{session.id}.json", f"a/b/sessions/{session.id}.lock",
                     f"work/blip2-chat-{session.id}.json", f"work/out/blip2-chat-{session.id}.json",
-                    f"home/blip2-chat-{session.id}.md"}
+                    f"home/blip2-chat-{session.id}.md", f"home/blip2-chat-{session.id}_files", copy}
     store.release(session)
 
     # a session object with such an id (however it came) can neither be saved nor name an export
@@ -544,12 +545,16 @@ def test_export_never_replaces_a_file_it_did_not_write(chat, work, tmp_path, pic
 
 def test_export_twice_to_the_default_path_updates_the_first(chat, work) -> None:
     path = work / f"blip2-chat-{chat.session.id}.md"
-    assert run_command(chat, "/export md").notices == [Notice(f"Exported the chat to {path}.")]
+    folder = work / f"blip2-chat-{chat.session.id}_files"
+    assert run_command(chat, "/export md").notices == [
+        Notice(f"Exported the chat to {path}, with a copy of its picture in {folder}.")]
     assert chat.last_export_updated is False
     list(chat.ask("Which colour?"))
-    assert run_command(chat, "/export md").notices == [Notice(f"Updated the export {path}.")]
+    assert run_command(chat, "/export md").notices == [
+        Notice(f"Updated the export {path}, with a copy of its picture in {folder}.")]
     assert chat.last_export_updated is True and path.read_text().count("**You:**") == 2
-    assert tree(work) == {path.name}  # no temporaries left, nothing else made
+    copy = f"{folder.name}/{chat.session.turns[0].image.sha256[:12]}-red.png"  # type: ignore[union-attr]
+    assert tree(work) == {path.name, folder.name, copy}  # no temporaries left, nothing else made
 
 
 def test_listing_removes_the_lock_files_no_process_holds(tmp_path) -> None:

@@ -41,7 +41,7 @@ def test_theme_and_keys_are_read_and_checked(tmp_path: Path) -> None:
         ('model = "x"\ntheme = "neon"\n', "line 2: theme must be one of: textual-dark, textual-light, "
                                           "blip2-high-contrast,"),
         ('\n[keys]\nopen = "ctrl+k"\n', "line 2: keys has no action 'open'. Actions: stop, open_image, copy_answer, "
-                                        "help, quit."),
+                                        "paste, help, quit."),
         ('[keys]\nhelp = "Ctrl K"\n', "line 1: keys.help must be a key name such as ctrl+k or f2 (got 'Ctrl K')."),
         ('keys = 3\n', "line 1: keys must be a table of action = \"key\" (got 3)."),
     ]:
@@ -55,7 +55,7 @@ def test_the_help_screen_names_the_keys_in_use() -> None:
     assert any(line.startswith("Ctrl+K ") and line.endswith("choose an image in a file browser")
                for line in text.splitlines())
     assert "Ctrl+Q or F10" in text and "Ctrl+O" not in text and "F1" in text
-    assert [action for action in KEY_ACTIONS] == ["stop", "open_image", "copy_answer", "help", "quit"]
+    assert [action for action in KEY_ACTIONS] == ["stop", "open_image", "copy_answer", "paste", "help", "quit"]
 
 
 @pilot_test

@@ -63,7 +63,7 @@ def test_exports(tmp_path) -> None:
     markdown = export_markdown(session)
     assert "/photos/cat.jpg" in markdown and "ab" * 32 in markdown and "cd" * 32 in markdown
     assert "**You:** What colour?" in markdown and "*(stopped)*" in markdown
-    path = export_session(session, "json", tmp_path / "chat.json")
+    path = export_session(session, "json", tmp_path / "chat.json").path
     assert session_from_json(path.read_text(), "export") == session  # JSON export round-trips
     assert json.loads(path.read_text())["format"] == 1
     with pytest.raises(Exception, match="Unknown export format"):

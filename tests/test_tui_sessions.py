@@ -111,16 +111,17 @@ async def test_export_markdown_and_json_round_trip(pictures, tmp_path) -> None:
         await send(pilot, "/export md")
         session = app.conversation.session
         markdown = (tmp_path / f"blip2-chat-{session.id}.md").read_text()
-        assert notices(app)[-1] == f"Exported the chat to {tmp_path / f'blip2-chat-{session.id}.md'}."
+        assert notices(app)[-1] == (f"Exported the chat to {tmp_path / f'blip2-chat-{session.id}.md'}, with a copy "
+                                    f"of its picture in {tmp_path / f'blip2-chat-{session.id}_files'}.")
         assert str(pictures["red"]) in markdown and session.turns[0].image.sha256 in markdown  # type: ignore[union-attr]
         assert "**You:** Is it red?" in markdown and "**Assistant:** yes" in markdown
-        (tmp_path / "out").mkdir()  # /export never makes a folder
+        (tmp_path / "out").mkdir()  # /export never makes a folder it was not asked to
         await send(pilot, f"/export json {tmp_path / 'out' / 'chat.json'}")
         exported = (tmp_path / "out" / "chat.json").read_text()
         assert session_from_json(exported, "export") == session
         await send(pilot, "/export pdf")
-        assert errors(app) == ["/export needs a format, md or json, not 'pdf'. e.g. /export md, or /export json "
-                               "~/chat.json."]
+        assert errors(app) == ["/export needs a format, md, html or json, not 'pdf'. e.g. /export md, or "
+                               "/export json ~/chat.json."]
     copy = imported_session(SessionStore(), tmp_path / "out" / "chat.json")  # what --resume chat.json opens
     assert copy.turns == session.turns and copy.id != session.id  # a copy: the saved original is never overwritten
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from chatbot.core.clipboard import paste_image
 from chatbot.core.conversation import Conversation
 from chatbot.core.settings import apply_setting, describe_options
 from chatbot.core.store import SessionForked
@@ -38,11 +39,13 @@ class CommandSpec:
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("image", "/image PATH", "switch to another image (starts a fresh context)", "optional",
                 busy_ok=False),
+    CommandSpec("paste", "/paste", "open the image copied to the clipboard (Ctrl+V in the app)", busy_ok=False),
     CommandSpec("clear", "/clear", "forget the conversation so far (it stays in the saved session)", busy_ok=False),
     CommandSpec("retry", "/retry", "answer the last question again", busy_ok=False),
     CommandSpec("undo", "/undo", "drop the last question and answer", busy_ok=False),
     CommandSpec("save", "/save", "save the session now (it is also saved after every answer)"),
-    CommandSpec("export", "/export md|json [PATH]", "write the chat as Markdown or JSON (to a file or a folder)",
+    CommandSpec("export", "/export md|html|json [PATH] [--embed]",
+                "write the chat as Markdown with its pictures (--embed: inside it), one HTML page, or JSON",
                 "required"),
     CommandSpec("set", "/set KEY VALUE", "change a decoding option; /set alone lists them", "optional"),
     CommandSpec("help", "/help", "list the commands"),
@@ -125,7 +128,8 @@ def parse_command(line: str) -> Command:
     return Command(name, argument)
 
 
-_EXAMPLES = {"export": "/export md, or /export json ~/chats/", "set": "/set temperature 0.7"}
+_EXAMPLES = {"export": "/export md, /export html ~/chats/, or /export md chat.md --embed",
+             "set": "/set temperature 0.7"}
 
 
 def help_lines() -> list[str]:
@@ -176,6 +180,11 @@ def _image(conversation: Conversation, argument: str, can_pick: bool) -> Outcome
     return Outcome(open_image=_unquoted(argument))
 
 
+def _paste(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    path = paste_image()  # runs the clipboard tool (5 s at most); ImageError: one sentence
+    return Outcome([Notice(f"Pasted an image from the clipboard (saved as {path}).")], open_image=str(path))
+
+
 def _clear(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
     conversation.clear()
     return _saved(conversation, Outcome([Notice(
@@ -207,11 +216,20 @@ def _save(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
 
 
 def _export(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
-    fmt, _, where = argument.partition(" ")
-    path = conversation.export(fmt, _unquoted(where))
-    if conversation.last_export_updated:
-        return Outcome([Notice(f"Updated the export {path}.")])
-    return Outcome([Notice(f"Exported the chat to {path}.")])
+    # the format, then an optional path (quotes allowed), then an optional --embed (also taken before the path)
+    fmt, _, where = argument.strip().partition(" ")
+    words, embed = where.split(), False
+    while words and "--embed" in (words[0], words[-1]):
+        where, embed = where.strip(), True
+        where = where[len("--embed"):] if words[0] == "--embed" else where[:-len("--embed")]
+        words = where.split()
+    flag = next((word for word in words[:1] + words[-1:] if word.startswith("--")), None)
+    if flag is not None:
+        raise UserError(f"/export does not know {flag[:40]}.", "Its one option is --embed, after md: "
+                        "/export md [PATH] --embed (quote a file name that starts with --).")
+    result = conversation.export(fmt, _unquoted(where), embed=embed)
+    problem = result.problem()
+    return Outcome([Notice(result.notice())] + ([Notice(problem, "warning")] if problem else []))
 
 
 def _set(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
@@ -243,5 +261,5 @@ def _unquoted(text: str) -> str:
     return text
 
 
-_HANDLERS = {"image": _image, "clear": _clear, "retry": _retry, "undo": _undo, "save": _save,
+_HANDLERS = {"image": _image, "paste": _paste, "clear": _clear, "retry": _retry, "undo": _undo, "save": _save,
              "export": _export, "set": _set, "help": _help, "quit": _quit}

@@ -29,7 +29,7 @@ from chatbot.core.commands import ALIASES, COMMANDS, is_command
 from chatbot.images import IMAGE_SUFFIXES
 from chatbot.untrusted import has_controls
 
-# Commands whose whole argument is one path, read from the table: `/image PATH`. (`/export md|json
+# Commands whose whole argument is one path, read from the table: `/image PATH`. (`/export md|html|json
 # [PATH]` writes a file of any kind after a format word, so its path is not completed.)
 PATH_COMMANDS = frozenset(spec.name for spec in COMMANDS if spec.usage.split()[1:] == ["PATH"])
 MAX_CANDIDATES = 1000  # a huge folder offers its first names (sorted)

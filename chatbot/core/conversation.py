@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from chatbot.core.export import ExportLog, export_session
+from chatbot.core.export import ExportLog, ExportResult, export_session
 from chatbot.core.resume import options_for
 from chatbot.core.session import ImageRef, Session, Turn, valid_session_id
 from chatbot.core.session_files import session_json, shown
@@ -36,7 +36,7 @@ from prompts import (
     style_for,
 )
 
-EXPORT_FORMATS = ("md", "json")
+EXPORT_FORMATS = ("md", "html", "json")
 
 
 def prompt_budget(engine: Engine, options: GenerationOptions) -> int:
@@ -298,18 +298,21 @@ class Conversation:
         return self.store is not None and bool(self.session.turns) and self._saved_text == session_json(
             replace(self.session, options=self.options.to_dict()))
 
-    def export(self, fmt: str, where: str = "") -> Path:
-        """Write the chat as Markdown or JSON to `where` (a file or a folder; default ./blip2-chat-<id>.<fmt>).
+    def export(self, fmt: str, where: str = "", *, embed: bool = False) -> ExportResult:
+        """Write the chat as Markdown, HTML or JSON to `where` (a file or a folder; default
+        ./blip2-chat-<id>.<fmt>).
 
-        No folder is created: one that does not exist is refused. An existing file is replaced only when
-        it is this conversation's own earlier export to that path, unchanged since (so `/export md` twice
-        updates the first); any other is refused, naming it and suggesting another name. Afterwards
-        `last_export_updated` is True when an earlier export was replaced, False when the file is new.
+        Markdown copies its pictures into `NAME_files/` beside `NAME.md` (`embed`: holds them inside as
+        `data:` URIs instead); HTML holds them inside. No other folder is created: one that does not exist
+        is refused. An existing file (or `NAME_files/`) is replaced only when it is this conversation's own
+        earlier export to that path, unchanged since (so `/export md` twice updates the first); any other is
+        refused, naming it and suggesting another name. Afterwards `last_export_updated` is True when an
+        earlier export was replaced, False when the file is new.
         """
         fmt = fmt.lower().lstrip(".")
         if fmt not in EXPORT_FORMATS:
             given = f", not '{shown(fmt)}'" if fmt else ""
-            raise UserError(f"/export needs a format, md or json{given}.",
+            raise UserError(f"/export needs a format, md, html or json{given}.",
                             "e.g. /export md, or /export json ~/chat.json.")
         self.session.options = self.options.to_dict()
         name = f"blip2-chat-{self.session.id if valid_session_id(self.session.id) else 'chat'}.{fmt}"
@@ -319,12 +322,9 @@ class Conversation:
                             "Create it first or choose another path.")
         if target.is_dir():
             target = target / name
-        target = target.resolve()
-        updated = self.exports.ours(target)
-        path = export_session(self.session, fmt, target, overwrite=updated)
-        self.exports.remember(path)
-        self.last_export_updated = updated
-        return path
+        result = export_session(self.session, fmt, target.resolve(), self.exports, embed=embed)
+        self.last_export_updated = result.updated
+        return result
 
 
 def caption(engine: Engine, image: LoadedImage, options: GenerationOptions, prefix: str = "") -> str:

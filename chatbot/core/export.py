@@ -1,24 +1,52 @@
-"""Exports: a chat as Markdown (a readable transcript naming each image) or as JSON (which imports back).
+"""Exports: a chat as Markdown with its pictures, as one self-contained HTML page, or as JSON (which imports back).
 
-`/export` never creates a folder and never replaces a file it did not write itself (`ExportLog`).
-Markdown holds text from outside (questions, answers, file names), so it is escaped: Markdown's
-own characters lose their meaning and control characters are shown, never written raw.
+`/export` never creates a folder it was not asked to and never replaces a file it did not write itself
+(`ExportLog`). The one folder it makes is part of the export: `NAME_files/` beside `NAME.md`, holding a
+copy of each picture the chat was about (a local file that still has the sha256 the chat recorded).
+Text from outside (questions, answers, file names) is escaped: Markdown's own characters and HTML lose
+their meaning, control characters are shown, never written raw, and copies are named from the sha256
+and a sanitised file name. The HTML page loads nothing (pictures are `data:` URIs) and runs nothing.
+
+Over 300 lines: the three formats share one picture plan and one set of rules about what may be written.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import html
 import os
 import re
+import stat
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
-from chatbot.core.session import Session
-from chatbot.core.session_files import Stamp, file_stamp, session_json, shown, write_atomic, write_new
+from chatbot.core.session import ImageRef, Session
+from chatbot.core.session_files import BINARY, Stamp, file_stamp, session_json, shown, write_atomic, write_new
 from chatbot.errors import UserError
+from chatbot.images import IMAGE_SUFFIXES
 from chatbot.untrusted import visible
+
+FORMATS = ("md", "html", "json")
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO someone put where a picture was must not hang
+MAX_PICTURE_BYTES = 1 << 30  # a larger "picture" (a session can name any file) is not read, so not copied
 
 # Characters that mean something anywhere in a line (our text never starts one: it follows a label, and
 # line breaks are shown as \n), so the transcript's raw Markdown stays readable.
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>|~&])")
+# What a picture's bytes are, by their first bytes only (never by a name someone chose).
+_SNIFF = ((b"\x89PNG\r\n\x1a\n", "image/png", ".png"), (b"\xff\xd8\xff", "image/jpeg", ".jpg"),
+          (b"GIF87a", "image/gif", ".gif"), (b"GIF89a", "image/gif", ".gif"), (b"BM", "image/bmp", ".bmp"),
+          (b"II*\x00", "image/tiff", ".tif"), (b"MM\x00*", "image/tiff", ".tif"),
+          (b"\x00\x00\x01\x00", "image/vnd.microsoft.icon", ".ico"))
+_WEB_SAFE = ":/?#[]@!$&'*+,;=%~"  # kept as they are in a web address; everything else is percent-encoded
+_STYLE = ("body{font-family:sans-serif;line-height:1.5;max-width:48rem;margin:auto;padding:1rem}"
+          "img{max-width:100%;height:auto}code{overflow-wrap:anywhere}")
+_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"  # nothing loads, nothing runs
 
 
 def markdown_text(text: str) -> str:
@@ -33,61 +61,309 @@ def markdown_code(text: str) -> str:
     return f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else f"{fence}{text}{fence}"
 
 
+def html_text(text: object) -> str:
+    """`text` as literal HTML (also inside a quoted attribute), control characters shown."""
+    return html.escape(visible(text), quote=True)
 
 
-def export_markdown(session: Session) -> str:
-    """A readable transcript that names each image by path and sha256."""
+# -- the pictures ---------------------------------------------------------------------------------------
+
+
+def is_web(source: str) -> bool:
+    return source.lower().startswith(("http://", "https://"))
+
+
+def picture_name(source: str) -> str:
+    """The file name a picture is known by (a web address: its last part), for alt text and copies."""
+    if is_web(source):
+        parts = urlsplit(source)
+        return unquote(parts.path.rstrip("/").rpartition("/")[2]) or parts.netloc or "picture"
+    return os.path.basename(source.rstrip("/\\")) or "picture"
+
+
+def sniffed(data: bytes) -> tuple[str, str]:
+    """The MIME type and file suffix the bytes say (`application/octet-stream`, `.bin` when unknown)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp", ".webp"
+    return next(((mime, suffix) for magic, mime, suffix in _SNIFF if data.startswith(magic)),
+                ("application/octet-stream", ".bin"))
+
+
+def copy_name(source: str, data: bytes) -> str:
+    """`<sha256[:12]>-<name>` for a picture's copy: letters, digits, `.`, `-` and `_` of its file name (at most
+    80 bytes of them), and its suffix when it is an image suffix, else the one its bytes say."""
+    stem, suffix = os.path.splitext(picture_name(source))
+    suffix = suffix.lower() if suffix.lower() in IMAGE_SUFFIXES else sniffed(data)[1]
+    stem = re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", stem))
+    stem = re.sub(r"\.{2,}", ".", re.sub(r"_+", "_", stem)).strip("._-")
+    while len(stem.encode("utf-8", "replace")) > 80:
+        stem = stem[:-1]
+    return f"{hashlib.sha256(data).hexdigest()[:12]}-{stem.rstrip('._-') or 'picture'}{suffix}"
+
+
+def data_uri(data: bytes) -> str:
+    return f"data:{sniffed(data)[0]};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def web_link(url: str) -> str:
+    """A web address for a link: spaces, quotes, brackets, controls and non-ASCII percent-encoded."""
+    return quote(url, safe=_WEB_SAFE, errors="replace")
+
+
+def _relative_link(folder: str, name: str) -> str:
+    try:  # a typed name's undecodable bytes are written back as they were on disk
+        return quote(f"{folder}/{name}", errors="surrogateescape")
+    except UnicodeEncodeError:
+        return quote(f"{folder}/{name}", errors="replace")
+
+
+def picture_bytes(ref: ImageRef) -> bytes | None:
+    """The bytes of a local picture as the chat saw it; None when it is a web address, gone, not a regular
+    file, unreadable, over MAX_PICTURE_BYTES, or changed since (its sha256 differs from the recorded one)."""
+    if is_web(ref.source) or not os.path.isabs(ref.source):
+        return None
+    try:
+        fd = os.open(ref.source, os.O_RDONLY | BINARY | NONBLOCK)
+    except (OSError, ValueError, UnicodeError):
+        return None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_PICTURE_BYTES:
+                return None
+            data = handle.read(MAX_PICTURE_BYTES + 1)
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == ref.sha256 else None
+
+
+# -- the formats ----------------------------------------------------------------------------------------
+
+
+def export_markdown(session: Session, links: Mapping[ImageRef, str | None] | None = None) -> str:
+    """A readable transcript that names each image by path and sha256.
+
+    `links`: where each picture is (a relative path, a `data:` URI or a web address, made safe for a link
+    already), None for one that is gone or changed; without `links` the pictures are only named.
+    """
     lines = [f"# blip2-chat session {markdown_text(session.id)}", "", f"Model: {markdown_code(session.model)}", ""]
     current = None
     for turn in session.turns:
         if turn.image and turn.image != current:
             current = turn.image
-            source, sha256 = markdown_code(turn.image.source), markdown_code(turn.image.sha256)
+            source, sha256 = markdown_code(current.source), markdown_code(current.sha256)
             lines += [f"## Image: {source}", "", f"sha256: {sha256}", ""]
-            if not turn.image.source.startswith(("http://", "https://")):
-                lines += [f"![image]({Path(turn.image.source).as_uri()})", ""]
+            if links is not None:
+                link = links.get(current)
+                lines += [f"![{markdown_text(picture_name(current.source))}]({link})" if link else
+                          "*Missing: this picture is gone or has changed since the chat, so the export holds no "
+                          "copy of it.*", ""]
         answer = markdown_text(turn.answer) + (" *(stopped)*" if turn.stopped else "")
         lines += [f"**You:** {markdown_text(turn.question)}", "", f"**Assistant:** {answer}", ""]
     return "\n".join(lines)
 
 
-def _free_name(path: Path) -> str:
+def export_html(session: Session, links: Mapping[ImageRef, str | None]) -> str:
+    """One page that needs nothing else: pictures as `data:` URIs, every text escaped, no script, a heading
+    per picture and per question (so a screen reader can move by them), readable without its style."""
+    title = html_text(f"blip2-chat session {session.id}")
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{title}</title>",
+             f"<style>{_STYLE}</style>", "</head>", "<body>", "<main>", f"<h1>{title}</h1>",
+             f"<p>Model: <code>{html_text(session.model)}</code></p>"]
+    current, pictures = None, 0
+    for number, turn in enumerate(session.turns, 1):
+        if turn.image and turn.image != current:
+            current, pictures = turn.image, pictures + 1
+            name, link = html_text(picture_name(current.source)), links.get(current)
+            sha256 = f"sha256 <code>{html_text(current.sha256)}</code>"
+            parts.append(f"<h2>Picture {pictures}: {name}</h2>")
+            if link and is_web(current.source):
+                parts.append(f'<p>On the web at <a href="{html_text(link)}" rel="noreferrer">'
+                             f"{html_text(current.source)}</a>, {sha256} (not included in this page).</p>")
+            elif link:
+                parts.append(f'<figure><img src="{html_text(link)}" alt="{name}"><figcaption>From <code>'
+                             f"{html_text(current.source)}</code>, {sha256}.</figcaption></figure>")
+            else:
+                parts.append(f"<p><strong>Missing:</strong> this picture is gone or has changed since the chat, so "
+                             f"this page does not hold it. It was <code>{html_text(current.source)}</code>, "
+                             f"{sha256}.</p>")
+        stopped = " <em>(stopped)</em>" if turn.stopped else ""
+        parts += [f"<h2>Question {number}</h2>", f"<p><strong>You:</strong> {html_text(turn.question)}</p>",
+                  f"<p><strong>Assistant:</strong> {html_text(turn.answer)}{stopped}</p>"]
+    return "\n".join([*parts, "</main>", "</body>", "</html>", ""])
+
+
+# -- writing --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What one `/export` wrote."""
+
+    path: Path
+    updated: bool  # it replaced this conversation's earlier export at `path`
+    folder: Path | None = None  # NAME_files/, when pictures were copied into it
+    copies: bool = False  # pictures go into NAME_files/ as copies (Markdown without --embed), not inside the file
+    included: int = 0  # pictures copied there, or held inside the file (md --embed, html)
+    linked: int = 0  # pictures that are web addresses: linked, not copied
+    missing: int = 0  # local pictures gone or changed since the chat: named as missing
+
+    def notice(self) -> str:
+        """What happened, in one or two sentences."""
+        said = f"Updated the export {self.path}" if self.updated else f"Exported the chat to {self.path}"
+        many = "" if self.included == 1 else f" {self.included}"
+        if self.included and self.folder is not None:
+            copies = "a copy of its picture" if self.included == 1 else f"copies of its {self.included} pictures"
+            said += f", with {copies} in {self.folder}"
+        elif self.included:
+            said += f", with its{many} picture{_s(self.included)} inside it"
+        if self.linked:
+            are = "is a web address" if self.linked == 1 else "are web addresses"
+            said += f". {_count(self.linked)} {are}, so the export links to {_them(self.linked)}"
+        return said + "."
+
+    def problem(self) -> str | None:
+        """The sentence about the pictures that could not be copied, if any."""
+        if not self.missing:
+            return None
+        done, are = "copied" if self.copies else "included", "is" if self.missing == 1 else "are"
+        return (f"{_count(self.missing)} could not be {done}: {_them(self.missing, 'it', 'they')} {are} gone or "
+                f"changed since the chat, so the export names {_them(self.missing)} as missing.")
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def _count(count: int) -> str:
+    return f"{count} picture{_s(count)}"
+
+
+def _them(count: int, one: str = "it", more: str = "them") -> str:
+    return one if count == 1 else more
+
+
+def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None = None, *,
+                   embed: bool = False) -> ExportResult:
+    """Write the session to `path` as Markdown (`md`, pictures copied into `NAME_files/` beside it, or inside
+    it as `data:` URIs with `embed`), HTML (`html`, one page holding its pictures) or JSON (`json`).
+
+    The folder `path` is in must exist. An existing file, or an existing `NAME_files/`, is refused unless
+    `log` says it is this conversation's own earlier export, unchanged since; then it is replaced (the
+    copies it wrote, too). `log` (a fresh one when None) then remembers what was written.
+    """
+    log = log if log is not None else ExportLog()
+    if fmt not in FORMATS:
+        raise UserError(f"Unknown export format '{shown(fmt)}'.", "Use /export md, /export html or /export json.")
+    if embed and fmt != "md":
+        raise UserError("--embed goes with /export md only.",
+                        "An HTML export always holds its pictures, and a JSON export holds none.")
+    if not path.parent.is_dir():
+        raise UserError(f"The folder {shown(path.parent, 400)} does not exist.",
+                        "Create it first or choose another path.")
+    updated = log.ours(path)
+    if not updated and os.path.lexists(path):
+        raise _exists_error("file", path, fmt)
+    folder = path.with_name(f"{path.stem}_files")
+    copies: dict[str, bytes] = {}
+    links: dict[ImageRef, str | None] = {}
+    refs = list(dict.fromkeys(turn.image for turn in session.turns if turn.image)) if fmt != "json" else []
+    for ref in refs:
+        data = picture_bytes(ref)
+        if is_web(ref.source):
+            links[ref] = web_link(ref.source)
+        elif data is None:
+            links[ref] = None
+        elif fmt == "html" or embed:
+            links[ref] = data_uri(data)
+        else:
+            name = copy_name(ref.source, data)
+            if copies.get(name, data) != data:  # twelve hex digits alike, different pictures
+                name = f"{hashlib.sha256(data).hexdigest()}-{name[13:]}"
+            copies[name] = data
+            links[ref] = _relative_link(folder.name, name)
+    if fmt == "json":
+        text = session_json(session)
+    else:
+        text = export_markdown(session, links) if fmt == "md" else export_html(session, links)
+    if copies and (os.path.lexists(folder) and not log.folder_is_ours(path, folder) or any(
+            os.path.lexists(folder / name) and not log.ours(folder / name) for name in copies)):
+        raise _exists_error("folder", folder, fmt, path)
+    writing = folder
+    try:
+        if copies:
+            try:
+                _write_copies(folder, path, copies, log)
+            except FileExistsError:  # made, or a file put there, since it was checked
+                raise _exists_error("folder", folder, fmt, path) from None
+        writing = path
+        (write_atomic if updated else write_new)(path, text)
+    except FileExistsError:
+        raise _exists_error("file", path, fmt) from None
+    except OSError as error:
+        raise UserError(f"Could not write {shown(writing, 400)}: {error.strerror or error}.",
+                        "Choose another path.") from None
+    log.remember(path)
+    if fmt == "md":
+        log.tidy(path, folder, set(copies))  # the copies its earlier export made that this one does not link
+    web = sum(is_web(ref.source) for ref in refs)
+    missing = sum(link is None for link in links.values())
+    return ExportResult(path, updated, folder if copies else None, fmt == "md" and not embed,
+                        len(refs) - web - missing, web, missing)
+
+
+def _write_copies(folder: Path, target: Path, copies: dict[str, bytes], log: ExportLog) -> None:
+    """Make `folder` if it is not there, and write each copy into it (replacing only this export's own)."""
+    made = not os.path.lexists(folder)
+    if made:
+        os.mkdir(folder)  # FileExistsError if someone made it since it was checked: refused
+    status = os.stat(folder, follow_symlinks=False)
+    record = log.folders.get(target)
+    names = set(record.names) if record is not None and not made else set()
+    try:
+        for name, data in copies.items():
+            copy = folder / name
+            if log.ours(copy):
+                copy.unlink()
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | BINARY, 0o666)  # never over another's
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+            except BaseException:
+                copy.unlink(missing_ok=True)
+                raise
+            log.remember(copy)
+            names.add(name)
+    finally:
+        log.folders[target] = _Folder(folder, (status.st_dev, status.st_ino), frozenset(names))
+        if made and not names:
+            log.tidy(target, folder, set())
+
+
+def _free_name(path: Path, fmt: str) -> str:
+    def free(candidate: Path) -> bool:  # a Markdown export's name frees its pictures folder's name too
+        return not os.path.lexists(candidate) and not (
+            fmt == "md" and os.path.lexists(candidate.with_name(f"{candidate.stem}_files")))
+
     for number in range(2, 10_000):
         candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-        if not os.path.lexists(candidate):
+        if free(candidate):
             return candidate.name
     return f"{path.stem}-new{path.suffix}"
 
 
-def _exists_error(path: Path) -> UserError:
-    return UserError(f"There is already a file {shown(path, 400)}, and /export only replaces its own earlier export.",
-                     f"Choose another name, e.g. {shown(_free_name(path), 200)}.")
+def _exists_error(kind: str, path: Path, fmt: str, target: Path | None = None) -> UserError:
+    return UserError(f"There is already a {kind} {shown(path, 400)}, and /export only replaces its own earlier "
+                     "export.", f"Choose another name, e.g. {shown(_free_name(target or path, fmt), 200)}.")
 
 
-def export_session(session: Session, fmt: str, path: Path, *, overwrite: bool = False) -> Path:
-    """Write the session as Markdown (`md`) or JSON (`json`, which imports back) to `path`.
-
-    The folder must exist (none is created); an existing file is refused unless `overwrite`.
-    """
-    if fmt not in ("md", "json"):
-        raise UserError(f"Unknown export format '{shown(fmt)}'.", "Use /export md or /export json.")
-    if not path.parent.is_dir():
-        raise UserError(f"The folder {shown(path.parent, 400)} does not exist.",
-                        "Create it first or choose another path.")
-    if not overwrite and os.path.lexists(path):
-        raise _exists_error(path)
-    text = export_markdown(session) if fmt == "md" else session_json(session)
-    try:
-        if overwrite:
-            write_atomic(path, text)
-        else:
-            write_new(path, text)
-    except FileExistsError:
-        raise _exists_error(path) from None
-    except OSError as error:
-        raise UserError(f"Could not write {shown(path, 400)}: {error.strerror or error}.",
-                        "Choose another path.") from None
-    return path
+@dataclass(frozen=True)
+class _Folder:
+    path: Path
+    identity: tuple[int, int]  # device and inode of the folder an export made
+    names: frozenset[str]  # the copies it wrote there
 
 
 class ExportLog:
@@ -95,6 +371,7 @@ class ExportLog:
 
     def __init__(self) -> None:
         self.written: dict[Path, Stamp] = {}  # resolved path -> the file as this conversation left it
+        self.folders: dict[Path, _Folder] = {}  # an export -> the pictures folder made for it
 
     def ours(self, path: Path) -> bool:
         """True when `path` holds this conversation's export, unchanged since it was written."""
@@ -110,3 +387,36 @@ class ExportLog:
             self.written[path] = file_stamp(os.stat(path, follow_symlinks=False))
         except OSError:
             self.written.pop(path, None)
+
+    def folder_is_ours(self, target: Path, folder: Path) -> bool:
+        """True when `folder` is the very one the export to `target` made (not a link, not another folder of
+        that name), and each copy it wrote there is gone or unchanged."""
+        record = self.folders.get(target)
+        try:
+            status = os.stat(folder, follow_symlinks=False)
+        except OSError:
+            return False
+        return (record is not None and record.path == folder and stat.S_ISDIR(status.st_mode)
+                and (status.st_dev, status.st_ino) == record.identity
+                and all(self.ours(folder / name) or not os.path.lexists(folder / name) for name in record.names))
+
+    def tidy(self, target: Path, folder: Path, keep: set[str]) -> None:
+        """Remove the copies the export to `target` wrote that are not in `keep` (and the folder, once empty)."""
+        record = self.folders.get(target)
+        if record is None or not self.folder_is_ours(target, folder):
+            return
+        for name in record.names - keep:
+            if self.ours(folder / name):
+                with contextlib.suppress(OSError):
+                    os.unlink(folder / name)
+            self.written.pop(folder / name, None)
+        if record.names & keep:
+            self.folders[target] = replace(record, names=frozenset(record.names & keep))
+        else:
+            try:
+                os.rmdir(folder)  # only when empty: another's file in it keeps it (and it stays this export's)
+            except OSError:
+                self.folders[target] = replace(record, names=frozenset())
+            else:
+                del self.folders[target]
+

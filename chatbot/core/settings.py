@@ -37,6 +37,7 @@ KEY_ACTIONS: dict[str, tuple[str, str]] = {
     "stop": ("escape", "stop the answer (or an image still opening)"),
     "open_image": ("ctrl+o", "choose an image in a file browser"),
     "copy_answer": ("ctrl+y", "copy the last answer to the clipboard"),
+    "paste": ("ctrl+v", "paste an image from the clipboard (/paste)"),
     "help": ("f1", "help: keys and commands"),
     "quit": ("ctrl+q", "quit (the chat is saved)"),
 }

@@ -71,6 +71,9 @@ class ChatApp(AnsweringApp):
         Binding(KEY_ACTIONS["copy_answer"][0], "copy_answer", "Copy answer", id="copy_answer"),
         Binding(KEY_ACTIONS["help"][0], "help", "Help", id="help"),
         Binding(KEY_ACTIONS["quit"][0], "quit", "Quit", priority=True, id="quit"),
+        # Ctrl+V pastes an image (/paste). The input box binds it too (to paste the app's own copied text),
+        # so this one comes first; a terminal's text paste arrives as a Paste event, not as this key.
+        Binding(KEY_ACTIONS["paste"][0], "paste_image", "Paste image", show=False, priority=True, id="paste"),
     ]
 
     def __init__(
@@ -219,6 +222,8 @@ class ChatApp(AnsweringApp):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_answer" and self._opening is not None:
             return True  # Esc also stops an image that is still opening (a slow download)
+        if action == "paste_image" and self.screen is not self.screen_stack[0]:
+            return False  # over the picker or the help, Ctrl+V is theirs
         return super().check_action(action, parameters)
 
     def action_cancel_answer(self) -> None:
@@ -343,6 +348,10 @@ class ChatApp(AnsweringApp):
                 self.open_image(str(path))
 
         self.push_screen(ImagePickerScreen(start, self.renderer), chosen)
+
+    def action_paste_image(self) -> None:
+        """Ctrl+V: /paste, the image on the system clipboard (reading it takes at most a few seconds)."""
+        self.run_slash("/paste")
 
     def action_copy_answer(self) -> None:
         text = self.query_one(Transcript).last_answer()
