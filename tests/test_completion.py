@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.core import completion as completion_module
-from chatbot.core.commands import _unquoted, parse_command
+from chatbot.core.commands import COMMANDS, _unquoted, parse_command
 from chatbot.core.completion import (
     PATH_COMMANDS,
     Candidate,
@@ -127,7 +127,7 @@ def test_command_names_complete(folder: Path) -> None:
     assert complete_line("/cl") == ["/clear"]  # takes nothing
     assert complete_line("/s") == ["/save", "/set "]
     assert completion("/s").line == "/s"
-    assert len(complete_line("/")) == 9
+    assert len(complete_line("/")) == len(COMMANDS)  # every command
     assert complete_line("/nothing") == []
 
 

@@ -275,7 +275,7 @@ async def test_question_typed_before_the_model_is_ready_is_answered_once_it_is(p
         assert pairs(app) == []
         loaded.set()
         await wait_until(pilot, lambda: pairs(app) == [("Are you there?", "worth the wait")])
-        assert status(app).startswith("Ready")
+        await wait_until(pilot, lambda: status(app).startswith("Ready"), what="the status to say Ready")
 
 
 @pilot_test
