@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     _resume_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     flags = _model_flags()
-    ask = commands.add_parser("ask", parents=[flags], help="answer one question about an image")
-    ask.add_argument("image", help="image file or http(s) URL")
+    ask = commands.add_parser("ask", parents=[flags], help="answer one question about an image (or several)")
+    ask.add_argument("images", nargs="+", metavar="image",
+                     help="image file or http(s) URL; with several, the question is answered for each")
     ask.add_argument("question", help="the question, in quotes")
     cap = commands.add_parser("caption", parents=[flags], help="caption one or more images")
     cap.add_argument("images", nargs="+", help="image files or URLs")
@@ -162,7 +163,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "ask":
         from chatbot.frontends.oneshot import run_ask
 
-        return run_ask(settings, args.image, args.question)
+        return run_ask(settings, args.images, args.question)
     if args.command == "caption":
         from chatbot.frontends.oneshot import run_caption
 

@@ -525,3 +525,23 @@ def test_the_example_picture_the_readme_uses_is_answered(checkpoints: dict[str, 
     assert load_image(example).original_size == (640, 480)
     result = run_cli("ask", example, "What is in the picture?", "--model", checkpoints["opt"], "--max-new-tokens", "4")
     assert result.returncode == 0 and result.stderr == "" and len(result.stdout.splitlines()) == 1, result
+
+
+def test_ask_about_several_images_answers_each_as_alone(checkpoints: dict[str, Path],
+                                                       pictures: dict[str, Path]) -> None:
+    """`ask A B "q"`: one `PATH: answer` line per image, each the answer `ask` gives for that image alone
+    (its own fresh context); with --json one record per image."""
+    model = ("--model", checkpoints["opt"], "--max-new-tokens", "5")
+    runs = run_together({
+        "red": partial(run_cli, "ask", pictures["red"], QUESTION, *model),
+        "green": partial(run_cli, "ask", pictures["green"], QUESTION, *model),
+        "both": partial(run_cli, "ask", pictures["red"], pictures["green"], QUESTION, *model),
+        "json": partial(run_cli, "ask", pictures["red"], pictures["green"], QUESTION, *model, "--json"),
+    })
+    alone = {name: one_line(runs[name]) for name in ("red", "green")}
+    assert runs["both"].returncode == 0, runs["both"].stderr
+    assert runs["both"].stdout.splitlines() == [f"{pictures['red']}: {alone['red']}",
+                                                f"{pictures['green']}: {alone['green']}"]
+    records = json_lines(runs["json"], 2)
+    assert [(r["image"], r["answer"], r["question"]) for r in records] == [
+        (str(pictures["red"]), alone["red"], QUESTION), (str(pictures["green"]), alone["green"], QUESTION)]

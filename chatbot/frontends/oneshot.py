@@ -26,17 +26,25 @@ def stream_to_stdout(chunks: Iterable[str]) -> str:
     return "".join(parts).strip()
 
 
-def run_ask(settings: Settings, image_source: str, question: str) -> int:
+def run_ask(settings: Settings, image_sources: str | Sequence[str], question: str) -> int:
+    """Answer `question` about each image, each in its own fresh context: with one image the answer
+    streams alone; with several, one `PATH: answer` line per image (or one JSON object each)."""
+    sources = [image_sources] if isinstance(image_sources, str) else list(image_sources)
     if not normalize_question(question):  # cheap checks before the slow model load
         raise QuestionError("The question is empty.", "Put a question in quotes, e.g. \"What is in the picture?\"")
-    image = load_image(image_source)
-    conversation = Conversation(settings, image=image, engine=open_engine_for(settings))  # never saved
-    stream = conversation.ask(question)  # a question too long for the model fails here, before generating
-    if settings.json:
-        answer = "".join(stream).strip()
-        print_json(answer_record(conversation.require_engine(), image, normalize_question(question), answer))
-    else:
-        stream_to_stdout(stream)
+    images = [load_image(source) for source in sources]  # every file checked before the model loads
+    engine = open_engine_for(settings)
+    for image in images:
+        conversation = Conversation(settings, image=image, engine=engine)  # never saved
+        stream = conversation.ask(question)  # a question too long for the model fails here, before generating
+        if settings.json:
+            answer = "".join(stream).strip()
+            print_json(answer_record(engine, image, conversation.question, answer))
+        elif len(images) == 1:
+            stream_to_stdout(stream)
+        else:
+            sys.stdout.write(visible(f"{image.source}: "))
+            stream_to_stdout(stream)
     return 0
 
 
