@@ -95,3 +95,29 @@ def early_end_checkpoints(
         (copy / "generation_config.json").write_text(json.dumps(generation))
         out[family] = (copy, end)
     return out
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current folder for the test (where `/export` without a path writes)."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+@pytest.fixture
+def pillow_loads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every image Pillow decodes from now on (`ImageFile.load` calls): empty when a file was refused
+    from its header alone."""
+    from PIL import ImageFile
+
+    loads: list[object] = []
+    real_load = ImageFile.ImageFile.load
+
+    def spy(self: ImageFile.ImageFile) -> object:
+        loads.append(self)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return loads

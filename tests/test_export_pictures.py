@@ -46,14 +46,6 @@ def chat_about(tmp_path: Path, *talks: tuple[Path, str]) -> Conversation:
 
 
 @pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "work"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    return folder
-
-
-@pytest.fixture
 def photos(tmp_path: Path) -> dict[str, Path]:
     """Pictures of this test's own (they are moved and changed), one with a hostile name."""
     root = tmp_path / "photos"

@@ -497,14 +497,6 @@ def test_the_store_never_writes_a_session_it_would_refuse_to_read(tmp_path, monk
 
 
 @pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "work"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    return folder
-
-
-@pytest.fixture
 def chat(tmp_path: Path, work: Path, pictures) -> Conversation:
     conversation = chat_on(Session(model="scripted-opt"), SessionStore(tmp_path / "sessions"), pictures["red"],
                            "a red square", "red")

@@ -158,11 +158,14 @@ def switch_image(conversation: Conversation, image: LoadedImage) -> Outcome:
     """After /image (or the picker, or a dropped file) loaded `image`: talk about it from now on, save."""
     fresh = conversation.set_image(image) and bool(conversation.session.turns)
     extra = " The conversation starts fresh; earlier turns stay in the saved session." if fresh else ""
-    return _saved(conversation, Outcome([Notice(f"Now talking about {image.source}.{extra}")]))
+    return after_saving(conversation, Outcome([Notice(f"Now talking about {image.source}.{extra}")]))
 
 
-def _saved(conversation: Conversation, outcome: Outcome, force: bool = False) -> Outcome:
-    """`outcome` after saving the session; a failed save is one more notice, the chat goes on."""
+def after_saving(conversation: Conversation, outcome: Outcome | None = None, *, force: bool = False) -> Outcome:
+    """`outcome` (a new one when None) after saving the session, as every front end says it: a save that
+    went on in a copy (another blip2-chat has the chat) is a warning, a failed save an error; the chat
+    goes on either way."""
+    outcome = outcome or Outcome()
     try:
         conversation.save(force=force)
     except SessionForked as forked:  # saved, as a copy: say so, it is not a failure
@@ -187,7 +190,7 @@ def _paste(conversation: Conversation, argument: str, can_pick: bool) -> Outcome
 
 def _clear(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
     conversation.clear()
-    return _saved(conversation, Outcome([Notice(
+    return after_saving(conversation, Outcome([Notice(
         "Conversation cleared: the next question starts fresh. Earlier turns stay in the saved session.")]))
 
 
@@ -201,8 +204,8 @@ def _undo(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
     turn = conversation.undo()
     if turn is None:
         raise UserError("There is nothing to undo.", "Ask a question first.")
-    return _saved(conversation, Outcome([Notice(f"Removed the last question and its answer: {turn.question}")],
-                                        turns_changed=True), force=True)
+    return after_saving(conversation, Outcome([Notice(f"Removed the last question and its answer: {turn.question}")],
+                                              turns_changed=True), force=True)
 
 
 def _save(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
@@ -238,7 +241,7 @@ def _set(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
                                "Change one with /set KEY VALUE.")])
     options, key = apply_setting(conversation.options, argument)
     conversation.set_options(options)
-    return _saved(conversation, Outcome([Notice(f"{key} is now {getattr(options, key)}.")]))
+    return after_saving(conversation, Outcome([Notice(f"{key} is now {getattr(options, key)}.")]))
 
 
 def _help(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:

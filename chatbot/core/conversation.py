@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from chatbot.core.export import ExportLog, ExportResult, export_session
+from chatbot.core.export import FORMATS, ExportLog, ExportResult, export_session, missing_folder
 from chatbot.core.resume import options_for
 from chatbot.core.session import ImageRef, Session, Turn, valid_session_id
 from chatbot.core.session_files import session_json, shown
@@ -36,7 +36,7 @@ from prompts import (
     style_for,
 )
 
-EXPORT_FORMATS = ("md", "html", "json")
+EXPORT_FORMATS = FORMATS  # what /export writes (chatbot.core.export)
 
 
 def prompt_budget(engine: Engine, options: GenerationOptions) -> int:
@@ -318,8 +318,7 @@ class Conversation:
         name = f"blip2-chat-{self.session.id if valid_session_id(self.session.id) else 'chat'}.{fmt}"
         target = Path(where).expanduser() if where else exports_dir() / name
         if where.endswith(("/", os.sep)) and not target.is_dir():  # meant as a folder
-            raise UserError(f"The folder {shown(target.resolve(), 400)} does not exist.",
-                            "Create it first or choose another path.")
+            raise missing_folder(target.resolve())
         if target.is_dir():
             target = target / name
         result = export_session(self.session, fmt, target.resolve(), self.exports, embed=embed)

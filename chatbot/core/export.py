@@ -245,6 +245,11 @@ def _them(count: int, one: str = "it", more: str = "them") -> str:
     return one if count == 1 else more
 
 
+def missing_folder(folder: Path) -> UserError:
+    """/export never creates a folder it was named: the sentence for one that does not exist."""
+    return UserError(f"The folder {shown(folder, 400)} does not exist.", "Create it first or choose another path.")
+
+
 def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None = None, *,
                    embed: bool = False) -> ExportResult:
     """Write the session to `path` as Markdown (`md`, pictures copied into `NAME_files/` beside it, or inside
@@ -261,8 +266,7 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
         raise UserError("--embed goes with /export md only.",
                         "An HTML export always holds its pictures, and a JSON export holds none.")
     if not path.parent.is_dir():
-        raise UserError(f"The folder {shown(path.parent, 400)} does not exist.",
-                        "Create it first or choose another path.")
+        raise missing_folder(path.parent)
     updated = log.ours(path)
     if not updated and os.path.lexists(path):
         raise _exists_error("file", path, fmt)

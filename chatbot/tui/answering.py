@@ -16,9 +16,8 @@ from textual import work
 from textual.app import App
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
-from chatbot.core.commands import Retry
+from chatbot.core.commands import Retry, after_saving
 from chatbot.core.conversation import Conversation
-from chatbot.core.store import SessionForked
 from chatbot.engine.base import CancelToken
 from chatbot.errors import UserError
 from chatbot.tui import messages as msg
@@ -204,13 +203,9 @@ class AnsweringApp(App[None]):
         """Called when an answer has ended and the screen shows the recorded turn (subclasses add to it)."""
 
     def _save(self) -> None:
-        try:
-            self.conversation.save()
-        except SessionForked as forked:  # saved, as a copy under a new id
-            self.notice(str(forked), "warning")
-            self.sub_title = f"session {visible(self.conversation.session.id)}"
-        except UserError as error:
-            self.notice(str(error), "error")
+        for notice in after_saving(self.conversation).notices:
+            self.notice(notice.text, notice.kind)
+        self.sub_title = f"session {visible(self.conversation.session.id)}"  # a save may have forked it
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_answer":

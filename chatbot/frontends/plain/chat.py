@@ -26,6 +26,7 @@ from chatbot.core.commands import (
     QUESTION_ESCAPE,
     Notice,
     Outcome,
+    after_saving,
     help_lines,
     is_command,
     question_text,
@@ -37,7 +38,7 @@ from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import answer_record, exit_now, open_engine_for, print_json
 from chatbot.core.session import Session
 from chatbot.core.settings import Settings
-from chatbot.core.store import SessionForked, SessionStore
+from chatbot.core.store import SessionStore
 from chatbot.engine.base import CancelToken, Engine
 from chatbot.errors import UserError
 from chatbot.frontends.plain.terminal import ctrl_c_stops, is_terminal, read_lines
@@ -165,12 +166,8 @@ class PlainChat:
 
     def save(self) -> None:
         """Save the session if it changed; a failure is said and the chat goes on."""
-        try:
-            self.conversation.save()
-        except SessionForked as forked:  # saved, as a copy under a new id
-            self.say(str(forked))
-        except UserError as error:
-            self.say(f"blip2-chat: {error}")
+        for notice in after_saving(self.conversation).notices:
+            self.notice(notice)
 
 
 def open_engine_saying(settings: Settings, say: Callable[[str], None]) -> Engine:
