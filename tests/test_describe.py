@@ -28,8 +28,9 @@ from chatbot.engine.base import GenerationOptions
 from chatbot.errors import UserError
 from chatbot.frontends.describe.alt_text import DEFAULT_MAX_NEW_TOKENS, DEFAULT_REPETITION_PENALTY, to_alt_text
 from chatbot.frontends.describe.output import FIELDS, OutputError, Row, complete_length, read_rows, render
-from chatbot.frontends.describe.progress_line import ProgressLine, plural
-from chatbot.frontends.describe.run import Unreadable, describe, find_images, unreadable_sentence
+from chatbot.frontends.describe.run import describe
+from chatbot.frontends.progress_line import ProgressLine, plural
+from chatbot.image_files import Unreadable, find_images, unreadable_sentence
 from chatbot.images import load_image
 from tests.conftest import FAMILIES, make_image
 from tests.test_cli import Runs, run_cli, run_cli_tracing_imports, run_together

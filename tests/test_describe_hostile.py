@@ -22,7 +22,8 @@ import pytest
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.frontends.describe.output import OutputWriteError, Row, RowWriter, header, read_rows, render
-from chatbot.frontends.describe.run import Unreadable, describe, find_images
+from chatbot.frontends.describe.run import describe
+from chatbot.image_files import Unreadable, find_images
 from chatbot.untrusted import has_controls, visible
 from tests.conftest import make_image
 from tests.test_describe import SUMMARY, assert_valid, describe_here, use_scripted_engine

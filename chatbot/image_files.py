@@ -1,0 +1,127 @@
+"""Finding the image files a list of paths names: folders walked (optionally recursively), each file once.
+
+Shared by `describe` and `index`: both take files and folders as typed, leave out hidden entries and
+whatever cannot be looked at (saying so), and hash files the way `LoadedImage.sha256` does.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from chatbot.errors import UserError
+from chatbot.images import IMAGE_SUFFIXES, is_url
+from chatbot.untrusted import visible
+
+
+class Unreadable(NamedTuple):
+    """Something in a folder that could not be looked at, so it was left out."""
+
+    path: str
+    reason: str  # 'a loop of symbolic links', 'permission denied', ...
+
+
+def find_images(
+    paths: Sequence[str], recursive: bool = False, *, unreadable: list[Unreadable] | None = None,
+) -> list[str]:
+    """Absolute paths of the images PATHS name, in order, each file once (by its real path).
+
+    A file named outright is tried whatever its suffix; inside folders only image suffixes
+    count and hidden files and folders are left out. Symlinked folders are not followed.
+    An entry that cannot be looked at (a symlink loop, a folder without permission) is left
+    out and appended to `unreadable`, and the search goes on.
+
+    Raises:
+        UserError: a path that does not exist, a URL, or nothing found at all.
+    """
+    found: list[str] = []
+    seen: set[str] = set()
+    folders_below = False
+    unreadable = [] if unreadable is None else unreadable
+    for raw in paths:
+        if is_url(raw):
+            raise UserError(f"describe works on files and folders, not links ({visible(raw)}).",
+                            "Download the images first, or use `blip2-chat caption URL` for one link.")
+        path = Path(os.path.abspath(os.path.expanduser(raw)))
+        if _is_folder(path):
+            candidates, below = _images_in(path, recursive, unreadable)
+            folders_below = folders_below or below
+        elif os.path.lexists(path):
+            candidates = [path]  # tried as a file: an unreadable one becomes a row saying why
+        else:
+            raise UserError(f"No file or folder at {visible(path)}.", "Check the path.")
+        for candidate in candidates:
+            key = os.path.realpath(candidate)
+            if key not in seen:
+                seen.add(key)
+                found.append(str(candidate))
+    if not found:
+        hint = "Add --recursive to look in its sub-folders." if folders_below and not recursive else \
+            f"describe reads {', '.join(sorted(IMAGE_SUFFIXES))} files."
+        raise UserError(f"No images found in {visible(', '.join(paths))}.", hint)
+    return found
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. no permission to look: not a folder we can search
+        return False
+
+
+def _images_in(folder: Path, recursive: bool, unreadable: list[Unreadable]) -> tuple[list[Path], bool]:
+    """Image files in `folder` (sorted by name) and whether it has sub-folders; what it cannot read: `unreadable`."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as error:
+        unreadable.append(Unreadable(str(folder), _reason(error)))  # left out rather than ending the run
+        return [], False
+    images: list[Path] = []
+    subfolders: list[Path] = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                subfolders.append(Path(entry.path))
+            elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and entry.is_file():  # follows a symlink
+                images.append(Path(entry.path))
+        except OSError as error:  # a symlink loop (a -> b -> a), a target we may not look at
+            unreadable.append(Unreadable(entry.path, _reason(error)))
+    if recursive:
+        for sub in subfolders:
+            images += _images_in(sub, True, unreadable)[0]
+    return images, bool(subfolders)
+
+
+_REASONS = {errno.ELOOP: "a loop of symbolic links", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied"}
+
+
+def _reason(error: OSError) -> str:
+    return _REASONS.get(error.errno or 0) or visible(error.strerror or error).lower()
+
+
+def unreadable_sentence(unreadable: Sequence[Unreadable], most: int = 10) -> str:
+    """'Left out 1 entry that could not be read: /p/a.png (a loop of symbolic links).' Names are `visible`."""
+    named = [f"{visible(entry.path)} ({entry.reason})" for entry in unreadable[:most]]
+    if len(unreadable) > most:
+        named.append(f"and {len(unreadable) - most} more")
+    entries = "1 entry" if len(unreadable) == 1 else f"{len(unreadable)} entries"
+    return f"Left out {entries} that could not be read: {', '.join(named)}."
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a file's bytes, "" when it cannot be read (matches LoadedImage.sha256)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return ""
+    return digest.hexdigest()
