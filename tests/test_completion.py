@@ -46,7 +46,7 @@ def parsed_path(line: str) -> str:
 # The rule, pure.
 
 def test_image_is_the_path_command_read_from_the_table() -> None:
-    assert PATH_COMMANDS == {"image"}
+    assert PATH_COMMANDS == {"image", "compare"}
 
 
 def test_one_match_completes_and_a_folder_ends_with_a_slash(folder: Path) -> None:

@@ -2,8 +2,8 @@
 
 `run_command(conversation, line)` carries a command out on a `Conversation` and returns an
 `Outcome`: the notices to show (each with its kind), whether the turns on screen changed, and
-what only the front end can do (load an image it names, stream a retried answer, show the help,
-open the image picker, quit). The chat app renders an outcome as widgets, the screen-reader mode
+what only the front end can do (load an image it names, stream a retried answer or a comparison,
+show the help, open the image picker, quit). The chat app renders an outcome as widgets, the screen-reader mode
 as labelled lines; neither decides anything a command means.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from chatbot.core.clipboard import paste_image
+from chatbot.core.comparison import Comparison, arm, compare_last, disarm, image_labels
 from chatbot.core.conversation import Conversation
 from chatbot.core.settings import apply_setting, describe_options
 from chatbot.core.store import SessionForked
@@ -24,7 +25,7 @@ from chatbot.errors import UserError
 from chatbot.images import LoadedImage
 
 NoticeKind = Literal["info", "warning", "error"]
-Effect = Literal["quit", "help", "pick_image"]
+Effect = Literal["quit", "help", "pick_image", "pick_compare"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class CommandSpec:
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("image", "/image PATH", "switch to another image (starts a fresh context)", "optional",
                 busy_ok=False),
+    CommandSpec("compare", "/compare PATH", "ask the last question (or the next) about another image too, "
+                "answers side by side; /compare off cancels", "optional", busy_ok=False),
     CommandSpec("paste", "/paste", "open the image copied to the clipboard (Ctrl+V in the app)", busy_ok=False),
     CommandSpec("clear", "/clear", "forget the conversation so far (it stays in the saved session)", busy_ok=False),
     CommandSpec("retry", "/retry", "answer the last question again", busy_ok=False),
@@ -81,7 +84,9 @@ class Outcome:
     ok: bool = True  # False: the command was refused (the app keeps the typed line to fix)
     turns_changed: bool = False  # the last turn was removed (/undo): redraw what shows turns
     open_image: str | None = None  # /image PATH: load this (path or URL), then `switch_image`
+    compare_image: str | None = None  # /compare PATH: load this (path or URL), then `compare_with`
     retry: Retry | None = None
+    comparison: Comparison | None = None  # stream the other image's answer beside the open one's
     effect: Effect | None = None
 
     @classmethod
@@ -156,9 +161,30 @@ def run_command(conversation: Conversation, line: str, *, can_pick: bool = False
 
 def switch_image(conversation: Conversation, image: LoadedImage) -> Outcome:
     """After /image (or the picker, or a dropped file) loaded `image`: talk about it from now on, save."""
+    armed = conversation.compare_next
     fresh = conversation.set_image(image) and bool(conversation.session.turns)
     extra = " The conversation starts fresh; earlier turns stay in the saved session." if fresh else ""
+    if armed is not None and conversation.compare_next is None:
+        extra += f" The comparison with {image_labels(image.source, armed.source)[1]} is cancelled."
     return after_saving(conversation, Outcome([Notice(f"Now talking about {image.source}.{extra}")]))
+
+
+def compare_with(conversation: Conversation, image: LoadedImage) -> Outcome:
+    """After /compare (or its picker) loaded `image`: answer the last question about it now, or, when this
+    context has none yet, the next one. The chat stays on the open image."""
+    if conversation.answering:
+        return Outcome.refused(UserError("An answer is still coming, so /compare has to wait.",
+                                         "Stop the answer first, then /compare again."))
+    try:
+        if conversation.last_question() is not None:
+            return Outcome(comparison=compare_last(conversation, image))
+        arm(conversation, image)
+    except UserError as error:
+        return Outcome.refused(error)
+    assert conversation.image is not None  # arm checked it
+    first, second = image_labels(conversation.image.source, image.source)
+    return Outcome([Notice(f"The next question will be answered about {first} and about {second}, side by side. "
+                           "/compare off cancels.")])
 
 
 def after_saving(conversation: Conversation, outcome: Outcome | None = None, *, force: bool = False) -> Outcome:
@@ -181,6 +207,21 @@ def _image(conversation: Conversation, argument: str, can_pick: bool) -> Outcome
             return Outcome(effect="pick_image")
         raise UserError("/image needs a path or a URL.", "e.g. /image cat.jpg.")
     return Outcome(open_image=_unquoted(argument))
+
+
+def _compare(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    if argument.lower() == "off" or (not argument and conversation.compare_next is not None):
+        armed = disarm(conversation)
+        return Outcome([Notice("The comparison is cancelled: the next question is about the open image only."
+                               if armed else "No comparison was waiting.")])
+    if conversation.image is None:
+        raise UserError("No image is open, so there is nothing to compare with.",
+                        "Open one first with /image PATH, then /compare OTHER.")
+    if not argument:
+        if can_pick:
+            return Outcome(effect="pick_compare")
+        raise UserError("/compare needs the path or URL of another image.", "e.g. /compare other.jpg.")
+    return Outcome(compare_image=_unquoted(argument))
 
 
 def _paste(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
@@ -264,5 +305,5 @@ def _unquoted(text: str) -> str:
     return text
 
 
-_HANDLERS = {"image": _image, "paste": _paste, "clear": _clear, "retry": _retry, "undo": _undo, "save": _save,
-             "export": _export, "set": _set, "help": _help, "quit": _quit}
+_HANDLERS = {"image": _image, "compare": _compare, "paste": _paste, "clear": _clear, "retry": _retry, "undo": _undo,
+             "save": _save, "export": _export, "set": _set, "help": _help, "quit": _quit}

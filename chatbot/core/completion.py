@@ -1,4 +1,5 @@
-"""Tab completion for a typed line, for every chat front end: command names, and paths after `/image `.
+"""Tab completion for a typed line, for every chat front end: command names, and paths after `/image `
+and `/compare `.
 
 `completion(line)` says what Tab does to `line`: the candidates (each a whole line, and a short label
 to list) and the line to show, which is the one candidate or else what all of them begin with.
@@ -8,7 +9,8 @@ decides anything about completing.
 The rules:
 - `/im` completes to `/image ` (the names in `COMMANDS`; a space follows when the command takes
   something after it).
-- After a command whose argument is a path (its usage is `/name PATH`: that is `/image`), the last
+- After a command whose argument is a path (its usage is `/name PATH`: `/image`
+  and `/compare`), the last
   word is a file or folder name. Folders complete with a trailing `/`; only folders and image files
   (`IMAGE_SUFFIXES`) are offered; hidden entries only when the typed name starts with `.`.
 - `~` is expanded to find the folder but stays in the completed text.
@@ -29,7 +31,7 @@ from chatbot.core.commands import ALIASES, COMMANDS, is_command
 from chatbot.images import IMAGE_SUFFIXES
 from chatbot.untrusted import has_controls
 
-# Commands whose whole argument is one path, read from the table: `/image PATH`. (`/export md|html|json
+# Commands whose whole argument is one path, read from the table: `/image PATH`, `/compare PATH`. (`/export md|html|json
 # [PATH]` writes a file of any kind after a format word, so its path is not completed.)
 PATH_COMMANDS = frozenset(spec.name for spec in COMMANDS if spec.usage.split()[1:] == ["PATH"])
 MAX_CANDIDATES = 1000  # a huge folder offers its first names (sorted)

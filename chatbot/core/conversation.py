@@ -84,6 +84,8 @@ class Conversation:
         self.answering = False  # an answer is streaming: commands that change the turns wait
         self.exports = ExportLog()  # the files this conversation exported: the only ones /export may replace
         self.last_export_updated = False  # the last export replaced this conversation's earlier one
+        self.compare_next: LoadedImage | None = None  # /compare before a question: the next answer is compared
+        self.compare_due: LoadedImage | None = None  # ... and it was just recorded: compare it now (core.comparison)
         self._saved_text = session_json(self.session) if self.session.turns else ""  # unchanged: not rewritten
         if image is not None:
             self.set_image(image)
@@ -125,6 +127,7 @@ class Conversation:
         self.session.image = ImageRef(image.source, image.sha256)
         if changed:
             self.session.context_start = len(self.session.turns)
+            self.compare_next = None  # armed against the image it replaces (switch_image says so)
         self.prepare_ahead()
         return changed
 
@@ -190,10 +193,13 @@ class Conversation:
         finally:
             self.answering = False
             if parts or (finished and not cancel.cancelled):
+                stopped = cancel.cancelled or not finished
                 self.session.turns.append(Turn(
                     question=question, answer=normalize_answer("".join(parts)),
-                    image=self.session.image, stopped=cancel.cancelled or not finished,
+                    image=self.session.image, stopped=stopped,
                 ))
+                if not stopped and self.compare_next is not None:  # armed by /compare: its turn has come
+                    self.compare_due, self.compare_next = self.compare_next, None
             if finished or cancel.cancelled:
                 self.prepare_ahead()
 
@@ -229,6 +235,8 @@ class Conversation:
         finally:
             if len(self.session.turns) == recorded:  # nothing new came (error or instant cancel): keep the old
                 self.session.turns.append(old)
+            else:  # the other images' answers to the same question still hold
+                self.session.turns[-1].compared = list(old.compared)
             self.answering = False
 
     def keep_unanswered(self, question: str) -> None:

@@ -160,6 +160,12 @@ def export_markdown(session: Session, links: Mapping[ImageRef, str | None] | Non
                           "copy of it.*", ""]
         answer = markdown_text(turn.answer) + (" *(stopped)*" if turn.stopped else "")
         lines += [f"**You:** {markdown_text(turn.question)}", "", f"**Assistant:** {answer}", ""]
+        for other in turn.compared:  # /compare: the same question about another picture, asked alone
+            name, link = markdown_text(picture_name(other.image.source)), (links or {}).get(other.image)
+            stopped = " *(stopped)*" if other.stopped else ""
+            lines += [f"**Compared with {name}** ({markdown_code(other.image.source)}, sha256 "
+                      f"{markdown_code(other.image.sha256)}): {markdown_text(other.answer)}{stopped}", ""]
+            lines += [f"![{name}]({link})", ""] if link else []
     return "\n".join(lines)
 
 
@@ -192,6 +198,11 @@ def export_html(session: Session, links: Mapping[ImageRef, str | None]) -> str:
         stopped = " <em>(stopped)</em>" if turn.stopped else ""
         parts += [f"<h2>Question {number}</h2>", f"<p><strong>You:</strong> {html_text(turn.question)}</p>",
                   f"<p><strong>Assistant:</strong> {html_text(turn.answer)}{stopped}</p>"]
+        for other in turn.compared:  # /compare: the same question about another picture, asked alone
+            name, link = html_text(picture_name(other.image.source)), links.get(other.image)
+            picture = f'<img src="{html_text(link)}" alt="{name}">' if link and not is_web(other.image.source) else ""
+            parts.append(f"<p><strong>Compared with {name}:</strong> {html_text(other.answer)}"
+                         f"{' <em>(stopped)</em>' if other.stopped else ''}</p>{picture}")
     return "\n".join([*parts, "</main>", "</body>", "</html>", ""])
 
 
@@ -273,7 +284,8 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
     folder = path.with_name(f"{path.stem}_files")
     copies: dict[str, bytes] = {}
     links: dict[ImageRef, str | None] = {}
-    refs = list(dict.fromkeys(turn.image for turn in session.turns if turn.image)) if fmt != "json" else []
+    refs = list(dict.fromkeys(ref for turn in session.turns for ref in (turn.image, *(c.image for c in turn.compared))
+                              if ref)) if fmt != "json" else []
     for ref in refs:
         data = picture_bytes(ref)
         if is_web(ref.source):

@@ -25,6 +25,7 @@ SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # the whole 
 MAX_TEXT_CHARS = 100_000  # one question or answer; the app's own (at most 1024 tokens) stay far below
 MAX_SOURCE_CHARS = 32_768  # an image's path or URL
 MAX_NAME_CHARS = 4_096  # the model (a hub id or a checkpoint folder), an id as read, a hash
+MAX_COMPARED = 32  # other images one turn's question was also asked about (/compare)
 MAX_OPTIONS = 100  # saved options, each a short key and a plain value
 MAX_OPTION_TEXT = 1_000
 MAX_OPTION_INT = 2**63  # |int| below this (seeds go up to 2**63 - 1)
@@ -54,6 +55,15 @@ class ImageRef:
     sha256: str
 
 
+@dataclass(frozen=True)
+class ComparedAnswer:
+    """The turn's question asked about another image too (/compare), alone: no earlier turns folded in."""
+
+    image: ImageRef
+    answer: str
+    stopped: bool = False  # the user stopped it while it streamed; the partial answer is kept
+
+
 @dataclass
 class Turn:
     """One question and its answer, as stored (answer normalised, never re-generated on load)."""
@@ -63,6 +73,7 @@ class Turn:
     image: ImageRef | None
     stopped: bool = False  # the user cancelled while it streamed; the partial answer is kept
     created: float = field(default_factory=time.time)
+    compared: list[ComparedAnswer] = field(default_factory=list)  # the same question about other images
 
 
 @dataclass
@@ -78,7 +89,12 @@ class Session:
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The session as plain data; a turn never compared has no `compared` key (files as before /compare)."""
+        data = asdict(self)
+        for turn in data["turns"]:
+            if not turn["compared"]:
+                del turn["compared"]
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> Session:
@@ -148,7 +164,29 @@ def _turn(value: object, where: str) -> Turn:
                 image=_image(data.get("image"), f"{where}.image"), stopped=stopped)
     if "created" in data:
         turn.created = _time(data["created"], f"{where}.created")
+    if "compared" in data:
+        turn.compared = _compared(data["compared"], f"{where}.compared")
     return turn
+
+
+def _compared(value: object, where: str) -> list[ComparedAnswer]:
+    if not isinstance(value, list):
+        raise _fail(where, "is not a list")
+    if len(value) > MAX_COMPARED:
+        raise _fail(where, f"has more than {MAX_COMPARED} entries")
+    answers = []
+    for index, item in enumerate(value):
+        data, at = _object(item, f"{where}[{index}]"), f"{where}[{index}]"
+        if "answer" not in data:
+            raise _fail(at, "has no answer")
+        image = _image(data.get("image"), f"{at}.image")
+        if image is None:
+            raise _fail(at, "has no image")
+        stopped = data.get("stopped", False)
+        if not isinstance(stopped, bool):
+            raise _fail(f"{at}.stopped", "is not true or false")
+        answers.append(ComparedAnswer(image, _text(data["answer"], f"{at}.answer", MAX_TEXT_CHARS), stopped))
+    return answers
 
 
 def _option(value: object, where: str) -> object:

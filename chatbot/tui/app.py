@@ -6,7 +6,7 @@ imports torch: the default factory imports the engine inside the loading worker.
 
 Threads: model loading, image loading and answering run in thread workers that only post
 messages (`chatbot.tui.messages`); widgets change when the app handles them. The answering half
-lives in `chatbot.tui.answering` (the base class), commands in `chatbot.tui.slash`.
+lives in `chatbot.tui.answering` (the base class), `/compare`'s streaming in `chatbot.tui.comparing`.
 
 Over 300 lines, on purpose: the app's start-up, its workers and the handlers of the messages they
 post are one life cycle (load the model, open images, render command outcomes), read in order.
@@ -17,16 +17,18 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import Footer, Input
 from textual.worker import get_current_worker
 
-from chatbot.core.commands import Outcome, run_command, switch_image
+from chatbot.core.commands import Outcome, compare_with, run_command, switch_image
 from chatbot.core.conversation import Conversation
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import exit_now, open_engine_for
@@ -37,7 +39,7 @@ from chatbot.engine.base import Engine
 from chatbot.errors import UserError
 from chatbot.images import LoadedImage, load_image
 from chatbot.tui import messages as msg
-from chatbot.tui.answering import AnsweringApp
+from chatbot.tui.comparing import ComparingApp
 from chatbot.tui.palette import SlashCommandProvider
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
@@ -57,7 +59,7 @@ def load_engine(settings: Settings, progress: Callable[[str], None]) -> Engine:
     return open_engine_for(settings, progress=progress)
 
 
-class ChatApp(AnsweringApp):
+class ChatApp(ComparingApp):
     """Chat about an image; see README "Chat app" for the keys and commands."""
 
     CSS_PATH = "chat.tcss"
@@ -211,13 +213,55 @@ class ChatApp(AnsweringApp):
 
     def open_image(self, source: str) -> None:
         """Switch to the image at `source` (path or URL); loads in a worker, a bad file is one notice."""
-        if self.answer is not None:
+        if self.answer is not None or self.comparing is not None:
             self.notice("An answer is still coming: press Esc to stop it, then switch the image.", "warning")
             return
+        self._start_opening(source)
+        self._load_image(source)
+
+    def compare_image(self, source: str) -> None:
+        """/compare PATH (or its picker): load the other image in a worker, then `compare_with` it."""
+        if self.answer is not None or self.comparing is not None:
+            self.notice("An answer is still coming, so /compare has to wait: press Esc to stop it first.", "warning")
+            return
+        self._start_opening(source)
+        self._load_compared(source)
+
+    def _start_opening(self, source: str) -> None:
         self.query_one(StatusBar).set_activity(f"Opening {image_label(source)}… (Esc stops)", busy=True)
         self._opening = source
         self.refresh_bindings()
-        self._load_image(source)
+
+    @dataclass
+    class ComparedImageLoaded(Message):
+        """The image to compare with was loaded (`image`), or not (`problem` says why)."""
+
+        image: LoadedImage | None
+        problem: str = ""
+
+    @work(thread=True, exclusive=True, group="image", exit_on_error=False)
+    def _load_compared(self, source: str) -> None:
+        worker = get_current_worker()  # Esc and quitting cancel it, as they cancel opening an image
+        try:
+            image = load_image(source, cancel=lambda: worker.is_cancelled)
+        except UserError as error:
+            loaded = self.ComparedImageLoaded(None, str(error))
+        except Exception as error:  # noqa: BLE001 - never leave "Opening…" spinning
+            loaded = self.ComparedImageLoaded(None, f"Could not open {source}: {error or type(error).__name__}.")
+        else:
+            loaded = self.ComparedImageLoaded(image)
+        if not worker.is_cancelled:
+            self.post_message(loaded)
+
+    def on_chat_app_compared_image_loaded(self, message: ComparedImageLoaded) -> None:
+        if self.quitting:  # the screen is going away: change nothing on it
+            return
+        self._opened()
+        self._set_ready_activity()
+        if message.image is None:
+            self.notice(message.problem, "error")
+        else:
+            self.render_outcome(compare_with(self.conversation, message.image))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_answer" and self._opening is not None:
@@ -240,7 +284,7 @@ class ChatApp(AnsweringApp):
         if self.quitting:  # the screen is going away: change nothing on it
             return
         self._opened()
-        if self.answer is not None:  # never change the image under an answer: apply it when it ends
+        if self.answer is not None or self.comparing is not None:  # never under an answer: applied when it ends
             self._deferred_image = message.image
             return
         self._apply_image(message.image, message.resumed)
@@ -258,6 +302,11 @@ class ChatApp(AnsweringApp):
         self._set_ready_activity()
 
     def after_answer(self) -> None:
+        super().after_answer()  # a comparison /compare armed for this answer starts now
+        if self.comparing is None:
+            self.after_comparison()
+
+    def after_comparison(self) -> None:
         if self._deferred_image is not None:  # chosen while the answer streamed
             image, self._deferred_image = self._deferred_image, None
             self._apply_image(image, resumed=False)
@@ -319,12 +368,16 @@ class ChatApp(AnsweringApp):
             self.notice(notice.text, notice.kind)
         if outcome.open_image is not None:
             self.open_image(outcome.open_image)
+        if outcome.compare_image is not None:
+            self.compare_image(outcome.compare_image)
         if outcome.retry is not None:
             self.stream_retry(outcome.retry)
+        if outcome.comparison is not None:
+            self.stream_comparison(outcome.comparison)
         if outcome.effect == "help":
             self.action_help()
-        elif outcome.effect == "pick_image":
-            self.action_open_image()
+        elif outcome.effect in ("pick_image", "pick_compare"):
+            self.action_open_image(compare=outcome.effect == "pick_compare")
         elif outcome.effect == "quit":
             self.run_worker(self.action_quit(), group="quit")
         self.sub_title = f"session {visible(self.conversation.session.id)}"  # a save may have forked it
@@ -339,13 +392,14 @@ class ChatApp(AnsweringApp):
 
     # -- actions (keys and palette) ------------------------------------------------------------
 
-    def action_open_image(self) -> None:
+    def action_open_image(self, compare: bool = False) -> None:
+        """The image picker; the chosen image is opened (or, with `compare`, compared with the open one)."""
         current = self.conversation.image
         start = Path(current.source).parent if current and not current.source.startswith("http") else Path.cwd()
 
         def chosen(path: Path | None) -> None:
             if path is not None:
-                self.open_image(str(path))
+                (self.compare_image if compare else self.open_image)(str(path))
 
         self.push_screen(ImagePickerScreen(start, self.renderer), chosen)
 

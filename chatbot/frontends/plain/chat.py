@@ -9,6 +9,8 @@ What it prints, and where:
   and errors ("blip2-chat: ..."). A screen reader reads both streams, in order.
 - An answer is printed whole, as one line, when it is complete: a screen reader then reads it
   once instead of word by word as it streams. When stdout is not the screen, "Answer ready." says so.
+- A comparison (`/compare PATH`) is two labelled lines on stdout, the open image's answer then the
+  other's: "red.jpg: ..." and "green.jpg: ..." (file names, or paths where those are alike).
 - No cursor movement, no spinner, no box drawing, no colour, no escape codes.
 
 Keys: the up and down arrows bring back earlier lines (readline, in a terminal). Ctrl+C while an
@@ -27,12 +29,14 @@ from chatbot.core.commands import (
     Notice,
     Outcome,
     after_saving,
+    compare_with,
     help_lines,
     is_command,
     question_text,
     run_command,
     switch_image,
 )
+from chatbot.core.comparison import Comparison, due_comparison
 from chatbot.core.conversation import Conversation
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import answer_record, exit_now, open_engine_for, print_json
@@ -108,6 +112,15 @@ class PlainChat:
                 self.say(f"blip2-chat: {error}")
             else:
                 self.render(switch_image(self.conversation, image))
+        if outcome.compare_image is not None:
+            try:
+                other = load_image(outcome.compare_image)
+            except UserError as error:
+                self.say(f"blip2-chat: {error}")
+            else:
+                self.render(compare_with(self.conversation, other))
+        if outcome.comparison is not None:
+            self.compare(outcome.comparison)
         if outcome.retry is not None:
             self.say(f"Answering again: {outcome.retry.question}")
             self.answer(outcome.retry.question, outcome.retry.chunks, outcome.retry.cancel)
@@ -152,6 +165,34 @@ class PlainChat:
         elif self.answer_ready_note:
             self.say("Answer ready.")
         self.save()
+        try:
+            comparison = due_comparison(self.conversation)  # /compare armed before this question
+        except UserError as error:
+            self.say(f"blip2-chat: {error}")
+        else:
+            if comparison is not None:
+                self.compare(comparison)
+
+    def compare(self, comparison: Comparison) -> None:
+        """The other image's answer collected while Ctrl+C may stop it, then both answers as labelled lines."""
+        self.say(f"Answering about {comparison.labels[1]}.")
+        parts: list[str] = []
+        try:
+            with ctrl_c_stops(comparison.cancel):
+                for chunk in comparison.chunks:
+                    parts.append(chunk)
+        except KeyboardInterrupt:  # Ctrl+C twice: show what came, then end the chat
+            self.show_comparison(comparison, parts, stopped=True)
+            raise
+        except UserError as error:  # the model failed: what came is kept, the chat goes on
+            self.say(f"blip2-chat: {error}")
+        stopped = comparison.cancel.cancelled
+        self.show_comparison(comparison, parts, stopped)
+        if stopped:
+            self.say("Answer stopped." + (" The partial answer is kept." if "".join(parts).strip() else ""))
+        elif self.answer_ready_note:
+            self.say("Answer ready.")
+        self.save()
 
     def show_answer(self, question: str, parts: list[str], stopped: bool) -> None:
         text = " ".join("".join(parts).split())
@@ -163,6 +204,21 @@ class PlainChat:
             self.line(f"Assistant: {text} (stopped)" if text else "Assistant: (stopped before any words)")
         else:
             self.line(f"Assistant: {text}")
+
+    def show_comparison(self, comparison: Comparison, parts: list[str], stopped: bool) -> None:
+        """`first.jpg: answer` and `second.jpg: answer` (or the other image's JSON record)."""
+        text = " ".join("".join(parts).split())
+        engine = self.conversation.engine
+        if self.json_records:
+            if engine is not None:
+                print_json(answer_record(engine, comparison.image, comparison.question, text))
+            return
+        first, second = comparison.labels
+        self.line(f"{first}: {comparison.first_answer}" + (" (stopped)" if comparison.first_stopped else ""))
+        if stopped:
+            self.line(f"{second}: {text} (stopped)" if text else f"{second}: (stopped before any words)")
+        else:
+            self.line(f"{second}: {text}")
 
     def save(self) -> None:
         """Save the session if it changed; a failure is said and the chat goes on."""

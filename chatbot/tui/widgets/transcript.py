@@ -2,17 +2,23 @@
 
 The transcript mirrors `Session.turns` pair by pair (`pairs`), so `/undo` and `/retry` can act on
 the last bubbles and a finished answer can be re-synced from the turn that was actually recorded.
+A turn's question asked about other images too (`/compare`) shows below its answer as a
+`ComparisonView`: the open image's answer beside the other image's, each headed by its image's name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from textual.containers import VerticalScroll
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.message import Message
 from textual.widgets import Static
 
-from chatbot.core.session import Session, Turn
+from chatbot.core.comparison import image_labels
+from chatbot.core.session import ComparedAnswer, Session, Turn
 from chatbot.untrusted import visible
 
 PENDING_TEXT = "…"  # shown in an answer bubble until its first chunk arrives
@@ -26,7 +32,7 @@ class MessageBubble(Static):
         super().__init__(visible(text) or PENDING_TEXT, markup=False, classes=f"bubble {role}")
         self.role = role
         self.text = text
-        self.border_title = label
+        self.border_title = Content(visible(label))  # a file name may hold "[": never read as markup
         self.set_class(not text and role == "answer", "-pending")
 
     def append(self, chunk: str) -> None:
@@ -56,10 +62,57 @@ class Notice(Static):
         self.kind = kind
 
 
+class ComparisonView(Horizontal):
+    """One turn's question about two images: the open image's answer (left) beside another image's (right).
+
+    The app streams the right column by posting `Chunk`s to the view; `Finished` then goes up to the app.
+    """
+
+    class Chunk(Message, bubble=False):
+        """More of the other image's answer (posted by the app's worker)."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    class Finished(Message):
+        """The other image's answer ended (or failed: `error` is the notice to show)."""
+
+        def __init__(self, view: ComparisonView, error: str | None = None) -> None:
+            super().__init__()
+            self.view = view
+            self.error = error
+
+    def __init__(self, labels: tuple[str, str], sha256: str) -> None:
+        super().__init__(classes="comparison")
+        self.labels = labels  # as given (text from outside); the bubbles show them made visible
+        self.sha256 = sha256  # the other image's: which `Turn.compared` entry this view shows
+        self.first = MessageBubble("", "answer", labels[0])
+        self.second = MessageBubble("", "answer", labels[1])
+
+    def compose(self) -> ComposeResult:
+        yield self.first
+        yield self.second
+
+    def on_comparison_view_chunk(self, message: Chunk) -> None:
+        self.second.append(message.text)
+
+    def show(self, turn: Turn, compared: ComparedAnswer | None) -> None:
+        """Both answers as the turn recorded them (`compared` None: the right one is still to come)."""
+        _show_answer(self.first, turn.answer, turn.stopped)
+        if compared is None:
+            self.second.set_text("")
+            self.second.mark("")
+            self.second.add_class("-pending")
+        else:
+            _show_answer(self.second, compared.answer, compared.stopped)
+
+
 @dataclass
 class BubblePair:
     question: MessageBubble
     answer: MessageBubble
+    comparisons: list[ComparisonView] = field(default_factory=list)  # below the answer, oldest first
 
 
 class Transcript(VerticalScroll):
@@ -95,6 +148,8 @@ class Transcript(VerticalScroll):
             self.pairs.remove(pair)
         pair.question.remove()
         pair.answer.remove()
+        for view in pair.comparisons:
+            view.remove()
 
     def last_answer(self) -> str:
         return self.pairs[-1].answer.text if self.pairs else ""
@@ -102,8 +157,8 @@ class Transcript(VerticalScroll):
     def show_turn(self, turn: Turn, pair: BubblePair | None = None) -> BubblePair:
         """Show a recorded turn, in new bubbles or (after streaming) in `pair`'s, exactly as stored."""
         if pair is None:
-            question = self.add_question(turn.question)
-            pair = BubblePair(question, self.add_answer(question, turn.answer))
+            self.add_answer(self.add_question(turn.question), turn.answer)
+            pair = self.pairs[-1]  # the pair add_answer keeps (its comparisons go with it)
         pair.question.set_text(turn.question)
         pair.answer.set_text(turn.answer)
         if not turn.answer:  # the model said nothing (or was stopped before a word): say so, not "…"
@@ -111,7 +166,23 @@ class Transcript(VerticalScroll):
             pair.answer.add_class("-pending")
         if turn.stopped:
             pair.answer.mark("stopped", "-stopped")
+        recorded = {compared.image.sha256: compared for compared in turn.compared}
+        for view in [view for view in pair.comparisons if view.sha256 not in recorded]:  # a stream that gave nothing
+            pair.comparisons.remove(view)
+            view.remove()
+        for compared in turn.compared:
+            self.comparison(pair, turn, compared.image.source, compared.image.sha256).show(turn, compared)
         return pair
+
+    def comparison(self, pair: BubblePair, turn: Turn, source: str, sha256: str) -> ComparisonView:
+        """The view below `pair` comparing its turn with the image `source` (a new one at the end if none yet)."""
+        for view in pair.comparisons:
+            if view.sha256 == sha256:
+                return view
+        view = ComparisonView(image_labels(turn.image.source if turn.image else "", source), sha256)
+        self.mount(view, after=pair.comparisons[-1] if pair.comparisons else pair.answer)
+        pair.comparisons.append(view)
+        return view
 
     def show_session(self, session: Session) -> None:
         """Show a resumed session's turns, with a notice wherever the image changed or /clear cut the context."""
@@ -126,6 +197,14 @@ class Transcript(VerticalScroll):
         if session.turns:
             count = len(session.turns)
             self.add_notice(f"Resumed session {session.id} ({count} turn{'' if count == 1 else 's'}).")
+
+
+def _show_answer(bubble: MessageBubble, answer: str, stopped: bool) -> None:
+    bubble.set_text(answer)
+    if not answer:
+        bubble.update(EMPTY_ANSWER_TEXT)
+        bubble.add_class("-pending")
+    bubble.mark("stopped" if stopped else "", "-stopped" if stopped else "")
 
 
 def image_label(source: str) -> str:

@@ -1,0 +1,131 @@
+"""`/compare` in the chat app: the other image's answer streaming beside the open one's, stopped by Esc.
+
+Between `AnsweringApp` (one answer's life) and `ChatApp` (layout, images): while a comparison streams
+it is the answer in progress, so questions wait, Esc stops it, and quitting records what came first.
+What a comparison means (which question, which context, where it is saved) is decided in
+`chatbot.core.comparison`; this only shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from textual import work
+from textual.worker import Worker, WorkerCancelled, WorkerFailed
+
+from chatbot.core.comparison import Comparison, due_comparison
+from chatbot.errors import UserError
+from chatbot.tui.answering import QUIT_WAIT_SECONDS, AnsweringApp
+from chatbot.tui.widgets.status_bar import StatusBar
+from chatbot.tui.widgets.transcript import BubblePair, ComparisonView, Transcript
+from chatbot.tui.workers import model_error_text
+from chatbot.untrusted import visible
+
+
+@dataclass
+class ActiveComparison:
+    """The comparison streaming now: how to stop it and where it is shown."""
+
+    comparison: Comparison
+    pair: BubblePair  # the compared turn's bubbles
+    view: ComparisonView
+    worker: Worker[None] | None = None
+
+
+class ComparingApp(AnsweringApp):
+    """Streams comparisons (`Outcome.comparison`, or one `/compare` armed for the question just answered)."""
+
+    comparing: ActiveComparison | None = None
+
+    def stream_comparison(self, comparison: Comparison) -> None:
+        """Show the open image's answer and stream the other image's beside it, below the compared turn."""
+        transcript = self.query_one(Transcript)
+        turn = self.conversation.session.turns[-1]
+        pair = transcript.pairs[-1] if transcript.pairs else transcript.show_turn(turn)
+        view = transcript.comparison(pair, turn, comparison.image.source, comparison.image.sha256)
+        view.show(turn, None)
+        self.comparing = ActiveComparison(comparison, pair, view)
+        self.query_one(StatusBar).set_activity(f"Answering about {visible(comparison.labels[1])}… (Esc stops)",
+                                               busy=True)
+        self.refresh_bindings()
+        self.comparing.worker = self._stream_comparison(view, comparison.chunks)
+
+    @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
+    def _stream_comparison(self, view: ComparisonView, chunks: Iterator[str]) -> None:
+        try:
+            for chunk in chunks:
+                view.post_message(ComparisonView.Chunk(chunk))
+        except Exception as error:  # noqa: BLE001 - a model error is a notice, never a crash
+            view.post_message(ComparisonView.Finished(view, model_error_text(error)))
+            return
+        view.post_message(ComparisonView.Finished(view))
+
+    def on_comparison_view_finished(self, message: ComparisonView.Finished) -> None:
+        active = self.comparing
+        if active is None or message.view is not active.view:
+            return
+        self.comparing = None
+        if self.quitting:  # the screen is going away: change nothing on it (quitting saves)
+            return
+        if message.error:
+            self.notice(message.error, "error")
+        self.query_one(Transcript).show_turn(self.conversation.session.turns[-1], active.pair)  # as recorded
+        self.refresh_bindings()
+        self._set_ready_activity()
+        self._save()
+        self.after_comparison()
+        self._answer_next_pending()
+
+    def after_comparison(self) -> None:
+        """Called when a comparison has ended (subclasses apply what waited for it)."""
+
+    def after_answer(self) -> None:
+        """An answer ended: the comparison `/compare` armed for it streams now."""
+        try:
+            comparison = due_comparison(self.conversation)
+        except UserError as error:
+            self.notice(str(error), "error")
+            return
+        if comparison is not None:
+            self.stream_comparison(comparison)
+
+    # -- while it streams, it is the answer in progress -----------------------------------------------
+
+    def ask(self, question: str) -> bool:
+        if self.comparing is not None:
+            self.notice("An answer is still coming: wait for it, or press Esc to stop it.", "warning")
+            return False
+        return super().ask(question)
+
+    def _answer_next_pending(self) -> None:
+        if self.comparing is None:  # one stream at a time: questions typed while the model loaded wait
+            super()._answer_next_pending()
+
+    def _set_ready_activity(self) -> None:
+        if self.comparing is None:
+            super()._set_ready_activity()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_answer" and self.comparing is not None:
+            return True
+        return super().check_action(action, parameters)
+
+    def action_cancel_answer(self) -> None:
+        if self.comparing is not None:
+            self.comparing.comparison.cancel.cancel()
+            self.query_one(StatusBar).set_activity("Stopping…", busy=True)
+            return
+        super().action_cancel_answer()
+
+    async def action_quit(self) -> None:
+        """Quitting mid-comparison stops it and lets what came be recorded, then quits as always."""
+        active = self.comparing
+        if active is not None and not self.quitting:
+            active.comparison.cancel.cancel()
+            if active.worker is not None:
+                with contextlib.suppress(asyncio.TimeoutError, WorkerCancelled, WorkerFailed):
+                    await asyncio.wait_for(active.worker.wait(), QUIT_WAIT_SECONDS)
+        await super().action_quit()
