@@ -45,3 +45,11 @@ class QuantizationUnavailableError(UserError):
 
 class OutOfMemoryError(UserError):
     """The device ran out of memory while loading or answering."""
+
+
+class QueryError(UserError):
+    """The search text is empty, or longer than the retrieval model's text encoder reads."""
+
+
+class PhotoIndexError(UserError):
+    """The search index is missing, was made by another checkpoint, or is damaged (and was set aside)."""

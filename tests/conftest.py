@@ -37,6 +37,14 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def retrieval_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight retrieval checkpoint (`Blip2ForImageTextRetrieval`, 8 queries), saved like a download."""
+    from chatbot.engine.synthetic import build_checkpoint
+
+    return build_checkpoint("tiny-itm", tmp_path_factory.mktemp("retrieval") / "tiny-itm")
+
+
+@pytest.fixture(scope="session")
 def engines(checkpoints: dict[str, Path]) -> dict[str, object]:
     """One loaded engine per family, shared by the tests that only read from it."""
     from chatbot.engine.blip2 import open_engine

@@ -2,7 +2,9 @@
 
 One module though over 300 lines: it is the one path from a name to a model on its device
 (resolve_model, choose_device and choose_dtype, load_checkpoint), read top to bottom, whose steps
-share the checkpoint's types and turn their failures into the same few user errors.
+share the checkpoint's types and turn their failures into the same few user errors. The same path
+loads both kinds of checkpoint: chat (`Blip2ForConditionalGeneration`) and retrieval
+(`Blip2ForImageTextRetrieval`, for search), and refuses one where the other is wanted.
 
 Offline-first: a directory or a cached copy is used without touching the network; only
 a hub id missing from the cache is downloaded. Safetensors only, never remote code.
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatbot.engine.checkpoint_kind import check_folder, check_known_name
 from chatbot.engine.precision import (
     DTYPE_CHOICES,
     PrecisionChoice,
@@ -42,6 +45,8 @@ from chatbot.errors import (
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
 
 Progress = Callable[[str], None]
+# Retrieval heads kept out of 8-bit and 4-bit, as chat keeps its language projection: every query passes them.
+RETRIEVAL_UNQUANTIZED = ["vision_projection", "text_projection", "itm_head"]
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,7 @@ def choose_dtype(dtype: str, device: str, family: str) -> Any:
         return torch.float32
     if torch.cuda.is_bf16_supported():
         return torch.bfloat16
-    return torch.float16 if family == "opt" else torch.float32
+    return torch.float16 if family in ("opt", "retrieval") else torch.float32
 
 
 def read_family(path: Path) -> str:
@@ -199,10 +204,10 @@ def read_family(path: Path) -> str:
 class LoadedCheckpoint:
     """A model on its device with its processor, ready for the engine."""
 
-    model: Any  # Blip2ForConditionalGeneration
-    processor: Any  # Blip2Processor
+    model: Any  # Blip2ForConditionalGeneration, or Blip2ForImageTextRetrieval for kind "retrieval"
+    processor: Any  # Blip2Processor (for retrieval its tokenizer is the Q-Former's)
     resolved: ResolvedModel
-    family: str
+    family: str  # "opt", "flan-t5", or "retrieval"
     device: str
     precision: str  # "float32", "bfloat16", "float16", "int8", "8bit" or "4bit"
     seconds: float
@@ -220,7 +225,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def load_checkpoint(
     requested: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", quantize: str = "auto",
-    progress: Progress | None = None,
+    progress: Progress | None = None, kind: str = "chat",
 ) -> LoadedCheckpoint:
     """Resolve and load a BLIP-2 checkpoint and its processor, in a precision that fits the device.
 
@@ -230,14 +235,19 @@ def load_checkpoint(
         dtype: "auto", "float32", "bfloat16" or "float16".
         quantize: "auto" (the best precision that fits), "none", "int8", "8bit" or "4bit" (see precision.py).
         progress: called with short status sentences while loading, the precision and its reason among them.
+        kind: "chat" (`Blip2ForConditionalGeneration`) or "retrieval" (`Blip2ForImageTextRetrieval`).
 
     Raises:
+        NotACheckpointError: among others, a checkpoint of the other kind (says which kind to use where).
         OutOfMemoryError: the precision cannot fit (found before loading), or loading ran out of memory.
         QuantizationUnavailableError: 8-bit or 4-bit asked for, and bitsandbytes cannot do it here.
     """
     started = time.perf_counter()
+    if isinstance(requested, str):
+        check_known_name(requested, kind)  # before any download
     resolved = requested if isinstance(requested, ResolvedModel) else resolve_model(requested, progress)
-    family = read_family(resolved.path)
+    check_folder(resolved.path, kind, resolved.hub_id or str(resolved.path))
+    family = "retrieval" if kind == "retrieval" else read_family(resolved.path)
     target = choose_device(device)
     choose_dtype(dtype, target, family)  # refuses unknown dtypes and float16 for FlanT5
     auto_dtype = str(choose_dtype("auto", target, family)).removeprefix("torch.")
@@ -252,21 +262,24 @@ def load_checkpoint(
         progress(f"Loading {resolved.hub_id or resolved.path} on {target}")
     quiet_transformers()
     import torch
-    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+    from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
 
+    model_class = Blip2ForImageTextRetrieval if kind == "retrieval" else Blip2ForConditionalGeneration
     torch_dtype = getattr(torch, choice.precision.dtype)
     extra: dict[str, Any] = {}
     int8 = choice.precision.quantize == "int8"
     if choice.precision.quantize in ("8bit", "4bit"):
         extra["quantization_config"] = bitsandbytes_config(choice.precision, torch_dtype, target)
+        if kind == "retrieval":
+            extra["quantization_config"].llm_int8_skip_modules += RETRIEVAL_UNQUANTIZED
     try:
         processor = Blip2Processor.from_pretrained(resolved.path)
-        model = Blip2ForConditionalGeneration.from_pretrained(
+        model = model_class.from_pretrained(
             resolved.path, dtype=torch_dtype, device_map="cpu" if int8 else target, use_safetensors=True,
             trust_remote_code=False, **extra,
         )
         if int8:  # quantized layer by layer on the device, so it never holds the full-width weights
-            quantize_linear_layers(model, INT8_KEPT, target)
+            quantize_linear_layers(_Int8Parts(model), INT8_KEPT, target)
             model.to(target)  # type: ignore[arg-type] # transformers types its wrapped .to for a model argument
     except Exception as error:  # noqa: BLE001 - damaged files fail in many library-specific ways
         _raise_load_error(error, resolved, choice)
@@ -281,6 +294,18 @@ def load_checkpoint(
         pack_linear_layers(model)  # oneDNN's packed products: 2x faster follow-up prefills on a CPU
     return LoadedCheckpoint(model, processor, resolved, family, target, choice.precision.label,
                             time.perf_counter() - started, choice.reason)
+
+
+class _Int8Parts:
+    """What `quantize_linear_layers` quantizes: the vision encoder and the language model, which a
+    retrieval model lacks (an empty module stands in, so only its ViT is quantized)."""
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        self.vision_model = model.vision_model
+        language_model = getattr(model, "language_model", None)
+        self.language_model = torch.nn.Module() if language_model is None else language_model
 
 
 def _raise_load_error(error: Exception, resolved: ResolvedModel, choice: PrecisionChoice) -> None:

@@ -1,7 +1,9 @@
 """The BLIP-2 checkpoints we know, with the facts the loader and `models` table need.
 
 Pure data (no torch), so the CLI can list models and resolve aliases without loading anything.
-Parameter counts and memory figures come from the model cards and FACTS.md.
+Parameter counts and memory figures come from the model cards and FACTS.md. Chat checkpoints
+(`KNOWN_CHECKPOINTS`, what `models` lists and chat's `--model` takes) and retrieval checkpoints
+(`KNOWN_RETRIEVAL_CHECKPOINTS`, for `index` and `search`) are kept apart: neither can do the other's job.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_MODEL = "Salesforce/blip2-opt-2.7b"
+DEFAULT_SEARCH_MODEL = "Salesforce/blip2-itm-vit-g"
 
 # The language-model part of each hub checkpoint's config.json (the vision encoder and Q-Former are
 # the same in all, and Blip2Config's defaults): enough for `shape.py` to size a model never downloaded.
@@ -72,18 +75,54 @@ KNOWN_CHECKPOINTS: tuple[KnownCheckpoint, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class KnownRetrievalCheckpoint:
+    """One hub checkpoint of `Blip2ForImageTextRetrieval`: ViT-g and a Q-Former with ITC and ITM heads."""
+
+    hub_id: str
+    alias: str  # short name accepted by `index`/`search --model`
+    image_size: int  # pixels a side the vision encoder was trained at
+    params_billions: float  # ViT-g (0.99 B), Q-Former with its text path (0.16 B), text embeddings, heads
+    weights_gb: dict[str, float]  # approximate weight memory per precision: float16, 8bit, 4bit
+    family: str = "retrieval"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The parts of the hub config.json that memory estimates need (see `shape.shape_from_config`)."""
+        return {"architectures": ["Blip2ForImageTextRetrieval"], "num_query_tokens": 32,
+                "vision_config": {"image_size": self.image_size},
+                "qformer_config": {"use_qformer_text_input": True, "vocab_size": 30523}}
+
+
+KNOWN_RETRIEVAL_CHECKPOINTS: tuple[KnownRetrievalCheckpoint, ...] = (
+    # weights: 2 bytes a parameter; 8-bit and 4-bit shrink only the ViT's 0.98 B Linear weights (shape.py)
+    KnownRetrievalCheckpoint("Salesforce/blip2-itm-vit-g", "itm-vit-g", 224, 1.17,
+                             {"float16": 2.3, "8bit": 1.4, "4bit": 0.9}),
+    KnownRetrievalCheckpoint("Salesforce/blip2-itm-vit-g-coco", "itm-vit-g-coco", 364, 1.17,
+                             {"float16": 2.3, "8bit": 1.4, "4bit": 0.9}),
+)
+
+
+def _names(hub_id: str, alias: str) -> tuple[str, str, str]:
+    return hub_id.lower(), alias.lower(), hub_id.split("/")[1].lower()
+
+
 def find_checkpoint(name: str) -> KnownCheckpoint | None:
-    """The known checkpoint named by hub id or alias (case-insensitive), else None."""
+    """The known chat checkpoint named by hub id or alias (case-insensitive), else None."""
     wanted = name.strip().lower()
-    for known in KNOWN_CHECKPOINTS:
-        if wanted in (known.hub_id.lower(), known.alias.lower(), known.hub_id.split("/")[1].lower()):
-            return known
-    return None
+    return next((known for known in KNOWN_CHECKPOINTS if wanted in _names(known.hub_id, known.alias)), None)
+
+
+def find_retrieval_checkpoint(name: str) -> KnownRetrievalCheckpoint | None:
+    """The known retrieval checkpoint named by hub id or alias (case-insensitive), else None."""
+    wanted = name.strip().lower()
+    return next((known for known in KNOWN_RETRIEVAL_CHECKPOINTS if wanted in _names(known.hub_id, known.alias)),
+                None)
 
 
 def resolve_alias(name: str) -> str:
-    """A hub id for an alias; anything unknown is returned unchanged (a directory or other hub id)."""
-    known = find_checkpoint(name)
+    """A hub id for an alias of either kind; anything unknown is returned unchanged (a directory or other hub id)."""
+    known = find_checkpoint(name) or find_retrieval_checkpoint(name)
     return known.hub_id if known else name
 
 

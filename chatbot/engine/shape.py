@@ -11,6 +11,11 @@ is loaded. Parameters are grouped by how precision treats them (see `precision.p
 
 The counts are exact for what transformers 5 instantiates (tests check them against the model built
 on the meta device), so a FlanT5 with untied embeddings counts its three embedding copies.
+
+A retrieval checkpoint (`Blip2ForImageTextRetrieval`) has no language model: its config.json still
+carries transformers' default text_config, so `checkpoint_kind.checkpoint_kind` reads what it is from its
+`architectures` first. Its shape counts the ViT, the Q-Former with its text path, the Q-Former's text
+embeddings and the two projections and ITM head (kept unquantized, like the language projection).
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from typing import Any
 
 # Blip2VisionConfig / Blip2QFormerConfig defaults: the ViT-g/14 and Q-Former every hub checkpoint uses.
 VISION_DEFAULTS = {"hidden_size": 1408, "intermediate_size": 6144, "num_hidden_layers": 39, "image_size": 224,
-                   "patch_size": 14, "qkv_bias": True}
+                   "patch_size": 14, "qkv_bias": True, "num_attention_heads": 16}
 QFORMER_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                    "cross_attention_frequency": 2, "encoder_hidden_size": 1408}
+                    "cross_attention_frequency": 2, "encoder_hidden_size": 1408, "use_qformer_text_input": False,
+                    "vocab_size": 30522, "max_position_embeddings": 512}
 OPT_DEFAULTS = {"vocab_size": 50272, "hidden_size": 768, "num_hidden_layers": 12, "ffn_dim": 3072,
                 "num_attention_heads": 12, "max_position_embeddings": 2048, "tie_word_embeddings": True}
 T5_DEFAULTS = {"vocab_size": 32128, "d_model": 512, "d_kv": 64, "d_ff": 2048, "num_layers": 6, "num_heads": 8,
@@ -36,7 +42,7 @@ T5_DEFAULTS = {"vocab_size": 32128, "d_model": 512, "d_kv": 64, "d_ff": 2048, "n
 class ModelShape:
     """Parameter counts by precision treatment, plus what the KV cache and activations scale with."""
 
-    family: str  # "opt" or "flan-t5"
+    family: str  # "opt", "flan-t5", or "retrieval" (no language model)
     quantizable: int  # Linear weights bitsandbytes converts: vision encoder and language-model body
     kept: int  # Linear weights left in the compute dtype: language projection, untied LM head, T5's `wo`
     qformer: int  # Q-Former and query tokens (never quantized; float32 when the rest is float16)
@@ -65,7 +71,8 @@ def _vision(config: dict[str, Any]) -> tuple[int, int]:
 def _qformer(config: dict[str, Any], queries: int) -> int:
     c = {**QFORMER_DEFAULTS, **config}
     h, i, layers, encoder = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["encoder_hidden_size"]
-    per_layer = 4 * h * h + 4 * h + 2 * h + 2 * h * i + i + h + 2 * h  # self-attention + norm, query FFN + norm
+    ffn = 2 * h * i + i + h + 2 * h  # one feed-forward block and its norm
+    per_layer = 4 * h * h + 4 * h + 2 * h + ffn * (2 if c["use_qformer_text_input"] else 1)  # + text FFN
     cross_layers = len(range(0, layers, c["cross_attention_frequency"]))
     cross = 2 * h * h + 2 * encoder * h + 4 * h + 2 * h  # q, out from h; k, v from the vision width; norm
     return layers * per_layer + cross_layers * cross + 2 * h + queries * h
@@ -100,10 +107,31 @@ def _t5(config: dict[str, Any]) -> dict[str, int]:
             "context": c["n_positions"], "heads": heads, "ffn": f, "width": d}
 
 
+def _retrieval_shape(config: dict[str, Any]) -> ModelShape:
+    """A retrieval checkpoint: ViT, Q-Former with its text path and embeddings, two projections, ITM head."""
+    vision = {**VISION_DEFAULTS, **(config.get("vision_config") or {})}
+    qformer = {**QFORMER_DEFAULTS, **(config.get("qformer_config") or {})}
+    queries = int(config.get("num_query_tokens", 32))
+    h, e = qformer["hidden_size"], int(config.get("image_text_hidden_size", 256))
+    vision_linear, vision_other = _vision(vision)
+    embeddings = (qformer["vocab_size"] + qformer["max_position_embeddings"]) * h
+    return ModelShape(
+        family="retrieval", quantizable=vision_linear,
+        kept=2 * h * e + 2 * h,  # vision_projection, text_projection, itm_head (768 -> 2)
+        qformer=_qformer(qformer, queries), other=vision_other + embeddings + 2 * e + 2,
+        kv_values_per_token=0,  # no cache: one forward per batch
+        context_tokens=(vision["image_size"] // vision["patch_size"]) ** 2 + 1,  # the widest sequence: the ViT's
+        attention_heads=vision["num_attention_heads"], ffn=vision["intermediate_size"],
+    )
+
+
 def shape_from_config(config: dict[str, Any]) -> ModelShape:
     """The shape of a BLIP-2 checkpoint from its config.json (a dict); missing keys take HF defaults."""
+    from chatbot.engine.checkpoint_kind import checkpoint_kind
     from chatbot.engine.registry import family_of
 
+    if checkpoint_kind(config) == "retrieval":
+        return _retrieval_shape(config)
     text = config.get("text_config") or {}
     family = family_of(text.get("model_type", "opt"))
     queries = int(config.get("num_query_tokens", 32))

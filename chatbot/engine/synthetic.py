@@ -1,40 +1,28 @@
 """Random-weight BLIP-2 checkpoints built locally, for tests and benchmarks.
 
-No weights can be downloaded where the tests run, so we build checkpoints of both
-families with random weights and a tokenizer trained here with `tokenizers`, and save
-them with `save_pretrained`: the loader then treats them exactly like a downloaded
-checkpoint. Tiny architectures make tests fast; the real dimensions of the hub
-checkpoints make benchmarks honest about compute and memory.
+No weights can be downloaded where the tests run, so we build checkpoints of both chat
+families, and retrieval checkpoints (`Blip2ForImageTextRetrieval`, for search), with random
+weights and a tokenizer trained here with `tokenizers`, and save them with `save_pretrained`:
+the loader then treats them exactly like a downloaded checkpoint. Tiny architectures make tests
+fast; the real dimensions of the hub checkpoints make benchmarks honest about compute and memory.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-# Words for the tokenizer's training corpus: enough to give a compact vocabulary of
-# the phrases a chat about images uses ("Question:", "Answer:", colours, objects).
-_WORDS = {
-    "subject": "a cat|two dogs|a man|a woman|the child|three birds|a red car|an old boat|a small house"
-    "|the tree|a bicycle|a plate of food|a group of people|a horse|the train|a laptop",
-    "verb": "sits on|stands near|is next to|runs across|looks at|is parked by|lies under|holds|flies over"
-    "|is in front of|is behind|plays with",
-    "object": "the table|a bench|the beach|a snowy field|the street|a wooden fence|the window|the water"
-    "|a green lawn|the sky|a busy road|a kitchen counter|the mountains",
-    "colour": "red|blue|green|yellow|white|black|brown|grey|orange|purple|pink",
-    "question": "what is in the picture|how many people are there|what colour is the car|where is this"
-    "|what is the man doing|is it raining|what time of day is it|what animal is this"
-    "|describe the image|what is on the table|why is the dog running|who is holding the umbrella",
-}
+from chatbot.engine.synthetic_tokenizers import train_bert_tokenizer, train_opt_tokenizer, train_t5_tokenizer
+
+_train_opt_tokenizer = train_opt_tokenizer  # the name benchmarks/diag_decode_overhead.py imports
 
 
 @dataclass(frozen=True)
 class SyntheticArch:
     """The shape of a synthetic BLIP-2 checkpoint; field names follow the HF configs."""
 
-    family: str  # "opt" or "flan-t5"
+    family: str  # "opt", "flan-t5", or "retrieval" (no language model: the lm_* fields are unused)
     vocab_size: int = 1000  # tokenizer vocabulary trained here (the model adds the image token)
     model_vocab_size: int = 0  # rows in the LM embedding; 0 = tokenizer size + image token
     image_size: int = 32
@@ -55,6 +43,8 @@ class SyntheticArch:
     max_positions: int = 2048  # OPT positions (T5 uses relative positions)
     t5_positions: int = 512  # FlanT5's input length (`n_positions`): the context the engine plans prompts for
     init_std: float = 0.3  # wide random weights make tiny models' answers vary with image and prompt
+    qformer_positions: int = 512  # retrieval: the Q-Former text encoder's positions (BERT's 512)
+    image_text_dim: int = 256  # retrieval: the width both projections map to (`image_text_hidden_size`)
 
 
 ARCHITECTURES: dict[str, SyntheticArch] = {
@@ -92,81 +82,37 @@ ARCHITECTURES.update({
 })
 
 
-def training_corpus(lines: int = 4000, seed: int = 0, vocab_size: int = 1000) -> list[str]:
-    """Deterministic English-like sentences and Q/A lines to train the tokenizer on.
-
-    Large vocabularies (the real checkpoints' 50k / 32k) need more distinct text than a few
-    hundred words give, so pseudo-words are added until the trainer can reach the size asked for.
-    """
-    rng = random.Random(seed)
-    out = _english_lines(rng, lines)
-    if vocab_size > 4000:
-        letters = "abcdefghijklmnopqrstuvwxyz"
-        words = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 10))) for _ in range(vocab_size + 10000)]
-        out += [" ".join(rng.choice(words) for _ in range(12)) for _ in range(vocab_size // 2)]
-    return out
-
-
-def _english_lines(rng: random.Random, lines: int) -> list[str]:
-    pick = {k: v.split("|") for k, v in _WORDS.items()}
-    out = []
-    for _ in range(lines):
-        sentence = f"{rng.choice(pick['subject'])} {rng.choice(pick['verb'])} {rng.choice(pick['object'])}"
-        out.append(f"Question: {rng.choice(pick['question'])}? Answer: {sentence}.")
-        out.append(f"a photo of {sentence}, the {rng.choice(pick['colour'])} one. {rng.randint(0, 100)}\n")
-    return out
+# Retrieval checkpoints, kept apart from ARCHITECTURES (whose users build chat models from them).
+RETRIEVAL_ARCHITECTURES: dict[str, SyntheticArch] = {
+    # 8 queries and 64 text positions (not 32 and 512): tests see that nothing assumes the real numbers.
+    "tiny-itm": SyntheticArch(family="retrieval", qformer_positions=64, init_std=0.1),
+    "medium-itm": SyntheticArch(
+        family="retrieval", vocab_size=8000, image_size=224, patch_size=14, vision_hidden=384, vision_layers=6,
+        vision_heads=6, vision_mlp=1536, qformer_hidden=384, qformer_layers=4, qformer_heads=6, qformer_mlp=1536,
+        num_query_tokens=32, init_std=0.02,
+    ),
+    "blip2-itm-vit-g": SyntheticArch(family="retrieval", vocab_size=30522, **_REAL_VISION),  # type: ignore[arg-type]
+    "blip2-itm-vit-g-coco": SyntheticArch(family="retrieval", vocab_size=30522,
+                                          **{**_REAL_VISION, "image_size": 364}),  # type: ignore[arg-type]
+}
 
 
-def _train_opt_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
-    """Byte-level BPE like OPT's GPT-2 tokenizer: BOS `</s>` first, newline as a token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def _retrieval_config(arch: SyntheticArch, vocab: int) -> Any:
+    """The config of the hub's itm checkpoints: a Q-Former with its text input, no language model."""
+    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]  # OPT's ids 0..3
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        show_progress=False,
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    vision = Blip2VisionConfig(
+        hidden_size=arch.vision_hidden, intermediate_size=arch.vision_mlp, num_hidden_layers=arch.vision_layers,
+        num_attention_heads=arch.vision_heads, image_size=arch.image_size, patch_size=arch.patch_size,
     )
-    tok.train_from_iterator(training_corpus(vocab_size=vocab_size), trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", 2)]
+    qformer = Blip2QFormerConfig(
+        vocab_size=vocab, hidden_size=arch.qformer_hidden, num_hidden_layers=arch.qformer_layers,
+        num_attention_heads=arch.qformer_heads, intermediate_size=arch.qformer_mlp,
+        encoder_hidden_size=arch.vision_hidden, max_position_embeddings=arch.qformer_positions,
+        use_qformer_text_input=True,
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-
-
-def _train_t5_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
-    """Unigram with a metaspace like T5's SentencePiece: `</s>` appended, pad 0, eos 1, unk 2.
-
-    The pieces come from BPE training over the metaspace-split corpus, then score by how early BPE
-    learned them. tokenizers' own Unigram trainer gives a different vocabulary in every process (its
-    ties fall as a hash map iterates), which made the tiny FlanT5, and every test that reads its
-    answers, differ from run to run; BPE training is deterministic.
-    """
-    import math
-
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "</s>", "<unk>"]
-    learner = Tokenizer(models.BPE(unk_token="<unk>"))
-    learner.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.BpeTrainer(show_progress=False, vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=[chr(c) for c in range(32, 127)])  # every ASCII character
-    learner.train_from_iterator(training_corpus(vocab_size=vocab_size), trainer)
-    pieces = sorted(learner.get_vocab().items(), key=lambda item: item[1])  # by id: specials, alphabet, merges
-    tok = Tokenizer(models.Unigram([(piece, 0.0 if piece in specials else -math.log(1 + index))
-                                    for piece, index in pieces], unk_id=2))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    return Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
+                       num_query_tokens=arch.num_query_tokens, image_text_hidden_size=arch.image_text_dim)
 
 
 def _configs(arch: SyntheticArch, image_token_id: int, tokenizer) -> Any:  # type: ignore[no-untyped-def]
@@ -212,7 +158,7 @@ def build_checkpoint(
     """Build a random-weight BLIP-2 checkpoint with its processor and save it to `out_dir`.
 
     Args:
-        arch: a name from `ARCHITECTURES` or a `SyntheticArch`.
+        arch: a name from `ARCHITECTURES` or `RETRIEVAL_ARCHITECTURES`, or a `SyntheticArch`.
         out_dir: directory to write (created); it then loads like any local checkpoint.
         seed: fixes the weights, so the same call always gives the same checkpoint.
         save_dtype: "float32", or "bfloat16" to halve memory and disk for real-dimension builds.
@@ -223,26 +169,36 @@ def build_checkpoint(
 
     quiet_transformers()
     import torch
-    from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessorPil
+    from transformers import (
+        Blip2ForConditionalGeneration,
+        Blip2ForImageTextRetrieval,
+        Blip2Processor,
+        BlipImageProcessorPil,
+    )
 
-    spec = ARCHITECTURES[arch] if isinstance(arch, str) else arch
+    spec = _named(arch) if isinstance(arch, str) else arch
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train = _train_opt_tokenizer if spec.family == "opt" else _train_t5_tokenizer
-    tokenizer = train(spec.vocab_size)
     images = BlipImageProcessorPil(
         size={"height": spec.image_size, "width": spec.image_size},
         image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
     )
-    processor = Blip2Processor(image_processor=images, tokenizer=tokenizer, num_query_tokens=spec.num_query_tokens)
-    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    config = _configs(spec, image_token_id, tokenizer)
+    model_class: Any
+    if spec.family == "retrieval":  # as the hub conversion does: BERT's tokenizer, no image tokens in the text
+        tokenizer = train_bert_tokenizer(spec.vocab_size, spec.qformer_positions)
+        processor = Blip2Processor(image_processor=images, tokenizer=tokenizer)
+        config, model_class = _retrieval_config(spec, len(tokenizer)), Blip2ForImageTextRetrieval
+    else:
+        tokenizer = (train_opt_tokenizer if spec.family == "opt" else train_t5_tokenizer)(spec.vocab_size)
+        processor = Blip2Processor(image_processor=images, tokenizer=tokenizer, num_query_tokens=spec.num_query_tokens)
+        image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+        config, model_class = _configs(spec, image_token_id, tokenizer), Blip2ForConditionalGeneration
     torch.manual_seed(seed)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, save_dtype))  # build in the saved dtype: no float32 copy in memory
     try:
         with torch.device(build_device):
-            model = Blip2ForConditionalGeneration(config).eval()
+            model = model_class(config).eval()
     finally:
         torch.set_default_dtype(default_dtype)
     with torch.no_grad():
@@ -254,9 +210,13 @@ def build_checkpoint(
     return out
 
 
+def _named(arch: str) -> SyntheticArch:
+    return ARCHITECTURES[arch] if arch in ARCHITECTURES else RETRIEVAL_ARCHITECTURES[arch]
+
+
 def scaled(arch: str, **changes: int) -> SyntheticArch:
     """A named architecture with some fields changed (e.g. fewer layers for a quick benchmark)."""
-    return replace(ARCHITECTURES[arch], **changes)  # type: ignore[arg-type]
+    return replace(_named(arch), **changes)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="Build a random-weight BLIP-2 checkpoint (answers are gibberish).")
-    parser.add_argument("arch", choices=sorted(ARCHITECTURES), help="architecture to build")
-    parser.add_argument("out_dir", help="folder to write; pass it to blip2-chat --model")
+    parser.add_argument("arch", choices=sorted([*ARCHITECTURES, *RETRIEVAL_ARCHITECTURES]),
+                        help="architecture to build (*-itm*: a retrieval checkpoint for index and search)")
+    parser.add_argument("out_dir", help="folder to write; pass it to blip2-chat --model (or index/search --model)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     print(build_checkpoint(args.arch, args.out_dir, seed=args.seed))
