@@ -24,6 +24,8 @@ EPILOG = """examples:
   blip2-chat caption holiday/*.jpg
   blip2-chat chat photo.jpg --plain < questions.txt
   blip2-chat ask https://example.org/cat.png "What colour is the cat?" --json
+  blip2-chat index ~/Pictures -r           build or update the search index of a photo collection
+  blip2-chat search "a dog on a beach"     the pictures that show it, best first (--chat opens the best)
 
 The model defaults to $BLIP2_CHAT_MODEL, else Salesforce/blip2-opt-2.7b. It is loaded from a
 local folder, the Hugging Face cache, or downloaded once (set HF_HUB_OFFLINE=1 to never download).
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "is not a terminal, TERM=dumb, or the config file says plain = true)")
     _resume_flags(chat)
     _describe_parser(commands)
+    _search_parsers(commands)
     commands.add_parser("sessions", help="list saved chats (resume one with --resume ID)")
     models = commands.add_parser("models", help="known checkpoints: memory per precision, cached, what fits here")
     models.add_argument("--device", default=None, help="whose free memory to compare with: auto, cpu, cuda:N")
@@ -102,6 +105,39 @@ def _describe_parser(commands: argparse._SubParsersAction) -> None:
                           help="text the description continues (default: none, the model's plain caption)")
     describe.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     describe.add_argument("--resume", action="store_true", help="skip images already in --out (same path and sha256)")
+
+
+def _search_parsers(commands: argparse._SubParsersAction) -> None:
+    """`index` and `search`: the retrieval model's flags (--model names a retrieval checkpoint here)."""
+    index = commands.add_parser(
+        "index", parents=[_model_flags()], conflict_handler="resolve",
+        help="build or update the search index of image files and folders",
+        description="Add the images in PATHS to the search index (only new and changed files are read), "
+                    "and let files deleted from those folders leave it. --model names a retrieval checkpoint "
+                    "(default: the one the index was made with, else Salesforce/blip2-itm-vit-g).",
+    )
+    index.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    index.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
+    index.add_argument("--recursive", "-r", action="store_true", help="also look inside sub-folders")
+    index.add_argument("--index", type=Path, default=None, metavar="DIR",
+                       help="the index folder (default: 'index' in the data folder)")
+    index.add_argument("--rebuild", action="store_true",
+                       help="start the index afresh (e.g. with another --model); the old one is set aside")
+    index.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    search = commands.add_parser(
+        "search", parents=[_model_flags()], conflict_handler="resolve",
+        help="find indexed pictures by what they show",
+        description="Rank the indexed pictures by how well they match TEXT: the retrieval head's similarity, "
+                    "then its image-text matching head re-scores the best ones (unless --no-rerank).",
+    )
+    search.add_argument("--json", action="store_true", help="one JSON object per result")
+    search.add_argument("text", help="what the picture shows, in quotes")
+    search.add_argument("--index", type=Path, default=None, metavar="DIR",
+                        help="the index folder (default: 'index' in the data folder)")
+    search.add_argument("--top", type=int, default=10, help="how many results (default: 10)")
+    search.add_argument("--no-rerank", action="store_true",
+                        help="rank by similarity alone (faster: no image is read again)")
+    search.add_argument("--chat", action="store_true", help="open the chat app on the best result")
 
 
 def _resume_flags(parser: argparse.ArgumentParser) -> None:
@@ -175,8 +211,33 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             paths=tuple(args.paths), recursive=args.recursive, fmt=args.format, out=args.out, prompt=args.prompt,
             batch_size=args.batch_size, resume=bool(args.resume),
         ))
+    if args.command in ("index", "search"):
+        return _run_search_command(args, settings)
     return run_chat_command(settings, args.image, plain=args.plain, continue_last=args.continue_last,
                             resume=args.resume, model_given=args.model is not None)
+
+
+def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`index` and `search`. Their --model is a retrieval checkpoint, so the chat's default model is not
+    theirs: without --model the index decides (see chatbot.core.photo_search.retrieval_model_for)."""
+    retrieval = replace(settings, model=args.model or "")
+    if args.command == "index":
+        from chatbot.frontends.search.index_run import IndexRequest, run_index
+
+        return run_index(retrieval, IndexRequest(paths=tuple(args.paths), recursive=args.recursive, folder=args.index,
+                                                 rebuild=args.rebuild, batch_size=args.batch_size, json=args.json))
+    from chatbot.frontends.search.search_run import SearchRequest, run_search
+
+    request = SearchRequest(text=args.text, folder=args.index, top=args.top, rerank=not args.no_rerank,
+                            json=args.json)
+    best = run_search(retrieval, request)  # prints the results; the best one that still exists, if any
+    if not args.chat:
+        return 0
+    if best is None:
+        raise UserError("None of the results can be opened in the chat.",
+                        "Search for something else, or run `blip2-chat index` again over your folders.")
+    chat_settings = settings_for(argparse.Namespace(**{**vars(args), "model": None, "command": "chat"}))
+    return run_chat_command(chat_settings, best)
 
 
 def run_chat_command(

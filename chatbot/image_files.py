@@ -27,6 +27,7 @@ class Unreadable(NamedTuple):
 
 def find_images(
     paths: Sequence[str], recursive: bool = False, *, unreadable: list[Unreadable] | None = None,
+    require_any: bool = True,
 ) -> list[str]:
     """Absolute paths of the images PATHS name, in order, each file once (by its real path).
 
@@ -36,7 +37,7 @@ def find_images(
     out and appended to `unreadable`, and the search goes on.
 
     Raises:
-        UserError: a path that does not exist, a URL, or nothing found at all.
+        UserError: a path that does not exist, a URL, or (with `require_any`) nothing found at all.
     """
     found: list[str] = []
     seen: set[str] = set()
@@ -59,7 +60,7 @@ def find_images(
             if key not in seen:
                 seen.add(key)
                 found.append(str(candidate))
-    if not found:
+    if not found and require_any:
         hint = "Add --recursive to look in its sub-folders." if folders_below and not recursive else \
             f"describe reads {', '.join(sorted(IMAGE_SUFFIXES))} files."
         raise UserError(f"No images found in {visible(', '.join(paths))}.", hint)

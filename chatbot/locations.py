@@ -41,3 +41,8 @@ def sessions_dir() -> Path:
 def exports_dir() -> Path:
     """Default folder for /export when no path is given: the current directory."""
     return Path.cwd()
+
+
+def index_dir() -> Path:
+    """The search index `blip2-chat index` builds and `search` and `/find` read (unless --index names another)."""
+    return data_dir() / "index"

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import difflib
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from chatbot.core.clipboard import paste_image
 from chatbot.core.comparison import Comparison, arm, compare_last, disarm, image_labels
 from chatbot.core.conversation import Conversation
+from chatbot.core.photo_search import Found, result_to_open
 from chatbot.core.settings import apply_setting, describe_options
 from chatbot.core.store import SessionForked
 from chatbot.engine.base import CancelToken
@@ -42,6 +43,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 busy_ok=False),
     CommandSpec("compare", "/compare PATH", "ask the last question (or the next) about another image too, "
                 "answers side by side; /compare off cancels", "optional", busy_ok=False),
+    CommandSpec("find", "/find TEXT", "search the indexed pictures (blip2-chat index) for what they show",
+                "required"),
+    CommandSpec("open", "/open N", "open result N of the last /find in the chat", "required", busy_ok=False),
     CommandSpec("paste", "/paste", "open the image copied to the clipboard (Ctrl+V in the app)", busy_ok=False),
     CommandSpec("clear", "/clear", "forget the conversation so far (it stays in the saved session)", busy_ok=False),
     CommandSpec("retry", "/retry", "answer the last question again", busy_ok=False),
@@ -87,6 +91,7 @@ class Outcome:
     compare_image: str | None = None  # /compare PATH: load this (path or URL), then `compare_with`
     retry: Retry | None = None
     comparison: Comparison | None = None  # stream the other image's answer beside the open one's
+    find: str | None = None  # /find TEXT: search the index (slow: the front end does it off its input loop)
     effect: Effect | None = None
 
     @classmethod
@@ -133,7 +138,8 @@ def parse_command(line: str) -> Command:
     return Command(name, argument)
 
 
-_EXAMPLES = {"export": "/export md, /export html ~/chats/, or /export md chat.md --embed",
+_EXAMPLES = {"find": "/find a dog on a beach", "open": "/open 2",
+             "export": "/export md, /export html ~/chats/, or /export md chat.md --embed",
              "set": "/set temperature 0.7"}
 
 
@@ -187,6 +193,19 @@ def compare_with(conversation: Conversation, image: LoadedImage) -> Outcome:
                            "/compare off cancels.")])
 
 
+def found_outcome(conversation: Conversation, found: Sequence[Found]) -> Outcome:
+    """After a /find search: keep its results for /open N, and say what to do with them (front ends list
+    the results themselves, each as `photo_search.found_line`)."""
+    conversation.found = list(found)
+    if not found:
+        return Outcome([Notice("No picture in the index matches that. Add folders with `blip2-chat index PATH`.")])
+    openable = [rank for rank, item in enumerate(found, 1) if not item.missing]
+    if not openable:
+        return Outcome([Notice("Every result is gone since it was indexed: run `blip2-chat index` again over "
+                               "your folders.", "warning")])
+    return Outcome([Notice(f"Open one with /open N (e.g. /open {openable[0]}).")])
+
+
 def after_saving(conversation: Conversation, outcome: Outcome | None = None, *, force: bool = False) -> Outcome:
     """`outcome` (a new one when None) after saving the session, as every front end says it: a save that
     went on in a copy (another blip2-chat has the chat) is a warning, a failed save an error; the chat
@@ -222,6 +241,14 @@ def _compare(conversation: Conversation, argument: str, can_pick: bool) -> Outco
             return Outcome(effect="pick_compare")
         raise UserError("/compare needs the path or URL of another image.", "e.g. /compare other.jpg.")
     return Outcome(compare_image=_unquoted(argument))
+
+
+def _find(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    return Outcome(find=_unquoted(argument))
+
+
+def _open(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    return Outcome(open_image=result_to_open(conversation.found, argument))
 
 
 def _paste(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
@@ -305,5 +332,6 @@ def _unquoted(text: str) -> str:
     return text
 
 
-_HANDLERS = {"image": _image, "compare": _compare, "paste": _paste, "clear": _clear, "retry": _retry, "undo": _undo,
+_HANDLERS = {"image": _image, "compare": _compare, "find": _find, "open": _open, "paste": _paste,
+             "clear": _clear, "retry": _retry, "undo": _undo,
              "save": _save, "export": _export, "set": _set, "help": _help, "quit": _quit}

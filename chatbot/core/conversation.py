@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from chatbot.core.export import FORMATS, ExportLog, ExportResult, export_session, missing_folder
+from chatbot.core.photo_search import Found
 from chatbot.core.resume import options_for
 from chatbot.core.session import ImageRef, Session, Turn, valid_session_id
 from chatbot.core.session_files import session_json, shown
@@ -85,6 +86,7 @@ class Conversation:
         self.exports = ExportLog()  # the files this conversation exported: the only ones /export may replace
         self.last_export_updated = False  # the last export replaced this conversation's earlier one
         self.compare_next: LoadedImage | None = None  # /compare before a question: the next answer is compared
+        self.found: list[Found] = []  # the last /find's results, numbered from 1 for /open N
         self.compare_due: LoadedImage | None = None  # ... and it was just recorded: compare it now (core.comparison)
         self._saved_text = session_json(self.session) if self.session.turns else ""  # unchanged: not rewritten
         if image is not None:

@@ -6,7 +6,8 @@ imports torch: the default factory imports the engine inside the loading worker.
 
 Threads: model loading, image loading and answering run in thread workers that only post
 messages (`chatbot.tui.messages`); widgets change when the app handles them. The answering half
-lives in `chatbot.tui.answering` (the base class), `/compare`'s streaming in `chatbot.tui.comparing`.
+lives in `chatbot.tui.answering` (the base class), `/compare`'s streaming in `chatbot.tui.comparing`,
+`/find` in `chatbot.tui.finding`.
 
 Over 300 lines, on purpose: the app's start-up, its workers and the handlers of the messages they
 post are one life cycle (load the model, open images, render command outcomes), read in order.
@@ -30,6 +31,7 @@ from textual.worker import get_current_worker
 
 from chatbot.core.commands import Outcome, compare_with, run_command, switch_image
 from chatbot.core.conversation import Conversation
+from chatbot.core.photo_search import Finder
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import exit_now, open_engine_for
 from chatbot.core.session import ImageRef, Session
@@ -39,7 +41,7 @@ from chatbot.engine.base import Engine
 from chatbot.errors import UserError
 from chatbot.images import LoadedImage, load_image
 from chatbot.tui import messages as msg
-from chatbot.tui.comparing import ComparingApp
+from chatbot.tui.finding import FindingApp
 from chatbot.tui.palette import SlashCommandProvider
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
@@ -59,7 +61,7 @@ def load_engine(settings: Settings, progress: Callable[[str], None]) -> Engine:
     return open_engine_for(settings, progress=progress)
 
 
-class ChatApp(ComparingApp):
+class ChatApp(FindingApp):
     """Chat about an image; see README "Chat app" for the keys and commands."""
 
     CSS_PATH = "chat.tcss"
@@ -81,8 +83,10 @@ class ChatApp(ComparingApp):
     def __init__(
         self, conversation: Conversation, engine_factory: EngineFactory, *, renderer: str = "auto",
         memory_probe: Callable[[], int] = process_memory_bytes, problems: Iterable[str] = (),
+        finder: Finder | None = None,
     ) -> None:
         super().__init__(conversation)
+        self.finder = finder
         self.engine_factory = engine_factory
         self.renderer = renderer
         self.memory_probe = memory_probe
@@ -374,6 +378,8 @@ class ChatApp(ComparingApp):
             self.stream_retry(outcome.retry)
         if outcome.comparison is not None:
             self.stream_comparison(outcome.comparison)
+        if outcome.find is not None:
+            self.find_pictures(outcome.find)
         if outcome.effect == "help":
             self.action_help()
         elif outcome.effect in ("pick_image", "pick_compare"):
@@ -424,6 +430,7 @@ def create_app(
     settings: Settings, *, image: LoadedImage | None = None, session: Session | None = None,
     store: SessionStore | None = None, engine_factory: EngineFactory | None = None, renderer: str = "auto",
     memory_probe: Callable[[], int] = process_memory_bytes, problems: Iterable[str] = (),
+    finder: Finder | None = None,
 ) -> ChatApp:
     """The chat app for the CLI and the tests.
 
@@ -436,10 +443,11 @@ def create_app(
         renderer: image preview: "auto" (best the terminal has), "halfcell" or "none".
         memory_probe: bytes of memory in use, for the status line (tests pass a constant).
         problems: notices to show at start (e.g. damaged session files the CLI set aside).
+        finder: /find's search (default: the index in the data folder, with the chat's device and precision).
     """
     conversation = Conversation(settings, session, store or SessionStore(), image, think_ahead=True)
     return ChatApp(conversation, engine_factory or load_engine, renderer=renderer, memory_probe=memory_probe,
-                   problems=problems)
+                   problems=problems, finder=finder or Finder.from_settings(settings))
 
 
 def run_tui(

@@ -30,6 +30,7 @@ from chatbot.core.commands import (
     Outcome,
     after_saving,
     compare_with,
+    found_outcome,
     help_lines,
     is_command,
     question_text,
@@ -38,6 +39,7 @@ from chatbot.core.commands import (
 )
 from chatbot.core.comparison import Comparison, due_comparison
 from chatbot.core.conversation import Conversation
+from chatbot.core.photo_search import Finder, found_line
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import answer_record, exit_now, open_engine_for, print_json
 from chatbot.core.session import Session
@@ -60,9 +62,10 @@ class PlainChat:
 
     def __init__(
         self, conversation: Conversation, *, out: TextIO, notes: TextIO, echo: bool = True,
-        json_records: bool = False,
+        json_records: bool = False, finder: Finder | None = None,
     ) -> None:
         self.conversation = conversation
+        self.finder = finder  # /find: the photo index and its model, opened on the first search
         self.out = out  # the conversation
         self.notes = notes  # states, command results, errors
         self.echo = echo  # print "You: ..." ourselves: the typed line is not on the screen
@@ -121,6 +124,8 @@ class PlainChat:
                 self.render(compare_with(self.conversation, other))
         if outcome.comparison is not None:
             self.compare(outcome.comparison)
+        if outcome.find is not None:
+            self.find(outcome.find)
         if outcome.retry is not None:
             self.say(f"Answering again: {outcome.retry.question}")
             self.answer(outcome.retry.question, outcome.retry.chunks, outcome.retry.cancel)
@@ -131,6 +136,24 @@ class PlainChat:
             self.say(QUESTION_ESCAPE)
             self.say(KEYS_HELP)
         return outcome.effect != "quit"
+
+    def find(self, text: str) -> None:
+        """/find TEXT: the results as numbered lines on stdout, what to do next on the notes stream."""
+        if self.finder is None:
+            self.say("blip2-chat: Searching is not available here.")
+            return
+        self.say(f"Searching the index for: {text}")
+        try:
+            found = self.finder.find(text, progress=self.say)
+        except UserError as error:
+            self.say(f"blip2-chat: {error}")
+            return
+        except KeyboardInterrupt:
+            self.say("Search stopped.")
+            return
+        for rank, item in enumerate(found, 1):
+            self.line(found_line(rank, item))
+        self.render(found_outcome(self.conversation, found))
 
     def notice(self, notice: Notice) -> None:
         self.say(f"blip2-chat: {notice.text}" if notice.kind == "error" else notice.text)  # warnings: plain sentences
@@ -260,7 +283,7 @@ def run_plain_chat(
                                 think_ahead=is_terminal(sys.stdin))
     typed_on_screen = is_terminal(sys.stdin) and is_terminal(sys.stdout)
     plain = PlainChat(conversation, out=sys.stdout, notes=sys.stderr, echo=not typed_on_screen,
-                      json_records=settings.json)
+                      json_records=settings.json, finder=Finder.from_settings(settings))
     if session is not None:
         last = session.turns[-1] if session.turns else None
         count = len(session.turns)

@@ -1,0 +1,169 @@
+"""Search index speed: query latency (exact and approximate), recall@10, build time, disk, memory, rescan.
+
+Synthetic unit vectors of the real shape (32 x 256 per image): `clustered` (vectors around 3,000
+concept centres plus noise, like real embeddings) and `random` (no structure: the hardest case for any
+approximate search). The text encoder is not timed here. Results: benchmarks/results/search.json.
+
+    nice -n 10 .venv/bin/python -m benchmarks.bench_search --sizes 10000 100000 300000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chatbot.core.photo_index.store import FileState, IndexStore
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CHECKPOINT = "synthetic/bench"
+_COLD = """
+import sys, time, numpy as np
+t = time.perf_counter()
+from chatbot.core.photo_index.store import IndexStore
+store = IndexStore.open(__import__('pathlib').Path(sys.argv[1]), 'synthetic/bench', create=False)
+query = np.load(sys.argv[2])
+opened = time.perf_counter() - t
+store.search(query[0], 10)
+first = time.perf_counter() - t
+status = dict(line.split(':', 1) for line in open('/proc/self/status'))
+print(opened, first, int(status['VmHWM'].split()[0]) * 1024, int(status['RssAnon'].split()[0]) * 1024)
+"""
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def synthetic(n: int, kind: str, seed: int = 0, step: int = 5000):  # type: ignore[no-untyped-def]
+    """Yield [<=step, 32, 256] float16 blocks of `n` images, then return nothing; queries via `queries`."""
+    rng = np.random.default_rng(seed)
+    centres = unit(np.random.default_rng(99).standard_normal((3000, 256)).astype(np.float32))
+    for start in range(0, n, step):
+        m = min(step, n - start)
+        if kind == "random":
+            block = rng.standard_normal((m, 32, 256), dtype=np.float32)
+        else:
+            picks = np.take_along_axis(rng.integers(0, 3000, (m, 4)), rng.integers(0, 4, (m, 32)), axis=1)
+            block = centres[picks] + 0.08 * rng.standard_normal((m, 32, 256), dtype=np.float32)
+        yield unit(block).astype(np.float16)
+
+
+def queries(kind: str, count: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    if kind == "random":
+        return unit(rng.standard_normal((count, 256))).astype(np.float32)
+    centres = unit(np.random.default_rng(99).standard_normal((3000, 256)).astype(np.float32))
+    return unit(centres[rng.integers(0, 3000, count)] + 0.08 * rng.standard_normal((count, 256))).astype(np.float32)
+
+
+def disk_bytes(folder: Path) -> int:
+    return sum(entry.stat().st_size for entry in folder.iterdir() if entry.is_file())
+
+
+def bench_size(n: int, kind: str, work: Path, n_queries: int, exact_queries: int) -> dict:
+    folder = work / f"{kind}-{n}"
+    shutil.rmtree(folder, ignore_errors=True)
+    store = IndexStore.open(folder, CHECKPOINT, create=True)
+    started = time.perf_counter()
+    row = 0
+    for block in synthetic(n, kind):
+        shas = [f"{i:064x}" for i in range(row, row + len(block))]
+        files = [FileState(f"/photos/{row + i}.jpg", 1000, 1, sha) for i, sha in enumerate(shas)]
+        store.add_batch(files, dict(zip(shas, block, strict=True)))
+        row += len(block)
+    append_s = time.perf_counter() - started
+    started = time.perf_counter()
+    store.refresh_approximate()
+    train_s = time.perf_counter() - started
+    qs = queries(kind, n_queries)
+    np.save(work / "q.npy", qs)
+    exact_top, exact_ms = [], []
+    for q in qs[:exact_queries]:
+        t = time.perf_counter()
+        exact_top.append([h.path for h in store.search(q, 10, exact=True)])
+        exact_ms.append((time.perf_counter() - t) * 1000)
+    approx_ms, recall = [], []
+    for i, q in enumerate(qs):
+        t = time.perf_counter()
+        found = [h.path for h in store.search(q, 10)]
+        approx_ms.append((time.perf_counter() - t) * 1000)
+        if i < exact_queries:
+            recall.append(len(set(found) & set(exact_top[i])) / 10)
+    cold = subprocess.run([sys.executable, "-c", _COLD, str(folder), str(work / "q.npy")], capture_output=True,
+                          text=True, check=True).stdout.split()
+    result = {
+        "images": n, "kind": kind,
+        "append_s_per_1000_images": round(append_s / n * 1000, 3), "train_approximate_s": round(train_s, 1),
+        "exact_ms_p50": round(float(np.median(exact_ms)), 1),
+        "exact_ms_p95": round(float(np.percentile(exact_ms, 95)), 1), "exact_queries": len(exact_ms),
+        "approx_ms_p50": round(float(np.median(approx_ms)), 1),
+        "approx_ms_p95": round(float(np.percentile(approx_ms, 95)), 1), "approx_queries": len(approx_ms),
+        "recall_at_10": round(float(np.mean(recall)), 3),
+        "disk_bytes_per_image": round(disk_bytes(folder) / n),
+        "cold_open_s": round(float(cold[0]), 3), "cold_open_and_first_search_s": round(float(cold[1]), 3),
+        "search_process_peak_rss_mb": round(int(cold[2]) / 2**20),  # counts the index's mapped file pages
+        "search_process_private_mb": round(int(cold[3]) / 2**20),  # RssAnon: memory of its own
+    }
+    print(json.dumps(result), flush=True)
+    store.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def bench_rescan(work: Path, files: int = 10_000) -> dict:
+    """Index `files` tiny PNGs with a stand-in embedder, then time a re-run over the unchanged folder."""
+    from PIL import Image
+
+    from chatbot.core.photo_index.build import update_index
+
+    photos = work / "photos"
+    photos.mkdir(exist_ok=True)
+    for i in range(files):
+        Image.new("RGB", (8, 8), (i % 256, (i // 256) % 256, i // 65536)).save(photos / f"{i:05}.png")
+    store = IndexStore.open(work / "rescan-index", CHECKPOINT, create=True, rebuild=True)
+
+    def embed(images: list) -> np.ndarray:  # stand-in: not a model benchmark
+        return np.ones((len(images), 32, 256), np.float32) / 16
+
+    first = update_index(store, [photos], recursive=False, embed=embed, batch_size=256)
+    again = update_index(store, [photos], recursive=False, embed=embed, batch_size=256)
+    result = {"files": files, "first_run_s": round(first.seconds, 2), "unchanged_rescan_s": round(again.seconds, 3),
+              "unchanged": again.unchanged}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--kinds", nargs="+", default=["clustered", "random"])
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--exact-queries", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-search-"))
+    out: dict[str, Any] = {"machine": f"{os.cpu_count()} CPUs", "sizes": [], "rescan": None}
+    out["rescan"] = bench_rescan(work)
+    for kind in args.kinds:
+        for n in args.sizes:
+            out["sizes"].append(bench_size(n, kind, work, args.queries, args.exact_queries))
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / "search.json").write_text(json.dumps(out, indent=1) + "\n")
+    print("peak RSS of this process (MB):", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The indexing run: bring an index up to date with folders of images, incrementally.
+
+Unchanged files (same path, size and mtime) are not opened. A changed or new file is hashed first:
+content the index already holds (a renamed or copied file) reuses its embeddings without being decoded
+or embedded. Only new content is decoded and embedded, `batch_size` at a time, and each batch is one
+transaction, so Ctrl+C, `cancel` or a kill -9 keep every finished batch. Unreadable files become noted
+failures and the run goes on. Files gone from the given roots leave the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from chatbot.core.photo_index.files import FoundFile, find_image_files
+from chatbot.core.photo_index.store import FileState, IndexStore
+from chatbot.errors import ImageError
+from chatbot.images import LoadedImage, load_image
+
+Embed = Callable[[list[LoadedImage]], np.ndarray]  # images -> float32 [n, 32, 256], normalised
+
+
+@dataclass
+class IndexSummary:
+    """How a run went."""
+
+    added: int = 0  # new files with new content (embedded)
+    updated: int = 0  # known files whose content changed (embedded again)
+    reused: int = 0  # files whose content was already indexed under another path or time (not embedded)
+    unchanged: int = 0  # same path, size and mtime: not opened
+    removed: int = 0  # gone from the given roots, or no longer readable
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    seconds: float = 0.0
+    cancelled: bool = False
+
+    def sentence(self) -> str:
+        stopped = " Stopped early; run it again to go on." if self.cancelled else ""
+        return (f"{self.added} added, {self.updated} updated, {self.reused} reused, {self.unchanged} unchanged, "
+                f"{self.removed} removed, {len(self.failed)} failed in {self.seconds:.1f} s.{stopped}")
+
+
+def update_index(
+    store: IndexStore,
+    roots: list[Path],
+    *,
+    recursive: bool,
+    embed: Embed,
+    batch_size: int = 8,
+    on_progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> IndexSummary:
+    """Index what `roots` hold now; returns the counts.
+
+    Args:
+        store: the open index (made with `create=True`).
+        roots: files and folders; folders' image files are indexed (sub-folders with `recursive`).
+        embed: the model's image side; called only for content the index does not hold.
+        batch_size: images per `embed` call and per transaction.
+        on_progress: called with (files done, new or changed files to look at): once with 0 before the
+            first batch, then after each batch (never when nothing changed).
+        cancel: asked between batches; True stops the run (finished batches are kept).
+    """
+    started = time.monotonic()
+    summary = IndexSummary()
+    found = find_image_files(roots, recursive)
+    summary.failed += found.unreadable
+    known = store.all_states()
+    here = {file.path for file in found.files}
+    gone = [path for root in found.roots for path in store.paths_under(root)
+            if path not in here and (recursive or os.path.dirname(path) == root or path == root)]
+    todo = [file for file in found.files if not _unchanged(known.get(file.path), file)]
+    summary.unchanged = len(found.files) - len(todo)
+    if on_progress is not None and todo:
+        on_progress(0, len(todo))
+    for start in range(0, len(todo), batch_size):
+        if cancel is not None and cancel():
+            summary.cancelled = True
+            break
+        _index_batch(store, todo[start:start + batch_size], known, embed, summary)
+        if on_progress is not None:
+            on_progress(min(start + batch_size, len(todo)), len(todo))
+    if gone:  # after the new paths are in, so moved files reuse the embeddings of their old paths
+        store.remove_paths(gone)
+        summary.removed += len(gone)
+    if not summary.cancelled:
+        store.refresh_approximate()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _unchanged(state: FileState | None, file: FoundFile) -> bool:
+    return state is not None and state.size == file.size and state.mtime_ns == file.mtime_ns
+
+
+def _index_batch(store: IndexStore, batch: list[FoundFile], known: dict[str, FileState], embed: Embed,
+                 summary: IndexSummary) -> None:
+    """Hash, reuse or decode and embed one batch, then record it in one transaction."""
+    states: list[FileState] = []
+    loaded: list[LoadedImage] = []
+    failed: list[str] = []
+    for file in batch:
+        was_known = file.path in known
+        sha = _sha256(file.path)
+        if sha and (store.known_sha(sha) or any(image.sha256 == sha for image in loaded)):
+            states.append(FileState(file.path, file.size, file.mtime_ns, sha))
+            summary.reused += 1
+            continue
+        try:
+            image = load_image(file.path)
+        except ImageError as error:
+            summary.failed.append((file.path, str(error)))
+            if was_known:
+                failed.append(file.path)
+            continue
+        loaded.append(image)
+        states.append(FileState(file.path, file.size, file.mtime_ns, image.sha256))
+        if was_known:
+            summary.updated += 1
+        else:
+            summary.added += 1
+    vectors = embed(loaded) if loaded else np.zeros((0, 32, 256), np.float32)
+    if len(vectors) != len(loaded):
+        raise ValueError(f"embed returned {len(vectors)} embeddings for {len(loaded)} images")
+    store.add_batch(states, {image.sha256: vector for image, vector in zip(loaded, vectors, strict=True)})
+    if failed:
+        store.remove_paths(failed)
+        summary.removed += len(failed)
+
+
+def _sha256(path: str) -> str:
+    """The file's sha256 ("" when it cannot be read: load_image then says why)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return ""
+    return digest.hexdigest()

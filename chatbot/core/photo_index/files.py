@@ -1,0 +1,44 @@
+"""The image files to index, with the size and mtime that tell whether each changed.
+
+The files are found by `chatbot.image_files.find_images`, describe's rules (a file named outright counts
+whatever its suffix; inside folders only image suffixes, hidden entries left out, symlinked folders not
+followed, each file once); one `stat` each then tells an unchanged file without opening it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatbot.image_files import Unreadable, find_images
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: str  # absolute
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Found:
+    files: list[FoundFile]
+    unreadable: list[tuple[str, str]]  # (path, reason): entries that could not be looked at
+    roots: list[str]  # the absolute roots, for finding what was deleted under them
+
+
+def find_image_files(roots: list[Path], recursive: bool) -> Found:
+    """Every image file under `roots` (each once), with its stat. Raises UserError for a missing root."""
+    unreadable: list[Unreadable] = []
+    paths = find_images([str(root) for root in roots], recursive, unreadable=unreadable, require_any=False)
+    found = Found([], [(entry.path, entry.reason) for entry in unreadable],
+                  [os.path.abspath(os.path.expanduser(root)) for root in roots])
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError as error:
+            found.unreadable.append((path, (error.strerror or str(error)).lower()))
+            continue
+        found.files.append(FoundFile(path, info.st_size, info.st_mtime_ns))
+    return found

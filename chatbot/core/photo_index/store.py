@@ -1,0 +1,295 @@
+"""The search index on disk: which files were indexed (SQLite) and their embeddings (a float16 matrix).
+
+One folder holds `index.sqlite` (files: path, size, mtime_ns, sha256; embeddings: sha256 -> matrix row;
+meta: the checkpoint that made it and the committed row count), `vectors.f16` (see `vectors.py`) and the
+approximate stage's files (see `coarse.py`). Embeddings are keyed by content, so the same bytes under a
+new path reuse them. A batch is one transaction whose vectors are fsynced before it commits: a kill -9
+loses at most the batch in progress. An index that cannot be read is set aside (renamed
+`<folder>.damaged-<n>`), never half-used. docs/search.md says why SQLite + numpy and not LanceDB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from chatbot.core.photo_index.coarse import CoarseLists
+from chatbot.core.photo_index.vectors import DIM, QUERIES, VectorFile
+from chatbot.errors import PhotoIndexError
+from chatbot.untrusted import visible
+
+FORMAT = "1"
+EXACT_LIMIT = 2_000  # images: below this every search is exact (about 70 ms on 2 cores)
+RETRAIN_GROWTH = 4  # the centres are trained again once the index is this many times larger
+PROBES = 32  # lists a search looks in (of up to 4096; docs/search.md has recall by probes)
+CANDIDATES = 300  # images the first stage hands to exact re-scoring
+_FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "vectors.f16", "centres.npy")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+                                  sha256 TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS files_by_sha ON files (sha256);
+CREATE TABLE IF NOT EXISTS embeddings (sha256 TEXT PRIMARY KEY, row INTEGER NOT NULL UNIQUE);
+"""
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the index knows of one file: enough to tell, without reading it, whether it changed."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a file and its image-text contrastive score (MaxSim, float32)."""
+
+    path: str
+    sha256: str
+    itc: float
+
+
+class IndexStore:
+    """An open index folder. `open` checks it; writes go through `add_batch`, `set_path`, `remove_paths`."""
+
+    def __init__(self, folder: Path, db: sqlite3.Connection, checkpoint: str) -> None:
+        self.folder = folder
+        self.checkpoint = checkpoint
+        self._db = db
+        shape = (self._meta("shape") or f"{QUERIES}x{DIM}").split("x")
+        self.vectors = VectorFile(folder / "vectors.f16", int(self._meta("rows") or 0), (int(shape[0]), int(shape[1])))
+        self._coarse = CoarseLists.load(folder)
+        self._writer_lock: IO[bytes] | None = None  # held while this store may write (opened with `create`)
+
+    @classmethod
+    def open_existing(cls, folder: Path) -> IndexStore:
+        """Open the index in `folder` with whichever checkpoint made it (`store.checkpoint` says which)."""
+        return cls.open(folder, None, create=False)
+
+    @classmethod
+    def open(cls, folder: Path, checkpoint: str | None, *, create: bool, rebuild: bool = False) -> IndexStore:
+        """Open the index in `folder` made with `checkpoint`; with `create`, make it when there is none.
+
+        `checkpoint` None (only without `create`): whichever made it.
+        `rebuild` deletes an existing index first (its own files only). Raises PhotoIndexError: no index
+        (and not `create`), one made by another checkpoint, or a damaged one (set aside first).
+        """
+        folder = Path(folder)
+        if rebuild:
+            for name in _FILES:
+                (folder / name).unlink(missing_ok=True)
+            for lists in folder.glob("lists-*.u16"):
+                lists.unlink()
+        if not (folder / "index.sqlite").exists():
+            if not create:
+                raise PhotoIndexError(f"There is no search index at {visible(folder)} yet.",
+                                      "Build it with `blip2-chat index PATH` (PATH: your photos folder).")
+            folder.mkdir(parents=True, exist_ok=True)
+        writer_lock = _lock_for_writing(folder) if create else None
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(folder / "index.sqlite", isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            store = cls(folder, db, checkpoint or "")
+            made_by = store._meta("checkpoint")
+            if made_by is None:
+                if checkpoint is None:  # made but killed before it was stamped: empty, and set aside
+                    raise ValueError("an index without the checkpoint that made it")
+                with store._transaction():
+                    db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                   [("checkpoint", checkpoint), ("format", FORMAT), ("rows", "0")])
+                made_by = checkpoint
+            intact = store._meta("format") == FORMAT and store.vectors.has_rows(store.vectors.rows)
+        except (sqlite3.DatabaseError, ValueError):
+            intact = False
+        if not intact:
+            if db is not None:
+                db.close()
+            if writer_lock is not None:
+                writer_lock.close()
+            raise _set_aside(folder)
+        assert db is not None
+        store.checkpoint = str(made_by)
+        store._writer_lock = writer_lock
+        if checkpoint is not None and made_by != checkpoint:
+            store.close()
+            raise PhotoIndexError(
+                f"The index at {visible(folder)} was made with {visible(made_by)}, not {visible(checkpoint)}.",
+                f"Search with `--model {visible(made_by)}`, or index again with this model: "
+                "`blip2-chat index PATH --rebuild`.")
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+        if self._writer_lock is not None:
+            self._writer_lock.close()  # closing the file lets go of the lock
+
+    # ----- what the index knows
+
+    def count(self) -> int:
+        """How many files are indexed."""
+        return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+
+    def state_of(self, path: str) -> FileState | None:
+        row = self._db.execute("SELECT path, size, mtime_ns, sha256 FROM files WHERE path = ?", (path,)).fetchone()
+        return FileState(*row) if row else None
+
+    def all_states(self) -> dict[str, FileState]:
+        """Every indexed file by path (one query: a rescan of 10,000 files asks once, not 10,000 times)."""
+        return {row[0]: FileState(*row) for row in self._db.execute("SELECT path, size, mtime_ns, sha256 FROM files")}
+
+    def paths_under(self, root: str) -> list[str]:
+        """Indexed paths inside folder `root` (or `root` itself when it is a file)."""
+        prefix = root.rstrip("/\\") + "/"
+        pattern = prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+        found = self._db.execute("SELECT path FROM files WHERE path = ? OR path LIKE ? ESCAPE '!'", (root, pattern))
+        return [row[0] for row in found]
+
+    def known_sha(self, sha256: str) -> bool:
+        return self._db.execute("SELECT 1 FROM embeddings WHERE sha256 = ?", (sha256,)).fetchone() is not None
+
+    def vectors_for(self, shas: Iterable[str]) -> dict[str, np.ndarray]:
+        """The stored [32, 256] float32 embeddings of these contents (unknown ones are left out)."""
+        rows = {sha: row for sha in shas for (row,) in
+                self._db.execute("SELECT row FROM embeddings WHERE sha256 = ?", (sha,))}
+        return {sha: np.asarray(self.vectors.matrix[row], np.float32) for sha, row in rows.items()}
+
+    # ----- writing
+
+    def add_batch(self, files: list[FileState], embeddings_by_sha: dict[str, np.ndarray]) -> None:
+        """Record `files` and the embeddings of contents not stored yet, as one transaction."""
+        new = [sha for sha in dict.fromkeys(embeddings_by_sha) if not self.known_sha(sha)]
+        added = self.vectors.append(np.stack([embeddings_by_sha[sha] for sha in new])) if new else range(0)
+        with self._transaction():
+            self._db.executemany("INSERT INTO embeddings VALUES (?, ?)", zip(new, added, strict=True))
+            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                                 [(f.path, f.size, f.mtime_ns, f.sha256) for f in files])
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'rows'", (str(self.vectors.rows + len(new)),))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shape', ?)",
+                             (f"{self.vectors.queries}x{self.vectors.dim}",))
+        self.vectors.committed(len(new))
+
+    def set_path(self, state: FileState) -> None:
+        """Record a file whose content is already stored (a renamed copy, or a touched but unchanged file)."""
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                             (state.path, state.size, state.mtime_ns, state.sha256))
+
+    def remove_paths(self, paths: Iterable[str]) -> None:
+        """Forget these files, and the embeddings no remaining file has (their matrix rows go unused)."""
+        with self._transaction():
+            self._db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in paths))
+            self._db.execute("DELETE FROM embeddings WHERE sha256 NOT IN (SELECT sha256 FROM files)")
+
+    def refresh_approximate(self) -> None:
+        """Train the approximate stage once the index passes EXACT_LIMIT (again when it has grown
+        RETRAIN_GROWTH times), and file the rows added since. Derived data: safe to lose at any moment."""
+        rows = self.vectors.rows
+        if rows <= EXACT_LIMIT:
+            return
+        trained = int(self._meta("trained_rows") or 0)
+        if self._coarse is None or rows >= RETRAIN_GROWTH * trained:
+            self._coarse = CoarseLists.train(self.folder, self.vectors)
+            with self._transaction():
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('trained_rows', ?)", (str(rows),))
+        self._coarse.extend(self.vectors)
+
+    # ----- searching
+
+    def search(self, query: np.ndarray, top: int = 10, *, exact: bool | None = None,
+               probes: int = PROBES, candidates: int = CANDIDATES) -> list[Hit]:
+        """The `top` best-matching images for a [256] text embedding, best first; every path of each.
+
+        Exact MaxSim up to EXACT_LIMIT images (or with `exact=True`); above it the approximate stage's
+        `candidates` images, re-scored exactly. Ties are broken by the order images were added.
+        """
+        q = np.asarray(query, np.float32).reshape(self.vectors.dim)
+        if exact is None:
+            exact = self.vectors.rows <= EXACT_LIMIT or self._coarse is None
+        if exact or self._coarse is None:
+            rows = np.arange(self.vectors.rows)
+            scores = self.vectors.exact_scores(q)
+        else:
+            rows = self._coarse.candidates(self.vectors, q, probes, max(candidates, 4 * top))
+            scores = self.vectors.exact_scores(q, rows)
+        order = np.lexsort((rows, -scores))
+        return self._hits(rows[order], scores[order], top)
+
+    def _hits(self, rows: np.ndarray, scores: np.ndarray, top: int) -> list[Hit]:
+        """Map ranked matrix rows to files, skipping rows no file uses any more, until `top` images."""
+        hits: list[Hit] = []
+        images = 0
+        step = max(2 * top, 32)
+        for start in range(0, len(rows), step):
+            chunk = [int(row) for row in rows[start:start + step]]
+            marks = ",".join("?" * len(chunk))
+            paths: dict[int, list[tuple[str, str]]] = {}
+            for row, path, sha in self._db.execute(
+                    f"SELECT e.row, f.path, f.sha256 FROM embeddings e JOIN files f ON f.sha256 = e.sha256 "
+                    f"WHERE e.row IN ({marks}) ORDER BY f.path", chunk):
+                paths.setdefault(row, []).append((path, sha))
+            for row, score in zip(chunk, scores[start:start + step], strict=True):
+                if row in paths:
+                    hits += [Hit(path, sha, float(score)) for path, sha in paths[row]]
+                    images += 1
+                    if images == top:
+                        return hits
+        return hits
+
+    # ----- helpers
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+
+def _lock_for_writing(folder: Path) -> IO[bytes] | None:
+    """One writer per index: an advisory lock on `writer.lock`, released when the process ends.
+
+    Two runs appending at once would write the same matrix rows. Where locks do not exist (not POSIX)
+    the run goes on unlocked."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(folder / "writer.lock", "wb")  # noqa: SIM115 (held open: the lock lives as long as the file)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise PhotoIndexError(f"Another blip2-chat is indexing into {visible(folder)} right now.",
+                              "Wait for it to finish, or stop it, then run this again.") from None
+    except OSError:
+        return handle  # a filesystem without locks
+    return handle
+
+
+def _set_aside(folder: Path) -> PhotoIndexError:
+    """Rename a damaged index folder out of the way; the error that says so and how to rebuild."""
+    n = 1
+    while folder.with_name(f"{folder.name}.damaged-{n}").exists():
+        n += 1
+    aside = folder.with_name(f"{folder.name}.damaged-{n}")
+    folder.rename(aside)
+    return PhotoIndexError(f"The search index at {visible(folder)} is damaged; it was moved to {visible(aside)}.",
+                           "Build it again with `blip2-chat index PATH` (PATH: your photos folder).")

@@ -1,0 +1,134 @@
+"""`blip2-chat index PATH...`: build or update the search index, with progress and a summary on stderr.
+
+Cheap checks come first (the paths, the index and which model made it), and the model loads only when
+there is something new to embed, so re-running over an unchanged collection takes seconds. The run
+itself (what is unchanged, reused, re-embedded, removed) is `chatbot.core.photo_index.build`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from chatbot.core.photo_search import choose_index_model, index_folder
+from chatbot.core.settings import Settings
+from chatbot.errors import OptionError, UserError
+from chatbot.frontends.progress_line import ProgressLine, plural
+from chatbot.images import LoadedImage, is_url
+from chatbot.untrusted import visible
+
+MOST_FAILURES_NAMED = 10
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    """What `index` was asked to do (its flags, minus the model's)."""
+
+    paths: tuple[str, ...]
+    recursive: bool = False
+    folder: Path | None = None  # --index DIR; None: the data folder's index
+    rebuild: bool = False  # start afresh (the old index's files are removed)
+    batch_size: int = 8
+    json: bool = False  # the summary as one JSON object on stdout
+
+
+def run_index(settings: Settings, request: IndexRequest) -> int:
+    """The `index` command; `settings.model` is the retrieval checkpoint asked for ("" : the index's own).
+
+    Raises:
+        UserError: a path that does not exist, a bad --batch-size, another model's index, a damaged one.
+    """
+    from chatbot.core.photo_index.build import update_index
+    from chatbot.core.photo_index.store import IndexStore
+
+    if request.batch_size < 1:
+        raise OptionError(f"--batch-size must be at least 1 (got {request.batch_size}).", "Try 8.")
+    roots = checked_roots(request.paths)
+    folder = index_folder(request.folder)
+    model = choose_index_model(settings.model, folder, rebuild=request.rebuild)
+    store = IndexStore.open(folder, model, create=True, rebuild=request.rebuild)
+    progress: ProgressLine | None = None
+
+    def advanced(done: int, total: int) -> None:
+        nonlocal progress
+        if progress is None:
+            progress = ProgressLine(total, sys.stderr, noun="file")
+            progress.start(f"Indexing {plural(total, 'new or changed file')}, {request.batch_size} at a time.")
+        while progress.done < done:
+            progress.advance()
+
+    def loaded() -> None:  # the speed shown is the model's, measured from when it is ready
+        if progress is not None:
+            progress.start()
+
+    embedder = LazyEmbedder(settings, model, on_loaded=loaded)
+    try:
+        summary = update_index(store, roots, recursive=request.recursive, embed=embedder, batch_size=request.batch_size,
+                               on_progress=advanced)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.finish()
+        _say("Stopped. Every finished batch is in the index; run the same command again to go on.")
+        return 130
+    finally:
+        store.close()
+    if progress is not None:
+        progress.finish()
+    total = IndexStore.open(folder, model, create=False)
+    held = total.count()
+    total.close()
+    for path, reason in summary.failed[:MOST_FAILURES_NAMED]:
+        _say(f"Could not index {visible(path)}: {visible(reason)}")
+    if len(summary.failed) > MOST_FAILURES_NAMED:
+        _say(f"... and {len(summary.failed) - MOST_FAILURES_NAMED} more that could not be indexed.")
+    _say(f"Done: {summary.sentence()} The index at {visible(folder)} holds {plural(held, 'picture')}.")
+    if request.json:
+        print(json.dumps(summary_record(summary, folder, model, held)), flush=True)
+    return 130 if summary.cancelled else 0
+
+
+def summary_record(summary: Any, folder: Path, model: str, held: int) -> dict[str, Any]:
+    record = asdict(summary)
+    record["failed"] = [{"path": path, "reason": reason} for path, reason in summary.failed]
+    record.update({"index": str(folder), "model": model, "pictures": held})
+    return record
+
+
+def checked_roots(paths: Sequence[str]) -> list[Path]:
+    """The files and folders to index, as absolute paths; a URL or a path that is not there is refused."""
+    roots = []
+    for raw in paths:
+        if is_url(raw):
+            raise UserError(f"index works on files and folders, not links ({visible(raw)}).",
+                            "Download the images first.")
+        path = Path(raw).expanduser().absolute()
+        if not path.exists():
+            raise UserError(f"No file or folder at {visible(path)}.", "Check the path.")
+        roots.append(path)
+    return roots
+
+
+class LazyEmbedder:
+    """The model's image side, loaded on the first batch that has new content (never, when nothing changed)."""
+
+    def __init__(self, settings: Settings, model: str, on_loaded: Callable[[], None] = lambda: None) -> None:
+        self.settings, self.model, self.on_loaded = settings, model, on_loaded
+        self.engine: Any = None
+
+    def __call__(self, images: list[LoadedImage]) -> Any:
+        if self.engine is None:
+            from chatbot.engine.retrieval import open_retrieval_engine  # imports torch: only now
+
+            _say(f"Loading the search model {self.model} ...")
+            self.engine = open_retrieval_engine(self.model, device=self.settings.device, dtype=self.settings.dtype,
+                                                quantize=self.settings.quantize, progress=_say)
+            self.on_loaded()
+        return self.engine.image_embeddings(images)
+
+
+def _say(message: str) -> None:
+    print(visible(message), file=sys.stderr, flush=True)

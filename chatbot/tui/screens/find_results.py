@@ -1,0 +1,83 @@
+"""`/find TEXT` in the app: the pictures that match, best first, with a thumbnail of the highlighted one.
+
+Each row says the rank, the file's name and its scores; a file gone since it was indexed is shown as
+missing and cannot be chosen. Thumbnails are decoded in a thread worker, so moving through the list never
+freezes the screen. Dismisses with the chosen path (the chat then opens it by its usual rules) or None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
+
+from chatbot.core.photo_search import Found, found_line
+from chatbot.errors import ImageError
+from chatbot.images import LoadedImage, load_image
+from chatbot.tui.widgets.image_preview import PREVIEW_MAX_SIDE, ImagePreview
+from chatbot.untrusted import visible
+
+
+class FindResultsScreen(ModalScreen[str | None]):
+    """Results on the left, the highlighted picture on the right; Enter opens it in the chat, Esc closes."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+
+    def __init__(self, query: str, found: Sequence[Found], renderer: str = "auto") -> None:
+        super().__init__()
+        self.query_text = query
+        self.found = list(found)
+        self.renderer = renderer
+
+    def compose(self) -> ComposeResult:
+        title = f"Pictures that match “{visible(self.query_text)}”, best first"
+        with Vertical(id="find"):
+            yield Static(title, id="find-title", markup=False)
+            with Horizontal(id="find-body"):
+                yield OptionList(*[
+                    Option(Text(found_line(rank, found)), id=str(rank - 1), disabled=found.missing)
+                    for rank, found in enumerate(self.found, 1)
+                ], id="find-list")
+                yield ImagePreview(self.renderer, empty_text="Highlight a result to see it.", id="find-preview")
+            yield Static("Enter: open it in the chat · Up/Down: move · Esc: close", id="find-help")
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+
+    @on(OptionList.OptionHighlighted)
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        found = self.found[int(event.option.id or 0)]
+        if not found.missing:
+            self._load_preview(Path(found.path))
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        found = self.found[int(event.option.id or 0)]
+        if not found.missing:
+            self.dismiss(found.path)
+
+    @work(thread=True, exclusive=True, group="find-preview")
+    def _load_preview(self, path: Path) -> None:
+        try:
+            image: LoadedImage | str = load_image(path, max_side=PREVIEW_MAX_SIDE)
+        except ImageError as error:
+            image = str(error)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_preview, image)
+
+    def _show_preview(self, image: LoadedImage | str) -> None:
+        preview = self.query_one(ImagePreview)
+        if isinstance(image, str):
+            preview.show_problem(image)
+        else:
+            preview.show(image)

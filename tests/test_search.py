@@ -1,0 +1,237 @@
+"""`index`, `search`, `/find` and `/open` end to end, on a tiny synthetic retrieval checkpoint.
+
+The reference is `Blip2ForImageTextRetrieval.forward` over every indexed picture, loaded separately and fed
+by the checkpoint's processor: the search's ranking by similarity must be the forward's ITC ranking, and
+with re-ranking the forward's ITM ranking (vectors are stored in float16, so scores agree to 2e-3 and
+only pictures closer than that may swap).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chatbot.cli import main
+from chatbot.core.commands import run_command
+from chatbot.core.conversation import Conversation
+from chatbot.core.photo_index.build import update_index
+from chatbot.core.photo_index.store import IndexStore
+from chatbot.core.photo_search import Finder, Found, found_line, result_to_open
+from chatbot.core.settings import Settings
+from chatbot.core.store import SessionStore
+from chatbot.engine.base import GenerationOptions
+from chatbot.engine.retrieval import open_retrieval_engine
+from chatbot.engine.scripted import ScriptedEngine
+from chatbot.errors import UserError
+from chatbot.frontends.plain.chat import PlainChat
+from chatbot.images import load_image
+from chatbot.tui.screens.find_results import FindResultsScreen
+from tests.conftest import make_image
+from tests.tui_support import pilot_test, ready, scripted_app, send, wait_until
+
+COLOURS = {"red": (200, 30, 30), "green": (20, 180, 40), "blue": (30, 30, 200), "yellow": (240, 200, 0),
+           "black": (10, 10, 10), "white": (250, 250, 250)}
+QUERY = "a red square on a grey ground"
+TOLERANCE = 2e-3  # float16 storage of unit vectors: a similarity is off by at most ~5e-4 per number
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    for index, (name, colour) in enumerate(COLOURS.items()):
+        make_image(root / f"{name}.png", colour, (64 + 8 * index, 48))
+    (root / "broken.jpg").write_bytes(b"not a picture at all")
+    return root
+
+
+@pytest.fixture(scope="module")
+def indexed(retrieval_checkpoint: Path, photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("index") / "index"
+    assert main(["index", str(photos), "--model", str(retrieval_checkpoint), "--index", str(folder)]) == 0
+    return folder
+
+
+def pictures_in(photos: Path) -> list[str]:
+    return sorted(str(photos / f"{name}.png") for name in COLOURS)
+
+
+def forward_scores(checkpoint: Path, paths: list[str], text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ITC, ITM probability) of each picture with `text`, from the model's own forward."""
+    from transformers import Blip2ForImageTextRetrieval, Blip2Processor
+
+    processor = Blip2Processor.from_pretrained(checkpoint)
+    model = Blip2ForImageTextRetrieval.from_pretrained(checkpoint).eval()
+    images = [load_image(path).image for path in paths]
+    inputs = processor(images=images, text=[text] * len(paths), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        itc = model(**inputs, use_image_text_matching_head=False).logits_per_image[:, 0]  # type: ignore[operator]
+        itm = model(**inputs, use_image_text_matching_head=True).logits_per_image  # type: ignore[operator]
+    return itc.numpy(), torch.softmax(itm.float(), dim=1)[:, 1].numpy()
+
+
+def search_json(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict]:
+    capsys.readouterr()
+    assert main(["search", *args, "--json"]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def assert_ranked_like(paths: list[str], reference: dict[str, float]) -> None:
+    """`paths` is in the reference's order, except pictures whose reference scores are closer than TOLERANCE."""
+    for better, worse in zip(paths, paths[1:], strict=False):
+        assert reference[better] >= reference[worse] - TOLERANCE, (better, worse, reference)
+
+
+def test_search_ranks_like_the_forward_over_every_picture(
+    indexed: Path, photos: Path, retrieval_checkpoint: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    paths = pictures_in(photos)
+    itc, itm = forward_scores(retrieval_checkpoint, paths, QUERY)
+    by_similarity = search_json(capsys, QUERY, "--index", str(indexed), "--top", "10", "--no-rerank")
+    assert sorted(row["path"] for row in by_similarity) == paths  # every picture once, the broken file not
+    reference = dict(zip(paths, itc.tolist(), strict=True))
+    assert_ranked_like([row["path"] for row in by_similarity], reference)
+    for row in by_similarity:
+        assert row["similarity"] == pytest.approx(reference[row["path"]], abs=TOLERANCE)
+        assert row["match"] is None and row["missing"] is False
+    assert [row["rank"] for row in by_similarity] == list(range(1, len(paths) + 1))
+
+    reranked = search_json(capsys, QUERY, "--index", str(indexed), "--top", "10")
+    matches = dict(zip(paths, itm.tolist(), strict=True))
+    assert [row["path"] for row in reranked] == sorted(paths, key=lambda path: -matches[path])
+    for row in reranked:  # the pictures are read again, so the ITM head sees exactly what the forward saw
+        assert row["match"] == pytest.approx(matches[row["path"]], abs=1e-5)
+
+
+def test_top_keeps_the_best_and_text_lines_say_the_scores(
+    indexed: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = search_json(capsys, QUERY, "--index", str(indexed), "--no-rerank")
+    best_two = search_json(capsys, QUERY, "--index", str(indexed), "--no-rerank", "--top", "2")
+    assert [row["path"] for row in best_two] == [row["path"] for row in rows[:2]]
+    assert main(["search", QUERY, "--index", str(indexed), "--no-rerank", "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [found_line(rank, Found(row["path"], row["similarity"])) for rank, row in enumerate(best_two, 1)]
+    assert lines[0].startswith(f"1. {best_two[0]['path']}  similarity ")
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["", "--top", "3"], "The search text is empty"),
+    (["word " * 200], "tokens long, but the model reads at most"),
+    (["a dog", "--top", "0"], "--top must be between 1 and 1000"),
+])
+def test_bad_queries_get_one_sentence(indexed: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                      words: str) -> None:
+    assert main(["search", *args, "--index", str(indexed)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_no_index_another_model_and_a_damaged_index(
+    indexed: Path, photos: Path, retrieval_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["search", "a dog", "--index", str(tmp_path / "none")]) == 2
+    assert "There is no search index at" in capsys.readouterr().err
+    other = shutil.copytree(retrieval_checkpoint, tmp_path / "other-itm")
+    assert main(["search", "a dog", "--index", str(indexed), "--model", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "was made with" in err and "--rebuild" in err
+    assert main(["index", str(photos), "--index", str(indexed), "--model", str(other)]) == 2
+    assert "--rebuild" in capsys.readouterr().err
+
+    damaged = shutil.copytree(indexed, tmp_path / "damaged")
+    (damaged / "index.sqlite").write_bytes(b"this is not a database" * 100)
+    assert main(["search", "a dog", "--index", str(damaged)]) == 2
+    err = capsys.readouterr().err
+    assert "damaged" in err.lower() and "blip2-chat index" in err
+    assert not (damaged / "index.sqlite").exists()  # set aside, so the next `index` starts afresh
+    assert main(["index", str(photos), "--index", str(damaged), "--model", str(retrieval_checkpoint)]) == 0
+    assert len(search_json(capsys, "a dog", "--index", str(damaged), "--no-rerank")) == len(COLOURS)
+
+
+def test_renamed_files_reuse_their_embeddings_and_vanished_ones_are_missing(
+    retrieval_checkpoint: Path, photos: Path, tmp_path: Path,
+) -> None:
+    collection = Path(shutil.copytree(photos, tmp_path / "collection"))
+    engine = open_retrieval_engine(str(retrieval_checkpoint), device="cpu")
+    store = IndexStore.open(tmp_path / "index", str(retrieval_checkpoint), create=True)
+    first = update_index(store, [collection], recursive=False, embed=engine.image_embeddings)
+    assert (first.added, len(first.failed), engine.vision_calls) == (len(COLOURS), 1, len(COLOURS))
+    (collection / "red.png").rename(collection / "renamed red.png")
+    again = update_index(store, [collection], recursive=False, embed=engine.image_embeddings)
+    assert engine.vision_calls == len(COLOURS)  # the same bytes under a new name: not embedded again
+    assert (again.reused, again.removed, again.unchanged) == (1, 1, len(COLOURS) - 1)
+    store.close()
+
+    finder = Finder(device="cpu", folder=tmp_path / "index")
+    found = finder.find(QUERY, top=10, rerank=False)
+    assert str(collection / "renamed red.png") in [item.path for item in found]
+    assert str(collection / "red.png") not in [item.path for item in found]
+    (collection / "green.png").unlink()  # gone since it was indexed
+    found = finder.find(QUERY, top=10)
+    assert found[-1] == Found(str(collection / "green.png"), found[-1].similarity, None, missing=True)
+    assert all(item.match is not None for item in found[:-1])
+    number = str(len(found))
+    with pytest.raises(UserError, match=f"Result {number} is gone since it was indexed"):
+        result_to_open(found, number)
+    assert result_to_open(found, "1") == found[0].path
+
+
+# --- /find and /open in the screen-reader mode and in the app --------------------------------------
+
+
+def test_find_and_open_in_the_screen_reader_mode(indexed: Path, photos: Path, tmp_path: Path) -> None:
+    finder = Finder(device="cpu", folder=indexed)
+    expected = Finder(device="cpu", folder=indexed).find("a green square")
+    out, notes = io.StringIO(), io.StringIO()
+    conversation = Conversation(Settings(model="scripted", options=GenerationOptions(max_new_tokens=20)), None,
+                                SessionStore(tmp_path / "sessions"), load_image(photos / "black.png"),
+                                engine=ScriptedEngine("an answer"))
+    chat = PlainChat(conversation, out=out, notes=notes, echo=False, finder=finder)
+    chat.run(["/find a green square", "/open 1", "/open 99"])
+    assert out.getvalue().splitlines() == [found_line(rank, item) for rank, item in enumerate(expected, 1)]
+    assert conversation.image is not None and conversation.image.source == expected[0].path
+    said = notes.getvalue()
+    assert "Open one with /open N (e.g. /open 1)." in said
+    assert f"/open takes a result's number, 1 to {len(expected)}" in said
+
+
+def test_open_before_any_search_says_what_to_do(tmp_path: Path, photos: Path) -> None:
+    conversation = Conversation(Settings(model="scripted"), None, SessionStore(tmp_path / "s"),
+                                load_image(photos / "red.png"), engine=ScriptedEngine("x"))
+    outcome = run_command(conversation, "/open 1")
+    assert not outcome.ok and outcome.notices[0].text.startswith("There are no search results to open yet.")
+    assert run_command(conversation, "/find").notices[0].text.startswith("/find needs more")
+
+
+@pilot_test
+async def test_find_in_the_app_shows_the_results_and_opens_the_chosen_one(indexed: Path, photos: Path) -> None:
+    expected = Finder(device="cpu", folder=indexed).find("a blue square")
+    app = scripted_app(ScriptedEngine("an answer"), photos / "black.png",
+                       finder=Finder(device="cpu", folder=indexed))
+    async with app.run_test(size=(110, 36)) as pilot:
+        await ready(pilot)
+        await send(pilot, "/find a blue square")
+        await wait_until(pilot, lambda: isinstance(app.screen, FindResultsScreen), timeout=60, what="the results")
+        screen = app.screen
+        assert isinstance(screen, FindResultsScreen) and screen.found == expected
+        await pilot.press("down", "enter")  # the second result
+        await wait_until(pilot, lambda: app.conversation.image is not None
+                         and app.conversation.image.source == expected[1].path, what="the chosen picture")
+        assert [item.path for item in app.conversation.found] == [item.path for item in expected]
+        await send(pilot, "/open 1")
+        await wait_until(pilot, lambda: app.conversation.image is not None
+                         and app.conversation.image.source == expected[0].path, what="/open 1")
+
+
+def test_result_lines_never_carry_control_characters() -> None:
+    line = found_line(1, Found("/p/\x1b[31mred\x07.png", 0.5, 0.25, missing=True))
+    assert "\x1b" not in line and "\x07" not in line
+    assert line.endswith("match 0.25  similarity 0.500  (missing: the file is gone since it was indexed)")
+    assert os.sep in line
