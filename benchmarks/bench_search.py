@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from chatbot.core.photo_index.store import FileState, IndexStore
+from chatbot.core.photo_index.store import PROBES, FileState, IndexStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHECKPOINT = "synthetic/bench"
@@ -71,7 +71,8 @@ def disk_bytes(folder: Path) -> int:
     return sum(entry.stat().st_size for entry in folder.iterdir() if entry.is_file())
 
 
-def bench_size(n: int, kind: str, work: Path, n_queries: int, exact_queries: int) -> dict:
+def bench_size(n: int, kind: str, work: Path, n_queries: int, exact_queries: int,
+               probes: tuple[int, ...] = (PROBES,)) -> dict:
     folder = work / f"{kind}-{n}"
     shutil.rmtree(folder, ignore_errors=True)
     store = IndexStore.open(folder, CHECKPOINT, create=True)
@@ -93,13 +94,18 @@ def bench_size(n: int, kind: str, work: Path, n_queries: int, exact_queries: int
         t = time.perf_counter()
         exact_top.append([h.path for h in store.search(q, 10, exact=True)])
         exact_ms.append((time.perf_counter() - t) * 1000)
-    approx_ms, recall = [], []
-    for i, q in enumerate(qs):
-        t = time.perf_counter()
-        found = [h.path for h in store.search(q, 10)]
-        approx_ms.append((time.perf_counter() - t) * 1000)
-        if i < exact_queries:
-            recall.append(len(set(found) & set(exact_top[i])) / 10)
+    by_probes = {}
+    for probe in probes:  # the same index and queries for every setting: side by side
+        approx_ms, recall = [], []
+        for i, q in enumerate(qs):
+            t = time.perf_counter()
+            found = [h.path for h in store.search(q, 10, probes=probe)]
+            approx_ms.append((time.perf_counter() - t) * 1000)
+            if i < exact_queries:
+                recall.append(len(set(found) & set(exact_top[i])) / 10)
+        by_probes[probe] = {"approx_ms_p50": round(float(np.median(approx_ms)), 1),
+                            "approx_ms_p95": round(float(np.percentile(approx_ms, 95)), 1),
+                            "recall_at_10": round(float(np.mean(recall)), 3)}
     cold = subprocess.run([sys.executable, "-c", _COLD, str(folder), str(work / "q.npy")], capture_output=True,
                           text=True, check=True).stdout.split()
     result = {
@@ -107,9 +113,8 @@ def bench_size(n: int, kind: str, work: Path, n_queries: int, exact_queries: int
         "append_s_per_1000_images": round(append_s / n * 1000, 3), "train_approximate_s": round(train_s, 1),
         "exact_ms_p50": round(float(np.median(exact_ms)), 1),
         "exact_ms_p95": round(float(np.percentile(exact_ms, 95)), 1), "exact_queries": len(exact_ms),
-        "approx_ms_p50": round(float(np.median(approx_ms)), 1),
-        "approx_ms_p95": round(float(np.percentile(approx_ms, 95)), 1), "approx_queries": len(approx_ms),
-        "recall_at_10": round(float(np.mean(recall)), 3),
+        **by_probes[probes[0]], "approx_queries": len(qs), "probes": probes[0],
+        "by_probes": {str(probe): figures for probe, figures in by_probes.items()},
         "disk_bytes_per_image": round(disk_bytes(folder) / n),
         "cold_open_s": round(float(cold[0]), 3), "cold_open_and_first_search_s": round(float(cold[1]), 3),
         "search_process_peak_rss_mb": round(int(cold[2]) / 2**20),  # counts the index's mapped file pages
@@ -149,17 +154,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--kinds", nargs="+", default=["clustered", "random"])
     parser.add_argument("--queries", type=int, default=30)
-    parser.add_argument("--exact-queries", type=int, default=5)
+    parser.add_argument("--exact-queries", type=int, default=5, help="queries whose recall is measured")
+    parser.add_argument("--probes", type=int, nargs="+", default=[PROBES],
+                        help="lists a search looks in; several: measured side by side (the first is reported)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "search.json", help="where the results go")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-search-"))
     out: dict[str, Any] = {"machine": f"{os.cpu_count()} CPUs", "sizes": [], "rescan": None}
     out["rescan"] = bench_rescan(work)
     for kind in args.kinds:
         for n in args.sizes:
-            out["sizes"].append(bench_size(n, kind, work, args.queries, args.exact_queries))
-            RESULTS.mkdir(exist_ok=True)
-            (RESULTS / "search.json").write_text(json.dumps(out, indent=1) + "\n")
+            out["sizes"].append(bench_size(n, kind, work, args.queries, args.exact_queries, tuple(args.probes)))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(out, indent=1) + "\n")
     print("peak RSS of this process (MB):", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
