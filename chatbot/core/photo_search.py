@@ -126,7 +126,10 @@ class Finder:
         query = self._engine.text_embeddings([text])[0]  # QueryError: empty, or longer than the model reads
         hits = self._store.search(query, top=top)
         found = [Found(hit.path, float(hit.itc), missing=not os.path.isfile(hit.path)) for hit in hits]
-        return rerank_by_match(self._engine, text, found) if rerank else found
+        if not rerank or not found:
+            return found
+        progress(f"Re-scoring the best {len(found)} with the image-text matching head ...")
+        return rerank_by_match(self._engine, text, found)
 
 
 def rerank_by_match(engine: Any, text: str, found: list[Found]) -> list[Found]:
