@@ -285,6 +285,7 @@ def test_damaged_index_is_set_aside(tmp_path: Path, damage: str) -> None:
     folder = tmp_path / "index"
     vectors = unit(np.random.default_rng(0).standard_normal((3, 32, 256)))
     fill(folder, vectors).close()
+    (folder / "my notes.txt").write_text("not the index's")  # --index may name a folder that holds more
     if damage == "garbage database":
         (folder / "index.sqlite").write_bytes(b"this is not a database" * 100)
         for extra in ("index.sqlite-wal", "index.sqlite-shm"):
@@ -294,5 +295,6 @@ def test_damaged_index_is_set_aside(tmp_path: Path, damage: str) -> None:
             handle.truncate(100)
     with pytest.raises(PhotoIndexError, match="damaged.*blip2-chat index PATH"):
         IndexStore.open(folder, CHECKPOINT, create=False)
-    assert not folder.exists() and (tmp_path / "index.damaged-1").is_dir()
+    assert (folder / "damaged-1" / "index.sqlite").is_file() and (folder / "damaged-1" / "vectors.f16").is_file()
+    assert not (folder / "index.sqlite").exists() and (folder / "my notes.txt").read_text() == "not the index's"
     assert IndexStore.open(folder, CHECKPOINT, create=True).count() == 0

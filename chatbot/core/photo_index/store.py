@@ -4,8 +4,8 @@ One folder holds `index.sqlite` (files: path, size, mtime_ns, sha256; embeddings
 meta: the checkpoint that made it and the committed row count), `vectors.f16` (see `vectors.py`) and the
 approximate stage's files (see `coarse.py`). Embeddings are keyed by content, so the same bytes under a
 new path reuse them. A batch is one transaction whose vectors are fsynced before it commits: a kill -9
-loses at most the batch in progress. An index that cannot be read is set aside (renamed
-`<folder>.damaged-<n>`), never half-used. docs/search.md says why SQLite + numpy and not LanceDB.
+loses at most the batch in progress. An index that cannot be read is set aside (its files moved into
+`<folder>/damaged-<n>/`), never half-used. docs/search.md says why SQLite + numpy and not LanceDB.
 """
 
 from __future__ import annotations
@@ -285,11 +285,16 @@ def _lock_for_writing(folder: Path) -> IO[bytes] | None:
 
 
 def _set_aside(folder: Path) -> PhotoIndexError:
-    """Rename a damaged index folder out of the way; the error that says so and how to rebuild."""
+    """Move a damaged index's own files (nothing else the folder holds: --index may name any folder) into a
+    new `damaged-<n>` folder inside it; the error that says so and how to rebuild."""
     n = 1
-    while folder.with_name(f"{folder.name}.damaged-{n}").exists():
+    while (folder / f"damaged-{n}").exists():
         n += 1
-    aside = folder.with_name(f"{folder.name}.damaged-{n}")
-    folder.rename(aside)
-    return PhotoIndexError(f"The search index at {visible(folder)} is damaged; it was moved to {visible(aside)}.",
+    aside = folder / f"damaged-{n}"
+    aside.mkdir()
+    for path in [*(folder / name for name in _FILES), *folder.glob("lists-*.u16")]:
+        if path.exists():
+            path.rename(aside / path.name)
+    return PhotoIndexError(f"The search index at {visible(folder)} is damaged; its files were moved to "
+                           f"{visible(aside)}.",
                            "Build it again with `blip2-chat index PATH` (PATH: your photos folder).")
