@@ -18,6 +18,7 @@ from chatbot.errors import UserError
 from chatbot.untrusted import visible
 
 EPILOG = """examples:
+  blip2-chat demo                         try it offline: a small model trained here, on a generated picture
   blip2-chat photo.jpg                    open the chat app on a picture (same as: blip2-chat chat photo.jpg)
   blip2-chat --continue                   go on with the last chat; `blip2-chat sessions` lists them all
   blip2-chat ask photo.jpg "What is the man holding?"
@@ -73,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     _resume_flags(chat)
     _describe_parser(commands)
     _search_parsers(commands)
+    demo = commands.add_parser("demo", parents=[flags],
+                               help="try the chat offline: a small model trained here, on a generated picture")
+    demo.add_argument("--plain", action="store_true", help="the screen-reader mode instead of the app")
+    demo.add_argument("--picture", type=int, default=None, metavar="N",
+                      help="which generated picture (default: a new one each time)")
     commands.add_parser("sessions", help="list saved chats (resume one with --resume ID)")
     models = commands.add_parser("models", help="known checkpoints: memory per precision, cached, what fits here")
     models.add_argument("--device", default=None, help="whose free memory to compare with: auto, cpu, cuda:N")
@@ -98,13 +104,27 @@ def _describe_parser(commands: argparse._SubParsersAction) -> None:
     describe.add_argument("--json", nargs=0, action=NoJson, default=False, help=argparse.SUPPRESS)
     describe.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
     describe.add_argument("--recursive", "-r", action="store_true", help="also look inside sub-folders")
-    describe.add_argument("--format", choices=("jsonl", "csv", "md"), default=None,
-                          help="output format (default: from the --out suffix, else jsonl)")
+    describe.add_argument("--format", choices=("jsonl", "csv", "md", "parquet"), default=None,
+                          help="output format (default: from the --out suffix, else jsonl; parquet needs --out "
+                               "and the cluster extra)")
     describe.add_argument("--out", "-o", type=Path, default=None, help="file to append rows to (default: stdout)")
     describe.add_argument("--prompt", default=alt_text.DEFAULT_PROMPT,
                           help="text the description continues (default: none, the model's plain caption)")
     describe.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     describe.add_argument("--resume", action="store_true", help="skip images already in --out (same path and sha256)")
+    _cluster_flags(describe)
+
+
+def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """`--ray [ADDRESS]`, `--workers`, `--gpus-per-worker` (describe and index; docs/scale-out.md)."""
+    group = parser.add_argument_group("scale-out (needs: pip install 'blip2-chat[cluster]')")
+    group.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run as a Ray Data pipeline: on a local Ray instance, or on the cluster at ADDRESS "
+                            "(e.g. ray://head:10001); the same rows as without it")
+    group.add_argument("--workers", type=int, default=1, help="with --ray: model copies working at once (default: 1)")
+    group.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F",
+                       help="with --ray: GPUs each worker holds (default: 0, the CPU; 1 for one GPU each, "
+                            "0.5 for two workers per GPU)")
 
 
 def _search_parsers(commands: argparse._SubParsersAction) -> None:
@@ -124,6 +144,7 @@ def _search_parsers(commands: argparse._SubParsersAction) -> None:
     index.add_argument("--rebuild", action="store_true",
                        help="start the index afresh (e.g. with another --model); the old one is set aside")
     index.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    _cluster_flags(index)
     search = commands.add_parser(
         "search", parents=[_model_flags()], conflict_handler="resolve",
         help="find indexed pictures by what they show",
@@ -209,12 +230,28 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_describe(settings, DescribeRequest(
             paths=tuple(args.paths), recursive=args.recursive, fmt=args.format, out=args.out, prompt=args.prompt,
-            batch_size=args.batch_size, resume=bool(args.resume),
+            batch_size=args.batch_size, resume=bool(args.resume), ray=args.ray, workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
         ))
     if args.command in ("index", "search"):
         return _run_search_command(args, settings)
+    if args.command == "demo":
+        return _run_demo(args, settings)
     return run_chat_command(settings, args.image, plain=args.plain, continue_last=args.continue_last,
                             resume=args.resume, model_given=args.model is not None)
+
+
+def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """`demo`: the shipped demo model (unless --model names another) on a new picture of its world."""
+    from chatbot.demo.start import INTRODUCTION, demo_picture
+    from chatbot.locations import DEMO_MODEL, data_dir
+
+    if args.picture is not None and not 0 <= args.picture < 2**31:
+        raise UserError(f"--picture must be between 0 and {2**31 - 1} (got {args.picture}).", "Try --picture 7.")
+    picture = demo_picture(data_dir() / "demo", args.picture)
+    print(INTRODUCTION, file=sys.stderr)
+    chosen = settings if args.model is not None else replace(settings, model=DEMO_MODEL)
+    return run_chat_command(chosen, str(picture), plain=args.plain)
 
 
 def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -225,7 +262,9 @@ def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
         from chatbot.frontends.search.index_run import IndexRequest, run_index
 
         return run_index(retrieval, IndexRequest(paths=tuple(args.paths), recursive=args.recursive, folder=args.index,
-                                                 rebuild=args.rebuild, batch_size=args.batch_size, json=args.json))
+                                                 rebuild=args.rebuild, batch_size=args.batch_size, json=args.json,
+                                                 ray=args.ray, workers=args.workers,
+                                                 gpus_per_worker=args.gpus_per_worker))
     from chatbot.frontends.search.search_run import SearchRequest, run_search
 
     request = SearchRequest(text=args.text, folder=args.index, top=args.top, rerank=not args.no_rerank,

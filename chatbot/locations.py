@@ -46,3 +46,11 @@ def exports_dir() -> Path:
 def index_dir() -> Path:
     """The search index `blip2-chat index` builds and `search` and `/find` read (unless --index names another)."""
     return data_dir() / "index"
+
+
+DEMO_MODEL = "demo"  # --model demo: the small model trained here (chatbot/demo), shipped with the package
+
+
+def demo_model_dir() -> Path:
+    """The shipped demo chat model's checkpoint folder (package data: no download, no cache)."""
+    return Path(__file__).resolve().parent / "demo" / "weights" / "chat"

@@ -135,9 +135,11 @@ class Finder:
 def rerank_by_match(engine: Any, text: str, found: list[Found]) -> list[Found]:
     """Re-score the results by the image-text matching head, best first; files that cannot be read again
     (gone, or changed into something that is not a picture) keep their similarity and come last."""
-    from chatbot.images import load_image
+    from chatbot.images import LoadedImage, load_image
 
-    images, scored, unread = [], [], []
+    images: list[LoadedImage] = []
+    scored: list[Found] = []
+    unread: list[Found] = []
     for item in found:
         if not item.missing:
             try:

@@ -40,6 +40,7 @@ from chatbot.errors import (
     OutOfMemoryError,
     QuantizationUnavailableError,
 )
+from chatbot.locations import DEMO_MODEL, demo_model_dir
 
 # Files a BLIP-2 checkpoint needs; weights in safetensors only (no pickles, no remote code).
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
@@ -100,6 +101,8 @@ def resolve_model(requested: str, progress: Progress | None = None) -> ResolvedM
         NotACheckpointError: a directory that is not a BLIP-2 checkpoint.
     """
     name = requested.strip()
+    if name.lower() == DEMO_MODEL and not Path(name).is_dir():  # the shipped demo model (chatbot/demo)
+        return ResolvedModel(requested, demo_model_dir(), None, "directory")
     local = Path(name).expanduser()
     if local.is_dir():
         _check_checkpoint_dir(local, requested)

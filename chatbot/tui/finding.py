@@ -49,7 +49,10 @@ class FindingApp(ComparingApp):
     @work(thread=True, exclusive=True, group="find", exit_on_error=False)
     def _search(self, finder: Finder, text: str) -> None:
         try:
-            found = finder.find(text, progress=lambda line: self.post_message(self.SearchProgress(line)))
+            def progress(line: str) -> None:
+                self.post_message(self.SearchProgress(line))
+
+            found = finder.find(text, progress=progress)
         except UserError as error:
             self.post_message(self.SearchDone(text, problem=str(error)))
         except Exception as error:  # noqa: BLE001 - a failed search must not close the chat

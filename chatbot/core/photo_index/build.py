@@ -9,21 +9,48 @@ failures and the run goes on. Files gone from the given roots leave the index.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from chatbot.core.photo_index.files import FoundFile, find_image_files
 from chatbot.core.photo_index.store import FileState, IndexStore
 from chatbot.errors import ImageError
+from chatbot.image_files import file_sha256
 from chatbot.images import LoadedImage, load_image
 
 Embed = Callable[[list[LoadedImage]], np.ndarray]  # images -> float32 [n, 32, 256], normalised
+
+
+class FileReader(Protocol):
+    """How the run reads the files it must look at: on this machine, or a Ray run's results (chatbot.cluster)."""
+
+    def start(self, paths: list[str]) -> None:
+        """Told once, before the first batch, every path that will be read, in order."""
+
+    def sha256(self, path: str) -> str:
+        """The file's sha256 ("" when it cannot be read: `load` then says why)."""
+
+    def load(self, path: str) -> LoadedImage:
+        """The decoded image; ImageError when it cannot be used."""
+
+
+class LocalFiles:
+    """Reading on this machine: hash, then decode only what is new."""
+
+    def start(self, paths: list[str]) -> None:
+        pass
+
+    def sha256(self, path: str) -> str:
+        return file_sha256(path)
+
+    def load(self, path: str) -> LoadedImage:
+        return load_image(path)
 
 
 @dataclass
@@ -54,6 +81,7 @@ def update_index(
     batch_size: int = 8,
     on_progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    reader: FileReader | None = None,
 ) -> IndexSummary:
     """Index what `roots` hold now; returns the counts.
 
@@ -65,6 +93,7 @@ def update_index(
         on_progress: called with (files done, new or changed files to look at): once with 0 before the
             first batch, then after each batch (never when nothing changed).
         cancel: asked between batches; True stops the run (finished batches are kept).
+        reader: hashes and decodes the new or changed files (default: here, `LocalFiles`).
     """
     started = time.monotonic()
     summary = IndexSummary()
@@ -76,13 +105,15 @@ def update_index(
             if path not in here and (recursive or os.path.dirname(path) == root or path == root)]
     todo = [file for file in found.files if not _unchanged(known.get(file.path), file)]
     summary.unchanged = len(found.files) - len(todo)
+    reader = reader or LocalFiles()
+    reader.start([file.path for file in todo])
     if on_progress is not None and todo:
         on_progress(0, len(todo))
     for start in range(0, len(todo), batch_size):
         if cancel is not None and cancel():
             summary.cancelled = True
             break
-        _index_batch(store, todo[start:start + batch_size], known, embed, summary)
+        _index_batch(store, todo[start:start + batch_size], known, embed, summary, reader)
         if on_progress is not None:
             on_progress(min(start + batch_size, len(todo)), len(todo))
     if gone:  # after the new paths are in, so moved files reuse the embeddings of their old paths
@@ -99,20 +130,20 @@ def _unchanged(state: FileState | None, file: FoundFile) -> bool:
 
 
 def _index_batch(store: IndexStore, batch: list[FoundFile], known: dict[str, FileState], embed: Embed,
-                 summary: IndexSummary) -> None:
+                 summary: IndexSummary, reader: FileReader) -> None:
     """Hash, reuse or decode and embed one batch, then record it in one transaction."""
     states: list[FileState] = []
     loaded: list[LoadedImage] = []
     failed: list[str] = []
     for file in batch:
         was_known = file.path in known
-        sha = _sha256(file.path)
+        sha = reader.sha256(file.path)
         if sha and (store.known_sha(sha) or any(image.sha256 == sha for image in loaded)):
             states.append(FileState(file.path, file.size, file.mtime_ns, sha))
             summary.reused += 1
             continue
         try:
-            image = load_image(file.path)
+            image = reader.load(file.path)
         except ImageError as error:
             summary.failed.append((file.path, str(error)))
             if was_known:
@@ -131,15 +162,3 @@ def _index_batch(store: IndexStore, batch: list[FoundFile], known: dict[str, Fil
     if failed:
         store.remove_paths(failed)
         summary.removed += len(failed)
-
-
-def _sha256(path: str) -> str:
-    """The file's sha256 ("" when it cannot be read: load_image then says why)."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    except OSError:
-        return ""
-    return digest.hexdigest()

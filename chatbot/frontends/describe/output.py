@@ -21,9 +21,11 @@ from typing import IO
 from chatbot.errors import UserError
 from chatbot.untrusted import visible
 
-FORMATS = ("jsonl", "csv", "md")
+FORMATS = ("jsonl", "csv", "md")  # the text formats, appended row by row and resumable
+ALL_FORMATS = (*FORMATS, "parquet")  # parquet: written whole at the end (parquet_output.py)
 FIELDS = ("path", "alt_text", "error", "sha256")  # the columns, in this order, in every format
-_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".md": "md", ".markdown": "md"}
+_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".md": "md", ".markdown": "md",
+             ".parquet": "parquet"}
 _MD_HEADER = "| File | Alt text | Error | SHA-256 |\n|---|---|---|---|\n"
 _MD_SPECIAL = set("\\|*_`[]<>&")  # characters that would start Markdown formatting inside a table cell
 
@@ -49,8 +51,8 @@ class OutputError(UserError):
 def format_for(out: Path | None, requested: str | None) -> str:
     """The output format: --format if given, else from the --out suffix, else JSON Lines."""
     if requested:
-        if requested not in FORMATS:
-            raise OutputError(f"Unknown format '{visible(requested)}'.", f"Use one of: {', '.join(FORMATS)}.")
+        if requested not in ALL_FORMATS:
+            raise OutputError(f"Unknown format '{visible(requested)}'.", f"Use one of: {', '.join(ALL_FORMATS)}.")
         return requested
     return _SUFFIXES.get(out.suffix.lower(), "jsonl") if out is not None else "jsonl"
 

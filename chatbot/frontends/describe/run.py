@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from chatbot.core.settings import Settings
-from chatbot.engine.base import Engine, GenerationOptions
+from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError, OptionError
 from chatbot.frontends.describe.alt_text import DEFAULT_PROMPT, to_alt_text
 from chatbot.frontends.describe.output import OutputError, OutputWriteError, Row, RowWriter, format_for, read_rows
+from chatbot.frontends.describe.parquet_output import PARQUET, ParquetRowWriter, parquet_refusals
 from chatbot.frontends.progress_line import ProgressLine, plural
 from chatbot.image_files import Unreadable, file_sha256, find_images, unreadable_sentence
 from chatbot.images import LoadedImage, load_image
@@ -45,6 +48,16 @@ class DescribeRequest:
     prompt: str = DEFAULT_PROMPT
     batch_size: int = 8
     resume: bool = False
+    ray: str | None = None  # None: this machine; "local": a local Ray instance; else a Ray cluster's address
+    workers: int = 1  # --ray: model-holding actors (one model each)
+    gpus_per_worker: float = 0.0  # --ray: GPUs each actor holds (0: CPU)
+
+
+class BatchAnswerer(Protocol):
+    """What describe needs of an engine: answers for a batch of images (an `Engine`, or a Ray run's results)."""
+
+    def answer_batch(self, images: Sequence[LoadedImage], prompt: str | Sequence[str],
+                     options: GenerationOptions) -> list[str]: ...
 
 
 @dataclass
@@ -61,8 +74,9 @@ class Summary:
 
 
 def describe(
-    engine: Engine, paths: Sequence[str], write: Callable[[Row], None], *, options: GenerationOptions,
+    engine: BatchAnswerer, paths: Sequence[str], write: Callable[[Row], None], *, options: GenerationOptions,
     prompt: str = DEFAULT_PROMPT, batch_size: int = 8, done: Sequence[Row] = (), progress: ProgressLine | None = None,
+    load: Callable[[str], LoadedImage] = load_image, sha256_of: Callable[[str], str] = file_sha256,
 ) -> Summary:
     """Describe each image in `paths`, handing every row to `write` as soon as it exists.
 
@@ -75,10 +89,11 @@ def describe(
         batch_size: images per `generate` call.
         done: rows already in the output: an image with the same path and sha256 is skipped.
         progress: told about every image; None: silent.
+        load: reads one image (a Ray run passes its workers' results, in the same order).
+        sha256_of: the sha256 of a file's bytes ("" when unreadable).
     """
     summary = Summary()
-    recorded = {(row.path, row.sha256) for row in done}
-    recorded_paths = {row.path for row in done}  # hash only files whose path is there already
+    done_keys = DoneKeys.of(done)
     texts = {row.sha256: row.alt_text for row in done if not row.failed and row.sha256}  # identical bytes, same text
     batch: list[LoadedImage] = []
     copies: dict[str, list[str]] = {}  # sha256 of an image in the batch -> later paths with the same bytes
@@ -103,16 +118,16 @@ def describe(
         batch.clear()
 
     for path in paths:
-        if path in recorded_paths and (path, file_sha256(path)) in recorded:
+        if already_done(path, done_keys, sha256_of):
             summary.skipped += 1
             if progress:
                 progress.advance(worked=False)
             continue
         try:
-            image = load_image(path)
+            image = load(path)
         except ImageError as error:
             summary.failed += 1
-            write(Row(path, error=str(error), sha256=file_sha256(path)))
+            write(Row(path, error=str(error), sha256=sha256_of(path)))
             if progress:
                 progress.advance(worked=False)
             continue
@@ -129,6 +144,23 @@ def describe(
     return summary
 
 
+@dataclass(frozen=True)
+class DoneKeys:
+    """The rows already in the output (--resume), as the keys that tell an image is done."""
+
+    pairs: frozenset[tuple[str, str]]  # (path, sha256)
+    paths: frozenset[str]  # hash only files whose path is there already
+
+    @classmethod
+    def of(cls, done: Sequence[Row]) -> DoneKeys:
+        return cls(frozenset((row.path, row.sha256) for row in done), frozenset(row.path for row in done))
+
+
+def already_done(path: str, keys: DoneKeys, sha256_of: Callable[[str], str] = file_sha256) -> bool:
+    """Whether the output holds this image already: the same path with the same bytes (the one skip rule)."""
+    return path in keys.paths and (path, sha256_of(path)) in keys.pairs
+
+
 def run_describe(settings: Settings, request: DescribeRequest) -> int:
     """The `describe` command: check everything cheap, load the model, describe, summarise on stderr.
 
@@ -137,6 +169,8 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
         BrokenPipeError: whoever read stdout went away (`| head`); the CLI stops quietly.
     """
     fmt = format_for(request.out, request.fmt)
+    if fmt == PARQUET:
+        parquet_refusals(request.out, request.resume)
     if request.batch_size < 1:
         raise OptionError(f"--batch-size must be at least 1 (got {request.batch_size}).", "Try 8.")
     if request.resume and request.out is None:
@@ -145,27 +179,21 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     def status(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    unreadable: list[Unreadable] = []
-    try:
-        paths = find_images(request.paths, request.recursive, unreadable=unreadable)
-    finally:
-        if unreadable:  # said even when nothing was found, before the error saying so
-            status(unreadable_sentence(unreadable))
+    paths = _images_in(request, status)
     done: list[Row] = []
     if request.out is not None and request.out.is_file() and request.out.stat().st_size > 0:
         if not request.resume:
             raise OutputError(f"{visible(request.out)} already exists.",
                               "Pass --resume to continue it, or choose another --out.")
         done = read_rows(request.out, fmt)
-    from chatbot.core.runtime import open_engine_for  # imports the model stack: only now
-
-    engine = open_engine_for(settings, progress=status)
     progress = ProgressLine(len(paths), sys.stderr, noun="image")
     try:
-        with _writer_for(request.out, fmt) as writer:
+        with _answerer_for(settings, request, paths, done, status) as (engine, load, sha256_of), \
+                _writer_for(request.out, fmt) as writer:
             progress.start(f"Describing {plural(len(paths), 'image')}, {request.batch_size} at a time.")
             summary = describe(engine, paths, writer.write, options=settings.options, prompt=request.prompt,
-                               batch_size=request.batch_size, done=done, progress=progress)
+                               batch_size=request.batch_size, done=done, progress=progress, load=load,
+                               sha256_of=sha256_of)
     except KeyboardInterrupt:
         progress.finish()
         status("Stopped. What was described so far is saved; run the same command with --resume to go on.")
@@ -184,8 +212,54 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     return 0
 
 
-def _writer_for(out: Path | None, fmt: str) -> RowWriter:
+def _images_in(request: DescribeRequest, status: Callable[[str], None]) -> list[str]:
+    """The image paths to describe; with --ray, `s3://`/`gs://` URIs are listed through pyarrow as well."""
+    local = list(request.paths)
+    stored: list[str] = []
+    if request.ray is not None:
+        from chatbot.cluster.jobs import is_storage_uri, list_storage_images
+
+        stored = [path for path in local if is_storage_uri(path)]
+        local = [path for path in local if not is_storage_uri(path)]
+    unreadable: list[Unreadable] = []
+    try:
+        found = find_images(local, request.recursive, unreadable=unreadable) if local or not stored else []
+    finally:
+        if unreadable:  # said even when nothing was found, before the error saying so
+            status(unreadable_sentence(unreadable))
+    return found + (list_storage_images(stored, request.recursive) if stored else [])
+
+
+Answerer = tuple[BatchAnswerer, Callable[[str], LoadedImage], Callable[[str], str]]
+
+
+@contextmanager
+def _answerer_for(settings: Settings, request: DescribeRequest, paths: list[str], done: list[Row],
+                  status: Callable[[str], None]) -> Iterator[Answerer]:
+    """The engine here (and this machine's files), or a Ray run's results for the paths not already done."""
+    if request.ray is None:
+        from chatbot.core.runtime import open_engine_for  # imports the model stack: only now
+
+        yield open_engine_for(settings, progress=status), load_image, file_sha256
+        return
+    from chatbot.cluster.jobs import ClusterOptions, remote_captions
+    from chatbot.cluster.remote_files import sha256_any
+
+    keys, hashed = DoneKeys.of(done), dict[str, str]()  # hashed: files read here for the --resume skip rule
+    todo = [path for path in paths if not already_done(path, keys, lambda p: hashed.setdefault(p, sha256_any(p)))]
+    cluster = ClusterOptions(request.ray, request.workers, request.gpus_per_worker)
+    status(f"Describing on Ray ({'a local instance' if request.ray == 'local' else visible(request.ray)}, "
+           f"{plural(request.workers, 'worker')}).")
+    with remote_captions(settings, todo, prompt=request.prompt, batch_size=request.batch_size,
+                         cluster=cluster) as remote:
+        # describe asks again for the skip rule (hashed already: not read twice), then for failed files (the worker's)
+        yield remote, remote.load, lambda path: hashed.pop(path) if path in hashed else remote.sha256_of(path)
+
+
+def _writer_for(out: Path | None, fmt: str) -> RowWriter | ParquetRowWriter:
     """Appends to --out (a header if it is new), else writes to stdout (a header first, then the rows)."""
+    if fmt == PARQUET and out is not None:
+        return ParquetRowWriter(out)
     return RowWriter.open(out, fmt) if out is not None else RowWriter.to_stdout(sys.stdout, fmt)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ class IndexRequest:
     rebuild: bool = False  # start afresh (the old index's files are removed)
     batch_size: int = 8
     json: bool = False  # the summary as one JSON object on stdout
+    ray: str | None = None  # None: this machine; "local": a local Ray instance; else a Ray cluster's address
+    workers: int = 1  # --ray: model-holding actors
+    gpus_per_worker: float = 0.0  # --ray: GPUs each actor holds
 
 
 def run_index(settings: Settings, request: IndexRequest) -> int:
@@ -65,10 +69,11 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
         if progress is not None:
             progress.start()
 
-    embedder = LazyEmbedder(settings, model, on_loaded=loaded)
     try:
-        summary = update_index(store, roots, recursive=request.recursive, embed=embedder, batch_size=request.batch_size,
-                               on_progress=advanced)
+        with ExitStack() as stack:
+            embed, reader = _embedder_for(settings, model, request, loaded, stack)
+            summary = update_index(store, roots, recursive=request.recursive, embed=embed,
+                                   batch_size=request.batch_size, on_progress=advanced, reader=reader)
     except KeyboardInterrupt:
         if progress is not None:
             progress.finish()
@@ -89,6 +94,18 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     if request.json:
         print(json.dumps(summary_record(summary, folder, model, held)), flush=True)
     return 130 if summary.cancelled else 0
+
+
+def _embedder_for(settings: Settings, model: str, request: IndexRequest, loaded: Callable[[], None],
+                  stack: ExitStack) -> tuple[Callable[[list[LoadedImage]], Any], Any]:
+    """The model here (loaded on the first new file), or a Ray run's reader and embeddings (started likewise)."""
+    if request.ray is None:
+        return LazyEmbedder(settings, model, on_loaded=loaded), None
+    from chatbot.cluster.jobs import ClusterOptions, remote_embeddings
+
+    cluster = ClusterOptions(request.ray, request.workers, request.gpus_per_worker)
+    remote = stack.enter_context(remote_embeddings(settings, model, batch_size=request.batch_size, cluster=cluster))
+    return remote.embed, remote
 
 
 def summary_record(summary: Any, folder: Path, model: str, held: int) -> dict[str, Any]:

@@ -10,17 +10,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rich.text import Text, TextType
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Static
-from textual.worker import get_current_worker
 
-from chatbot.errors import ImageError
-from chatbot.images import IMAGE_SUFFIXES, LoadedImage, load_image
-from chatbot.tui.widgets.image_preview import PREVIEW_MAX_SIDE, ImagePreview
+from chatbot.images import IMAGE_SUFFIXES
+from chatbot.tui.widgets.image_preview import ImagePreview
 from chatbot.untrusted import visible
 
 
@@ -77,25 +75,9 @@ class ImagePickerScreen(ModalScreen[Path | None]):
         entry = event.node.data
         path = getattr(entry, "path", None)
         if isinstance(path, Path) and path.is_file():
-            self._load_preview(path)
+            self.query_one(ImagePreview).load(path)
 
     @on(DirectoryTree.FileSelected)
     def _chosen(self, event: DirectoryTree.FileSelected) -> None:
         event.stop()
         self.dismiss(event.path)
-
-    @work(thread=True, exclusive=True, group="preview")
-    def _load_preview(self, path: Path) -> None:
-        try:
-            image: LoadedImage | str = load_image(path, max_side=PREVIEW_MAX_SIDE)
-        except ImageError as error:
-            image = str(error)
-        if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show_preview, image)
-
-    def _show_preview(self, image: LoadedImage | str) -> None:
-        preview = self.query_one(ImagePreview)
-        if isinstance(image, str):
-            preview.show_problem(image)
-        else:
-            preview.show(image)

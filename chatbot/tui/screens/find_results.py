@@ -8,22 +8,18 @@ freezes the screen. Dismisses with the chosen path (the chat then opens it by it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
-from textual.worker import get_current_worker
 
 from chatbot.core.photo_search import Found, found_line
-from chatbot.errors import ImageError
-from chatbot.images import LoadedImage, load_image
-from chatbot.tui.widgets.image_preview import PREVIEW_MAX_SIDE, ImagePreview
+from chatbot.tui.widgets.image_preview import ImagePreview
 from chatbot.untrusted import visible
 
 
@@ -57,7 +53,7 @@ class FindResultsScreen(ModalScreen[str | None]):
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
         found = self.found[int(event.option.id or 0)]
         if not found.missing:
-            self._load_preview(Path(found.path))
+            self.query_one(ImagePreview).load(found.path)
 
     @on(OptionList.OptionSelected)
     def _chosen(self, event: OptionList.OptionSelected) -> None:
@@ -65,19 +61,3 @@ class FindResultsScreen(ModalScreen[str | None]):
         found = self.found[int(event.option.id or 0)]
         if not found.missing:
             self.dismiss(found.path)
-
-    @work(thread=True, exclusive=True, group="find-preview")
-    def _load_preview(self, path: Path) -> None:
-        try:
-            image: LoadedImage | str = load_image(path, max_side=PREVIEW_MAX_SIDE)
-        except ImageError as error:
-            image = str(error)
-        if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show_preview, image)
-
-    def _show_preview(self, image: LoadedImage | str) -> None:
-        preview = self.query_one(ImagePreview)
-        if isinstance(image, str):
-            preview.show_problem(image)
-        else:
-            preview.show(image)

@@ -14,12 +14,15 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from PIL import Image as PILImage
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import Static
+from textual.worker import get_current_worker
 
-from chatbot.images import LoadedImage
+from chatbot.errors import ImageError
+from chatbot.images import LoadedImage, load_image
 from chatbot.tui.widgets.transcript import image_label
 from chatbot.untrusted import visible
 
@@ -136,3 +139,23 @@ class ImagePreview(Vertical):
         empty.update(visible(text))
         empty.display = True
         self.query_one("#preview-caption", Static).update("")
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Decode `path` in a thread worker and show it (or why it cannot be shown), so moving through a
+        list of large photos never freezes the screen; a newer call cancels an older one."""
+        self._load(path)
+
+    @work(thread=True, exclusive=True, group="preview")
+    def _load(self, path: str | os.PathLike[str]) -> None:
+        try:
+            image: LoadedImage | str = load_image(path, max_side=PREVIEW_MAX_SIDE)
+        except ImageError as error:
+            image = str(error)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_loaded, image)
+
+    def _show_loaded(self, image: LoadedImage | str) -> None:
+        if isinstance(image, str):
+            self.show_problem(image)
+        else:
+            self.show(image)

@@ -1,0 +1,80 @@
+"""Connecting to Ray: a local instance or a running cluster, with one sentence when Ray is missing.
+
+Ray is imported here, inside functions only: `blip2-chat --help` and every run without `--ray` never load it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import ModuleType
+
+from chatbot.errors import OptionError, UserError
+from chatbot.untrusted import visible
+
+LOCAL = "local"  # `--ray` without an address: a Ray instance on this machine
+INSTALL_HINT = "Install it with: pip install 'blip2-chat[cluster]'"
+DECODE_CPUS = 0.5  # reading and decoding a batch: light work, so it can share a core with a CPU model actor
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where and how wide a Ray run is (`--ray [ADDRESS]`, `--workers`, `--gpus-per-worker`)."""
+
+    address: str = LOCAL  # LOCAL, or a cluster's address (ray://host:10001, host:6379, auto)
+    workers: int = 1  # model-holding actors, each with its own copy of the model
+    gpus_per_worker: float = 0.0  # GPUs each actor holds; 0: the model runs on CPU cores
+
+    def check(self) -> None:
+        """Refuse values Ray cannot use, naming the flag."""
+        if self.workers < 1:
+            raise OptionError(f"--workers must be at least 1 (got {self.workers}).", "Try 1 per GPU.")
+        if self.address not in (LOCAL, "auto") and ":" not in self.address:
+            raise OptionError(f"--ray takes a cluster address such as ray://head:10001 "
+                              f"(got '{visible(self.address)}').",
+                              "Put --ray after the paths, or write --ray=ADDRESS.")
+        if self.gpus_per_worker < 0:
+            raise OptionError(f"--gpus-per-worker cannot be negative (got {self.gpus_per_worker}).",
+                              "Use 1 for one GPU per worker, or 0 for CPU.")
+
+
+def import_ray() -> ModuleType:
+    """The `ray` module with Ray Data, or one sentence saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the extra brings it; plain `pip install ray` does not
+    except ImportError:
+        raise UserError("--ray needs Ray Data, which is not installed.", INSTALL_HINT) from None
+    return ray
+
+
+@contextmanager
+def connected(options: ClusterOptions) -> Iterator[ModuleType]:
+    """Ray, initialised for this run: reuses a running connection, else starts or joins one and ends it after.
+
+    Results keep the input order (`preserve_order`), so the driver writes rows in the order of a one-machine run.
+    """
+    options.check()
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        address = None if options.address == LOCAL else options.address
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            where = "a local Ray instance" if address is None else f"the Ray cluster at {visible(address)}"
+            raise UserError(f"Could not start or reach {where}: {visible(str(error).splitlines()[0])}.",
+                            "Check the address (`ray status` on the head node prints it).") from None
+        started = True
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False  # our own progress line says how far it is
+    context.print_on_execution_start = False
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()

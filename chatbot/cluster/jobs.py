@@ -1,0 +1,68 @@
+"""What the front ends call: a Ray run's results for `describe` and for `index`, as context managers.
+
+Ray is started (or joined) only when there is something to do, and shut down at the end if this run started it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+from chatbot.cluster.connection import ClusterOptions, connected, import_ray
+from chatbot.cluster.pipelines import Result, caption_results, embedding_results
+from chatbot.cluster.remote_files import is_storage_uri, list_storage_images
+from chatbot.cluster.results import RemoteCaptions, RemoteEmbeddings
+from chatbot.core.settings import Settings
+
+__all__ = ["ClusterOptions", "is_storage_uri", "list_storage_images", "remote_captions", "remote_embeddings"]
+
+
+@contextmanager
+def remote_captions(settings: Settings, paths: list[str], *, prompt: str, batch_size: int,
+                    cluster: ClusterOptions) -> Iterator[RemoteCaptions]:
+    """Captions of `paths` (in this order) computed on Ray, for `describe(..., load=, sha256_of=)`.
+
+    Args:
+        settings: the chat checkpoint and its precision and decoding options, as on one machine.
+        paths: the images describe will read, in the order it reads them (skipped ones left out).
+        prompt: the text each caption continues.
+        batch_size: rows per model call.
+        cluster: where and how wide.
+    """
+    import_ray()  # says how to install it before anything else happens
+    with ExitStack() as stack:
+        results: Iterator[Result] = iter(())
+        if paths:
+            ray = stack.enter_context(connected(cluster))
+            results = caption_results(ray, paths, settings=settings, prompt=prompt, batch_size=batch_size,
+                                      cluster=cluster)
+            stack.callback(_close, results)  # stop the pipeline before Ray is shut down
+        yield RemoteCaptions(results)
+
+
+@contextmanager
+def remote_embeddings(settings: Settings, model: str, *, batch_size: int,
+                      cluster: ClusterOptions) -> Iterator[RemoteEmbeddings]:
+    """A reader and embedder for `update_index(..., embed=reader.embed, reader=reader)` that run on Ray.
+
+    Ray starts only when the index has new or changed files to read.
+    """
+    import_ray()
+    with ExitStack() as stack:
+
+        def run(paths: list[str]) -> Iterator[Result]:
+            if not paths:
+                return iter(())
+            ray = stack.enter_context(connected(cluster))
+            results = embedding_results(ray, paths, model=model, settings=settings, batch_size=batch_size,
+                                        cluster=cluster)
+            stack.callback(_close, results)  # stop the pipeline before Ray is shut down
+            return results
+
+        yield RemoteEmbeddings(run, batch_size)
+
+
+def _close(results: Iterator[Result]) -> None:
+    close = getattr(results, "close", None)
+    if close is not None:
+        close()
