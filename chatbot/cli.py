@@ -249,9 +249,8 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.picture is not None and not 0 <= args.picture < 2**31:
         raise UserError(f"--picture must be between 0 and {2**31 - 1} (got {args.picture}).", "Try --picture 7.")
     picture = demo_picture(data_dir() / "demo", args.picture)
-    print(INTRODUCTION, file=sys.stderr)
     chosen = settings if args.model is not None else replace(settings, model=DEMO_MODEL)
-    return run_chat_command(chosen, str(picture), plain=args.plain)
+    return run_chat_command(chosen, str(picture), plain=args.plain, notes=[INTRODUCTION])
 
 
 def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -281,12 +280,13 @@ def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_chat_command(
     settings: Settings, image_source: str | None, *, plain: bool = False, continue_last: bool = False,
-    resume: str | None = None, model_given: bool = False,
+    resume: str | None = None, model_given: bool = False, notes: Sequence[str] = (),
 ) -> int:
     """Open a chat on `image_source`, or go on with a saved session (--continue, --resume ID|FILE), in the
     chat app, or in the screen-reader mode when asked or when the app cannot work here.
 
     A resumed chat goes on with the model it was made with, unless `--model` chose one (`model_given`).
+    `notes`: sentences to show first (the app shows them in the transcript, the plain mode on stderr).
     """
     from chatbot.core.resume import session_to_resume
     from chatbot.core.session import Session
@@ -305,7 +305,7 @@ def run_chat_command(
         raise UserError("The chat needs an image.", "e.g. blip2-chat photo.jpg, or blip2-chat --continue.")
     store = SessionStore()
     session: Session | None = None
-    notes: list[str] = []
+    notes = list(notes)
     if resuming:
         session = session_to_resume(store, continue_last, resume)
         if not model_given and session.model and session.model != settings.model:
