@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from chatbot.core.photo_index.store import PROBES, FileState, IndexStore
+from chatbot.core.photo_index.coarse import probes_for
+from chatbot.core.photo_index.store import FileState, IndexStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHECKPOINT = "synthetic/bench"
@@ -72,20 +73,24 @@ def disk_bytes(folder: Path) -> int:
 
 
 def bench_size(n: int, kind: str, work: Path, n_queries: int, exact_queries: int,
-               probes: tuple[int, ...] = (PROBES,)) -> dict:
+               probes: tuple[int | None, ...] = (None,), keep: bool = False, old_code: Path | None = None) -> dict:
     folder = work / f"{kind}-{n}"
-    shutil.rmtree(folder, ignore_errors=True)
+    reused = keep and (folder / "index.sqlite").exists()
+    if not reused:
+        shutil.rmtree(folder, ignore_errors=True)
     store = IndexStore.open(folder, CHECKPOINT, create=True)
+    if reused and store.vectors.rows != n:
+        raise SystemExit(f"{folder} holds {store.vectors.rows} images, not {n}: delete it or leave out --keep")
     started = time.perf_counter()
     row = 0
-    for block in synthetic(n, kind):
+    for block in [] if reused else synthetic(n, kind):
         shas = [f"{i:064x}" for i in range(row, row + len(block))]
         files = [FileState(f"/photos/{row + i}.jpg", 1000, 1, sha) for i, sha in enumerate(shas)]
         store.add_batch(files, dict(zip(shas, block, strict=True)))
         row += len(block)
     append_s = time.perf_counter() - started
     started = time.perf_counter()
-    store.refresh_approximate()
+    store.refresh_approximate()  # reused: only files what is missing (derived files rebuilt if stale)
     train_s = time.perf_counter() - started
     qs = queries(kind, n_queries)
     np.save(work / "q.npy", qs)
@@ -94,27 +99,41 @@ def bench_size(n: int, kind: str, work: Path, n_queries: int, exact_queries: int
         t = time.perf_counter()
         exact_top.append([h.path for h in store.search(q, 10, exact=True)])
         exact_ms.append((time.perf_counter() - t) * 1000)
-    by_probes = {}
-    for probe in probes:  # the same index and queries for every setting: side by side
-        approx_ms, recall = [], []
-        for i, q in enumerate(qs):
+    runs: dict[str, Any] = {}
+    for probe in probes:  # the same index and queries for every setting, interleaved query by query
+        runs["default" if probe is None else str(probe)] = (lambda p: lambda q: store.search(q, 10, probes=p))(probe)
+    if old_code is not None:  # the committed code's default search, on the same files
+        old = _import_old(old_code).IndexStore.open(folder, None, create=False)
+        runs["old_code_default"] = lambda q: old.search(q, 10)
+    approx_ms: dict[str, list[float]] = {name: [] for name in runs}
+    recall: dict[str, list[float]] = {name: [] for name in runs}
+    for search in runs.values():
+        search(qs[-1])  # the first search of a kind reads its files; not what a user waits for again
+    for i, q in enumerate(qs):
+        for name, search in runs.items():
             t = time.perf_counter()
-            found = [h.path for h in store.search(q, 10, probes=probe)]
-            approx_ms.append((time.perf_counter() - t) * 1000)
+            found = [h.path for h in search(q)]
+            approx_ms[name].append((time.perf_counter() - t) * 1000)
             if i < exact_queries:
-                recall.append(len(set(found) & set(exact_top[i])) / 10)
-        by_probes[probe] = {"approx_ms_p50": round(float(np.median(approx_ms)), 1),
-                            "approx_ms_p95": round(float(np.percentile(approx_ms, 95)), 1),
-                            "recall_at_10": round(float(np.mean(recall)), 3)}
+                recall[name].append(len(set(found) & set(exact_top[i])) / 10)
+    by_probes = {name: {"approx_ms_p50": round(float(np.median(approx_ms[name])), 1),
+                        "approx_ms_p95": round(float(np.percentile(approx_ms[name], 95)), 1),
+                        "recall_at_10": round(float(np.mean(recall[name])), 3)} for name in runs}
+    first = next(iter(runs))
+    if old_code is not None:
+        old.close()
     cold = subprocess.run([sys.executable, "-c", _COLD, str(folder), str(work / "q.npy")], capture_output=True,
                           text=True, check=True).stdout.split()
     result = {
         "images": n, "kind": kind,
-        "append_s_per_1000_images": round(append_s / n * 1000, 3), "train_approximate_s": round(train_s, 1),
+        "reused_index": reused,
+        "append_s_per_1000_images": None if reused else round(append_s / n * 1000, 3),
+        "train_approximate_s": None if reused else round(train_s, 1),
         "exact_ms_p50": round(float(np.median(exact_ms)), 1),
         "exact_ms_p95": round(float(np.percentile(exact_ms, 95)), 1), "exact_queries": len(exact_ms),
-        **by_probes[probes[0]], "approx_queries": len(qs), "probes": probes[0],
-        "by_probes": {str(probe): figures for probe, figures in by_probes.items()},
+        **by_probes[first], "approx_queries": len(qs), "probes": first,
+        "default_probes": probes_for(n, len(store._coarse.centres)) if store._coarse else None,
+        "by_probes": by_probes,
         "disk_bytes_per_image": round(disk_bytes(folder) / n),
         "cold_open_s": round(float(cold[0]), 3), "cold_open_and_first_search_s": round(float(cold[1]), 3),
         "search_process_peak_rss_mb": round(int(cold[2]) / 2**20),  # counts the index's mapped file pages
@@ -122,8 +141,25 @@ def bench_size(n: int, kind: str, work: Path, n_queries: int, exact_queries: int
     }
     print(json.dumps(result), flush=True)
     store.close()
-    shutil.rmtree(folder, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def _import_old(commit: Path) -> Any:
+    """The photo index package as committed at `commit` (git), importable next to today's: the old
+    code searches the same index files, so old and new are timed side by side in one process."""
+    import importlib
+
+    package = Path(tempfile.mkdtemp(prefix="old-photo-index-")) / "old_photo_index"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("coarse", "store", "vectors"):
+        text = subprocess.run(["git", "show", f"{commit}:chatbot/core/photo_index/{name}.py"], check=True,
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
+        (package / f"{name}.py").write_text(text.replace("chatbot.core.photo_index.", "old_photo_index."))
+    sys.path.insert(0, str(package.parent))
+    return importlib.import_module("old_photo_index.store")
 
 
 def bench_rescan(work: Path, files: int = 10_000) -> dict:
@@ -155,17 +191,25 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["clustered", "random"])
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--exact-queries", type=int, default=5, help="queries whose recall is measured")
-    parser.add_argument("--probes", type=int, nargs="+", default=[PROBES],
-                        help="lists a search looks in; several: measured side by side (the first is reported)")
+    parser.add_argument("--probes", nargs="+", default=["default"],
+                        help="lists a search looks in, or `default` (scaled with the lists); several: measured "
+                             "side by side (the first is reported)")
+    parser.add_argument("--compare-commit", type=Path, default=None, metavar="REV",
+                        help="also time the photo index code of this git commit, interleaved on the same index")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep each built index in --work and reuse one of the right size on the next run")
+    parser.add_argument("--no-rescan", action="store_true", help="leave out the rescan benchmark")
     parser.add_argument("--out", type=Path, default=RESULTS / "search.json", help="where the results go")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-search-"))
     out: dict[str, Any] = {"machine": f"{os.cpu_count()} CPUs", "sizes": [], "rescan": None}
-    out["rescan"] = bench_rescan(work)
+    out["rescan"] = None if args.no_rescan else bench_rescan(work)
     for kind in args.kinds:
         for n in args.sizes:
-            out["sizes"].append(bench_size(n, kind, work, args.queries, args.exact_queries, tuple(args.probes)))
+            probes = tuple(None if p == "default" else int(p) for p in args.probes)
+            out["sizes"].append(bench_size(n, kind, work, args.queries, args.exact_queries, probes,
+                                           keep=args.keep, old_code=args.compare_commit))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(out, indent=1) + "\n")
     print("peak RSS of this process (MB):", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)

@@ -125,6 +125,55 @@ def test_rows_added_after_training_are_found(tmp_path: Path, monkeypatch: pytest
     assert store.search(queries[0], 1)[0].path == "/late.png"  # filed in its list
 
 
+def test_inverted_lists_match_the_lists_file_and_are_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inverted file holds each list's vector numbers (checked against the list number of every vector);
+    searches over every list equal exact ones whether it is there, missing, garbage or behind the lists."""
+    monkeypatch.setattr(store_module, "EXACT_LIMIT", 100)
+    vectors, queries = clustered(1300, seed=8)
+    folder = tmp_path / "index"
+    store = fill(folder, vectors[:1000])
+    store.refresh_approximate()
+    (lists_file,), (inverted,) = folder.glob("lists-*.u16"), folder.glob("inverted-*.npy")
+    assert inverted.name.removeprefix("inverted-").removesuffix(".npy") == lists_file.name[6:-4]
+
+    def check_search(rows: int) -> None:
+        for query in queries:
+            scores = {f"/p/{i}.png": float(s) for i, s in enumerate(brute_force(vectors[:rows], query))}
+            hits = store.search(query, 10, probes=10_000, candidates=rows)
+            same_ranking([hit.path for hit in hits], scores, 10)
+
+    def check(rows: int, covered: int) -> None:
+        lists = np.fromfile(lists_file, np.uint16)
+        data = np.load(inverted)
+        k = int(lists.max()) + 1
+        offsets, numbers = data[:len(data) - covered * 32], data[len(data) - covered * 32:]
+        for number in range(k):  # each list: exactly the vectors whose list number says so, ascending
+            expected = np.flatnonzero(lists[:covered * 32] == number)
+            assert list(numbers[offsets[number]:offsets[number + 1]]) == list(expected)
+        check_search(rows)
+
+    check(1000, 1000)
+    first = inverted.read_bytes()
+    inverted.unlink()  # missing: searches scan the list numbers instead; the next refresh writes it again
+    check_search(1000)
+    store.refresh_approximate()
+    assert inverted.read_bytes() == first
+    inverted.write_bytes(b"not an array" * 50)  # garbage: ignored, then rebuilt
+    check_search(1000)
+    store.refresh_approximate()
+    assert inverted.read_bytes() == first
+    shas = [f"{i:064x}" for i in range(1000, 1300)]
+    store.add_batch([FileState(f"/p/{i}.png", 1, 1, shas[i - 1000]) for i in range(1000, 1100)],
+                    {shas[i - 1000]: vectors[i] for i in range(1000, 1100)})
+    store.refresh_approximate()  # 100 rows filed after it: under an eighth, so the file stays; they are scanned
+    assert inverted.read_bytes() == first
+    check(1100, 1000)
+    store.add_batch([FileState(f"/p/{i}.png", 1, 1, shas[i - 1000]) for i in range(1100, 1300)],
+                    {shas[i - 1000]: vectors[i] for i in range(1100, 1300)})
+    store.refresh_approximate()  # 300 behind: rebuilt to cover every row
+    check(1300, 1300)
+
+
 def test_same_content_under_two_paths_is_stored_once_and_both_found(tmp_path: Path) -> None:
     vector = unit(np.random.default_rng(0).standard_normal((32, 256)))
     store = IndexStore.open(tmp_path / "index", CHECKPOINT, create=True)

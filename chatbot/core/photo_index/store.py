@@ -19,7 +19,7 @@ from typing import IO
 
 import numpy as np
 
-from chatbot.core.photo_index.coarse import CoarseLists
+from chatbot.core.photo_index.coarse import CoarseLists, probes_for
 from chatbot.core.photo_index.vectors import DIM, QUERIES, VectorFile
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible
@@ -27,8 +27,7 @@ from chatbot.untrusted import visible
 FORMAT = "1"
 EXACT_LIMIT = 2_000  # images: below this every search is exact (about 70 ms on 2 cores)
 RETRAIN_GROWTH = 4  # the centres are trained again once the index is this many times larger
-PROBES = 32  # lists a search looks in (of up to 4096; docs/search.md has recall by probes)
-CANDIDATES = 300  # images the first stage hands to exact re-scoring
+CANDIDATES = 100  # images the first stage hands to exact re-scoring (300 found no more at 10k or 100k)
 _FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "vectors.f16", "centres.npy")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,8 +86,8 @@ class IndexStore:
         if rebuild:
             for name in _FILES:
                 (folder / name).unlink(missing_ok=True)
-            for lists in folder.glob("lists-*.u16"):
-                lists.unlink()
+            for derived in _derived_files(folder):
+                derived.unlink()
         if not (folder / "index.sqlite").exists():
             if not create:
                 raise PhotoIndexError(f"There is no search index at {visible(folder)} yet.",
@@ -207,11 +206,12 @@ class IndexStore:
     # ----- searching
 
     def search(self, query: np.ndarray, top: int = 10, *, exact: bool | None = None,
-               probes: int = PROBES, candidates: int = CANDIDATES) -> list[Hit]:
+               probes: int | None = None, candidates: int = CANDIDATES) -> list[Hit]:
         """The `top` best-matching images for a [256] text embedding, best first; every path of each.
 
         Exact MaxSim up to EXACT_LIMIT images (or with `exact=True`); above it the approximate stage's
-        `candidates` images, re-scored exactly. Ties are broken by the order images were added.
+        `candidates` images, re-scored exactly. `probes`: lists the first stage reads (None: `probes_for`,
+        which scales with the number of lists). Ties are broken by the order images were added.
         """
         q = np.asarray(query, np.float32).reshape(self.vectors.dim)
         if exact is None:
@@ -220,6 +220,8 @@ class IndexStore:
             rows = np.arange(self.vectors.rows)
             scores = self.vectors.exact_scores(q)
         else:
+            if probes is None:
+                probes = probes_for(self.vectors.rows, len(self._coarse.centres), self.vectors.queries)
             rows = self._coarse.candidates(self.vectors, q, probes, max(candidates, 4 * top))
             scores = self.vectors.exact_scores(q, rows)
         order = np.lexsort((rows, -scores))
@@ -284,6 +286,11 @@ def _lock_for_writing(folder: Path) -> IO[bytes] | None:
     return handle
 
 
+def _derived_files(folder: Path) -> list[Path]:
+    """The approximate stage's files besides `centres.npy` (named after the centres they belong to)."""
+    return [*folder.glob("lists-*.u16"), *folder.glob("inverted-*.npy")]
+
+
 def _set_aside(folder: Path) -> PhotoIndexError:
     """Move a damaged index's own files (nothing else the folder holds: --index may name any folder) into a
     new `damaged-<n>` folder inside it; the error that says so and how to rebuild."""
@@ -292,7 +299,7 @@ def _set_aside(folder: Path) -> PhotoIndexError:
         n += 1
     aside = folder / f"damaged-{n}"
     aside.mkdir()
-    for path in [*(folder / name for name in _FILES), *folder.glob("lists-*.u16")]:
+    for path in [*(folder / name for name in _FILES), *_derived_files(folder)]:
         if path.exists():
             path.rename(aside / path.name)
     return PhotoIndexError(f"The search index at {visible(folder)} is damaged; its files were moved to "
