@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,11 @@ atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 # the user's, and the user's config.toml (say `plain = true`) never changes what a test sees.
 os.environ["BLIP2_CHAT_HOME"] = tempfile.mkdtemp(prefix="blip2-chat-home-")
 atexit.register(shutil.rmtree, os.environ["BLIP2_CHAT_HOME"], ignore_errors=True)
+
+# Ctrl+C must mean KeyboardInterrupt here and in the programs the tests start. A shell that runs the
+# tests as a background job (`nohup pytest &`) sets SIGINT to "ignore", which Python keeps and every
+# child inherits; the Ctrl+C tests would then test the shell, not us.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FAMILIES = ("opt", "flan-t5")
 
