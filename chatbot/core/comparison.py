@@ -22,7 +22,6 @@ from chatbot.core.session_files import shown
 from chatbot.engine.base import CancelToken
 from chatbot.errors import QuestionError
 from chatbot.images import LoadedImage
-from prompts import normalize_answer
 
 
 @dataclass(frozen=True)
@@ -120,20 +119,11 @@ def disarm(conversation: Conversation) -> LoadedImage | None:
 def _recorded(
     conversation: Conversation, turn: Turn, image: LoadedImage, prompt: str, cancel: CancelToken,
 ) -> Iterator[str]:
-    parts: list[str] = []
-    finished = False  # False after a model error or an early close: then only a partial answer is kept
-    try:
-        for chunk in conversation.require_engine().stream(image, prompt, conversation.options, cancel):
-            parts.append(chunk)
-            yield chunk
-        finished = True
-    finally:
-        conversation.answering = False
-        if parts or (finished and not cancel.cancelled):
-            record(turn, ComparedAnswer(ImageRef(image.source, image.sha256), normalize_answer("".join(parts)),
-                                        stopped=cancel.cancelled or not finished))
-        if finished or cancel.cancelled:
-            conversation.prepare_ahead()  # the open image's next prompt again
+    """The other picture's answer, kept on `turn` by the chat's own rule for an answer's end."""
+    def keep(answer: str, stopped: bool) -> None:
+        record(turn, ComparedAnswer(ImageRef(image.source, image.sha256), answer, stopped=stopped))
+
+    return conversation.stream_recorded(image, prompt, cancel, keep)
 
 
 def record(turn: Turn, answer: ComparedAnswer) -> None:

@@ -12,7 +12,7 @@ saving, exporting) share the session's state and its rules; split, each would re
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -184,24 +184,34 @@ class Conversation:
         return self._stream(self.question, fitted, cancel or CancelToken())
 
     def _stream(self, question: str, fitted: FittedPrompt, cancel: CancelToken) -> Iterator[str]:
-        assert self.engine is not None and self.image is not None  # prepare() checked both
+        assert self.image is not None  # prepare() checked it
+
+        def record(answer: str, stopped: bool) -> None:
+            self.session.turns.append(Turn(question=question, answer=answer, image=self.session.image,
+                                           stopped=stopped))
+            if not stopped and self.compare_next is not None:  # armed by /compare: its turn has come
+                self.compare_due, self.compare_next = self.compare_next, None
+
+        return self.stream_recorded(self.image, fitted.text, cancel, record)
+
+    def stream_recorded(
+        self, image: LoadedImage, prompt: str, cancel: CancelToken, record: Callable[[str, bool], None],
+    ) -> Iterator[str]:
+        """Stream the answer to `prompt` about `image`; when the stream ends (finished, stopped, failed or
+        closed early), `record(answer, stopped)` keeps what came: nothing when it was stopped before a
+        word, else the (partial) answer, stopped unless it finished. Then the next prompt is prepared ahead.
+        The one rule for an answer's end, for the chat's own answers and /compare's."""
         parts: list[str] = []
         finished = False  # False after a model error or an early close: then only a partial answer is kept
         try:
-            for chunk in self.engine.stream(self.image, fitted.text, self.options, cancel):
+            for chunk in self.require_engine().stream(image, prompt, self.options, cancel):
                 parts.append(chunk)
                 yield chunk
             finished = True
         finally:
             self.answering = False
             if parts or (finished and not cancel.cancelled):
-                stopped = cancel.cancelled or not finished
-                self.session.turns.append(Turn(
-                    question=question, answer=normalize_answer("".join(parts)),
-                    image=self.session.image, stopped=stopped,
-                ))
-                if not stopped and self.compare_next is not None:  # armed by /compare: its turn has come
-                    self.compare_due, self.compare_next = self.compare_next, None
+                record(normalize_answer("".join(parts)), cancel.cancelled or not finished)
             if finished or cancel.cancelled:
                 self.prepare_ahead()
 
