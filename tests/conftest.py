@@ -58,6 +58,23 @@ def engines(checkpoints: dict[str, Path]) -> dict[str, object]:
     return {family: open_engine(str(path), device="cpu") for family, path in checkpoints.items()}
 
 
+def put_in_hub_cache(folder: Path, hub_id: str, cache: Path | None = None) -> Path:
+    """Lay a checkpoint out exactly as huggingface_hub caches a download; returns the repo folder, for the
+    test to remove. `cache`: the cache folder (default: the one huggingface_hub reads in this process;
+    subprocesses read $HF_HUB_CACHE, set above, which a plugin importing huggingface_hub earlier can leave
+    different)."""
+    if cache is None:
+        from huggingface_hub import constants
+
+        cache = Path(constants.HF_HUB_CACHE)
+    repo = cache / f"models--{hub_id.replace('/', '--')}"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(folder, repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    return repo
+
+
 def make_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Path:
     """A small picture with a coloured square, different enough per colour to change answers."""
     image = Image.new("RGB", size, (240, 240, 240))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from chatbot.engine.blip2 import Blip2Engine
 from chatbot.engine.loader import choose_dtype, load_checkpoint, resolve_model
 from chatbot.engine.registry import KNOWN_CHECKPOINTS, find_checkpoint, resolve_alias
 from chatbot.errors import ModelNotFoundError, NotACheckpointError, OptionError
+from tests.conftest import put_in_hub_cache
 
 
 def test_local_folder_loads_with_its_family(checkpoints) -> None:
@@ -23,20 +23,8 @@ def test_local_folder_loads_with_its_family(checkpoints) -> None:
         assert Blip2Engine(loaded).info.is_encoder_decoder == (family == "flan-t5")
 
 
-def _put_in_hub_cache(folder: Path, hub_id: str) -> Path:
-    """Lay a checkpoint out exactly as huggingface_hub caches a download."""
-    from huggingface_hub import constants
-
-    repo = Path(constants.HF_HUB_CACHE) / f"models--{hub_id.replace('/', '--')}"
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(folder, repo / "snapshots" / revision)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
-    return repo
-
-
 def test_cached_hub_id_and_alias_load_offline(checkpoints) -> None:
-    repo = _put_in_hub_cache(checkpoints["opt"], "Salesforce/blip2-opt-2.7b")
+    repo = put_in_hub_cache(checkpoints["opt"], "Salesforce/blip2-opt-2.7b")
     try:
         for name in ("Salesforce/blip2-opt-2.7b", "opt-2.7b"):
             resolved = resolve_model(name)

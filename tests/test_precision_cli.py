@@ -16,6 +16,7 @@ from chatbot.engine.precision import MEMORY_LIMIT_ENV, Precision, estimate_memor
 from chatbot.engine.registry import KNOWN_CHECKPOINTS, find_checkpoint
 from chatbot.engine.shape import read_shape
 from chatbot.frontends.listings import Target, model_row
+from tests.conftest import put_in_hub_cache
 from tests.test_cli import PREFIX, QUESTION, Runs, imported_modules, json_lines, one_line, run_together
 
 HF_HUB_ID = "Salesforce/blip2-opt-2.7b"
@@ -164,18 +165,8 @@ def test_malformed_config_file_is_one_error_naming_file_and_line(runs: Runs, tmp
 # --- blip2-chat models ---------------------------------------------------------------------------
 
 
-def _put_in_hub_cache(folder: Path, hub_id: str) -> Path:
-    """Lay a checkpoint out as huggingface_hub caches a download (HF_HUB_CACHE is the tests' own)."""
-    repo = Path(os.environ["HF_HUB_CACHE"]) / f"models--{hub_id.replace('/', '--')}"
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(folder, repo / "snapshots" / revision)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
-    return repo
-
-
 def test_models_table(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
-    repo = _put_in_hub_cache(checkpoints["opt"], HF_HUB_ID)
+    repo = put_in_hub_cache(checkpoints["opt"], HF_HUB_ID, Path(os.environ["HF_HUB_CACHE"]))  # for the subprocess
     try:
         result = blip2_chat("models", "--device", "cpu", home=tmp_path, limit="1GB",
                             python=("-X", "importtime", "-m", "chatbot"))

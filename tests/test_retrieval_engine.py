@@ -29,7 +29,7 @@ from chatbot.engine.retrieval import RetrievalEngine, itc_scores, open_retrieval
 from chatbot.engine.shape import read_shape, shape_from_config
 from chatbot.errors import NotACheckpointError, QueryError
 from chatbot.images import LoadedImage, load_image
-from tests.conftest import make_image
+from tests.conftest import make_image, put_in_hub_cache
 
 TEXTS = ["a dog on the beach", "two cats sit on a bench", "a red car is parked by the street", "the sky"]
 COLOURS = [(200, 30, 30), (20, 180, 40), (30, 30, 200), (240, 200, 0)]
@@ -177,20 +177,8 @@ def test_a_query_longer_than_the_text_encoder_reads(engine: RetrievalEngine) -> 
         engine.match_probabilities([], longest + "a")
 
 
-def _put_in_hub_cache(folder: Path, hub_id: str) -> Path:
-    """Lay a checkpoint out exactly as huggingface_hub caches a download."""
-    from huggingface_hub import constants
-
-    repo = Path(constants.HF_HUB_CACHE) / f"models--{hub_id.replace('/', '--')}"
-    revision = "89abcdef0123456789abcdef0123456789abcdef"
-    shutil.copytree(folder, repo / "snapshots" / revision)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
-    return repo
-
-
 def test_loads_by_alias_from_the_cache_and_by_folder(retrieval_checkpoint: Path) -> None:
-    repo = _put_in_hub_cache(retrieval_checkpoint, "Salesforce/blip2-itm-vit-g")
+    repo = put_in_hub_cache(retrieval_checkpoint, "Salesforce/blip2-itm-vit-g")
     try:
         engine = open_retrieval_engine("itm-vit-g", device="cpu")
         assert engine.checkpoint_id == "Salesforce/blip2-itm-vit-g" == DEFAULT_SEARCH_MODEL
