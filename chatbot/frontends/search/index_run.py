@@ -74,6 +74,7 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
             embed, reader = _embedder_for(settings, model, request, loaded, stack)
             summary = update_index(store, roots, recursive=request.recursive, embed=embed,
                                    batch_size=request.batch_size, on_progress=advanced, reader=reader)
+        held = store.count()
     except KeyboardInterrupt:
         if progress is not None:
             progress.finish()
@@ -83,9 +84,6 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
         store.close()
     if progress is not None:
         progress.finish()
-    total = IndexStore.open(folder, model, create=False)
-    held = total.count()
-    total.close()
     for path, reason in summary.failed[:MOST_FAILURES_NAMED]:
         _say(f"Could not index {visible(path)}: {visible(reason)}")
     if len(summary.failed) > MOST_FAILURES_NAMED:
