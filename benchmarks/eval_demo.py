@@ -71,13 +71,28 @@ def blind_prior(items: list[tuple[str, str]]) -> float:
     return round(100.0 * right / len(items), 1) if items else 0.0
 
 
-def evaluate(model: str, scenes: int, singles_per_scene: int = 5) -> dict[str, Any]:
+def enlarged_picture(scene: Any, enlarge: int) -> Any:
+    """The held-out picture as the engine takes it; with `enlarge` > 1, blown up (nearest) as `blip2-chat demo`
+    saves its pictures, so the processor's resize back to the model's size is part of what is scored."""
+    from chatbot.demo.world import IMAGE_SIZE, loaded_picture
+
+    if enlarge == 1:
+        return loaded_picture(scene)
+    from PIL import Image
+
+    from chatbot.images import LoadedImage
+
+    small = loaded_picture(scene)
+    big = small.image.resize((enlarge * IMAGE_SIZE,) * 2, Image.Resampling.NEAREST)
+    return LoadedImage(big, small.sha256 + f"-x{enlarge}", small.source, big.size)
+
+
+def evaluate(model: str, scenes: int, singles_per_scene: int = 5, enlarge: int = 1) -> dict[str, Any]:
     from chatbot.core.conversation import Conversation, caption
     from chatbot.demo.dialogues import make_dialogue
     from chatbot.demo.examples import chat_prompt, held_out_scenes
     from chatbot.demo.questions import sample_single
     from chatbot.demo.world import caption as true_caption
-    from chatbot.demo.world import loaded_picture
     from chatbot.engine.base import GenerationOptions
     from chatbot.engine.blip2 import open_engine
 
@@ -89,7 +104,7 @@ def evaluate(model: str, scenes: int, singles_per_scene: int = 5) -> dict[str, A
     follow_up_questions: list[tuple[str, str]] = []
     started = time.perf_counter()
     for scene in held_out_scenes(scenes):
-        picture = loaded_picture(scene)
+        picture = enlarged_picture(scene, enlarge)
         tallies["captions"].add("caption", "", true_caption(scene), caption(engine, picture, options))
         for _ in range(singles_per_scene):
             qa = sample_single(scene, rng)
@@ -113,6 +128,7 @@ def evaluate(model: str, scenes: int, singles_per_scene: int = 5) -> dict[str, A
     result: dict[str, Any] = {name: tally.report() for name, tally in tallies.items()}
     result["follow_ups_blind_prior_percent"] = blind_prior(follow_up_questions)
     result["held_out_scenes"] = scenes
+    result["enlarged"] = enlarge
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["model"] = str(model)
     return result
@@ -122,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Score the demo chat model on held-out pictures.")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder")
     parser.add_argument("--scenes", type=int, default=200, help="held-out pictures")
+    parser.add_argument("--enlarge", type=int, default=1,
+                        help="blow the pictures up this many times (nearest), as `blip2-chat demo` saves them")
     parser.add_argument("--out", type=Path, default=RESULTS / "eval_demo.json")
     args = parser.parse_args(argv)
-    result = evaluate(args.model, args.scenes)
+    result = evaluate(args.model, args.scenes, enlarge=args.enlarge)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     folder = Path(args.model)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
@@ -285,40 +284,3 @@ def test_the_tokenizer_reads_every_word_and_decodes_answers_exactly() -> None:
             assert ids[0] == 2 and tokenizer.unk_token_id not in ids  # BOS first (OPT), no unknown word
             answer = tokenizer(example.answer, add_special_tokens=False)["input_ids"]
             assert tokenizer.decode(answer + [tokenizer.eos_token_id], skip_special_tokens=True) == example.answer
-
-
-WEIGHTS = Path(__file__).resolve().parents[1] / "chatbot" / "demo" / "weights" / "chat"
-
-
-@pytest.mark.skipif(not (WEIGHTS / "model.safetensors").exists(), reason="the demo weights are not built")
-def test_the_shipped_model_loads_through_our_loader_and_uses_picture_and_history() -> None:
-    """The shipped weights load like any checkpoint and, through our engine and chat, answer held-out pictures
-    well above a picture-blind guess, and answer follow-ups better with the folded history than without.
-
-    The bars are below the issue's targets (95% / 90%): the shipped model does not reach them yet (its card
-    has the scores); they catch weights that fail to load, load wrongly, or ignore the picture or the history.
-    """
-    from chatbot.core.conversation import Conversation
-    from chatbot.demo.examples import chat_prompt
-    from chatbot.demo.questions import sample_single
-    from chatbot.engine.base import GenerationOptions
-    from chatbot.engine.blip2 import open_engine
-
-    engine = open_engine(str(WEIGHTS), device="cpu")
-    options = GenerationOptions()
-    rng = random.Random(15)
-    single = with_history = alone = follow_ups = 0
-    scenes = held_out_scenes(60)
-    for scene in scenes:
-        picture = loaded_picture(scene)
-        qa = sample_single(scene, rng)
-        single += engine.answer(picture, chat_prompt([], qa.question), options) == qa.answer
-        if len(scene.things) >= 2:
-            first, follow_up = make_dialogue(scene, rng, 2)[:2]
-            chat = Conversation.with_engine(engine, picture, options)
-            said = ["".join(chat.ask(turn.question)) for turn in (first, follow_up)]
-            with_history += said[1] == follow_up.answer
-            alone += engine.answer(picture, chat_prompt([], follow_up.question), options) == follow_up.answer
-            follow_ups += 1
-    assert single >= 0.4 * len(scenes), f"{single} of {len(scenes)} single questions right"
-    assert with_history > alone, f"follow-ups right: {with_history} with history, {alone} without, of {follow_ups}"

@@ -59,14 +59,17 @@ def dialogue_examples(scene: Scene, dialogue: Sequence[QA]) -> list[Example]:
     return out
 
 
-def examples_for(scene: Scene, rng: random.Random) -> list[Example]:
-    """What one training picture teaches: its caption, a single question, and one turn of a dialogue."""
-    out = [caption_example(scene), single_example(scene, sample_single(scene, rng))]
-    if len(scene.things) >= 2:
-        turns = dialogue_examples(scene, make_dialogue(scene, rng, rng.randint(2, 4)))
-        out.append(rng.choice(turns[1:]) if len(turns) > 1 else turns[0])
-    else:
-        out.append(single_example(scene, sample_single(scene, rng)))
+def examples_for(scene: Scene, rng: random.Random, singles: int = 1, turns: int = 1) -> list[Example]:
+    """What one training picture teaches: its caption, `singles` single questions, and `turns` turns of one
+    dialogue (follow-ups first; a picture of one shape, which has no dialogue, gets single questions instead)."""
+    out = [caption_example(scene)]
+    out.extend(single_example(scene, sample_single(scene, rng)) for _ in range(singles))
+    dialogue = dialogue_examples(scene, make_dialogue(scene, rng, rng.randint(2, 4))) if len(scene.things) >= 2 else []
+    follow_ups, opening = dialogue[1:], dialogue[:1]
+    rng.shuffle(follow_ups)
+    chosen = (follow_ups + opening)[:turns]
+    out.extend(chosen)
+    out.extend(single_example(scene, sample_single(scene, rng)) for _ in range(turns - len(chosen)))
     return out
 
 

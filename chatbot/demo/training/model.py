@@ -75,7 +75,6 @@ def build_processor(arch: DemoArch) -> Any:
 
 def build_model(arch: DemoArch, tokenizer: Any) -> Any:
     """A freshly initialised `Blip2ForConditionalGeneration` (OPT) of shape `arch` for `tokenizer`."""
-    import torch
     from transformers import (
         Blip2Config,
         Blip2ForConditionalGeneration,
@@ -105,6 +104,28 @@ def build_model(arch: DemoArch, tokenizer: Any) -> Any:
     config = Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
                          num_query_tokens=arch.num_query_tokens, image_token_index=image_token_id)
     model = Blip2ForConditionalGeneration(config)
-    with torch.no_grad():  # transformers zeroes the queries (they are always loaded); BLIP-2 draws them N(0, 0.02)
-        model.query_tokens.normal_(0.0, 0.02)
+    start_for_training(model)
     return model
+
+
+def start_for_training(model: Any) -> None:
+    """Initial values that let a model this small learn from scratch in minutes (transformers' defaults suit
+    loading pretrained weights). Measured on the grounding read-out alone (`training/batches.py`), 300 steps:
+    with the defaults the Q-Former's outputs hardly depend on the picture (their spread across pictures is
+    1% of their size) and shape, colour and size per cell stay near the commonest class (46%, 58%, 75%);
+    with these, 82%, 99.7%, 99%.
+
+    - The ViT's position embeddings N(0, 1) instead of N(0, 0.02): the queries find a grid cell by its
+      position, and at 0.02 the position is lost beside the patch's content.
+    - The query tokens N(0, 1) (transformers zeroes them; they are always loaded).
+    - The Q-Former's cross-attention weights N(0, 0.08) instead of N(0, 0.02): at 0.02 what a query reads
+      from the picture is a few percent of its residual stream.
+    """
+    import torch
+
+    with torch.no_grad():
+        model.vision_model.embeddings.position_embedding.normal_(0.0, 1.0)
+        model.query_tokens.normal_(0.0, 1.0)
+        for name, weight in model.qformer.named_parameters():
+            if "crossattention" in name and weight.dim() == 2:
+                weight.normal_(0.0, 0.08)

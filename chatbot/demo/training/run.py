@@ -27,6 +27,7 @@ from chatbot.demo.training.batches import (
     grounding_loss,
     make_batch,
     picture_features,
+    word_grounding_loss,
 )
 from chatbot.demo.training.model import DemoArch, build_model, build_processor
 
@@ -51,7 +52,8 @@ def _check_batch(processor: Any, arch: DemoArch, image_token_id: int, count: int
 
 def train(out_dir: Path, *, steps: int, batch_scenes: int, peak_lr: float, warmup: int, seed: int,
           arch: DemoArch, save_dtype: str = "float16", log_every: int = 50, save_every: int = 0,
-          grounding_weight: float = 1.0, command: str = "") -> dict[str, Any]:
+          grounding_weight: float = 1.0, singles: int = 1, turns: int = 1, ground_in_words: bool = True,
+          command: str = "") -> dict[str, Any]:
     """Train, save the model and its processor to `out_dir`, and return the training record.
 
     Args:
@@ -79,7 +81,7 @@ def train(out_dir: Path, *, steps: int, batch_scenes: int, peak_lr: float, warmu
     processor = build_processor(arch)
     image_token_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     model = build_model(arch, processor.tokenizer).to(device).train()
-    head = grounding_head(arch.num_query_tokens, arch.lm_hidden).to(device)
+    head = grounding_head(arch.lm_hidden).to(device)
     optimizer = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=peak_lr, betas=(0.9, 0.98),
                                   weight_decay=0.05)
     check = _to(_check_batch(processor, arch, image_token_id, 48), device)
@@ -91,11 +93,12 @@ def train(out_dir: Path, *, steps: int, batch_scenes: int, peak_lr: float, warmu
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps, peak_lr, warmup)
         scenes = next(stream)
-        batch = _to(make_batch(processor, scenes, [examples_for(s, rng) for s in scenes], arch.num_query_tokens,
-                               image_token_id), device)
+        batch = _to(make_batch(processor, scenes, [examples_for(s, rng, singles, turns) for s in scenes],
+                               arch.num_query_tokens, image_token_id), device)
         features = picture_features(model, batch)
         answering, _ = answer_loss(model, batch, features)
-        grounding = grounding_loss(head, features, batch.cells)
+        grounding = (word_grounding_loss(model, features, batch.cell_words) if ground_in_words else
+                     grounding_loss(head, features, batch.cells))
         loss = answering + grounding_weight * grounding
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -119,7 +122,7 @@ def train(out_dir: Path, *, steps: int, batch_scenes: int, peak_lr: float, warmu
     model.eval()
     _save(model, processor, out_dir, save_dtype)
     record = {"command": command, "steps": steps, "batch_scenes": batch_scenes, "peak_lr": peak_lr, "warmup": warmup,
-              "seed": seed,
+              "seed": seed, "singles": singles, "turns": turns, "ground_in_words": ground_in_words,
               "grounding_weight": grounding_weight,
               "device": device, "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
               "cpu_seconds": round(cpu_seconds, 1),
@@ -144,7 +147,7 @@ def _save(model: Any, processor: Any, folder: Path, dtype: str) -> None:
 
 def _to(batch: Any, device: str) -> Any:
     """The batch with its tensors on `device`."""
-    for name in ("pixel_values", "input_ids", "attention_mask", "labels", "scene_index", "cells"):
+    for name in ("pixel_values", "input_ids", "attention_mask", "labels", "scene_index", "cells", "cell_words"):
         setattr(batch, name, getattr(batch, name).to(device))
     return batch
 
@@ -152,7 +155,7 @@ def _to(batch: Any, device: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the demo chat model (a small BLIP-2, OPT) on the demo world.")
     parser.add_argument("--out", type=Path, default=CHAT_WEIGHTS, help="checkpoint folder to write")
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=24, help="pictures per step (three examples each)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     parser.add_argument("--warmup", type=int, default=300)
@@ -161,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--grounding", type=float, default=1.0, help="weight of the training-only grounding loss")
     parser.add_argument("--save-every", type=int, default=0, help="also save the weights every N steps")
+    parser.add_argument("--singles", type=int, default=1, help="single questions per picture")
+    parser.add_argument("--turns", type=int, default=1, help="dialogue turns per picture (follow-ups first)")
+    parser.add_argument("--ground-with-classifier", action="store_true",
+                        help="ground the queries with a separate classifier head instead of the language model's "
+                             "word embeddings (the comparison in the model card)")
     parser.add_argument("--arch", default="", help='changed dimensions as JSON, e.g. \'{"lm_layers": 2}\'')
     args = parser.parse_args(argv)
     if args.threads:
@@ -170,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     arch = replace(DemoArch(), **json.loads(args.arch)) if args.arch else DemoArch()
     record = train(args.out, steps=args.steps, batch_scenes=args.batch, peak_lr=args.lr, warmup=args.warmup,
                    seed=args.seed, arch=arch, log_every=args.log_every, save_every=args.save_every,
-                   grounding_weight=args.grounding,
+                   grounding_weight=args.grounding, singles=args.singles, turns=args.turns,
+                   ground_in_words=not args.ground_with_classifier,
                    command=" ".join(["python -m chatbot.demo.train", *(sys.argv[1:] if argv is None else argv)]))
     print(f"trained {record['parameters']:,} parameters in {record['seconds']:.0f} s on {record['device']}; "
           f"saved to {args.out}")
