@@ -51,6 +51,15 @@ def index_dir() -> Path:
 DEMO_MODEL = "demo"  # --model demo: the small model trained here (chatbot/demo), shipped with the package
 
 
-def demo_model_dir() -> Path:
-    """The shipped demo chat model's checkpoint folder (package data: no download, no cache)."""
-    return Path(__file__).resolve().parent / "demo" / "weights" / "chat"
+_DEMO_FOLDERS = {"chat": "chat", "retrieval": "search"}  # checkpoint kind -> folder under chatbot/demo/weights
+
+
+def demo_model_dir(kind: str = "chat") -> Path:
+    """The shipped demo model's checkpoint folder for `kind` (package data: no download, no cache).
+
+    One name, two models: `--model demo` is the chat model (weights/chat) where a chat is opened, and the
+    retrieval model (weights/search) where `index` and `search` open one.
+    """
+    if kind not in _DEMO_FOLDERS:
+        raise ValueError(f"kind must be one of {tuple(_DEMO_FOLDERS)}, got {kind!r}")
+    return Path(__file__).resolve().parent / "demo" / "weights" / _DEMO_FOLDERS[kind]

@@ -93,8 +93,10 @@ def _check_checkpoint_dir(path: Path, requested: str) -> None:
         )
 
 
-def resolve_model(requested: str, progress: Progress | None = None) -> ResolvedModel:
+def resolve_model(requested: str, progress: Progress | None = None, kind: str = "chat") -> ResolvedModel:
     """Locate a checkpoint: directory first, then the local cache, then a download.
+
+    `kind` ("chat" or "retrieval") only chooses which shipped demo model the name `demo` means.
 
     Raises:
         ModelNotFoundError: nowhere to be found (names the fix).
@@ -102,7 +104,7 @@ def resolve_model(requested: str, progress: Progress | None = None) -> ResolvedM
     """
     name = requested.strip()
     if name.lower() == DEMO_MODEL and not Path(name).is_dir():  # the shipped demo model (chatbot/demo)
-        return ResolvedModel(requested, demo_model_dir(), None, "directory")
+        return ResolvedModel(requested, demo_model_dir(kind), None, "directory")
     local = Path(name).expanduser()
     if local.is_dir():
         _check_checkpoint_dir(local, requested)
@@ -248,7 +250,7 @@ def load_checkpoint(
     started = time.perf_counter()
     if isinstance(requested, str):
         check_known_name(requested, kind)  # before any download
-    resolved = requested if isinstance(requested, ResolvedModel) else resolve_model(requested, progress)
+    resolved = requested if isinstance(requested, ResolvedModel) else resolve_model(requested, progress, kind)
     check_folder(resolved.path, kind, resolved.hub_id or str(resolved.path))
     family = "retrieval" if kind == "retrieval" else read_family(resolved.path)
     target = choose_device(device)
