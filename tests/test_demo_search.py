@@ -162,3 +162,11 @@ def test_training_texts_are_true_of_their_picture_and_their_one_word_changes_are
         assert len(slots) == len(true_slots)
         assert sum(a != b for a, b in zip(slots, true_slots, strict=True)) == 1
     assert kinds == {"thing", "count", "pair", "place"}
+
+
+def test_all_demo_weights_together_stay_within_20_mb() -> None:
+    """The issue's budget for shipping the demo models inside the package (the wheel must stay under 25 MB)."""
+    weights = demo_model_dir().parent
+    files = [path for path in weights.rglob("*") if path.is_file()]
+    assert {path.parent.name for path in files if path.suffix == ".safetensors"} == {"chat", "search"}
+    assert sum(path.stat().st_size for path in files) <= 20 * 1024 * 1024
