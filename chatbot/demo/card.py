@@ -137,9 +137,10 @@ def _limits(record: dict[str, Any], scores: dict[str, Any] | None) -> list[str]:
     weakest = ", ".join(f"{kind} {value}%" for kind, value in sorted(kinds.items(), key=lambda kv: kv[1])[:4])
     return ["", "## What limits it", "",
             "Some scores are below the issue's targets (single 95%, follow-ups 90%, captions 90%). The held-out",
-            f"loss was still falling at the last step ({first['held_out_loss']} at step {first['step']}, "
-            f"{last['held_out_loss']} at step {last['step']}): the run is cut by the 30-minute CPU budget rather",
-            f"than finished. The weakest kinds: {weakest}. They need the language model to find a shape among",
+            f"loss was still falling near the end ({first['held_out_loss']} at step {first['step']}, "
+            f"{last['held_out_loss']} at step {last['step']}): the run is cut by the issue's 30-minute budget on",
+            f"2 CPU cores rather than finished. The weakest kinds: {weakest}.",
+            "They need the language model to find a shape among",
             "the queries by what it is (a lookup by content), which it learns after captions (reading the",
-            "queries in order) and after lookups by place: \"what is at the top left?\" was right 59% of the time",
-            "at step 1000 and 99% at step 3000 (docs/benchmarks.md has the scores at each saved step)."]
+            "queries in order) and after lookups by place (\"what is at the top left?\"): docs/benchmarks.md has",
+            "the scores at each saved step."]

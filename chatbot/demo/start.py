@@ -16,7 +16,7 @@ from chatbot.demo.world import IMAGE_SIZE, make_scene, render
 INTRODUCTION = (
     "This is the demo model: a small BLIP-2 trained here on pictures of one to four coloured shapes "
     "(circles, squares, triangles) on a 2x2 grid. It knows nothing else, and it still gets about one question "
-    "in four wrong (chatbot/demo/weights/chat/MODEL_CARD.md has its scores). Try: What is at the top left? "
+    "in five wrong (chatbot/demo/weights/chat/MODEL_CARD.md has its scores). Try: What is at the top left? "
     "What size is it? Then a follow-up such as: And the square?"
 )
 

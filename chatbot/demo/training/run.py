@@ -155,7 +155,7 @@ def _to(batch: Any, device: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the demo chat model (a small BLIP-2, OPT) on the demo world.")
     parser.add_argument("--out", type=Path, default=CHAT_WEIGHTS, help="checkpoint folder to write")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=4500)
     parser.add_argument("--batch", type=int, default=24, help="pictures per step (three examples each)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     parser.add_argument("--warmup", type=int, default=300)
