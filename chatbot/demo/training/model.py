@@ -22,8 +22,9 @@ IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 @dataclass(frozen=True)
-class DemoArch:
-    """The demo chat model's dimensions; field names follow the HF configs."""
+class PictureArch:
+    """The picture side both demo models share (a ViT over 64-pixel pictures, a Q-Former); field names
+    follow the HF configs."""
 
     image_size: int = IMAGE_SIZE
     patch_size: int = 16  # 16 patches: 2x2 for each grid cell
@@ -35,15 +36,21 @@ class DemoArch:
     qformer_layers: int = 2
     qformer_heads: int = 4
     qformer_mlp: int = 512
-    num_query_tokens: int = 8  # two per grid cell
+    num_query_tokens: int = 8  # the first four read one grid cell each (the grounding loss), four are free
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DemoArch(PictureArch):
+    """The demo chat model's dimensions: the picture side and a small OPT."""
+
     lm_hidden: int = 128
     lm_layers: int = 3
     lm_heads: int = 4
     lm_ffn: int = 512
     max_positions: int = 128  # image tokens + a 4-turn dialogue + answer, with room to spare
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 def build_tokenizer() -> Any:

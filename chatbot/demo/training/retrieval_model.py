@@ -11,37 +11,22 @@ the hub's `Salesforce/blip2-itm-vit-g`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from chatbot.demo.examples import vocabulary
-from chatbot.demo.training.model import IMAGE_MEAN, IMAGE_STD
-from chatbot.demo.world import IMAGE_SIZE
+from chatbot.demo.training.model import IMAGE_MEAN, IMAGE_STD, PictureArch
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")  # ids 0..3, as in BERT's order of the ones we need
 EXTRA_WORDS = ("with", "picture", "in", "on")  # words people put in a search that the prompts never use
 
 
 @dataclass(frozen=True)
-class SearchArch:
-    """The demo retrieval model's dimensions; field names follow the HF configs."""
+class SearchArch(PictureArch):
+    """The demo retrieval model's dimensions: the picture side, the Q-Former's text input and the projections."""
 
-    image_size: int = IMAGE_SIZE
-    patch_size: int = 16  # 16 patches: 2x2 for each grid cell
-    vision_hidden: int = 128
-    vision_layers: int = 3
-    vision_heads: int = 4
-    vision_mlp: int = 512
-    qformer_hidden: int = 128
-    qformer_layers: int = 2
-    qformer_heads: int = 4
-    qformer_mlp: int = 512
-    num_query_tokens: int = 8  # the first four read one grid cell each (the grounding loss), four are free
     qformer_positions: int = 64  # [CLS] + the longest caption (4 shapes: 19 words) + [SEP], with room to spare
     image_text_dim: int = 128  # `image_text_hidden_size`: the width ITC compares in
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 def search_vocabulary() -> list[str]:
