@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     folder = Path(args.model)
     if (folder / "training_log.json").exists():  # a model trained by train_search: its card shows the scores
-        from chatbot.demo.search_card import SCORES_FILE, write_search_card
+        from chatbot.demo.card import SCORES_FILE
+        from chatbot.demo.search_card import write_search_card
 
         (folder / SCORES_FILE).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         write_search_card(folder)

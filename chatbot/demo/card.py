@@ -18,15 +18,25 @@ _ROWS = (("captions", "captions (prompt of `caption`/`describe`)", "90"),
          ("follow_ups_no_history", "follow-ups, earlier turns removed", "near chance"))
 
 
-def write_model_card(folder: Path) -> Path:
-    """(Re)write `folder`/MODEL_CARD.md from the training log and, when present, the held-out scores."""
+def read_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A demo checkpoint folder's training log, and its held-out scores when they have been measured."""
     record = json.loads((folder / "training_log.json").read_text(encoding="utf-8"))
     scores_path = folder / SCORES_FILE
     scores = json.loads(scores_path.read_text(encoding="utf-8")) if scores_path.exists() else None
+    return record, scores
+
+
+def write_card(folder: Path, lines: list[str]) -> Path:
+    """`folder`/MODEL_CARD.md with `lines`."""
     card = folder / "MODEL_CARD.md"
-    parts = [*_about(record), *_curve(record), *_scores(scores), *_limits(record, scores)]
-    card.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    card.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return card
+
+
+def write_model_card(folder: Path) -> Path:
+    """(Re)write `folder`/MODEL_CARD.md from the training log and, when present, the held-out scores."""
+    record, scores = read_run(folder)
+    return write_card(folder, [*_about(record), *_curve(record), *_scores(scores), *_limits(record, scores)])
 
 
 def _about(record: dict[str, Any]) -> list[str]:

@@ -10,18 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-SCORES_FILE = "eval_scores.json"  # held-out scores, kept beside the weights for the card
+from chatbot.demo.card import read_run, write_card
+
 TARGET_RECALL = 90.0  # caption -> picture recall@1 (after re-ranking) the issue asks for
 
 
 def write_search_card(folder: Path) -> Path:
     """(Re)write `folder`/MODEL_CARD.md from the training log and, when present, the held-out scores."""
-    record = json.loads((folder / "training_log.json").read_text(encoding="utf-8"))
-    scores_path = folder / SCORES_FILE
-    scores = json.loads(scores_path.read_text(encoding="utf-8")) if scores_path.exists() else None
-    card = folder / "MODEL_CARD.md"
-    card.write_text("\n".join([*_about(record), *_curve(record), *_scores(scores)]) + "\n", encoding="utf-8")
-    return card
+    record, scores = read_run(folder)
+    return write_card(folder, [*_about(record), *_curve(record), *_scores(scores)])
 
 
 def _about(record: dict[str, Any]) -> list[str]:

@@ -12,17 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from chatbot.demo.examples import HELD_OUT_START, held_out_scenes, training_stream
-from chatbot.demo.search_card import SCORES_FILE, write_search_card
+from chatbot.demo.search_card import write_search_card
 from chatbot.demo.training.batches import chunks, grounding_head, grounding_loss
 from chatbot.demo.training.retrieval_model import SearchArch, build_model, build_processor
-from chatbot.demo.training.run import learning_rate
+from chatbot.demo.training.runs import (
+    add_run_arguments,
+    arch_and_threads,
+    command_line,
+    finish_run,
+    learning_rate,
+    save_checkpoint,
+    start_run,
+)
 from chatbot.demo.training.search_batches import (
     contrastive_loss,
     image_embeddings,
@@ -88,12 +94,7 @@ def train(out_dir: Path, *, steps: int, batch_scenes: int, peak_lr: float, warmu
     """
     import torch
 
-    from chatbot.engine.loader import quiet_transformers
-
-    quiet_transformers()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    random.seed(seed)
-    torch.manual_seed(seed)
+    device = start_run(seed)
     processor = build_processor(arch)
     model = build_model(arch, processor.tokenizer).to(device).train()
     head = grounding_head(arch.qformer_hidden).to(device)
@@ -139,17 +140,14 @@ def train(out_dir: Path, *, steps: int, batch_scenes: int, peak_lr: float, warmu
             print(json.dumps(point), flush=True)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     model.eval()
-    _save(model, processor, out_dir, save_dtype)
+    save_checkpoint(model, processor, out_dir, save_dtype)
     record = {"command": command, "steps": steps, "batch_scenes": batch_scenes, "peak_lr": peak_lr, "warmup": warmup,
               "seed": seed, "grounding_weight": grounding_weight, "start_temperature": temperature,
               "device": device, "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
               "cpu_seconds": round(cpu_seconds, 1), "gauge_pictures": gauge_pictures, "gauge_start": GAUGE_START,
               "parameters": sum(p.numel() for p in model.parameters()), "save_dtype": save_dtype,
               "arch": arch.to_dict(), "curve": curve}
-    (out_dir / "training_log.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    (out_dir / SCORES_FILE).unlink(missing_ok=True)  # scores of earlier weights no longer hold
-    write_search_card(out_dir)
-    return record
+    return finish_run(out_dir, record, write_search_card)
 
 
 def _two_steps(optimizer: Any, loss: Any, matching_optimizer: Any, matching: Any, weights: list[Any]) -> None:
@@ -168,41 +166,16 @@ def _two_steps(optimizer: Any, loss: Any, matching_optimizer: Any, matching: Any
     matching_optimizer.step()
 
 
-def _save(model: Any, processor: Any, folder: Path, dtype: str) -> None:
-    """The weights in `dtype` (a copy: the model itself stays float32) and the processor, as a checkpoint folder."""
-    import copy
-
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    copy.deepcopy(model).to("cpu", getattr(torch, dtype)).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    for path in folder.iterdir():  # package data: readable by everyone (safetensors writes its file 0600)
-        path.chmod(0o644)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Train the demo retrieval model (a small Blip2ForImageTextRetrieval) on the demo world.")
-    parser.add_argument("--out", type=Path, default=SEARCH_WEIGHTS, help="checkpoint folder to write")
-    parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--batch", type=int, default=32, help="pictures per step (two texts each)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    parser.add_argument("--log-every", type=int, default=100)
-    parser.add_argument("--grounding", type=float, default=1.0, help="weight of the training-only grounding loss")
-    parser.add_argument("--arch", default="", help='changed dimensions as JSON, e.g. \'{"qformer_layers": 3}\'')
+    add_run_arguments(parser, out=SEARCH_WEIGHTS, steps=1200, batch=32, warmup=100,
+                      batch_help="pictures per step (two texts each)", arch_example='{"qformer_layers": 3}')
     args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    arch = replace(SearchArch(), **json.loads(args.arch)) if args.arch else SearchArch()
+    arch = arch_and_threads(args, SearchArch())
     record = train(args.out, steps=args.steps, batch_scenes=args.batch, peak_lr=args.lr, warmup=args.warmup,
                    seed=args.seed, arch=arch, log_every=args.log_every, grounding_weight=args.grounding,
-                   command=" ".join(["python -m chatbot.demo.train_search", *(sys.argv[1:] if argv is None else argv)]))
+                   command=command_line("chatbot.demo.train_search", argv))
     print(f"trained {record['parameters']:,} parameters in {record['seconds']:.0f} s on {record['device']}; "
           f"saved to {args.out}")
     return 0

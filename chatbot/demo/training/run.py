@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
-import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from chatbot.demo.card import SCORES_FILE, write_model_card
+from chatbot.demo.card import write_model_card
 from chatbot.demo.examples import examples_for, held_out_scenes, training_stream
 from chatbot.demo.training.batches import (
     answer_loss,
@@ -30,16 +27,17 @@ from chatbot.demo.training.batches import (
     word_grounding_loss,
 )
 from chatbot.demo.training.model import DemoArch, build_model, build_processor
+from chatbot.demo.training.runs import (
+    add_run_arguments,
+    arch_and_threads,
+    command_line,
+    finish_run,
+    learning_rate,
+    save_checkpoint,
+    start_run,
+)
 
 CHAT_WEIGHTS = Path(__file__).parents[1] / "weights" / "chat"
-
-
-def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
-    """Linear warm-up to `peak`, then a cosine down to a tenth of it."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _check_batch(processor: Any, arch: DemoArch, image_token_id: int, count: int) -> Any:
@@ -72,16 +70,11 @@ def train(out_dir: Path, *, steps: int, batch_scenes: int, peak_lr: float, warmu
     """
     import torch
 
-    from chatbot.engine.loader import quiet_transformers
-
-    quiet_transformers()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    random.seed(seed)
-    torch.manual_seed(seed)
+    device = start_run(seed)
     processor = build_processor(arch)
     image_token_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     model = build_model(arch, processor.tokenizer).to(device).train()
-    head = grounding_head(arch.lm_hidden).to(device)
+    head = grounding_head(arch.lm_hidden).to(device)  # made even when unused: the same seed gives the same run
     optimizer = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=peak_lr, betas=(0.9, 0.98),
                                   weight_decay=0.05)
     check = _to(_check_batch(processor, arch, image_token_id, 48), device)
@@ -117,10 +110,10 @@ def train(out_dir: Path, *, steps: int, batch_scenes: int, peak_lr: float, warmu
             curve.append(point)
             print(json.dumps(point), flush=True)
         if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
-            _save(model, processor, out_dir / f"step-{step + 1}", save_dtype)
+            save_checkpoint(model, processor, out_dir / f"step-{step + 1}", save_dtype)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     model.eval()
-    _save(model, processor, out_dir, save_dtype)
+    save_checkpoint(model, processor, out_dir, save_dtype)
     record = {"command": command, "steps": steps, "batch_scenes": batch_scenes, "peak_lr": peak_lr, "warmup": warmup,
               "seed": seed, "singles": singles, "turns": turns, "ground_in_words": ground_in_words,
               "grounding_weight": grounding_weight,
@@ -128,21 +121,7 @@ def train(out_dir: Path, *, steps: int, batch_scenes: int, peak_lr: float, warmu
               "cpu_seconds": round(cpu_seconds, 1),
               "parameters": sum(p.numel() for p in model.parameters()), "save_dtype": save_dtype,
               "arch": arch.to_dict(), "curve": curve}
-    (out_dir / "training_log.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    (out_dir / SCORES_FILE).unlink(missing_ok=True)  # scores of earlier weights no longer hold
-    write_model_card(out_dir)
-    return record
-
-
-def _save(model: Any, processor: Any, folder: Path, dtype: str) -> None:
-    """The weights in `dtype` (a copy: training goes on in float32) and the processor, as a checkpoint folder."""
-    import copy
-
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    copy.deepcopy(model).to("cpu", getattr(torch, dtype)).save_pretrained(folder)
-    processor.save_pretrained(folder)
+    return finish_run(out_dir, record, write_model_card)
 
 
 def _to(batch: Any, device: str) -> Any:
@@ -154,33 +133,21 @@ def _to(batch: Any, device: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the demo chat model (a small BLIP-2, OPT) on the demo world.")
-    parser.add_argument("--out", type=Path, default=CHAT_WEIGHTS, help="checkpoint folder to write")
-    parser.add_argument("--steps", type=int, default=4500)
-    parser.add_argument("--batch", type=int, default=24, help="pictures per step (three examples each)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    parser.add_argument("--log-every", type=int, default=100)
-    parser.add_argument("--grounding", type=float, default=1.0, help="weight of the training-only grounding loss")
+    add_run_arguments(parser, out=CHAT_WEIGHTS, steps=4500, batch=24, warmup=300,
+                      batch_help="pictures per step (three examples each)", arch_example='{"lm_layers": 2}')
     parser.add_argument("--save-every", type=int, default=0, help="also save the weights every N steps")
     parser.add_argument("--singles", type=int, default=1, help="single questions per picture")
     parser.add_argument("--turns", type=int, default=1, help="dialogue turns per picture (follow-ups first)")
     parser.add_argument("--ground-with-classifier", action="store_true",
                         help="ground the queries with a separate classifier head instead of the language model's "
                              "word embeddings (the comparison in the model card)")
-    parser.add_argument("--arch", default="", help='changed dimensions as JSON, e.g. \'{"lm_layers": 2}\'')
     args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    arch = replace(DemoArch(), **json.loads(args.arch)) if args.arch else DemoArch()
+    arch = arch_and_threads(args, DemoArch())
     record = train(args.out, steps=args.steps, batch_scenes=args.batch, peak_lr=args.lr, warmup=args.warmup,
                    seed=args.seed, arch=arch, log_every=args.log_every, save_every=args.save_every,
                    grounding_weight=args.grounding, singles=args.singles, turns=args.turns,
                    ground_in_words=not args.ground_with_classifier,
-                   command=" ".join(["python -m chatbot.demo.train", *(sys.argv[1:] if argv is None else argv)]))
+                   command=command_line("chatbot.demo.train", argv))
     print(f"trained {record['parameters']:,} parameters in {record['seconds']:.0f} s on {record['device']}; "
           f"saved to {args.out}")
     return 0
