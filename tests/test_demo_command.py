@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not (demo_model_dir() / "model.safetensors").exi
 def blip2_chat(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BLIP2_CHAT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "chatbot", *args], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=300, check=False)
+                          encoding="utf-8", env=env, timeout=300, check=False)
 
 
 def test_demo_opens_a_chat_on_a_generated_picture_offline(tmp_path: Path) -> None:

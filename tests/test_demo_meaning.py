@@ -12,12 +12,10 @@ answers; where a test allows a few misses, the bar is below the measured score o
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +27,7 @@ from chatbot.demo.questions import QA, referent, sample_single
 from chatbot.demo.world import Scene, caption, loaded_picture, make_scene, render
 from chatbot.frontends.describe.alt_text import to_alt_text
 from chatbot.locations import demo_model_dir
+from tests.test_demo_command import blip2_chat
 from tests.tui_support import SIZE, idle, pairs, pilot_test, send, wait_until
 
 pytestmark = pytest.mark.skipif(not (demo_model_dir() / "model.safetensors").exists(), reason="no demo weights")
@@ -36,10 +35,12 @@ pytestmark = pytest.mark.skipif(not (demo_model_dir() / "model.safetensors").exi
 SCENES = HELD_OUT_START + 7 * 10**6  # held-out pictures used only here
 
 
-def blip2_chat(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BLIP2_CHAT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "chatbot", *args], input=stdin, capture_output=True, text=True,
-                          encoding="utf-8", env=env, timeout=300, check=False)
+@pytest.fixture(scope="module")
+def engine() -> Any:
+    """The shipped demo chat model through our engine, loaded once for the tests that ask it directly."""
+    from chatbot.engine.blip2 import open_engine
+
+    return open_engine(str(demo_model_dir()), device="cpu")
 
 
 def saved(scene: Scene, folder: Path) -> Path:
@@ -122,12 +123,11 @@ def test_follow_ups_are_right_in_the_screen_reader_mode(tmp_path: Path) -> None:
 
 
 @pilot_test
-async def test_follow_ups_are_right_in_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_follow_ups_are_right_in_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: Any) -> None:
     """Three three-turn chats typed into the app (the second and third after `/image`): the transcript shows
     the questions and the model's answers, at least two chats right in every turn, and the answers are the
     ones the core's `Conversation` gives for the same turns."""
     from chatbot.engine.base import GenerationOptions
-    from chatbot.engine.blip2 import open_engine
     from chatbot.images import load_image
     from chatbot.tui.app import create_app
 
@@ -147,7 +147,6 @@ async def test_follow_ups_are_right_in_the_app(tmp_path: Path, monkeypatch: pyte
                 await wait_until(pilot, lambda: idle(app), timeout=60, what=f"the answer to {qa.question!r}")
             shown += pairs(app)[-3:]
     assert [question for question, _ in shown] == [qa.question for _, chat in three for qa in chat]
-    engine = open_engine(str(demo_model_dir()), device="cpu")
     for (scene, chat), start in zip(three, range(0, 9, 3), strict=True):
         conversation = Conversation.with_engine(engine, loaded_picture(scene), GenerationOptions())
         assert [answer for _, answer in shown[start:start + 3]] == [
@@ -173,19 +172,17 @@ def test_undo_takes_the_turn_out_of_what_the_model_sees(tmp_path: Path) -> None:
     assert said[2] == said[4] == said[5]  # "What shape is it?" asked, undone, asked again: the same answer
 
 
-def test_clear_makes_the_follow_up_lose_its_referent(tmp_path: Path) -> None:
+def test_clear_makes_the_follow_up_lose_its_referent(tmp_path: Path, engine: Any) -> None:
     """"And the square?" right after "What size is it?" asks the square's size; after /clear the model sees
     the bare question, so its answer is the one it gives to that question with no history, and it is
     (almost) never the size."""
     from chatbot.engine.base import GenerationOptions
-    from chatbot.engine.blip2 import open_engine
 
     six = chats(6, attributes=("size",), start=SCENES + 2 * 10**4)
     typed = [(scene, [opening.question, size.question, and_the.question, "/clear", and_the.question])
              for scene, (opening, size, and_the) in six]
     said = plain_chat(tmp_path / "home", tmp_path / "pictures", typed)
     assert len(said) == 4 * len(six)
-    engine = open_engine(str(demo_model_dir()), device="cpu")
     with_history = after_clear = 0
     for index, (scene, (_, _, and_the)) in enumerate(six):
         got_with_history, got_after_clear = said[4 * index + 2], said[4 * index + 3]
@@ -196,13 +193,11 @@ def test_clear_makes_the_follow_up_lose_its_referent(tmp_path: Path) -> None:
     assert with_history >= 4 and after_clear <= 1, (with_history, after_clear, said)
 
 
-def test_the_model_uses_the_picture_and_the_folded_history() -> None:
+def test_the_model_uses_the_picture_and_the_folded_history(engine: Any) -> None:
     """Over 60 held-out pictures, through our engine and a `Conversation`: single questions and follow-ups
     are mostly right, and follow-ups fall far when their history is removed from the prompt."""
     from chatbot.engine.base import GenerationOptions
-    from chatbot.engine.blip2 import open_engine
 
-    engine = open_engine(str(demo_model_dir()), device="cpu")
     options = GenerationOptions()
     rng = random.Random(15)
     single = with_history = alone = follow_ups = 0
