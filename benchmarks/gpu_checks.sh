@@ -8,13 +8,16 @@
 # Wheels for packages the machine lacks (transformers 5.24, bitsandbytes) travel in .whl/ (see
 # docs/benchmarks.md, "On a GPU"). The device returns at most 8 files from $OUT, so everything but the
 # log travels as one archive, results.tar.gz, rewritten after every step: a run cut short keeps what
-# it measured. Unpack it into benchmarks/results/ and rebuild the docs' tables from it.
+# it measured. Unpack it into benchmarks/results/; `python benchmarks/gpu_report.py` prints the docs'
+# decode and targets tables from it. The whole run keeps within BUDGET seconds (default 570): a step's
+# limit shrinks to what is left, and a step with under 20 s left is skipped, said so in the log.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/gpu-out}
 OPT=${OPT:-blip2-opt-2.7b}
 T5=${T5:-blip2-flan-t5-xl}
 PRECISIONS=${PRECISIONS:-bfloat16 int8 4bit 8bit-t0 8bit}  # bfloat16 first: the others' logits are compared with it
+BUDGET=${BUDGET:-570}
 results=/tmp/gpu-results
 mkdir -p "$OUT" "$results"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -27,8 +30,13 @@ log=$OUT/gpu.log
 step() { echo "=== $* ($(date +%T))" | tee -a "$log"; }
 pack() { tar -czf "$OUT/results.tar.gz" -C "$results" . 2>/dev/null; }
 run() {  # run LIMIT COMMAND...: the output, less library chatter, into the log; the archive refreshed after
-  local limit=$1
+  local limit=$1 left=$((BUDGET - SECONDS))
   shift
+  if [ "$left" -lt 20 ]; then
+    echo "skipped: ${left}s of the ${BUDGET}s budget left" | tee -a "$log"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   timeout "$limit" "$@" 2>&1 | grep -v -e "Warning" -e "USDT" -e "warnings.warn" | tee -a "$log"
   pack
 }
@@ -38,14 +46,14 @@ nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,cl
 python3 -c "import torch, transformers, bitsandbytes, triton; print('torch', torch.__version__, 'transformers', \
 transformers.__version__, 'bitsandbytes', bitsandbytes.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$log"
 
-step tests: engine, graphs, describe, int8 kernel, quantized models
-run 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_precision_gpu.py \
-  "tests/test_describe.py::test_batched_tokens_equal_one_at_a_time_on_cuda" -rs -s
+step "tests: engine, graphs, describe, int8 kernel, quantized models, compiled graphs"
+run 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_precision_gpu.py \
+  "tests/test_describe.py::test_batched_tokens_equal_one_at_a_time_on_cuda" tests/test_gpu_compiled.py -rs -s
 
 step "turns $OPT (static cache + CUDA graphs) against the naive loop"
 run 100 python3 benchmarks/bench_turns.py --arch "$OPT" --out "$results"
-step "decode $OPT: ours against plain generate and the bandwidth limit"
-run 50 python3 benchmarks/bench_decode.py --arch "$OPT" --tokens 64 --out "$results"
+step "decode $OPT: ours, ours compiled, plain generate, against the bandwidth limit"
+run 200 python3 benchmarks/bench_decode.py --arch "$OPT" --tokens 64 --compiled --out "$results"
 step "precision $OPT: $PRECISIONS"
 run 170 python3 benchmarks/bench_precision.py --arch "$OPT" $(printf -- "--precision %s " $PRECISIONS) \
   --new-tokens 32 --timeout 60 --out "$results" --docs /tmp/benchmarks.md
@@ -55,8 +63,8 @@ step "describe $OPT at batch sizes 1, 8, 32, 64"
 run 90 python3 benchmarks/bench_describe.py --arch "$OPT" --images 64 --batch-sizes 1,8,32,64 --rounds 1 \
   --out "$results"
 step "profile $OPT: follow-up turns, plain generate against graphs"
-run 80 python3 benchmarks/profile_turns.py --arch "$OPT" --turns 4 --out "$results"
-step "decode $T5"
-run 50 python3 benchmarks/bench_decode.py --arch "$T5" --tokens 64 --out "$results"
+run 80 python3 benchmarks/profile_turns.py --arch "$OPT" --turns 3 --out "$results"
+step "decode $T5: ours, ours compiled, plain generate"
+run 150 python3 benchmarks/bench_decode.py --arch "$T5" --tokens 64 --compiled --out "$results"
 step done
 pack

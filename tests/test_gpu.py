@@ -78,3 +78,4 @@ def test_image_cache_is_exact_in_bfloat16(checkpoints, pictures, family, monkeyp
 def test_auto_device_picks_the_gpu(checkpoints) -> None:
     engine = open_engine(str(checkpoints["opt"]))
     assert engine.info.device.startswith("cuda") and engine.info.precision in ("bfloat16", "float16")
+

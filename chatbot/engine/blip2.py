@@ -36,7 +36,7 @@ from chatbot.engine.base import (
     prompt_per_image,
 )
 from chatbot.engine.loader import LoadedCheckpoint, Progress, ResolvedModel, is_out_of_memory, load_checkpoint
-from chatbot.engine.static import graphs_wanted, set_up_static_decoding
+from chatbot.engine.static import compile_wanted, graphs_wanted, set_up_static_decoding
 from chatbot.engine.streaming import END, StopWhenCancelled, TokenQueue
 from chatbot.engine.think_ahead import ThinkAhead
 from chatbot.errors import OutOfMemoryError
@@ -48,10 +48,11 @@ class Blip2Engine(ThinkAhead, Engine):
 
     def __init__(
         self, loaded: LoadedCheckpoint, image_cache_size: int = 8, reuse_prefix: bool = True,
-        static_decoding: bool | None = None, progress: Progress | None = None,
+        static_decoding: bool | None = None, progress: Progress | None = None, compile_step: bool | None = None,
     ) -> None:
         """`static_decoding`: decode over a static KV cache (None: on GPUs, where CUDA graphs replay each
-        step; True also on a CPU, where the steps run eagerly: the tests use that to check the path)."""
+        step; True also on a CPU, where the steps run eagerly: the tests use that to check the path).
+        `compile_step`: compile that decode step with TorchInductor first (None: as BLIP2_CHAT_COMPILE says)."""
         super().__init__(loaded, image_cache_size, reuse_prefix)
         self._turn: Future[None] | None = None
         self.last_stats = GenerationStats()
@@ -62,13 +63,15 @@ class Blip2Engine(ThinkAhead, Engine):
             torch.backends.cuda.enable_cudnn_sdp(False)
         if static_decoding is None:
             static_decoding = self.device.type == "cuda" and graphs_wanted()
+        if compile_step is None:
+            compile_step = compile_wanted()
         if static_decoding:
-            self.model_thread().submit(self._set_up_static_decoding, progress).result()
+            self.model_thread().submit(self._set_up_static_decoding, progress, compile_step).result()
 
-    def _set_up_static_decoding(self, progress: Progress | None) -> None:
+    def _set_up_static_decoding(self, progress: Progress | None, compile_step: bool) -> None:
         """Allocate the static cache and, on a GPU, capture the decode step (on the model thread, once)."""
         self.static, self.decoding = set_up_static_decoding(self.model, self._compute_dtype(), self.device,
-                                                            self.info.context_tokens, progress)
+                                                            self.info.context_tokens, progress, compile_step)
 
     def _compute_dtype(self) -> torch.dtype:
         """The dtype activations (and so the KV cache) have: the input embeddings'."""
@@ -216,8 +219,8 @@ class Blip2Engine(ThinkAhead, Engine):
 
 def open_engine(
     model: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", quantize: str = "auto",
-    progress: Progress | None = None, static_decoding: bool | None = None,
+    progress: Progress | None = None, static_decoding: bool | None = None, compile_step: bool | None = None,
 ) -> Blip2Engine:
     """Load a checkpoint (hub id, alias or directory) in a precision that fits, and wrap it in an engine."""
     loaded = load_checkpoint(model, device=device, dtype=dtype, quantize=quantize, progress=progress)
-    return Blip2Engine(loaded, static_decoding=static_decoding, progress=progress)
+    return Blip2Engine(loaded, static_decoding=static_decoding, progress=progress, compile_step=compile_step)

@@ -37,14 +37,23 @@ import torch
 from chatbot.engine.static.base import StaticDecoding
 
 GRAPHS_ENV = "BLIP2_CHAT_CUDA_GRAPHS"  # "0" decodes with plain `generate` on GPUs too
+COMPILE_ENV = "BLIP2_CHAT_COMPILE"  # "1" compiles the decode step (TorchInductor) before the graphs capture it
 
-__all__ = ["GRAPHS_ENV", "StaticDecoding", "graph_blocker", "graphs_wanted", "set_up_static_decoding",
-           "static_decoding_for"]
+__all__ = ["COMPILE_ENV", "GRAPHS_ENV", "StaticDecoding", "compile_wanted", "graph_blocker", "graphs_wanted",
+           "set_up_static_decoding", "static_decoding_for"]
+
+_NO = ("0", "false", "no", "off")
 
 
 def graphs_wanted() -> bool:
     """False when the user turned CUDA graphs off with BLIP2_CHAT_CUDA_GRAPHS=0."""
-    return os.environ.get(GRAPHS_ENV, "1").strip() not in ("0", "false", "no", "off")
+    return os.environ.get(GRAPHS_ENV, "1").strip().lower() not in _NO
+
+
+def compile_wanted() -> bool:
+    """True when the user asked for a compiled decode step with BLIP2_CHAT_COMPILE=1 (off by default)."""
+    value = os.environ.get(COMPILE_ENV, "0").strip().lower()
+    return bool(value) and value not in _NO
 
 
 def graph_blocker(model: Any) -> str | None:
@@ -74,30 +83,59 @@ def static_decoding_for(model: Any, dtype: torch.dtype, device: torch.device, en
 
 def set_up_static_decoding(
     model: Any, dtype: torch.dtype, device: torch.device, context_tokens: int,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, compile_step: bool = False,
 ) -> tuple[StaticDecoding | None, str]:
     """The model's static decoding, its graphs captured on a GPU; and how answers will be decoded, in words.
 
-    (None, "generate (why)") where it cannot be had: a model CUDA graphs cannot hold, or any failure
-    while setting it up, which leaves the proven path (`generate` with a DynamicCache) in place.
+    `compile_step`: compile the decode step first (TorchInductor: fewer, fused kernels per step). Where
+    that fails (no compiler, an operation it cannot trace), the step is set up uncompiled and the
+    words say why. (None, "generate (why)") where static decoding cannot be had at all: a model CUDA
+    graphs cannot hold, or any failure while setting it up, which leaves the proven path (`generate`
+    with a DynamicCache) in place.
     """
-    from chatbot.engine.loader import is_out_of_memory
-
     use_graphs = device.type == "cuda" and graphs_wanted()
     blocker = graph_blocker(model) if use_graphs else None
     if blocker:
         return None, f"generate ({blocker})"
+    decoding = "CUDA graphs" if use_graphs else "static cache"
+    compile_note = ""
+    if compile_step:
+        static, failure = _built(model, dtype, device, context_tokens, use_graphs, progress, compile_step=True)
+        if static is not None:
+            return static, _described(static, decoding + ", compiled")
+        compile_note = f"; not compiled ({failure})"
+    static, failure = _built(model, dtype, device, context_tokens, use_graphs, progress, compile_step=False)
+    if static is None:
+        return None, f"generate (static decoding unavailable: {failure})"
+    return static, _described(static, decoding) + compile_note
+
+
+def _built(
+    model: Any, dtype: torch.dtype, device: torch.device, context_tokens: int, use_graphs: bool,
+    progress: Callable[[str], None] | None, compile_step: bool,
+) -> tuple[StaticDecoding | None, str]:
+    """A static decoding, compiled and captured as asked; or None and what went wrong, in a few words."""
+    from chatbot.engine.loader import is_out_of_memory
+
     try:
         with torch.inference_mode():
             static = static_decoding_for(model, dtype, device, context_tokens)
+            if compile_step:
+                if progress:
+                    progress("Compiling the decode step (once per process)")
+                static.compile()
             if use_graphs:
                 if progress:
                     progress("Capturing the decode step as a CUDA graph")
                 static.capture()
-    except Exception as error:  # noqa: BLE001 - any failure leaves the proven path in place
-        if is_out_of_memory(error):
+    except Exception as error:  # noqa: BLE001 - any failure leaves a proven path in place
+        if is_out_of_memory(error) and device.type == "cuda":
             torch.cuda.empty_cache()
-        return None, f"generate (static decoding unavailable: {type(error).__name__}: {str(error)[:120]})"
-    decoding = "CUDA graphs" if use_graphs else "static cache"
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        return None, f"{type(error).__name__}: {first_line[:120]}"
+    return static, ""
+
+
+def _described(static: StaticDecoding, decoding: str) -> str:
     note = getattr(static, "prefill_note", "")
-    return static, decoding + (f"; {note}" if note else "")
+    return decoding + (f"; {note}" if note else "")

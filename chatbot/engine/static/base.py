@@ -33,6 +33,7 @@ class StaticDecoding:
         self.length = 0  # positions of the self-attention cache written so far (host-side count)
         self.graphs: dict[int, Any] = {}  # attention window -> torch.cuda.CUDAGraph, once captured
         self.cache: Any = None
+        self._compiled_call: Callable[[], Any] | None = None  # `_forward` compiled, once `compile` succeeded
         on_gpu = device.type == "cuda"
         self._host = torch.zeros(2, dtype=torch.long, pin_memory=on_gpu)  # this token and "done", read back
         self._copied = torch.cuda.Event() if on_gpu else None  # recorded once they are on their way
@@ -44,11 +45,38 @@ class StaticDecoding:
         raise NotImplementedError
 
     def _eager_step(self) -> None:
-        self.logits.copy_(self._forward().logits[:, -1])  # float32, as generate's copy of the last logits
+        call = self._compiled_call or self._forward
+        self.logits.copy_(call().logits[:, -1])  # float32, as generate's copy of the last logits
 
     @property
     def captured(self) -> bool:
         return bool(self.graphs)
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled_call is not None
+
+    def compile(self) -> None:
+        """Compile the step's model call with TorchInductor, paying for it now: one step per attention window.
+
+        Inductor fuses the step's small element-wise kernels (layer norms with their residual adds,
+        biases, activations, masks, cache writes) into a few generated ones; on a GPU the CUDA graphs
+        then capture the compiled step. The warm-up runs in the grad mode of a turn (inference mode,
+        as the engine's turns run), so the turns find the compiled code ready and never recompile.
+        Raises what compiling raises (no compiler, an operation it cannot trace): the caller falls back.
+        """
+        self._compiled_call = torch.compile(self._forward, fullgraph=False)
+        try:
+            with torch.inference_mode(), torch.no_grad():
+                for window in self.windows:
+                    self._prepare_capture()
+                    with self._attending(window):
+                        self._eager_step()
+        except BaseException:
+            self._compiled_call = None
+            raise
+        finally:
+            self.reset()
 
     def step(self) -> None:
         """Feed `self.token`; the next token's logits land in `self.logits` (a replay once captured)."""
