@@ -104,6 +104,9 @@ def set_up_static_decoding(
         if static is not None:
             return static, _described(static, decoding + ", compiled")
         compile_note = f"; not compiled ({failure})"
+        if progress:
+            progress(f"Could not compile the decode step ({failure}); it runs uncompiled "
+                     f"(set {COMPILE_ENV}=0 to skip trying)")
     static, failure = _built(model, dtype, device, context_tokens, use_graphs, progress, compile_step=False)
     if static is None:
         return None, f"generate (static decoding unavailable: {failure})"
