@@ -5,12 +5,13 @@
 #   bash benchmarks/gpu_checks.sh            # results in $OUT (default /tmp/gpu-out)
 #   OPT=medium-opt T5=medium-flan-t5 bash benchmarks/gpu_checks.sh   # a quick rehearsal (on a CPU too)
 #
-# Wheels for packages the machine lacks (transformers 5.24, bitsandbytes) travel in .whl/ (see
-# docs/benchmarks.md, "On a GPU"). The device returns at most 8 files from $OUT, so everything but the
-# log travels as one archive, results.tar.gz, rewritten after every step: a run cut short keeps what
-# it measured. Unpack it into benchmarks/results/; `python benchmarks/gpu_report.py` prints the docs'
-# decode and targets tables from it. The whole run keeps within BUDGET seconds (default 570): a step's
-# limit shrinks to what is left, and a step with under 20 s left is skipped, said so in the log.
+# Wheels for packages the machine lacks (transformers 5.24, bitsandbytes) travel in .whl/: make them here
+# with `bash benchmarks/gpu_wheels.sh` and carry .whl with the run. The device returns at most 8 files
+# from $OUT, so everything but the log travels as one archive, results.tar.gz, rewritten after every
+# step: a run cut short keeps what it measured. Unpack it into benchmarks/results/; `python
+# benchmarks/gpu_report.py` prints the docs' decode and targets tables from it. The whole run keeps
+# within BUDGET seconds (default 570): a step's limit shrinks to what is left, and a step with under
+# 20 s left is skipped, said so in the log.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/gpu-out}
