@@ -73,14 +73,16 @@ def test_four_turns_of_a_compiled_step_match_generate(compiled_engines, red, fam
 
 
 def test_a_long_compiled_conversation_crosses_attention_windows_and_still_matches(compiled_engines, red) -> None:
+    """A compiled step attends over two windows, 512 and 2048 positions: two compiles, not four."""
     engine = compiled_engines["opt"]
+    assert engine.static.windows == (512, 2048)
     engine.forget()
     before = compiled_graphs()
     chat = Conversation.with_engine(engine, red, GenerationOptions(max_new_tokens=12))
     long_question = " ".join(["What is the colour of the small red car next to the tree?"] * 9)
     for _ in range(4):
         converse_and_compare(chat, [long_question])
-    assert engine.last_stats.prompt_tokens > 512  # steps in the 256-, 512- and 1024-position windows
+    assert engine.last_stats.prompt_tokens > 512  # steps in the 512- and 2048-position windows
     assert compiled_graphs() == before  # each window's step was compiled at set-up
 
 

@@ -42,7 +42,7 @@ def test_graphs_of_a_compiled_step_match_reference_in_float32(compiled_engines, 
 
 def test_graphs_of_a_compiled_step_in_every_attention_window_match_reference(compiled_engines, pictures) -> None:
     engine = compiled_engines["opt"]
-    assert sorted(engine.static.graphs) == [256, 512, 1024, 2048]
+    assert sorted(engine.static.graphs) == [512, 2048]  # a compiled step's windows: one compile each
     engine.forget()
     chat = Conversation.with_engine(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=12))
     long_question = " ".join(["What is the colour of the small red car next to the tree?"] * 9)

@@ -27,6 +27,7 @@ class StaticDecoding:
         self.device = device
         self.max_positions = max_positions  # positions the (self-attention) cache holds
         self.windows: tuple[int, ...] = (max_positions,)  # attention windows, ascending (a subclass may split)
+        self.compiled_windows: tuple[int, ...] | None = None  # fewer windows for a compiled step (a subclass may set)
         self.token = torch.zeros((1, 1), dtype=torch.long, device=device)  # the step's input
         vocab = language_model.get_output_embeddings().weight.shape[0]
         self.logits = torch.zeros((1, vocab), dtype=torch.float32, device=device)  # the step's output
@@ -63,8 +64,12 @@ class StaticDecoding:
         biases, activations, masks, cache writes) into a few generated ones; on a GPU the CUDA graphs
         then capture the compiled step. The warm-up runs in the grad mode of a turn (inference mode,
         as the engine's turns run), so the turns find the compiled code ready and never recompile.
-        Raises what compiling raises (no compiler, an operation it cannot trace): the caller falls back.
+        Each window costs a compile of its own, so a compiled step may attend over fewer, wider windows
+        (`compiled_windows`). Raises what compiling raises (no compiler, an operation it cannot trace):
+        the caller falls back.
         """
+        if self.compiled_windows:
+            self.windows = self.compiled_windows
         self._compiled_call = torch.compile(self._forward, fullgraph=False)
         try:
             with torch.inference_mode(), torch.no_grad():

@@ -14,6 +14,10 @@ from transformers.cache_utils import Cache, StaticLayer
 from chatbot.engine.static.base import StaticDecoding
 
 WINDOWS = (256, 512, 1024, 2048)  # attention spans the decode graphs are captured for (capped at the context)
+# A compiled step compiles once per window, and a window that is the whole cache once more (Dynamo
+# specializes a slice to the full length): two windows, two compiles. Attending over 512 positions
+# where a short chat needs 256 reads 84 MB more a token at OPT-2.7B, about 0.02 ms on an H200.
+COMPILED_WINDOWS = (512, 2048)
 PREFILL_BUCKETS = (16, 32, 64, 128)  # new-token counts the prefill graphs are captured for (padded up to)
 
 
@@ -52,6 +56,7 @@ class DecoderOnlyDecoding(StaticDecoding):
         config = language_model.config
         super().__init__(language_model, dtype, device, int(config.max_position_embeddings))
         self.windows = tuple(sorted({min(window, self.max_positions) for window in WINDOWS}))
+        self.compiled_windows = tuple(sorted({min(window, self.max_positions) for window in COMPILED_WINDOWS}))
         # (bucket, window) pairs of the prefill graphs, smallest first: a window holds what the bucket writes from 0
         self.prefill_shapes = tuple((b, w) for b in PREFILL_BUCKETS for w in self.windows if b <= w)
         self.cache = WindowedStaticCache(config, max_cache_len=self.max_positions)
