@@ -103,6 +103,11 @@ def test_a_step_that_cannot_be_compiled_is_set_up_uncompiled_and_says_why(checkp
         "(set BLIP2_CHAT_COMPILE=0 to skip trying)")
     assert engine.decoding == "static cache; not compiled (RuntimeError: Compiler: c++ is not found)"
     assert engine.static is not None and not engine.static.compiled
+    windows = engine.static.windows
+    assert windows == ((256, 512, 1024, 2048) if family == "opt" else (512,))  # the uncompiled step's windows
+    with pytest.raises(RuntimeError, match="c.. is not found"):
+        engine.static.compile()  # a failed compile leaves the step as it was
+    assert engine.static.windows == windows and not engine.static.compiled
     chat = Conversation.with_engine(engine, red, DECODING_OPTIONS["greedy"])
     converse_and_compare(chat, QUESTIONS[:2])
 

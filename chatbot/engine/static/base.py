@@ -68,20 +68,20 @@ class StaticDecoding:
         (`compiled_windows`). Raises what compiling raises (no compiler, an operation it cannot trace):
         the caller falls back.
         """
-        if self.compiled_windows:
-            self.windows = self.compiled_windows
+        uncompiled_windows = self.windows
+        self.windows = self.compiled_windows or self.windows
         self._compiled_call = torch.compile(self._forward, fullgraph=False)
-        try:
-            with torch.inference_mode(), torch.no_grad():
+        with torch.inference_mode(), torch.no_grad():
+            try:
                 for window in self.windows:
                     self._prepare_capture()
                     with self._attending(window):
                         self._eager_step()
-        except BaseException:
-            self._compiled_call = None
-            raise
-        finally:
-            self.reset()
+            except BaseException:
+                self._compiled_call, self.windows = None, uncompiled_windows
+                raise
+            finally:
+                self.reset()
 
     def step(self) -> None:
         """Feed `self.token`; the next token's logits land in `self.logits` (a replay once captured)."""
