@@ -26,6 +26,12 @@ def read_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return record, scores
 
 
+def curve_points(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """About a dozen evenly spaced points of a learning curve for a card's table, always with the last, none twice."""
+    shown = curve[:: max(1, len(curve) // 12)] + curve[-1:]
+    return [json.loads(point) for point in dict.fromkeys(json.dumps(p) for p in shown)]
+
+
 def write_card(folder: Path, lines: list[str]) -> Path:
     """`folder`/MODEL_CARD.md with `lines`."""
     card = folder / "MODEL_CARD.md"
@@ -113,10 +119,7 @@ def _curve(record: dict[str, Any]) -> list[str]:
     lines = ["## Learning curve", "",
              "Teacher-forced on a fixed batch of held-out pictures (a gauge; the scores below run through the",
              "engine):", "", "| step | CPU s | held-out loss | answers fully right |", "|---|---|---|---|"]
-    curve = record["curve"]
-    shown = curve[:: max(1, len(curve) // 12)] + ([curve[-1]] if len(curve) % 12 else [])
-    for point in dict.fromkeys(json.dumps(p) for p in shown):
-        p = json.loads(point)
+    for p in curve_points(record["curve"]):
         lines.append(f"| {p['step']} | {p.get('cpu_seconds', '')} | {p['held_out_loss']} | "
                      f"{100 * p['held_out_answers_right']:.1f}% |")
     return [*lines, ""]

@@ -6,11 +6,10 @@ Written from `training_log.json` (by `train_search`) and the held-out scores (by
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from chatbot.demo.card import read_run, write_card
+from chatbot.demo.card import curve_points, read_run, write_card
 
 TARGET_RECALL = 90.0  # caption -> picture recall@1 (after re-ranking) the issue asks for
 
@@ -92,10 +91,7 @@ def _curve(record: dict[str, Any]) -> list[str]:
              "training model's own parts (a gauge; the scores below run through the engine search uses):", "",
              "| step | CPU s | ITC loss | ITM loss | grounding loss | recall@1 ITC | recall@1 after ITM |",
              "|---|---|---|---|---|---|---|"]
-    curve = record["curve"]
-    shown = curve[:: max(1, len(curve) // 12)] + [curve[-1]]
-    for point in dict.fromkeys(json.dumps(p) for p in shown):
-        p = json.loads(point)
+    for p in curve_points(record["curve"]):
         lines.append(f"| {p['step']} | {p['cpu_seconds']} | {p['itc_loss']} | {p['itm_loss']} | {p['grounding_loss']} "
                      f"| {100 * p['itc_recall_at_1']:.1f}% | {100 * p['itm_recall_at_1']:.1f}% |")
     return [*lines, ""]

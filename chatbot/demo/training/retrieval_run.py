@@ -27,6 +27,7 @@ from chatbot.demo.training.runs import (
     finish_run,
     learning_rate,
     save_checkpoint,
+    say_trained,
     start_run,
 )
 from chatbot.demo.training.search_batches import (
@@ -176,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     record = train(args.out, steps=args.steps, batch_scenes=args.batch, peak_lr=args.lr, warmup=args.warmup,
                    seed=args.seed, arch=arch, log_every=args.log_every, grounding_weight=args.grounding,
                    command=command_line("chatbot.demo.train_search", argv))
-    print(f"trained {record['parameters']:,} parameters in {record['seconds']:.0f} s on {record['device']}; "
-          f"saved to {args.out}")
+    say_trained(record, args.out)
     return 0
 
 

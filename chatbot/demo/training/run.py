@@ -34,6 +34,7 @@ from chatbot.demo.training.runs import (
     finish_run,
     learning_rate,
     save_checkpoint,
+    say_trained,
     start_run,
 )
 
@@ -148,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                    grounding_weight=args.grounding, singles=args.singles, turns=args.turns,
                    ground_in_words=not args.ground_with_classifier,
                    command=command_line("chatbot.demo.train", argv))
-    print(f"trained {record['parameters']:,} parameters in {record['seconds']:.0f} s on {record['device']}; "
-          f"saved to {args.out}")
+    say_trained(record, args.out)
     return 0
 
 

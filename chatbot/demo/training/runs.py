@@ -91,3 +91,9 @@ def finish_run(out_dir: Path, record: dict[str, Any], write_card: Callable[[Path
     (out_dir / SCORES_FILE).unlink(missing_ok=True)  # scores of earlier weights no longer hold
     write_card(out_dir)
     return record
+
+
+def say_trained(record: dict[str, Any], out_dir: Path) -> None:
+    """The line a trainer ends with: what it trained, how long it took, where it saved it."""
+    print(f"trained {record['parameters']:,} parameters in {record['seconds']:.0f} s on {record['device']}; "
+          f"saved to {out_dir}")
