@@ -24,13 +24,12 @@ from tests.conftest import FAMILIES
 from tests.test_engine import QUESTIONS, converse_and_compare
 from tests.test_static_decoding import DECODING_OPTIONS
 
-needs_compiler = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
-                                    reason="Inductor needs a C++ compiler on a CPU")
+HAS_COMPILER = bool(shutil.which("c++") or shutil.which("g++"))  # Inductor's CPU code is C++
 
 
 @pytest.fixture(scope="module")
 def compiled_engines(checkpoints: dict[str, Path]) -> dict[str, Blip2Engine]:
-    if not (shutil.which("c++") or shutil.which("g++")):
+    if not HAS_COMPILER:
         pytest.skip("Inductor needs a C++ compiler on a CPU")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(ONEDNN_ENV, "0")  # oneDNN's packed layers are opaque to Inductor; GPUs have none
