@@ -79,6 +79,9 @@ def test_flags_and_the_model_variable_beat_the_file(home: Path, monkeypatch: pyt
     ('model = "  "\n', ["line 1", "model must be a hub id, an alias or a checkpoint folder (got '  ')"]),
     ('top_p = 1.5\n', ["line 1", "top_p must be a number above 0 and at most 1 (got 1.5)"]),
     ('num_beams = 0\n', ["line 1", "num_beams must be a whole number from 1 to 16 (got 0)"]),
+    # text from the file is shown with its control characters escaped, never raw
+    ('[keys]\n"\\n" = "ctrl+k"\n', ["line 1", "keys has no action '\\n'."]),
+    ('device = "gpu\\u001b]0;x\\u0007"\n', ["line 1", "(got 'gpu\\x1b]0;x\\x07')"]),
 ])
 def test_bad_files_are_one_error_naming_file_and_line(home: Path, text: str, words: list[str]) -> None:
     path = write(home, text)

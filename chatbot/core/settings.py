@@ -19,6 +19,7 @@ from chatbot.engine.base import GenerationOptions
 from chatbot.engine.precision import DTYPE_CHOICES, QUANTIZE_CHOICES
 from chatbot.engine.registry import DEFAULT_MODEL
 from chatbot.errors import OptionError
+from chatbot.untrusted import visible
 
 MODEL_ENV = "BLIP2_CHAT_MODEL"
 SEED_LIMIT = 2**63  # torch's generators take seeds below this
@@ -125,7 +126,7 @@ class Option:
         return value
 
     def _error(self, label: str, value: Any) -> OptionError:
-        shown = f"'{value}'" if isinstance(value, str) else repr(value)
+        shown = f"'{visible(value)}'" if isinstance(value, str) else repr(value)  # a config's text: no controls
         hint = f"e.g. {self.example}." if self.example else ""
         return OptionError(f"{label} must be {self.allowed()} (got {shown}).", hint)
 
@@ -137,7 +138,7 @@ def _check_keys(value: Any, label: str) -> dict[str, str]:
                           "e.g. [keys] then open_image = \"ctrl+k\" on its own line.")
     for action, key in value.items():
         if action not in KEY_ACTIONS:
-            raise OptionError(f"{label} has no action '{action}'.", f"Actions: {', '.join(KEY_ACTIONS)}.")
+            raise OptionError(f"{label} has no action '{visible(action)}'.", f"Actions: {', '.join(KEY_ACTIONS)}.")
         if not isinstance(key, str) or not KEY_NAME.match(key):
             raise OptionError(f"{label}.{action} must be a key name such as ctrl+k or f2 (got {key!r}).",
                               "Lower case; several keys separated by commas.")
