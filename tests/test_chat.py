@@ -97,6 +97,8 @@ def test_set_values() -> None:
         (f"seed {2**63}", f"seed must be a whole number from 0 to {2**63 - 1} (got {2**63})."),
         ("top_p 2", "top_p must be a number above 0 and at most 1 (got 2.0)."),
         ("colour red", "/set does not know 'colour'."), ("", "/set needs a key and a value."),
+        ("col\x1b]0;x\x07 1", "/set does not know 'col\\x1b]0;x\\x07'."),  # typed or pasted controls, shown escaped
+        ("temperature h\u202eot", "temperature must be a number from 0 to 100 (got 'h\\u202eot')."),
     ]:
         with pytest.raises(OptionError) as error:
             apply_setting(options, bad)

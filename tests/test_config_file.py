@@ -82,6 +82,7 @@ def test_flags_and_the_model_variable_beat_the_file(home: Path, monkeypatch: pyt
     # text from the file is shown with its control characters escaped, never raw
     ('[keys]\n"\\n" = "ctrl+k"\n', ["line 1", "keys has no action '\\n'."]),
     ('device = "gpu\\u001b]0;x\\u0007"\n', ["line 1", "(got 'gpu\\x1b]0;x\\x07')"]),
+    ('"mo\\u001bdel" = "x"\n', ["line 1", "unknown key 'mo\\x1bdel'"]),
 ])
 def test_bad_files_are_one_error_naming_file_and_line(home: Path, text: str, words: list[str]) -> None:
     path = write(home, text)

@@ -20,6 +20,7 @@ from typing import Any
 from chatbot.core.settings import BY_NAME
 from chatbot.errors import OptionError
 from chatbot.locations import config_dir
+from chatbot.untrusted import visible
 
 CONFIG_KEYS = tuple(name for name, option in BY_NAME.items() if "config" in option.where)
 
@@ -55,7 +56,7 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
     for key, value in data.items():
         where = f"In the config file {path}, line {_line_of(text, key)}"
         if key not in CONFIG_KEYS:
-            raise OptionError(f"{where}: unknown key '{key}'.", f"Known keys: {', '.join(CONFIG_KEYS)}.")
+            raise OptionError(f"{where}: unknown key '{visible(key)}'.", f"Known keys: {', '.join(CONFIG_KEYS)}.")
         try:
             checked[key] = BY_NAME[key].check(value, key)
         except OptionError as error:

@@ -238,7 +238,7 @@ def apply_setting(options: GenerationOptions, argument: str) -> tuple[Generation
     key, _, value = argument.strip().partition(" ")
     key = key.replace("-", "_").lower()
     if key not in SETTABLE:
-        raise OptionError(f"/set does not know '{key}'." if key else "/set needs a key and a value.",
+        raise OptionError(f"/set does not know '{visible(key)}'." if key else "/set needs a key and a value.",
                           f"Settable: {', '.join(SETTABLE)}; e.g. /set temperature 0.7.")
     return replace(options, **{key: BY_NAME[key].parse(value, key)}), key
 
