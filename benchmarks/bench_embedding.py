@@ -65,9 +65,9 @@ def measure(arch: str, device: str, dtype: str, batches: list[int], repeats: int
     print(f"text encoder, one query: p50 {percentile(text_ms, 0.5):.1f} ms, p95 {percentile(text_ms, 0.95):.1f} ms")
     itm: dict[str, Any] = {}
     if itm_batch:
-        seconds = timed(lambda: engine.match_probabilities(pictures[:itm_batch], QUERY))
-        itm = {"batch": itm_batch, "seconds": seconds, "images_per_second": itm_batch / seconds}
-        print(f"ITM re-scoring, batch {itm_batch}: {itm_batch / seconds:.3f} images/s")
+        itm_seconds = timed(lambda: engine.match_probabilities(pictures[:itm_batch], QUERY))
+        itm = {"batch": itm_batch, "seconds": itm_seconds, "images_per_second": itm_batch / itm_seconds}
+        print(f"ITM re-scoring, batch {itm_batch}: {itm_batch / itm_seconds:.3f} images/s")
     return {
         "arch": arch, "device": engine.device, "precision": engine.precision, "image_size": engine.image_size,
         "query_tokens": engine.query_tokens, "embedding_dim": engine.embedding_dim,

@@ -79,20 +79,48 @@ def our_turn(chat: Any, question: str) -> dict[str, Any]:
     }
 
 
+class WholeWordsOnly:
+    """A logits processor that leaves only the allowed tokens: one masked fill a step, nothing per turn."""
+
+    def __init__(self, allowed: Any) -> None:
+        self.blocked = ~allowed  # a bool mask over the vocabulary, on the model's device
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        return scores.masked_fill(self.blocked, float("-inf"))
+
+
 def answer_in_whole_words(engine: Any) -> int:
     """Let the model answer only with whole-word tokens (" cat", " red"); returns how many are allowed.
 
     A trained model's answers are ordinary words, which re-tokenize to the very tokens it generated,
     so the next turn's prompt shares them with the KV cache. Random weights pick byte fragments that
     re-tokenize differently, which would understate prefix reuse. Both paths get the same
-    restriction (it sits in the language model's generation config), so they stay comparable.
+    restriction (every `generate` call of this engine, ours and the naive loop's, gets the processor),
+    so they stay comparable.
+
+    The restriction must cost what a trained model's generation config costs: nothing. The language
+    model's `suppress_tokens` (which runs before 2026-11-30 14:00 used) held the ~50,000 other ids of a
+    real vocabulary, and `generate` deep-copies its config on every call: 30-45 ms of host time per
+    turn on the 2-core CPU, on both sides, and on every token a `torch.isin` against the list
+    (benchmarks/bench_generate_setup.py; tests/test_bench_turns.py checks the two restrict alike).
     """
+    import torch
+    from transformers import LogitsProcessorList
+
     tokenizer = engine.tokenizer
     vocab = engine.model.language_model.get_output_embeddings().weight.shape[0]
     pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    allowed = {i for i, piece in enumerate(pieces) if piece and piece[0] in "Ġ▁" and piece[1:].isalpha()
-               and piece[1:].isascii() and len(piece) > 2}
-    engine.model.language_model.generation_config.suppress_tokens = [i for i in range(vocab) if i not in allowed]
+    allowed = [i for i, piece in enumerate(pieces) if piece and piece[0] in "Ġ▁" and piece[1:].isalpha()
+               and piece[1:].isascii() and len(piece) > 2]
+    mask = torch.zeros(vocab, dtype=torch.bool, device=engine.device)
+    mask[allowed] = True
+    restriction = WholeWordsOnly(mask)
+    plain_kwargs = engine.generate_kwargs
+
+    def generate_kwargs(options: Any) -> dict[str, Any]:
+        return {**plain_kwargs(options), "logits_processor": LogitsProcessorList([restriction])}
+
+    engine.generate_kwargs = generate_kwargs
     return len(allowed)
 
 

@@ -58,7 +58,7 @@ def score_queries(engine: Any, pictures: Sequence[Any], image_embeds: Any, texts
 
     text_embeds = engine.text_embeddings(list(texts))
     scores = itc_scores(image_embeds, text_embeds)  # [pictures, texts]
-    out: dict[str, Counter[str]] = {"itc": Counter(), "itm": Counter()}
+    out: dict[str, dict[str, float]] = {name: {"at_1": 0, "any_5": 0, "share_5": 0.0} for name in ("itc", "itm")}
     for query, text in enumerate(texts):
         orders = ranked(engine, pictures, scores[:, query], text, rerank)
         for name, order in zip(("itc", "itm"), orders, strict=True):
