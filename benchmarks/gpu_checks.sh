@@ -3,7 +3,7 @@
 # the real dimensions (synthetic weights), most important first, each with its own time limit.
 #
 #   bash benchmarks/gpu_checks.sh            # results in $OUT (default /tmp/gpu-out)
-#   OPT=medium-opt T5=medium-flan-t5 bash benchmarks/gpu_checks.sh   # a quick rehearsal (on a CPU too)
+#   OPT=medium-opt T5=medium-flan-t5 GEMV="--hidden 256 --ffn 1024 --layers 4" bash benchmarks/gpu_checks.sh   # a rehearsal (CPU too)
 #
 # Wheels for packages the machine lacks (transformers 5.24, bitsandbytes) travel in .whl/: make them here
 # with `bash benchmarks/gpu_wheels.sh` and carry .whl with the run. The device returns at most 8 files
@@ -19,6 +19,7 @@ OPT=${OPT:-blip2-opt-2.7b}
 T5=${T5:-blip2-flan-t5-xl}
 PRECISIONS=${PRECISIONS:-bfloat16 int8 4bit 8bit-t0 8bit}  # bfloat16 first: the others' logits are compared with it
 BUDGET=${BUDGET:-570}
+GEMV=${GEMV:-}  # bench_gemv's shape flags; empty: OPT-2.7B's (a CPU rehearsal: GEMV="--hidden 256 --ffn 1024 --layers 4")
 results=/tmp/gpu-results
 mkdir -p "$OUT" "$results"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -63,6 +64,8 @@ run 100 python3 benchmarks/bench_turns.py --arch "$T5" --out "$results"
 step "describe $OPT at batch sizes 1, 8, 32, 64"
 run 90 python3 benchmarks/bench_describe.py --arch "$OPT" --images 64 --batch-sizes 1,8,32,64 --rounds 1 \
   --out "$results"
+step "matrix-vector products at OPT-2.7B's shapes: query, key, value apart and fused"
+run 40 python3 benchmarks/bench_gemv.py $GEMV --out "$results"
 step "profile $OPT: follow-up turns, plain generate against graphs"
 run 80 python3 benchmarks/profile_turns.py --arch "$OPT" --turns 3 --out "$results"
 step "decode $T5: ours, ours compiled, plain generate"

@@ -5,8 +5,8 @@ After `bash benchmarks/gpu_checks.sh` on a GPU, unpack its results.tar.gz into a
     python benchmarks/gpu_report.py [RESULTS_DIR] [--opt blip2-opt-2.7b] [--t5 blip2-flan-t5-xl]
 
 (RESULTS_DIR defaults to benchmarks/results/). It reads turns-{arch}-cuda-*.json, decode-{arch}-cuda-*.json,
-precision-cuda-{arch}.json and describe-*-{arch}.json (bfloat16 preferred where several match) and prints
-the tables, the ratios computed from the figures. A missing file makes its rows say "not measured".
+precision-cuda-{arch}.json, describe-*-{arch}.json and gemv-cuda-*.json (bfloat16 preferred where several
+match) and prints the tables, the ratios computed from the figures. A missing file makes its rows say "not measured".
 """
 
 from __future__ import annotations
@@ -156,6 +156,20 @@ def decode_table(decodes: list[tuple[str, str, Data]]) -> list[str]:
     return table(header, rows, numbers=True)
 
 
+def gemv_table(name: str, gemv: Data) -> list[str]:
+    """bench_gemv's variants (ms a step, GB, TB/s) and what fusing query, key and value saves; [] without a file."""
+    if gemv is None:
+        return []
+    rows = [[row["variant"], f"{row['ms_per_step']:.3f} ms", f"{row['gb_per_step']:.2f} GB",
+             f"{row['tb_per_s']:.2f} TB/s"] for row in gemv["rows"]]
+    by_name = {row["variant"]: row["ms_per_step"] for row in gemv["rows"]}
+    apart, fused = by_name["query, key, value apart"], by_name["query, key, value fused"]
+    return [f"`bench_gemv.py` ({gemv.get('device', '?')}, {gemv.get('dtype', '?')}, {gemv.get('layers')} layers of "
+            f"width {gemv.get('hidden')}), the decode step's linear layers alone, per step:", "",
+            *table(["linear layers", "time", "weights read", "rate"], rows, numbers=True), "",
+            f"Fusing query, key and value: {apart - fused:.3f} ms a step less ({fused / apart:.2f}x the time).", ""]
+
+
 def report(folder: Path, opt: str, t5: str) -> str:
     """The whole Markdown: the decode table, the targets table, and which files (and when) they come from."""
     files = {
@@ -163,6 +177,7 @@ def report(folder: Path, opt: str, t5: str) -> str:
         "decode_opt": load(folder, f"decode-{opt}-cuda-*.json"), "decode_t5": load(folder, f"decode-{t5}-cuda-*.json"),
         "precision": load(folder, f"precision-cuda-{opt}.json"), "describe": load(folder, f"describe-*-{opt}.json"),
     }
+    gemv = load(folder, "gemv-cuda-*.json")
     targets = [
         follow_up_row(*files["turns_opt"]),
         whole_turn_row(*files["turns_t5"]),
@@ -172,9 +187,9 @@ def report(folder: Path, opt: str, t5: str) -> str:
         describe_row(*files["describe"]),
     ]
     decodes = [(arch, *files[key]) for arch, key in ((opt, "decode_opt"), (t5, "decode_t5"))]
-    sources = [f"`{name}` ({data.get('when', '?')})" for name, data in files.values() if data is not None]
+    sources = [f"`{name}` ({data.get('when', '?')})" for name, data in [*files.values(), gemv] if data is not None]
     lines = ["`bench_decode.py`, ours against plain `language_model.generate` on the same inputs:", "",
-             *decode_table(decodes), "", "### Against the targets of the GPU issue", "",
+             *decode_table(decodes), "", *gemv_table(*gemv), "### Against the targets of the GPU issue", "",
              *table(["target", "measured", "met?"], targets), "", "From " + (", ".join(sources) or "no file") + "."]
     return "\n".join(lines)
 

@@ -105,3 +105,29 @@ def test_find_prefers_bfloat16_and_skips_cpu_results(tmp_path: Path) -> None:
         (tmp_path / name).write_text("{}")
     assert find(tmp_path, "turns-x-cuda-*.json") == tmp_path / "turns-x-cuda-bfloat16.json"
     assert find(tmp_path, "describe-*-x.json") is None
+
+
+def test_the_linear_layers_table_and_what_fusing_saves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    layers, hidden, ffn = 32, 2560, 10240
+    qkv_gb, out_gb = layers * 3 * (hidden**2 + hidden) * 2 / 1e9, layers * (hidden**2 + hidden) * 2 / 1e9
+    ffn_gb = layers * (2 * ffn * hidden + ffn + hidden) * 2 / 1e9
+    timings = {"query, key, value apart": (0.62, qkv_gb), "query, key, value fused": (0.40, qkv_gb),
+               "output projection": (0.21, out_gb), "FFN (fc1, fc2)": (1.05, ffn_gb)}
+    rows = [{"variant": name, "ms_per_step": ms, "gb_per_step": gb, "tb_per_s": gb / ms} for name, (ms, gb) in
+            timings.items()]
+    (tmp_path / "gemv-cuda-bfloat16-2560.json").write_text(json.dumps(
+        {"when": "2026-12-01 10:00:00", "device": "NVIDIA H200", "dtype": "bfloat16", "hidden": hidden, "ffn": ffn,
+         "layers": layers, "rows": rows}))
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(NVIDIA H200, bfloat16, 32 layers of width 2560)" in out
+    assert "| query, key, value apart | 0.620 ms | 1.26 GB | 2.03 TB/s |" in out  # 1.2585 GB in 0.62 ms
+    assert "| query, key, value fused | 0.400 ms | 1.26 GB | 3.15 TB/s |" in out
+    assert "| FFN (fc1, fc2) | 1.050 ms | 3.36 GB | 3.20 TB/s |" in out
+    assert "Fusing query, key and value: 0.220 ms a step less (0.65x the time)." in out
+    assert "`gemv-cuda-bfloat16-2560.json` (2026-12-01 10:00:00)" in out
+
+
+def test_no_linear_layers_table_without_its_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main([str(tmp_path)]) == 0
+    assert "bench_gemv" not in capsys.readouterr().out
