@@ -64,11 +64,11 @@ run 100 python3 benchmarks/bench_turns.py --arch "$T5" --out "$results"
 step "describe $OPT at batch sizes 1, 8, 32, 64"
 run 90 python3 benchmarks/bench_describe.py --arch "$OPT" --images 64 --batch-sizes 1,8,32,64 --rounds 1 \
   --out "$results"
+step "decode $T5: ours, ours compiled, plain generate"
+run 150 python3 benchmarks/bench_decode.py --arch "$T5" --tokens 64 --compiled --out "$results"
 step "matrix-vector products at OPT-2.7B's shapes: query, key, value apart and fused"
 run 40 python3 benchmarks/bench_gemv.py $GEMV --out "$results"
 step "profile $OPT: follow-up turns, plain generate against graphs"
 run 80 python3 benchmarks/profile_turns.py --arch "$OPT" --turns 3 --out "$results"
-step "decode $T5: ours, ours compiled, plain generate"
-run 150 python3 benchmarks/bench_decode.py --arch "$T5" --tokens 64 --compiled --out "$results"
 step done
 pack
