@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,13 +33,17 @@ local folder, the Hugging Face cache, or downloaded once (set HF_HUB_OFFLINE=1 t
 """
 
 
-def _model_flags() -> argparse.ArgumentParser:
-    """The model and decoding flags, one per option of the settings schema that has a flag."""
+def _model_flags(model_default: str | None = None) -> argparse.ArgumentParser:
+    """The model and decoding flags, one per option of the settings schema that has a flag.
+
+    `model_default`: what --help says the model defaults to, where a command has its own (demo).
+    """
     flags = argparse.ArgumentParser(add_help=False)
     group = flags.add_argument_group("model and decoding")
     for option in OPTIONS:
         if "flag" in option.where:
-            default = "" if option.default is None else f" (default: {option.default})"
+            shown = model_default if option.name == "model" and model_default else option.default
+            default = "" if shown is None else f" (default: {shown})"
             group.add_argument(option.flag, dest=option.name, default=None, metavar=_metavar(option),
                                help=f"{option.help}{default}")
     group.add_argument("--json", action="store_true", help="print one JSON object per answer, with timings")
@@ -74,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _resume_flags(chat)
     _describe_parser(commands)
     _search_parsers(commands)
-    demo = commands.add_parser("demo", parents=[flags],
+    demo = commands.add_parser("demo", parents=[_model_flags(model_default="demo, the model trained here")],
                                help="try the chat offline: a small model trained here, on a generated picture")
     demo.add_argument("--plain", action="store_true", help="the screen-reader mode instead of the app")
     demo.add_argument("--picture", type=int, default=None, metavar="N",
@@ -167,21 +171,42 @@ def _resume_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="ID", help="open the chat app on a saved session (or an exported .json)")
 
 
-def with_default_command(argv: Sequence[str], commands: Collection[str]) -> list[str]:
-    """`blip2-chat IMAGE ...` and `blip2-chat --continue|--resume ...` mean `blip2-chat chat ...`."""
+def with_default_command(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`blip2-chat IMAGE ...` and `blip2-chat --continue|--resume ...` mean `blip2-chat chat ...`.
+
+    What decides is the first positional argument: a command name there is that command; anything else
+    (an image) means the chat. A flag's value is not positional, though it may be spelled like a command
+    (`--model demo`, `--resume search`).
+    """
     args = list(argv)
-    if not args or args[0] in ("-h", "--help", "--version") or args[0] in commands:
-        return args
-    if any(arg in commands for arg in args):  # e.g. `describe ... --resume`: that command's own flag
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = subparsers.choices
+    valued = {option for source in (parser, commands["chat"]) for action in source._actions
+              if action.option_strings and action.nargs != 0 for option in action.option_strings}
+    known = {option for source in (parser, commands["chat"]) for action in source._actions
+             for option in action.option_strings}
+    first = None
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            first = args[index + 1] if index + 1 < len(args) else None
+            break
+        if arg.startswith("-") and arg != "-":
+            takes_value = arg in valued or (arg not in known and any(option.startswith(arg) for option in valued))
+            index += 2 if takes_value and "=" not in arg else 1  # argparse also takes unambiguous prefixes
+            continue
+        first = arg
+        break
+    if first is not None and first in commands or any(arg in ("-h", "--help", "--version") for arg in args[:1]):
         return args
     resuming = any(arg in ("--continue", "--resume") or arg.startswith("--resume=") for arg in args)
-    return ["chat", *args] if resuming or not args[0].startswith("-") else args
+    return ["chat", *args] if resuming or first is not None else args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    args = parser.parse_args(with_default_command(sys.argv[1:] if argv is None else argv, commands))
+    args = parser.parse_args(with_default_command(sys.argv[1:] if argv is None else argv, parser))
     if args.command is None:
         parser.print_help()
         return 0

@@ -169,5 +169,7 @@ def test_without_ray_the_flag_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
     assert main(["describe", str(photos), "--model", str(checkpoints["opt"]), "--out", str(tmp_path / "a.jsonl"),
                  "--ray"]) == 2
-    assert "pip install 'blip2-chat[cluster]'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pip install 'blip2-chat[cluster]'" in err and "pip install -e '.[cluster]'" in err
+    assert "on Ray" not in err  # no line says Ray is at work before the one that says it is missing
     assert not (tmp_path / "a.jsonl").exists()

@@ -41,6 +41,25 @@ def test_unknown_hub_id_offline_names_the_fix() -> None:
     assert "nobody/no-such-model" in str(error.value) and "HF_HUB_OFFLINE" in str(error.value)
 
 
+@pytest.mark.parametrize("failure, reason", [
+    (OSError("An error happened while trying to locate the files on the Hub. Got: ConnectError: [Errno -2] Name "
+             "or service not known."), "the Hugging Face hub could not be reached (no network connection?)"),
+    (OSError("401 Client Error: Repository Not Found for url"), "401 Client Error: Repository Not Found for url"),
+])
+def test_a_failed_download_says_why_plainly_and_how_to_try_offline(monkeypatch, failure, reason) -> None:
+    import huggingface_hub
+
+    def refuse(*args, **kwargs):
+        raise failure
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model("nobody/no-such-model")
+    assert error.value.message == f"Could not download nobody/no-such-model: {reason}."
+    assert "blip2-chat demo, or --model demo" in error.value.hint
+
+
 @pytest.mark.parametrize("name", ["./no/such/folder", "/no/such/folder", "not-a-hub-id"])
 def test_missing_folder_or_nonsense_name(name) -> None:
     with pytest.raises(ModelNotFoundError):

@@ -183,6 +183,42 @@ def test_renamed_files_reuse_their_embeddings_and_vanished_ones_are_missing(
     assert result_to_open(found, "1") == found[0].path
 
 
+def test_top_counts_files_when_a_picture_is_in_two_places(
+    retrieval_checkpoint: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same bytes in two folders are two results, and --top N shows at most N of them."""
+    collection = Path(shutil.copytree(photos, tmp_path / "collection"))
+    (collection / "copies").mkdir()
+    for name in COLOURS:
+        shutil.copy(collection / f"{name}.png", collection / "copies" / f"{name}.png")
+    folder = tmp_path / "index"
+    assert main(["index", str(collection), "-r", "--model", str(retrieval_checkpoint), "--index", str(folder)]) == 0
+    everything = search_json(capsys, QUERY, "--index", str(folder), "--top", "1000", "--no-rerank")
+    assert len(everything) == 2 * len(COLOURS)  # every copy is a result of its own
+    for top in (1, 3, len(COLOURS) + 1):
+        for rerank in ([], ["--no-rerank"]):
+            rows = search_json(capsys, QUERY, "--index", str(folder), "--top", str(top), *rerank)
+            assert [row["rank"] for row in rows] == list(range(1, top + 1)), (top, rerank)
+    best = search_json(capsys, QUERY, "--index", str(folder), "--top", "2", "--no-rerank")
+    assert [row["path"] for row in best] == [row["path"] for row in everything[:2]]
+    capsys.readouterr()
+    assert main(["search", QUERY, "--index", str(folder), "--top", "1"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
+
+
+def test_indexing_a_folder_without_pictures_says_so(
+    retrieval_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    make_image(tmp_path / "empty" / "sub" / "deeper.png", (1, 2, 3))
+    args = ["index", str(tmp_path / "empty"), "--model", str(retrieval_checkpoint), "--index", str(tmp_path / "i")]
+    assert main(args) == 0  # not an error: an emptied folder's pictures leave the index this way
+    err = capsys.readouterr().err
+    assert f"No images found in {tmp_path / 'empty'}. Add --recursive to look in sub-folders too." in err
+    assert main([*args, "--recursive"]) == 0
+    assert "No images found" not in capsys.readouterr().err
+
+
 # --- /find and /open in the screen-reader mode and in the app --------------------------------------
 
 

@@ -35,14 +35,24 @@ def config(tmp_path: Path, text: str) -> Path:
 
 
 def test_theme_and_keys_are_read_and_checked(tmp_path: Path) -> None:
-    path = config(tmp_path, 'theme = "blip2-high-contrast"\n\n[keys]\nopen_image = "ctrl+k"\nquit = "ctrl+q,f10"\n')
-    assert read_config(path) == {"theme": HIGH_CONTRAST_THEME, "keys": {"open_image": "ctrl+k", "quit": "ctrl+q,f10"}}
+    path = config(tmp_path, 'theme = "blip2-high-contrast"\n\n[keys]\nopen_image = "ctrl+t"\nquit = "ctrl+q,f10"\n'
+                            'paste = "ctrl+v"\nhelp = "ctrl+shift+comma"\n')
+    assert read_config(path) == {"theme": HIGH_CONTRAST_THEME, "keys": {
+        "open_image": "ctrl+t", "quit": "ctrl+q,f10", "paste": "ctrl+v", "help": "ctrl+shift+comma"}}
     for text, message in [
         ('model = "x"\ntheme = "neon"\n', "line 2: theme must be one of: textual-dark, textual-light, "
                                           "blip2-high-contrast,"),
         ('\n[keys]\nopen = "ctrl+k"\n', "line 2: keys has no action 'open'. Actions: stop, open_image, copy_answer, "
                                         "paste, help, quit."),
-        ('[keys]\nhelp = "Ctrl K"\n', "line 1: keys.help must be a key name such as ctrl+k or f2 (got 'Ctrl K')."),
+        ('[keys]\nhelp = "Ctrl K"\n', "line 1: keys.help must be a key name such as ctrl+t or f2 (got 'Ctrl K')."),
+        ('[keys]\nquit = "ctrl+nonsense"\n', "line 1: keys.quit: 'ctrl+nonsense' is not a key name. Keys are named "
+                                             "like ctrl+t, alt+x, f2, escape or ctrl+shift+comma."),
+        ('[keys]\nquit = "f10,cmd+q"\n', "line 1: keys.quit: 'cmd+q' is not a key name."),
+        ('[keys]\nquit = "ctrl+ctrl+q"\n', "line 1: keys.quit: 'ctrl+ctrl+q' is not a key name."),
+        ('[keys]\nhelp = "ctrl+k"\n', "line 1: keys.help: ctrl+k is a key of the box you type in, so the app would "
+                                       "never see it. Choose another, such as f2, f3 or ctrl+t."),
+        ('[keys]\nopen_image = "f2,ctrl+u"\n', "line 1: keys.open_image: ctrl+u is a key of the box you type in"),
+        ('[keys]\nquit = "ctrl+v"\n', "line 1: keys.quit: ctrl+v is a key of the box you type in"),
         ('keys = 3\n', "line 1: keys must be a table of action = \"key\" (got 3)."),
     ]:
         with pytest.raises(OptionError) as error:
@@ -51,11 +61,28 @@ def test_theme_and_keys_are_read_and_checked(tmp_path: Path) -> None:
 
 
 def test_the_help_screen_names_the_keys_in_use() -> None:
-    text = help_text({"open_image": "ctrl+k", "quit": "ctrl+q,f10"})
-    assert any(line.startswith("Ctrl+K ") and line.endswith("choose an image in a file browser")
+    text = help_text({"open_image": "ctrl+t", "quit": "ctrl+q,f10"})
+    assert any(line.startswith("Ctrl+T ") and line.endswith("choose an image in a file browser")
                for line in text.splitlines())
     assert "Ctrl+Q or F10" in text and "Ctrl+O" not in text and "F1" in text
     assert [action for action in KEY_ACTIONS] == ["stop", "open_image", "copy_answer", "paste", "help", "quit"]
+
+
+def test_the_key_names_the_settings_know_are_the_toolkits() -> None:
+    """The settings (pure, no Textual) name keys and the text box's own keys as Textual does."""
+    import string
+
+    from textual.keys import Keys, _character_to_key
+
+    from chatbot.core.settings import KEY_BASES, TEXT_BOX_KEYS
+    from chatbot.tui.widgets.chat_input import ChatInput
+
+    punctuation = {_character_to_key(c) for c in string.punctuation}
+    named = {key.value for key in Keys if "+" not in key.value and not key.value.startswith("<")}
+    assert punctuation <= KEY_BASES and KEY_BASES <= punctuation | named | set(string.ascii_lowercase + string.digits)
+    box = {key for cls in ChatInput.__mro__ for binding in getattr(cls, "BINDINGS", [])
+           for key in (binding.key if hasattr(binding, "key") else binding[0]).split(",")}
+    assert TEXT_BOX_KEYS == box
 
 
 @pilot_test

@@ -170,14 +170,33 @@ def test_pasted_paths_are_recognised(pictures, tmp_path) -> None:
         assert image_path_in(text) is None, text
 
 
-def test_image_or_resume_flags_mean_the_chat_command() -> None:
-    commands = {"ask", "caption", "chat", "sessions"}
-    assert with_default_command(["photo.jpg", "--model", "x"], commands) == ["chat", "photo.jpg", "--model", "x"]
-    assert with_default_command(["--continue"], commands) == ["chat", "--continue"]
-    assert with_default_command(["--model", "m", "--resume=abc"], commands) == ["chat", "--model", "m", "--resume=abc"]
-    assert with_default_command(["ask", "a.jpg", "q"], commands) == ["ask", "a.jpg", "q"]
-    assert with_default_command(["--help"], commands) == ["--help"]
-    assert with_default_command(["--model", "m", "ask", "--resume"], commands) == ["--model", "m", "ask", "--resume"]
+@pytest.mark.parametrize("argv, meant", [
+    (["photo.jpg", "--model", "x"], ["chat", "photo.jpg", "--model", "x"]),
+    (["--continue"], ["chat", "--continue"]),
+    (["--model", "m", "--resume=abc"], ["chat", "--model", "m", "--resume=abc"]),
+    (["ask", "a.jpg", "q"], ["ask", "a.jpg", "q"]),
+    (["--help"], ["--help"]),
+    ([], []),
+    (["--model", "m", "ask", "--resume"], ["--model", "m", "ask", "--resume"]),
+    # a flag's value spelled like a command is still the flag's value (`--model demo`, `--resume search`)
+    (["photo.jpg", "--model", "demo"], ["chat", "photo.jpg", "--model", "demo"]),
+    (["--model", "demo", "photo.jpg"], ["chat", "--model", "demo", "photo.jpg"]),
+    (["--continue", "--model", "demo"], ["chat", "--continue", "--model", "demo"]),
+    (["--resume", "search", "--model", "demo"], ["chat", "--resume", "search", "--model", "demo"]),
+    (["--mod", "demo", "--continue"], ["chat", "--mod", "demo", "--continue"]),  # an abbreviated flag
+    (["--plain", "photo.jpg"], ["chat", "--plain", "photo.jpg"]),  # a flag without a value
+    (["--model=demo", "describe"], ["--model=demo", "describe"]),
+])
+def test_image_or_resume_flags_mean_the_chat_command(argv: list[str], meant: list[str]) -> None:
+    assert with_default_command(argv, build_parser()) == meant
+
+
+def test_the_chat_shorthand_with_a_model_named_like_a_command_parses() -> None:
+    parser = build_parser()
+    args = parser.parse_args(with_default_command(["photo.jpg", "--model", "demo"], parser))
+    assert (args.command, args.image, args.model) == ("chat", "photo.jpg", "demo")
+    args = parser.parse_args(with_default_command(["--continue", "--model", "demo"], parser))
+    assert (args.command, args.continue_last, args.model) == ("chat", True, "demo")
     args = build_parser().parse_args(["chat", "--resume", "abc", "--model", "m"])
     assert (args.image, args.resume, args.continue_last, args.model) == (None, "abc", False, "m")
 

@@ -15,7 +15,7 @@ from chatbot.errors import OptionError, UserError
 from chatbot.untrusted import visible
 
 LOCAL = "local"  # `--ray` without an address: a Ray instance on this machine
-INSTALL_HINT = "Install it with: pip install 'blip2-chat[cluster]'"
+INSTALL_HINT = "Install it with: pip install 'blip2-chat[cluster]' (in a source checkout: pip install -e '.[cluster]')"
 DECODE_CPUS = 0.5  # reading and decoding a batch: light work, so it can share a core with a CPU model actor
 
 

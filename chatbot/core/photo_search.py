@@ -124,7 +124,9 @@ class Finder:
         check_top(top)
         self.open(progress)
         query = self._engine.text_embeddings([text])[0]  # QueryError: empty, or longer than the model reads
-        hits = self._store.search(query, top=top)
+        # The store gives every path of its best `top` pictures; copies of one picture (the same bytes in two
+        # folders) are results of their own here, and `top` counts results: no more lines than asked for.
+        hits = self._store.search(query, top=top)[:top]
         found = [Found(hit.path, float(hit.itc), missing=not os.path.isfile(hit.path)) for hit in hits]
         if not rerank or not found:
             return found

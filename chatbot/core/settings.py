@@ -43,6 +43,28 @@ KEY_ACTIONS: dict[str, tuple[str, str]] = {
     "quit": ("ctrl+q", "quit (the chat is saved)"),
 }
 KEY_NAME = re.compile(r"^[a-z0-9_]+(\+[a-z0-9_]+)*(,[a-z0-9_]+(\+[a-z0-9_]+)*)*$")  # ctrl+o, f2, ctrl+shift+x,f3
+# What a key may be called, as the chat app's toolkit (Textual) names keys: modifiers, then one key.
+KEY_MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
+KEY_BASES = frozenset({
+    *"abcdefghijklmnopqrstuvwxyz0123456789", *(f"f{n}" for n in range(1, 25)),
+    "escape", "enter", "tab", "space", "backspace", "delete", "insert", "home", "end", "pageup", "pagedown",
+    "up", "down", "left", "right",
+    # punctuation, by the names Textual gives the characters (tests/test_config_file.py checks them)
+    "ampersand", "apostrophe", "asterisk", "at", "backslash", "circumflex_accent", "colon", "comma",
+    "dollar_sign", "equals_sign", "exclamation_mark", "full_stop", "grave_accent", "greater_than_sign",
+    "left_curly_bracket", "left_parenthesis", "left_square_bracket", "less_than_sign", "minus", "number_sign",
+    "percent_sign", "plus", "question_mark", "quotation_mark", "right_curly_bracket", "right_parenthesis",
+    "right_square_bracket", "semicolon", "slash", "tilde", "underscore", "vertical_line",
+})
+# Keys the text box the question is typed in keeps for itself (editing, moving, copy and paste): an app
+# action bound to one of them would never fire while typing. tests/test_config_file.py checks the list
+# against the text box's own bindings.
+TEXT_BOX_KEYS = frozenset({
+    "alt+backspace", "backspace", "ctrl+a", "ctrl+backspace", "ctrl+c", "ctrl+d", "ctrl+e", "ctrl+k", "ctrl+left",
+    "ctrl+right", "ctrl+shift+a", "ctrl+shift+left", "ctrl+shift+right", "ctrl+u", "ctrl+v", "ctrl+w", "ctrl+x",
+    "delete", "end", "enter", "home", "left", "right", "shift+end", "shift+home", "shift+left", "shift+right",
+    "super+backspace", "super+c", "up", "down", "tab", "pageup", "pagedown", "ctrl+pageup", "ctrl+pagedown",
+})
 Where = Literal["flag", "config", "set"]
 EVERYWHERE: frozenset[Where] = frozenset({"flag", "config", "set"})
 
@@ -135,13 +157,21 @@ def _check_keys(value: Any, label: str) -> dict[str, str]:
     """The [keys] table: known actions, each to a key name (or several, comma-separated)."""
     if not isinstance(value, dict):
         raise OptionError(f"{label} must be a table of action = \"key\" (got {value!r}).",
-                          "e.g. [keys] then open_image = \"ctrl+k\" on its own line.")
+                          "e.g. [keys] then open_image = \"ctrl+t\" on its own line.")
     for action, key in value.items():
         if action not in KEY_ACTIONS:
             raise OptionError(f"{label} has no action '{visible(action)}'.", f"Actions: {', '.join(KEY_ACTIONS)}.")
         if not isinstance(key, str) or not KEY_NAME.match(key):
-            raise OptionError(f"{label}.{action} must be a key name such as ctrl+k or f2 (got {key!r}).",
+            raise OptionError(f"{label}.{action} must be a key name such as ctrl+t or f2 (got {visible(repr(key))}).",
                               "Lower case; several keys separated by commas.")
+        for one in key.split(","):
+            *modifiers, base = one.split("+")
+            if base not in KEY_BASES or not set(modifiers) <= KEY_MODIFIERS or len(set(modifiers)) < len(modifiers):
+                raise OptionError(f"{label}.{action}: '{one}' is not a key name.",
+                                  "Keys are named like ctrl+t, alt+x, f2, escape or ctrl+shift+comma.")
+            if one in TEXT_BOX_KEYS and one not in KEY_ACTIONS[action][0].split(","):
+                raise OptionError(f"{label}.{action}: {one} is a key of the box you type in, so the app would "
+                                  "never see it.", "Choose another, such as f2, f3 or ctrl+t.")
     return dict(value)
 
 
@@ -176,7 +206,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("plain", bool, False, "`chat` always in the screen-reader mode", where=frozenset({"config"})),
     Option("theme", str, "textual-dark", "the chat app's colours (blip2-high-contrast for low vision)",
            where=frozenset({"config"}), choices=THEMES),
-    Option("keys", dict, {}, "the chat app's keys, e.g. open_image = \"ctrl+k\"", where=frozenset({"config"})),
+    Option("keys", dict, {}, "the chat app's keys, e.g. open_image = \"ctrl+t\"", where=frozenset({"config"})),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 GENERATION_KEYS = tuple(f.name for f in fields(GenerationOptions) if f.name in BY_NAME)

@@ -60,8 +60,11 @@ class ResolvedModel:
     source: str  # "directory", "cache" or "download"
 
 
-_SYNTHETIC_HINT = ("python -m chatbot.engine.synthetic tiny-opt ./tiny-opt builds a small random-weight "
-                   "checkpoint, then --model ./tiny-opt")
+_OFFLINE_HINT = ("to try the app offline: blip2-chat demo, or --model demo with any command (a small model "
+                 "trained here)")
+# Words in a download error that mean the network, not the name: said plainly instead of the library's chain.
+_NO_NETWORK = ("ConnectError", "ConnectionError", "Name or service not known", "Temporary failure in name resolution",
+               "Network is unreachable", "Connection refused", "nodename nor servname")
 
 
 def _looks_like_path(name: str) -> bool:
@@ -134,17 +137,20 @@ def resolve_model(requested: str, progress: Progress | None = None, kind: str = 
         raise ModelNotFoundError(
             f"The model {hub_id} is not in the local cache and downloads are off (HF_HUB_OFFLINE is set).",
             "Run once with network access and HF_HUB_OFFLINE unset, or pass --model with a local checkpoint folder "
-            f"(to try the app offline: {_SYNTHETIC_HINT}).",
+            f"({_OFFLINE_HINT}).",
         )
     if progress:
         progress(f"Downloading {hub_id} (first use only)")
     try:
         path = snapshot_download(hub_id, allow_patterns=CHECKPOINT_FILES)
     except Exception as error:  # noqa: BLE001 - network, auth and not-found all end the same way
+        reason = _short(error)
+        if any(words in f"{type(error).__name__}: {error}" for words in _NO_NETWORK):
+            reason = "the Hugging Face hub could not be reached (no network connection?)"
         raise ModelNotFoundError(
-            f"Could not download {hub_id}: {_short(error)}.",
+            f"Could not download {hub_id}: {reason}.",
             "Check the name (see `blip2-chat models`) and your network, or pass --model with a local folder "
-            f"(to try the app offline: {_SYNTHETIC_HINT}).",
+            f"({_OFFLINE_HINT}).",
         ) from None
     _check_checkpoint_dir(Path(path), requested)
     return ResolvedModel(requested, Path(path), hub_id, "download")

@@ -242,9 +242,11 @@ def _answerer_for(settings: Settings, request: DescribeRequest, paths: list[str]
 
         yield open_engine_for(settings, progress=status), load_image, file_sha256
         return
+    from chatbot.cluster.connection import import_ray
     from chatbot.cluster.jobs import ClusterOptions, remote_captions
     from chatbot.cluster.remote_files import sha256_any
 
+    import_ray()  # not installed: one sentence now, before any line says Ray is at work
     keys, hashed = DoneKeys.of(done), dict[str, str]()  # hashed: files read here for the --resume skip rule
     todo = [path for path in paths if not already_done(path, keys, lambda p: hashed.setdefault(p, sha256_any(p)))]
     cluster = ClusterOptions(request.ray, request.workers, request.gpus_per_worker)

@@ -89,6 +89,10 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     if len(summary.failed) > MOST_FAILURES_NAMED:
         _say(f"... and {len(summary.failed) - MOST_FAILURES_NAMED} more that could not be indexed.")
     _say(f"Done: {summary.sentence()} The index at {visible(folder)} holds {plural(held, 'picture')}.")
+    seen = summary.added + summary.updated + summary.reused + summary.unchanged + len(summary.failed)
+    if seen == 0 and not summary.cancelled:
+        hint = "" if request.recursive else " Add --recursive to look in sub-folders too."
+        _say(f"No images found in {visible(', '.join(request.paths))}.{hint}")
     if request.json:
         print(json.dumps(summary_record(summary, folder, model, held)), flush=True)
     return 130 if summary.cancelled else 0
