@@ -122,7 +122,9 @@ def test_every_command_outcome_on_a_conversation(chat, tmp_path, pictures) -> No
     assert undone.turns_changed and undone.notices == [Notice("Removed the last question and its answer: What is it?")]
     listed = run_command(chat, "/set").notices[0].text
     assert listed == ("Options: max_new_tokens=5, num_beams=1, temperature=0.0, top_p=0.9, repetition_penalty=1.0, "
-                      "seed=None. Change one with /set KEY VALUE.")
+                      "seed=none. Change one with /set KEY VALUE.")
+    assert run_command(chat, "/set seed 7").notices == [Notice("seed is now 7.")]
+    assert run_command(chat, "/set seed none").notices == [Notice("seed is now none.")]  # as /set takes it back
     switched = switch_image(chat, load_image(pictures["green"]))
     assert switched.notices == [Notice(f"Now talking about {pictures['green']}.")]
 

@@ -12,7 +12,7 @@ from chatbot.core.resume import options_for
 from chatbot.core.session import Session
 from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore
-from chatbot.engine.base import CancelToken, GenerationOptions
+from chatbot.engine.base import CancelToken, GenerationOptions, GenerationStats
 from chatbot.engine.scripted import DEFAULT_ANSWER, ScriptedEngine
 from chatbot.errors import OutOfMemoryError
 from chatbot.images import load_image
@@ -23,6 +23,16 @@ from chatbot.tui.widgets.status_bar import human_bytes, memory_text, process_mem
 def conversation(tmp_path: Path, pictures) -> Conversation:
     return Conversation(Settings(model="scripted-opt"), Session(model="scripted-opt"), SessionStore(tmp_path),
                         load_image(pictures["red"]))  # no engine yet: as the app opens
+
+
+@pytest.mark.parametrize("new, first, total, rate", [
+    (11, 0.5, 1.5, 10.0),  # streamed: the 10 tokens after the first, in the second after it
+    (3, 0.6, 0.6, 5.0),  # beam search: the answer came whole, 3 tokens in 0.6 s
+    (1, 0.2, 0.2, 5.0), (0, 0.0, 0.0, 0.0), (0, 0.3, 0.3, 0.0),
+])
+def test_tokens_per_second_of_streamed_and_whole_answers(new, first, total, rate) -> None:
+    stats = GenerationStats(new_tokens=new, seconds_to_first_token=first, seconds_total=total)
+    assert stats.tokens_per_second == pytest.approx(rate)
 
 
 def test_scripted_engine_streams_words_and_reports_fixed_stats(pictures) -> None:

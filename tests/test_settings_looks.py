@@ -53,6 +53,13 @@ def test_theme_and_keys_are_read_and_checked(tmp_path: Path) -> None:
                                        "never see it. Choose another, such as f2, f3 or ctrl+t."),
         ('[keys]\nopen_image = "f2,ctrl+u"\n', "line 1: keys.open_image: ctrl+u is a key of the box you type in"),
         ('[keys]\nquit = "ctrl+v"\n', "line 1: keys.quit: ctrl+v is a key of the box you type in"),
+        ('[keys]\nquit = "a"\n', "line 1: keys.quit: a types text, so it would quit (the chat is saved) while you "
+                                  "write a question. Add ctrl or alt (ctrl+t, alt+x), or use f2, f3 ..."),
+        ('[keys]\nhelp = "shift+comma"\n', "line 1: keys.help: shift+comma types text"),
+        ('[keys]\nstop = "space"\n', "line 1: keys.stop: space types text"),
+        ('[keys]\nquit = "f2"\nhelp = "f3,f2"\n', "keys: f2 is the key of both help and quit. Give each action "
+                                                   "keys of its own."),
+        ('[keys]\nhelp = "ctrl+q"\n', "keys: ctrl+q is the key of both help and quit."),
         ('keys = 3\n', "line 1: keys must be a table of action = \"key\" (got 3)."),
     ]:
         with pytest.raises(OptionError) as error:

@@ -83,7 +83,8 @@ async def test_two_questions_stream_and_show(pictures) -> None:
 
 
 @pilot_test
-async def test_escape_stops_the_answer_and_keeps_it_marked(pictures) -> None:
+@pytest.mark.parametrize("key", ["escape", "ctrl+c"])
+async def test_escape_stops_the_answer_and_keeps_it_marked(pictures, key) -> None:
     engine = ScriptedEngine(LONG, "short answer", delay=0.05)
     app = scripted_app(engine, pictures["red"])
     async with app.run_test(size=SIZE) as pilot:
@@ -91,7 +92,7 @@ async def test_escape_stops_the_answer_and_keeps_it_marked(pictures) -> None:
         await send(pilot, "Describe it")
         bubble = app.query_one(Transcript).pairs[-1].answer
         await wait_until(pilot, lambda: len(bubble.text.split()) >= 2)
-        await pilot.press("escape")
+        await pilot.press(key)
         await wait_until(pilot, lambda: idle(app), what="the answer to stop")
         shown = bubble.text
         assert 2 <= len(shown.split()) < 40 and LONG.startswith(shown)

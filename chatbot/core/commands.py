@@ -19,7 +19,7 @@ from chatbot.core.clipboard import paste_image
 from chatbot.core.comparison import Comparison, arm, compare_last, disarm, image_labels
 from chatbot.core.conversation import Conversation
 from chatbot.core.photo_search import Found, result_to_open
-from chatbot.core.settings import apply_setting, describe_options
+from chatbot.core.settings import apply_setting, describe_options, shown_value
 from chatbot.core.store import SessionForked
 from chatbot.engine.base import CancelToken
 from chatbot.errors import UserError
@@ -309,7 +309,7 @@ def _set(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
                                "Change one with /set KEY VALUE.")])
     options, key = apply_setting(conversation.options, argument)
     conversation.set_options(options)
-    return after_saving(conversation, Outcome([Notice(f"{key} is now {getattr(options, key)}.")]))
+    return after_saving(conversation, Outcome([Notice(f"{key} is now {shown_value(options, key)}.")]))
 
 
 def _help(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:

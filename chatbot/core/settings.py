@@ -45,19 +45,21 @@ KEY_ACTIONS: dict[str, tuple[str, str]] = {
 KEY_NAME = re.compile(r"^[a-z0-9_]+(\+[a-z0-9_]+)*(,[a-z0-9_]+(\+[a-z0-9_]+)*)*$")  # ctrl+o, f2, ctrl+shift+x,f3
 # What a key may be called, as the chat app's toolkit (Textual) names keys: modifiers, then one key.
 KEY_MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
-KEY_BASES = frozenset({
-    *"abcdefghijklmnopqrstuvwxyz0123456789", *(f"f{n}" for n in range(1, 25)),
-    "escape", "enter", "tab", "space", "backspace", "delete", "insert", "home", "end", "pageup", "pagedown",
-    "up", "down", "left", "right",
-    # punctuation, by the names Textual gives the characters (tests/test_config_file.py checks them)
+# punctuation, by the names Textual gives the characters (tests/test_settings_looks.py checks them)
+KEY_PUNCTUATION = frozenset({
     "ampersand", "apostrophe", "asterisk", "at", "backslash", "circumflex_accent", "colon", "comma",
     "dollar_sign", "equals_sign", "exclamation_mark", "full_stop", "grave_accent", "greater_than_sign",
     "left_curly_bracket", "left_parenthesis", "left_square_bracket", "less_than_sign", "minus", "number_sign",
     "percent_sign", "plus", "question_mark", "quotation_mark", "right_curly_bracket", "right_parenthesis",
     "right_square_bracket", "semicolon", "slash", "tilde", "underscore", "vertical_line",
 })
+KEY_BASES = frozenset({
+    *"abcdefghijklmnopqrstuvwxyz0123456789", *(f"f{n}" for n in range(1, 25)),
+    "escape", "enter", "tab", "space", "backspace", "delete", "insert", "home", "end", "pageup", "pagedown",
+    "up", "down", "left", "right", *KEY_PUNCTUATION,
+})
 # Keys the text box the question is typed in keeps for itself (editing, moving, copy and paste): an app
-# action bound to one of them would never fire while typing. tests/test_config_file.py checks the list
+# action bound to one of them would never fire while typing. tests/test_settings_looks.py checks the list
 # against the text box's own bindings.
 TEXT_BOX_KEYS = frozenset({
     "alt+backspace", "backspace", "ctrl+a", "ctrl+backspace", "ctrl+c", "ctrl+d", "ctrl+e", "ctrl+k", "ctrl+left",
@@ -172,7 +174,22 @@ def _check_keys(value: Any, label: str) -> dict[str, str]:
             if one in TEXT_BOX_KEYS and one not in KEY_ACTIONS[action][0].split(","):
                 raise OptionError(f"{label}.{action}: {one} is a key of the box you type in, so the app would "
                                   "never see it.", "Choose another, such as f2, f3 or ctrl+t.")
+            if _types_text(base, modifiers):
+                raise OptionError(f"{label}.{action}: {one} types text, so it would {KEY_ACTIONS[action][1]} "
+                                  "while you write a question.", "Add ctrl or alt (ctrl+t, alt+x), or use f2, f3 ...")
+    taken: dict[str, str] = {}
+    for action, (default, _) in KEY_ACTIONS.items():
+        for one in value.get(action, default).split(","):
+            if one in taken:
+                raise OptionError(f"{label}: {one} is the key of both {taken[one]} and {action}.",
+                                  "Give each action keys of its own.")
+            taken[one] = action
     return dict(value)
+
+
+def _types_text(base: str, modifiers: list[str]) -> bool:
+    """Whether a key types a character into the question (a letter, digit, punctuation or space, maybe shifted)."""
+    return (len(base) == 1 or base == "space" or base in KEY_PUNCTUATION) and set(modifiers) <= {"shift"}
 
 
 def _num(value: float) -> str:
@@ -260,7 +277,13 @@ def settings_from(
 
 def describe_options(options: GenerationOptions) -> str:
     """`key=value, ...` for every option /set can change."""
-    return ", ".join(f"{key}={getattr(options, key)}" for key in SETTABLE)
+    return ", ".join(f"{key}={shown_value(options, key)}" for key in SETTABLE)
+
+
+def shown_value(options: GenerationOptions, key: str) -> str:
+    """An option's value as /set takes it back: `none` where there is none (no fixed seed), not Python's None."""
+    value = getattr(options, key)
+    return "none" if value is None else str(value)
 
 
 def apply_setting(options: GenerationOptions, argument: str) -> tuple[GenerationOptions, str]:

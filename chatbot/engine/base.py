@@ -52,8 +52,12 @@ class GenerationStats:
 
     @property
     def tokens_per_second(self) -> float:
+        """Decoding speed: the tokens after the first over the time after it; an answer that came whole (beam
+        search cannot stream) is its tokens over the whole time."""
         decode = self.seconds_total - self.seconds_to_first_token
-        return (self.new_tokens - 1) / decode if self.new_tokens > 1 and decode > 0 else 0.0
+        if self.new_tokens > 1 and decode > 0:
+            return (self.new_tokens - 1) / decode
+        return self.new_tokens / self.seconds_total if self.new_tokens and self.seconds_total > 0 else 0.0
 
 
 @dataclass

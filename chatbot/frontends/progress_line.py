@@ -1,15 +1,20 @@
 """Progress of a long job on stderr: a one-line bar on a terminal, plain sentences anywhere else.
 
 On a terminal the bar is redrawn in place with a carriage return (no other control
-characters, no colour). When stderr is a pipe, a log file or a screen reader's transcript,
-each update is a whole sentence on its own line, at most one every few seconds.
+characters, no colour). When stderr is a pipe, a log file or a screen reader's transcript, when the
+environment asks for plain output (TERM=dumb, ACCESSIBLE=1: chatbot/frontends/screen_reader.py), or
+when the caller says a bar would mix with other output on the same screen (`bar=False`), each update
+is a whole sentence on its own line, at most one every few seconds.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TextIO
+
+from chatbot.frontends.screen_reader import plain_output_asked
 
 BAR_WIDTH = 24
 
@@ -43,7 +48,7 @@ class ProgressLine:
 
     def __init__(
         self, total: int, stream: TextIO, *, noun: str = "image", nouns: str = "", every_seconds: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, bar: bool = True, environ: Mapping[str, str] | None = None,
     ) -> None:
         self.total = total
         self.stream = stream
@@ -51,7 +56,8 @@ class ProgressLine:
         self.nouns = nouns or noun + "s"
         self.every_seconds = every_seconds  # sentences: at most one per this many seconds (first and last always)
         self.clock = clock
-        self.terminal = bool(getattr(stream, "isatty", lambda: False)())
+        on_terminal = bool(getattr(stream, "isatty", lambda: False)())
+        self.terminal = bar and on_terminal and not plain_output_asked(os.environ if environ is None else environ)
         self.done = 0  # items finished, skipped ones included
         self.worked = 0  # items that took work: they set the speed
         self._started = clock()

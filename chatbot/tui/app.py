@@ -78,6 +78,9 @@ class ChatApp(FindingApp):
         # Ctrl+V pastes an image (/paste). The input box binds it too (to paste the app's own copied text),
         # so this one comes first; a terminal's text paste arrives as a Paste event, not as this key.
         Binding(KEY_ACTIONS["paste"][0], "paste_image", "Paste image", show=False, priority=True, id="paste"),
+        # Ctrl+C stops an answer, as in the screen-reader mode and a shell; otherwise Textual's reminder of
+        # how to quit. (With text selected in the input box, the box takes it: copy.)
+        Binding("ctrl+c", "interrupt", show=False),
     ]
 
     def __init__(
@@ -273,6 +276,12 @@ class ChatApp(FindingApp):
         if action == "paste_image" and self.screen is not self.screen_stack[0]:
             return False  # over the picker or the help, Ctrl+V is theirs
         return super().check_action(action, parameters)
+
+    def action_interrupt(self) -> None:
+        if self.answer is not None or self._opening is not None:
+            self.action_cancel_answer()
+        else:
+            self.action_help_quit()
 
     def action_cancel_answer(self) -> None:
         if self.answer is None and self._opening is not None:

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from chatbot.engine.base import CancelToken
+from chatbot.frontends.screen_reader import plain_output_asked
 from chatbot.untrusted import visible
 
 if TYPE_CHECKING:
@@ -51,9 +52,7 @@ def plain_mode_forced(
     environ = os.environ if environ is None else environ
     if not (is_terminal(stdin or sys.stdin) and is_terminal(stdout or sys.stdout)):
         return True
-    if environ.get("TERM", "").strip().lower() == "dumb":
-        return True
-    if environ.get("ACCESSIBLE", "").strip() not in ("", "0"):
+    if plain_output_asked(environ):
         return True
     return config()
 

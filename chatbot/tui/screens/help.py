@@ -16,6 +16,7 @@ from chatbot.core.settings import KEY_ACTIONS
 FIXED_KEYS = (
     ("Enter", "send the question (or the /command)"),
     ("Tab", "complete a /command's name, or the file or folder after /image or /compare"),
+    ("Ctrl+C", "stop the answer too (with text selected in the input: copy it)"),
     ("Ctrl+P", "command palette: every slash command"),
     ("Up / Down", "recall earlier lines"),
 )
