@@ -118,7 +118,13 @@ def test_export_paths(conversation, tmp_path, monkeypatch) -> None:
     assert exported("/export JSON out") == [
         Notice(f"Exported the chat to {tmp_path / 'out' / f'blip2-chat-{session_id}.json'}.")]
     assert exported("/export json 'my chat.json'") == [Notice(f"Exported the chat to {tmp_path / 'my chat.json'}.")]
-    for line, words in [("/export", "/export needs more"), ("/export txt", "md, html or json, not 'txt'")]:
+    assert exported("/export md my chat with spaces.md") == [
+        Notice(f"Exported the chat to {tmp_path / 'my chat with spaces.md'}.")]  # its suffix last: one name
+    assert not (tmp_path / "chat.md extra words").exists()
+    for line, words in [("/export", "/export needs more"), ("/export txt", "md, html or json, not 'txt'"),
+                        ("/export md chat.md extra words", "/export: 'extra words' comes after the file name chat.md. "
+                                                           "Quote a file name that has spaces"),
+                        ("/export json a.JSON b", "'b' comes after the file name a.JSON")]:
         outcome = run_command(conversation, line)
         assert not outcome.ok and words in outcome.notices[0].text and outcome.notices[0].kind == "error"
 

@@ -271,3 +271,10 @@ def test_result_lines_never_carry_control_characters() -> None:
     assert "\x1b" not in line and "\x07" not in line
     assert line.endswith("match 0.25  similarity 0.500  (missing: the file is gone since it was indexed)")
     assert os.sep in line
+
+
+def test_tiny_match_probabilities_keep_their_order_readable() -> None:
+    lines = [found_line(rank, Found(f"/p/{rank}.png", 0.3, match)) for rank, match in
+             enumerate([0.97, 0.0102, 2.7e-05, 8.1e-06, 0.0], start=1)]
+    assert [line.split("  ")[1] for line in lines] == [
+        "match 0.97", "match 0.01", "match 2.7e-05", "match 8.1e-06", "match 0.00"]

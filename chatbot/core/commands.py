@@ -298,6 +298,13 @@ def _export(conversation: Conversation, argument: str, can_pick: bool) -> Outcom
     if flag is not None:
         raise UserError(f"/export does not know {flag[:40]}.", "Its one option is --embed, after md: "
                         "/export md [PATH] --embed (quote a file name that starts with --).")
+    # `/export md chat.md extra words`: a name ending in the format's suffix and then more words is a slip, not
+    # one file called "chat.md extra words" (a name with spaces is quoted, or has its suffix last)
+    named = next((i for i, word in enumerate(words[:-1]) if word.lower().endswith(f".{fmt.lower()}")), None)
+    if named is not None and where.strip()[:1] not in ("'", '"'):
+        rest = " ".join(words[named + 1:])
+        raise UserError(f"/export: '{rest[:60]}' comes after the file name {words[named][:60]}.",
+                        "Quote a file name that has spaces: /export md \"my chat.md\".")
     result = conversation.export(fmt, _unquoted(where), embed=embed)
     problem = result.problem()
     return Outcome([Notice(result.notice())] + ([Notice(problem, "warning")] if problem else []))

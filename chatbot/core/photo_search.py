@@ -44,9 +44,15 @@ def found_line(rank: int, found: Found) -> str:
     """'3. /p/dog.jpg  match 0.93  similarity 0.412' (or '(missing)'): the one wording every front end shows."""
     scores = f"similarity {found.similarity:.3f}"
     if found.match is not None:
-        scores = f"match {found.match:.2f}  {scores}"
+        scores = f"match {match_words(found.match)}  {scores}"
     gone = "  (missing: the file is gone since it was indexed)" if found.missing else ""
     return f"{rank}. {visible(found.path)}  {scores}{gone}"
+
+
+def match_words(match: float) -> str:
+    """A match probability for the result list: two decimals, or two significant digits under 0.01, so that
+    results re-ranked by tiny probabilities do not all read 0.00 and look out of order."""
+    return f"{match:.2f}" if match >= 0.01 or match <= 0 else f"{match:.1e}"
 
 
 def check_top(top: int) -> int:
