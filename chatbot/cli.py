@@ -6,11 +6,13 @@ Imports no torch at module level: `blip2-chat --help` must stay instant.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 from chatbot import __version__
 from chatbot.core.settings import OPTIONS, Option, Settings, settings_from
@@ -33,12 +35,12 @@ local folder, the Hugging Face cache, or downloaded once (set HF_HUB_OFFLINE=1 t
 """
 
 
-def _model_flags(model_default: str | None = None) -> argparse.ArgumentParser:
+def _model_flags(model_default: str | None = None) -> _Parser:
     """The model and decoding flags, one per option of the settings schema that has a flag.
 
     `model_default`: what --help says the model defaults to, where a command has its own (demo).
     """
-    flags = argparse.ArgumentParser(add_help=False)
+    flags = _Parser(add_help=False)
     group = flags.add_argument_group("model and decoding")
     for option in OPTIONS:
         if "flag" in option.where:
@@ -54,8 +56,24 @@ def _metavar(option: Option) -> str:
     return "{" + ",".join(option.choices) + "}" if option.choices else option.name.upper()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a suggestion for a mistyped flag (`--modle` -> `--model`)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            options = {option for parser in (self, *_subcommands(self).values()) for action in parser._actions
+                       for option in action.option_strings if option.startswith("--")}
+            for word in message[len(prefix):].split():
+                close = difflib.get_close_matches(word.split("=")[0], sorted(options), n=1, cutoff=0.7)
+                if word.startswith("--") and close:
+                    message += f" (did you mean {close[0]}?)"
+                    break
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="blip2-chat", description="Chat about images in the terminal with BLIP-2.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -171,42 +189,68 @@ def _resume_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="ID", help="open the chat app on a saved session (or an exported .json)")
 
 
-def with_default_command(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
-    """`blip2-chat IMAGE ...` and `blip2-chat --continue|--resume ...` mean `blip2-chat chat ...`.
+def first_positional(args: Sequence[str], parser: argparse.ArgumentParser) -> str | None:
+    """The first argument that is neither a flag nor a flag's value: a command's name, or an image for the chat.
 
-    What decides is the first positional argument: a command name there is that command; anything else
-    (an image) means the chat. A flag's value is not positional, though it may be spelled like a command
-    (`--model demo`, `--resume search`).
+    A flag's value is not positional, though it may be spelled like a command (`--model demo`, `--resume search`).
     """
-    args = list(argv)
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    commands = subparsers.choices
-    valued = {option for source in (parser, commands["chat"]) for action in source._actions
-              if action.option_strings and action.nargs != 0 for option in action.option_strings}
-    known = {option for source in (parser, commands["chat"]) for action in source._actions
-             for option in action.option_strings}
-    first = None
+    chat = _subcommands(parser)["chat"]
+    actions = [*parser._actions, *chat._actions]
+    valued = {option for action in actions if action.option_strings and action.nargs != 0
+              for option in action.option_strings}
+    known = {option for action in actions for option in action.option_strings}
     index = 0
     while index < len(args):
         arg = args[index]
         if arg == "--":
-            first = args[index + 1] if index + 1 < len(args) else None
-            break
+            return args[index + 1] if index + 1 < len(args) else None
         if arg.startswith("-") and arg != "-":
             takes_value = arg in valued or (arg not in known and any(option.startswith(arg) for option in valued))
             index += 2 if takes_value and "=" not in arg else 1  # argparse also takes unambiguous prefixes
             continue
-        first = arg
-        break
-    if first is not None and first in commands or any(arg in ("-h", "--help", "--version") for arg in args[:1]):
+        return arg
+    return None
+
+
+def with_default_command(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`blip2-chat IMAGE ...` and `blip2-chat --continue|--resume ...` mean `blip2-chat chat ...`.
+
+    What decides is the first positional argument: a command name there is that command; anything else
+    (an image) means the chat.
+    """
+    args = list(argv)
+    first = first_positional(args, parser)
+    if first is not None and first in _subcommands(parser) or args[:1] in (["-h"], ["--help"], ["--version"]):
         return args
     resuming = any(arg in ("--continue", "--resume") or arg.startswith("--resume=") for arg in args)
     return ["chat", *args] if resuming or first is not None else args
 
 
+def mistyped_command(argv: Sequence[str], parser: argparse.ArgumentParser) -> str | None:
+    """The command a first positional argument was probably meant to be (`askk` -> `ask`), when it is no file."""
+    first = first_positional(list(argv), parser)
+    commands = _subcommands(parser)
+    if first is None or first in commands or os.path.exists(first) or "://" in first or "." in first:
+        return None
+    close = difflib.get_close_matches(first.lower(), list(commands), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser's commands by name ({} for a command's own parser)."""
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(with_default_command(sys.argv[1:] if argv is None else argv, parser))
+    given = sys.argv[1:] if argv is None else list(argv)
+    meant = mistyped_command(given, parser)
+    if meant is not None:
+        typed = first_positional(given, parser) or ""
+        print(f"blip2-chat: there is no command or file '{visible(typed)}'. Did you mean {meant}? "
+              "See blip2-chat --help.", file=sys.stderr)
+        return 2
+    args = parser.parse_args(with_default_command(given, parser))
     if args.command is None:
         parser.print_help()
         return 0

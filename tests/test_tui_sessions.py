@@ -240,3 +240,32 @@ def test_shorthand_without_a_terminal_falls_back_to_line_mode(checkpoints, pictu
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[0])["question"] == "What is it?"
+
+
+@pytest.mark.parametrize("argv, meant", [
+    (["askk", "photo.jpg", "Hi"], "ask"), (["serach", "a cat"], "search"), (["Caption", "a.png"], "caption"),
+    (["descibe", "folder"], "describe"),
+    (["photo.jpg"], None), (["ask", "a.jpg", "q"], None), (["--model", "demo", "x"], None), ([], None),
+    (["https://example.com/cat"], None), (["zebra"], None),
+])
+def test_a_mistyped_command_is_named(argv: list[str], meant: str | None) -> None:
+    from chatbot.cli import mistyped_command
+
+    assert mistyped_command(argv, build_parser()) == meant
+
+
+def test_a_mistyped_command_or_flag_gets_a_suggestion(capsys: pytest.CaptureFixture[str], tmp_path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatbot.cli import main, mistyped_command
+
+    assert main(["askk", str(tmp_path / "photo.jpg"), "Hi"]) == 2
+    assert capsys.readouterr().err == ("blip2-chat: there is no command or file 'askk'. Did you mean ask? "
+                                       "See blip2-chat --help.\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["ask", str(tmp_path / "photo.jpg"), "Hi", "--modle", "demo"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "blip2-chat: error: unrecognized arguments: --modle demo (did you mean --model?)")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "askk").write_bytes(b"")  # a file of that name: the chat's image, not a mistyped command
+    assert mistyped_command(["askk"], build_parser()) is None
