@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 
-# C0 controls, DEL, C1 controls, and the bidirectional overrides that reorder what a reader sees.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# C0 controls, DEL, C1 controls, the bidirectional overrides that reorder what a reader sees, and lone
+# surrogates: a file name that is not valid UTF-8 holds its bytes as U+DC80..U+DCFF (os.fsdecode), which a
+# stream with errors="surrogateescape" would emit raw (b"\x9b" is the one-byte CSI) and a strict one cannot.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -20,6 +22,8 @@ def _escape(match: re.Match[str]) -> str:
     if char in _NAMED:
         return _NAMED[char]
     code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of a file name: shown as that byte
+        code -= 0xDC00
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 

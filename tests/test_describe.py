@@ -143,7 +143,7 @@ def test_progress_in_words_when_stderr_is_not_a_terminal() -> None:
 
 def test_progress_bar_on_a_terminal_redraws_one_line() -> None:
     clock, stream = Clock(), Terminal()
-    progress = ProgressLine(4, stream, clock=clock)
+    progress = ProgressLine(4, stream, clock=clock, environ={"TERM": "xterm-256color"})
     progress.start()
     for _ in range(4):
         clock.now += 0.5
@@ -154,6 +154,25 @@ def test_progress_bar_on_a_terminal_redraws_one_line() -> None:
     assert "[######------------------] 1/4 images  2.0 images/s  0:02 left" in text
     assert "[########################] 4/4 images  2.0 images/s  -:-- left" in text
     assert "\x1b" not in text
+
+
+@pytest.mark.parametrize("environ, bar", [({"ACCESSIBLE": "1"}, True), ({"TERM": "dumb"}, True),
+                                         ({"TERM": "xterm", "ACCESSIBLE": "0"}, False)])
+def test_progress_in_words_on_a_terminal_for_screen_readers_or_beside_other_output(environ, bar) -> None:
+    """A screen reader would read every redraw of the bar; a dumb terminal cannot redraw; rows on the same
+    screen (describe without --out) would run into the bar's line."""
+    clock, stream = Clock(), Terminal()
+    progress = ProgressLine(3, stream, clock=clock, bar=bar, environ=environ)
+    progress.start("Describing 3 images, 1 at a time.")
+    for _ in range(3):
+        clock.now += 10
+        progress.advance()
+    progress.finish()
+    assert stream.getvalue().splitlines() == [
+        "Describing 3 images, 1 at a time.", "1 of 3 images done, 0.1 images per second, about 20 seconds left.",
+        "2 of 3 images done, 0.1 images per second, about 10 seconds left.",
+        "3 of 3 images done, 0.1 images per second."]
+    assert "\r" not in stream.getvalue()
 
 
 def test_one_of_anything_is_said_in_the_singular() -> None:

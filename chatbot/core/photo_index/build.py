@@ -3,8 +3,9 @@
 Unchanged files (same path, size and mtime) are not opened. A changed or new file is hashed first:
 content the index already holds (a renamed or copied file) reuses its embeddings without being decoded
 or embedded. Only new content is decoded and embedded, `batch_size` at a time, and each batch is one
-transaction, so Ctrl+C, `cancel` or a kill -9 keep every finished batch. Unreadable files become noted
-failures and the run goes on. Files gone from the given roots leave the index.
+transaction, so Ctrl+C, `cancel` or a kill -9 keep every finished batch. Unreadable files, and files whose
+names are not valid UTF-8 (the index cannot hold them), become noted failures and the run goes on. Files
+gone from the given roots leave the index.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from chatbot.core.photo_index.files import FoundFile, find_image_files
-from chatbot.core.photo_index.store import FileState, IndexStore
+from chatbot.core.photo_index.store import NOT_UTF8, FileState, IndexStore, storable
 from chatbot.errors import ImageError
 from chatbot.image_files import file_sha256
 from chatbot.images import LoadedImage, load_image
@@ -99,12 +100,14 @@ def update_index(
     summary = IndexSummary()
     found = find_image_files(roots, recursive)
     summary.failed += found.unreadable
+    summary.failed += [(file.path, NOT_UTF8) for file in found.files if not storable(file.path)]
+    files = [file for file in found.files if storable(file.path)]
     known = store.all_states()
-    here = {file.path for file in found.files}
+    here = {file.path for file in files}
     gone = [path for root in found.roots for path in store.paths_under(root)
             if path not in here and (recursive or os.path.dirname(path) == root or path == root)]
-    todo = [file for file in found.files if not _unchanged(known.get(file.path), file)]
-    summary.unchanged = len(found.files) - len(todo)
+    todo = [file for file in files if not _unchanged(known.get(file.path), file)]
+    summary.unchanged = len(files) - len(todo)
     reader = reader or LocalFiles()
     reader.start([file.path for file in todo])
     if on_progress is not None and todo:

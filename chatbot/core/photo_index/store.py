@@ -28,6 +28,7 @@ FORMAT = "1"
 EXACT_LIMIT = 2_000  # images: below this every search is exact (about 70 ms on 2 cores)
 RETRAIN_GROWTH = 4  # the centres are trained again once the index is this many times larger
 CANDIDATES = 100  # images the first stage hands to exact re-scoring (300 found no more at 10k or 100k)
+NOT_UTF8 = "its name is not valid UTF-8; rename it to index it."  # why a file `storable` refuses is not indexed
 _FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "vectors.f16", "centres.npy")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,6 +37,16 @@ CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, 
 CREATE INDEX IF NOT EXISTS files_by_sha ON files (sha256);
 CREATE TABLE IF NOT EXISTS embeddings (sha256 TEXT PRIMARY KEY, row INTEGER NOT NULL UNIQUE);
 """
+
+
+def storable(path: str) -> bool:
+    """Whether the index can hold this path: SQLite text is UTF-8, and a file name that is not valid UTF-8
+    comes from `os.fsdecode` with its bytes as lone surrogates, which have no UTF-8 form."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,8 @@ class IndexStore:
 
     def paths_under(self, root: str) -> list[str]:
         """Indexed paths inside folder `root` (or `root` itself when it is a file)."""
+        if not storable(root):
+            return []  # nothing under a name the index cannot hold was indexed
         prefix = root.rstrip("/\\") + "/"
         pattern = prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
         found = self._db.execute("SELECT path FROM files WHERE path = ? OR path LIKE ? ESCAPE '!'", (root, pattern))

@@ -13,13 +13,14 @@ import errno
 import io
 import json
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
 from chatbot.errors import UserError
-from chatbot.untrusted import visible
+from chatbot.untrusted import has_controls, visible
 
 FORMATS = ("jsonl", "csv", "md")  # the text formats, appended row by row and resumable
 ALL_FORMATS = (*FORMATS, "parquet")  # parquet: written whole at the end (parquet_output.py)
@@ -28,6 +29,7 @@ _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "c
              ".parquet": "parquet"}
 _MD_HEADER = "| File | Alt text | Error | SHA-256 |\n|---|---|---|---|\n"
 _MD_SPECIAL = set("\\|*_`[]<>&")  # characters that would start Markdown formatting inside a table cell
+_SURROGATES = re.compile("[\ud800-\udfff]")  # the undecodable bytes of a file name that is not UTF-8 (os.fsdecode)
 
 
 @dataclass(frozen=True)
@@ -65,18 +67,45 @@ def header(fmt: str) -> str:
 def render(row: Row, fmt: str, *, shown: bool = False) -> str:
     """One row as text, ending in a line break.
 
-    `shown`: the row is read on a terminal, so Markdown cells show control characters as `\\x1b` (see
-    chatbot.untrusted). Files keep every character (JSON escapes controls, CSV quotes): they are data,
-    and `--resume` matches their paths exactly.
+    `shown`: the row is read on a terminal, so CSV and Markdown cells show control characters as `\\x1b`
+    (see chatbot.untrusted). JSON Lines writes them as `\\u` escapes always: valid, lossless and safe.
+    Files keep every other character (CSV quotes): they are data, and `--resume` matches their paths
+    (`path_key`). A file name that is not UTF-8 cannot be written as it is: CSV and Markdown show its
+    undecodable bytes as `\\x9b`, JSON as `\\udc9b` (which reads back as the same name).
     """
+    values = [getattr(row, name) for name in FIELDS]
     if fmt == "jsonl":
-        return json.dumps(asdict(row), ensure_ascii=False) + "\n"
+        return _json_line(asdict(row))
     if fmt == "csv":
         buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow([getattr(row, name) for name in FIELDS])
+        csv.writer(buffer, lineterminator="\n").writerow([visible(v) if shown else writable_text(v) for v in values])
         return buffer.getvalue()
-    cells = (_md_escape(getattr(row, name)) for name in FIELDS)
-    return "| " + " | ".join(visible(cell) if shown else cell for cell in cells) + " |\n"
+    cells = (visible(_md_escape(value)) if shown else _md_escape(writable_text(value)) for value in values)
+    return "| " + " | ".join(cells) + " |\n"
+
+
+def path_key(path: str, fmt: str) -> str:
+    """`path` as it reads back from a file of this format (`read_rows` of what `render` wrote): `--resume`
+    compares paths this way. CSV and Markdown escape undecodable bytes; Markdown folds white space too."""
+    if fmt == "jsonl":
+        return path
+    written = writable_text(path)
+    return " ".join(written.split()) if fmt == "md" else written
+
+
+def _json_line(record: dict[str, str]) -> str:
+    """One JSON object; every control character JSON would leave raw (DEL, C1, bidi overrides, the lone
+    surrogates of a name that is not UTF-8) as a `\\u` escape, so the line is valid UTF-8 and safe on a
+    terminal, and reads back as the same text."""
+    text = json.dumps(record, ensure_ascii=False)
+    if has_controls(text):
+        text = "".join(f"\\u{ord(ch):04x}" if has_controls(ch) else ch for ch in text)
+    return text + "\n"
+
+
+def writable_text(text: str) -> str:
+    """`text` that a UTF-8 file can hold: the undecodable bytes of a file name shown as `\\x9b`."""
+    return _SURROGATES.sub(lambda match: visible(match.group()), text)
 
 
 def _md_escape(text: str) -> str:
@@ -142,9 +171,10 @@ class RowWriter:
     def to_stdout(cls, stream: IO[str], fmt: str) -> RowWriter:
         """Rows to `stream` (stdout, left open), after the format's header, so `> alt.md` is a whole table.
 
-        Someone reads this on a terminal, so Markdown cells show control characters instead of emitting them.
+        Someone may read this on a terminal, so Markdown cells (a table for people, always) and CSV cells
+        on a terminal show control characters instead of emitting them; JSON Lines escapes them anyway.
         """
-        writer = cls(stream, fmt, name="stdout", shown=True)
+        writer = cls(stream, fmt, name="stdout", shown=fmt == "md" or _is_terminal(stream))
         writer.write_header()
         return writer
 
@@ -203,6 +233,13 @@ _WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quo
                    errno.EFBIG: "the file is too large for the disk", errno.EIO: "an input/output error"}
 
 
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed, or not a real file
+        return False
+
+
 def _at_start(stream: IO[str]) -> bool:
     """Whether nothing is in the file yet (a pipe or a device that cannot tell: yes)."""
     try:
@@ -253,9 +290,9 @@ def read_rows(path: Path, fmt: str) -> list[Row]:
 
 
 def _parse(body: str, fmt: str) -> list[Row]:
-    if fmt == "jsonl":
+    if fmt == "jsonl":  # records end at "\n" only: U+2028 or U+0085 in a name is no line break
         return [Row(**{name: str(json.loads(line)[name] or "") for name in FIELDS})
-                for line in body.splitlines() if line.strip()]
+                for line in body.split("\n") if line.strip()]
     if fmt == "csv":
         records = [record for record in csv.reader(io.StringIO(body, newline="")) if record]
         if any(len(record) != len(FIELDS) for record in records):

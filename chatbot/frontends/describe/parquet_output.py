@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.errors import UserError
-from chatbot.frontends.describe.output import FIELDS, OutputError, Row
+from chatbot.frontends.describe.output import FIELDS, OutputError, Row, writable_text
 from chatbot.untrusted import visible
 
 PARQUET = "parquet"
@@ -56,7 +56,7 @@ class ParquetRowWriter:
 
     def _flush(self) -> None:
         pa = _pyarrow()
-        table = pa.table({name: [getattr(row, name) for row in self._rows] for name in FIELDS},
+        table = pa.table({name: [writable_text(getattr(row, name)) for row in self._rows] for name in FIELDS},
                          schema=pa.schema([(name, pa.string()) for name in FIELDS]))
         try:
             if self._writer is None:

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -27,7 +27,15 @@ from chatbot.core.settings import Settings
 from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError, OptionError
 from chatbot.frontends.describe.alt_text import DEFAULT_PROMPT, to_alt_text
-from chatbot.frontends.describe.output import OutputError, OutputWriteError, Row, RowWriter, format_for, read_rows
+from chatbot.frontends.describe.output import (
+    OutputError,
+    OutputWriteError,
+    Row,
+    RowWriter,
+    format_for,
+    path_key,
+    read_rows,
+)
 from chatbot.frontends.describe.parquet_output import PARQUET, ParquetRowWriter, parquet_refusals
 from chatbot.frontends.progress_line import ProgressLine, plural
 from chatbot.image_files import Unreadable, file_sha256, find_images, unreadable_sentence
@@ -156,6 +164,19 @@ class DoneKeys:
         return cls(frozenset((row.path, row.sha256) for row in done), frozenset(row.path for row in done))
 
 
+def as_found(done: Sequence[Row], paths: Sequence[str], fmt: str) -> list[Row]:
+    """Rows read back from the output, each under the path of every image it may stand for.
+
+    CSV and Markdown cannot hold some names exactly (bytes that are not UTF-8 are written `\\x9b`;
+    Markdown folds white space), so a row is matched by `path_key`; where two names fold alike, the
+    sha256 in the skip rule tells which image the row was.
+    """
+    found: dict[str, list[str]] = {}
+    for path in paths:
+        found.setdefault(path_key(path, fmt), []).append(path)
+    return [replace(row, path=path) for row in done for path in found.get(path_key(row.path, fmt), [row.path])]
+
+
 def already_done(path: str, keys: DoneKeys, sha256_of: Callable[[str], str] = file_sha256) -> bool:
     """Whether the output holds this image already: the same path with the same bytes (the one skip rule)."""
     return path in keys.paths and (path, sha256_of(path)) in keys.pairs
@@ -185,8 +206,12 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
         if not request.resume:
             raise OutputError(f"{visible(request.out)} already exists.",
                               "Pass --resume to continue it, or choose another --out.")
-        done = read_rows(request.out, fmt)
-    progress = ProgressLine(len(paths), sys.stderr, noun="image")
+        done = as_found(read_rows(request.out, fmt), paths, fmt)
+    try:
+        rows_on_screen = request.out is None and sys.stdout.isatty()  # a bar on stderr would run into the rows
+    except (ValueError, OSError):  # stdout closed
+        rows_on_screen = False
+    progress = ProgressLine(len(paths), sys.stderr, noun="image", bar=not rows_on_screen)
     try:
         with _answerer_for(settings, request, paths, done, status) as (engine, load, sha256_of), \
                 _writer_for(request.out, fmt) as writer:
