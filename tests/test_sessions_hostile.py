@@ -439,16 +439,18 @@ def test_damaged_files_are_set_aside_and_listing_and_continue_go_on(tmp_path) ->
     for number, text in enumerate(DAMAGED.values()):
         (root / f"damaged-{number}.json").write_text(text, encoding="utf-8")
     (root / "not-utf8.json").write_bytes(b'{"model": "\xff\xfe"}')
-    (root / "a-folder.json").mkdir()
+    (root / "a-folder.json").mkdir()  # not a file: nothing in it is damaged, so it is left alone, said
     (root / "my chat.json").write_text(json.dumps(GOOD))  # not named like a session: left alone, said
     (root / f"{GOOD['id']}.json").write_text(json.dumps(GOOD))
     store = SessionStore(root)
     assert [summary.id for summary in store.summaries()] == [GOOD["id"]]
-    set_aside = len(DAMAGED) + 2
-    assert len(list(root.glob("*.corrupt"))) == set_aside and len(store.problems) == set_aside + 1
+    set_aside = len(DAMAGED) + 1
+    assert len(list(root.glob("*.corrupt"))) == set_aside and len(store.problems) == set_aside + 2
     assert sum(problem.startswith("my chat.json in the sessions folder is not named like a session")
                for problem in store.problems) == 1
-    assert (root / "my chat.json").exists()
+    assert ("a-folder.json in the sessions folder is a folder, not a regular file, so it was left out; move it "
+            "out of the folder.") in store.problems
+    assert (root / "my chat.json").exists() and (root / "a-folder.json").is_dir()
     assert session_to_resume(store, continue_last=True, resume=None).id == GOOD["id"]  # --continue
 
     (root / "torn.json").write_text('{"model": ')

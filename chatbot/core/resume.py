@@ -6,16 +6,19 @@ Shared by the chat app and the screen-reader mode; no Textual, no torch.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from chatbot.core.session import ImageRef, Session, SessionError, new_session_id, valid_session_id
-from chatbot.core.session_files import read_session_file, shown
+from chatbot.core.session_files import SessionFileUnreadable, not_a_regular_file, read_session_file, shown
 from chatbot.core.settings import saved_options
-from chatbot.core.store import SessionStore
+from chatbot.core.store import SessionForked, SessionStore
 from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError
 from chatbot.images import LoadedImage, load_image
+
+_RESUME_TAKES = "--resume takes a saved session's id or an exported .json file."
 
 
 def options_for(session: Session, fallback: GenerationOptions) -> GenerationOptions:
@@ -46,11 +49,14 @@ def reopen_image(
 def session_to_resume(store: SessionStore, continue_last: bool, resume: str | None) -> Session:
     """The latest session, the one with id `resume`, or an exported JSON file named by `resume`.
 
-    An id that is not a session id is refused (no path is made of it). The session is claimed for this
-    process (`SessionStore.claim`): when another blip2-chat has it open, this one goes on in a copy
-    under a new id, and `store.problems` holds the sentence that says so (as it holds damaged files set
-    aside and an import's new id), for the front end to show.
+    An id that is not a session id is refused (no path is made of it), and so is a path to anything
+    but a regular file (never opened: a named pipe would block). The session is claimed for this process
+    (`SessionStore.claim`): when another blip2-chat has it open, this one goes on in a copy under a new
+    id, and `store.problems` holds the sentence that says so (as it holds damaged files set aside and an
+    import's new id), for the front end to show. An imported chat with turns is saved into the store at
+    once, so `--resume ID` finds it afterwards, whether or not a turn is added.
     """
+    imported = False
     try:
         if continue_last:
             found = store.latest()
@@ -60,12 +66,18 @@ def session_to_resume(store: SessionStore, continue_last: bool, resume: str | No
         else:
             assert resume is not None
             path = Path(resume).expanduser()
-            if path.suffix == ".json" and path.is_file():
+            if path.suffix == ".json" and _in_store(store, path):  # a saved session named by its path
+                session = store.load(path.stem)
+            elif path.suffix == ".json" and os.path.lexists(path):
                 session = imported_session(store, path)
+                imported = True
             elif path.suffix == ".json":
                 raise SessionError(f"There is no file {shown(path, 400)}.",
                                    "Check the path; `blip2-chat sessions` lists the saved sessions.")
             elif not valid_session_id(resume):
+                mode = _mode_of(path)
+                if mode is not None and not stat.S_ISREG(mode):
+                    raise not_a_regular_file(shown(path, 400), mode, _RESUME_TAKES)
                 raise SessionError(f"'{shown(resume, 400)}' is neither a saved session's id (they look like "
                                    "20250101-120000-abcdef) nor an exported .json file.",
                                    "List the sessions with `blip2-chat sessions`.")
@@ -81,16 +93,51 @@ def session_to_resume(store: SessionStore, continue_last: bool, resume: str | No
         note = str(error)
     if note:
         store.problems.append(note)
+    if imported and session.turns:
+        _save_import(store, session)
     return session
 
 
+def _save_import(store: SessionStore, session: Session) -> None:
+    """Write an imported chat into the store now: the user opened it to go on with it, and the chat says
+    it is saved (as its file would be, had it been made here). A problem is noted in `store.problems`."""
+    try:
+        store.save(session)
+    except SessionForked as forked:  # a file took its id meanwhile: saved as a copy
+        store.problems.append(forked.message)
+    except SessionError as error:
+        store.problems.append(f"The imported chat could not be saved in the sessions folder: {error}")
+
+
+def _in_store(store: SessionStore, path: Path) -> bool:
+    """True when `path` is a session file of the store itself (so it is loaded, not copied as an import)."""
+    try:
+        return valid_session_id(path.stem) and path.parent.resolve() == store.root.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def _mode_of(path: Path) -> int | None:
+    """The file type and mode of what is at `path` (a link followed), or None when nothing is there."""
+    try:
+        return os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+
+
 def imported_session(store: SessionStore, path: Path) -> Session:
-    """A session from an exported JSON file (at most `MAX_SESSION_BYTES`, checked before it is parsed).
+    """A session from an exported JSON file (at most `MAX_SESSION_BYTES`, checked before it is parsed; only
+    a regular file is opened).
 
     It gets a new id when the store has its id (the saved original is never overwritten) and when its id
     is not a session id (no path is ever made of one); `store.problems` says so in the second case.
     """
-    session, _ = read_session_file(path, str(path))
+    try:
+        session, _ = read_session_file(path, str(path))
+    except SessionFileUnreadable as error:
+        if error.cause != "not regular":
+            raise
+        raise SessionFileUnreadable(error.message, _RESUME_TAKES, error.why, error.cause) from None
     if not valid_session_id(session.id):
         old = session.id
         session.id = new_session_id()

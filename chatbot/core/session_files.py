@@ -1,7 +1,10 @@
-"""Session files: reading one safely (size checked before parsing, links refused where asked), writing
-atomically (temporary file, fsync, rename) or only when the name is free, and the JSON form.
+"""Session files: reading one safely (size checked before parsing, links refused where asked, never
+opened unless it is a regular file), writing atomically (temporary file, fsync, rename) or only when the
+name is free, and the JSON form.
 
-Every problem reading one is a `SessionError` naming where it came from; see `chatbot.core.store`.
+Every problem reading one is a `SessionError` naming where it came from; a file that could not be read
+at all (not a regular file, permission denied, an I/O error) is a `SessionFileUnreadable`, since nothing
+is known about its content: see `chatbot.core.store`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from chatbot.core.session import Session, SessionError
 from chatbot.untrusted import visible
@@ -20,6 +23,7 @@ from chatbot.untrusted import visible
 FORMAT_VERSION = 1
 MAX_SESSION_BYTES = 8_000_000  # a session file larger than this is refused before it is parsed
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a pipe put there after the check must not block the open
 BINARY = getattr(os, "O_BINARY", 0)
 _DAMAGED_HINT = "It may be damaged; start a new chat."
 
@@ -28,6 +32,48 @@ def shown(text: object, limit: int = 80) -> str:
     """`text` for a message: control characters made visible, cut to `limit` characters."""
     text = str(text)
     return visible(text if len(text) <= limit else text[:limit] + "…")
+
+
+UnreadableCause = Literal["missing", "not regular", "denied", "other"]
+
+
+class SessionFileUnreadable(SessionError):
+    """A session file that could not be read at all (not a regular file, permission denied, an I/O error):
+    its content is unknown, so it is not damaged and never set aside. `why` says why in a few words."""
+
+    def __init__(self, message: str, hint: str, why: str, cause: UnreadableCause = "other") -> None:
+        super().__init__(message, hint)
+        self.why = why
+        self.cause = cause
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, for a message: "a folder", "a named pipe", ..."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def not_a_regular_file(where: str, mode: int, hint: str) -> SessionFileUnreadable:
+    kind = file_kind(mode)
+    why = "not a regular file" if kind == "not a regular file" else f"{kind}, not a regular file"
+    return SessionFileUnreadable(f"{where} is not a regular file ({kind}), so it was not read.", hint, why,
+                                 "not regular")
+
+
+def _unreadable(where: str, error: OSError) -> SessionFileUnreadable:
+    reason = (error.strerror or str(error) or type(error).__name__).lower()
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return SessionFileUnreadable(f"{where} could not be read: {reason}.", "Check its permissions.", reason,
+                                     "denied")
+    cause: UnreadableCause = "missing" if error.errno == errno.ENOENT else "other"
+    return SessionFileUnreadable(f"{where} could not be read: {reason}.", "Check the path.", reason, cause)
 
 
 Stamp = tuple[int, int, int, int]
@@ -117,25 +163,32 @@ def _too_large(where: str, size: int) -> SessionError:
 def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> tuple[Session, os.stat_result]:
     """The session in the file at `path` and the status of the file it was read from.
 
-    The size is checked before anything is parsed; every problem (missing, unreadable, too large, not
-    UTF-8, not a session, a link when `follow_links` is False) is a SessionError naming `origin`.
+    Only a regular file is opened (a named pipe or a device would block or answer forever), and the size
+    is checked before anything is parsed. Every problem is a SessionError naming `origin`: a
+    `SessionFileUnreadable` when the file could not be read at all (missing, permission denied, not a
+    regular file), a plain one when what it holds is not a session (too large, not UTF-8, not JSON, a
+    link when `follow_links` is False).
     """
     where = shown(origin, 400)
-    if not follow_links and os.path.islink(path):  # ONOFOLLOW says so too, where it exists
-        raise SessionError(f"{where} is a link, and the sessions folder's links are never followed.",
-                           "Move the session file itself into the folder.")
-    flags = os.O_RDONLY | BINARY | (0 if follow_links else NOFOLLOW)
+    try:
+        before = os.stat(path, follow_symlinks=follow_links)
+    except OSError as error:
+        raise _unreadable(where, error) from None
+    if not follow_links and stat.S_ISLNK(before.st_mode):
+        raise _link_refused(where)
+    if not stat.S_ISREG(before.st_mode):
+        raise not_a_regular_file(where, before.st_mode, "Give a session file.")
+    flags = os.O_RDONLY | BINARY | NONBLOCK | (0 if follow_links else NOFOLLOW)
     try:
         fd = os.open(path, flags)
     except OSError as error:
-        if error.errno == errno.ELOOP and not follow_links:
-            raise SessionError(f"{where} is a link, and the sessions folder's links are never followed.",
-                               "Move the session file itself into the folder.") from None
-        raise SessionError(f"Could not read {where}: {error.strerror or error}.", "Check the path.") from None
+        if error.errno == errno.ELOOP and not follow_links:  # it became a link since the check
+            raise _link_refused(where) from None
+        raise _unreadable(where, error) from None
     try:
         status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise SessionError(f"{where} is not a file.", "Give a session file.")
+        if not stat.S_ISREG(status.st_mode):  # it was swapped for something else since the check
+            raise not_a_regular_file(where, status.st_mode, "Give a session file.")
         if status.st_size > MAX_SESSION_BYTES:
             raise _too_large(where, status.st_size)
         chunks: list[bytes] = []
@@ -148,7 +201,7 @@ def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> 
             size += len(chunk)
         data = b"".join(chunks)
     except OSError as error:
-        raise SessionError(f"Could not read {where}: {error.strerror or error}.", "Check the path.") from None
+        raise _unreadable(where, error) from None
     finally:
         os.close(fd)
     if len(data) > MAX_SESSION_BYTES:  # it grew while we looked
@@ -159,3 +212,8 @@ def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> 
         raise SessionError(f"{where} is not a readable blip2-chat session (it is not UTF-8 text).",
                            _DAMAGED_HINT) from None
     return session_from_json(text, origin), status
+
+
+def _link_refused(where: str) -> SessionError:
+    return SessionError(f"{where} is a link, and the sessions folder's links are never followed.",
+                        "Move the session file itself into the folder.")

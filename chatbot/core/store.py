@@ -10,6 +10,10 @@ The rules the store keeps, whatever a session file or a command line says:
   sessions folder and never follows a link there: a linked `<id>.json` is not read through (it is set
   aside like a damaged file: the link itself is renamed, never its target), and a save replaces the
   entry, never a file a link points to.
+- **Only what the store can read is read.** An entry that is not a regular file (a folder, a named
+  pipe, a device) is never opened, and one that cannot be read (permission denied, an I/O error) is
+  not damaged: both are left where they are, listing leaves them out and says so in `problems`, and
+  loading one raises a SessionError that says why (`SessionFileUnreadable`).
 - **Damaged files are set aside, never fatal.** A file that is not valid JSON, holds a field of the wrong
   type or range (`Session.from_dict`), is not UTF-8, or is larger than `MAX_SESSION_BYTES` (refused
   before it is parsed) is moved aside to `<id>.<time>.corrupt` and reported in `problems`; listing
@@ -35,6 +39,7 @@ from pathlib import Path
 from chatbot.core.session import MAX_TEXT_CHARS, Session, SessionError, new_session_id, valid_session_id
 from chatbot.core.session_files import (
     MAX_SESSION_BYTES,
+    SessionFileUnreadable,
     read_session_file,
     session_json,
     shown,
@@ -193,6 +198,14 @@ class SessionStore:
             raise SessionError(f"There is no saved session {session_id}.", "List them with `blip2-chat sessions`.")
         try:
             session, status = self._read(path)
+        except SessionFileUnreadable as error:  # nothing known about its content: left where it is
+            if error.cause == "missing":  # gone since
+                raise SessionError(f"There is no saved session {session_id}.",
+                                   "List them with `blip2-chat sessions`.") from None
+            if error.cause == "not regular":
+                raise SessionFileUnreadable(error.message, "Move it out of the sessions folder; `blip2-chat "
+                                            "sessions` lists the saved ones.", error.why, error.cause) from None
+            raise
         except SessionError:
             self._set_aside(path)
             raise
@@ -238,6 +251,9 @@ class SessionStore:
                 continue
             try:
                 session, status = self._read(path)
+            except SessionFileUnreadable as error:
+                self._note_unreadable(path, error)
+                continue
             except SessionError:
                 self._set_aside(path)
                 continue
@@ -248,6 +264,22 @@ class SessionStore:
             ))
         self._sweep_locks()
         return sorted(found, key=lambda s: s.updated, reverse=True)
+
+    def _note_unreadable(self, path: Path, error: SessionFileUnreadable) -> None:
+        """Say in `problems` (once) that listing left out an entry it could not read; it stays where it is."""
+        name = shown(path.name)
+        if error.cause == "missing":  # removed since the folder was listed: nothing to say
+            return
+        if error.cause == "not regular":
+            note = f"{name} in the sessions folder is {error.why}, so it was left out; move it out of the folder."
+        elif error.cause == "denied":
+            note = (f"The session file {name} could not be read ({error.why}), so it was left out; "
+                    "check its permissions.")
+        else:
+            note = (f"The session file {name} could not be read ({error.why}), so it was left out; "
+                    "try again, or check the disk.")
+        if note not in self.problems:
+            self.problems.append(note)
 
     def _sweep_locks(self) -> None:
         """Remove the lock files no process holds any more (a process that ends at once leaves its own)."""
