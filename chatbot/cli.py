@@ -241,6 +241,21 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
 
 
+def _from_elsewhere(resume: str | None) -> bool:
+    """Whether --resume named a chat file (an export, maybe from someone else), not a saved session's id."""
+    from chatbot.core.session import valid_session_id
+
+    return resume is not None and not valid_session_id(resume)
+
+
+def _known_model(name: str) -> bool:
+    """A checkpoint blip2-chat lists (hub id or alias) or its demo model: safe to load on a chat file's word."""
+    from chatbot.engine.registry import find_checkpoint
+    from chatbot.locations import DEMO_MODEL
+
+    return name.strip().lower() == DEMO_MODEL or find_checkpoint(name) is not None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     given = sys.argv[1:] if argv is None else list(argv)
@@ -378,9 +393,14 @@ def run_chat_command(
     if resuming:
         session = session_to_resume(store, continue_last, resume)
         if not model_given and session.model and session.model != settings.model:
-            settings = replace(settings, model=session.model)
-            notes.append(f"Going on with {session.model}, the model this chat was made with "
-                         "(choose another with --model).")
+            if _from_elsewhere(resume) and not _known_model(session.model):
+                # a chat file from elsewhere does not choose what is loaded (a folder, any hub repository)
+                notes.append(f"This chat was made with {session.model}, which is not a model blip2-chat knows; "
+                             f"going on with {settings.model} (to use that one, pass --model with it).")
+            else:
+                settings = replace(settings, model=session.model)
+                notes.append(f"Going on with {session.model}, the model this chat was made with "
+                             "(choose another with --model).")
     if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config
         from chatbot.frontends.plain.chat import run_plain_chat
 

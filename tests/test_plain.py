@@ -432,6 +432,28 @@ def test_continue_goes_on_with_the_model_the_chat_was_made_with(
     assert session["model"] == str(checkpoints["flan-t5"]) and len(session["turns"]) == 2
 
 
+def test_a_chat_file_from_elsewhere_does_not_choose_an_unknown_model(
+    checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    """An exported chat names the model it was made with; from a file, an unknown one (a folder, any hub
+    repository) is not loaded on its word: the chat goes on with the configured model and says so."""
+    first = run_chat(pictures["red"], "--model", checkpoints["opt"], "--max-new-tokens", "3",
+                     stdin="what is it?\n", home=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (session,) = saved_sessions(tmp_path)
+    shared = tmp_path / "shared.json"
+    outside = tmp_path / "someone else's model"
+    shared.write_text(json.dumps({**session, "model": str(outside)}), encoding="utf-8")
+    env = {**os.environ, "BLIP2_CHAT_HOME": str(tmp_path), "BLIP2_CHAT_MODEL": str(checkpoints["opt"])}
+    resumed = subprocess.run(
+        [sys.executable, "-m", "chatbot", "chat", "--resume", str(shared), "--plain", "--max-new-tokens", "3"],
+        input="and now?\n", capture_output=True, text=True, timeout=120, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (f"This chat was made with {outside}, which is not a model blip2-chat knows; going on with "
+            f"{checkpoints['opt']} (to use that one, pass --model with it).") in resumed.stderr.splitlines()
+    assert "Going on with" not in resumed.stderr
+
+
 @pytest.mark.parametrize(("value", "forced"), [("1", True), ("yes", True), ("0", False), ("", False)])
 def test_accessible_in_the_environment_chooses_the_screen_reader_mode(value: str, forced: bool) -> None:
     environ = {"TERM": "xterm-256color", "ACCESSIBLE": value}
