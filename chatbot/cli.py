@@ -358,7 +358,12 @@ def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
     if best is None:
         raise UserError("None of the results can be opened in the chat.",
                         "Search for something else, or run `blip2-chat index` again over your folders.")
-    chat_settings = settings_for(argparse.Namespace(**{**vars(args), "model": None, "command": "chat"}))
+    # --model named the retrieval checkpoint; the chat's is the configured one, except that the demo's
+    # search model opens the demo's chat model (so the offline demo goes from search to chat)
+    from chatbot.locations import DEMO_MODEL
+
+    chat_model = DEMO_MODEL if (args.model or "").strip().lower() == DEMO_MODEL else None
+    chat_settings = settings_for(argparse.Namespace(**{**vars(args), "model": chat_model, "command": "chat"}))
     return run_chat_command(chat_settings, best)
 
 

@@ -278,3 +278,30 @@ def test_tiny_match_probabilities_keep_their_order_readable() -> None:
              enumerate([0.97, 0.0102, 2.7e-05, 8.1e-06, 0.0], start=1)]
     assert [line.split("  ")[1] for line in lines] == [
         "match 0.97", "match 0.01", "match 2.7e-05", "match 8.1e-06", "match 0.00"]
+
+
+@pytest.mark.parametrize("model, chat_model", [("demo", "demo"), ("DEMO", "demo"), ("/some/retrieval/model", None)])
+def test_search_chat_opens_the_chat_with_a_chat_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      model: str, chat_model: str | None) -> None:
+    """--model names the retrieval checkpoint; the chat gets the configured chat model, or the demo's."""
+    import chatbot.cli
+    import chatbot.frontends.search.search_run as search_run
+    from chatbot.core.settings import DEFAULT_MODEL
+
+    monkeypatch.setenv("BLIP2_CHAT_HOME", str(tmp_path))  # no config file
+    monkeypatch.delenv("BLIP2_CHAT_MODEL", raising=False)
+    searched: list[str] = []
+    opened: list[tuple[str, str]] = []
+
+    def search(settings: Settings, request: object) -> str:
+        searched.append(settings.model)
+        return "/p/best.png"
+
+    def chat(settings: Settings, image: str) -> int:
+        opened.append((settings.model, image))
+        return 0
+
+    monkeypatch.setattr(search_run, "run_search", search)
+    monkeypatch.setattr(chatbot.cli, "run_chat_command", chat)
+    assert main(["search", "a red square", "--model", model, "--chat"]) == 0
+    assert searched == [model] and opened == [(chat_model or DEFAULT_MODEL, "/p/best.png")]
