@@ -83,6 +83,9 @@ def test_flags_and_the_model_variable_beat_the_file(home: Path, monkeypatch: pyt
     ('[keys]\n"\\n" = "ctrl+k"\n', ["line 1", "keys has no action '\\n'."]),
     ('device = "gpu\\u001b]0;x\\u0007"\n', ["line 1", "(got 'gpu\\x1b]0;x\\x07')"]),
     ('"mo\\u001bdel" = "x"\n', ["line 1", "unknown key 'mo\\x1bdel'"]),
+    ('model = "a"\nmax_new_tokens = 9\nmodel = "b"', ["line 3 sets 'model' again (first set on line 1)"]),
+    ('[keys]\nquit = "f2"\n\n[keys]\n', ["not valid TOML"]),
+    ('[keys]\nquit = "f2"\nhelp = "f3"\nquit = "f4"\n', ["line 4 sets 'quit' in [keys] again (first set on line 2)"]),
 ])
 def test_bad_files_are_one_error_naming_file_and_line(home: Path, text: str, words: list[str]) -> None:
     path = write(home, text)
@@ -92,3 +95,31 @@ def test_bad_files_are_one_error_naming_file_and_line(home: Path, text: str, wor
     assert str(path) in message and "\n" not in message
     for word in words:
         assert word in message, (word, message)
+
+
+def test_a_byte_order_mark_is_no_error(home: Path) -> None:
+    path = write(home, 'max_new_tokens = 7\n')
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert settings().options.max_new_tokens == 7
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "dangling link", "link loop"])
+def test_a_config_path_that_is_no_file_is_one_error(home: Path, kind: str) -> None:
+    import os
+
+    path = write(home, "")
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dangling link":
+        path.symlink_to(home / "nowhere.toml")
+    else:
+        path.symlink_to(path)
+    with pytest.raises(OptionError) as error:
+        settings()
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message
+    assert {"folder": "is a folder, not a file", "fifo": "is a named pipe, not a file",
+            "dangling link": "is a link to nothing", "link loop": "cannot be read"}[kind] in message

@@ -38,13 +38,16 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
     """
     path = path or config_path()
     if not path.is_file():
+        _refuse_what_is_no_file(path)
         return {}
     toml = _toml_module(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (some Windows editors add one) is no error
         data = toml.loads(text)
     except toml.TOMLDecodeError as error:  # its message ends "(at line N, column M)"
-        raise OptionError(f"The config file {path} is not valid TOML: {error}.",
+        twice = _set_twice(text)
+        reason = f"line {twice[1]} sets {twice[0]} again (first set on line {twice[2]})" if twice else str(error)
+        raise OptionError(f"The config file {path} is not valid TOML: {reason}.",
                           "Fix that line, or delete the file to use the defaults.") from None
     except UnicodeDecodeError:
         raise OptionError(f"The config file {path} is not UTF-8 text.",
@@ -62,6 +65,44 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
         except OptionError as error:
             raise OptionError(f"{where}: {error.message}", error.hint) from None
     return checked
+
+
+def _refuse_what_is_no_file(path: Path) -> None:
+    """Nothing at `path` is fine (no config file); a folder, a named pipe or a broken link there is a mistake."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise OptionError(f"The config file {path} is a link to nothing.",
+                              "Point it at a file, or remove it to use the defaults.") from None
+        return
+    except OSError as error:  # a loop of links, a folder we may not enter
+        raise OptionError(f"The config file {path} cannot be read ({error.strerror or error}).",
+                          "Fix it, or move it away to use the defaults.") from None
+    kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+    raise OptionError(f"The config file {path} is {kind}, not a file, so it was not read.",
+                      "Move it away to use the defaults, or put a config.toml file there.")
+
+
+def _set_twice(text: str) -> tuple[str, int, int] | None:
+    """The first key set twice in one table: ('quit' in [keys], its line, the first line), else None."""
+    table, seen = "", dict[tuple[str, str], int]()
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = re.match(r"\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$", line)
+        if header:
+            table = header.group(1)
+            continue
+        key = re.match(r"\s*([A-Za-z0-9_-]+)\s*=", line)
+        if key:
+            name = (table, key.group(1))
+            if name in seen:
+                where = f"'{visible(key.group(1))}'" + (f" in [{visible(table)}]" if table else "")
+                return where, number, seen[name]
+            seen[name] = number
+    return None
 
 
 def _line_of(text: str, key: str) -> int:
