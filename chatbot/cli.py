@@ -35,10 +35,11 @@ local folder, the Hugging Face cache, or downloaded once (set HF_HUB_OFFLINE=1 t
 """
 
 
-def _model_flags(model_default: str | None = None) -> _Parser:
+def _model_flags(model_default: str | None = None, model_help: str | None = None) -> _Parser:
     """The model and decoding flags, one per option of the settings schema that has a flag.
 
-    `model_default`: what --help says the model defaults to, where a command has its own (demo).
+    `model_default`: what --help says the model defaults to, where a command has its own (demo); `model_help`:
+    what the model is, where it is another kind (a retrieval checkpoint for index and search).
     """
     flags = _Parser(add_help=False)
     group = flags.add_argument_group("model and decoding")
@@ -46,8 +47,9 @@ def _model_flags(model_default: str | None = None) -> _Parser:
         if "flag" in option.where:
             shown = model_default if option.name == "model" and model_default else option.default
             default = "" if shown is None else f" (default: {shown})"
+            what = model_help if option.name == "model" and model_help else option.help
             group.add_argument(option.flag, dest=option.name, default=None, metavar=_metavar(option),
-                               help=f"{option.help}{default}")
+                               help=f"{what}{default}")
     group.add_argument("--json", action="store_true", help="print one JSON object per answer, with timings")
     return flags
 
@@ -149,10 +151,14 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
                             "0.5 for two workers per GPU)")
 
 
+SEARCH_MODEL_DEFAULT = "the one the index was made with; for a new index Salesforce/blip2-itm-vit-g"
+SEARCH_MODEL_HELP = "the retrieval checkpoint: hub id (Salesforce/blip2-itm-vit-g), alias (itm-vit-g), folder, or demo"
+
+
 def _search_parsers(commands: argparse._SubParsersAction) -> None:
     """`index` and `search`: the retrieval model's flags (--model names a retrieval checkpoint here)."""
     index = commands.add_parser(
-        "index", parents=[_model_flags()], conflict_handler="resolve",
+        "index", parents=[_model_flags(SEARCH_MODEL_DEFAULT, SEARCH_MODEL_HELP)], conflict_handler="resolve",
         help="build or update the search index of image files and folders",
         description="Add the images in PATHS to the search index (only new and changed files are read), "
                     "and let files deleted from those folders leave it. --model names a retrieval checkpoint "
@@ -168,7 +174,7 @@ def _search_parsers(commands: argparse._SubParsersAction) -> None:
     index.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     _cluster_flags(index)
     search = commands.add_parser(
-        "search", parents=[_model_flags()], conflict_handler="resolve",
+        "search", parents=[_model_flags(SEARCH_MODEL_DEFAULT, SEARCH_MODEL_HELP)], conflict_handler="resolve",
         help="find indexed pictures by what they show",
         description="Rank the indexed pictures by how well they match TEXT: the retrieval head's similarity, "
                     "then its image-text matching head re-scores the best ones (unless --no-rerank).",

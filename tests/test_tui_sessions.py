@@ -269,3 +269,15 @@ def test_a_mistyped_command_or_flag_gets_a_suggestion(capsys: pytest.CaptureFixt
     monkeypatch.chdir(tmp_path)
     (tmp_path / "askk").write_bytes(b"")  # a file of that name: the chat's image, not a mistyped command
     assert mistyped_command(["askk"], build_parser()) is None
+
+
+def test_each_command_says_which_model_its_model_flag_means() -> None:
+    from chatbot.cli import _subcommands
+
+    commands = _subcommands(build_parser())
+    helps = {name: " ".join(commands[name].format_help().split()) for name in ("ask", "demo", "index", "search")}
+    assert "(default: Salesforce/blip2-opt-2.7b)" in helps["ask"]
+    assert "(default: demo, the model trained here)" in helps["demo"]
+    for name in ("index", "search"):
+        assert "the retrieval checkpoint" in helps[name] and "blip2-opt-2.7b" not in helps[name]
+        assert "(default: the one the index was made with; for a new index Salesforce/blip2-itm-vit-g)" in helps[name]

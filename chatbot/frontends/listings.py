@@ -110,6 +110,9 @@ def render_table(rows: list[dict[str, Any]], target: Target) -> str:
     text += [
         "",
         "Each alias stands for Salesforce/blip2-ALIAS (opt-2.7b = Salesforce/blip2-opt-2.7b); pass either to --model.",
+        "Offline, without downloading: --model demo, a small model trained here and shipped with blip2-chat (it "
+        "knows pictures of coloured shapes; `blip2-chat demo` opens a chat with it). Search has its own models: "
+        "see `blip2-chat index --help`.",
         "Memory: weights + KV cache for the full context + working memory, for one answer at a time. 8-bit and "
         f"4-bit keep the Q-Former, projection and LM head in {compute}. On a GPU with Triton, 8-bit is int8 "
         "weight-only (--quantize int8: as much memory as bitsandbytes' 8-bit, much faster).",
