@@ -101,6 +101,9 @@ def tolerate_bytes_that_are_not_text(stream: TextIO) -> None:
             reconfigure(errors="replace")
 
 
+CLEARED_LINE = "Line cleared; the Up arrow brings it back. Ctrl+C on an empty line ends the chat."
+
+
 def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
     readline = _readline(history_file, prompt)
     try:
@@ -110,6 +113,13 @@ def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
             except EOFError:  # Ctrl+D: end the prompt's line, so what is said next starts on its own
                 print(flush=True)
                 return
+            except KeyboardInterrupt:  # on a half-typed line Ctrl+C clears it, as shells do; on an empty one it ends
+                typed = readline.get_line_buffer() if readline is not None else ""
+                if not typed.strip():
+                    raise
+                readline.add_history(typed)
+                print(flush=True)
+                print(CLEARED_LINE, file=sys.stderr, flush=True)
     finally:
         if readline is not None and history_file is not None:
             with contextlib.suppress(OSError):
