@@ -84,6 +84,9 @@ def exit_now(code: int, *, loaded: bool | None = None) -> int:
     """
     if not (loaded if loaded is not None else "torch" in sys.modules):
         return code
+    from chatbot.core.session_lock import let_go_of_everything
+
+    let_go_of_everything()  # os._exit skips the exit handlers: the chat's lock file goes now
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

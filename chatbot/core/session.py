@@ -5,6 +5,12 @@ and range is checked (strings are strings, numbers are finite numbers and never 
 in range, texts have a bounded length) and anything else raises `SessionError`, never a KeyError,
 TypeError or RecursionError, so a damaged or hostile file can be set aside and reported.
 
+Only what a chat means nothing without (its model, id, creation time, turns and their texts and images)
+rejects the whole file. A saved option that is not a plain value is dropped (the default is used) and a
+`context_start` that is not a turn index is reset (to 0 when below or not a whole number, to the number of
+turns when above, so no turn from before a /clear is folded back in); each is said in one sentence in
+`Session.load_notes`, which is never saved and which the store reports (`SessionStore.problems`).
+
 Session ids name files, so they follow one pattern (`valid_session_id`): the ids the app makes,
 `YYYYMMDD-HHMMSS-xxxxxx`, are in it, and nothing in it can climb out of a folder (no `/`, `\\`, `.`).
 """
@@ -87,10 +93,13 @@ class Session:
     image: ImageRef | None = None  # the image the next question is about
     context_start: int = 0  # turns before this index are not folded into the prompt (/clear, image switch)
     options: dict[str, Any] = field(default_factory=dict)
+    # what `from_dict` had to mend (a bad option dropped, context_start reset), one sentence each; never saved
+    load_notes: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The session as plain data; a turn never compared has no `compared` key (files as before /compare)."""
         data = asdict(self)
+        del data["load_notes"]
         for turn in data["turns"]:
             if not turn["compared"]:
                 del turn["compared"]
@@ -101,7 +110,8 @@ class Session:
         """The session `data` (parsed JSON) describes; SessionError, saying which field is wrong, otherwise.
 
         Unknown keys are ignored (a newer version may add some); `id` is only checked to be text here:
-        whether it may name a file is the store's rule (`valid_session_id`).
+        whether it may name a file is the store's rule (`valid_session_id`). A bad option or context_start
+        is mended, not refused, and said in `load_notes` (see the module docstring).
         """
         try:
             return _session(data)
@@ -205,15 +215,40 @@ def _option(value: object, where: str) -> object:
     raise _fail(where, "is not a plain value (text, a number, true, false or null)")
 
 
-def _options(value: object) -> dict[str, Any]:
-    data = _object(value, "options")
-    if len(data) > MAX_OPTIONS:
-        raise _fail("options", f"has more than {MAX_OPTIONS} entries")
+def _options(value: object, notes: list[str]) -> dict[str, Any]:
+    """The saved options that are plain values; each one that is not is dropped and said in `notes`."""
+    if not isinstance(value, dict):
+        notes.append("The saved options are not a table of names and values, so the defaults are used.")
+        return {}
+    if len(value) > MAX_OPTIONS:
+        notes.append(f"The saved options have more than {MAX_OPTIONS} entries, so the defaults are used.")
+        return {}
     options: dict[str, Any] = {}
-    for key, item in data.items():
-        name = _text(key, "an option's name", 100)
-        options[name] = _option(item, f"option {visible(name)!r}")
+    for key, item in value.items():
+        try:
+            name = _text(key, "an option's name", 100)
+        except SessionError:
+            notes.append("A saved option's name is not usable text, so that option was dropped.")
+            continue
+        try:
+            options[name] = _option(item, f"The saved option {visible(name)!r}")
+        except SessionError as error:
+            notes.append(f"{error.message}, so its default is used.")
     return options
+
+
+def _context_start(value: object, turns: int, notes: list[str]) -> int:
+    """The saved context_start if it is a turn index (0 .. `turns`), else the nearest one, said in `notes`."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= turns:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:  # NaN too
+        start = 0  # not a whole number, or below the first turn
+    else:
+        start = turns if value > turns else math.floor(value)
+    shown = repr(value) if isinstance(value, (bool, int, float)) and len(repr(value)) <= 40 else "a bad value"
+    notes.append(f"The saved context start ({visible(shown)}) is not a turn of this chat (0 to {turns}), so it "
+                 f"was set to {start}.")
+    return start
 
 
 def _session(value: object) -> Session:
@@ -225,13 +260,12 @@ def _session(value: object) -> Session:
     if not isinstance(turns_data, list):
         raise _fail("turns", "is not a list")
     turns = [_turn(item, f"turns[{index}]") for index, item in enumerate(turns_data)]
-    context_start = data.get("context_start", 0)
-    if isinstance(context_start, bool) or not isinstance(context_start, int):
-        raise _fail("context_start", "is not a whole number")
-    if not 0 <= context_start <= len(turns):
-        raise _fail("context_start", f"is not between 0 and the number of turns ({len(turns)})")
-    return Session(
+    notes: list[str] = []
+    session = Session(
         model=_text(data["model"], "model", MAX_NAME_CHARS), id=_text(data["id"], "id", MAX_NAME_CHARS),
         created=_time(data["created"], "created"), turns=turns, image=_image(data.get("image"), "image"),
-        context_start=context_start, options=_options(data.get("options", {})),
+        context_start=_context_start(data.get("context_start", 0), len(turns), notes),
+        options=_options(data.get("options", {}), notes),
     )
+    session.load_notes = notes
+    return session

@@ -141,6 +141,7 @@ def session_from_json(text: str, origin: str) -> Session:
         raise SessionError(f"{where} is not a readable blip2-chat session (it is not text).", _DAMAGED_HINT)
     if len(text) > MAX_SESSION_BYTES:
         raise _too_large(where, len(text))
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write: not part of the JSON
     try:
         data: Any = json.loads(text)
     except (ValueError, TypeError, RecursionError) as error:
@@ -167,7 +168,7 @@ def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> 
     is checked before anything is parsed. Every problem is a SessionError naming `origin`: a
     `SessionFileUnreadable` when the file could not be read at all (missing, permission denied, not a
     regular file), a plain one when what it holds is not a session (too large, not UTF-8, not JSON, a
-    link when `follow_links` is False).
+    link when `follow_links` is False). A UTF-8 byte-order mark at the start is allowed and dropped.
     """
     where = shown(origin, 400)
     try:
@@ -207,7 +208,7 @@ def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> 
     if len(data) > MAX_SESSION_BYTES:  # it grew while we looked
         raise _too_large(where, len(data))
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a leading byte-order mark (some editors write one) is dropped
     except UnicodeDecodeError:
         raise SessionError(f"{where} is not a readable blip2-chat session (it is not UTF-8 text).",
                            _DAMAGED_HINT) from None

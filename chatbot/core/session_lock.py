@@ -187,22 +187,36 @@ def _take_exclusive(path: Path) -> tuple[str, int]:
 
 
 def let_go(path: Path) -> None:
+    """Let go of the lock on `path` this process holds, and remove the lock file, but only while it is still
+    the file this process locked: one that replaced it (ours was deleted, and another process made and
+    holds a new one) is another process's lock and stays. Nothing when this process does not hold `path`."""
     held = _HELD.pop(str(path), None)
     if held is None:
         return
+    try:
+        ours = os.path.samestat(os.fstat(held.fd), os.stat(path, follow_symlinks=False))
+    except OSError:
+        ours = False  # gone already, or it cannot be told: leave the name alone
     if held.flock:  # remove it while still holding it (a waiting process rechecks the name), then unlock
-        Path(path).unlink(missing_ok=True)
-        os.close(held.fd)
-    else:
-        os.close(held.fd)
         try:
-            Path(path).unlink(missing_ok=True)
-        except OSError:
-            pass
+            if ours:
+                Path(path).unlink(missing_ok=True)
+        finally:
+            os.close(held.fd)
+    else:
+        os.close(held.fd)  # first (Windows cannot remove an open file); ours is never taken over meanwhile:
+        if ours:  # our pid is in it and we are alive
+            try:
+                Path(path).unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 @atexit.register
-def _let_go_of_everything() -> None:
+def let_go_of_everything() -> None:
+    """Let go of every lock this process holds and remove their files (at exit; `os._exit` skips atexit, so
+    a front end that ends that way must call this first, or the `<id>.lock` files stay until the next
+    listing sweeps them: harmless, as no process holds them, but untidy)."""
     with LOCKS:
         for key in list(_HELD):
             try:

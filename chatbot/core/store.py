@@ -17,7 +17,12 @@ The rules the store keeps, whatever a session file or a command line says:
 - **Damaged files are set aside, never fatal.** A file that is not valid JSON, holds a field of the wrong
   type or range (`Session.from_dict`), is not UTF-8, or is larger than `MAX_SESSION_BYTES` (refused
   before it is parsed) is moved aside to `<id>.<time>.corrupt` and reported in `problems`; listing
-  goes on. The store never writes a session it would refuse to read back.
+  goes on. The store never writes a session it would refuse to read back. A UTF-8 byte-order mark at
+  the start of a file is allowed.
+- **A bad saved option keeps the default and the rest of the session loads.** What `Session.from_dict`
+  mended (an option that is no plain value, a `context_start` that is no turn index) and every saved
+  option the settings schema refuses (`chatbot.core.settings`, the rule `/set` uses) are dropped and
+  said in `problems`, one sentence each, when the session is loaded or claimed (an import is claimed).
 - **One chat, one writer.** A process holds a session while it has it open: an advisory lock on
   `<id>.lock` next to the session file (`fcntl.flock` on POSIX, released by the system when the process
   ends; elsewhere an `O_CREAT|O_EXCL` file holding the pid, taken over when that process is gone).
@@ -53,6 +58,8 @@ from chatbot.core.session_lock import (
     remember_read,
     take_lock,
 )
+from chatbot.core.settings import BY_NAME, SETTABLE
+from chatbot.errors import OptionError
 from chatbot.locations import sessions_dir
 
 _ID_RULE = "session ids look like 20250101-120000-abcdef (letters, digits, - and _)"
@@ -120,6 +127,7 @@ class SessionStore:
             SessionError: an id that is not a session id, or a folder where no lock can be made.
         """
         path = self.path_for(session.id)
+        self._say_what_was_mended(session)
         with LOCKS:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -211,7 +219,22 @@ class SessionStore:
             raise
         session.id = session_id  # in the store, a session's file name is its id
         remember_read(session, status)
+        self._say_what_was_mended(session)
         return session
+
+    def _say_what_was_mended(self, session: Session) -> None:
+        """Drop the saved options the settings schema refuses and say, once, in `problems`, each of those and
+        what loading `session` mended (`Session.load_notes`): the defaults are used, the rest goes on."""
+        notes, session.load_notes = session.load_notes, []
+        for key in SETTABLE:
+            if key not in session.options:
+                continue
+            try:
+                BY_NAME[key].check(session.options[key], key)
+            except OptionError as error:
+                del session.options[key]
+                notes.append(f"The saved option {error.message.rstrip('.')}, so its default is used.")
+        self.problems.extend(note for note in notes if note not in self.problems)
 
     def _read(self, path: Path) -> tuple[Session, os.stat_result]:
         if not self._inside(path):
