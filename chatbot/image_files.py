@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -33,8 +34,9 @@ def find_images(
 
     A file named outright is tried whatever its suffix; inside folders only image suffixes
     count and hidden files and folders are left out. Symlinked folders are not followed.
-    An entry that cannot be looked at (a symlink loop, a folder without permission) is left
-    out and appended to `unreadable`, and the search goes on.
+    An entry that cannot be looked at (a symlink loop, a folder without permission), or one named
+    like an image that is no file to read (a link to nothing, a named pipe), is left out and
+    appended to `unreadable`, and the search goes on.
 
     Raises:
         UserError: a path that does not exist, a URL, or (with `require_any`) nothing found at all.
@@ -89,14 +91,36 @@ def _images_in(folder: Path, recursive: bool, unreadable: list[Unreadable]) -> t
         try:
             if entry.is_dir(follow_symlinks=False):
                 subfolders.append(Path(entry.path))
-            elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and entry.is_file():  # follows a symlink
-                images.append(Path(entry.path))
+            elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                if entry.is_file():  # follows a symlink
+                    images.append(Path(entry.path))
+                else:  # named like an image but nothing to read: said, never opened (a pipe would block)
+                    unreadable.append(Unreadable(entry.path, _not_a_file(entry)))
         except OSError as error:  # a symlink loop (a -> b -> a), a target we may not look at
             unreadable.append(Unreadable(entry.path, _reason(error)))
     if recursive:
         for sub in subfolders:
             images += _images_in(sub, True, unreadable)[0]
     return images, bool(subfolders)
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def _not_a_file(entry: os.DirEntry[str]) -> str:
+    """Why an entry that `is_file()` said no to is left out: 'a link to nothing', 'a named pipe, not a regular file'.
+
+    Only looked at (stat), never opened: opening a named pipe waits for a writer that may never come.
+    """
+    try:
+        mode = entry.stat().st_mode  # follows a symlink
+    except FileNotFoundError:
+        return "a link to nothing"
+    if stat.S_ISDIR(mode):
+        return "a link to a folder (not followed)"
+    kind = next((name for is_kind, name in _KINDS if is_kind(mode)), "something")
+    return f"{kind}, not a regular file"
 
 
 _REASONS = {errno.ELOOP: "a loop of symbolic links", errno.EACCES: "permission denied",
@@ -117,9 +141,11 @@ def unreadable_sentence(unreadable: Sequence[Unreadable], most: int = 10) -> str
 
 
 def file_sha256(path: str) -> str:
-    """The sha256 of a file's bytes, "" when it cannot be read (matches LoadedImage.sha256)."""
+    """The sha256 of a file's bytes, "" when it cannot be read or is not a regular file (matches LoadedImage.sha256)."""
     digest = hashlib.sha256()
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the open; a device never ends
+            return ""
         with open(path, "rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)

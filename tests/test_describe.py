@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.engine.base import GenerationOptions
+from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import UserError
 from chatbot.frontends.describe.alt_text import DEFAULT_MAX_NEW_TOKENS, DEFAULT_REPETITION_PENALTY, to_alt_text
 from chatbot.frontends.describe.output import FIELDS, OutputError, Row, complete_length, read_rows, render
@@ -152,8 +153,20 @@ def test_progress_bar_on_a_terminal_redraws_one_line() -> None:
     text = stream.getvalue()
     assert text.count("\r") == 4 and text.count("\n") == 1 and text.endswith("\n")
     assert "[######------------------] 1/4 images  2.0 images/s  0:02 left" in text
-    assert "[########################] 4/4 images  2.0 images/s  -:-- left" in text
+    assert "[########################] 4/4 images  2.0 images/s  took 0:02" in text  # nothing left: how long
     assert "\x1b" not in text
+
+
+def test_a_stop_between_redraws_leaves_the_bar_at_the_last_row() -> None:
+    """The bar is redrawn at most 10 times a second; a stop (Ctrl+C) must not leave it behind the rows written."""
+    clock, stream = Clock(), Terminal()
+    progress = ProgressLine(33, stream, clock=clock, environ={"TERM": "xterm-256color"})
+    progress.start()
+    for _ in range(6):  # all within one redraw interval: only the first is drawn as it happens
+        progress.advance()
+    progress.finish()
+    last = stream.getvalue().split("\r")[-1]
+    assert last.startswith("[####--------------------] 6/33 images  ") and last.endswith("left\n")
 
 
 @pytest.mark.parametrize("environ, bar", [({"ACCESSIBLE": "1"}, True), ({"TERM": "dumb"}, True),
@@ -494,9 +507,12 @@ def test_ctrl_c_stops_describe_and_keeps_the_rows(tmp_path: Path, checkpoints: d
         if process.poll() is None:
             process.kill()
     assert process.returncode == 130, stderr
-    assert "Stopped. What was described so far is saved; run the same command with --resume to go on." in stderr
+    stopped = re.search(r"Stopped after (\d) of 6 images\. What was described so far is saved; run the same "
+                        r"command with --resume to go on\.", stderr)
+    assert stopped, stderr
     assert "Traceback" not in stderr
-    assert 1 <= len(assert_valid(out, "csv", len(read_rows(out, "csv")))) < 6
+    rows = len(assert_valid(out, "csv", len(read_rows(out, "csv"))))
+    assert 1 <= rows < 6 and int(stopped.group(1)) == rows  # stopped just after a row was seen: it is counted
 
 
 @pytest.mark.parametrize(("extra", "words"), [
@@ -573,6 +589,47 @@ def test_a_table_on_stdout_starts_with_its_header(tmp_path: Path, monkeypatch: p
     rows = assert_valid(saved, fmt, 2)  # the header is there, then the rows, once each
     assert [row["alt_text"] for row in rows] == ["A green square.", "A red square."]
     assert [row.path for row in read_rows(saved, fmt)] == [str(folder / "green.png"), str(folder / "red.png")]
+
+
+class StopsAfter(ScriptedEngine):
+    """A ScriptedEngine that answers `batches` batches, then is stopped as by Ctrl+C."""
+
+    def __init__(self, batches: int) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def answer_batch(self, images, prompt, options):  # type: ignore[no-untyped-def]
+        if self.batches == 0:
+            raise KeyboardInterrupt
+        self.batches -= 1
+        return super().answer_batch(images, prompt, options)
+
+
+def test_a_stop_says_how_many_images_have_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The count said at a stop is of the rows in the output (skipped ones included), not of the last progress
+    line shown (sentences come at most every few seconds, so it is often behind)."""
+    import chatbot.core.runtime
+
+    folder = tmp_path / "five"
+    folder.mkdir()
+    for n in range(5):
+        make_image(folder / f"img{n}.png", (40 * n, 30, 200 - 30 * n))
+    out = tmp_path / "alt.jsonl"
+    for batches, resume, rows in [(2, [], 2), (1, ["--resume"], 3)]:
+        monkeypatch.setattr(chatbot.core.runtime, "open_engine_for", lambda settings, progress=None, n=batches:
+                            StopsAfter(n))
+        assert describe_here(folder, "--out", out, "--batch-size", "1", *resume) == 130
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"Stopped after {rows} of 5 images. What was described so far is saved; run the same command with "
+            "--resume to go on.")
+        assert len(read_rows(out, "jsonl")) == rows
+    monkeypatch.setattr(chatbot.core.runtime, "open_engine_for", lambda settings, progress=None: StopsAfter(2))
+    assert describe_here(folder, "--batch-size", "1") == 130  # to stdout: --resume cannot go on from there
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2
+    assert captured.err.splitlines()[-1] == ("Stopped after 2 of 5 images. Pass --out FILE to write a file that "
+                                             "--resume can go on from.")
 
 
 def test_jsonl_on_stdout_has_no_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -94,6 +94,64 @@ def test_a_folder_with_nothing_readable_says_so_before_the_error(
     assert notes[1].startswith("blip2-chat: No images found in ") and len(notes) == 2
 
 
+# --- named like an image, but no file to read: a named pipe, a link to nothing. Named, and a pipe never opened ---
+
+
+@pytest.fixture
+def not_files(tmp_path: Path) -> Path:
+    """odd/: a.png, fifo.png (a named pipe: opening it waits for a writer) and dangling.png -> nowhere.png."""
+    root = tmp_path / "odd"
+    root.mkdir()
+    make_image(root / "a.png", (200, 30, 30))
+    os.mkfifo(root / "fifo.png")
+    os.symlink("nowhere.png", root / "dangling.png")
+    return root
+
+
+def never_opened(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Opening `path` fails the test at once (rather than hanging it, as opening a named pipe would)."""
+    import builtins
+
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        assert os.path.abspath(os.fspath(file)) != str(path), f"{path} was opened"
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+
+
+def test_pipes_and_links_to_nothing_are_named_not_dropped(not_files: Path) -> None:
+    unreadable: list[Unreadable] = []
+    assert find_images([str(not_files)], unreadable=unreadable) == [str(not_files / "a.png")]
+    assert unreadable == [Unreadable(str(not_files / "dangling.png"), "a link to nothing"),
+                          Unreadable(str(not_files / "fifo.png"), "a named pipe, not a regular file")]
+
+
+def test_a_run_names_them_and_describes_the_rest(not_files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    use_scripted_engine(monkeypatch, "a red square")
+    never_opened(monkeypatch, not_files / "fifo.png")
+    assert describe_here(not_files, "--out", tmp_path / "alt.jsonl") == 0
+    notes = capsys.readouterr().err.splitlines()
+    assert notes[0] == (f"Left out 2 entries that could not be read: {not_files / 'dangling.png'} (a link to "
+                        f"nothing), {not_files / 'fifo.png'} (a named pipe, not a regular file).")
+    assert SUMMARY.match(notes[-1]).groups() == ("1", "0", "0")  # type: ignore[union-attr]
+
+
+def test_a_pipe_named_outright_becomes_an_error_row_without_being_opened(
+    not_files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A file named outright is tried whatever it is; hashing it for its row must not open a pipe (it would hang)."""
+    use_scripted_engine(monkeypatch)
+    never_opened(monkeypatch, not_files / "fifo.png")
+    out = tmp_path / "alt.jsonl"
+    assert describe_here(not_files / "fifo.png", "--out", out) == 0
+    assert SUMMARY.match(capsys.readouterr().err.splitlines()[-1]).groups() == ("0", "0", "1")  # type: ignore[union-attr]
+    (row,) = read_rows(out, "jsonl")
+    assert "is not a regular file" in row.error and row.sha256 == ""
+
+
 # --- a full disk, a closed pipe: one sentence (or none), no traceback, the rows so far kept -----------------
 
 # The command in a child process, with real stdout and stderr, answered by a ScriptedEngine.

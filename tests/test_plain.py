@@ -350,62 +350,6 @@ def test_in_a_dumb_terminal_the_plain_mode_has_arrow_key_history(
     assert (tmp_path / "plain-history").read_text(encoding="utf-8").splitlines()[-1] == "what is it?"
 
 
-def test_ctrl_c_on_a_half_typed_line_clears_it_and_up_brings_it_back(
-    checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
-) -> None:
-    """As in a shell, Ctrl+C at a half-typed prompt clears the line instead of ending the chat (the text goes
-    to the history, so the up arrow brings it back); on an empty line it ends the chat."""
-    pty = pytest.importorskip("pty")
-    import fcntl
-    import select
-    import termios
-
-    main_fd, child_fd = pty.openpty()
-
-    def own_terminal() -> None:  # the pseudo-terminal becomes the child's, so Ctrl+C there interrupts it
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chatbot", "chat", str(pictures["red"]), "--model", str(checkpoints["opt"]),
-         "--max-new-tokens", "3"],
-        stdin=child_fd, stdout=child_fd, stderr=child_fd, close_fds=True, start_new_session=True,
-        preexec_fn=own_terminal, env={**os.environ, "TERM": "dumb", "BLIP2_CHAT_HOME": str(tmp_path)},
-    )
-    os.close(child_fd)
-    screen = b""
-
-    def wait_for(text: bytes, count: int) -> None:
-        nonlocal screen
-        deadline = time.monotonic() + 120
-        while screen.count(text) < count:
-            assert time.monotonic() < deadline, screen.decode(errors="replace")
-            if select.select([main_fd], [], [], 0.2)[0]:
-                try:
-                    screen += os.read(main_fd, 4096)
-                except OSError:  # the child closed the terminal
-                    break
-
-    try:
-        wait_for(b"You: ", 1)
-        os.write(main_fd, b"half a question")
-        wait_for(b"half a question", 1)
-        os.write(main_fd, b"\x03")  # Ctrl+C
-        wait_for(b"Line cleared", 1)
-        wait_for(b"You: ", 2)
-        os.write(main_fd, b"\x1b[A\r")  # the up arrow brings the line back; Enter asks it
-        wait_for(b"Assistant: ", 1)
-        wait_for(b"You: ", 3)
-        os.write(main_fd, b"\x03")  # Ctrl+C on an empty line: the chat ends
-        wait_for(b"Goodbye.", 1)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(main_fd)
-    (session,) = saved_sessions(tmp_path)
-    assert [turn["question"] for turn in session["turns"]] == ["half a question"]
-
-
 def test_the_config_file_can_ask_for_the_plain_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from chatbot.core.config_file import read_config
     from chatbot.errors import OptionError
@@ -514,3 +458,45 @@ def test_a_chat_file_from_elsewhere_does_not_choose_an_unknown_model(
 def test_accessible_in_the_environment_chooses_the_screen_reader_mode(value: str, forced: bool) -> None:
     environ = {"TERM": "xterm-256color", "ACCESSIBLE": value}
     assert plain_mode_forced(FakeStream(True), FakeStream(True), environ, lambda: False) is forced
+
+
+class FakeReadline:
+    """The parts of the readline module the prompt loop uses: what is typed so far, and the history."""
+
+    def __init__(self) -> None:
+        self.buffer = ""
+        self.history: list[str] = []
+
+    def get_line_buffer(self) -> str:
+        return self.buffer
+
+    def add_history(self, line: str) -> None:
+        self.history.append(line)
+
+
+def test_ctrl_c_on_a_half_typed_line_clears_it_and_up_brings_it_back(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As in a shell, Ctrl+C at a half-typed prompt clears the line instead of ending the chat (the text goes
+    to the history, so the up arrow brings it back); on an empty line it ends the chat."""
+    import builtins
+
+    from chatbot.frontends.plain import terminal
+
+    readline = FakeReadline()
+    keys = iter([("half a question", KeyboardInterrupt), ("", "what is it?"), ("", KeyboardInterrupt)])
+
+    def typed(prompt: str) -> str:
+        readline.buffer, result = next(keys)
+        if result is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return str(result)
+
+    monkeypatch.setattr(terminal, "_readline", lambda history_file, prompt="": readline)
+    monkeypatch.setattr(builtins, "input", typed)
+    lines = terminal._readline_lines("You: ", None)
+    assert next(lines) == "what is it?"  # the half-typed line was cleared, not the chat ended
+    assert readline.history == ["half a question"]  # Up brings it back
+    assert terminal.CLEARED_LINE in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):  # Ctrl+C on an empty line ends the chat
+        next(lines)

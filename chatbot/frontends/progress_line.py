@@ -63,6 +63,7 @@ class ProgressLine:
         self._started = clock()
         self._shown_at: float | None = None
         self._bar_length = 0
+        self._drawn = 0  # the count the bar on screen shows (redraws are at most 10 a second)
 
     def start(self, message: str = "") -> None:
         """Say what is about to happen (`message`, a sentence); the speed is measured from here."""
@@ -104,25 +105,32 @@ class ProgressLine:
         return text + "."
 
     def bar(self) -> str:
-        """'[#######-----------------] 12/40 images  3.2 images/s  0:09 left'"""
+        """'[#######-----------------] 12/40 images  3.2 images/s  0:09 left'; once all are done, '... took 0:13'."""
         filled = BAR_WIDTH * self.done // self.total if self.total else BAR_WIDTH
         left = self.seconds_left()
-        when = clock_time(left) if left is not None and self.done < self.total else "-:--"
+        if self.done >= self.total:
+            when = f"took {clock_time(self.clock() - self._started)}"
+        else:
+            when = f"{clock_time(left) if left is not None else '-:--'} left"
         total = plural(self.total, self.noun, self.nouns)
         return (f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {self.done}/{total}  "
-                f"{self.per_second:.1f} {self.nouns}/s  {when} left")
+                f"{self.per_second:.1f} {self.nouns}/s  {when}")
 
     def _draw_bar(self) -> None:
         text = self.bar()
         self.stream.write("\r" + text.ljust(self._bar_length))  # spaces cover a longer previous bar
         self.stream.flush()
         self._bar_length = len(text)
+        self._drawn = self.done
 
     def _say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
     def finish(self) -> None:
-        """End the bar's line, so what follows starts on a fresh one."""
+        """Bring the bar up to date (a stop may come between redraws), then end its line, so what follows
+        starts on a fresh one."""
+        if self.terminal and self._drawn != self.done:
+            self._draw_bar()
         if self.terminal and self._bar_length:
             self.stream.write("\n")
             self.stream.flush()

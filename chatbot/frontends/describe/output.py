@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import IO
 
 from chatbot.errors import UserError
+from chatbot.frontends.describe.row_lines import FIELDS, HEADERS, BadLine, guess_format, parse_records
 from chatbot.untrusted import has_controls, visible
 
 FORMATS = ("jsonl", "csv", "md")  # the text formats, appended row by row and resumable
 ALL_FORMATS = (*FORMATS, "parquet")  # parquet: written whole at the end (parquet_output.py)
-FIELDS = ("path", "alt_text", "error", "sha256")  # the columns, in this order, in every format
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".md": "md", ".markdown": "md",
              ".parquet": "parquet"}
-_MD_HEADER = "| File | Alt text | Error | SHA-256 |\n|---|---|---|---|\n"
 _MD_SPECIAL = set("\\|*_`[]<>&")  # characters that would start Markdown formatting inside a table cell
 _SURROGATES = re.compile("[\ud800-\udfff]")  # the undecodable bytes of a file name that is not UTF-8 (os.fsdecode)
 
@@ -61,7 +60,7 @@ def format_for(out: Path | None, requested: str | None) -> str:
 
 def header(fmt: str) -> str:
     """What a new file of this format starts with."""
-    return {"jsonl": "", "csv": "path,alt_text,error,sha256\n", "md": _MD_HEADER}[fmt]
+    return HEADERS[fmt]
 
 
 def render(row: Row, fmt: str, *, shown: bool = False) -> str:
@@ -111,21 +110,6 @@ def writable_text(text: str) -> str:
 def _md_escape(text: str) -> str:
     text = " ".join(text.split())  # a table row is one line
     return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
-
-
-def _md_cells(line: str) -> list[str]:
-    """Split a table row on unescaped pipes and undo the escaping."""
-    cells, current, chars = [], [], iter(line.strip())
-    for ch in chars:
-        if ch == "\\":
-            current.append(next(chars, ""))
-        elif ch == "|":
-            cells.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
-    cells.append("".join(current).strip())
-    return cells[1:-1]  # the row starts and ends with a pipe
 
 
 class RowWriter:
@@ -280,29 +264,35 @@ def read_rows(path: Path, fmt: str) -> list[Row]:
         if header(fmt).startswith(text):  # killed while writing the header: nothing was described yet
             path.write_text("", encoding="utf-8")
             return []
-        raise OutputError(f"{visible(path)} does not look like a {fmt} file from `blip2-chat describe`.",
-                          "Pass --format to match it, or choose another --out.")
-    try:
-        return _parse(text[len(header(fmt)):] if text else "", fmt)
-    except (ValueError, KeyError, TypeError, csv.Error) as error:
         raise OutputError(f"{visible(path)} does not look like a {fmt} file from `blip2-chat describe` "
-                          f"({visible(error)}).", "Pass --format to match it, or choose another --out.") from None
+                          f"(it does not start with the {fmt} header).", _format_hint(text, fmt))
+    records, bad = parse_records(text[len(header(fmt)):], fmt, first_line=header(fmt).count("\n") + 1)
+    if bad:
+        raise _bad_lines_error(path, text, fmt, bad, any_rows=bool(records))
+    return [Row(*cells) for cells in records]
 
 
-def _parse(body: str, fmt: str) -> list[Row]:
-    if fmt == "jsonl":  # records end at "\n" only: U+2028 or U+0085 in a name is no line break
-        return [Row(**{name: str(json.loads(line)[name] or "") for name in FIELDS})
-                for line in body.split("\n") if line.strip()]
-    if fmt == "csv":
-        records = [record for record in csv.reader(io.StringIO(body, newline="")) if record]
-        if any(len(record) != len(FIELDS) for record in records):
-            raise ValueError("a row does not have 4 columns")
-        return [Row(*record) for record in records]
-    rows = []
-    for line in body.splitlines():
-        if line.strip():
-            cells = _md_cells(line)
-            if len(cells) != len(FIELDS):
-                raise ValueError("a table row does not have 4 columns")
-            rows.append(Row(*cells))
-    return rows
+def _bad_lines_error(path: Path, text: str, fmt: str, bad: list[BadLine], any_rows: bool) -> OutputError:
+    """The first line that is no row, named; the format blamed only when no line at all reads as this format."""
+    first = bad[0]
+    if not any_rows and all(line.foreign for line in bad):  # not one line reads as this format
+        return OutputError(f"{visible(path)} does not look like a {fmt} file from `blip2-chat describe`: "
+                           f"line {first.number} {first.problem}.", _format_hint(text, fmt))
+    message = f"Line {first.number} of {visible(path)} is not a row from `blip2-chat describe`: it {first.problem}."
+    if len(bad) == 1:
+        return OutputError(message, "Fix or remove that line, then run the same command again; "
+                                    "or choose another --out.")
+    others = [str(line.number) for line in bad[1:6]] + ([f"{len(bad) - 6} more"] if len(bad) > 6 else [])
+    lines = f"Line {others[0]} is" if len(others) == 1 else f"Lines {', '.join(others[:-1])} and {others[-1]} are"
+    return OutputError(message, f"{lines} not rows either: fix or remove them, then run the same command again; "
+                                "or choose another --out.")
+
+
+_FORMAT_NAMES = {"jsonl": "a JSON Lines file", "csv": "a CSV file", "md": "a Markdown table"}
+
+
+def _format_hint(text: str, fmt: str) -> str:
+    guess = guess_format(text)
+    if guess and guess != fmt:
+        return f"It looks like {_FORMAT_NAMES[guess]}: pass --format {guess}, or choose another --out."
+    return "Pass --format to match it, or choose another --out."

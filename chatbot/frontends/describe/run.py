@@ -16,7 +16,9 @@ steps share the request and the writer.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -106,16 +108,20 @@ def describe(
     batch: list[LoadedImage] = []
     copies: dict[str, list[str]] = {}  # sha256 of an image in the batch -> later paths with the same bytes
 
+    def emit(row: Row, worked: bool) -> None:
+        with _ctrl_c_held():  # a row written is a row counted: the count said at a stop is the rows saved
+            write(row)
+            if progress:
+                progress.advance(worked)  # the speed shown is the model's: copies and errors cost next to nothing
+
     def record(path: str, sha256: str, text: str, worked: bool = True) -> None:
         if text:
             texts[sha256] = text
             summary.described += 1
-            write(Row(path, alt_text=text, sha256=sha256))
+            emit(Row(path, alt_text=text, sha256=sha256), worked)
         else:  # empty alt text would tell a screen reader the image is decorative
             summary.failed += 1
-            write(Row(path, error=EMPTY_ANSWER, sha256=sha256))
-        if progress:
-            progress.advance(worked)  # the speed shown is the model's: copies and errors cost next to nothing
+            emit(Row(path, error=EMPTY_ANSWER, sha256=sha256), worked)
 
     def run_batch() -> None:
         captions = engine.answer_batch(batch, prompt, options)
@@ -135,9 +141,7 @@ def describe(
             image = load(path)
         except ImageError as error:
             summary.failed += 1
-            write(Row(path, error=str(error), sha256=sha256_of(path)))
-            if progress:
-                progress.advance(worked=False)
+            emit(Row(path, error=str(error), sha256=sha256_of(path)), worked=False)
             continue
         if image.sha256 in texts:
             record(path, image.sha256, texts[image.sha256], worked=False)
@@ -150,6 +154,21 @@ def describe(
     if batch:
         run_batch()
     return summary
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold Ctrl+C (SIGINT) while a row is written and counted; it lands just after. Without this it lands
+    mid-write (during the fsync, most likely), after the row is saved but before it is counted. Only on the
+    main thread, where Python takes signals, and where signals can be held (not on Windows)."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a Ctrl+C held is raised now
 
 
 @dataclass(frozen=True)
@@ -220,8 +239,8 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
                                batch_size=request.batch_size, done=done, progress=progress, load=load,
                                sha256_of=sha256_of)
     except KeyboardInterrupt:
-        progress.finish()
-        status("Stopped. What was described so far is saved; run the same command with --resume to go on.")
+        progress.finish()  # the bar shows the last row written, as the sentence does
+        status(_stopped_sentence(progress, request.out))
         return 130
     except BrokenPipeError:
         progress.finish()
@@ -235,6 +254,15 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     where = f" Results in {visible(request.out)}." if request.out is not None else ""
     status(f"Done: {summary.sentence()}{where}")
     return 0
+
+
+def _stopped_sentence(progress: ProgressLine, out: Path | None) -> str:
+    """'Stopped after 6 of 33 images. ...': the count is of images with a row in the output (each is advanced
+    right after its row is written), skipped ones included."""
+    stopped = f"Stopped after {progress.done} of {plural(progress.total, 'image')}."
+    if out is None:
+        return f"{stopped} Pass --out FILE to write a file that --resume can go on from."
+    return f"{stopped} What was described so far is saved; run the same command with --resume to go on."
 
 
 def _images_in(request: DescribeRequest, status: Callable[[str], None]) -> list[str]:
