@@ -224,6 +224,22 @@ def test_a_closed_pipe_stops_quietly(three_images: Path, fmt: str) -> None:
     assert not [line for line in result.stderr.splitlines() if line.startswith("blip2-chat: ")]
 
 
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_resume_into_something_that_is_not_a_file_is_one_sentence(three_images: Path, tmp_path: Path,
+                                                                   kind: str) -> None:
+    """--resume reads --out back first: from a named pipe that would wait forever for a writer."""
+    out = tmp_path / "alt.jsonl"
+    if kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out.mkdir()
+    result = run_scripted(three_images, "--out", out, "--resume")
+    assert result.returncode == 2, result.stderr
+    assert_no_traceback(result)
+    assert result.stderr.strip() == (f"blip2-chat: --resume reads --out back, and {out} is not a regular file. "
+                                     "Give --out a file, or leave out --resume to write into it.")
+
+
 class DiskWithRoomFor(io.RawIOBase):
     """A file on a disk with `free` bytes left: the write that crosses it is cut short, the next fails with ENOSPC."""
 

@@ -221,6 +221,9 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
 
     paths = _images_in(request, status)
     done: list[Row] = []
+    if request.resume and request.out is not None and os.path.exists(request.out) and not request.out.is_file():
+        raise OutputError(f"--resume reads --out back, and {visible(request.out)} is not a regular file.",
+                          "Give --out a file, or leave out --resume to write into it.")  # a named pipe would hang
     if request.out is not None and request.out.is_file() and request.out.stat().st_size > 0:
         if not request.resume:
             raise OutputError(f"{visible(request.out)} already exists.",
