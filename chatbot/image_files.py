@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from chatbot.errors import UserError
+from chatbot.file_kinds import not_regular_words
 from chatbot.images import IMAGE_SUFFIXES, is_url
 from chatbot.untrusted import visible
 
@@ -104,10 +105,6 @@ def _images_in(folder: Path, recursive: bool, unreadable: list[Unreadable]) -> t
     return images, bool(subfolders)
 
 
-_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"))
-
-
 def _not_a_file(entry: os.DirEntry[str]) -> str:
     """Why an entry that `is_file()` said no to is left out: 'a link to nothing', 'a named pipe, not a regular file'.
 
@@ -119,8 +116,7 @@ def _not_a_file(entry: os.DirEntry[str]) -> str:
         return "a link to nothing"
     if stat.S_ISDIR(mode):
         return "a link to a folder (not followed)"
-    kind = next((name for is_kind, name in _KINDS if is_kind(mode)), "something")
-    return f"{kind}, not a regular file"
+    return not_regular_words(mode)
 
 
 _REASONS = {errno.ELOOP: "a loop of symbolic links", errno.EACCES: "permission denied",

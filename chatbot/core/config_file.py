@@ -13,12 +13,14 @@ file and the line, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from chatbot.core.settings import BY_NAME
 from chatbot.errors import OptionError
+from chatbot.file_kinds import file_kind
 from chatbot.locations import config_dir
 from chatbot.untrusted import visible
 
@@ -69,9 +71,6 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
 
 def _refuse_what_is_no_file(path: Path) -> None:
     """Nothing at `path` is fine (no config file); a folder, a named pipe or a broken link there is a mistake."""
-    import os
-    import stat
-
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -82,8 +81,7 @@ def _refuse_what_is_no_file(path: Path) -> None:
     except OSError as error:  # a loop of links, a folder we may not enter
         raise OptionError(f"The config file {path} cannot be read ({error.strerror or error}).",
                           "Fix it, or move it away to use the defaults.") from None
-    kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
-    raise OptionError(f"The config file {path} is {kind}, not a file, so it was not read.",
+    raise OptionError(f"The config file {path} is {file_kind(mode)}, not a file, so it was not read.",
                       "Move it away to use the defaults, or put a config.toml file there.")
 
 

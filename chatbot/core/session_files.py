@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chatbot.core.session import Session, SessionError
+from chatbot.file_kinds import file_kind, not_regular_words
 from chatbot.untrusted import visible
 
 FORMAT_VERSION = 1
@@ -47,24 +48,9 @@ class SessionFileUnreadable(SessionError):
         self.cause = cause
 
 
-def file_kind(mode: int) -> str:
-    """What a file that is not a regular file is, for a message: "a folder", "a named pipe", ..."""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
-
-
 def not_a_regular_file(where: str, mode: int, hint: str) -> SessionFileUnreadable:
-    kind = file_kind(mode)
-    why = "not a regular file" if kind == "not a regular file" else f"{kind}, not a regular file"
-    return SessionFileUnreadable(f"{where} is not a regular file ({kind}), so it was not read.", hint, why,
-                                 "not regular")
+    return SessionFileUnreadable(f"{where} is not a regular file ({file_kind(mode)}), so it was not read.", hint,
+                                 not_regular_words(mode), "not regular")
 
 
 def _unreadable(where: str, error: OSError) -> SessionFileUnreadable:
