@@ -24,7 +24,7 @@ _RESUME_TAKES = "--resume takes a saved session's id or an exported .json file."
 def options_for(session: Session, fallback: GenerationOptions) -> GenerationOptions:
     """The decoding options a resumed session was using (its `/set` changes) over `fallback`; a saved
     value that is not allowed (a damaged or hand-edited file) keeps the fallback's."""
-    return saved_options(session.options, fallback)[0]
+    return saved_options(session.options, fallback)
 
 
 def reopen_image(

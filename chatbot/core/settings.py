@@ -296,18 +296,22 @@ def apply_setting(options: GenerationOptions, argument: str) -> tuple[Generation
     return replace(options, **{key: BY_NAME[key].parse(value, key)}), key
 
 
-def saved_options(saved: Mapping[str, Any], fallback: GenerationOptions) -> tuple[GenerationOptions, list[str]]:
-    """The options a resumed session was using (its `/set` changes) over `fallback`, each checked.
-
-    Returns the options and the keys that were set aside because their saved value is not allowed.
-    """
+def checked_saved_options(saved: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, OptionError]]:
+    """A saved session's `/set` options, each checked by the rule `/set` uses: the allowed ones (checked
+    values) and the refused ones with why."""
     kept: dict[str, Any] = {}
-    refused: list[str] = []
+    refused: dict[str, OptionError] = {}
     for key in SETTABLE:
         if key not in saved:
             continue
         try:
             kept[key] = BY_NAME[key].check(saved[key], key)
-        except OptionError:
-            refused.append(key)
-    return replace(fallback, **kept), refused
+        except OptionError as error:
+            refused[key] = error
+    return kept, refused
+
+
+def saved_options(saved: Mapping[str, Any], fallback: GenerationOptions) -> GenerationOptions:
+    """The options a resumed session was using (its `/set` changes) over `fallback`; a refused one keeps
+    the fallback's value."""
+    return replace(fallback, **checked_saved_options(saved)[0])

@@ -58,8 +58,7 @@ from chatbot.core.session_lock import (
     remember_read,
     take_lock,
 )
-from chatbot.core.settings import BY_NAME, SETTABLE
-from chatbot.errors import OptionError
+from chatbot.core.settings import checked_saved_options
 from chatbot.locations import sessions_dir
 
 _ID_RULE = "session ids look like 20250101-120000-abcdef (letters, digits, - and _)"
@@ -226,14 +225,9 @@ class SessionStore:
         """Drop the saved options the settings schema refuses and say, once, in `problems`, each of those and
         what loading `session` mended (`Session.load_notes`): the defaults are used, the rest goes on."""
         notes, session.load_notes = session.load_notes, []
-        for key in SETTABLE:
-            if key not in session.options:
-                continue
-            try:
-                BY_NAME[key].check(session.options[key], key)
-            except OptionError as error:
-                del session.options[key]
-                notes.append(f"The saved option {error.message.rstrip('.')}, so its default is used.")
+        for key, error in checked_saved_options(session.options)[1].items():
+            del session.options[key]
+            notes.append(f"The saved option {error.message.rstrip('.')}, so its default is used.")
         self.problems.extend(note for note in notes if note not in self.problems)
 
     def _read(self, path: Path) -> tuple[Session, os.stat_result]:
