@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from chatbot.frontends.screen_reader import plain_output_asked
+from chatbot.frontends.screen_reader import is_terminal, plain_output_asked
 
 BAR_WIDTH = 24
 
@@ -56,8 +56,8 @@ class ProgressLine:
         self.nouns = nouns or noun + "s"
         self.every_seconds = every_seconds  # sentences: at most one per this many seconds (first and last always)
         self.clock = clock
-        on_terminal = bool(getattr(stream, "isatty", lambda: False)())
-        self.terminal = bar and on_terminal and not plain_output_asked(os.environ if environ is None else environ)
+        environ = os.environ if environ is None else environ
+        self.terminal = bar and is_terminal(stream) and not plain_output_asked(environ)
         self.done = 0  # items finished, skipped ones included
         self.worked = 0  # items that took work: they set the speed
         self._started = clock()

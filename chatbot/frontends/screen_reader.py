@@ -1,4 +1,5 @@
-"""Whether the environment asks for plain, linear output: one rule for the chat's mode and for progress bars.
+"""Whether output goes to a terminal, and whether the environment asks for plain, linear output there: one
+rule each for the chat's mode, progress bars and describe's rows.
 
 `TERM=dumb` (the terminal cannot move the cursor: Emacs shells and some screen-reader setups set it) or
 `ACCESSIBLE` set to anything but 0 or empty (the variable some tools read to mean "a screen reader is in
@@ -9,9 +10,18 @@ again and again by a screen reader.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 
 def plain_output_asked(environ: Mapping[str, str]) -> bool:
     """True under TERM=dumb or ACCESSIBLE=1 (any value but 0 or empty)."""
     return (environ.get("TERM", "").strip().lower() == "dumb"
             or environ.get("ACCESSIBLE", "").strip() not in ("", "0"))
+
+
+def is_terminal(stream: Any) -> bool:
+    """True for a stream attached to a terminal; False for pipes, files, and a closed, missing or fake stream."""
+    try:
+        return stream is not None and bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or closed
+        return False

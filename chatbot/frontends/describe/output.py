@@ -21,6 +21,7 @@ from typing import IO
 
 from chatbot.errors import UserError
 from chatbot.frontends.describe.row_lines import FIELDS, HEADERS, BadLine, guess_format, parse_records
+from chatbot.frontends.screen_reader import is_terminal
 from chatbot.untrusted import has_controls, visible
 
 FORMATS = ("jsonl", "csv", "md")  # the text formats, appended row by row and resumable
@@ -158,7 +159,7 @@ class RowWriter:
         Someone may read this on a terminal, so Markdown cells (a table for people, always) and CSV cells
         on a terminal show control characters instead of emitting them; JSON Lines escapes them anyway.
         """
-        writer = cls(stream, fmt, name="stdout", shown=fmt == "md" or _is_terminal(stream))
+        writer = cls(stream, fmt, name="stdout", shown=fmt == "md" or is_terminal(stream))
         writer.write_header()
         return writer
 
@@ -215,13 +216,6 @@ class OutputWriteError(OutputError):
 
 _WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
                    errno.EFBIG: "the file is too large for the disk", errno.EIO: "an input/output error"}
-
-
-def _is_terminal(stream: IO[str]) -> bool:
-    try:
-        return stream.isatty()
-    except (OSError, ValueError):  # closed, or not a real file
-        return False
 
 
 def _at_start(stream: IO[str]) -> bool:

@@ -40,6 +40,7 @@ from chatbot.frontends.describe.output import (
 )
 from chatbot.frontends.describe.parquet_output import PARQUET, ParquetRowWriter, parquet_refusals
 from chatbot.frontends.progress_line import ProgressLine, plural
+from chatbot.frontends.screen_reader import is_terminal
 from chatbot.image_files import Unreadable, file_sha256, find_images, unreadable_sentence
 from chatbot.images import LoadedImage, load_image
 from chatbot.untrusted import visible
@@ -229,10 +230,7 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
             raise OutputError(f"{visible(request.out)} already exists.",
                               "Pass --resume to continue it, or choose another --out.")
         done = as_found(read_rows(request.out, fmt), paths, fmt)
-    try:
-        rows_on_screen = request.out is None and sys.stdout.isatty()  # a bar on stderr would run into the rows
-    except (ValueError, OSError):  # stdout closed
-        rows_on_screen = False
+    rows_on_screen = request.out is None and is_terminal(sys.stdout)  # a bar on stderr would run into the rows
     progress = ProgressLine(len(paths), sys.stderr, noun="image", bar=not rows_on_screen)
     try:
         with _answerer_for(settings, request, paths, done, status) as (engine, load, sha256_of), \

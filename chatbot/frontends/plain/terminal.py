@@ -18,7 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from chatbot.engine.base import CancelToken
-from chatbot.frontends.screen_reader import plain_output_asked
+from chatbot.frontends.screen_reader import is_terminal, plain_output_asked
 from chatbot.untrusted import visible
 
 if TYPE_CHECKING:
@@ -55,14 +55,6 @@ def plain_mode_forced(
     if plain_output_asked(environ):
         return True
     return config()
-
-
-def is_terminal(stream: TextIO | None) -> bool:
-    """True for a stream attached to a terminal; False for pipes, files, and a closed or missing stream."""
-    try:
-        return stream is not None and stream.isatty()
-    except (ValueError, OSError):  # closed
-        return False
 
 
 def read_lines(prompt: str, history_file: Path | None = None) -> Generator[str, None, None]:
