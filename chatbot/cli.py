@@ -66,9 +66,9 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith(prefix):
             options = {option for parser in (self, *_subcommands(self).values()) for action in parser._actions
                        for option in action.option_strings if option.startswith("--")}
-            for word in message[len(prefix):].split():
+            for word in (word for word in message[len(prefix):].split() if word.startswith("--")):
                 close = difflib.get_close_matches(word.split("=")[0], sorted(options), n=1, cutoff=0.7)
-                if word.startswith("--") and close:
+                if close:
                     message += f" (did you mean {close[0]}?)"
                     break
         super().error(message)
@@ -257,9 +257,15 @@ def _from_elsewhere(resume: str | None) -> bool:
 def _known_model(name: str) -> bool:
     """A checkpoint blip2-chat lists (hub id or alias) or its demo model: safe to load on a chat file's word."""
     from chatbot.engine.registry import find_checkpoint
+
+    return _names_demo(name) or find_checkpoint(name) is not None
+
+
+def _names_demo(name: str) -> bool:
+    """Whether a --model value names the shipped demo model (chat or search, as the command asks)."""
     from chatbot.locations import DEMO_MODEL
 
-    return name.strip().lower() == DEMO_MODEL or find_checkpoint(name) is not None
+    return name.strip().lower() == DEMO_MODEL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -368,7 +374,7 @@ def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
     # search model opens the demo's chat model (so the offline demo goes from search to chat)
     from chatbot.locations import DEMO_MODEL
 
-    chat_model = DEMO_MODEL if (args.model or "").strip().lower() == DEMO_MODEL else None
+    chat_model = DEMO_MODEL if _names_demo(args.model or "") else None
     chat_settings = settings_for(argparse.Namespace(**{**vars(args), "model": chat_model, "command": "chat"}))
     return run_chat_command(chat_settings, best)
 
