@@ -247,13 +247,6 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
 
 
-def _from_elsewhere(resume: str | None) -> bool:
-    """Whether --resume named a chat file (an export, maybe from someone else), not a saved session's id."""
-    from chatbot.core.session import valid_session_id
-
-    return resume is not None and not valid_session_id(resume)
-
-
 def _known_model(name: str) -> bool:
     """A checkpoint blip2-chat lists (hub id or alias) or its demo model: safe to load on a chat file's word."""
     from chatbot.engine.registry import find_checkpoint
@@ -389,7 +382,7 @@ def run_chat_command(
     A resumed chat goes on with the model it was made with, unless `--model` chose one (`model_given`).
     `notes`: sentences to show first (the app shows them in the transcript, the plain mode on stderr).
     """
-    from chatbot.core.resume import session_to_resume
+    from chatbot.core.resume import is_import, session_to_resume
     from chatbot.core.session import Session
     from chatbot.core.store import SessionStore
     from chatbot.frontends.plain.terminal import plain_mode_forced
@@ -410,7 +403,7 @@ def run_chat_command(
     if resuming:
         session = session_to_resume(store, continue_last, resume)
         if not model_given and session.model and session.model != settings.model:
-            if _from_elsewhere(resume) and not _known_model(session.model):
+            if is_import(store, resume) and not _known_model(session.model):
                 # a chat file from elsewhere does not choose what is loaded (a folder, any hub repository)
                 notes.append(f"This chat was made with {session.model}, which is not a model blip2-chat knows; "
                              f"going on with {settings.model} (to use that one, pass --model with it).")

@@ -281,3 +281,16 @@ def test_each_command_says_which_model_its_model_flag_means() -> None:
     for name in ("index", "search"):
         assert "the retrieval checkpoint" in helps[name] and "blip2-opt-2.7b" not in helps[name]
         assert "(default: the one the index was made with; for a new index Salesforce/blip2-itm-vit-g)" in helps[name]
+
+
+def test_only_a_chat_file_from_outside_the_store_is_an_import(tmp_path) -> None:
+    """What --resume names decides how far the chat is trusted (its model): an export from anywhere is an
+    import; one's own saved session, by id or by its path in the sessions folder, is not."""
+    from chatbot.core.resume import is_import
+
+    store = SessionStore(tmp_path / "sessions")
+    store.root.mkdir()
+    assert is_import(store, str(tmp_path / "shared.json"))
+    assert is_import(store, str(store.root / "not an id.json"))
+    assert not is_import(store, str(store.root / "20250101-120000-abcdef.json"))
+    assert not is_import(store, "20250101-120000-abcdef") and not is_import(store, None)

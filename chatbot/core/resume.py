@@ -66,7 +66,7 @@ def session_to_resume(store: SessionStore, continue_last: bool, resume: str | No
         else:
             assert resume is not None
             path = Path(resume).expanduser()
-            if path.suffix == ".json" and _in_store(store, path):  # a saved session named by its path
+            if path.suffix == ".json" and not is_import(store, resume):  # a saved session named by its path
                 session = store.load(path.stem)
             elif path.suffix == ".json" and os.path.lexists(path):
                 session = imported_session(store, path)
@@ -109,12 +109,19 @@ def _save_import(store: SessionStore, session: Session) -> None:
         store.problems.append(f"The imported chat could not be saved in the sessions folder: {error}")
 
 
-def _in_store(store: SessionStore, path: Path) -> bool:
-    """True when `path` is a session file of the store itself (so it is loaded, not copied as an import)."""
-    try:
-        return valid_session_id(path.stem) and path.parent.resolve() == store.root.resolve()
-    except (OSError, RuntimeError, ValueError):
+def is_import(store: SessionStore, resume: str | None) -> bool:
+    """Whether --resume names a chat file from outside the store (an export, maybe someone else's): it is
+    copied in as an import, and what it says is not trusted as one's own saved chat is. A session file of
+    the store itself, named by its path, is loaded as its id would be."""
+    if resume is None:
         return False
+    path = Path(resume).expanduser()
+    if path.suffix != ".json":
+        return False
+    try:
+        return not (valid_session_id(path.stem) and path.parent.resolve() == store.root.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return True
 
 
 def _mode_of(path: Path) -> int | None:
