@@ -218,23 +218,22 @@ def first_positional(args: Sequence[str], parser: argparse.ArgumentParser) -> st
     return None
 
 
-def with_default_command(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+def with_default_command(argv: Sequence[str], parser: argparse.ArgumentParser,
+                         first: str | None) -> list[str]:
     """`blip2-chat IMAGE ...` and `blip2-chat --continue|--resume ...` mean `blip2-chat chat ...`.
 
-    What decides is the first positional argument: a command name there is that command; anything else
-    (an image) means the chat.
+    What decides is the first positional argument (`first_positional(argv, parser)`): a command name there
+    is that command; anything else (an image) means the chat.
     """
     args = list(argv)
-    first = first_positional(args, parser)
     if first is not None and first in _subcommands(parser) or args[:1] in (["-h"], ["--help"], ["--version"]):
         return args
     resuming = any(arg in ("--continue", "--resume") or arg.startswith("--resume=") for arg in args)
     return ["chat", *args] if resuming or first is not None else args
 
 
-def mistyped_command(argv: Sequence[str], parser: argparse.ArgumentParser) -> str | None:
+def mistyped_command(first: str | None, parser: argparse.ArgumentParser) -> str | None:
     """The command a first positional argument was probably meant to be (`askk` -> `ask`), when it is no file."""
-    first = first_positional(list(argv), parser)
     commands = _subcommands(parser)
     if first is None or first in commands or os.path.exists(first) or "://" in first or "." in first:
         return None
@@ -264,13 +263,13 @@ def _names_demo(name: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     given = sys.argv[1:] if argv is None else list(argv)
-    meant = mistyped_command(given, parser)
+    first = first_positional(given, parser)
+    meant = mistyped_command(first, parser)
     if meant is not None:
-        typed = first_positional(given, parser) or ""
-        print(f"blip2-chat: there is no command or file '{visible(typed)}'. Did you mean {meant}? "
+        print(f"blip2-chat: there is no command or file '{visible(first or '')}'. Did you mean {meant}? "
               "See blip2-chat --help.", file=sys.stderr)
         return 2
-    args = parser.parse_args(with_default_command(given, parser))
+    args = parser.parse_args(with_default_command(given, parser, first))
     if args.command is None:
         parser.print_help()
         return 0

@@ -17,7 +17,7 @@ from chatbot.errors import OptionError
 from chatbot.images import load_image
 from chatbot.tui.app import create_app
 from chatbot.tui.screens.file_picker import ImagePickerScreen
-from chatbot.tui.screens.help import help_text
+from chatbot.tui.screens.help import help_renderable, help_sections
 from tests.tui_support import SIZE, pilot_test, ready
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11) and not __import__("importlib").util.find_spec("tomli"),
@@ -68,11 +68,30 @@ def test_theme_and_keys_are_read_and_checked(tmp_path: Path) -> None:
 
 
 def test_the_help_screen_names_the_keys_in_use() -> None:
-    text = help_text({"open_image": "ctrl+t", "quit": "ctrl+q,f10"})
-    assert any(line.startswith("Ctrl+T ") and line.endswith("choose an image in a file browser")
-               for line in text.splitlines())
-    assert "Ctrl+Q or F10" in text and "Ctrl+O" not in text and "F1" in text
+    (_, keys), _ = help_sections({"open_image": "ctrl+t", "quit": "ctrl+q,f10"})
+    assert ("Ctrl+T", "choose an image in a file browser") in keys
+    labels = [label for label, _ in keys]
+    assert "Ctrl+Q or F10" in labels and "Ctrl+O" not in labels and "F1" in labels
     assert [action for action in KEY_ACTIONS] == ["stop", "open_image", "copy_answer", "paste", "help", "quit"]
+
+
+@pytest.mark.parametrize("width", [36, 60, 120])
+def test_the_help_wraps_each_description_under_itself(width: int) -> None:
+    """On a narrow terminal a long description goes on under its own column, never back under the keys."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, color_system=None)
+    console.print(help_renderable())
+    lines = [line.rstrip() for line in console.export_text().splitlines()]
+    for title, rows in help_sections():
+        start = lines.index(title) + 2
+        table = lines[start:lines.index("", start)]
+        column = table[0].index(rows[0][1].split()[0], len(rows[0][0]))  # where descriptions start
+        assert all(line[column - 2:column].strip() == "" for line in table), table
+        # read back column by column, the words are the rows' own, in order: nothing crossed over
+        assert " ".join(line[:column] for line in table).split() == " ".join(left for left, _ in rows).split()
+        assert " ".join(line[column:] for line in table).split() == " ".join(right for _, right in rows).split()
+        assert max(len(line) for line in table) <= width
 
 
 def test_the_key_names_the_settings_know_are_the_toolkits() -> None:

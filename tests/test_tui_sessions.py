@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.cli import build_parser, with_default_command
+from chatbot.cli import build_parser, first_positional, with_default_command
 from chatbot.core.resume import imported_session, session_to_resume
 from chatbot.core.session import ImageRef, Session, Turn
 from chatbot.core.session_files import session_from_json
@@ -188,14 +188,18 @@ def test_pasted_paths_are_recognised(pictures, tmp_path) -> None:
     (["--model=demo", "describe"], ["--model=demo", "describe"]),
 ])
 def test_image_or_resume_flags_mean_the_chat_command(argv: list[str], meant: list[str]) -> None:
-    assert with_default_command(argv, build_parser()) == meant
+    assert _with_default_command(argv, build_parser()) == meant
+
+
+def _with_default_command(argv: list[str], parser) -> list[str]:
+    return with_default_command(argv, parser, first_positional(argv, parser))
 
 
 def test_the_chat_shorthand_with_a_model_named_like_a_command_parses() -> None:
     parser = build_parser()
-    args = parser.parse_args(with_default_command(["photo.jpg", "--model", "demo"], parser))
+    args = parser.parse_args(_with_default_command(["photo.jpg", "--model", "demo"], parser))
     assert (args.command, args.image, args.model) == ("chat", "photo.jpg", "demo")
-    args = parser.parse_args(with_default_command(["--continue", "--model", "demo"], parser))
+    args = parser.parse_args(_with_default_command(["--continue", "--model", "demo"], parser))
     assert (args.command, args.continue_last, args.model) == ("chat", True, "demo")
     args = build_parser().parse_args(["chat", "--resume", "abc", "--model", "m"])
     assert (args.image, args.resume, args.continue_last, args.model) == (None, "abc", False, "m")
@@ -251,7 +255,8 @@ def test_shorthand_without_a_terminal_falls_back_to_line_mode(checkpoints, pictu
 def test_a_mistyped_command_is_named(argv: list[str], meant: str | None) -> None:
     from chatbot.cli import mistyped_command
 
-    assert mistyped_command(argv, build_parser()) == meant
+    parser = build_parser()
+    assert mistyped_command(first_positional(argv, parser), parser) == meant
 
 
 def test_a_mistyped_command_or_flag_gets_a_suggestion(capsys: pytest.CaptureFixture[str], tmp_path,
@@ -268,7 +273,7 @@ def test_a_mistyped_command_or_flag_gets_a_suggestion(capsys: pytest.CaptureFixt
         "blip2-chat: error: unrecognized arguments: --modle demo (did you mean --model?)")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "askk").write_bytes(b"")  # a file of that name: the chat's image, not a mistyped command
-    assert mistyped_command(["askk"], build_parser()) is None
+    assert mistyped_command("askk", build_parser()) is None
 
 
 def test_each_command_says_which_model_its_model_flag_means() -> None:

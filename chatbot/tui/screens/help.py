@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from chatbot.core.commands import QUESTION_ESCAPE, help_lines
+from chatbot.core.commands import COMMANDS, QUESTION_ESCAPE
 from chatbot.core.settings import KEY_ACTIONS
 
 FIXED_KEYS = (
@@ -28,18 +31,32 @@ def key_label(keys: str) -> str:
                        for key in keys.split(","))
 
 
-def help_text(keymap: Mapping[str, str] | None = None) -> str:
-    """Keys (with the config file's [keys] applied) and commands."""
+def help_sections(keymap: Mapping[str, str] | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The help's two tables, titled: keys (with the config file's [keys] applied), then commands."""
     keymap = keymap or {}
     keys = [(key_label(keymap.get(action, default)), what) for action, (default, what) in KEY_ACTIONS.items()]
-    rows = [*FIXED_KEYS[:2], *keys, *FIXED_KEYS[2:]]
-    width = max(len(key) for key, _ in rows)
-    lines = [f"{key.ljust(width)}  {what}" for key, what in rows]
-    return "\n".join([
-        "Keys", "", *lines, "", "Commands", "", *help_lines(), "",
-        QUESTION_ESCAPE, "Paste or drop an image file's path into the input to switch to it.",
-        "Every answer is saved; resume with `blip2-chat --continue`.",
-    ])
+    return [("Keys", [*FIXED_KEYS[:2], *keys, *FIXED_KEYS[2:]]),
+            ("Commands", [(spec.usage, spec.summary) for spec in COMMANDS])]
+
+
+USAGE_WIDTH = len("/export md|html|json")  # a longer key or usage wraps after this, at a space
+
+HELP_NOTES = (QUESTION_ESCAPE, "Paste or drop an image file's path into the input to switch to it.",
+              "Every answer is saved; resume with `blip2-chat --continue`.")
+
+
+def help_renderable(keymap: Mapping[str, str] | None = None) -> RenderableType:
+    """The help as the screen shows it: on a narrow terminal a row's description wraps under itself, not
+    under the key. Everything is Text, never markup."""
+    parts: list[RenderableType] = []
+    for title, rows in help_sections(keymap):
+        table = Table.grid(padding=(0, 2))
+        table.add_column(max_width=USAGE_WIDTH)
+        table.add_column(ratio=1)
+        for left, right in rows:
+            table.add_row(Text(left), Text(right))
+        parts += [Text(title, style="bold"), Text(""), table, Text("")]
+    return Group(*parts, *(Text(note) for note in HELP_NOTES))
 
 
 class HelpScreen(ModalScreen[None]):
@@ -53,4 +70,4 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
-            yield Static(help_text(self.keymap), markup=False)
+            yield Static(help_renderable(self.keymap), markup=False)
