@@ -14,7 +14,7 @@ from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore
 from chatbot.engine.base import CancelToken, GenerationOptions, GenerationStats
 from chatbot.engine.scripted import DEFAULT_ANSWER, ScriptedEngine
-from chatbot.errors import OutOfMemoryError
+from chatbot.errors import OptionError, OutOfMemoryError, QuestionError
 from chatbot.images import load_image
 from chatbot.tui.widgets.status_bar import human_bytes, memory_text, process_memory_bytes
 
@@ -74,6 +74,38 @@ def test_chat_records_no_turn_for_a_failed_answer_and_a_stopped_one_for_a_broken
     with pytest.raises(RuntimeError):
         list(chat.ask("Breaks?"))
     assert [(t.answer, t.stopped) for t in chat.session.turns] == [("half of", True)]
+
+
+def test_set_refuses_an_answer_length_that_leaves_no_room_for_a_question(conversation) -> None:
+    """Known once the model is: /set max_new_tokens may not take the positions a question needs (128
+    positions, 8 for the image: at most 128 - 8 - 16 = 104); before the model loads the question says it."""
+    from dataclasses import replace
+
+    from chatbot.core.conversation import MIN_PROMPT_TOKENS
+
+    assert MIN_PROMPT_TOKENS == 16
+    assert run_command(conversation, "/set max_new_tokens 400").ok  # no model yet: nothing to check against
+    engine = ScriptedEngine("fine")
+    engine.info = replace(engine.info, context_tokens=128, image_tokens=8)
+    conversation.attach(engine)
+    with pytest.raises(OptionError, match="max_new_tokens=400 leaves no room for a question"):
+        conversation.prepare("What is it?")
+    outcome = run_command(conversation, "/set max_new_tokens 105")
+    assert not outcome.ok and [n.text for n in outcome.notices] == [
+        "max_new_tokens=105 leaves no room for a question in this model's 128 positions. Use at most 104."]
+    assert conversation.options.max_new_tokens == 400  # unchanged by the refused value
+    assert run_command(conversation, "/set max_new_tokens 104").ok
+    assert conversation.prepare("What is it?").text.endswith("Question: What is it? Answer:")
+
+
+def test_a_question_is_checked_before_the_model_is_there(conversation) -> None:
+    assert conversation.check_question("  What is it?  ") == "What is it?"
+    with pytest.raises(QuestionError, match="The question is empty"):
+        conversation.check_question("   ")
+    conversation.image = None
+    with pytest.raises(QuestionError, match="No image is open"):
+        conversation.check_question("What is it?")
+    assert conversation.check_question("What is it?", image_coming=True) == "What is it?"
 
 
 def test_resumed_options_and_bad_ones() -> None:

@@ -42,24 +42,31 @@ def test_theme_and_keys_are_read_and_checked(tmp_path: Path) -> None:
     for text, message in [
         ('model = "x"\ntheme = "neon"\n', "line 2: theme must be one of: textual-dark, textual-light, "
                                           "blip2-high-contrast,"),
-        ('\n[keys]\nopen = "ctrl+k"\n', "line 2: keys has no action 'open'. Actions: stop, open_image, copy_answer, "
+        ('\n[keys]\nopen = "ctrl+k"\n', "line 3: keys has no action 'open'. Actions: stop, open_image, copy_answer, "
                                         "paste, help, quit."),
-        ('[keys]\nhelp = "Ctrl K"\n', "line 1: keys.help must be a key name such as ctrl+t or f2 (got 'Ctrl K')."),
-        ('[keys]\nquit = "ctrl+nonsense"\n', "line 1: keys.quit: 'ctrl+nonsense' is not a key name. Keys are named "
+        ('[keys]\nhelp = "Ctrl K"\n', "line 2: keys.help must be a key name such as ctrl+t or f2 (got 'Ctrl K')."),
+        ('[keys]\nquit = "ctrl+nonsense"\n', "line 2: keys.quit: 'ctrl+nonsense' is not a key name. Keys are named "
                                              "like ctrl+t, alt+x, f2, escape or ctrl+shift+comma."),
-        ('[keys]\nquit = "f10,cmd+q"\n', "line 1: keys.quit: 'cmd+q' is not a key name."),
-        ('[keys]\nquit = "ctrl+ctrl+q"\n', "line 1: keys.quit: 'ctrl+ctrl+q' is not a key name."),
-        ('[keys]\nhelp = "ctrl+k"\n', "line 1: keys.help: ctrl+k is a key of the box you type in, so the app would "
-                                       "never see it. Choose another, such as f2, f3 or ctrl+t."),
-        ('[keys]\nopen_image = "f2,ctrl+u"\n', "line 1: keys.open_image: ctrl+u is a key of the box you type in"),
-        ('[keys]\nquit = "ctrl+v"\n', "line 1: keys.quit: ctrl+v is a key of the box you type in"),
-        ('[keys]\nquit = "a"\n', "line 1: keys.quit: a types text, so it would quit (the chat is saved) while you "
-                                  "write a question. Add ctrl or alt (ctrl+t, alt+x), or use f2, f3 ..."),
-        ('[keys]\nhelp = "shift+comma"\n', "line 1: keys.help: shift+comma types text"),
-        ('[keys]\nstop = "space"\n', "line 1: keys.stop: space types text"),
-        ('[keys]\nquit = "f2"\nhelp = "f3,f2"\n', "keys: f2 is the key of both help and quit. Give each action "
-                                                   "keys of its own."),
-        ('[keys]\nhelp = "ctrl+q"\n', "keys: ctrl+q is the key of both help and quit."),
+        ('[keys]\nquit = "f10,cmd+q"\n', "line 2: keys.quit: 'cmd+q' is not a key name."),
+        ('[keys]\nquit = "ctrl+ctrl+q"\n', "line 2: keys.quit: 'ctrl+ctrl+q' is not a key name."),
+        ('[keys]\nhelp = "ctrl+k"\n', "line 2: keys.help: ctrl+k is a key of the box you type in, so the app would "
+                                       "never see it. Choose another; free now: f2, f3, f4."),
+        ('[keys]\nopen_image = "f2,ctrl+u"\n', "line 2: keys.open_image: ctrl+u is a key of the box you type in"),
+        ('[keys]\nquit = "ctrl+v"\n', "line 2: keys.quit: ctrl+v is a key of the box you type in"),
+        ('[keys]\nquit = "a"\n', "line 2: keys.quit: a types text, so it would quit (the chat is saved) while you "
+                                  "write a question. Add ctrl or alt (ctrl+t, alt+x), or choose a free key: "
+                                  "f2, f3, f4."),
+        ('[keys]\nhelp = "shift+comma"\n', "line 2: keys.help: shift+comma types text"),
+        ('[keys]\nstop = "space"\n', "line 2: keys.stop: space types text"),
+        ('[keys]\nquit = "f2"\nhelp = "f3,f2"\n', "line 2: keys: f2 is the key of both help and quit. Give each "
+                                                   "action keys of its own; free now: f4, f5, f6."),
+        # the probe's file: the bad key's own line, and a suggestion of keys not taken (f2 is help's here)
+        ('# comment\nmax_new_tokens = 20\n\n[keys]\nhelp = "f2"\nopen_image = "f3"\nquit = "ctrl+e"\n',
+         "line 7: keys.quit: ctrl+e is a key of the box you type in, so the app would never see it. Choose another; "
+         "free now: f4, f5, f6."),
+        ('[keys]\nhelp = "f2"\n\n[other]\nquit = "ctrl+a"\n', "line 4: unknown key 'other'"),
+        ('keys = { quit = "ctrl+a" }\n', "line 1: keys.quit: ctrl+a is a key of the box"),
+        ('[keys]\nhelp = "ctrl+q"\n', "line 2: keys: ctrl+q is the key of both help and quit."),
         ('keys = 3\n', "line 1: keys must be a table of action = \"key\" (got 3)."),
     ]:
         with pytest.raises(OptionError) as error:

@@ -280,6 +280,42 @@ async def test_question_typed_before_the_model_is_ready_is_answered_once_it_is(p
 
 
 @pilot_test
+async def test_a_question_without_an_image_is_refused_before_the_model_is_ready() -> None:
+    """No image open and none opening: the question is refused at once, not after the model has loaded;
+    it stays in the input."""
+    loaded = threading.Event()
+
+    def slow_factory(settings, progress):
+        loaded.wait(10)
+        return ScriptedEngine("never asked")
+
+    app = create_app(Settings(model="scripted-opt"), store=SessionStore(), engine_factory=slow_factory,
+                     renderer="halfcell")
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "What is it?")
+        assert errors(app) == ["No image is open. Open one first with /image PATH."]
+        assert app.conversation.engine is None and pairs(app) == [] and input_value(app) == "What is it?"
+        loaded.set()
+
+
+@pilot_test
+async def test_a_path_dropped_while_an_answer_streams_waits_in_the_input(pictures) -> None:
+    engine = ScriptedEngine(LONG, delay=0.05)
+    app = scripted_app(engine, pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "Tell me everything")
+        await wait_until(pilot, lambda: app.answer is not None, what="the answer to start")
+        app.query_one(ChatInput).post_message(events.Paste(str(pictures["green"])))
+        await wait_until(pilot, lambda: input_value(app) == str(pictures["green"]), what="the path kept")
+        assert notices(app)[-1] == "An answer is still coming: press Esc to stop it, then switch the image."
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: idle(app))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: preview_source(app) == str(pictures["green"]), what="the switch")
+
+
+@pilot_test
 async def test_a_model_that_cannot_load_is_one_notice(pictures) -> None:
     def failing(settings, progress):
         raise ModelNotFoundError("No model called nope here.", "Check the name.")
@@ -323,6 +359,40 @@ async def test_keys_copy_help_palette_and_picker(pictures) -> None:
         await pilot.press("enter")
         await wait_until(pilot, lambda: preview_source(app) == str(pictures["green"]))
         assert not isinstance(app.screen, ImagePickerScreen)
+
+
+@pilot_test
+async def test_keys_that_arrive_together_apply_in_order(pictures) -> None:
+    """A burst of keys (a laggy link, a macro) edits as the same keys typed slowly would: Backspace, the
+    arrows, Ctrl+U and Enter take effect where they came, not after the characters that followed them."""
+    app = scripted_app(ScriptedEngine("fine"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        named = {"backspace": "\x7f", "ctrl+u": "\x15", "left": None, "end": None, "enter": "\r"}
+        burst = [*"xyz", "ctrl+u", *"What colr", "backspace", "backspace", *"lour s it?", "left", "left", "left",
+                 "left", "left", *"i", "end", "enter"]
+        for key in burst:
+            app.post_message(events.Key(key, named[key] if key in named else key))
+        await wait_until(pilot, lambda: pairs(app) == [("What colour is it?", "fine")], what="the burst's question")
+        assert input_value(app) == ""
+
+
+@pilot_test
+async def test_typing_after_tab_goes_on_in_the_input(pictures) -> None:
+    """Tab on a question moves the focus (to the chat, to scroll it); the next characters typed still land in
+    the input, after what was there, and nothing is selected or replaced."""
+    app = scripted_app(ScriptedEngine("fine"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press(*"What is")
+        await pilot.press("tab")
+        field = app.query_one(ChatInput)
+        assert app.focused is not field
+        await pilot.press(*" it?")
+        assert app.focused is field and input_value(app) == "What is it?"
+        await pilot.press("tab", "shift+tab")  # away and back: the text stays, unselected
+        await pilot.press("!")
+        assert input_value(app) == "What is it?!"
 
 
 def test_palette_offers_every_slash_command(pictures) -> None:

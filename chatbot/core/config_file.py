@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from chatbot.core.settings import BY_NAME
+from chatbot.core.settings import BY_NAME, KeyTableError
 from chatbot.errors import OptionError
 from chatbot.file_kinds import file_kind
 from chatbot.locations import config_dir
@@ -64,6 +64,9 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
             raise OptionError(f"{where}: unknown key '{visible(key)}'.", f"Known keys: {', '.join(CONFIG_KEYS)}.")
         try:
             checked[key] = BY_NAME[key].check(value, key)
+        except KeyTableError as error:  # the line of the action in the table
+            raise OptionError(f"In the config file {path}, line {_line_of(text, error.action, table=key)}: "
+                              f"{error.message}", error.hint) from None
         except OptionError as error:
             raise OptionError(f"{where}: {error.message}", error.hint) from None
     return checked
@@ -85,15 +88,19 @@ def _refuse_what_is_no_file(path: Path) -> None:
                       "Move it away to use the defaults, or put a config.toml file there.")
 
 
+_TABLE_HEADER = re.compile(r"\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$")  # [keys]
+_SETTING = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")  # quit = ...
+
+
 def _set_twice(text: str) -> tuple[str, int, int] | None:
     """The first key set twice in one table: ('quit' in [keys], its line, the first line), else None."""
     table, seen = "", dict[tuple[str, str], int]()
     for number, line in enumerate(text.splitlines(), start=1):
-        header = re.match(r"\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$", line)
+        header = _TABLE_HEADER.match(line)
         if header:
             table = header.group(1)
             continue
-        key = re.match(r"\s*([A-Za-z0-9_-]+)\s*=", line)
+        key = _SETTING.match(line)
         if key:
             name = (table, key.group(1))
             if name in seen:
@@ -103,12 +110,25 @@ def _set_twice(text: str) -> tuple[str, int, int] | None:
     return None
 
 
-def _line_of(text: str, key: str) -> int:
-    """The line that sets `key` (1 when it cannot be found, e.g. a quoted key)."""
+def _line_of(text: str, key: str, table: str = "") -> int:
+    """The line that sets `key`: at the top (`key = ...` or the header `[key]`) or, given `table`, inside
+    that table; else the table's own line, or 1 (a quoted key, an inline table's entry)."""
+    current, fallback = "", 1
     for number, line in enumerate(text.splitlines(), start=1):
-        if re.match(rf"\s*({re.escape(key)}\s*=|\[\s*{re.escape(key)}\s*\])", line):  # key = ... or [key]
+        header = _TABLE_HEADER.match(line)
+        if header:
+            current = header.group(1)
+            if current == (table or key):
+                if not table:
+                    return number
+                fallback = number
+            continue
+        setting = _SETTING.match(line)
+        if setting and current == table and setting.group(1) == key:
             return number
-    return 1
+        if setting and table and not current and setting.group(1) == table:  # keys = { ... } on one line
+            fallback = number
+    return fallback
 
 
 def _toml_module(path: Path) -> Any:

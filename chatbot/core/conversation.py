@@ -40,17 +40,21 @@ from prompts import (
 EXPORT_FORMATS = FORMATS  # what /export writes (chatbot.core.export)
 
 
+MIN_PROMPT_TOKENS = 16  # the fewest prompt tokens a model must have room for: a short question and its frame
+
+
 def prompt_budget(engine: Engine, options: GenerationOptions) -> int:
-    """Prompt tokens the model has room for, image tokens and (for OPT) the answer set aside."""
+    """Prompt tokens the model has room for, image tokens and (for OPT) the answer set aside; OptionError
+    when that leaves under MIN_PROMPT_TOKENS."""
     info = engine.info
     room = info.context_tokens - info.image_tokens
     if not info.is_encoder_decoder:  # OPT's positions hold the prompt and the answer
         room -= options.max_new_tokens
-    if room <= 0:
+    if room < MIN_PROMPT_TOKENS:
         raise OptionError(
             f"max_new_tokens={options.max_new_tokens} leaves no room for a question in this model's "
             f"{info.context_tokens} positions.",
-            f"Use a value below {info.context_tokens - info.image_tokens - 16}.",
+            f"Use at most {info.context_tokens - info.image_tokens - MIN_PROMPT_TOKENS}.",
         )
     return room
 
@@ -153,14 +157,20 @@ class Conversation:
         """The turns since the last image switch or /clear, oldest first: what the prompt folds in."""
         return [(t.question, t.answer) for t in self.session.turns[self.session.context_start:]]
 
-    def prepare(self, question: str) -> FittedPrompt:
-        """The prompt for `question`, with as much history as fits; a question that cannot be asked now
-        (no image, no model yet, empty, too long) raises QuestionError."""
+    def check_question(self, question: str, *, image_coming: bool = False) -> str:
+        """The checks that need no model: `question` is not empty, and an image is open (or, with
+        `image_coming`, being opened). Returns the question as it will be asked; raises QuestionError."""
         text = normalize_question(question)
         if not text:
             raise QuestionError("The question is empty.", "Type a question about the image, e.g. What is in it?")
-        if self.image is None:
+        if self.image is None and not image_coming:
             raise QuestionError("No image is open.", "Open one first with /image PATH.")
+        return text
+
+    def prepare(self, question: str) -> FittedPrompt:
+        """The prompt for `question`, with as much history as fits; a question that cannot be asked now
+        (no image, no model yet, empty, too long) raises QuestionError."""
+        text = self.check_question(question)
         engine = self.require_engine()
         budget = prompt_budget(engine, self.options)
         try:
@@ -275,7 +285,10 @@ class Conversation:
         return turn
 
     def set_options(self, options: GenerationOptions) -> None:
-        """Decode with `options` from now on (already checked: see chatbot.core.settings)."""
+        """Decode with `options` from now on (each value already checked on its own: see
+        chatbot.core.settings); with the model loaded, OptionError when they leave no room for a question."""
+        if self.engine is not None:
+            prompt_budget(self.engine, options)
         self.options = options
         self.prepare_ahead()  # max_new_tokens changes OPT's room for history
 

@@ -155,34 +155,51 @@ class Option:
         return OptionError(f"{label} must be {self.allowed()} (got {shown}).", hint)
 
 
+class KeyTableError(OptionError):
+    """A problem with one action of the [keys] table (`action`), so the config file can name its line."""
+
+    def __init__(self, message: str, hint: str, action: str) -> None:
+        super().__init__(message, hint)
+        self.action = action
+
+
+SPARE_KEYS = ("f2", "f3", "f4", "f5", "f6", "f7", "f8", "ctrl+t", "ctrl+g", "ctrl+b")  # to suggest, when free
+
+
 def _check_keys(value: Any, label: str) -> dict[str, str]:
     """The [keys] table: known actions, each to a key name (or several, comma-separated)."""
     if not isinstance(value, dict):
         raise OptionError(f"{label} must be a table of action = \"key\" (got {value!r}).",
                           "e.g. [keys] then open_image = \"ctrl+t\" on its own line.")
+    in_use = {one for action, (default, _) in KEY_ACTIONS.items()
+              for one in str(value.get(action, default)).split(",")}
+    spare = ", ".join([key for key in SPARE_KEYS if key not in in_use][:3])
     for action, key in value.items():
         if action not in KEY_ACTIONS:
-            raise OptionError(f"{label} has no action '{visible(action)}'.", f"Actions: {', '.join(KEY_ACTIONS)}.")
+            raise KeyTableError(f"{label} has no action '{visible(action)}'.", f"Actions: {', '.join(KEY_ACTIONS)}.",
+                                action)
         if not isinstance(key, str) or not KEY_NAME.match(key):
-            raise OptionError(f"{label}.{action} must be a key name such as ctrl+t or f2 (got {visible(repr(key))}).",
-                              "Lower case; several keys separated by commas.")
+            raise KeyTableError(f"{label}.{action} must be a key name such as ctrl+t or f2 (got {visible(repr(key))}).",
+                                "Lower case; several keys separated by commas.", action)
         for one in key.split(","):
             *modifiers, base = one.split("+")
             if base not in KEY_BASES or not set(modifiers) <= KEY_MODIFIERS or len(set(modifiers)) < len(modifiers):
-                raise OptionError(f"{label}.{action}: '{one}' is not a key name.",
-                                  "Keys are named like ctrl+t, alt+x, f2, escape or ctrl+shift+comma.")
+                raise KeyTableError(f"{label}.{action}: '{one}' is not a key name.",
+                                    "Keys are named like ctrl+t, alt+x, f2, escape or ctrl+shift+comma.", action)
             if one in TEXT_BOX_KEYS and one not in KEY_ACTIONS[action][0].split(","):
-                raise OptionError(f"{label}.{action}: {one} is a key of the box you type in, so the app would "
-                                  "never see it.", "Choose another, such as f2, f3 or ctrl+t.")
+                raise KeyTableError(f"{label}.{action}: {one} is a key of the box you type in, so the app would "
+                                    "never see it.", f"Choose another; free now: {spare}.", action)
             if _types_text(base, modifiers):
-                raise OptionError(f"{label}.{action}: {one} types text, so it would {KEY_ACTIONS[action][1]} "
-                                  "while you write a question.", "Add ctrl or alt (ctrl+t, alt+x), or use f2, f3 ...")
+                raise KeyTableError(f"{label}.{action}: {one} types text, so it would {KEY_ACTIONS[action][1]} "
+                                    "while you write a question.",
+                                    f"Add ctrl or alt (ctrl+t, alt+x), or choose a free key: {spare}.", action)
     taken: dict[str, str] = {}
     for action, (default, _) in KEY_ACTIONS.items():
         for one in value.get(action, default).split(","):
             if one in taken:
-                raise OptionError(f"{label}: {one} is the key of both {taken[one]} and {action}.",
-                                  "Give each action keys of its own.")
+                raise KeyTableError(f"{label}: {one} is the key of both {taken[one]} and {action}.",
+                                    f"Give each action keys of its own; free now: {spare}.",
+                                    action if action in value else taken[one])
             taken[one] = action
     return dict(value)
 

@@ -95,6 +95,11 @@ class AnsweringApp(App[None]):
             if self.model_error:
                 self.notice(f"No model is loaded: {self.model_error}", "error")
                 return False
+            try:  # what can be refused now is refused now, not after the model has loaded
+                self.conversation.check_question(question, image_coming=self.image_coming())
+            except UserError as error:
+                self.notice(str(error), "error")
+                return False
             bubble = self.query_one(Transcript).add_question(question)
             bubble.mark("waiting for the model…", "-waiting")
             self.pending.append((question, bubble))
@@ -106,6 +111,10 @@ class AnsweringApp(App[None]):
             return False
         self._begin_answer(self.query_one(Transcript).add_question(question), question)
         return True
+
+    def image_coming(self) -> bool:
+        """An image is being opened (the app knows)."""
+        return False
 
     def _answer_next_pending(self) -> None:
         while self.pending and self.conversation.engine is not None and self.answer is None:

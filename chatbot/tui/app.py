@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -124,6 +124,7 @@ class ChatApp(FindingApp):
         if image is not None:
             self.query_one(ImagePreview).show(image)
         elif ref is not None:
+            self._opening = ref.source
             self._reopen_image(ref.source, ref.sha256)
         self.query_one(StatusBar).set_activity(f"Loading model {self.conversation.settings.model}…", busy=True)
         self._refresh_memory()
@@ -218,13 +219,15 @@ class ChatApp(FindingApp):
             bubble.mark("not answered", "-failed")
         self.pending.clear()
 
-    def open_image(self, source: str) -> None:
-        """Switch to the image at `source` (path or URL); loads in a worker, a bad file is one notice."""
+    def open_image(self, source: str) -> bool:
+        """Switch to the image at `source` (path or URL); loads in a worker, a bad file is one notice.
+        False when refused (an answer is coming)."""
         if self.answer is not None or self.comparing is not None:
             self.notice("An answer is still coming: press Esc to stop it, then switch the image.", "warning")
-            return
+            return False
         self._start_opening(source)
         self._load_image(source)
+        return True
 
     def compare_image(self, source: str) -> None:
         """/compare PATH (or its picker): load the other image in a worker, then `compare_with` it."""
@@ -277,6 +280,14 @@ class ChatApp(FindingApp):
             return False  # over the picker or the help, Ctrl+V is theirs
         return super().check_action(action, parameters)
 
+    def on_key(self, event: events.Key) -> None:
+        """A character typed while the focus is elsewhere (Tab moved it to the chat) goes to the input box."""
+        field = self.query_one(ChatInput)
+        if event.is_printable and event.character and self.focused is not field and self.screen is self.screen_stack[0]:
+            field.focus()
+            field.insert_text_at_cursor(event.character)
+            event.stop()
+
     def action_interrupt(self) -> None:
         if self.answer is not None or self._opening is not None:
             self.action_cancel_answer()
@@ -301,6 +312,9 @@ class ChatApp(FindingApp):
             self._deferred_image = message.image
             return
         self._apply_image(message.image, message.resumed)
+
+    def image_coming(self) -> bool:
+        return self._opening is not None
 
     def _opened(self) -> None:
         self._opening = None
@@ -341,7 +355,10 @@ class ChatApp(FindingApp):
 
     @on(ChatInput.ImageDropped)
     def _image_dropped(self, message: ChatInput.ImageDropped) -> None:
-        self.open_image(str(message.path))
+        if not self.open_image(str(message.path)):  # refused for now: the path waits in the input for Enter
+            field = self.query_one(ChatInput)
+            field.value = str(message.path)
+            field.cursor_position = len(field.value)
 
     # -- the input box ---------------------------------------------------------------------------
 
@@ -354,8 +371,7 @@ class ChatApp(FindingApp):
         field.remember(line)
         path = image_path_in(line)
         if path is not None:
-            self.open_image(str(path))
-            done = True
+            done = self.open_image(str(path))
         elif line.startswith("/") and not line.startswith("//"):
             done = self.run_slash(line)
         else:

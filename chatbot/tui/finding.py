@@ -80,5 +80,5 @@ class FindingApp(ComparingApp):
 
             self.push_screen(FindResultsScreen(message.query, message.found, self.renderer), chosen)
 
-    def open_image(self, source: str) -> None:  # ChatApp's: the chat's rules for a new image
+    def open_image(self, source: str) -> bool:  # ChatApp's: the chat's rules for a new image
         raise NotImplementedError

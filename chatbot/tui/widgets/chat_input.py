@@ -3,7 +3,12 @@
 Terminals "drop" a file by pasting its path, often quoted or with escaped spaces, sometimes as a
 file:// URI; `image_path_in` undoes all three. Up and Down recall earlier lines, as in a shell.
 Tab completes a /command's name and the path after `/image` (the rule is `core.completion`); on any
-other line Tab moves the focus, as everywhere in the app.
+other line Tab moves the focus, as everywhere in the app (and typing anywhere brings it back, see the app).
+
+Keys are applied in the order they came, however fast: Textual's Input inserts a typed character as soon
+as the key reaches it, but runs its bindings (Backspace, the arrows, Ctrl+U, Enter) only after the key
+has bubbled up to the app and back, so in a burst (a paste of keystrokes, a laggy link) characters typed
+after a Backspace were inserted before it ran. Here the box's own bindings run the moment their key arrives.
 """
 
 from __future__ import annotations
@@ -70,7 +75,8 @@ class ChatInput(Input):
         path: Path
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(placeholder="Ask about the image, or type /help", id=id)
+        # coming back to the box (Tab, a click) leaves the text as it was: selected, the next key would replace it
+        super().__init__(placeholder="Ask about the image, or type /help", id=id, select_on_focus=False)
         self.history: list[str] = []
         self._recall_index = 0
         self._offered: tuple[str, ...] = ()  # the lines the last Tab listed; another Tab steps through them
@@ -114,6 +120,15 @@ class ChatInput(Input):
         self.value = line
         self.cursor_position = len(line)
         self._left = line
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.is_printable:
+            return  # Input's own handler inserts it
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            if await self.app.run_action(binding.action, self):
+                event.prevent_default()  # handled: neither Input's handler nor the app's binding check sees it
+                event.stop()
+                return
 
     def _on_paste(self, event: events.Paste) -> None:
         # Textual calls every class's handler in turn: returning leaves the paste to Input's own.
