@@ -246,13 +246,6 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
 
 
-def _known_model(name: str) -> bool:
-    """A checkpoint blip2-chat lists (hub id or alias) or its demo model: safe to load on a chat file's word."""
-    from chatbot.engine.registry import find_checkpoint
-
-    return _names_demo(name) or find_checkpoint(name) is not None
-
-
 def _names_demo(name: str) -> bool:
     """Whether a --model value names the shipped demo model (chat or search, as the command asks)."""
     from chatbot.locations import DEMO_MODEL
@@ -381,7 +374,7 @@ def run_chat_command(
     A resumed chat goes on with the model it was made with, unless `--model` chose one (`model_given`).
     `notes`: sentences to show first (the app shows them in the transcript, the plain mode on stderr).
     """
-    from chatbot.core.resume import is_import, session_to_resume
+    from chatbot.core.resume import session_to_resume
     from chatbot.core.session import Session
     from chatbot.core.store import SessionStore
     from chatbot.frontends.plain.terminal import plain_mode_forced
@@ -401,15 +394,14 @@ def run_chat_command(
     notes = list(notes)
     if resuming:
         session = session_to_resume(store, continue_last, resume)
-        if not model_given and session.model and session.model != settings.model:
-            if is_import(store, resume) and not _known_model(session.model):
-                # a chat file from elsewhere does not choose what is loaded (a folder, any hub repository)
-                notes.append(f"This chat was made with {session.model}, which is not a model blip2-chat knows; "
-                             f"going on with {settings.model} (to use that one, pass --model with it).")
-            else:
-                settings = replace(settings, model=session.model)
-                notes.append(f"Going on with {session.model}, the model this chat was made with "
-                             "(choose another with --model).")
+        if not model_given and session.untrusted_model:
+            # a chat file from elsewhere does not choose what is loaded (a folder, any hub repository)
+            notes.append(f"This chat was made with {session.untrusted_model}, which is not a model blip2-chat "
+                         f"knows; going on with {settings.model} (to use that one, pass --model with it).")
+        elif not model_given and session.model and session.model != settings.model:
+            settings = replace(settings, model=session.model)
+            notes.append(f"Going on with {session.model}, the model this chat was made with "
+                         "(choose another with --model).")
     if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config
         from chatbot.frontends.plain.chat import run_plain_chat
 

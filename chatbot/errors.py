@@ -53,3 +53,18 @@ class QueryError(UserError):
 
 class PhotoIndexError(UserError):
     """The search index is missing, was made by another checkpoint, or is damaged (and was set aside)."""
+
+
+def model_error_text(error: BaseException, *, chat: bool = True) -> str:
+    """One sentence for a failure while answering or loading, with what to do next; every front end says it
+    so. `chat`: in a chat, whose conversation is intact (not a one-shot `ask`)."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        if not chat:
+            return "Ran out of memory. Try a lower --max-new-tokens, or a smaller model."
+        return ("Ran out of memory. The conversation is intact: try /clear, a lower max_new_tokens "
+                "(/set max_new_tokens 20), or a smaller model.")
+    detail = str(error).splitlines()[0][:200] if str(error) else ""
+    failed = f"The model failed ({type(error).__name__}{': ' + detail if detail else ''})."
+    return f"{failed} The conversation is intact; try again, or /clear to start a fresh context." if chat else failed

@@ -115,7 +115,7 @@ def _read_file(path: str) -> bytes:
 
 
 @contextlib.contextmanager
-def _quiet_decoding(tiff: bool) -> Iterator[None]:
+def quiet_decoding(tiff: bool) -> Iterator[None]:
     """Hold `_PIL_LOCK`; let Pillow decode up to our MAX_PIXELS, refuse truncated files and keep quiet.
 
     Pillow warns (a `UserWarning` for corrupt EXIF, an icon of the wrong size, an invalid APNG…) and
@@ -205,7 +205,7 @@ def _too_small(name: str, size: tuple[int, int], max_side: int) -> ImageError:
 def _decode(data: bytes, name: str, remote: bool, max_side: int) -> tuple[Image.Image, tuple[int, int]]:
     """Check the header, decode the first frame at reduced scale, orient, downscale, make RGB."""
     damaged = ImageError(f"{name} is damaged or incomplete.", "Re-download or re-export the image.")
-    with _quiet_decoding(tiff=data[:4] in TiffImagePlugin.PREFIXES):
+    with quiet_decoding(tiff=data[:4] in TiffImagePlugin.PREFIXES):
         try:
             img: Image.Image = Image.open(io.BytesIO(data))  # reads only the header
         except Image.DecompressionBombError as e:

@@ -89,8 +89,12 @@ def test_set_values() -> None:
     assert apply_setting(replace(options, seed=3), "seed none")[0].seed is None  # a seed can be unset
     assert apply_setting(options, f"seed {2**63 - 1}")[0].seed == 2**63 - 1
     for bad, message in [
-        ("temperature hot", "temperature must be a number from 0 to 100 (got 'hot')."),
-        ("temperature nan", "temperature must be a number from 0 to 100 (got nan)."),
+        ("temperature hot", "temperature must be 0, or a number from 0.01 to 100 (got 'hot')."),
+        ("temperature nan", "temperature must be 0, or a number from 0.01 to 100 (got nan)."),
+        # so small that the logits overflow to infinity and sampling crashed (the probe's 1e-300 and 1e-45)
+        ("temperature 1e-300", "temperature must be 0, or a number from 0.01 to 100 (got 1e-300)."),
+        ("temperature 0.009", "temperature must be 0, or a number from 0.01 to 100 (got 0.009)."),
+        ("repetition_penalty 1e-38", "repetition_penalty must be a number from 0.01 to 10 (got 1e-38)."),
         ("num_beams 2.5", "num_beams must be a whole number from 1 to 16 (got '2.5')."),
         ("num_beams 1000", "num_beams must be a whole number from 1 to 16 (got 1000)."),
         ("max_new_tokens 100000", "max_new_tokens must be a whole number from 1 to 1024 (got 100000)."),
@@ -98,7 +102,7 @@ def test_set_values() -> None:
         ("top_p 2", "top_p must be a number above 0 and at most 1 (got 2.0)."),
         ("colour red", "/set does not know 'colour'."), ("", "/set needs a key and a value."),
         ("col\x1b]0;x\x07 1", "/set does not know 'col\\x1b]0;x\\x07'."),  # typed or pasted controls, shown escaped
-        ("temperature h\u202eot", "temperature must be a number from 0 to 100 (got 'h\\u202eot')."),
+        ("temperature h\u202eot", "temperature must be 0, or a number from 0.01 to 100 (got 'h\\u202eot')."),
     ]:
         with pytest.raises(OptionError) as error:
             apply_setting(options, bad)
@@ -138,3 +142,22 @@ def test_commands_that_change_the_turns_wait_for_a_streaming_answer(chat) -> Non
     assert run_command(chat, "/set").ok  # reading and saving may go on
     list(stream)
     assert not chat.answering and run_command(chat, "/clear").ok
+
+
+def test_ask_says_a_model_failure_in_one_sentence_and_goes_on_with_the_next_image(
+        pictures, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ask` about two images where the model fails on the first: one sentence for it (no traceback), the
+    second still answered, exit status 1. (The engine is the scripted one: this tests the front end.)"""
+    from chatbot.core.settings import Settings
+    from chatbot.engine.scripted import ScriptedEngine
+    from chatbot.frontends import oneshot
+
+    engine = ScriptedEngine("a green square")
+    engine.fail_next(MemoryError())
+    monkeypatch.setattr(oneshot, "open_engine_for", lambda settings: engine)
+    red, green = str(pictures["red"]), str(pictures["green"])
+    assert oneshot.run_ask(Settings(model="scripted"), [red, green], "What is it?") == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [f"{red}: ", f"{green}: a green square"]
+    assert captured.err.splitlines() == [
+        f"blip2-chat: {red}: Ran out of memory. Try a lower --max-new-tokens, or a smaller model."]

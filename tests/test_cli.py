@@ -399,19 +399,19 @@ BAD_INPUTS: dict[str, BadCase] = {
         lambda t, p, c: ["--num-beams", "0"], True),
     "negative-temperature": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--temperature", "-1", model=c["opt"]),
-        lambda t, p, c: ["--temperature must be a number from 0 to 100 (got -1.0)"], True),
+        lambda t, p, c: ["--temperature must be 0, or a number from 0.01 to 100 (got -1.0)"], True),
     "top-p-above-1": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--top-p", "1.5", model=c["opt"]),
         lambda t, p, c: ["--top-p", "1.5"], True),
     "repetition-penalty-0": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--repetition-penalty", "0", model=c["opt"]),
-        lambda t, p, c: ["--repetition-penalty must be a number above 0 and at most 10 (got 0.0)"], True),
+        lambda t, p, c: ["--repetition-penalty must be a number from 0.01 to 10 (got 0.0)"], True),
     "seed-too-large": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--seed", str(2**64), model=c["opt"]),
         lambda t, p, c: [f"--seed must be a whole number from 0 to {2**63 - 1} (got {2**64})"], True),
     "temperature-nan": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--temperature", "nan", model=c["opt"]),
-        lambda t, p, c: ["--temperature must be a number from 0 to 100 (got nan)"], True),
+        lambda t, p, c: ["--temperature must be 0, or a number from 0.01 to 100 (got nan)"], True),
     "continue-and-resume": BadCase(
         lambda t, p, c: ["--continue", "--resume", "20250101-120000-abcdef"],
         lambda t, p, c: ["Give either --continue or --resume ID, not both."], True),

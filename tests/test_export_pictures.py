@@ -126,7 +126,7 @@ def test_a_web_address_is_linked_and_a_gone_file_named_missing(tmp_path) -> None
     assert result.problem() == ("1 picture could not be copied: it is gone or changed since the chat, so the export "
                                 "names it as missing.")
     markdown = (tmp_path / "chat.md").read_text()
-    assert "![dog (1)\\\\x1b.png](https://example.org/pics/dog%20%281%29%1B.png?size=big&x=%22y%22)" in markdown
+    assert "[dog (1)\\\\x1b.png](https://example.org/pics/dog%20%281%29%1B.png?size=big&x=%22y%22)" in markdown
     page = export_session(session, "html", tmp_path / "chat.html").path.read_text()
     assert 'href="https://example.org/pics/dog%20%281%29%1B.png?size=big&amp;x=%22y%22"' in page
     assert "<img" not in page  # nothing to load: the web picture is a link, the gone one is named

@@ -271,3 +271,21 @@ def test_the_macos_and_windows_tools(tmp_path: Path, pictures: dict[str, Path]) 
     fake_tool(tmp_path, "powershell", "printf nothing")  # powershell comes before pwsh
     with pytest.raises(ImageError, match=r"^The clipboard holds no image \(it is empty\)\."):
         paste_image(platform="win32")
+
+
+# --- copying an answer (Ctrl+Y): the system clipboard tool, when there is one ---------------------------
+
+
+def test_copy_text_uses_the_first_clipboard_tool_that_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatbot.core.clipboard_copy import copy_text
+
+    text = "a red square, 🟥 and ü"
+    assert copy_text(text, platform="linux") is None  # no tool at all
+    fake_tool(tmp_path, "wl-copy", "exit 1")  # outside Wayland: it cannot reach a clipboard
+    fake_tool(tmp_path, "xclip", f'[ "$1 $2" = "-selection clipboard" ] && {CAT} > "{tmp_path}/copied"')
+    assert copy_text(text, platform="linux") == "xclip"
+    assert (tmp_path / "copied").read_bytes() == text.encode("utf-8")
+    assert copy_text(text, platform="win32") is None  # Windows: the terminal's way only
+    assert copy_text(text, platform="darwin") is None  # no pbcopy here
+    fake_tool(tmp_path, "pbcopy", f'{CAT} > "{tmp_path}/mac"')
+    assert copy_text(text, platform="darwin") == "pbcopy" and (tmp_path / "mac").read_text("utf-8") == text

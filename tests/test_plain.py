@@ -251,6 +251,41 @@ def test_a_question_that_does_not_fit_is_said_and_the_chat_goes_on(tmp_path: Pat
     assert len(out.getvalue().splitlines()) == 6  # the empty and the too-long question printed nothing
 
 
+def test_a_model_failure_is_one_sentence_and_the_chat_goes_on(tmp_path: Path, pictures: dict[str, Path]) -> None:
+    """A model that fails mid-answer (sampling on NaN logits, say) ends that answer, not the chat: what came
+    is shown as stopped and saved, the error is one sentence, the next question is answered."""
+    engine = ScriptedEngine("a red square on grey", "still here")
+    engine.fail_next(RuntimeError("probability tensor contains either inf, nan or element < 0\nmore"), after_chunks=2)
+    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    assert plain.run(["what is it?", "and now?"]) == 0
+    assert out.getvalue().splitlines() == ["You: what is it?", "Assistant: a red (stopped)", "You: and now?",
+                                           "Assistant: still here"]
+    said = notes.getvalue().splitlines()
+    assert ("blip2-chat: The model failed (RuntimeError: probability tensor contains either inf, nan or element < 0)."
+            " The conversation is intact; try again, or /clear to start a fresh context.") in said
+    assert [(turn.answer, turn.stopped) for turn in plain.conversation.session.turns] == [
+        ("a red", True), ("still here", False)]
+    assert plain.conversation.saved
+
+
+def test_an_answer_without_words_is_said_to_be_none(tmp_path: Path, pictures: dict[str, Path]) -> None:
+    """A screen reader hears "(no answer)", not a bare label."""
+    plain, out, _ = plain_chat(tmp_path, ScriptedEngine("", "a square"), pictures["red"])
+    plain.run(["<script>alert(1)</script>", "what is it?"])
+    assert out.getvalue().splitlines() == ["You: <script>alert(1)</script>", "Assistant: (no answer)",
+                                           "You: what is it?", "Assistant: a square"]
+
+
+def test_a_chat_that_could_not_be_saved_says_so_and_exits_2(tmp_path: Path, pictures: dict[str, Path]) -> None:
+    engine = ScriptedEngine("a red square")
+    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    (tmp_path / "sessions").write_text("")  # a file where the sessions folder should be: no save can work
+    assert plain.run(["what is it?"]) == 2
+    assert out.getvalue().splitlines() == ["You: what is it?", "Assistant: a red square"]
+    assert notes.getvalue().splitlines()[-1] == ("blip2-chat: The chat could not be saved (see above); its answers "
+                                                 "are only in this output. Goodbye.")
+
+
 def interrupt_after(seconds: float, times: int = 1) -> threading.Thread:
     """Send this process SIGINT (what Ctrl+C does) `times` times, `seconds` apart, from another thread."""
     def press() -> None:

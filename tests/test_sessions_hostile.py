@@ -152,7 +152,7 @@ def test_the_store_never_follows_a_link_out_of_its_folder(tmp_path) -> None:
         store.load("linked")
     assert store.summaries() == []
     assert secret.read_bytes() == kept  # never read through, never renamed, never written
-    assert not (root / "linked.json").exists() and list(root.glob("linked.*.corrupt"))  # the link was set aside
+    assert (root / "linked.json").is_symlink() and not list(root.glob("linked.*.corrupt"))  # left where it is
 
     target = outside / "target.json"
     target.write_text("precious")

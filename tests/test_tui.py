@@ -191,7 +191,7 @@ async def test_set_good_and_bad_values(pictures) -> None:
         await ask(pilot, "Count")
         assert pairs(app) == [("Count", "one two three")]
         await send(pilot, "/set temperature hot")
-        assert errors(app) == ["temperature must be a number from 0 to 100 (got 'hot'). e.g. 0.7."]
+        assert errors(app) == ["temperature must be 0, or a number from 0.01 to 100 (got 'hot'). e.g. 0.7."]
         assert input_value(app) == "/set temperature hot"  # kept, to fix
         assert app.conversation.options.temperature == 0.0
         await send(pilot, "/set")
@@ -331,13 +331,17 @@ async def test_a_model_that_cannot_load_is_one_notice(pictures) -> None:
 
 
 @pilot_test
-async def test_keys_copy_help_palette_and_picker(pictures) -> None:
+async def test_keys_copy_help_palette_and_picker(pictures, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no clipboard tool: only the terminal's way
     app = scripted_app(ScriptedEngine("copy me please", "green one"), pictures["red"])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await ask(pilot, "Say something")
         await pilot.press("ctrl+y")
         assert app.clipboard == "copy me please"
+        said = "Asked the terminal to copy the last answer (OSC 52)."
+        await wait_until(pilot, lambda: any(str(n.message).startswith(said) for n in app._notifications),
+                         what="the copy's honest notice")
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")

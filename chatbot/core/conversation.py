@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from chatbot.core.export import FORMATS, ExportLog, ExportResult, export_session, missing_folder
+from chatbot.core.export import FORMAT_SUFFIXES, FORMATS, ExportLog, ExportResult, export_session, missing_folder
 from chatbot.core.photo_search import Found
 from chatbot.core.resume import options_for
 from chatbot.core.session import ImageRef, Session, Turn, valid_session_id
@@ -352,9 +352,13 @@ class Conversation:
         target = Path(where).expanduser() if where else exports_dir() / name
         if where.endswith(("/", os.sep)) and not target.is_dir():  # meant as a folder
             raise missing_folder(target.resolve())
-        if target.is_dir():
+        named_file = target.is_symlink() and target.suffix.lower() in FORMAT_SUFFIXES and not where.endswith(
+            ("/", os.sep))  # a link named like an export (chat.md -> a folder) is a file name taken: refused
+        if target.is_dir() and not named_file:
             target = target / name
-        result = export_session(self.session, fmt, target.resolve(), self.exports, embed=embed)
+        # the folder made absolute, the name left as it is: a link there is refused, never followed to its target
+        target = target.parent.resolve() / target.name
+        result = export_session(self.session, fmt, target, self.exports, embed=embed)
         self.last_export_updated = result.updated
         return result
 

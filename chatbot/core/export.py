@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import html
+import io
 import os
 import re
+import secrets
 import stat
 import unicodedata
 from collections.abc import Mapping
@@ -25,14 +28,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from chatbot.core.session import ImageRef, Session
-from chatbot.core.session_files import BINARY, Stamp, file_stamp, session_json, shown, write_atomic, write_new
+from PIL import Image
+
+from chatbot.core.session import EMPTY_ANSWER, ImageRef, Session
+from chatbot.core.session_files import BINARY, NOFOLLOW, Stamp, file_stamp, session_json, shown
 from chatbot.errors import UserError
-from chatbot.images import IMAGE_SUFFIXES
+from chatbot.images import IMAGE_SUFFIXES, quiet_decoding
 from chatbot.untrusted import visible
 
 FORMATS = ("md", "html", "json")
+# A file name's suffix that says which export it is: a name of another format's is refused (no HTML in page.md)
+FORMAT_SUFFIXES = {".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".json": "json"}
+FORMAT_NAMES = {"md": "Markdown", "html": "HTML", "json": "JSON"}
 NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO someone put where a picture was must not hang
+DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 MAX_PICTURE_BYTES = 1 << 30  # a larger "picture" (a session can name any file) is not read, so not copied
 
 # Characters that mean something anywhere in a line (our text never starts one: it follows a label, and
@@ -85,8 +94,25 @@ def sniffed(data: bytes) -> tuple[str, str]:
     """The MIME type and file suffix the bytes say (`application/octet-stream`, `.bin` when unknown)."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp", ".webp"
-    return next(((mime, suffix) for magic, mime, suffix in _SNIFF if data.startswith(magic)),
-                ("application/octet-stream", ".bin"))
+    known = next(((mime, suffix) for magic, mime, suffix in _SNIFF if data.startswith(magic)), None)
+    return known or image_kind(data) or ("application/octet-stream", ".bin")
+
+
+def image_kind(data: bytes) -> tuple[str, str] | None:
+    """The MIME type and file suffix of `data` when its content is a picture of a kind blip2-chat opens (Pillow
+    reads its header as an image's, within blip2-chat's size limit), else None. Nothing is decoded."""
+    with quiet_decoding(tiff=False):  # the header only: warnings dropped, Pillow's limits blip2-chat's
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                kind, size = image.format or "", image.size
+        except Exception:  # noqa: BLE001 - Pillow's plugins raise many types; all mean "not a picture"
+            return None
+    mime = Image.MIME.get(kind, "image/")
+    if not mime.startswith("image/") or min(size) < 1:  # Pillow also opens PostScript, PDF, MPEG headers
+        return None
+    suffixes = [ext for ext, name in Image.registered_extensions().items() if name == kind]
+    suffix = f".{kind.lower()}" if f".{kind.lower()}" in suffixes else next(iter(suffixes), ".bin")
+    return (mime if mime != "image/" else "application/octet-stream"), suffix
 
 
 def copy_name(source: str, data: bytes) -> str:
@@ -119,7 +145,8 @@ def _relative_link(folder: str, name: str) -> str:
 
 def picture_bytes(ref: ImageRef) -> bytes | None:
     """The bytes of a local picture as the chat saw it; None when it is a web address, gone, not a regular
-    file, unreadable, over MAX_PICTURE_BYTES, or changed since (its sha256 differs from the recorded one)."""
+    file, unreadable, over MAX_PICTURE_BYTES, changed since (its sha256 differs from the recorded one), or not
+    a picture at all (a session from elsewhere can name any file and its sha256: only a picture is copied)."""
     if is_web(ref.source) or not os.path.isabs(ref.source):
         return None
     try:
@@ -134,7 +161,9 @@ def picture_bytes(ref: ImageRef) -> bytes | None:
             data = handle.read(MAX_PICTURE_BYTES + 1)
     except OSError:
         return None
-    return data if hashlib.sha256(data).hexdigest() == ref.sha256 else None
+    if hashlib.sha256(data).hexdigest() != ref.sha256 or image_kind(data) is None:
+        return None
+    return data
 
 
 # -- the formats ----------------------------------------------------------------------------------------
@@ -155,17 +184,19 @@ def export_markdown(session: Session, links: Mapping[ImageRef, str | None] | Non
             lines += [f"## Image: {source}", "", f"sha256: {sha256}", ""]
             if links is not None:
                 link = links.get(current)
-                lines += [f"![{markdown_text(picture_name(current.source))}]({link})" if link else
+                shows = "" if is_web(current.source) else "!"  # a web picture is linked, never fetched by a viewer
+                lines += [f"{shows}[{markdown_text(picture_name(current.source))}]({link})" if link else
                           "*Missing: this picture is gone or has changed since the chat, so the export holds no "
                           "copy of it.*", ""]
-        answer = markdown_text(turn.answer) + (" *(stopped)*" if turn.stopped else "")
+        answer = markdown_text(turn.answer or EMPTY_ANSWER) + (" *(stopped)*" if turn.stopped else "")
         lines += [f"**You:** {markdown_text(turn.question)}", "", f"**Assistant:** {answer}", ""]
         for other in turn.compared:  # /compare: the same question about another picture, asked alone
             name, link = markdown_text(picture_name(other.image.source)), (links or {}).get(other.image)
             stopped = " *(stopped)*" if other.stopped else ""
+            said = markdown_text(other.answer or EMPTY_ANSWER)
             lines += [f"**Compared with {name}** ({markdown_code(other.image.source)}, sha256 "
-                      f"{markdown_code(other.image.sha256)}): {markdown_text(other.answer)}{stopped}", ""]
-            lines += [f"![{name}]({link})", ""] if link else []
+                      f"{markdown_code(other.image.sha256)}): {said}{stopped}", ""]
+            lines += [f"{'' if is_web(other.image.source) else '!'}[{name}]({link})", ""] if link else []
     return "\n".join(lines)
 
 
@@ -197,11 +228,11 @@ def export_html(session: Session, links: Mapping[ImageRef, str | None]) -> str:
                              f"{sha256}.</p>")
         stopped = " <em>(stopped)</em>" if turn.stopped else ""
         parts += [f"<h2>Question {number}</h2>", f"<p><strong>You:</strong> {html_text(turn.question)}</p>",
-                  f"<p><strong>Assistant:</strong> {html_text(turn.answer)}{stopped}</p>"]
+                  f"<p><strong>Assistant:</strong> {html_text(turn.answer or EMPTY_ANSWER)}{stopped}</p>"]
         for other in turn.compared:  # /compare: the same question about another picture, asked alone
             name, link = html_text(picture_name(other.image.source)), links.get(other.image)
             picture = f'<img src="{html_text(link)}" alt="{name}">' if link and not is_web(other.image.source) else ""
-            parts.append(f"<p><strong>Compared with {name}:</strong> {html_text(other.answer)}"
+            parts.append(f"<p><strong>Compared with {name}:</strong> {html_text(other.answer or EMPTY_ANSWER)}"
                          f"{' <em>(stopped)</em>' if other.stopped else ''}</p>{picture}")
     return "\n".join([*parts, "</main>", "</body>", "</html>", ""])
 
@@ -276,11 +307,17 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
     if embed and fmt != "md":
         raise UserError("--embed goes with /export md only.",
                         "An HTML export always holds its pictures, and a JSON export holds none.")
+    named = FORMAT_SUFFIXES.get(path.suffix.lower(), fmt)
+    if named != fmt:  # `/export html page.md`: HTML in a file every viewer opens as Markdown
+        article = "an" if named == "html" else "a"
+        raise UserError(f"{shown(path.name, 200)} is the name of {article} {FORMAT_NAMES[named]} file, and this "
+                        f"export is {FORMAT_NAMES[fmt]}.",
+                        f"Name it {shown(path.stem, 200)}.{fmt}, or use /export {named}.")
     if not path.parent.is_dir():
         raise missing_folder(path.parent)
     updated = log.ours(path)
-    if not updated and os.path.lexists(path):
-        raise _exists_error("file", path, fmt)
+    if not updated and os.path.lexists(path):  # a link there (even to nothing) is another's, never followed
+        raise _exists_error("link" if os.path.islink(path) else "file", path, fmt)
     folder = path.with_name(f"{path.stem}_files")
     copies: dict[str, bytes] = {}
     links: dict[ImageRef, str | None] = {}
@@ -315,7 +352,7 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
             except FileExistsError:  # made, or a file put there, since it was checked
                 raise _exists_error("folder", folder, fmt, path) from None
         writing = path
-        (write_atomic if updated else write_new)(path, text)
+        _write_export(path, text.encode("utf-8", "replace"), replace=updated)
     except FileExistsError:
         raise _exists_error("file", path, fmt) from None
     except OSError as error:
@@ -330,29 +367,95 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
                         len(refs) - web - missing, web, missing)
 
 
+def _write_export(path: Path, data: bytes, *, replace: bool) -> None:
+    """Write `data` to `path` through a temporary file beside it (fsync, then rename), never through a link.
+
+    `replace`: an entry at `path` (this export's own earlier file) is replaced, the entry itself, never what
+    a link there points to; otherwise FileExistsError when the name is taken, even by a dangling link. The
+    file gets the usual mode (0666 less the umask), like the pictures' copies: an export is for sharing.
+    """
+    temp = _new_file(path.parent, f".{path.name}.", data)
+    try:
+        if replace:
+            os.replace(temp, path)
+        else:
+            try:
+                os.link(temp, path)  # atomic, and fails when the name is taken
+            except FileExistsError:
+                raise
+            except OSError:  # a filesystem without hard links: check, then rename
+                if os.path.lexists(path):
+                    raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+                os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
+def _new_file(folder: Path, prefix: str, data: bytes) -> Path:
+    """A new file in `folder` named `prefix<random>.tmp` holding `data`, written and fsynced."""
+    for _ in range(100):
+        temp = folder / f"{prefix}{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | BINARY, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return temp
+    raise FileExistsError(errno.EEXIST, "No free temporary name", str(folder))
+
+
+_BY_FOLDER = os.open in os.supports_dir_fd and os.unlink in os.supports_dir_fd and bool(NOFOLLOW and DIRECTORY)
+
+
 def _write_copies(folder: Path, target: Path, copies: dict[str, bytes], log: ExportLog) -> None:
-    """Make `folder` if it is not there, and write each copy into it (replacing only this export's own)."""
+    """Make `folder` if it is not there, and write each copy into it (replacing only this export's own).
+
+    The folder is opened without following a link and each copy is made relative to it, so a link put in
+    the folder's place since it was checked is never written through.
+    """
     made = not os.path.lexists(folder)
     if made:
         os.mkdir(folder)  # FileExistsError if someone made it since it was checked: refused
     status = os.stat(folder, follow_symlinks=False)
     record = log.folders.get(target)
     names = set(record.names) if record is not None and not made else set()
+    here = -1
     try:
+        if _BY_FOLDER:
+            try:
+                here = os.open(folder, os.O_RDONLY | DIRECTORY | NOFOLLOW)
+            except OSError:  # a link or a file put there since it was checked: refused as another's
+                raise FileExistsError(errno.EEXIST, "File exists", str(folder)) from None
+            opened = os.fstat(here)
+            if (opened.st_dev, opened.st_ino) != (status.st_dev, status.st_ino):
+                raise FileExistsError(errno.EEXIST, "File exists", str(folder))
+        at = {"dir_fd": here} if here >= 0 else {}
         for name, data in copies.items():
             copy = folder / name
+            where = name if here >= 0 else copy
             if log.ours(copy):
-                copy.unlink()
-            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | BINARY, 0o666)  # never over another's
+                os.unlink(where, **at)
+            fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | BINARY, 0o666,
+                         **at)  # never over another's, never through a link
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
             except BaseException:
-                copy.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(where, **at)
                 raise
             log.remember(copy)
             names.add(name)
     finally:
+        if here >= 0:
+            os.close(here)
         log.folders[target] = _Folder(folder, (status.st_dev, status.st_ino), frozenset(names))
         if made and not names:
             log.tidy(target, folder, set())

@@ -54,7 +54,8 @@ def session_to_resume(store: SessionStore, continue_last: bool, resume: str | No
     (`SessionStore.claim`): when another blip2-chat has it open, this one goes on in a copy under a new
     id, and `store.problems` holds the sentence that says so (as it holds damaged files set aside and an
     import's new id), for the front end to show. An imported chat with turns is saved into the store at
-    once, so `--resume ID` finds it afterwards, whether or not a turn is added.
+    once, so `--resume ID` finds it afterwards, whether or not a turn is added, and so is the copy made of
+    a saved chat this version does not fully understand (`SessionStore.load`).
     """
     imported = False
     try:
@@ -93,20 +94,30 @@ def session_to_resume(store: SessionStore, continue_last: bool, resume: str | No
         note = str(error)
     if note:
         store.problems.append(note)
-    if imported and session.turns:
-        _save_import(store, session)
+    if (imported or session.not_understood) and session.turns:
+        _save_copy(store, session, "imported chat" if imported else "copy")
     return session
 
 
-def _save_import(store: SessionStore, session: Session) -> None:
-    """Write an imported chat into the store now: the user opened it to go on with it, and the chat says
-    it is saved (as its file would be, had it been made here). A problem is noted in `store.problems`."""
+def _save_copy(store: SessionStore, session: Session, what: str) -> None:
+    """Write an imported chat, or the copy of one this version does not fully understand, into the store now:
+    the user opened it to go on with it, and the chat says it is saved (as its file would be, had it been
+    made here). A problem is noted in `store.problems`."""
     try:
         store.save(session)
     except SessionForked as forked:  # a file took its id meanwhile: saved as a copy
         store.problems.append(forked.message)
     except SessionError as error:
-        store.problems.append(f"The imported chat could not be saved in the sessions folder: {error}")
+        store.problems.append(f"The {what} could not be saved in the sessions folder: {error}")
+
+
+def known_model(name: str) -> bool:
+    """A checkpoint blip2-chat lists (hub id or alias) or its demo model: safe to load on a chat file's word.
+    Any other name (a folder, any hub repository) from a file of someone else's is never loaded, nor saved."""
+    from chatbot.engine.registry import find_checkpoint
+    from chatbot.locations import DEMO_MODEL
+
+    return name.strip().lower() == DEMO_MODEL or find_checkpoint(name) is not None
 
 
 def is_import(store: SessionStore, resume: str | None) -> bool:
@@ -137,7 +148,10 @@ def imported_session(store: SessionStore, path: Path) -> Session:
     a regular file is opened).
 
     It gets a new id when the store has its id (the saved original is never overwritten) and when its id
-    is not a session id (no path is ever made of one); `store.problems` says so in the second case.
+    is not a session id (no path is ever made of one); `store.problems` says so in the second case. A model
+    that is not `known_model` is moved to `untrusted_model`, to be named, never saved: the copy in the store
+    never chooses what is loaded, whatever happens before the chat's own model is set. What the file holds
+    that this version does not know is left out of the copy, and said.
     """
     try:
         session, _ = read_session_file(path, str(path))
@@ -152,4 +166,10 @@ def imported_session(store: SessionStore, path: Path) -> Session:
                               f"('{shown(old)}'), so it goes on as session {session.id}.")
     elif os.path.lexists(store.path_for(session.id)):
         session.id = new_session_id()
+    if not known_model(session.model):
+        session.untrusted_model, session.model = session.model, ""
+    if session.not_understood:
+        store.problems.append(f"The chat in {shown(path, 400)} holds what this blip2-chat does not know "
+                              f"({session.not_understood}); the copy goes on without it, and the file itself is "
+                              "kept as it is.")
     return session

@@ -52,6 +52,8 @@ def new_session_id() -> str:
     """A fresh id: `YYYYMMDD-HHMMSS-` and 6 random hex digits."""
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
+EMPTY_ANSWER = "(no answer)"  # how every front end and export shows a finished answer that has no words
+
 
 @dataclass(frozen=True)
 class ImageRef:
@@ -95,11 +97,18 @@ class Session:
     options: dict[str, Any] = field(default_factory=dict)
     # what `from_dict` had to mend (a bad option dropped, context_start reset), one sentence each; never saved
     load_notes: list[str] = field(default_factory=list, compare=False, repr=False)
+    # what of the data it was read from this version does not know (a newer format, fields it has no use
+    # for), in a few words: the file it came from is never rewritten by this version. Never saved.
+    not_understood: str = field(default="", compare=False, repr=False)
+    # the model a chat file from elsewhere named that is no model blip2-chat knows: `model` is "" instead (so
+    # the copy never chooses a folder or repository to load); kept only to be named. Never saved.
+    untrusted_model: str = field(default="", compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The session as plain data; a turn never compared has no `compared` key (files as before /compare)."""
         data = asdict(self)
-        del data["load_notes"]
+        for private in ("load_notes", "not_understood", "untrusted_model"):
+            del data[private]
         for turn in data["turns"]:
             if not turn["compared"]:
                 del turn["compared"]
@@ -109,9 +118,10 @@ class Session:
     def from_dict(cls, data: object) -> Session:
         """The session `data` (parsed JSON) describes; SessionError, saying which field is wrong, otherwise.
 
-        Unknown keys are ignored (a newer version may add some); `id` is only checked to be text here:
-        whether it may name a file is the store's rule (`valid_session_id`). A bad option or context_start
-        is mended, not refused, and said in `load_notes` (see the module docstring).
+        Unknown keys (a newer version may add some) are not kept, but named in `not_understood`, so the
+        file they came from is never rewritten without them (see `chatbot.core.store`); `id` is only checked
+        to be text here: whether it may name a file is the store's rule (`valid_session_id`). A bad option or
+        context_start is mended, not refused, and said in `load_notes` (see the module docstring).
         """
         try:
             return _session(data)
@@ -151,18 +161,43 @@ def _time(value: object, where: str) -> float:
     return float(value)
 
 
-def _image(value: object, where: str) -> ImageRef | None:
+_SESSION_KEYS = frozenset({"format", "model", "id", "created", "turns", "image", "context_start", "options"})
+_TURN_KEYS = frozenset({"question", "answer", "image", "stopped", "created", "compared"})
+_COMPARED_KEYS = frozenset({"image", "answer", "stopped"})
+_IMAGE_KEYS = frozenset({"source", "sha256"})
+MAX_UNKNOWN_NAMED = 3  # unknown fields named in `Session.not_understood`; the rest are counted
+
+
+def _note_unknown(data: dict[str, Any], known: frozenset[str], place: str, unknown: dict[str, None]) -> None:
+    """Add the keys of `data` this version does not know to `unknown`, as `place.key` (one entry per
+    place and key, whichever turn it was in)."""
+    for key in data:
+        if key not in known:
+            unknown[f"{place}{key}" if isinstance(key, str) else f"{place}?"] = None
+
+
+def _unknown_words(unknown: dict[str, None]) -> str:
+    """'fields this blip2-chat does not know: 'mood', 'turns.rating'' (the first few, the rest counted)."""
+    names = [f"'{visible(name if len(name) <= 40 else name[:40] + '…')}'" for name in list(unknown)[:MAX_UNKNOWN_NAMED]]
+    more = len(unknown) - len(names)
+    return (f"field{'s' if len(unknown) > 1 else ''} this blip2-chat does not know: {', '.join(names)}"
+            + (f" and {more} more" if more else ""))
+
+
+def _image(value: object, where: str, unknown: dict[str, None], place: str) -> ImageRef | None:
     if value is None or value == {}:
         return None
     data = _object(value, where)
+    _note_unknown(data, _IMAGE_KEYS, f"{place}.", unknown)
     if "source" not in data or "sha256" not in data:
         raise _fail(where, "needs a source and a sha256")
     return ImageRef(_text(data["source"], f"{where}.source", MAX_SOURCE_CHARS),
                     _text(data["sha256"], f"{where}.sha256", MAX_NAME_CHARS))
 
 
-def _turn(value: object, where: str) -> Turn:
+def _turn(value: object, where: str, unknown: dict[str, None]) -> Turn:
     data = _object(value, where)
+    _note_unknown(data, _TURN_KEYS, "turns.", unknown)
     for key in ("question", "answer"):
         if key not in data:
             raise _fail(where, f"has no {key}")
@@ -171,15 +206,15 @@ def _turn(value: object, where: str) -> Turn:
         raise _fail(f"{where}.stopped", "is not true or false")
     turn = Turn(question=_text(data["question"], f"{where}.question", MAX_TEXT_CHARS),
                 answer=_text(data["answer"], f"{where}.answer", MAX_TEXT_CHARS),
-                image=_image(data.get("image"), f"{where}.image"), stopped=stopped)
+                image=_image(data.get("image"), f"{where}.image", unknown, "turns.image"), stopped=stopped)
     if "created" in data:
         turn.created = _time(data["created"], f"{where}.created")
     if "compared" in data:
-        turn.compared = _compared(data["compared"], f"{where}.compared")
+        turn.compared = _compared(data["compared"], f"{where}.compared", unknown)
     return turn
 
 
-def _compared(value: object, where: str) -> list[ComparedAnswer]:
+def _compared(value: object, where: str, unknown: dict[str, None]) -> list[ComparedAnswer]:
     if not isinstance(value, list):
         raise _fail(where, "is not a list")
     if len(value) > MAX_COMPARED:
@@ -187,9 +222,10 @@ def _compared(value: object, where: str) -> list[ComparedAnswer]:
     answers = []
     for index, item in enumerate(value):
         data, at = _object(item, f"{where}[{index}]"), f"{where}[{index}]"
+        _note_unknown(data, _COMPARED_KEYS, "turns.compared.", unknown)
         if "answer" not in data:
             raise _fail(at, "has no answer")
-        image = _image(data.get("image"), f"{at}.image")
+        image = _image(data.get("image"), f"{at}.image", unknown, "turns.compared.image")
         if image is None:
             raise _fail(at, "has no image")
         stopped = data.get("stopped", False)
@@ -253,19 +289,23 @@ def _context_start(value: object, turns: int, notes: list[str]) -> int:
 
 def _session(value: object) -> Session:
     data = _object(value, "The session")
+    unknown: dict[str, None] = {}
+    _note_unknown(data, _SESSION_KEYS, "", unknown)
     for key in ("model", "id", "created"):
         if key not in data:
             raise _fail("The session", f"has no {key}")
     turns_data = data.get("turns", [])
     if not isinstance(turns_data, list):
         raise _fail("turns", "is not a list")
-    turns = [_turn(item, f"turns[{index}]") for index, item in enumerate(turns_data)]
+    turns = [_turn(item, f"turns[{index}]", unknown) for index, item in enumerate(turns_data)]
     notes: list[str] = []
     session = Session(
         model=_text(data["model"], "model", MAX_NAME_CHARS), id=_text(data["id"], "id", MAX_NAME_CHARS),
-        created=_time(data["created"], "created"), turns=turns, image=_image(data.get("image"), "image"),
+        created=_time(data["created"], "created"), turns=turns,
+        image=_image(data.get("image"), "image", unknown, "image"),
         context_start=_context_start(data.get("context_start", 0), len(turns), notes),
         options=_options(data.get("options", {}), notes),
     )
     session.load_notes = notes
+    session.not_understood = _unknown_words(unknown) if unknown else ""
     return session

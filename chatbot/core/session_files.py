@@ -3,8 +3,13 @@ opened unless it is a regular file), writing atomically (temporary file, fsync, 
 name is free, and the JSON form.
 
 Every problem reading one is a `SessionError` naming where it came from; a file that could not be read
-at all (not a regular file, permission denied, an I/O error) is a `SessionFileUnreadable`, since nothing
-is known about its content: see `chatbot.core.store`.
+at all (not a regular file, a link where links are not followed, permission denied, an I/O error) is a
+`SessionFileUnreadable`, since nothing is known about its content, and one whose content is not a session
+is a `SessionDamaged`, whose `why` says what is wrong: see `chatbot.core.store`.
+
+A file in a format newer than `FORMAT_VERSION`, or with fields this version does not know, is read, and
+what is not understood is named in `Session.not_understood`, so that such a file is never rewritten
+without it (the store goes on in a copy).
 """
 
 from __future__ import annotations
@@ -46,6 +51,19 @@ class SessionFileUnreadable(SessionError):
         super().__init__(message, hint)
         self.why = why
         self.cause = cause
+
+
+class SessionDamaged(SessionError):
+    """What a session file holds is not a session (too large, not UTF-8, not JSON, a field of the wrong type):
+    `why` says what is wrong in a few words, the same in every message about it."""
+
+    def __init__(self, message: str, hint: str, why: str) -> None:
+        super().__init__(message, hint)
+        self.why = why
+
+
+def _damaged(where: str, why: str) -> SessionDamaged:
+    return SessionDamaged(f"{where} is not a readable blip2-chat session ({why}).", _DAMAGED_HINT, why)
 
 
 def not_a_regular_file(where: str, mode: int, hint: str) -> SessionFileUnreadable:
@@ -124,27 +142,39 @@ def session_from_json(text: str, origin: str) -> Session:
     """Parse a saved or exported session; anything malformed is a SessionError naming `origin`, and only that."""
     where = shown(origin, 400)
     if not isinstance(text, str):
-        raise SessionError(f"{where} is not a readable blip2-chat session (it is not text).", _DAMAGED_HINT)
+        raise _damaged(where, "it is not text")
     if len(text) > MAX_SESSION_BYTES:
         raise _too_large(where, len(text))
     text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write: not part of the JSON
     try:
         data: Any = json.loads(text)
     except (ValueError, TypeError, RecursionError) as error:
-        raise SessionError(f"{where} is not a readable blip2-chat session (it is not JSON: {type(error).__name__}).",
-                           _DAMAGED_HINT) from None
-    if isinstance(data, dict):
-        data.pop("format", None)
+        raise _damaged(where, f"it is not JSON: {type(error).__name__}") from None
+    newer = ""
+    if isinstance(data, dict) and "format" in data:
+        newer = _format_words(data.pop("format"))
     try:
-        return Session.from_dict(data)
+        session = Session.from_dict(data)
     except SessionError as error:
-        raise SessionError(f"{where} is not a readable blip2-chat session ({error.message}).",
-                           _DAMAGED_HINT) from None
+        raise _damaged(where, error.message) from None
+    session.not_understood = "; ".join(words for words in (newer, session.not_understood) if words)
+    return session
 
 
-def _too_large(where: str, size: int) -> SessionError:
-    return SessionError(f"{where} is {size / 1e6:.1f} MB, more than the {MAX_SESSION_BYTES / 1e6:.0f} MB a "
-                        "session file may have, so it was not read.", _DAMAGED_HINT)
+def _format_words(value: object) -> str:
+    """'' for the format this version writes, else what it is, for `Session.not_understood`."""
+    if type(value) is int and value == FORMAT_VERSION:
+        return ""
+    if type(value) is int and value > FORMAT_VERSION:
+        number = value if value < 10**9 else "over 10^9"
+        return f"format {number}, newer than the format {FORMAT_VERSION} this one reads"
+    named = "a list" if isinstance(value, list) else "an object" if isinstance(value, dict) else json.dumps(value)
+    return f"format {shown(named, 20)}, which this one does not know: it reads format {FORMAT_VERSION}"
+
+
+def _too_large(where: str, size: int) -> SessionDamaged:
+    why = f"{size / 1e6:.1f} MB, more than the {MAX_SESSION_BYTES / 1e6:.0f} MB a session file may have"
+    return SessionDamaged(f"{where} is {why}, so it was not read.", _DAMAGED_HINT, f"it is {why}")
 
 
 def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> tuple[Session, os.stat_result]:
@@ -153,8 +183,9 @@ def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> 
     Only a regular file is opened (a named pipe or a device would block or answer forever), and the size
     is checked before anything is parsed. Every problem is a SessionError naming `origin`: a
     `SessionFileUnreadable` when the file could not be read at all (missing, permission denied, not a
-    regular file), a plain one when what it holds is not a session (too large, not UTF-8, not JSON, a
-    link when `follow_links` is False). A UTF-8 byte-order mark at the start is allowed and dropped.
+    regular file, a link when `follow_links` is False: never followed, whether or not it leads anywhere),
+    a `SessionDamaged` when what it holds is not a session (too large, not UTF-8, not JSON, a field of the
+    wrong type). A UTF-8 byte-order mark at the start is allowed and dropped.
     """
     where = shown(origin, 400)
     try:
@@ -162,7 +193,7 @@ def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> 
     except OSError as error:
         raise _unreadable(where, error) from None
     if not follow_links and stat.S_ISLNK(before.st_mode):
-        raise _link_refused(where)
+        raise _link_refused(where, path)
     if not stat.S_ISREG(before.st_mode):
         raise not_a_regular_file(where, before.st_mode, "Give a session file.")
     flags = os.O_RDONLY | BINARY | NONBLOCK | (0 if follow_links else NOFOLLOW)
@@ -170,7 +201,7 @@ def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> 
         fd = os.open(path, flags)
     except OSError as error:
         if error.errno == errno.ELOOP and not follow_links:  # it became a link since the check
-            raise _link_refused(where) from None
+            raise _link_refused(where, path) from None
         raise _unreadable(where, error) from None
     try:
         status = os.fstat(fd)
@@ -196,11 +227,17 @@ def read_session_file(path: Path, origin: str, *, follow_links: bool = True) -> 
     try:
         text = data.decode("utf-8-sig")  # a leading byte-order mark (some editors write one) is dropped
     except UnicodeDecodeError:
-        raise SessionError(f"{where} is not a readable blip2-chat session (it is not UTF-8 text).",
-                           _DAMAGED_HINT) from None
+        raise _damaged(where, "it is not UTF-8 text") from None
     return session_from_json(text, origin), status
 
 
-def _link_refused(where: str) -> SessionError:
-    return SessionError(f"{where} is a link, and the sessions folder's links are never followed.",
-                        "Move the session file itself into the folder.")
+def _link_refused(where: str, path: Path) -> SessionFileUnreadable:
+    """A link where links are not followed: like anything that is not a regular file, it is never opened and
+    never set aside (the link itself is someone's, and what it leads to is not the store's)."""
+    try:
+        leads_somewhere = os.path.exists(path)  # looked at, never opened
+    except (OSError, ValueError):
+        leads_somewhere = False
+    why = "a link, not a regular file" if leads_somewhere else "a link to nothing, not a regular file"
+    return SessionFileUnreadable(f"{where} is a link, and the sessions folder's links are never followed.",
+                                 "Move the session file itself into the folder.", why, "not regular")

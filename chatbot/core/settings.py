@@ -84,6 +84,7 @@ class Option:
     low: float | None = None  # inclusive bounds for numbers
     high: float | None = None
     low_open: bool = False  # the low bound itself is not allowed (top_p > 0)
+    least_above_low: float | None = None  # the low bound or at least this (temperature: 0, or from 0.01)
     example: str = ""
     optional: bool = False  # None is a value ("none" unsets it: the seed)
     check_text: Callable[[str], bool] | None = None  # extra rule for text values
@@ -103,6 +104,8 @@ class Option:
             return "true or false"
         whole = "a whole number" if self.kind is int else "a number"
         if self.low is not None and self.high is not None:
+            if self.least_above_low is not None:
+                return f"{_num(self.low)}, or {whole} from {_num(self.least_above_low)} to {_num(self.high)}"
             if self.low_open:
                 return f"{whole} above {_num(self.low)} and at most {_num(self.high)}"
             return f"{whole} from {_num(self.low)} to {_num(self.high)}"
@@ -145,7 +148,9 @@ class Option:
                 raise self._error(label, value)
         elif self.kind in (int, float):
             if not math.isfinite(number) or (self.low is not None and (number < self.low or (
-                    self.low_open and number == self.low))) or (self.high is not None and number > self.high):
+                    self.low_open and number == self.low))) or (self.high is not None and number > self.high) or (
+                    self.least_above_low is not None and self.low is not None
+                    and self.low < number < self.least_above_low):
                 raise self._error(label, value)
         return value
 
@@ -229,12 +234,13 @@ OPTIONS: tuple[Option, ...] = (
            example="50"),
     Option("num_beams", int, _DEFAULTS.num_beams, "beam search width; 1 = greedy", low=1, high=16,
            example="5"),
+    # below 0.01 sampling is greedy decoding anyway, and the logits overflow to infinity (1e-300: a crash)
     Option("temperature", float, _DEFAULTS.temperature, "0 decodes deterministically; above 0 samples", low=0,
-           high=100, example="0.7"),
+           high=100, least_above_low=0.01, example="0.7"),
     Option("top_p", float, _DEFAULTS.top_p, "nucleus sampling mass, used when sampling", low=0, high=1,
            low_open=True, example="0.9"),
-    Option("repetition_penalty", float, _DEFAULTS.repetition_penalty, "above 1 discourages repeats", low=0,
-           high=10, low_open=True, example="1.5"),
+    Option("repetition_penalty", float, _DEFAULTS.repetition_penalty, "above 1 discourages repeats", low=0.01,
+           high=10, example="1.5"),
     Option("seed", int, _DEFAULTS.seed, "fixes the random seed so sampling repeats (none: a new one each time)",
            low=0, high=SEED_LIMIT - 1, optional=True, example="42"),
     Option("plain", bool, False, "`chat` always in the screen-reader mode", where=frozenset({"config"})),

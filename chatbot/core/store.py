@@ -7,18 +7,22 @@ The rules the store keeps, whatever a session file or a command line says:
   id, so no path is ever built from one; an imported session with another id gets a fresh one
   (`chatbot.core.resume.imported_session`).
 - **The store touches only its own folder.** It reads, writes and renames only entries directly in the
-  sessions folder and never follows a link there: a linked `<id>.json` is not read through (it is set
-  aside like a damaged file: the link itself is renamed, never its target), and a save replaces the
-  entry, never a file a link points to.
-- **Only what the store can read is read.** An entry that is not a regular file (a folder, a named
-  pipe, a device) is never opened, and one that cannot be read (permission denied, an I/O error) is
-  not damaged: both are left where they are, listing leaves them out and says so in `problems`, and
+  sessions folder and never follows a link there: a linked `<id>.json` (whether or not it leads
+  anywhere) is not read through and not renamed, and a save never replaces a file it did not read.
+- **Only what the store can read is read.** An entry that is not a regular file (a link, a folder, a
+  named pipe, a device) is never opened, and one that cannot be read (permission denied, an I/O error)
+  is not damaged: both are left where they are, listing leaves them out and says so in `problems`, and
   loading one raises a SessionError that says why (`SessionFileUnreadable`).
 - **Damaged files are set aside, never fatal.** A file that is not valid JSON, holds a field of the wrong
   type or range (`Session.from_dict`), is not UTF-8, or is larger than `MAX_SESSION_BYTES` (refused
-  before it is parsed) is moved aside to `<id>.<time>.corrupt` and reported in `problems`; listing
-  goes on. The store never writes a session it would refuse to read back. A UTF-8 byte-order mark at
-  the start of a file is allowed.
+  before it is parsed) is moved aside to `<id>.<time>.corrupt` and reported in `problems` with the
+  reason (`SessionDamaged.why`, the words loading it gives); listing goes on. The store never writes a
+  session it would refuse to read back. A UTF-8 byte-order mark at the start of a file is allowed.
+- **A file this version does not fully understand is never rewritten.** One in a newer format, or with
+  fields this version does not know (`Session.not_understood`), is loaded as a copy under a new id,
+  said in `problems` in one sentence; the file itself stays as it is, for the version that wrote it.
+- **`latest` is the newest chat with a question.** A saved chat whose turns were all undone is listed
+  (0 turns) and opens by its id, but `--continue` never lands on it.
 - **A bad saved option keeps the default and the rest of the session loads.** What `Session.from_dict`
   mended (an option that is no plain value, a `context_start` that is no turn index) and every saved
   option the settings schema refuses (`chatbot.core.settings`, the rule `/set` uses) are dropped and
@@ -44,6 +48,7 @@ from pathlib import Path
 from chatbot.core.session import MAX_TEXT_CHARS, Session, SessionError, new_session_id, valid_session_id
 from chatbot.core.session_files import (
     MAX_SESSION_BYTES,
+    SessionDamaged,
     SessionFileUnreadable,
     read_session_file,
     session_json,
@@ -213,11 +218,19 @@ class SessionStore:
                 raise SessionFileUnreadable(error.message, "Move it out of the sessions folder; `blip2-chat "
                                             "sessions` lists the saved ones.", error.why, error.cause) from None
             raise
-        except SessionError:
-            self._set_aside(path)
+        except SessionError as error:
+            self._set_aside(path, error)
             raise
         session.id = session_id  # in the store, a session's file name is its id
-        remember_read(session, status)
+        if session.not_understood:  # never rewritten by this version: go on in a copy
+            with LOCKS:
+                new_id = self._fork(session)
+            self.problems.append(
+                f"The session file {shown(path.name)} holds what this blip2-chat does not know "
+                f"({session.not_understood}), so it is kept as it is and this chat goes on in a copy, session "
+                f"{new_id}; a newer blip2-chat can open the file itself.")
+        else:
+            remember_read(session, status)
         self._say_what_was_mended(session)
         return session
 
@@ -235,8 +248,9 @@ class SessionStore:
             raise SessionError(f"{shown(path, 400)} is not in the sessions folder.", "")
         return read_session_file(path, f"The session file {path}", follow_links=False)
 
-    def _set_aside(self, path: Path) -> Path:
-        """Rename a damaged entry of the folder to `<name>.<time>.corrupt` (never overwriting one) and report it."""
+    def _set_aside(self, path: Path, error: SessionError) -> Path:
+        """Rename a damaged entry of the folder to `<name>.<time>.corrupt` (never overwriting one) and report it,
+        with the reason `error` gives (`SessionDamaged.why`)."""
         if not self._inside(path):
             return path
         when = time.strftime("%Y%m%d-%H%M%S")
@@ -249,7 +263,9 @@ class SessionStore:
             os.rename(path, aside)  # the entry itself: a link is renamed, its target never touched
         except OSError:
             return path
-        self.problems.append(f"The damaged session file {shown(path.name)} was moved aside to {shown(aside.name)}.")
+        why = f" ({error.why})" if isinstance(error, SessionDamaged) else ""
+        self.problems.append(f"The damaged session file {shown(path.name)} was moved aside to {shown(aside.name)}"
+                             f"{why}.")
         return aside
 
     def summaries(self) -> list[SessionSummary]:
@@ -271,8 +287,8 @@ class SessionStore:
             except SessionFileUnreadable as error:
                 self._note_unreadable(path, error)
                 continue
-            except SessionError:
-                self._set_aside(path)
+            except SessionError as error:
+                self._set_aside(path, error)
                 continue
             first = next((t.question for t in session.turns if t.question), "")
             found.append(SessionSummary(
@@ -316,5 +332,6 @@ class SessionStore:
                     continue
 
     def latest(self) -> Session | None:
-        summaries = self.summaries()
-        return self.load(summaries[0].id) if summaries else None
+        """The newest saved chat with at least one question (one whose turns were all undone is passed over)."""
+        newest = next((summary for summary in self.summaries() if summary.turns), None)
+        return self.load(newest.id) if newest else None

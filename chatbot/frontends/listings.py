@@ -144,13 +144,17 @@ def _clip(text: str, width: int, from_left: bool = False) -> str:
     return "…" + text[-(width - 1):] if from_left else text[: width - 1] + "…"
 
 
+NO_QUESTIONS = "(no questions)"  # a chat whose turns were all undone: listed, but --continue passes it over
+
+
 def session_rows(summaries: list[SessionSummary]) -> list[str]:
     """The `sessions` table: id, updated, turns, first question, image; newest first."""
     rows = [("ID", "UPDATED", "TURNS", "FIRST QUESTION", "IMAGE")]
     for summary in summaries:
         rows.append((
             visible(summary.id), time.strftime("%Y-%m-%d %H:%M", time.localtime(summary.updated)), str(summary.turns),
-            _clip(summary.first_question, 40), _clip(summary.image, 50, from_left=True),
+            _clip(summary.first_question, 40) if summary.turns else NO_QUESTIONS,
+            _clip(summary.image, 50, from_left=True),
         ))
     width = [max(len(row[column]) for row in rows) for column in range(4)]
     return [

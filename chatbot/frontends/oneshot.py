@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from chatbot.core.conversation import Conversation, caption
 from chatbot.core.runtime import answer_record, open_engine_for, print_json
 from chatbot.core.settings import Settings
-from chatbot.errors import QuestionError
+from chatbot.errors import QuestionError, model_error_text
 from chatbot.images import load_image
 from chatbot.untrusted import visible
 from prompts import normalize_question
@@ -34,18 +34,26 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
         raise QuestionError("The question is empty.", "Put a question in quotes, e.g. \"What is in the picture?\"")
     images = [load_image(source) for source in sources]  # every file checked before the model loads
     engine = open_engine_for(settings)
+    failed = False
     for image in images:
         conversation = Conversation(settings, image=image, engine=engine)  # never saved
         stream = conversation.ask(question)  # a question too long for the model fails here, before generating
-        if settings.json:
-            answer = "".join(stream).strip()
-            print_json(answer_record(engine, image, conversation.question, answer))
-        elif len(images) == 1:
-            stream_to_stdout(stream)
-        else:
-            sys.stdout.write(visible(f"{image.source}: "))
-            stream_to_stdout(stream)
-    return 0
+        try:
+            if settings.json:
+                answer = "".join(stream).strip()
+                print_json(answer_record(engine, image, conversation.question, answer))
+            elif len(images) == 1:
+                stream_to_stdout(stream)
+            else:
+                sys.stdout.write(visible(f"{image.source}: "))
+                stream_to_stdout(stream)
+        except Exception as error:  # noqa: BLE001 - the model failed on this image: say so, go on with the rest
+            if not settings.json:
+                sys.stdout.write("\n")  # ends what came of the answer
+                sys.stdout.flush()
+            print(visible(f"blip2-chat: {image.source}: {model_error_text(error, chat=False)}"), file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") -> int:

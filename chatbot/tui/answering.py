@@ -19,12 +19,11 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed
 from chatbot.core.commands import Retry, after_saving
 from chatbot.core.conversation import Conversation
 from chatbot.engine.base import CancelToken
-from chatbot.errors import UserError
+from chatbot.errors import UserError, model_error_text
 from chatbot.tui import messages as msg
 from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.status_bar import StatusBar
 from chatbot.tui.widgets.transcript import BubblePair, MessageBubble, Transcript
-from chatbot.tui.workers import model_error_text
 from chatbot.untrusted import visible
 
 QUIT_WAIT_SECONDS = 5.0  # how long quitting waits for a cancelled answer to stop and be recorded

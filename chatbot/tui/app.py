@@ -29,6 +29,7 @@ from textual.message import Message
 from textual.widgets import Footer, Input
 from textual.worker import get_current_worker
 
+from chatbot.core.clipboard_copy import copy_text
 from chatbot.core.commands import Outcome, compare_with, run_command, switch_image
 from chatbot.core.conversation import Conversation
 from chatbot.core.photo_search import Finder
@@ -38,7 +39,7 @@ from chatbot.core.session import ImageRef, Session
 from chatbot.core.settings import KEY_ACTIONS, Settings
 from chatbot.core.store import SessionStore
 from chatbot.engine.base import Engine
-from chatbot.errors import UserError
+from chatbot.errors import UserError, model_error_text
 from chatbot.images import LoadedImage, load_image
 from chatbot.tui import messages as msg
 from chatbot.tui.finding import FindingApp
@@ -50,7 +51,7 @@ from chatbot.tui.widgets.chat_input import ChatInput, image_path_in
 from chatbot.tui.widgets.image_preview import ImagePreview, prepare_terminal_graphics
 from chatbot.tui.widgets.status_bar import StatusBar, memory_text, process_memory_bytes
 from chatbot.tui.widgets.transcript import Transcript, image_label
-from chatbot.tui.workers import DaemonCall, model_error_text
+from chatbot.tui.workers import DaemonCall
 from chatbot.untrusted import visible
 
 EngineFactory = Callable[[Settings, Callable[[str], None]], Engine]
@@ -443,8 +444,15 @@ class ChatApp(FindingApp):
         if not text:
             self.notify("There is no answer to copy yet.", severity="warning")
             return
-        self.copy_to_clipboard(text)
-        self.notify("Copied the last answer to the clipboard.")
+        self.copy_to_clipboard(text)  # through the terminal (OSC 52): works over SSH, where it is allowed
+        self._copy_with_a_tool(text)
+
+    @work(thread=True, group="copy", exit_on_error=False)
+    def _copy_with_a_tool(self, text: str) -> None:
+        tool = copy_text(text)
+        self.call_from_thread(self.notify, "Copied the last answer to the clipboard." if tool else (
+            "Asked the terminal to copy the last answer (OSC 52). If it is not on your clipboard, install "
+            "wl-clipboard or xclip, or let the terminal copy (tmux: set -g set-clipboard on)."), markup=False)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.conversation.settings.keys))

@@ -17,11 +17,10 @@ from textual import work
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from chatbot.core.comparison import Comparison, due_comparison
-from chatbot.errors import UserError
+from chatbot.errors import UserError, model_error_text
 from chatbot.tui.answering import QUIT_WAIT_SECONDS, AnsweringApp
 from chatbot.tui.widgets.status_bar import StatusBar
 from chatbot.tui.widgets.transcript import BubblePair, ComparisonView, Transcript
-from chatbot.tui.workers import model_error_text
 from chatbot.untrusted import visible
 
 

@@ -1,4 +1,4 @@
-"""Helpers for the chat app's thread workers: loading in a daemon thread, readable model errors.
+"""Helpers for the chat app's thread workers: loading in a daemon thread (model errors are worded by chatbot.errors).
 
 Textual thread workers run in asyncio's default executor, which the interpreter waits for at exit.
 Loading a multi-gigabyte model cannot be interrupted, so the worker hands the load to a daemon
@@ -10,8 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
-
-from chatbot.errors import UserError
 
 T = TypeVar("T")
 
@@ -41,15 +39,3 @@ class DaemonCall(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._result
-
-
-def model_error_text(error: BaseException) -> str:
-    """One sentence for a failure while answering or loading, with what to do next."""
-    if isinstance(error, UserError):
-        return str(error)
-    if isinstance(error, MemoryError):
-        return ("Ran out of memory. The conversation is intact: try /clear, a lower max_new_tokens "
-                "(/set max_new_tokens 20), or a smaller model.")
-    detail = str(error).splitlines()[0][:200] if str(error) else ""
-    return (f"The model failed ({type(error).__name__}{': ' + detail if detail else ''}). "
-            "The conversation is intact; try again, or /clear to start a fresh context.")

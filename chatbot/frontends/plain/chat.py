@@ -15,7 +15,8 @@ What it prints, and where:
 
 Keys: the up and down arrows bring back earlier lines (readline, in a terminal). Ctrl+C while an
 answer is being made stops it (the partial answer is kept, marked "(stopped)"); Ctrl+C again, or
-at the prompt, or Ctrl+D, ends the chat. The session is saved after every change, like the app's.
+on an empty prompt, or Ctrl+D, ends the chat; on a half-typed line it clears the line. The session
+is saved after every change, like the app's.
 """
 
 from __future__ import annotations
@@ -42,19 +43,19 @@ from chatbot.core.conversation import Conversation
 from chatbot.core.photo_search import Finder, found_line
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import answer_record, exit_now, open_engine_for, print_json
-from chatbot.core.session import Session
+from chatbot.core.session import EMPTY_ANSWER, Session
 from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore
 from chatbot.engine.base import CancelToken, Engine
-from chatbot.errors import UserError
+from chatbot.errors import UserError, model_error_text
 from chatbot.frontends.plain.terminal import ctrl_c_stops, is_terminal, read_lines
 from chatbot.images import load_image
 from chatbot.locations import data_dir
 from chatbot.untrusted import visible
 
 PROMPT = "You: "
-KEYS_HELP = ("Keys: up and down arrows bring back earlier lines; Ctrl+C stops an answer, "
-             "and at the prompt ends the chat; Ctrl+D ends the chat.")
+KEYS_HELP = ("Keys: up and down arrows bring back earlier lines; Ctrl+C stops an answer, clears a half-typed "
+             "line, and on an empty line ends the chat; Ctrl+D ends the chat.")
 
 
 class PlainChat:
@@ -90,8 +91,12 @@ class PlainChat:
         except KeyboardInterrupt:
             self.say("")  # ^C leaves the cursor after the prompt
         self.save()
-        session = self.conversation.session
-        self.say(f"Chat saved as session {session.id}. Goodbye." if self.conversation.saved else "Goodbye.")
+        conversation = self.conversation
+        if conversation.store is not None and conversation.session.turns and not conversation.saved:
+            self.say("blip2-chat: The chat could not be saved (see above); its answers are only in this output. "
+                     "Goodbye.")
+            return 2
+        self.say(f"Chat saved as session {conversation.session.id}. Goodbye." if conversation.saved else "Goodbye.")
         return 0
 
     def handle(self, line: str) -> bool:
@@ -182,6 +187,12 @@ class PlainChat:
         except KeyboardInterrupt:  # Ctrl+C twice: show what came, then end the chat
             self.show_answer(question, parts, stopped=True)
             raise
+        except Exception as error:  # noqa: BLE001 - the model failed: what came is kept, the chat goes on
+            if parts:
+                self.show_answer(question, parts, stopped=True)
+            self.say(f"blip2-chat: {model_error_text(error)}")
+            self.save()
+            return
         self.show_answer(question, parts, stopped=cancel.cancelled)
         if cancel.cancelled:
             self.say("Answer stopped." + (" The partial answer is kept." if "".join(parts).strip() else ""))
@@ -207,8 +218,8 @@ class PlainChat:
         except KeyboardInterrupt:  # Ctrl+C twice: show what came, then end the chat
             self.show_comparison(comparison, parts, stopped=True)
             raise
-        except UserError as error:  # the model failed: what came is kept, the chat goes on
-            self.say(f"blip2-chat: {error}")
+        except Exception as error:  # noqa: BLE001 - the model failed: what came is kept, the chat goes on
+            self.say(f"blip2-chat: {model_error_text(error)}")
         stopped = comparison.cancel.cancelled
         self.show_comparison(comparison, parts, stopped)
         if stopped:
@@ -226,7 +237,7 @@ class PlainChat:
         elif stopped:
             self.line(f"Assistant: {text} (stopped)" if text else "Assistant: (stopped before any words)")
         else:
-            self.line(f"Assistant: {text}")
+            self.line(f"Assistant: {text or EMPTY_ANSWER}")
 
     def show_comparison(self, comparison: Comparison, parts: list[str], stopped: bool) -> None:
         """`first.jpg: answer` and `second.jpg: answer` (or the other image's JSON record)."""
@@ -237,11 +248,12 @@ class PlainChat:
                 print_json(answer_record(engine, comparison.image, comparison.question, text))
             return
         first, second = comparison.labels
-        self.line(f"{first}: {comparison.first_answer}" + (" (stopped)" if comparison.first_stopped else ""))
+        stopped_first = " (stopped)" if comparison.first_stopped else ""
+        self.line(f"{first}: {comparison.first_answer or EMPTY_ANSWER}{stopped_first}")
         if stopped:
             self.line(f"{second}: {text} (stopped)" if text else f"{second}: (stopped before any words)")
         else:
-            self.line(f"{second}: {text}")
+            self.line(f"{second}: {text or EMPTY_ANSWER}")
 
     def save(self) -> None:
         """Save the session if it changed; a failure is said and the chat goes on."""

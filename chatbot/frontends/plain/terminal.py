@@ -128,6 +128,7 @@ def _readline(history_file: Path | None, prompt: str = ""):  # type: ignore[no-u
     readline.set_history_length(HISTORY_LINES)
     with contextlib.suppress(Exception):  # not every readline build knows every setting
         readline.parse_and_bind("set enable-bracketed-paste off")  # no escape codes around each prompt
+        readline.parse_and_bind("set bell-style none")  # no ^G on an ambiguous Tab: the matches are said in words
     with contextlib.suppress(Exception):
         _set_up_completion(readline, prompt)
     if history_file is not None and history_file.is_file():

@@ -18,11 +18,10 @@ from textual.message import Message
 from textual.widgets import Static
 
 from chatbot.core.comparison import image_labels
-from chatbot.core.session import ComparedAnswer, Session, Turn
+from chatbot.core.session import EMPTY_ANSWER, ComparedAnswer, Session, Turn
 from chatbot.untrusted import visible
 
 PENDING_TEXT = "…"  # shown in an answer bubble until its first chunk arrives
-EMPTY_ANSWER_TEXT = "(no answer)"  # a finished answer with no text
 
 
 class MessageBubble(Static):
@@ -162,7 +161,7 @@ class Transcript(VerticalScroll):
         pair.question.set_text(turn.question)
         pair.answer.set_text(turn.answer)
         if not turn.answer:  # the model said nothing (or was stopped before a word): say so, not "…"
-            pair.answer.update(EMPTY_ANSWER_TEXT)
+            pair.answer.update(EMPTY_ANSWER)
             pair.answer.add_class("-pending")
         if turn.stopped:
             pair.answer.mark("stopped", "-stopped")
@@ -202,7 +201,7 @@ class Transcript(VerticalScroll):
 def _show_answer(bubble: MessageBubble, answer: str, stopped: bool) -> None:
     bubble.set_text(answer)
     if not answer:
-        bubble.update(EMPTY_ANSWER_TEXT)
+        bubble.update(EMPTY_ANSWER)
         bubble.add_class("-pending")
     bubble.mark("stopped" if stopped else "", "-stopped" if stopped else "")
 
