@@ -382,6 +382,36 @@ async def test_keys_that_arrive_together_apply_in_order(pictures) -> None:
 
 
 @pilot_test
+async def test_a_paste_of_several_lines_is_joined_into_one_and_said(pictures) -> None:
+    """The input holds one line; a paste of several keeps them all, joined with spaces, and a notice says so
+    (Textual's Input kept only the first line, silently)."""
+    app = scripted_app(ScriptedEngine("fine"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press(*"Two: ")
+        app.query_one(ChatInput).post_message(events.Paste("What is at the top left?\r\n\n  What size is it?\n"))
+        await wait_until(pilot, lambda: input_value(app) == "Two: What is at the top left? What size is it?",
+                         what="the joined paste")
+        await wait_until(pilot, lambda: any(str(n.message) == "The 2 pasted lines were joined into one, with spaces."
+                                            for n in app._notifications), what="the notice")
+
+
+@pilot_test
+async def test_the_picker_says_whether_it_opens_or_compares(pictures) -> None:
+    app = scripted_app(ScriptedEngine("fine"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        for line, title, help_text in [("/image", "Open an image — ", "Enter: open image"),
+                                       ("/compare", "Compare with an image — ", "Enter: compare with it")]:
+            await send(pilot, line)
+            await wait_until(pilot, lambda: isinstance(app.screen, ImagePickerScreen), what="the picker")
+            shown = str(app.screen.query_one("#picker-title").render())
+            assert shown == title + str(pictures["red"].parent)
+            assert str(app.screen.query_one("#picker-help").render()).startswith(help_text)
+            await pilot.press("escape")
+
+
+@pilot_test
 async def test_typing_after_tab_goes_on_in_the_input(pictures) -> None:
     """Tab on a question moves the focus (to the chat, to scroll it); the next characters typed still land in
     the input, after what was there, and nothing is selected or replaced."""

@@ -24,6 +24,7 @@ from chatbot.errors import UserError
 from chatbot.locations import HOME_ENV, sessions_dir
 from chatbot.tui.widgets.chat_input import image_path_in
 from tests.conftest import make_image
+from chatbot.tui.widgets.chat_input import ChatInput
 from tests.tui_support import (
     SIZE,
     ask,
@@ -64,6 +65,9 @@ async def test_autosave_then_continue_shows_the_chat_and_its_image(pictures) -> 
         await wait_until(pilot, lambda: preview_source(app) == str(pictures["red"]), what="the image to reopen")
         assert pairs(app) == [("What is it?", "a red square"), ("Which colour?", "red")]
         assert f"Resumed session {session_id} (2 turns)." in notices(app)
+        await pilot.press("up", "up")  # the resumed chat's questions are Up's earlier lines
+        assert app.query_one(ChatInput).value == "What is it?"
+        await pilot.press("down", "down")
         await ask(pilot, "Sure?")
         assert engine.prompts[-1].startswith("Question: What is it? Answer: a red square.")  # the context goes on
     assert len(SessionStore().load(session_id).turns) == 3

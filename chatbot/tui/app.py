@@ -119,6 +119,9 @@ class ChatApp(FindingApp):
         self.sub_title = f"session {visible(self.conversation.session.id)}"
         transcript = self.query_one(Transcript)
         transcript.show_session(self.conversation.session)
+        field = self.query_one(ChatInput)
+        for turn in self.conversation.session.turns:  # a resumed chat's questions are Up's earlier lines
+            field.remember(turn.question)
         for problem in self.startup_problems:
             self.notice(problem, "warning")
         image, ref = self.conversation.image, self.conversation.session.image
@@ -433,7 +436,7 @@ class ChatApp(FindingApp):
             if path is not None:
                 (self.compare_image if compare else self.open_image)(str(path))
 
-        self.push_screen(ImagePickerScreen(start, self.renderer), chosen)
+        self.push_screen(ImagePickerScreen(start, self.renderer, compare=compare), chosen)
 
     def action_paste_image(self) -> None:
         """Ctrl+V: /paste, the image on the system clipboard (reading it takes at most a few seconds)."""

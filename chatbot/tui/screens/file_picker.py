@@ -44,10 +44,11 @@ class ImagePickerScreen(ModalScreen[Path | None]):
         Binding("backspace", "parent", "Parent folder"),
     ]
 
-    def __init__(self, start: Path, renderer: str = "auto") -> None:
+    def __init__(self, start: Path, renderer: str = "auto", *, compare: bool = False) -> None:
         super().__init__()
         self.start = start if start.is_dir() else Path.cwd()
         self.renderer = renderer
+        self.purpose = "Compare with an image" if compare else "Open an image"  # what Enter will do
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker"):
@@ -55,14 +56,14 @@ class ImagePickerScreen(ModalScreen[Path | None]):
             with Horizontal(id="picker-body"):
                 yield ImageTree(self.start, id="picker-tree")
                 yield ImagePreview(self.renderer, empty_text="Highlight an image to preview it.", id="picker-preview")
-            yield Static("Enter: open image · Backspace: parent folder · Esc: cancel", id="picker-help")
+            chooses = "compare with it" if self.purpose.startswith("Compare") else "open image"
+            yield Static(f"Enter: {chooses} · Backspace: parent folder · Esc: cancel", id="picker-help")
 
     def on_mount(self) -> None:
         self.query_one(ImageTree).focus()
 
-    @staticmethod
-    def _title(folder: Path) -> str:
-        return f"Open an image — {visible(folder)}"
+    def _title(self, folder: Path) -> str:
+        return f"{self.purpose} — {visible(folder)}"
 
     def action_parent(self) -> None:
         tree = self.query_one(ImageTree)

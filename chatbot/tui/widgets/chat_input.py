@@ -133,8 +133,21 @@ class ChatInput(Input):
     def _on_paste(self, event: events.Paste) -> None:
         # Textual calls every class's handler in turn: returning leaves the paste to Input's own.
         path = image_path_in(event.text) if not self.value.strip() else None
-        if path is None:
+        if path is not None:
+            event.prevent_default()
+            event.stop()
+            self.post_message(self.ImageDropped(path))
             return
+        lines = [line.strip() for line in event.text.splitlines() if line.strip()]
+        if len(lines) < 2:
+            return
+        # Input keeps only a paste's first line: here the lines become one, and a notice says so
         event.prevent_default()
         event.stop()
-        self.post_message(self.ImageDropped(path))
+        joined = " ".join(lines)
+        if self.selection.is_empty:
+            self.insert_text_at_cursor(joined)
+        else:
+            self.replace(joined, *self.selection)
+        self.app.notify(f"The {len(lines)} pasted lines were joined into one, with spaces.",
+                        timeout=COMPLETION_NOTICE_SECONDS, markup=False)
