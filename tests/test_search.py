@@ -212,9 +212,10 @@ def test_indexing_a_folder_without_pictures_says_so(
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     make_image(tmp_path / "empty" / "sub" / "deeper.png", (1, 2, 3))
     args = ["index", str(tmp_path / "empty"), "--model", str(retrieval_checkpoint), "--index", str(tmp_path / "i")]
-    assert main(args) == 0  # not an error: an emptied folder's pictures leave the index this way
+    assert main(args) == 2  # nothing to index and no index yet: said, and nothing is made
     err = capsys.readouterr().err
-    assert f"No images found in {tmp_path / 'empty'}. Add --recursive to look in sub-folders too." in err
+    assert f"No images found in {tmp_path / 'empty'}. Add --recursive to look in its sub-folders." in err
+    assert not (tmp_path / "i").exists()
     assert main([*args, "--recursive"]) == 0
     assert "No images found" not in capsys.readouterr().err
 

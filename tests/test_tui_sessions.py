@@ -22,9 +22,8 @@ from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import UserError
 from chatbot.locations import HOME_ENV, sessions_dir
-from chatbot.tui.widgets.chat_input import image_path_in
+from chatbot.tui.widgets.chat_input import ChatInput, image_path_in
 from tests.conftest import make_image
-from chatbot.tui.widgets.chat_input import ChatInput
 from tests.tui_support import (
     SIZE,
     ask,

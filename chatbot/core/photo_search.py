@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatbot.errors import ImageError, UserError
+from chatbot.errors import ImageError, PhotoIndexError, UserError
 from chatbot.locations import index_dir
 from chatbot.untrusted import visible
 
@@ -113,7 +113,14 @@ class Finder:
         if self._store is None:
             from chatbot.core.photo_index.store import IndexStore
 
-            self._store = IndexStore.open_existing(self.folder)  # PhotoIndexError: none yet, or damaged
+            store = IndexStore.open_existing(self.folder)  # PhotoIndexError: none yet, or damaged
+            if store.is_empty():  # not kept: the next search looks again, once the pictures are in
+                store.close()
+                raise PhotoIndexError(
+                    f"The index at {visible(self.folder)} holds no pictures yet.",
+                    "Add your photos with `blip2-chat index PATH` (PATH: your photos folder); if an index run "
+                    "has just started, wait until it has added some.")
+            self._store = store
         if self._engine is None:
             checkpoint = self._store.checkpoint
             check_model_matches(self.model, checkpoint, self.folder)
@@ -127,7 +134,10 @@ class Finder:
         self, text: str, *, top: int = 10, rerank: bool = True, progress: Callable[[str], None] = lambda _: None,
     ) -> list[Found]:
         """The `top` indexed pictures that best match `text`, best first (see the module's docstring)."""
+        from chatbot.engine.retrieval import check_query_text  # no torch: says a bad query before a model loads
+
         check_top(top)
+        check_query_text(text)  # QueryError: blank, or not text
         self.open(progress)
         query = self._engine.text_embeddings([text])[0]  # QueryError: empty, or longer than the model reads
         # The store gives every path of its best `top` pictures; copies of one picture (the same bytes in two

@@ -43,6 +43,20 @@ def itc_scores(image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
     return similarities.max(axis=1).astype(np.float32, copy=False)
 
 
+def check_query_text(text: str) -> None:
+    """A `QueryError` for search text no model can read: blank, or not valid UTF-8 (a command-line argument
+    in another encoding arrives with its bytes as lone surrogates, which no tokenizer takes). Needs no model,
+    so a search says it before one loads."""
+    if not text.strip():
+        raise QueryError("The search text is empty.",
+                         'Describe what the picture shows in a few words, for example "a dog on a beach".')
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError("The search text is not valid UTF-8 text.",
+                         "Type it again in UTF-8 (check your terminal's character encoding).") from None
+
+
 class RetrievalEngine:
     """A loaded retrieval checkpoint: image and text embeddings, ITC scores, ITM match probabilities."""
 
@@ -101,10 +115,9 @@ class RetrievalEngine:
     # --- text --------------------------------------------------------------------------------------
 
     def check_query(self, text: str) -> int:
-        """The query's length in tokens; a `QueryError` when it is blank or longer than the text encoder reads."""
-        if not text.strip():
-            raise QueryError("The search text is empty.",
-                             'Describe what the picture shows in a few words, for example "a dog on a beach".')
+        """The query's length in tokens; a `QueryError` when it is blank, not text (`check_query_text`) or longer
+        than the text encoder reads."""
+        check_query_text(text)
         count = len(self.processor.tokenizer(text)["input_ids"])
         if count > self.max_text_tokens:
             words = int(self.max_text_tokens * WORDS_PER_TOKEN)

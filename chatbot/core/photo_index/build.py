@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from chatbot.core.photo_index.files import FoundFile, find_image_files
+from chatbot.core.photo_index.files import Found, FoundFile, find_image_files
 from chatbot.core.photo_index.store import NOT_UTF8, FileState, IndexStore, storable
 from chatbot.errors import ImageError
 from chatbot.image_files import file_sha256
@@ -83,6 +83,7 @@ def update_index(
     on_progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     reader: FileReader | None = None,
+    found: Found | None = None,
 ) -> IndexSummary:
     """Index what `roots` hold now; returns the counts.
 
@@ -95,10 +96,11 @@ def update_index(
             first batch, then after each batch (never when nothing changed).
         cancel: asked between batches; True stops the run (finished batches are kept).
         reader: hashes and decodes the new or changed files (default: here, `LocalFiles`).
+        found: what `find_image_files(roots, recursive)` returned, when the caller looked already.
     """
     started = time.monotonic()
     summary = IndexSummary()
-    found = find_image_files(roots, recursive)
+    found = found if found is not None else find_image_files(roots, recursive)
     summary.failed += found.unreadable
     summary.failed += [(file.path, NOT_UTF8) for file in found.files if not storable(file.path)]
     files = [file for file in found.files if storable(file.path)]

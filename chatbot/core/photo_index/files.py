@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatbot.image_files import Unreadable, find_images
+from chatbot.images import IMAGE_SUFFIXES
+from chatbot.untrusted import visible
 
 
 @dataclass(frozen=True)
@@ -42,3 +44,22 @@ def find_image_files(roots: list[Path], recursive: bool) -> Found:
             continue
         found.files.append(FoundFile(path, info.st_size, info.st_mtime_ns))
     return found
+
+
+def nothing_found_words(paths: list[str], roots: list[Path], recursive: bool) -> tuple[str, str]:
+    """(sentence, hint) when `roots` hold no image file at all: describe's wording, for index.
+
+    --recursive is suggested only when a folder has sub-folders to look in."""
+    below = not recursive and any(_has_subfolders(root) for root in roots)
+    hint = "Add --recursive to look in its sub-folders." if below else \
+        f"index reads {', '.join(sorted(IMAGE_SUFFIXES))} files."
+    return f"No images found in {visible(', '.join(paths))}.", hint
+
+
+def _has_subfolders(root: Path) -> bool:
+    """Whether folder `root` holds a folder that is not hidden (as `find_images` would walk with --recursive)."""
+    try:
+        with os.scandir(root) as entries:
+            return any(not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False) for entry in entries)
+    except OSError:  # not a folder, or one that cannot be read
+        return False

@@ -11,6 +11,7 @@ loses at most the batch in progress. An index that cannot be read is set aside (
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ EXACT_LIMIT = 2_000  # images: below this every search is exact (about 70 ms on 
 RETRAIN_GROWTH = 4  # the centres are trained again once the index is this many times larger
 CANDIDATES = 100  # images the first stage hands to exact re-scoring (300 found no more at 10k or 100k)
 NOT_UTF8 = "its name is not valid UTF-8; rename it to index it."  # why a file `storable` refuses is not indexed
+REBUILDING = "rebuild-in-progress"  # the sub-folder a --rebuild makes its index in (see `open_rebuild`)
 _FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "vectors.f16", "centres.npy")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +81,7 @@ class IndexStore:
         self.vectors = VectorFile(folder / "vectors.f16", int(self._meta("rows") or 0), (int(shape[0]), int(shape[1])))
         self._coarse = CoarseLists.load(folder)
         self._writer_lock: IO[bytes] | None = None  # held while this store may write (opened with `create`)
+        self._folder_lock: IO[bytes] | None = None  # a rebuild's: the lock of the index it will replace
 
     @classmethod
     def open_existing(cls, folder: Path) -> IndexStore:
@@ -94,16 +97,14 @@ class IndexStore:
         (and not `create`), one made by another checkpoint, or a damaged one (set aside first).
         """
         folder = Path(folder)
+        check_index_folder(folder)
         if rebuild:
-            for name in _FILES:
-                (folder / name).unlink(missing_ok=True)
-            for derived in _derived_files(folder):
-                derived.unlink()
+            remove_index_files(folder)
         if not (folder / "index.sqlite").exists():
             if not create:
                 raise PhotoIndexError(f"There is no search index at {visible(folder)} yet.",
                                       "Build it with `blip2-chat index PATH` (PATH: your photos folder).")
-            folder.mkdir(parents=True, exist_ok=True)
+            make_index_folder(folder)
         writer_lock = _lock_for_writing(folder) if create else None
         db: sqlite3.Connection | None = None
         try:
@@ -140,9 +141,38 @@ class IndexStore:
         return store
 
     def close(self) -> None:
+        """Close the database and let go of the locks (again: nothing happens)."""
         self._db.close()
-        if self._writer_lock is not None:
-            self._writer_lock.close()  # closing the file lets go of the lock
+        for lock in (self._writer_lock, self._folder_lock):
+            if lock is not None:
+                lock.close()  # closing the file lets go of the lock
+
+    def is_empty(self) -> bool:
+        """Whether the index holds no picture at all (a search has nothing to rank)."""
+        return self.vectors.rows == 0 or self.count() == 0
+
+    def swap_in(self) -> None:
+        """Close this index, made by `open_rebuild`, and put it in place of the index it rebuilds.
+
+        The old index's `index.sqlite` leaves first and the new one arrives last, so a crash half-way leaves
+        either index whole or no index (never one's database with the other's vectors); the old files are
+        deleted only once the new ones are in place."""
+        self._db.close()  # the last connection: SQLite folds the WAL into index.sqlite
+        aside, folder = self.folder, self.folder.parent
+        try:
+            replaced = folder / "replaced-by-rebuild"
+            replaced.mkdir(exist_ok=True)
+            old = [path.rename(replaced / path.name) for path in _index_files(folder)]
+            for path in reversed(_index_files(aside)):
+                path.rename(folder / path.name)
+            for path in old:
+                path.unlink()
+            (aside / "writer.lock").unlink(missing_ok=True)
+            for emptied in (replaced, aside):  # each is left when it holds something else (a damaged rebuild)
+                with contextlib.suppress(OSError):
+                    emptied.rmdir()
+        finally:
+            self.close()
 
     # ----- what the index knows
 
@@ -226,6 +256,8 @@ class IndexStore:
         `candidates` images, re-scored exactly. `probes`: lists the first stage reads (None: `probes_for`,
         which scales with the number of lists). Ties are broken by the order images were added.
         """
+        if self.vectors.rows == 0:
+            return []  # nothing to rank (and no recorded vector width to check the query against)
         q = np.asarray(query, np.float32).reshape(self.vectors.dim)
         if exact is None:
             exact = self.vectors.rows <= EXACT_LIMIT or self._coarse is None
@@ -278,6 +310,66 @@ class IndexStore:
         self._db.execute("COMMIT")
 
 
+def check_index_folder(folder: Path) -> None:
+    """An index lives in a folder: a file (or anything else) in its place gets one sentence."""
+    if os.path.lexists(folder) and not folder.is_dir():
+        what = "a file" if folder.is_file() else "not a folder"
+        raise PhotoIndexError(f"{visible(folder)} is {what}, not a folder for the search index.",
+                              "Give --index a folder (one that does not exist yet is made), e.g. "
+                              "--index ~/photo-index.")
+
+
+def make_index_folder(folder: Path) -> None:
+    """Make the index folder (and its parents) when missing; one sentence when that cannot be done."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise PhotoIndexError(f"Could not make the index folder {visible(folder)}: {visible(reason)}.",
+                              "Give --index a folder you can write to.") from None
+
+
+def has_index(folder: Path) -> bool:
+    """Whether `folder` holds an index (of any checkpoint, intact or not)."""
+    return folder.is_dir() and (folder / "index.sqlite").exists()
+
+
+def remove_index_files(folder: Path) -> None:
+    """Delete the index in `folder`: its own files only (--index may name a folder that holds others)."""
+    for path in _index_files(folder):
+        path.unlink(missing_ok=True)
+
+
+def open_rebuild(folder: Path, checkpoint: str) -> IndexStore:
+    """A fresh index made with `checkpoint` in `<folder>/rebuild-in-progress`, for `index --rebuild`.
+
+    The index in `folder` is not touched, and stays searchable, until `swap_in` replaces it with this one:
+    a model that fails to load, an error or Ctrl+C leave it as it was. A stopped rebuild with the same
+    checkpoint is gone on with; one with another is started afresh. The returned store also holds
+    `folder`'s writer lock, so no other run writes to the index being replaced."""
+    check_index_folder(folder)
+    make_index_folder(folder)
+    folder_lock = _lock_for_writing(folder)
+    try:
+        aside = folder / REBUILDING
+        check_index_folder(aside)
+        if has_index(aside):
+            made_by: str | None = None
+            with contextlib.suppress(PhotoIndexError):  # a damaged one is set aside, inside `aside`
+                earlier = IndexStore.open_existing(aside)
+                made_by = earlier.checkpoint
+                earlier.close()
+            if made_by != checkpoint:
+                remove_index_files(aside)
+        store = IndexStore.open(aside, checkpoint, create=True)
+    except BaseException:
+        if folder_lock is not None:
+            folder_lock.close()
+        raise
+    store._folder_lock = folder_lock
+    return store
+
+
 def _lock_for_writing(folder: Path) -> IO[bytes] | None:
     """One writer per index: an advisory lock on `writer.lock`, released when the process ends.
 
@@ -297,6 +389,11 @@ def _lock_for_writing(folder: Path) -> IO[bytes] | None:
     except OSError:
         return handle  # a filesystem without locks
     return handle
+
+
+def _index_files(folder: Path) -> list[Path]:
+    """The index's own files that exist in `folder`, `index.sqlite` first."""
+    return [path for path in [*(folder / name for name in _FILES), *_derived_files(folder)] if path.exists()]
 
 
 def _derived_files(folder: Path) -> list[Path]:

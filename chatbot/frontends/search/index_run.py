@@ -7,7 +7,9 @@ itself (what is unchanged, reused, re-embedded, removed) is `chatbot.core.photo_
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -43,18 +45,32 @@ class IndexRequest:
 def run_index(settings: Settings, request: IndexRequest) -> int:
     """The `index` command; `settings.model` is the retrieval checkpoint asked for ("" : the index's own).
 
+    Nothing is made when there is nothing to index. A run that makes an index (the first, or a --rebuild,
+    which is made aside while the old index stays as it was) and ends with no picture in it leaves nothing
+    behind, so a model that failed to load is never recorded; a --rebuild replaces the old index only
+    once it is complete.
+
     Raises:
-        UserError: a path that does not exist, a bad --batch-size, another model's index, a damaged one.
+        UserError: a path that does not exist, nothing to index there, a bad --batch-size, an --index that
+            is a file, another model's index, a damaged one.
     """
     from chatbot.core.photo_index.build import update_index
-    from chatbot.core.photo_index.store import IndexStore
+    from chatbot.core.photo_index.files import find_image_files, nothing_found_words
+    from chatbot.core.photo_index.store import IndexStore, check_index_folder, has_index, open_rebuild
 
     if request.batch_size < 1:
         raise OptionError(f"--batch-size must be at least 1 (got {request.batch_size}).", "Try 8.")
     roots = checked_roots(request.paths)
     folder = index_folder(request.folder)
+    check_index_folder(folder)
+    found = find_image_files(roots, request.recursive)
+    nothing = not found.files and not found.unreadable
+    fresh = request.rebuild or not has_index(folder)  # this run makes the index it writes to
+    if nothing and fresh:
+        raise UserError(*nothing_found_words(list(request.paths), roots, request.recursive))
     model = choose_index_model(settings.model, folder, rebuild=request.rebuild)
-    store = IndexStore.open(folder, model, create=True, rebuild=request.rebuild)
+    made_folders = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    store = open_rebuild(folder, model) if request.rebuild else IndexStore.open(folder, model, create=True)
     progress: ProgressLine | None = None
 
     def advanced(done: int, total: int) -> None:
@@ -69,33 +85,73 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
         if progress is not None:
             progress.start()
 
+    finished = False
     try:
         with ExitStack() as stack:
             embed, reader = _embedder_for(settings, model, request, loaded, stack)
             summary = update_index(store, roots, recursive=request.recursive, embed=embed,
-                                   batch_size=request.batch_size, on_progress=advanced, reader=reader)
+                                   batch_size=request.batch_size, on_progress=advanced, reader=reader, found=found)
         held = store.count()
+        finished = not summary.cancelled
     except KeyboardInterrupt:
         if progress is not None:
             progress.finish()
-        _say("Stopped. Every finished batch is in the index; run the same command again to go on.")
+        _say(f"Stopped. The index at {folder} is as it was; run the same command again to go on with the "
+             "rebuild." if request.rebuild else
+             "Stopped. Every finished batch is in the index; run the same command again to go on.")
         return 130
     finally:
-        store.close()
+        made_nothing = fresh and store.is_empty()
+        if made_nothing:
+            _remove_made_index(store, made_folders)
+        elif request.rebuild and finished:
+            store.swap_in()
+        else:
+            store.close()
     if progress is not None:
         progress.finish()
+    if nothing and summary.removed == 0:  # an index that held nothing from there either: nothing was done
+        raise UserError(*nothing_found_words(list(request.paths), roots, request.recursive))
     for path, reason in summary.failed[:MOST_FAILURES_NAMED]:
-        _say(f"Could not index {visible(path)}: {visible(reason)}")
+        _say(failure_line(path, reason))
     if len(summary.failed) > MOST_FAILURES_NAMED:
         _say(f"... and {len(summary.failed) - MOST_FAILURES_NAMED} more that could not be indexed.")
-    _say(f"Done: {summary.sentence()} The index at {visible(folder)} holds {plural(held, 'picture')}.")
-    seen = summary.added + summary.updated + summary.reused + summary.unchanged + len(summary.failed)
-    if seen == 0 and not summary.cancelled:
-        hint = "" if request.recursive else " Add --recursive to look in sub-folders too."
-        _say(f"No images found in {visible(', '.join(request.paths))}.{hint}")
+    if nothing:  # an emptied folder: its pictures left the index
+        sentence, hint = nothing_found_words(list(request.paths), roots, request.recursive)
+        _say(f"{sentence} {hint}")
+    if not made_nothing:
+        where = f"The index at {visible(folder)} holds {plural(held, 'picture')}."
+    elif request.rebuild:
+        where = f"Nothing could be indexed, so the index at {visible(folder)} is as it was."
+    else:
+        where = f"Nothing could be indexed, so no index was made at {visible(folder)}."
+    _say(f"Done: {summary.sentence()} {where}")
     if request.json:
         print(json.dumps(summary_record(summary, folder, model, held)), flush=True)
     return 130 if summary.cancelled else 0
+
+
+def failure_line(path: str, reason: str) -> str:
+    """'Could not index /p/a.jpg: it is empty (0 bytes). ...': the file named once, though most reasons
+    (the image loader's sentences) name it too."""
+    shown = visible(path)
+    if reason.startswith(shown + " "):
+        return f"Could not index {shown}: it{reason[len(shown):]}"
+    if re.search(re.escape(shown) + r"(?=[\s:,;)]|\.\s|\.?$)", reason):
+        return reason  # 'Permission denied reading /p/a.jpg. ...', 'Could not read /p/a.jpg: ...'
+    return f"Could not index {shown}: {reason}"
+
+
+def _remove_made_index(store: Any, made_folders: list[Path]) -> None:
+    """Close and delete an index this run made that holds nothing, and the folders the run made for it."""
+    from chatbot.core.photo_index.store import remove_index_files
+
+    store.close()
+    remove_index_files(store.folder)
+    for path in [store.folder, *made_folders]:
+        (path / "writer.lock").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only when nothing else is in it (an index folder given may hold other things)
 
 
 def _embedder_for(settings: Settings, model: str, request: IndexRequest, loaded: Callable[[], None],
