@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from chatbot.errors import UserError
-from chatbot.frontends.describe.row_lines import FIELDS, HEADERS, BadLine, guess_format, parse_records
+from chatbot.frontends.describe.row_lines import FIELDS, HEADERS, BadLine, guess_format, md_cells, parse_records
 from chatbot.frontends.screen_reader import is_terminal
 from chatbot.untrusted import has_controls, visible
 
@@ -77,11 +77,17 @@ def render(row: Row, fmt: str, *, shown: bool = False) -> str:
     if fmt == "jsonl":
         return _json_line(asdict(row))
     if fmt == "csv":
+        cells = [visible(v) if shown else writable_text(v) for v in values]
+        # csv quotes a field holding a comma, a quote or "\n" (the line terminator), but not one holding "\r",
+        # which a reader takes for a line break too: a row with a "\r" anywhere has all its fields quoted
         buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow([visible(v) if shown else writable_text(v) for v in values])
+        if any("\r" in cell for cell in cells):
+            csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(cells)
+        else:
+            csv.writer(buffer, lineterminator="\n").writerow(cells)
         return buffer.getvalue()
-    cells = (visible(_md_escape(value)) if shown else _md_escape(writable_text(value)) for value in values)
-    return "| " + " | ".join(cells) + " |\n"
+    table_cells = (visible(_md_escape(value)) if shown else _md_escape(writable_text(value)) for value in values)
+    return "| " + " | ".join(table_cells) + " |\n"
 
 
 def path_key(path: str, fmt: str) -> str:
@@ -91,6 +97,17 @@ def path_key(path: str, fmt: str) -> str:
         return path
     written = writable_text(path)
     return " ".join(written.split()) if fmt == "md" else written
+
+
+def path_keys(path: str, fmt: str) -> tuple[str, ...]:
+    """Every way `path` may read back from a file of this format: `path_key`, and for Markdown also the
+    spelling of a table shown on a terminal or a pipe (`render(..., shown=True)`), which `| tee alt.md` saves
+    (and `> alt.md` did before it was written as --out writes it)."""
+    key = path_key(path, fmt)
+    if fmt != "md":
+        return (key,)
+    shown = md_cells(render(Row(path), fmt, shown=True))[0]
+    return (key,) if shown == key else (key, shown)
 
 
 def _json_line(record: dict[str, str]) -> str:
@@ -129,10 +146,7 @@ class RowWriter:
         self._shown = shown  # read on a terminal: Markdown cells show control characters (`visible`)
         self._owned = owned  # opened here, so closed here (stdout is not)
         self._failed = False
-        try:
-            self._syncable = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-        except (OSError, ValueError, io.UnsupportedOperation):
-            self._syncable = False
+        self._syncable = _is_regular_file(stream)
 
     @classmethod
     def open(cls, path: Path, fmt: str) -> RowWriter:
@@ -156,10 +170,13 @@ class RowWriter:
     def to_stdout(cls, stream: IO[str], fmt: str) -> RowWriter:
         """Rows to `stream` (stdout, left open), after the format's header, so `> alt.md` is a whole table.
 
-        Someone may read this on a terminal, so Markdown cells (a table for people, always) and CSV cells
-        on a terminal show control characters instead of emitting them; JSON Lines escapes them anyway.
+        On a terminal, CSV and Markdown cells show control characters instead of emitting them (JSON Lines
+        escapes them anyway). Markdown is a table for people, so it is shown that way on a pipe too (which
+        may end at a terminal: `| cat`); stdout that is a regular file (`> alt.md`) gets what --out writes,
+        so `--out alt.md --resume` recognises every name.
         """
-        writer = cls(stream, fmt, name="stdout", shown=fmt == "md" or is_terminal(stream))
+        shown = is_terminal(stream) or (fmt == "md" and not _is_regular_file(stream))
+        writer = cls(stream, fmt, name="stdout", shown=shown)
         writer.write_header()
         return writer
 
@@ -216,6 +233,39 @@ class OutputWriteError(OutputError):
 
 _WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
                    errno.EFBIG: "the file is too large for the disk", errno.EIO: "an input/output error"}
+
+
+def _is_regular_file(stream: IO[str]) -> bool:
+    """Whether `stream` writes to a regular file (not a terminal, a pipe, a device or a stream in memory)."""
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+def check_out(out: Path, fmt: str) -> None:
+    """Refuse an --out that cannot be written, before the model loads: a folder, a path under a file, a file or
+    folder this user may not write. A missing folder is fine (it is made when the first row is written).
+    A named pipe or a device is left to the writer (opening a pipe would wait for its reader).
+
+    Raises:
+        OutputError: what is wrong, and what to pass instead.
+    """
+    if out.is_dir():
+        raise OutputError(f"--out {visible(out)} is a folder, not a file.",
+                          f"Name a file in it, e.g. --out {visible(out / ('alt.' + fmt))}.")
+    folder = out.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent  # folders that do not exist yet are made: the nearest one that does decides
+    problem = ""
+    if not folder.is_dir():
+        problem = f"{visible(folder)} is not a folder"
+    elif out.exists() and fmt != "parquet":
+        problem = "" if os.access(out, os.W_OK) else "permission denied"
+    elif not os.access(folder, os.W_OK | os.X_OK):  # a new file there (parquet: NAME.partial beside NAME)
+        problem = f"permission denied in {visible(folder)}"
+    if problem:
+        raise OutputError(f"Cannot write {visible(out)}: {problem}.", "Choose another --out.")
 
 
 def _at_start(stream: IO[str]) -> bool:

@@ -7,7 +7,9 @@ sha256). An unreadable image becomes an error row and the run goes on; a folder 
 cannot even be looked at (a symlink loop) is left out and named on stderr. Identical files are
 described once: the copies get the same text without running the model again. A full disk
 ends the run with one sentence (the rows before it are whole, so `--resume` goes on), a closed
-pipe quietly. File names reach stderr only through `visible`.
+pipe quietly. Ctrl+C stops the run just after the row being written, and it leaves at once (a second
+Ctrl+C while it stops is ignored: chatbot/frontends/describe/ctrl_c.py). File names reach stderr only
+through `visible`.
 
 Just over 300 lines: finding the images, batching them and writing rows resumably are one run, whose
 steps share the request and the writer.
@@ -16,9 +18,7 @@ steps share the request and the writer.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,13 +29,15 @@ from chatbot.core.settings import Settings
 from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError, OptionError
 from chatbot.frontends.describe.alt_text import DEFAULT_PROMPT, to_alt_text
+from chatbot.frontends.describe.ctrl_c import CtrlC
 from chatbot.frontends.describe.output import (
     OutputError,
     OutputWriteError,
     Row,
     RowWriter,
+    check_out,
     format_for,
-    path_key,
+    path_keys,
     read_rows,
 )
 from chatbot.frontends.describe.parquet_output import PARQUET, ParquetRowWriter, parquet_refusals
@@ -88,6 +90,7 @@ def describe(
     engine: BatchAnswerer, paths: Sequence[str], write: Callable[[Row], None], *, options: GenerationOptions,
     prompt: str = DEFAULT_PROMPT, batch_size: int = 8, done: Sequence[Row] = (), progress: ProgressLine | None = None,
     load: Callable[[str], LoadedImage] = load_image, sha256_of: Callable[[str], str] = file_sha256,
+    ctrl_c: CtrlC | None = None,
 ) -> Summary:
     """Describe each image in `paths`, handing every row to `write` as soon as it exists.
 
@@ -102,15 +105,17 @@ def describe(
         progress: told about every image; None: silent.
         load: reads one image (a Ray run passes its workers' results, in the same order).
         sha256_of: the sha256 of a file's bytes ("" when unreadable).
+        ctrl_c: the run's Ctrl+C handler (installed by the caller): it holds a Ctrl+C while a row is written.
     """
     summary = Summary()
+    ctrl_c = ctrl_c or CtrlC()
     done_keys = DoneKeys.of(done)
     texts = {row.sha256: row.alt_text for row in done if not row.failed and row.sha256}  # identical bytes, same text
     batch: list[LoadedImage] = []
     copies: dict[str, list[str]] = {}  # sha256 of an image in the batch -> later paths with the same bytes
 
     def emit(row: Row, worked: bool) -> None:
-        with _ctrl_c_held():  # a row written is a row counted: the count said at a stop is the rows saved
+        with ctrl_c.held():  # a row written is a row counted: the count said at a stop is the rows saved
             write(row)
             if progress:
                 progress.advance(worked)  # the speed shown is the model's: copies and errors cost next to nothing
@@ -157,21 +162,6 @@ def describe(
     return summary
 
 
-@contextmanager
-def _ctrl_c_held() -> Iterator[None]:
-    """Hold Ctrl+C (SIGINT) while a row is written and counted; it lands just after. Without this it lands
-    mid-write (during the fsync, most likely), after the row is saved but before it is counted. Only on the
-    main thread, where Python takes signals, and where signals can be held (not on Windows)."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a Ctrl+C held is raised now
-
-
 @dataclass(frozen=True)
 class DoneKeys:
     """The rows already in the output (--resume), as the keys that tell an image is done."""
@@ -188,13 +178,15 @@ def as_found(done: Sequence[Row], paths: Sequence[str], fmt: str) -> list[Row]:
     """Rows read back from the output, each under the path of every image it may stand for.
 
     CSV and Markdown cannot hold some names exactly (bytes that are not UTF-8 are written `\\x9b`;
-    Markdown folds white space), so a row is matched by `path_key`; where two names fold alike, the
-    sha256 in the skip rule tells which image the row was.
+    Markdown folds white space), so a row is matched by `path_keys` (Markdown: also as a table shown on a
+    terminal or a pipe spells the name); where two names fold alike, the sha256 in the skip rule tells which
+    image the row was.
     """
     found: dict[str, list[str]] = {}
     for path in paths:
-        found.setdefault(path_key(path, fmt), []).append(path)
-    return [replace(row, path=path) for row in done for path in found.get(path_key(row.path, fmt), [row.path])]
+        for key in path_keys(path, fmt):
+            found.setdefault(key, []).append(path)
+    return [replace(row, path=path) for row in done for path in found.get(row.path, [row.path])]
 
 
 def already_done(path: str, keys: DoneKeys, sha256_of: Callable[[str], str] = file_sha256) -> bool:
@@ -225,6 +217,8 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     if request.resume and request.out is not None and os.path.exists(request.out) and not request.out.is_file():
         raise OutputError(f"--resume reads --out back, and {visible(request.out)} is not a regular file.",
                           "Give --out a file, or leave out --resume to write into it.")  # a named pipe would hang
+    if request.out is not None:
+        check_out(request.out, fmt)  # a folder, or a path under a file: said now, not once the model has loaded
     if request.out is not None and request.out.is_file() and request.out.stat().st_size > 0:
         if not request.resume:
             raise OutputError(f"{visible(request.out)} already exists.",
@@ -232,17 +226,22 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
         done = as_found(read_rows(request.out, fmt), paths, fmt)
     rows_on_screen = request.out is None and is_terminal(sys.stdout)  # a bar on stderr would run into the rows
     progress = ProgressLine(len(paths), sys.stderr, noun="image", bar=not rows_on_screen)
+    ctrl_c = CtrlC()
     try:
-        with _answerer_for(settings, request, paths, done, status) as (engine, load, sha256_of), \
+        with ctrl_c.installed(), _answerer_for(settings, request, paths, done, status) as (engine, load, sha256_of), \
                 _writer_for(request.out, fmt) as writer:
             progress.start(f"Describing {plural(len(paths), 'image')}, {request.batch_size} at a time.")
             summary = describe(engine, paths, writer.write, options=settings.options, prompt=request.prompt,
                                batch_size=request.batch_size, done=done, progress=progress, load=load,
-                               sha256_of=sha256_of)
+                               sha256_of=sha256_of, ctrl_c=ctrl_c)
     except KeyboardInterrupt:
         progress.finish()  # the bar shows the last row written, as the sentence does
         status(_stopped_sentence(progress, request.out))
-        return 130
+        from chatbot.core.runtime import exit_now
+
+        # every row is written and the file closed: leave now, not after the model thread's batch (at exit Python
+        # waits for it, seconds with a large model); Ray's run has shut down its workers on the way out already
+        return exit_now(130, loaded=ctrl_c.pressed and request.ray is None and "torch" in sys.modules)
     except BrokenPipeError:
         progress.finish()
         raise  # the reader went away (`| head`): the CLI stops quietly, as Unix tools do

@@ -1,0 +1,300 @@
+"""What a user probe of `describe` found: a carriage return in a file name made invalid CSV; Markdown redirected
+from stdout (`> alt.md`) spelled hostile names unlike `--out alt.md`, so `--resume` described them again; an
+--out that is a folder was refused only once the model had loaded; and a second Ctrl+C while the run stopped
+aborted the process with a traceback.
+
+The format tests write rows and read them back with the csv module and JSON (independent of describe's
+reader) and with `read_rows` (what --resume uses); a ScriptedEngine answers where the front end is what is
+tested. The Ctrl+C test runs the demo model in a child process and holds its model thread busy until told.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from chatbot.frontends.describe.ctrl_c import CtrlC
+from chatbot.frontends.describe.output import FIELDS, Row, RowWriter, read_rows
+from chatbot.frontends.describe.run import as_found
+from chatbot.untrusted import has_controls
+from tests.conftest import make_image
+from tests.test_cli import run_cli_tracing_imports
+from tests.test_describe import SUMMARY, describe_here, use_scripted_engine
+from tests.test_hostile_names import NOT_UTF8, named_in_bytes
+
+# --- 1. any character in a name: every row reads back, and --resume finds it ------------------------------
+
+# any character (NUL too: no name holds it, but a caption might), and the lone surrogates that stand for the
+# undecodable bytes of a name that is not UTF-8 (os.fsdecode gives U+DC80..U+DCFF, never others); the characters
+# CSV, Markdown and a terminal treat specially made likely
+name_chars = st.characters(blacklist_categories=("Cs",)) | st.sampled_from('\r\n",|\\\x00\x1b\x85\u2028 ') \
+    | st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF)
+names = st.text(alphabet=name_chars, min_size=1, max_size=24)
+
+
+def as_written(text: str) -> str:
+    """The reference for what a UTF-8 file holds of `text`: each undecodable byte (U+DC80..U+DCFF) as `\\xNN`."""
+    return "".join(f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else ch for ch in text)
+
+
+def rows_for(name: str) -> list[Row]:
+    return [Row(f"/p/{name}", error=f"{name} is damaged.", sha256="ab" * 32),
+            Row(f"/p/{name}.png", alt_text=f"A {name}, quoted.", sha256="cd" * 32), Row("/q/plain.png", "A cat.")]
+
+
+def write(path: Path, fmt: str, rows: list[Row]) -> None:
+    path.unlink(missing_ok=True)
+    with RowWriter.open(path, fmt) as writer:
+        for row in rows:
+            writer.write(row)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=names)
+@example(name="\r\rcr.jpg")  # the probe's name
+@example(name="a\rb,\"c\"\n\udcff")
+def test_any_name_reads_back_from_csv_exactly_and_resumes(name: str, tmp_path: Path) -> None:
+    rows = rows_for(name)
+    path = tmp_path / "alt.csv"
+    write(path, "csv", rows)
+    with open(path, encoding="utf-8", newline="") as handle:  # the csv module on its own, as a spreadsheet would
+        records = list(csv.reader(handle))
+    assert records == [list(FIELDS)] + [[as_written(getattr(row, field)) for field in FIELDS] for row in rows]
+    done = read_rows(path, "csv")  # what --resume reads
+    assert done == [Row(*(as_written(getattr(row, field)) for field in FIELDS)) for row in rows]
+    paths = [row.path for row in rows]
+    assert [row.path for row in as_found(done, paths, "csv")] == paths  # each image found under its own name
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=names)
+@example(name="\r\rcr.jpg")
+def test_any_name_reads_back_from_json_lines_and_markdown(name: str, tmp_path: Path) -> None:
+    rows = rows_for(name)
+    for fmt in ("jsonl", "md"):
+        path = tmp_path / f"alt.{fmt}"
+        write(path, fmt, rows)
+        text = path.read_bytes().decode("utf-8")  # valid UTF-8 whatever the name
+        if fmt == "jsonl":
+            assert [json.loads(line) for line in text.split("\n")[:-1]] == [
+                {field: getattr(row, field) for field in FIELDS} for row in rows]  # lossless
+        else:  # a table row is one line: white space folded, as the reader's split() folds it
+            assert len(text.split("\n")) == 2 + len(rows) + 1
+            assert [row.path for row in read_rows(path, fmt)] == [" ".join(as_written(row.path).split())
+                                                                  for row in rows]
+        paths = [row.path for row in rows]
+        assert [row.path for row in as_found(read_rows(path, fmt), paths, fmt)] == paths
+
+
+def test_a_carriage_return_in_a_name_is_described_then_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "h"
+    folder.mkdir()
+    (folder / "\r\rcr.jpg").write_bytes(b"x")  # not an image: an error row, whose message names the file too
+    make_image(folder / "red.png", (200, 30, 30))
+    out = tmp_path / "h.csv"
+    use_scripted_engine(monkeypatch, "a red square")
+    assert describe_here(folder, "--out", out) == 0
+    capsys.readouterr()
+    with open(out, encoding="utf-8", newline="") as handle:
+        header, broken, red = csv.reader(handle)
+    assert header == list(FIELDS) and broken[0] == str(folder / "\r\rcr.jpg") and broken[2]
+    assert red[:2] == [str(folder / "red.png"), "A red square."]
+    written = out.read_bytes()
+    use_scripted_engine(monkeypatch)
+    assert describe_here(folder, "--out", out, "--resume") == 0
+    assert SUMMARY.match(capsys.readouterr().err.splitlines()[-1]).groups() == ("0", "2", "0")  # type: ignore[union-attr]
+    assert out.read_bytes() == written
+
+
+# --- 2. Markdown on stdout: a file gets what --out writes; a pipe's table is recognised by --resume ------------
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> Path:
+    """hostile/: an escape sequence in a name, a name that is not UTF-8 (where the filesystem allows), a plain one."""
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    make_image(folder / "\x1b[31mred.png", (200, 30, 30))
+    make_image(named_in_bytes(folder, b"bad" + NOT_UTF8), (20, 180, 40))
+    make_image(folder / "plain.png", (20, 30, 200))
+    return folder
+
+
+def resumed(folder: Path, out: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple:
+    capsys.readouterr()
+    use_scripted_engine(monkeypatch)
+    assert describe_here(folder, "--out", out, "--resume") == 0
+    return SUMMARY.match(capsys.readouterr().err.splitlines()[-1]).groups()  # type: ignore[union-attr]
+
+
+def test_markdown_redirected_to_a_file_is_what_out_writes(hostile: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    answers = ("a red square", "a green square", "a blue square")
+    use_scripted_engine(monkeypatch, *answers)
+    assert describe_here(hostile, "--out", tmp_path / "out.md") == 0
+    redirected = tmp_path / "redirected.md"
+    with open(redirected, "w", encoding="utf-8", newline="") as stdout:  # `> redirected.md`
+        monkeypatch.setattr(sys, "stdout", stdout)
+        use_scripted_engine(monkeypatch, *answers)
+        assert describe_here(hostile, "--format", "md") == 0
+        monkeypatch.undo()
+    assert redirected.read_bytes() == (tmp_path / "out.md").read_bytes()
+    before = redirected.read_bytes()
+    assert resumed(hostile, redirected, monkeypatch, capsys) == ("0", "3", "0")  # none described twice
+    assert redirected.read_bytes() == before
+
+
+def test_markdown_on_a_pipe_is_shown_safely_and_resumed(hostile: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    use_scripted_engine(monkeypatch, "a red square", "a green square", "a blue square")
+    assert describe_here(hostile, "--format", "md") == 0  # captured: not a file, so perhaps a terminal at the end
+    table = capsys.readouterr().out
+    assert all(not has_controls(line) for line in table.split("\n"))  # nothing raw that a terminal would obey
+    assert "\\x1b" in table and "\\x9b" in table
+    saved = tmp_path / "teed.md"  # `| tee teed.md`
+    saved.write_text(table, encoding="utf-8")
+    assert resumed(hostile, saved, monkeypatch, capsys) == ("0", "3", "0")  # the shown spelling is recognised
+    assert saved.read_text(encoding="utf-8") == table
+
+
+# --- 3. an --out that cannot be written is refused before the model loads -----------------------------------
+
+
+@pytest.mark.parametrize(("where", "said"), [
+    ("{folder}", "--out {folder} is a folder, not a file. Name a file in it, e.g. --out {folder}/alt.csv."),
+    ("{image}/alt.csv", "Cannot write {image}/alt.csv: {image} is not a folder. Choose another --out."),
+    ("{image}/deeper/alt.csv", "Cannot write {image}/deeper/alt.csv: {image} is not a folder. Choose another --out."),
+])
+def test_an_out_that_cannot_be_written_is_refused_before_the_model_loads(tmp_path: Path, where: str,
+                                                                          said: str) -> None:
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    image = make_image(folder / "red.png", (200, 30, 30))
+    out = where.format(folder=folder, image=image)
+    before = image.read_bytes()
+    result, imported = run_cli_tracing_imports("describe", folder, "--format", "csv", "--out", out, "--model", "demo")
+    assert not imported & {"torch", "transformers"}
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"blip2-chat: {said.format(folder=folder, image=image)}\n"
+    assert image.read_bytes() == before and sorted(folder.iterdir()) == [image]
+
+
+def test_an_out_in_missing_folders_makes_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    image = make_image(tmp_path / "red.png", (200, 30, 30))
+    use_scripted_engine(monkeypatch, "a red square")
+    out = tmp_path / "new" / "deeper" / "alt.jsonl"
+    assert describe_here(image, "--out", out) == 0
+    assert [json.loads(line)["alt_text"] for line in out.read_text(encoding="utf-8").splitlines()] == ["A red square."]
+
+
+# --- 4. Ctrl+C twice: one clean stop --------------------------------------------------------------------------
+
+
+def test_a_ctrl_c_while_a_row_is_written_lands_after_it_and_later_ones_are_ignored() -> None:
+    previous = signal.getsignal(signal.SIGINT)
+    steps: list[str] = []
+    try:
+        ctrl_c = CtrlC()
+        with pytest.raises(KeyboardInterrupt), ctrl_c.installed():
+            with ctrl_c.held():
+                signal.raise_signal(signal.SIGINT)  # handled before raise_signal returns
+                steps.append("row written")
+            steps.append("next row")
+        assert steps == ["row written"] and ctrl_c.pressed
+        signal.raise_signal(signal.SIGINT)  # while the run stops: ignored
+        steps.append("stopped cleanly")
+        assert steps == ["row written", "stopped cleanly"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_run_that_ends_gives_ctrl_c_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    use_scripted_engine(monkeypatch, "a red square")
+    assert describe_here(make_image(tmp_path / "red.png", (200, 30, 30)), "--out", tmp_path / "alt.jsonl") == 0
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+# The CLI with its model thread held busy from the fourth batch on, until the file RELEASE exists; it makes the
+# file BUSY when it starts holding. Three batches of two rows are written by then, every time.
+HELD_CLI = """
+import os, sys, time
+from pathlib import Path
+from chatbot.engine import batched
+answer_batch = batched.answer_batch
+batches = []
+def held(*args, **kwargs):  # runs on the engine's model thread
+    batches.append(1)
+    if len(batches) > 3:
+        Path(os.environ["BUSY"]).touch()
+        while not Path(os.environ["RELEASE"]).exists():
+            time.sleep(0.01)
+    return answer_batch(*args, **kwargs)
+batched.answer_batch = held
+from chatbot.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def wait_for(condition, process: subprocess.Popen[bytes], what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert process.poll() is None and time.monotonic() < deadline, f"describe ended before {what}"
+        time.sleep(0.01)
+
+
+def test_ctrl_c_twice_stops_once_without_a_traceback(tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(12):
+        make_image(folder / f"img{n:02d}.png", (20 * n, 255 - 20 * n, (70 * n) % 256), size=(40 + 4 * n, 40))
+    out, err = tmp_path / "alt.csv", tmp_path / "stderr.txt"
+    busy, release = tmp_path / "busy", tmp_path / "release"
+    env = {**os.environ, "BUSY": str(busy), "RELEASE": str(release)}
+    with open(err, "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", HELD_CLI, "describe", str(folder), "--out", str(out), "--batch-size", "2",
+             "--model", "demo", "--max-new-tokens", "4"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+    try:
+        wait_for(busy.exists, process, "its fourth batch")
+        process.send_signal(signal.SIGINT)  # the model thread is busy: the stop must not wait for it
+        deadline = time.monotonic() + 120
+        while process.poll() is None and b"Stopped after" not in err.read_bytes():
+            assert time.monotonic() < deadline, "no stop was said"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)  # a second Ctrl+C while it stops (nothing, if it has left already)
+        release.touch()  # the model thread may finish its batch now
+        process.wait(timeout=120)
+    finally:
+        release.touch()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    said = err.read_text(encoding="utf-8", errors="replace")
+    assert process.returncode == 130, said
+    assert "Traceback" not in said and "terminate called" not in said, said
+    assert said.splitlines()[-1] == ("Stopped after 6 of 12 images. What was described so far is saved; run the "
+                                     "same command with --resume to go on.")
+    with open(out, encoding="utf-8", newline="") as handle:
+        header, *rows = csv.reader(handle)
+    assert header == list(FIELDS) and len(rows) == 6
+    for path, alt_text, error, sha256 in rows:
+        assert Path(path).parent == folder and alt_text and not error and re.fullmatch("[0-9a-f]{64}", sha256)
+    assert len({row[0] for row in rows}) == 6
