@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -254,8 +256,17 @@ def _names_demo(name: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The blip2-chat command; `argv` None: the program's own arguments (the console script)."""
+    status = _main(sys.argv[1:] if argv is None else list(argv))
+    if argv is None and status == 130 and threading.current_thread() is threading.main_thread():
+        # the program leaves after Ctrl+C: a second one must not break its exit (libraries clean up at
+        # exit, and Python printed the KeyboardInterrupt it raised there as a traceback)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return status
+
+
+def _main(given: list[str]) -> int:
     parser = build_parser()
-    given = sys.argv[1:] if argv is None else list(argv)
     first = first_positional(given, parser)
     meant = mistyped_command(first, parser)
     if meant is not None:

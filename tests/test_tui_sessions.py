@@ -302,3 +302,23 @@ def test_only_a_chat_file_from_outside_the_store_is_an_import(tmp_path) -> None:
     assert is_import(store, str(store.root / "not an id.json"))
     assert not is_import(store, str(store.root / "20250101-120000-abcdef.json"))
     assert not is_import(store, "20250101-120000-abcdef") and not is_import(store, None)
+
+
+def test_after_ctrl_c_the_program_leaves_with_a_second_one_ignored() -> None:
+    """The program (not main called in-process) that stopped on Ctrl+C ignores another while it exits, so
+    library clean-up at exit is never broken by it (an `index` run printed a traceback)."""
+    script = ("import signal, sys\n"
+              "import chatbot.cli as cli\n"
+              "def stopped(given):\n    raise KeyboardInterrupt\n"
+              "cli._run = lambda args, settings: stopped(args)\n"
+              "status = cli.main(['caption', 'x.png'])\n"  # in-process: the handler is left alone
+              "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, 'in-process'\n"
+              "sys.argv = ['blip2-chat', 'caption', 'x.png']\n"
+              "status = cli.main()\n"
+              "assert status == 130 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+              "signal.raise_signal(signal.SIGINT)\n"  # ignored: no KeyboardInterrupt
+              "print('left', status)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "left 130\n" and "Traceback" not in result.stderr
