@@ -182,7 +182,7 @@ def _search_parsers(commands: argparse._SubParsersAction) -> None:
                     "then its image-text matching head re-scores the best ones (unless --no-rerank).",
     )
     search.add_argument("--json", action="store_true", help="one JSON object per result")
-    search.add_argument("text", help="what the picture shows, in quotes")
+    search.add_argument("text", nargs="+", help="what the picture shows (quotes optional: the words are joined)")
     search.add_argument("--index", type=Path, default=None, metavar="DIR",
                         help="the index folder (default: 'index' in the data folder)")
     search.add_argument("--top", type=int, default=10, help="how many results (default: 10)")
@@ -358,7 +358,7 @@ def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
                                                  gpus_per_worker=args.gpus_per_worker))
     from chatbot.frontends.search.search_run import SearchRequest, run_search
 
-    request = SearchRequest(text=args.text, folder=args.index, top=args.top, rerank=not args.no_rerank,
+    request = SearchRequest(text=" ".join(args.text), folder=args.index, top=args.top, rerank=not args.no_rerank,
                             json=args.json)
     best = run_search(retrieval, request)  # prints the results; the best one that still exists, if any
     if not args.chat:

@@ -202,6 +202,23 @@ def _too_small(name: str, size: tuple[int, int], max_side: int) -> ImageError:
     )
 
 
+def _not_an_image(data: bytes, name: str, remote: bool) -> ImageError:
+    """Why bytes Pillow cannot open are no image, as exactly as the first bytes tell: a HEIC or AVIF photo
+    (an iPhone's), text (a text file named .jpg, a web page), or something else."""
+    brand = data[8:12] if data[4:8] == b"ftyp" else b""
+    if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"):
+        kind = "an AVIF" if brand.startswith(b"avi") else "a HEIC"
+        return ImageError(f"{name} is {kind} photo, which blip2-chat cannot read (supported: {_SUPPORTED}).",
+                          "Convert it to JPEG or PNG (on a Mac: open it in Preview, File > Export) and try again.")
+    message = f"{name} is not an image Pillow can read (supported: {_SUPPORTED})."
+    if remote:
+        return ImageError(message, "Make sure the link points at the image itself, not a web page showing it.")
+    head = data[:512].decode("utf-8", "ignore")
+    if head.strip() and all(c.isprintable() or c in "\t\r\n" for c in head):
+        return ImageError(message, "It holds text, not a picture: open a picture file instead.")
+    return ImageError(message, "Convert it to JPEG or PNG and try again.")
+
+
 def _decode(data: bytes, name: str, remote: bool, max_side: int) -> tuple[Image.Image, tuple[int, int]]:
     """Check the header, decode the first frame at reduced scale, orient, downscale, make RGB."""
     damaged = ImageError(f"{name} is damaged or incomplete.", "Re-download or re-export the image.")
@@ -213,13 +230,7 @@ def _decode(data: bytes, name: str, remote: bool, max_side: int) -> tuple[Image.
         except Exception:  # noqa: BLE001 - Pillow's plugins raise many types; all mean "unreadable"
             if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
                 raise damaged from None
-            hint = (
-                "Make sure the link points at the image itself, not a web page showing it."
-                if remote
-                else "Convert it to JPEG or PNG (e.g. iPhone HEIC photos) and try again."
-            )
-            message = f"{name} is not an image Pillow can read (supported: {_SUPPORTED})."
-            raise ImageError(message, hint) from None
+            raise _not_an_image(data, name, remote) from None
         width, height = original_size = img.size
         if width * height > MAX_PIXELS:
             raise _too_many_pixels(name, original_size)

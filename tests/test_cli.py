@@ -545,3 +545,27 @@ def test_ask_about_several_images_answers_each_as_alone(checkpoints: dict[str, P
     records = json_lines(runs["json"], 2)
     assert [(r["image"], r["answer"], r["question"]) for r in records] == [
         (str(pictures["red"]), alone["red"], QUESTION), (str(pictures["green"]), alone["green"], QUESTION)]
+
+
+def test_ask_and_caption_go_on_past_a_file_that_cannot_be_read(checkpoints: dict[str, Path],
+                                                              pictures: dict[str, Path], tmp_path: Path) -> None:
+    """Of several images, one that cannot be read is one sentence on stderr and the others are answered as
+    they would be without it; exit 2. None readable: the model is never loaded."""
+    notes = _text_as_jpg(tmp_path)
+    model = ("--model", checkpoints["opt"], "--max-new-tokens", "5")
+    runs = run_together({
+        "both": partial(run_cli, "caption", pictures["red"], pictures["green"], *model),
+        "messy": partial(run_cli, "caption", pictures["red"], notes, pictures["green"], *model),
+        "ask": partial(run_cli, "ask", notes, pictures["green"], QUESTION, *model),
+        "none": partial(run_cli, "caption", notes, tmp_path / "gone.png", *model),
+    })
+    assert runs["both"].returncode == 0 and runs["messy"].returncode == 2
+    assert runs["messy"].stdout == runs["both"].stdout  # the readable ones, exactly as without the bad one
+    assert [line.split(" is ")[0] for line in runs["messy"].stderr.splitlines() if "blip2-chat:" in line] == [
+        f"blip2-chat: {notes}"]
+    assert runs["ask"].returncode == 2 and runs["ask"].stdout.startswith(f"{pictures['green']}: ")
+    assert runs["none"].returncode == 2 and runs["none"].stdout == ""
+    assert runs["none"].stderr.splitlines()[-1] == (
+        "blip2-chat: None of the 2 images could be read (each is named above). Check the paths, or convert the "
+        "files to JPEG or PNG.")
+    assert "Loading" not in runs["none"].stderr

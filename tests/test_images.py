@@ -86,6 +86,17 @@ def test_text_file_named_jpg(tmp_path: Path) -> None:
     (tmp_path / "notes.jpg").write_text("hello, not a picture\n")
     err = _error(tmp_path / "notes.jpg")
     assert "is not an image Pillow can read (supported: JPEG, PNG" in err.message
+    assert err.hint == "It holds text, not a picture: open a picture file instead."
+
+
+@pytest.mark.parametrize("brand, kind", [(b"heic", "a HEIC"), (b"mif1", "a HEIC"), (b"avif", "an AVIF")])
+def test_an_iphone_photo_is_named_for_what_it_is(tmp_path: Path, brand: bytes, kind: str) -> None:
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00mif1heic" + bytes(64))
+    err = _error(path)
+    assert err.message == (f"{path} is {kind} photo, which blip2-chat cannot read (supported: JPEG, PNG, WebP, GIF, "
+                           "BMP, TIFF…).")
+    assert err.hint.startswith("Convert it to JPEG or PNG")
 
 
 def test_odd_file_name_stays_on_one_line(tmp_path: Path) -> None:

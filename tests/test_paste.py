@@ -202,7 +202,7 @@ def test_a_clipboard_without_an_image_says_so(
 @pytest.mark.parametrize(("data", "sentence"), [
     (b"this is not an image at all",
      "The clipboard's image/png data is not an image Pillow can read (supported: JPEG, PNG, WebP, GIF, BMP, TIFF…). "
-     "Convert it to JPEG or PNG (e.g. iPhone HEIC photos) and try again."),
+     "It holds text, not a picture: open a picture file instead."),
     (b"\x89PNG\r\n\x1a\ncut short",
      "The clipboard's image/png data is damaged or incomplete. Re-download or re-export the image."),
 ])

@@ -201,6 +201,8 @@ def test_top_counts_files_when_a_picture_is_in_two_places(
             assert [row["rank"] for row in rows] == list(range(1, top + 1)), (top, rerank)
     best = search_json(capsys, QUERY, "--index", str(folder), "--top", "2", "--no-rerank")
     assert [row["path"] for row in best] == [row["path"] for row in everything[:2]]
+    unquoted = search_json(capsys, *QUERY.split(), "--index", str(folder), "--top", "2", "--no-rerank")
+    assert unquoted == best  # `search a red square ...` without quotes: the same words, the same search
     capsys.readouterr()
     assert main(["search", QUERY, "--index", str(folder), "--top", "1"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1

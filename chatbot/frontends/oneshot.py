@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 from chatbot.core.conversation import Conversation, caption
 from chatbot.core.runtime import answer_record, open_engine_for, print_json
 from chatbot.core.settings import Settings
-from chatbot.errors import QuestionError, model_error_text
-from chatbot.images import load_image
+from chatbot.errors import ImageError, QuestionError, UserError, model_error_text
+from chatbot.images import LoadedImage, load_image
 from chatbot.untrusted import visible
 from prompts import normalize_question
 
@@ -26,13 +26,31 @@ def stream_to_stdout(chunks: Iterable[str]) -> str:
     return "".join(parts).strip()
 
 
+def load_images(sources: Sequence[str]) -> tuple[list[LoadedImage], int]:
+    """Every image, read before the model loads. One image that cannot be read is the error; of several,
+    each bad one is one sentence on stderr and the others go on (a messy folder still gets its answers).
+    Returns the images and how many could not be read; UserError when none could."""
+    if len(sources) == 1:
+        return [load_image(sources[0])], 0
+    images: list[LoadedImage] = []
+    for source in sources:
+        try:
+            images.append(load_image(source))
+        except UserError as error:
+            print(visible(f"blip2-chat: {error}"), file=sys.stderr)
+    if not images:
+        raise ImageError(f"None of the {len(sources)} images could be read (each is named above).",
+                         "Check the paths, or convert the files to JPEG or PNG.")
+    return images, len(sources) - len(images)
+
+
 def run_ask(settings: Settings, image_sources: str | Sequence[str], question: str) -> int:
     """Answer `question` about each image, each in its own fresh context: with one image the answer
     streams alone; with several, one `PATH: answer` line per image (or one JSON object each)."""
     sources = [image_sources] if isinstance(image_sources, str) else list(image_sources)
     if not normalize_question(question):  # cheap checks before the slow model load
         raise QuestionError("The question is empty.", "Put a question in quotes, e.g. \"What is in the picture?\"")
-    images = [load_image(source) for source in sources]  # every file checked before the model loads
+    images, unreadable = load_images(sources)  # every file checked before the model loads
     engine = open_engine_for(settings)
     failed = False
     for image in images:
@@ -42,7 +60,7 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
             if settings.json:
                 answer = "".join(stream).strip()
                 print_json(answer_record(engine, image, conversation.question, answer))
-            elif len(images) == 1:
+            elif len(sources) == 1:
                 stream_to_stdout(stream)
             else:
                 sys.stdout.write(visible(f"{image.source}: "))
@@ -53,18 +71,18 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
                 sys.stdout.flush()
             print(visible(f"blip2-chat: {image.source}: {model_error_text(error, chat=False)}"), file=sys.stderr)
             failed = True
-    return 1 if failed else 0
+    return 2 if unreadable else 1 if failed else 0
 
 
 def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") -> int:
-    images = [load_image(source) for source in sources]  # every file checked before the model loads
+    images, unreadable = load_images(sources)  # every file checked before the model loads
     engine = open_engine_for(settings)
     for image in images:
         text = caption(engine, image, settings.options, prefix)
         if settings.json:
             print_json(answer_record(engine, image, None, text))
-        elif len(images) == 1:
+        elif len(sources) == 1:
             print(visible(text), flush=True)
         else:
             print(visible(f"{image.source}: {text}"), flush=True)
-    return 0
+    return 2 if unreadable else 0
