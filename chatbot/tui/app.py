@@ -288,7 +288,7 @@ class ChatApp(FindingApp):
         """A character typed while the focus is elsewhere (Tab moved it to the chat) goes to the input box."""
         field = self.query_one(ChatInput)
         if event.is_printable and event.character and self.focused is not field and self.screen is self.screen_stack[0]:
-            field.focus()
+            self.screen.set_focus(field)  # now, not after the keys already waiting (Widget.focus defers it)
             field.insert_text_at_cursor(event.character)
             event.stop()
 
