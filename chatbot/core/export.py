@@ -20,7 +20,6 @@ import html
 import io
 import os
 import re
-import secrets
 import stat
 import unicodedata
 from collections.abc import Mapping
@@ -31,7 +30,16 @@ from urllib.parse import quote, unquote, urlsplit
 from PIL import Image
 
 from chatbot.core.session import EMPTY_ANSWER, ImageRef, Session
-from chatbot.core.session_files import BINARY, NOFOLLOW, Stamp, file_stamp, session_json, shown
+from chatbot.core.session_files import (
+    BINARY,
+    NOFOLLOW,
+    Stamp,
+    file_stamp,
+    session_json,
+    shown,
+    write_atomic,
+    write_new,
+)
 from chatbot.errors import UserError
 from chatbot.images import IMAGE_SUFFIXES, quiet_decoding
 from chatbot.untrusted import visible
@@ -352,7 +360,7 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
             except FileExistsError:  # made, or a file put there, since it was checked
                 raise _exists_error("folder", folder, fmt, path) from None
         writing = path
-        _write_export(path, text.encode("utf-8", "replace"), replace=updated)
+        (write_atomic if updated else write_new)(path, text, private=False)  # for sharing: the usual mode
     except FileExistsError:
         raise _exists_error("file", path, fmt) from None
     except OSError as error:
@@ -365,50 +373,6 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
     missing = sum(link is None for link in links.values())
     return ExportResult(path, updated, folder if copies else None, fmt == "md" and not embed,
                         len(refs) - web - missing, web, missing)
-
-
-def _write_export(path: Path, data: bytes, *, replace: bool) -> None:
-    """Write `data` to `path` through a temporary file beside it (fsync, then rename), never through a link.
-
-    `replace`: an entry at `path` (this export's own earlier file) is replaced, the entry itself, never what
-    a link there points to; otherwise FileExistsError when the name is taken, even by a dangling link. The
-    file gets the usual mode (0666 less the umask), like the pictures' copies: an export is for sharing.
-    """
-    temp = _new_file(path.parent, f".{path.name}.", data)
-    try:
-        if replace:
-            os.replace(temp, path)
-        else:
-            try:
-                os.link(temp, path)  # atomic, and fails when the name is taken
-            except FileExistsError:
-                raise
-            except OSError:  # a filesystem without hard links: check, then rename
-                if os.path.lexists(path):
-                    raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
-                os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
-
-
-def _new_file(folder: Path, prefix: str, data: bytes) -> Path:
-    """A new file in `folder` named `prefix<random>.tmp` holding `data`, written and fsynced."""
-    for _ in range(100):
-        temp = folder / f"{prefix}{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | BINARY, 0o666)
-        except FileExistsError:
-            continue
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return temp
-    raise FileExistsError(errno.EEXIST, "No free temporary name", str(folder))
 
 
 _BY_FOLDER = os.open in os.supports_dir_fd and os.unlink in os.supports_dir_fd and bool(NOFOLLOW and DIRECTORY)

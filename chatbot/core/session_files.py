@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import stat
 import tempfile
 from pathlib import Path
@@ -88,14 +89,15 @@ def file_stamp(status: os.stat_result) -> Stamp:
     return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
-def write_atomic(path: Path, text: str) -> os.stat_result:
+def write_atomic(path: Path, text: str, *, private: bool = True) -> os.stat_result:
     """Write via a temporary file, fsync, rename: a crash leaves the old file or the new one, never half.
 
     The folder must exist (nothing else is created); an existing entry at `path` is replaced (a link
-    itself, never the file it points to). Returns the written file's status.
+    itself, never the file it points to). `private`: readable by its owner only (sessions); else the
+    usual mode, 0666 less the umask (an export, made to be shared). Returns the written file's status.
     """
     data = text.encode("utf-8", "replace")  # a lone surrogate (typed bytes that were not UTF-8) becomes "?"
-    temp = _write_temp(path, data)
+    temp = _write_temp(path, data, private)
     try:
         os.replace(temp, path)
     except BaseException:
@@ -104,9 +106,10 @@ def write_atomic(path: Path, text: str) -> os.stat_result:
     return os.stat(path, follow_symlinks=False)
 
 
-def write_new(path: Path, text: str) -> os.stat_result:
-    """Like `write_atomic`, but FileExistsError when `path` exists: nothing is ever replaced."""
-    temp = _write_temp(path, text.encode("utf-8", "replace"))
+def write_new(path: Path, text: str, *, private: bool = True) -> os.stat_result:
+    """Like `write_atomic`, but FileExistsError when `path` exists, even as a link to nothing: nothing is
+    ever replaced, and nothing is written through a link."""
+    temp = _write_temp(path, text.encode("utf-8", "replace"), private)
     try:
         try:
             os.link(temp, path)  # atomic, and fails when the name is taken
@@ -121,8 +124,12 @@ def write_new(path: Path, text: str) -> os.stat_result:
     return os.stat(path, follow_symlinks=False)
 
 
-def _write_temp(path: Path, data: bytes) -> str:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_temp(path: Path, data: bytes, private: bool) -> str:
+    """A new file beside `path` holding `data`, fsynced: mode 0600 (`private`), else 0666 less the umask."""
+    if private:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    else:
+        fd, temp = _shared_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -132,6 +139,17 @@ def _write_temp(path: Path, data: bytes) -> str:
         Path(temp).unlink(missing_ok=True)
         raise
     return temp
+
+
+def _shared_temp(path: Path) -> tuple[int, str]:
+    """Like mkstemp (a new name, never a link followed), with the mode every new file gets."""
+    for _ in range(100):
+        temp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | BINARY, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "No free temporary name", str(path.parent))
 
 
 def session_json(session: Session) -> str:
