@@ -314,6 +314,19 @@ def test_ctrl_c_stops_the_answer_and_keeps_what_came(tmp_path: Path, pictures: d
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl+C means "quit" again
 
 
+def test_on_a_terminal_the_stopped_answer_starts_its_own_line(tmp_path: Path, pictures: dict[str, Path]) -> None:
+    """The terminal echoes ^C where the cursor is; the answer's label must not follow it on that line (a
+    screen reader said "caret C Assistant")."""
+    engine = ScriptedEngine(" ".join(f"w{n}" for n in range(200)), delay=0.01)
+    plain, _, _ = plain_chat(tmp_path, engine, pictures["red"])
+    plain.out = terminal = FakeStream(True)
+    presser = interrupt_after(0.3)
+    plain.run(["tell me everything"])
+    presser.join()
+    lines = terminal.getvalue().splitlines()
+    assert lines[:2] == ["You: tell me everything", ""] and lines[2].startswith("Assistant: w0")
+
+
 def test_a_second_ctrl_c_during_an_answer_ends_the_chat(tmp_path: Path, pictures: dict[str, Path]) -> None:
     engine = ScriptedEngine(" ".join(f"w{n}" for n in range(400)), delay=0.02)
     plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])

@@ -193,6 +193,8 @@ class PlainChat:
             self.say(f"blip2-chat: {model_error_text(error)}")
             self.save()
             return
+        if cancel.cancelled and is_terminal(self.out):  # the terminal echoed ^C where the label would begin
+            print(file=self.out, flush=True)
         self.show_answer(question, parts, stopped=cancel.cancelled)
         if cancel.cancelled:
             self.say("Answer stopped." + (" The partial answer is kept." if "".join(parts).strip() else ""))
