@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image, ImageFile, ImageOps, TiffImagePlugin
 
 from chatbot.errors import ImageError
+from chatbot.file_kinds import not_regular_words
 from chatbot.image_download import download, is_url, one_line
 from chatbot.untrusted import visible
 
@@ -94,7 +95,7 @@ def _read_file(path: str) -> bytes:
                 "Pass one image file; for alt text of every image in a folder, use `blip2-chat describe FOLDER`.",
             )
         if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"{shown} is not a regular file.", "Pass the path of an image file.")
+            raise ImageError(f"{shown} is {not_regular_words(info.st_mode)}.", "Pass the path of an image file.")
         data = Path(path).read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         raise ImageError(

@@ -149,7 +149,7 @@ def test_a_pipe_named_outright_becomes_an_error_row_without_being_opened(
     assert describe_here(not_files / "fifo.png", "--out", out) == 0
     assert SUMMARY.match(capsys.readouterr().err.splitlines()[-1]).groups() == ("0", "0", "1")  # type: ignore[union-attr]
     (row,) = read_rows(out, "jsonl")
-    assert "is not a regular file" in row.error and row.sha256 == ""
+    assert "is a named pipe, not a regular file" in row.error and row.sha256 == ""
 
 
 # --- a full disk, a closed pipe: one sentence (or none), no traceback, the rows so far kept -----------------

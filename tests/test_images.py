@@ -108,7 +108,9 @@ def test_odd_file_name_stays_on_one_line(tmp_path: Path) -> None:
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 def test_not_a_regular_file(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.jpg")
-    assert "is not a regular file" in _error(tmp_path / "pipe.jpg").message
+    assert _error(tmp_path / "pipe.jpg").message == f"{tmp_path / 'pipe.jpg'} is a named pipe, not a regular file."
+    if os.path.exists("/dev/null"):  # named outright, as a folder scan names it (file_kinds)
+        assert _error(Path("/dev/null")).message == "/dev/null is a device, not a regular file."
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])

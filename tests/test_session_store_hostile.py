@@ -81,10 +81,10 @@ def test_a_named_pipe_in_the_sessions_folder_is_left_out_and_never_opened(tmp_pa
     assert session_to_resume(SessionStore(root), continue_last=True, resume=None).id == GOOD_ID  # --continue
     with pytest.raises(SessionError) as refused:  # --resume fifo
         session_to_resume(SessionStore(root), continue_last=False, resume="fifo")
-    assert str(refused.value) == (f"The session file {root / 'fifo.json'} is not a regular file (a named pipe), so "
+    assert str(refused.value) == (f"The session file {root / 'fifo.json'} is a named pipe, not a regular file, so "
                                   "it was not read. Move it out of the sessions folder; `blip2-chat sessions` lists "
                                   "the saved ones.")
-    with pytest.raises(SessionError, match=r"is not a regular file \(a named pipe\)"):  # --resume PATH to it
+    with pytest.raises(SessionError, match=r"is a named pipe, not a regular file"):  # --resume PATH to it
         session_to_resume(SessionStore(root), continue_last=False, resume=str(root / "fifo.json"))
     assert opened == []
     assert stat.S_ISFIFO(os.lstat(root / "fifo.json").st_mode) and not list(root.glob("*.corrupt"))  # left alone
@@ -101,10 +101,10 @@ def test_resume_path_to_a_pipe_a_device_or_a_folder_says_it_is_not_a_regular_fil
     for name, kind in cases.items():
         with pytest.raises(SessionError) as refused:
             session_to_resume(store, continue_last=False, resume=str(tmp_path / name))
-        assert str(refused.value) == (f"{tmp_path / name} is not a regular file ({kind}), so it was not read. "
+        assert str(refused.value) == (f"{tmp_path / name} is {kind}, not a regular file, so it was not read. "
                                       "--resume takes a saved session's id or an exported .json file.")
     if os.path.exists("/dev/null") and stat.S_ISCHR(os.stat("/dev/null").st_mode):
-        with pytest.raises(SessionError, match=r"^/dev/null is not a regular file \(a device\)"):
+        with pytest.raises(SessionError, match=r"^/dev/null is a device, not a regular file"):
             session_to_resume(store, continue_last=False, resume="/dev/null")
     assert opened == [] and store.problems == [] and not (tmp_path / "sessions").exists()
 
@@ -125,7 +125,7 @@ def test_blip2_chat_sessions_and_resume_do_not_hang_on_a_pipe(tmp_path) -> None:
     assert listed.returncode == 0 and GOOD_ID in listed.stdout
     assert "fifo.json in the sessions folder is a named pipe, not a regular file" in listed.stderr
     resumed = blip2_chat("--resume", "fifo", "--plain", "--model", "demo")
-    assert resumed.returncode == 2 and "is not a regular file (a named pipe)" in resumed.stderr
+    assert resumed.returncode == 2 and "is a named pipe, not a regular file" in resumed.stderr
     assert "Traceback" not in listed.stderr + resumed.stderr
     assert stat.S_ISFIFO(os.lstat(root / "fifo.json").st_mode)
 

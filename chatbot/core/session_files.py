@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chatbot.core.session import Session, SessionError
-from chatbot.file_kinds import file_kind, not_regular_words
+from chatbot.file_kinds import not_regular_words
 from chatbot.untrusted import visible
 
 FORMAT_VERSION = 1
@@ -68,7 +68,7 @@ def _damaged(where: str, why: str) -> SessionDamaged:
 
 
 def not_a_regular_file(where: str, mode: int, hint: str) -> SessionFileUnreadable:
-    return SessionFileUnreadable(f"{where} is not a regular file ({file_kind(mode)}), so it was not read.", hint,
+    return SessionFileUnreadable(f"{where} is {not_regular_words(mode)}, so it was not read.", hint,
                                  not_regular_words(mode), "not regular")
 
 
