@@ -174,10 +174,18 @@ def test_renamed_files_reuse_their_embeddings_and_vanished_ones_are_missing(
     assert str(collection / "renamed red.png") in [item.path for item in found]
     assert str(collection / "red.png") not in [item.path for item in found]
     (collection / "green.png").unlink()  # gone since it was indexed
+    by_similarity = finder.find(QUERY, top=10, rerank=False)
     found = finder.find(QUERY, top=10)
-    assert found[-1] == Found(str(collection / "green.png"), found[-1].similarity, None, missing=True)
-    assert all(item.match is not None for item in found[:-1])
-    number = str(len(found))
+    gone = [item.path for item in by_similarity].index(str(collection / "green.png"))
+    # the gone file keeps its place in the similarity order (it may be the best match); the rest are
+    # re-ordered among themselves by the matching head
+    assert found[gone] == Found(str(collection / "green.png"), by_similarity[gone].similarity, None, missing=True)
+    others = found[:gone] + found[gone + 1:]
+    assert all(item.match is not None for item in others)
+    assert [item.match for item in others] == sorted((item.match or 0.0 for item in others), reverse=True)
+    assert sorted(item.path for item in found) == sorted(item.path for item in by_similarity)
+    assert gone < len(found) - 1  # (so the old rule, missing last, would fail here)
+    number = str(gone + 1)
     with pytest.raises(UserError, match=f"Result {number} is gone since it was indexed"):
         result_to_open(found, number)
     assert result_to_open(found, "1") == found[0].path

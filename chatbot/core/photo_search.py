@@ -151,26 +151,27 @@ class Finder:
 
 
 def rerank_by_match(engine: Any, text: str, found: list[Found]) -> list[Found]:
-    """Re-score the results by the image-text matching head, best first; files that cannot be read again
-    (gone, or changed into something that is not a picture) keep their similarity and come last."""
+    """Re-score the results by the image-text matching head, best first among themselves; a file that cannot
+    be read again (gone, or changed into something that is not a picture) keeps its place in the similarity
+    order, marked missing (the best match may be one that is gone: it is not pushed below worse ones)."""
     from chatbot.images import LoadedImage, load_image
 
     images: list[LoadedImage] = []
-    scored: list[Found] = []
-    unread: list[Found] = []
+    marked: list[Found] = []  # in the similarity order, the unreadable ones marked missing
     for item in found:
         if not item.missing:
             try:
                 images.append(load_image(item.path))
             except ImageError:
                 item = replace(item, missing=True)
-        (unread if item.missing else scored).append(item)
+        marked.append(item)
+    scored = [item for item in marked if not item.missing]
     if not scored:
-        return unread
+        return marked
     probabilities = engine.match_probabilities(images, text)
-    rescored = [replace(item, match=float(p)) for item, p in zip(scored, probabilities, strict=True)]
-    rescored.sort(key=lambda item: -(item.match or 0.0))
-    return rescored + unread
+    rescored = iter(sorted((replace(item, match=float(p)) for item, p in zip(scored, probabilities, strict=True)),
+                           key=lambda item: -(item.match or 0.0)))
+    return [item if item.missing else next(rescored) for item in marked]
 
 
 def canonical_model(name: str) -> str:
