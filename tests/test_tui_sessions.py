@@ -73,6 +73,28 @@ async def test_autosave_then_continue_shows_the_chat_and_its_image(pictures) -> 
 
 
 @pilot_test
+async def test_a_question_typed_but_not_sent_is_there_again_after_quit_and_continue(pictures) -> None:
+    app = scripted_app(ScriptedEngine("a red square"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await ask(pilot, "What is it?")
+        await pilot.press(*"And the half-typed")
+        await pilot.press("ctrl+q")
+    session_id = app.conversation.session.id
+    saved = json.loads((sessions_dir() / f"{session_id}.json").read_text())
+    assert saved["draft"] == "And the half-typed" and len(saved["turns"]) == 1
+
+    app = scripted_app(ScriptedEngine("still red"), session=session_to_resume(SessionStore(), True, None))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.query_one(ChatInput).value == "And the half-typed"
+        await pilot.press(*" question?", "enter")
+        await wait_until(pilot, lambda: pairs(app)[-1] == ("And the half-typed question?", "still red"))
+    saved = json.loads((sessions_dir() / f"{session_id}.json").read_text())
+    assert "draft" not in saved and saved["turns"][-1]["question"] == "And the half-typed question?"
+
+
+@pilot_test
 async def test_resumed_chat_whose_image_moved_or_changed_says_so(pictures, tmp_path) -> None:
     photo = make_image(tmp_path / "photo.png", (10, 20, 200))
     app = scripted_app(ScriptedEngine("blue"), photo)

@@ -95,6 +95,7 @@ class Session:
     image: ImageRef | None = None  # the image the next question is about
     context_start: int = 0  # turns before this index are not folded into the prompt (/clear, image switch)
     options: dict[str, Any] = field(default_factory=dict)
+    draft: str = ""  # a question typed but not sent when the chat was left; the resumed app puts it back
     # what `from_dict` had to mend (a bad option dropped, context_start reset), one sentence each; never saved
     load_notes: list[str] = field(default_factory=list, compare=False, repr=False)
     # what of the data it was read from this version does not know (a newer format, fields it has no use
@@ -109,6 +110,8 @@ class Session:
         data = asdict(self)
         for private in ("load_notes", "not_understood", "untrusted_model"):
             del data[private]
+        if not self.draft:
+            del data["draft"]  # files as before drafts were kept
         for turn in data["turns"]:
             if not turn["compared"]:
                 del turn["compared"]
@@ -161,7 +164,8 @@ def _time(value: object, where: str) -> float:
     return float(value)
 
 
-_SESSION_KEYS = frozenset({"format", "model", "id", "created", "turns", "image", "context_start", "options"})
+_SESSION_KEYS = frozenset({"format", "model", "id", "created", "turns", "image", "context_start", "options",
+                           "draft"})
 _TURN_KEYS = frozenset({"question", "answer", "image", "stopped", "created", "compared"})
 _COMPARED_KEYS = frozenset({"image", "answer", "stopped"})
 _IMAGE_KEYS = frozenset({"source", "sha256"})
@@ -305,6 +309,7 @@ def _session(value: object) -> Session:
         image=_image(data.get("image"), "image", unknown, "image"),
         context_start=_context_start(data.get("context_start", 0), len(turns), notes),
         options=_options(data.get("options", {}), notes),
+        draft=_text(data.get("draft", ""), "draft", MAX_TEXT_CHARS),
     )
     session.load_notes = notes
     session.not_understood = _unknown_words(unknown) if unknown else ""

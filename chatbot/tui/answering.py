@@ -228,8 +228,9 @@ class AnsweringApp(App[None]):
     async def action_quit(self) -> None:
         """Quit cleanly, also mid-answer: stop it, let the partial answer be recorded, save, exit.
 
-        Questions still waiting for the model are kept in the session as unanswered turns (nothing the
-        person typed is lost); nothing is mounted once quitting has begun.
+        Questions still waiting for the model are kept in the session as unanswered turns, and a question
+        typed but not sent as its draft (nothing the person typed is lost); nothing is mounted once quitting
+        has begun.
         """
         if self.quitting:
             return
@@ -237,6 +238,7 @@ class AnsweringApp(App[None]):
         for question, _ in self.pending:
             self.conversation.keep_unanswered(question)
         self.pending.clear()
+        self.conversation.session.draft = self.query_one(ChatInput).value.strip()  # typed, not sent: kept
         answer = self.answer
         if answer is not None:
             answer.cancel.cancel()

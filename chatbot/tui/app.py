@@ -122,6 +122,10 @@ class ChatApp(FindingApp):
         field = self.query_one(ChatInput)
         for turn in self.conversation.session.turns:  # a resumed chat's questions are Up's earlier lines
             field.remember(turn.question)
+        session = self.conversation.session
+        if session.draft:  # typed but not sent when the chat was left: back in the input
+            field.value, session.draft = session.draft, ""
+            field.cursor_position = len(field.value)
         for problem in self.startup_problems:
             self.notice(problem, "warning")
         image, ref = self.conversation.image, self.conversation.session.image
