@@ -69,11 +69,22 @@ class _Parser(argparse.ArgumentParser):
             options = {option for parser in (self, *_subcommands(self).values()) for action in parser._actions
                        for option in action.option_strings if option.startswith("--")}
             for word in (word for word in message[len(prefix):].split() if word.startswith("--")):
-                close = difflib.get_close_matches(word.split("=")[0], sorted(options), n=1, cutoff=0.7)
+                flag = word.split("=")[0]
+                owners = [name for name, command in _subcommands(self).items()
+                          if any(flag in action.option_strings for action in command._actions)]
+                if owners:  # a real flag, of other commands (`sessions --json`): say whose, not "did you mean"
+                    message += f" ({flag} goes with {_words(owners)}, not with this command)"
+                    break
+                close = difflib.get_close_matches(flag, sorted(options), n=1, cutoff=0.7)
                 if close:
                     message += f" (did you mean {close[0]}?)"
                     break
         super().error(message)
+
+
+def _words(names: list[str]) -> str:
+    """'ask', 'ask or caption', 'ask, caption or describe'."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def build_parser() -> argparse.ArgumentParser:

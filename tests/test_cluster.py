@@ -68,6 +68,25 @@ def test_describe_on_ray_writes_the_file_one_machine_writes(
     assert "damaged" in by_name["broken.jpg"].error and by_name["notes.png"].error
 
 
+def test_workers_needing_more_gpus_than_the_cluster_has_are_refused_before_anything_runs(
+    photos: Path, checkpoints: dict[str, Path], retrieval_checkpoint: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ray would wait for the GPUs forever (it only warns that the job may hang): one sentence instead."""
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    wide = ["--ray", "--workers", "2", "--gpus-per-worker", str(gpus + 1)]
+    said = (f"blip2-chat: 2 workers with --gpus-per-worker {gpus + 1:g} need {2 * (gpus + 1):g} GPUs, and the local "
+            f"Ray instance has {gpus:g}. Use --gpus-per-worker 0 to run on CPU cores, fewer --workers, or a cluster "
+            "with GPUs.")
+    assert main(["describe", str(photos), "--out", str(tmp_path / "x.jsonl"), "--model", str(checkpoints["opt"]),
+                 *wide]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == said
+    assert not (tmp_path / "x.jsonl").exists()
+    assert main(["index", str(photos), "--index", str(tmp_path / "i"), "--model", str(retrieval_checkpoint),
+                 *wide]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == said
+
+
 def test_a_killed_worker_loses_and_repeats_no_row(
     photos: Path, checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -296,6 +296,11 @@ def test_a_mistyped_command_or_flag_gets_a_suggestion(capsys: pytest.CaptureFixt
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "blip2-chat: error: unrecognized arguments: --modle demo (did you mean --model?)")
+    with pytest.raises(SystemExit):  # a real flag of other commands is not "mistyped": say whose it is
+        main(["ask", str(tmp_path / "photo.jpg"), "Hi", "--prompt", "a photo of"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "blip2-chat: error: unrecognized arguments: --prompt a photo of (--prompt goes with caption or describe, "
+        "not with this command)")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "askk").write_bytes(b"")  # a file of that name: the chat's image, not a mistyped command
     assert mistyped_command("askk", build_parser()) is None

@@ -50,6 +50,25 @@ def import_ray() -> ModuleType:
     return ray
 
 
+def address_words(options: ClusterOptions) -> str:
+    return "the local Ray instance" if options.address == LOCAL else f"the Ray cluster at {visible(options.address)}"
+
+
+def check_gpus(ray: ModuleType, options: ClusterOptions, where: str) -> None:
+    """Refuse, before anything is scheduled, workers that need more GPUs than the cluster has: Ray would wait
+    for them forever (it only warns that the job may hang)."""
+    needed = options.gpus_per_worker * options.workers
+    if not needed:
+        return
+    has = float(ray.cluster_resources().get("GPU", 0.0))
+    if has < needed:
+        workers = f"{options.workers} worker{'s' if options.workers != 1 else ''}"
+        verb, gpus = "needs" if options.workers == 1 else "need", f"GPU{'s' if needed != 1 else ''}"
+        raise UserError(f"{workers} with --gpus-per-worker {options.gpus_per_worker:g} {verb} {needed:g} {gpus}, "
+                        f"and {where} has {has:g}.",
+                        "Use --gpus-per-worker 0 to run on CPU cores, fewer --workers, or a cluster with GPUs.")
+
+
 @contextmanager
 def connected(options: ClusterOptions) -> Iterator[ModuleType]:
     """Ray, initialised for this run: reuses a running connection, else starts or joins one and ends it after.
@@ -69,11 +88,12 @@ def connected(options: ClusterOptions) -> Iterator[ModuleType]:
             raise UserError(f"Could not start or reach {where}: {visible(str(error).splitlines()[0])}.",
                             "Check the address (`ray status` on the head node prints it).") from None
         started = True
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False  # our own progress line says how far it is
-    context.print_on_execution_start = False
     try:
+        check_gpus(ray, options, address_words(options))
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False  # our own progress line says how far it is
+        context.print_on_execution_start = False
         yield ray
     finally:
         if started:
