@@ -342,8 +342,13 @@ def test_damaged_index_is_set_aside(tmp_path: Path, damage: str) -> None:
     else:
         with open(folder / "vectors.f16", "r+b") as handle:
             handle.truncate(100)
-    with pytest.raises(PhotoIndexError, match="damaged.*blip2-chat index PATH"):
+    with pytest.raises(PhotoIndexError, match="damaged.*blip2-chat index PATH") as refused:
         IndexStore.open(folder, CHECKPOINT, create=False)
+    # the fix names the model that made the index when its record could still be read (without --model a
+    # new index would take the default retrieval model)
+    named = f"`blip2-chat index PATH --model {CHECKPOINT}`" if damage != "garbage database" else \
+        "`blip2-chat index PATH`"
+    assert refused.value.hint == f"Build it again with {named} (PATH: your photos folder)."
     assert (folder / "damaged-1" / "index.sqlite").is_file() and (folder / "damaged-1" / "vectors.f16").is_file()
     assert not (folder / "index.sqlite").exists() and (folder / "my notes.txt").read_text() == "not the index's"
     assert IndexStore.open(folder, CHECKPOINT, create=True).count() == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ class IndexStore:
             make_index_folder(folder)
         writer_lock = _lock_for_writing(folder) if create else None
         db: sqlite3.Connection | None = None
+        made_by: str | None = None
         try:
             db = sqlite3.connect(folder / "index.sqlite", isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -128,7 +130,7 @@ class IndexStore:
                 db.close()
             if writer_lock is not None:
                 writer_lock.close()
-            raise _set_aside(folder)
+            raise _set_aside(folder, made_by)
         assert db is not None
         store.checkpoint = str(made_by)
         store._writer_lock = writer_lock
@@ -401,9 +403,10 @@ def _derived_files(folder: Path) -> list[Path]:
     return [*folder.glob("lists-*.u16"), *folder.glob("inverted-*.npy")]
 
 
-def _set_aside(folder: Path) -> PhotoIndexError:
+def _set_aside(folder: Path, made_by: str | None = None) -> PhotoIndexError:
     """Move a damaged index's own files (nothing else the folder holds: --index may name any folder) into a
-    new `damaged-<n>` folder inside it; the error that says so and how to rebuild."""
+    new `damaged-<n>` folder inside it; the error that says so and how to rebuild (with the model that made
+    it, when that could still be read: without --model a new index takes the default one)."""
     n = 1
     while (folder / f"damaged-{n}").exists():
         n += 1
@@ -414,4 +417,12 @@ def _set_aside(folder: Path) -> PhotoIndexError:
             path.rename(aside / path.name)
     return PhotoIndexError(f"The search index at {visible(folder)} is damaged; its files were moved to "
                            f"{visible(aside)}.",
-                           "Build it again with `blip2-chat index PATH` (PATH: your photos folder).")
+                           f"Build it again with `blip2-chat index PATH{_model_flag(made_by)}` "
+                           "(PATH: your photos folder).")
+
+
+def _model_flag(made_by: str | None) -> str:
+    if not made_by:
+        return ""
+    shown = visible(made_by)
+    return f" --model {shlex.quote(shown) if shown == made_by else repr(shown)}"
