@@ -50,6 +50,7 @@ def find_images(
         if is_url(raw):
             raise UserError(f"describe works on files and folders, not links ({visible(raw)}).",
                             "Download the images first, or use `blip2-chat caption URL` for one link.")
+        refuse_object_storage(raw, "describe")
         path = Path(os.path.abspath(os.path.expanduser(raw)))
         if _is_folder(path):
             candidates, below = _images_in(path, recursive, unreadable)
@@ -148,3 +149,12 @@ def file_sha256(path: str) -> str:
     except OSError:
         return ""
     return digest.hexdigest()
+
+
+def refuse_object_storage(raw: str, command: str) -> None:
+    """An `s3://`, `gs://` (any scheme but http's) path reaches a command without --ray: say that --ray reads
+    it (Ray Data's filesystems), rather than "no file at /cwd/s3:/bucket"."""
+    scheme = raw.split("://", 1)[0] if "://" in raw else ""
+    if scheme and scheme.isidentifier() and not is_url(raw):
+        raise UserError(f"{command} reads {visible(scheme)}:// paths only with --ray ({visible(raw)}).",
+                        "Add --ray (the cluster extra: pip install -e '.[cluster]'), or copy the images to a folder.")

@@ -569,3 +569,17 @@ def test_ask_and_caption_go_on_past_a_file_that_cannot_be_read(checkpoints: dict
         "blip2-chat: None of the 2 images could be read (each is named above). Check the paths, or convert the "
         "files to JPEG or PNG.")
     assert "Loading" not in runs["none"].stderr
+
+
+def test_object_storage_paths_without_ray_say_what_reads_them(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not "No file or folder at /cwd/s3:/bucket": describe reads s3:// and gs:// with --ray; index never."""
+    from chatbot.cli import main
+
+    assert main(["describe", "s3://bucket/photos/", "-r", "--model", "demo"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "blip2-chat: describe reads s3:// paths only with --ray (s3://bucket/photos/). Add --ray (the cluster "
+        "extra: pip install -e '.[cluster]'), or copy the images to a folder.")
+    assert main(["index", "gs://bucket/photos", "--model", "demo"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "blip2-chat: index works on files and folders on this machine, not gs://bucket/photos. Copy the images "
+        "to a folder first.")

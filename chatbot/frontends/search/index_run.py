@@ -180,6 +180,9 @@ def checked_roots(paths: Sequence[str]) -> list[Path]:
         if is_url(raw):
             raise UserError(f"index works on files and folders, not links ({visible(raw)}).",
                             "Download the images first.")
+        if "://" in raw:  # s3://, gs://: only describe --ray reads object storage
+            raise UserError(f"index works on files and folders on this machine, not {visible(raw)}.",
+                            "Copy the images to a folder first.")
         path = Path(raw).expanduser().absolute()
         if not path.exists():
             raise UserError(f"No file or folder at {visible(path)}.", "Check the path.")
