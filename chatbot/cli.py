@@ -319,6 +319,9 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "ray", None) is None and (getattr(args, "workers", 1) != 1 or getattr(args, "gpus_per_worker", 0)):
+        raise UserError("--workers and --gpus-per-worker go with --ray (a run on one machine has one model).",
+                        "Add --ray to run on a local Ray instance or a cluster, or leave them out.")
     # Front ends are imported here, not at the top: each may pull in the model stack.
     if args.command == "ask":
         from chatbot.frontends.oneshot import run_ask

@@ -583,3 +583,16 @@ def test_object_storage_paths_without_ray_say_what_reads_them(capsys: pytest.Cap
     assert capsys.readouterr().err.splitlines()[-1] == (
         "blip2-chat: index works on files and folders on this machine, not gs://bucket/photos. Copy the images "
         "to a folder first.")
+
+
+@pytest.mark.parametrize("command", [["describe", "examples/photo.jpg"], ["index", "examples"]])
+@pytest.mark.parametrize("flags", [["--workers", "2"], ["--gpus-per-worker", "1"]])
+def test_cluster_flags_without_ray_are_refused(command: list[str], flags: list[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """They were silently ignored: a run on one machine with `--workers 2` looked like it used two."""
+    from chatbot.cli import main
+
+    assert main([*command, *flags, "--model", "demo"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "blip2-chat: --workers and --gpus-per-worker go with --ray (a run on one machine has one model). Add --ray "
+        "to run on a local Ray instance or a cluster, or leave them out.")

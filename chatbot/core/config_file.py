@@ -49,6 +49,8 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
     except toml.TOMLDecodeError as error:  # its message ends "(at line N, column M)"
         twice = _set_twice(text)
         reason = f"line {twice[1]} sets {twice[0]} again (first set on line {twice[2]})" if twice else str(error)
+        last = len(text.splitlines()) or 1  # tomllib names no line for a file that ends too soon
+        reason = reason.replace("(at end of document)", f"(at the end of the file, line {last})")
         raise OptionError(f"The config file {path} is not valid TOML: {reason}.",
                           "Fix that line, or delete the file to use the defaults.") from None
     except UnicodeDecodeError:

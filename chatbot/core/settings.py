@@ -155,7 +155,8 @@ class Option:
         return value
 
     def _error(self, label: str, value: Any) -> OptionError:
-        shown = f"'{visible(value)}'" if isinstance(value, str) else repr(value)  # a config's text: no controls
+        shown = (f"'{visible(value)}'" if isinstance(value, str)  # a config's text: no controls
+                 else str(value).lower() if isinstance(value, bool) else repr(value))  # true, as TOML spells it
         hint = f"e.g. {self.example}." if self.example else ""
         return OptionError(f"{label} must be {self.allowed()} (got {shown}).", hint)
 
