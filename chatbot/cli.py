@@ -259,13 +259,6 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
 
 
-def _names_demo(name: str) -> bool:
-    """Whether a --model value names the shipped demo model (chat or search, as the command asks)."""
-    from chatbot.locations import DEMO_MODEL
-
-    return name.strip().lower() == DEMO_MODEL
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The blip2-chat command; `argv` None: the program's own arguments (the console script)."""
     status = _main(sys.argv[1:] if argv is None else list(argv))
@@ -382,9 +375,9 @@ def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
                         "Search for something else, or run `blip2-chat index` again over your folders.")
     # --model named the retrieval checkpoint; the chat's is the configured one, except that the demo's
     # search model opens the demo's chat model (so the offline demo goes from search to chat)
-    from chatbot.locations import DEMO_MODEL
+    from chatbot.locations import DEMO_MODEL, is_demo_model
 
-    chat_model = DEMO_MODEL if _names_demo(args.model or "") else None
+    chat_model = DEMO_MODEL if is_demo_model(args.model or "") else None
     chat_settings = settings_for(argparse.Namespace(**{**vars(args), "model": chat_model, "command": "chat"}))
     return run_chat_command(chat_settings, best)
 

@@ -65,10 +65,16 @@ def find_images(
                 seen.add(key)
                 found.append(str(candidate))
     if not found and require_any:
-        hint = "Add --recursive to look in its sub-folders." if folders_below and not recursive else \
-            f"describe reads {', '.join(sorted(IMAGE_SUFFIXES))} files."
-        raise UserError(f"No images found in {visible(', '.join(paths))}.", hint)
+        raise no_images_found(paths, "describe", suggest_recursive=folders_below and not recursive)
     return found
+
+
+def no_images_found(paths: Sequence[str], command: str, *, suggest_recursive: bool) -> UserError:
+    """'No images found in PATHS.', with --recursive suggested when there are sub-folders to look in, else the
+    kinds of file `command` reads: one wording for describe and index."""
+    hint = "Add --recursive to look in its sub-folders." if suggest_recursive else \
+        f"{command} reads {', '.join(sorted(IMAGE_SUFFIXES))} files."
+    return UserError(f"No images found in {visible(', '.join(paths))}.", hint)
 
 
 def _is_folder(path: Path) -> bool:

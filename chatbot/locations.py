@@ -51,6 +51,11 @@ def index_dir() -> Path:
 DEMO_MODEL = "demo"  # --model demo: the small model trained here (chatbot/demo), shipped with the package
 
 
+def is_demo_model(name: str) -> bool:
+    """Whether a model name (a --model value, a chat file's) names the shipped demo model."""
+    return name.strip().lower() == DEMO_MODEL
+
+
 _DEMO_FOLDERS = {"chat": "chat", "retrieval": "search"}  # checkpoint kind -> folder under chatbot/demo/weights
 
 

@@ -50,11 +50,7 @@ def import_ray() -> ModuleType:
     return ray
 
 
-def address_words(options: ClusterOptions) -> str:
-    return "the local Ray instance" if options.address == LOCAL else f"the Ray cluster at {visible(options.address)}"
-
-
-def check_gpus(ray: ModuleType, options: ClusterOptions, where: str) -> None:
+def check_gpus(ray: ModuleType, options: ClusterOptions) -> None:
     """Refuse, before anything is scheduled, workers that need more GPUs than the cluster has: Ray would wait
     for them forever (it only warns that the job may hang)."""
     needed = options.gpus_per_worker * options.workers
@@ -64,6 +60,8 @@ def check_gpus(ray: ModuleType, options: ClusterOptions, where: str) -> None:
     if has < needed:
         workers = f"{options.workers} worker{'s' if options.workers != 1 else ''}"
         verb, gpus = "needs" if options.workers == 1 else "need", f"GPU{'s' if needed != 1 else ''}"
+        where = ("the local Ray instance" if options.address == LOCAL
+                 else f"the Ray cluster at {visible(options.address)}")
         raise UserError(f"{workers} with --gpus-per-worker {options.gpus_per_worker:g} {verb} {needed:g} {gpus}, "
                         f"and {where} has {has:g}.",
                         "Use --gpus-per-worker 0 to run on CPU cores, fewer --workers, or a cluster with GPUs.")
@@ -89,7 +87,7 @@ def connected(options: ClusterOptions) -> Iterator[ModuleType]:
                             "Check the address (`ray status` on the head node prints it).") from None
         started = True
     try:
-        check_gpus(ray, options, address_words(options))
+        check_gpus(ray, options)
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False  # our own progress line says how far it is

@@ -115,9 +115,9 @@ def known_model(name: str) -> bool:
     """A checkpoint blip2-chat lists (hub id or alias) or its demo model: safe to load on a chat file's word.
     Any other name (a folder, any hub repository) from a file of someone else's is never loaded, nor saved."""
     from chatbot.engine.registry import find_checkpoint
-    from chatbot.locations import DEMO_MODEL
+    from chatbot.locations import is_demo_model
 
-    return name.strip().lower() == DEMO_MODEL or find_checkpoint(name) is not None
+    return is_demo_model(name) or find_checkpoint(name) is not None
 
 
 def is_import(store: SessionStore, resume: str | None) -> bool:

@@ -68,8 +68,8 @@ def _damaged(where: str, why: str) -> SessionDamaged:
 
 
 def not_a_regular_file(where: str, mode: int, hint: str) -> SessionFileUnreadable:
-    return SessionFileUnreadable(f"{where} is {not_regular_words(mode)}, so it was not read.", hint,
-                                 not_regular_words(mode), "not regular")
+    why = not_regular_words(mode)
+    return SessionFileUnreadable(f"{where} is {why}, so it was not read.", hint, why, "not regular")
 
 
 def _unreadable(where: str, error: OSError) -> SessionFileUnreadable:

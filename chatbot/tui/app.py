@@ -119,13 +119,12 @@ class ChatApp(FindingApp):
         self.sub_title = f"session {visible(self.conversation.session.id)}"
         transcript = self.query_one(Transcript)
         transcript.show_session(self.conversation.session)
-        field = self.query_one(ChatInput)
-        for turn in self.conversation.session.turns:  # a resumed chat's questions are Up's earlier lines
-            field.remember(turn.question)
         session = self.conversation.session
+        for turn in session.turns:  # a resumed chat's questions are Up's earlier lines
+            self.query_one(ChatInput).remember(turn.question)
         if session.draft:  # typed but not sent when the chat was left: back in the input
-            field.value, session.draft = session.draft, ""
-            field.cursor_position = len(field.value)
+            self.prefill_input(session.draft)
+            session.draft = ""
         for problem in self.startup_problems:
             self.notice(problem, "warning")
         image, ref = self.conversation.image, self.conversation.session.image
@@ -364,9 +363,7 @@ class ChatApp(FindingApp):
     @on(ChatInput.ImageDropped)
     def _image_dropped(self, message: ChatInput.ImageDropped) -> None:
         if not self.open_image(str(message.path)):  # refused for now: the path waits in the input for Enter
-            field = self.query_one(ChatInput)
-            field.value = str(message.path)
-            field.cursor_position = len(field.value)
+            self.prefill_input(str(message.path))
 
     # -- the input box ---------------------------------------------------------------------------
 
@@ -423,7 +420,8 @@ class ChatApp(FindingApp):
         return outcome.ok
 
     def prefill_input(self, text: str) -> None:
-        """Put `text` in the input for the user to finish (palette entries that need an argument)."""
+        """Put `text` in the input for the user to finish (palette entries that need an argument, a draft, a
+        dropped path that has to wait)."""
         field = self.query_one(ChatInput)
         field.value = text
         field.cursor_position = len(text)

@@ -11,9 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatbot.image_files import Unreadable, find_images
-from chatbot.images import IMAGE_SUFFIXES
-from chatbot.untrusted import visible
+from chatbot.image_files import Unreadable, find_images, no_images_found
 
 
 @dataclass(frozen=True)
@@ -51,9 +49,8 @@ def nothing_found_words(paths: list[str], roots: list[Path], recursive: bool) ->
 
     --recursive is suggested only when a folder has sub-folders to look in."""
     below = not recursive and any(_has_subfolders(root) for root in roots)
-    hint = "Add --recursive to look in its sub-folders." if below else \
-        f"index reads {', '.join(sorted(IMAGE_SUFFIXES))} files."
-    return f"No images found in {visible(', '.join(paths))}.", hint
+    error = no_images_found(paths, "index", suggest_recursive=below)
+    return error.message, error.hint
 
 
 def _has_subfolders(root: Path) -> bool:

@@ -81,10 +81,8 @@ def render(row: Row, fmt: str, *, shown: bool = False) -> str:
         # csv quotes a field holding a comma, a quote or "\n" (the line terminator), but not one holding "\r",
         # which a reader takes for a line break too: a row with a "\r" anywhere has all its fields quoted
         buffer = io.StringIO()
-        if any("\r" in cell for cell in cells):
-            csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(cells)
-        else:
-            csv.writer(buffer, lineterminator="\n").writerow(cells)
+        every = any("\r" in cell for cell in cells)
+        csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL if every else csv.QUOTE_MINIMAL).writerow(cells)
         return buffer.getvalue()
     table_cells = (visible(_md_escape(value)) if shown else _md_escape(writable_text(value)) for value in values)
     return "| " + " | ".join(table_cells) + " |\n"

@@ -48,7 +48,7 @@ class ImagePickerScreen(ModalScreen[Path | None]):
         super().__init__()
         self.start = start if start.is_dir() else Path.cwd()
         self.renderer = renderer
-        self.purpose = "Compare with an image" if compare else "Open an image"  # what Enter will do
+        self.compare = compare  # what Enter does with the chosen image: compare with it, or open it
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker"):
@@ -56,14 +56,14 @@ class ImagePickerScreen(ModalScreen[Path | None]):
             with Horizontal(id="picker-body"):
                 yield ImageTree(self.start, id="picker-tree")
                 yield ImagePreview(self.renderer, empty_text="Highlight an image to preview it.", id="picker-preview")
-            chooses = "compare with it" if self.purpose.startswith("Compare") else "open image"
+            chooses = "compare with it" if self.compare else "open image"
             yield Static(f"Enter: {chooses} · Backspace: parent folder · Esc: cancel", id="picker-help")
 
     def on_mount(self) -> None:
         self.query_one(ImageTree).focus()
 
     def _title(self, folder: Path) -> str:
-        return f"{self.purpose} — {visible(folder)}"
+        return f"{'Compare with an image' if self.compare else 'Open an image'} — {visible(folder)}"
 
     def action_parent(self) -> None:
         tree = self.query_one(ImageTree)
