@@ -1,9 +1,12 @@
-"""What a file that is not a regular file is, in words for a message: one wording for sessions, images and
-the config file. Only its status is looked at (never opened: a named pipe would wait for a writer)."""
+"""What a file that is not a regular file is (or a link to nothing), in words for a message: one wording
+for sessions, images and the config file. Only its status is looked at (never opened: a named pipe would
+wait for a writer)."""
 
 from __future__ import annotations
 
 import stat
+
+LINK_TO_NOTHING = "a link to nothing"  # a symbolic link whose target is not there
 
 
 def file_kind(mode: int) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from chatbot.errors import UserError
-from chatbot.file_kinds import not_regular_words
+from chatbot.file_kinds import LINK_TO_NOTHING, not_regular_words
 from chatbot.images import IMAGE_SUFFIXES, is_url
 from chatbot.untrusted import visible
 
@@ -50,7 +50,7 @@ def find_images(
         if is_url(raw):
             raise UserError(f"describe works on files and folders, not links ({visible(raw)}).",
                             "Download the images first, or use `blip2-chat caption URL` for one link.")
-        refuse_object_storage(raw, "describe")
+        refuse_other_schemes(raw, "describe", ray_reads_storage=True)
         path = Path(os.path.abspath(os.path.expanduser(raw)))
         if _is_folder(path):
             candidates, below = _images_in(path, recursive, unreadable)
@@ -120,7 +120,7 @@ def _not_a_file(entry: os.DirEntry[str]) -> str:
     try:
         mode = entry.stat().st_mode  # follows a symlink
     except FileNotFoundError:
-        return "a link to nothing"
+        return LINK_TO_NOTHING
     if stat.S_ISDIR(mode):
         return "a link to a folder (not followed)"
     return not_regular_words(mode)
@@ -157,10 +157,24 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def refuse_object_storage(raw: str, command: str) -> None:
-    """An `s3://`, `gs://` (any scheme but http's) path reaches a command without --ray: say that --ray reads
-    it (Ray Data's filesystems), rather than "no file at /cwd/s3:/bucket"."""
-    scheme = raw.split("://", 1)[0] if "://" in raw else ""
-    if scheme and scheme.isidentifier() and not is_url(raw):
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")  # what `describe --ray` reads (pyarrow)
+
+
+def is_storage_uri(path: str) -> bool:
+    """Whether `path` names object storage (`s3://`, `gs://`, ...) rather than a file on this machine."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.lower() in STORAGE_SCHEMES
+
+
+def refuse_other_schemes(raw: str, command: str, *, ray_reads_storage: bool) -> None:
+    """A `scheme://` path that is not a web link (callers word those themselves) and that `command` will not
+    read here: said in one sentence rather than "no file at /cwd/s3:/bucket". With `ray_reads_storage`,
+    object storage is named as what --ray reads; any other scheme (`ftp://`) is no path of this machine."""
+    scheme, sep, _ = raw.partition("://")
+    if not sep or not scheme.isidentifier() or is_url(raw):
+        return
+    if ray_reads_storage and is_storage_uri(raw):
         raise UserError(f"{command} reads {visible(scheme)}:// paths only with --ray ({visible(raw)}).",
                         "Add --ray (the cluster extra: pip install -e '.[cluster]'), or copy the images to a folder.")
+    raise UserError(f"{command} works on files and folders on this machine, not {visible(raw)}.",
+                    "Copy the images to a folder first.")

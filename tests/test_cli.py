@@ -585,6 +585,25 @@ def test_object_storage_paths_without_ray_say_what_reads_them(capsys: pytest.Cap
         "to a folder first.")
 
 
+@pytest.mark.parametrize("ray", [[], ["--ray", "local"]])
+def test_a_scheme_no_command_reads_is_named_with_or_without_ray(ray: list[str],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`ftp://` is no object storage that --ray reads: with --ray it was told to add --ray."""
+    from chatbot.cli import main
+
+    assert main(["describe", "ftp://host/photos", *ray, "--model", "demo"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "blip2-chat: describe works on files and folders on this machine, not ftp://host/photos. Copy the images "
+        "to a folder first.")
+
+
+def test_storage_schemes_are_known_whatever_their_case() -> None:
+    from chatbot.image_files import is_storage_uri
+
+    assert [is_storage_uri(p) for p in ("S3://b/k", "gs://b", "abfss://c@a/p", "ftp://h/p", "s3:/b", "./s3")] == [
+        True, True, True, False, False, False]
+
+
 @pytest.mark.parametrize("command", [["describe", "examples/photo.jpg"], ["index", "examples"]])
 @pytest.mark.parametrize("flags", [["--workers", "2"], ["--gpus-per-worker", "1"]])
 def test_cluster_flags_without_ray_are_refused(command: list[str], flags: list[str],

@@ -10,11 +10,11 @@ from contextlib import ExitStack, contextmanager
 
 from chatbot.cluster.connection import ClusterOptions, connected, import_ray
 from chatbot.cluster.pipelines import Result, caption_results, embedding_results
-from chatbot.cluster.remote_files import is_storage_uri, list_storage_images
+from chatbot.cluster.remote_files import list_storage_images
 from chatbot.cluster.results import RemoteCaptions, RemoteEmbeddings
 from chatbot.core.settings import Settings
 
-__all__ = ["ClusterOptions", "is_storage_uri", "list_storage_images", "remote_captions", "remote_embeddings"]
+__all__ = ["ClusterOptions", "list_storage_images", "remote_captions", "remote_embeddings"]
 
 
 @contextmanager

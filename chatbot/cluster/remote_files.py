@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from typing import Any
 
 from chatbot.errors import ImageError, UserError
-from chatbot.image_files import file_sha256
+from chatbot.image_files import file_sha256, is_storage_uri
 from chatbot.images import IMAGE_SUFFIXES, LoadedImage, load_image
 from chatbot.untrusted import visible
-
-_URI = re.compile(r"^(s3|gs|gcs|hdfs|abfs|abfss)://", re.IGNORECASE)
-
-
-def is_storage_uri(path: str) -> bool:
-    """Whether `path` names object storage (read through pyarrow) rather than a local file."""
-    return bool(_URI.match(path))
 
 
 def _filesystem(uri: str) -> tuple[Any, str]:

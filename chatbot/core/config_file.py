@@ -20,7 +20,7 @@ from typing import Any
 
 from chatbot.core.settings import BY_NAME, KeyTableError
 from chatbot.errors import OptionError
-from chatbot.file_kinds import file_kind
+from chatbot.file_kinds import LINK_TO_NOTHING, file_kind
 from chatbot.locations import config_dir
 from chatbot.untrusted import visible
 
@@ -80,7 +80,7 @@ def _refuse_what_is_no_file(path: Path) -> None:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         if os.path.islink(path):
-            raise OptionError(f"The config file {path} is a link to nothing.",
+            raise OptionError(f"The config file {path} is {LINK_TO_NOTHING}.",
                               "Point it at a file, or remove it to use the defaults.") from None
         return
     except OSError as error:  # a loop of links, a folder we may not enter

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chatbot.core.session import Session, SessionError
-from chatbot.file_kinds import not_regular_words
+from chatbot.file_kinds import LINK_TO_NOTHING, not_regular_words
 from chatbot.untrusted import visible
 
 FORMAT_VERSION = 1
@@ -256,6 +256,6 @@ def _link_refused(where: str, path: Path) -> SessionFileUnreadable:
         leads_somewhere = os.path.exists(path)  # looked at, never opened
     except (OSError, ValueError):
         leads_somewhere = False
-    why = "a link, not a regular file" if leads_somewhere else "a link to nothing, not a regular file"
+    why = "a link, not a regular file" if leads_somewhere else f"{LINK_TO_NOTHING}, not a regular file"
     return SessionFileUnreadable(f"{where} is a link, and the sessions folder's links are never followed.",
                                  "Move the session file itself into the folder.", why, "not regular")

@@ -43,7 +43,7 @@ from chatbot.frontends.describe.output import (
 from chatbot.frontends.describe.parquet_output import PARQUET, ParquetRowWriter, parquet_refusals
 from chatbot.frontends.progress_line import ProgressLine, plural
 from chatbot.frontends.screen_reader import is_terminal
-from chatbot.image_files import Unreadable, file_sha256, find_images, unreadable_sentence
+from chatbot.image_files import Unreadable, file_sha256, find_images, is_storage_uri, unreadable_sentence
 from chatbot.images import LoadedImage, load_image
 from chatbot.untrusted import visible
 
@@ -270,7 +270,7 @@ def _images_in(request: DescribeRequest, status: Callable[[str], None]) -> list[
     local = list(request.paths)
     stored: list[str] = []
     if request.ray is not None:
-        from chatbot.cluster.jobs import is_storage_uri, list_storage_images
+        from chatbot.cluster.jobs import list_storage_images
 
         stored = [path for path in local if is_storage_uri(path)]
         local = [path for path in local if not is_storage_uri(path)]

@@ -21,6 +21,7 @@ from chatbot.core.photo_search import choose_index_model, index_folder
 from chatbot.core.settings import Settings
 from chatbot.errors import OptionError, UserError
 from chatbot.frontends.progress_line import ProgressLine, plural
+from chatbot.image_files import refuse_other_schemes
 from chatbot.images import LoadedImage, is_url
 from chatbot.untrusted import visible
 
@@ -180,9 +181,7 @@ def checked_roots(paths: Sequence[str]) -> list[Path]:
         if is_url(raw):
             raise UserError(f"index works on files and folders, not links ({visible(raw)}).",
                             "Download the images first.")
-        if "://" in raw:  # s3://, gs://: only describe --ray reads object storage
-            raise UserError(f"index works on files and folders on this machine, not {visible(raw)}.",
-                            "Copy the images to a folder first.")
+        refuse_other_schemes(raw, "index", ray_reads_storage=False)  # only describe --ray reads s3://
         path = Path(raw).expanduser().absolute()
         if not path.exists():
             raise UserError(f"No file or folder at {visible(path)}.", "Check the path.")
