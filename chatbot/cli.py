@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from chatbot import __version__
-from chatbot.core.settings import OPTIONS, Option, Settings, settings_from
+from chatbot.core.settings import BY_NAME, OPTIONS, Option, Settings, settings_from
 from chatbot.errors import UserError
 from chatbot.untrusted import visible
 
@@ -285,7 +285,10 @@ def _main(given: list[str]) -> int:
         if args.command in ("models", "sessions"):
             from chatbot.frontends.listings import run_models, run_sessions
 
-            return run_models(args.device or "auto", args.json) if args.command == "models" else run_sessions()
+            if args.command == "sessions":
+                return run_sessions()
+            device = BY_NAME["device"].parse(args.device, "--device") if args.device is not None else "auto"
+            return run_models(device, args.json)
         return _run(args, settings_for(args))
     except UserError as error:
         print(f"blip2-chat: {visible(error)}", file=sys.stderr)

@@ -615,3 +615,24 @@ def test_cluster_flags_without_ray_are_refused(command: list[str], flags: list[s
     assert capsys.readouterr().err.splitlines()[-1] == (
         "blip2-chat: --workers and --gpus-per-worker go with --ray (a run on one machine has one model). Add --ray "
         "to run on a local Ray instance or a cluster, or leave them out.")
+
+
+@pytest.mark.parametrize("command", [["describe", "examples/photo.jpg"], ["index", "examples"]])
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--workers", "0"], "--workers must be from 1 to 1024 (got 0). Try 1 per GPU."),
+    (["--workers", "5000"], "--workers must be from 1 to 1024 (got 5000). Try 1 per GPU."),
+    (["--gpus-per-worker", "nan"], "--gpus-per-worker must be from 0 to 16 (got nan). Use 1 for one GPU per worker, "
+                                   "or 0 for CPU."),
+    (["--gpus-per-worker", "-1"], "--gpus-per-worker must be from 0 to 16 (got -1.0). Use 1 for one GPU per worker, "
+                                  "or 0 for CPU."),
+])
+def test_cluster_widths_are_checked_before_ray_starts(command: list[str], flags: list[str], said: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`--gpus-per-worker nan` passed every check (no comparison with nan is true) and reached Ray."""
+    import sys
+
+    from chatbot.cli import main
+
+    assert main([*command, "--ray", *flags, "--model", "demo"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"blip2-chat: {said}"
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()

@@ -215,3 +215,13 @@ def test_an_answer_without_words_is_exported_as_none(tmp_path) -> None:
     page = export_session(session, "html", tmp_path / "chat.html").path.read_text()
     assert "<p><strong>Assistant:</strong> (no answer)</p>" in page
     assert "<strong>Assistant:</strong> </p>" not in page
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "json"])
+def test_a_nul_in_the_export_name_is_one_sentence_and_nothing_written(chat, work, fmt) -> None:
+    """`/export md a<NUL>b.md` raised ValueError from os.stat, out of the command."""
+    outcome = run_command(chat, f"/export {fmt} a\0b.{fmt}")
+    assert not outcome.ok and outcome.notices == [Notice(
+        f"{work / 'a'}\\x00b.{fmt} is not a usable file name: it holds a NUL character. Type the name again, e.g. "
+        f"/export {fmt} chat.{fmt}.", "error")]
+    assert tree(work) == set()

@@ -195,6 +195,16 @@ def test_models_json(tmp_path: Path) -> None:
     assert set(xl["needs_bytes"]) == {"float32", "bfloat16", "8bit", "4bit"}  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("device", ["cuda:x", "cuda:", "mps", "", "CPU"])
+def test_models_device_is_checked_by_the_settings_rule(device: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`models --device cuda:x` reached int("x") in the loader on a GPU machine: now the one --device rule."""
+    from chatbot.cli import main
+
+    assert main(["models", "--device", device]) == 2
+    assert capsys.readouterr().err == (
+        f"blip2-chat: --device must be auto, cpu, cuda or cuda:N (got '{device}'). e.g. cuda:0.\n")
+
+
 @pytest.mark.parametrize(("target", "alias", "fits", "triton"), [
     (Target("cpu", "float32", 10 * GB), "opt-2.7b", ["bfloat16", "8bit", "4bit"], True),  # int8 is for GPUs
     (Target("cpu", "float32", 15 * GB), "opt-6.7b", ["4bit"], False),  # quantizing on a CPU holds more while loading

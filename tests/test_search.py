@@ -316,3 +316,13 @@ def test_search_chat_opens_the_chat_with_a_chat_model(monkeypatch: pytest.Monkey
     monkeypatch.setattr(chatbot.cli, "run_chat_command", chat)
     assert main(["search", "a red square", "--model", model, "--chat"]) == 0
     assert searched == [model] and opened == [(chat_model or DEFAULT_MODEL, "/p/best.png")]
+
+
+@pytest.mark.parametrize("number", ["²", "٣", "9" * 5000, "-1", "0", "3", " 1x", ""])
+def test_open_refuses_what_is_no_result_number_in_one_sentence(number: str) -> None:
+    """"²" is a digit to str.isdigit() but not to int(), and 5,000 digits are past int()'s limit: both were
+    a ValueError that ended the plain chat."""
+    found = [Found("/pictures/a.png", 0.5, None), Found("/pictures/b.png", 0.4, None)]
+    with pytest.raises(UserError) as caught:
+        result_to_open(found, number)
+    assert caught.value.message == f"/open takes a result's number, 1 to 2 (got {number[:20]})."

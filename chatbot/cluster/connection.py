@@ -19,6 +19,10 @@ INSTALL_HINT = "Install it with: pip install 'blip2-chat[cluster]' (in a source 
 DECODE_CPUS = 0.5  # reading and decoding a batch: light work, so it can share a core with a CPU model actor
 
 
+MAX_WORKERS = 1024  # each holds a whole model: more than a cluster of this size would use is a typo
+MAX_GPUS_PER_WORKER = 16  # more than one machine holds; a BLIP-2 model fits on one GPU
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """Where and how wide a Ray run is (`--ray [ADDRESS]`, `--workers`, `--gpus-per-worker`)."""
@@ -29,15 +33,15 @@ class ClusterOptions:
 
     def check(self) -> None:
         """Refuse values Ray cannot use, naming the flag."""
-        if self.workers < 1:
-            raise OptionError(f"--workers must be at least 1 (got {self.workers}).", "Try 1 per GPU.")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise OptionError(f"--workers must be from 1 to {MAX_WORKERS} (got {self.workers}).", "Try 1 per GPU.")
         if self.address not in (LOCAL, "auto") and ":" not in self.address:
             raise OptionError(f"--ray takes a cluster address such as ray://head:10001 "
                               f"(got '{visible(self.address)}').",
                               "Put --ray after the paths, or write --ray=ADDRESS.")
-        if self.gpus_per_worker < 0:
-            raise OptionError(f"--gpus-per-worker cannot be negative (got {self.gpus_per_worker}).",
-                              "Use 1 for one GPU per worker, or 0 for CPU.")
+        if not 0 <= self.gpus_per_worker <= MAX_GPUS_PER_WORKER:  # nan too: no comparison with it is true
+            raise OptionError(f"--gpus-per-worker must be from 0 to {MAX_GPUS_PER_WORKER} "
+                              f"(got {self.gpus_per_worker}).", "Use 1 for one GPU per worker, or 0 for CPU.")
 
 
 def import_ray() -> ModuleType:

@@ -315,6 +315,9 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
     if embed and fmt != "md":
         raise UserError("--embed goes with /export md only.",
                         "An HTML export always holds its pictures, and a JSON export holds none.")
+    if "\0" in str(path):  # no file can have this name; os.stat would raise ValueError, not OSError
+        raise UserError(f"{shown(str(path), 200)} is not a usable file name: it holds a NUL character.",
+                        f"Type the name again, e.g. /export {fmt} chat.{fmt}.")
     named = FORMAT_SUFFIXES.get(path.suffix.lower(), fmt)
     if named != fmt:  # `/export html page.md`: HTML in a file every viewer opens as Markdown
         article = "an" if named == "html" else "a"

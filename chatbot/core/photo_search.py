@@ -11,6 +11,7 @@ in the list, marked missing, and never opened.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,12 +76,14 @@ def result_to_open(found: Sequence[Found], number: str) -> str:
     """
     if not found:
         raise UserError("There are no search results to open yet.", "Search first, e.g. /find a dog on a beach.")
-    if not number.strip().isdigit() or not 1 <= int(number) <= len(found):
+    digits = number.strip()
+    # "²" is a digit to isdigit() but not to int(), and 5,000 digits are beyond int()'s limit: ASCII, short
+    if not re.fullmatch(r"[0-9]{1,6}", digits) or not 1 <= int(digits) <= len(found):
         raise UserError(f"/open takes a result's number, 1 to {len(found)} (got {visible(number[:20])}).",
                         "e.g. /open 1 for the best match.")
-    chosen = found[int(number) - 1]
+    chosen = found[int(digits) - 1]
     if chosen.missing or not os.path.isfile(chosen.path):
-        raise UserError(f"Result {int(number)} is gone since it was indexed ({visible(chosen.path)}).",
+        raise UserError(f"Result {int(digits)} is gone since it was indexed ({visible(chosen.path)}).",
                         "Open another, or run `blip2-chat index` again so the index forgets it.")
     return chosen.path
 
