@@ -395,7 +395,7 @@ def run_chat_command(
     A resumed chat goes on with the model it was made with, unless `--model` chose one (`model_given`).
     `notes`: sentences to show first (the app shows them in the transcript, the plain mode on stderr).
     """
-    from chatbot.core.resume import session_to_resume
+    from chatbot.core.resume import model_to_go_on_with, session_to_resume
     from chatbot.core.session import Session
     from chatbot.core.store import SessionStore
     from chatbot.frontends.plain.terminal import plain_mode_forced
@@ -415,14 +415,9 @@ def run_chat_command(
     notes = list(notes)
     if resuming:
         session = session_to_resume(store, continue_last, resume)
-        if not model_given and session.untrusted_model:
-            # a chat file from elsewhere does not choose what is loaded (a folder, any hub repository)
-            notes.append(f"This chat was made with {session.untrusted_model}, which is not a model blip2-chat "
-                         f"knows; going on with {settings.model} (to use that one, pass --model with it).")
-        elif not model_given and session.model and session.model != settings.model:
-            settings = replace(settings, model=session.model)
-            notes.append(f"Going on with {session.model}, the model this chat was made with "
-                         "(choose another with --model).")
+        model, note = model_to_go_on_with(session, settings.model, model_given=model_given)
+        settings = replace(settings, model=model)
+        notes += [note] if note else []
     if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config
         from chatbot.frontends.plain.chat import run_plain_chat
 

@@ -254,3 +254,52 @@ def test_a_chat_without_questions_is_listed_as_such_and_continue_passes_it_over(
     (root / f"{OWN_ID}.json").unlink()
     with pytest.raises(SessionError, match="There is no saved session to continue"):
         session_to_resume(SessionStore(), continue_last=True, resume=None)
+
+
+# -- a chat file from someone else does not make blip2-chat fetch its web picture ---------------------------
+
+
+def test_an_imported_chats_web_picture_is_not_fetched_on_its_word(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening someone's chat file downloaded the picture it named: a tracking pixel that tells its server
+    that, and from where, the file was opened. A local picture is still reopened (its sha256 must match)."""
+    from chatbot.core.resume import reopen_image
+    from chatbot.core.session import ImageRef
+
+    url = "https://tracker.example/p.png?who=\x1b[31mx"
+    foreign = home / "foreign.json"
+    write(foreign, chat(image={"source": url, "sha256": "0" * 64}))
+    session, _ = opened(str(foreign))
+    assert session.from_elsewhere and session.image == ImageRef(url, "0" * 64)
+    assert "from_elsewhere" not in saved_data(FOREIGN_ID)
+
+    def no_download(*_: object, **__: object) -> None:
+        raise AssertionError("the picture was fetched")
+
+    monkeypatch.setattr("chatbot.core.resume.load_image", no_download)
+    image, problem = reopen_image(session.image, from_elsewhere=session.from_elsewhere)
+    shown_url = "https://tracker.example/p.png?who=\\x1b[31mx"
+    assert image is None and problem == (
+        f"This chat came from a file, and its picture is on the web ({shown_url}); it was not downloaded, since a "
+        f"download tells that server this chat was opened. If you trust it, open it with /image {shown_url}.")
+    own, _ = opened(FOREIGN_ID)  # the copy among the user's own chats is theirs: reopened as any other
+    assert not own.from_elsewhere
+
+
+@pytest.mark.parametrize(("saved", "untrusted", "given", "expected"), [
+    ("flan-t5-xl", "", False, ("flan-t5-xl", "Going on with flan-t5-xl, the model this chat was made with "
+                                             "(choose another with --model).")),
+    ("flan-t5-xl", "", True, ("opt-2.7b", None)),
+    ("opt-2.7b", "", False, ("opt-2.7b", None)),
+    ("", "", False, ("opt-2.7b", None)),
+    ("", "/tmp/evil\x1b[2J", False, ("opt-2.7b", "This chat was made with /tmp/evil\\x1b[2J, which is not a model "
+                                                 "blip2-chat knows; going on with opt-2.7b (to use that one, pass "
+                                                 "--model with it).")),
+    ("", "/tmp/evil", True, ("opt-2.7b", None)),
+])
+def test_the_model_a_resumed_chat_goes_on_with(saved: str, untrusted: str, given: bool,
+                                               expected: tuple[str, str | None]) -> None:
+    from chatbot.core.resume import model_to_go_on_with
+
+    session = Session(model=saved)
+    session.untrusted_model = untrusted
+    assert model_to_go_on_with(session, "opt-2.7b", model_given=given) == expected

@@ -16,7 +16,8 @@ from chatbot.core.settings import saved_options
 from chatbot.core.store import SessionForked, SessionStore
 from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError
-from chatbot.images import LoadedImage, load_image
+from chatbot.images import LoadedImage, is_url, load_image
+from chatbot.untrusted import visible
 
 _RESUME_TAKES = "--resume takes a saved session's id or an exported .json file."
 
@@ -28,21 +29,28 @@ def options_for(session: Session, fallback: GenerationOptions) -> GenerationOpti
 
 
 def reopen_image(
-    ref: ImageRef, how_to_open: str = "/image PATH or Ctrl+O", cancel: Callable[[], bool] | None = None,
+    ref: ImageRef, how_to_open: str = "/image PATH or Ctrl+O", cancel: Callable[[], bool] | None = None, *,
+    from_elsewhere: bool = False,
 ) -> tuple[LoadedImage | None, str | None]:
     """Load a saved session's image again: (image, None), or (None, why it cannot be shown).
 
     `how_to_open` names the way this front end opens another image, for the message; `cancel` stops a
-    download when it returns True (the app is closing).
+    download when it returns True (the app is closing). With `from_elsewhere` (a chat file from outside,
+    `Session.from_elsewhere`) a web picture is not downloaded: the fetch would tell the file's author that,
+    and from where, it was opened. The person fetches it with /image URL when they trust it.
     """
+    if from_elsewhere and is_url(ref.source):
+        return None, (f"This chat came from a file, and its picture is on the web ({visible(ref.source)}); it was "
+                      "not downloaded, since a download tells that server this chat was opened. If you trust it, "
+                      f"open it with /image {visible(ref.source)}.")
     try:
         image = load_image(ref.source, cancel=cancel)
     except ImageError as error:
         return None, (f"The image of this chat could not be opened again: {error.message} "
                       f"It may have been moved or deleted; open it again with {how_to_open}.")
     if image.sha256 != ref.sha256:
-        return None, (f"{ref.source} has changed since this chat was saved (its contents differ), so it was not "
-                      f"reopened. Open an image with {how_to_open} to go on.")
+        return None, (f"{visible(ref.source)} has changed since this chat was saved (its contents differ), so it "
+                      f"was not reopened. Open an image with {how_to_open} to go on.")
     return image, None
 
 
@@ -111,6 +119,24 @@ def _save_copy(store: SessionStore, session: Session, what: str) -> None:
         store.problems.append(f"The {what} could not be saved in the sessions folder: {error}")
 
 
+def model_to_go_on_with(session: Session, model: str, *, model_given: bool) -> tuple[str, str | None]:
+    """The model a resumed chat goes on with, and the sentence that says so (None: nothing to say).
+
+    `model` is the one chosen by --model, the config file or the default (`model_given`: by --model, which
+    always wins). Otherwise the chat's own model, unless it came from a file of someone else's and is no
+    model blip2-chat knows (`Session.untrusted_model`): a chat file never chooses a folder or a repository.
+    """
+    if model_given:
+        return model, None
+    if session.untrusted_model:
+        return model, (f"This chat was made with {shown(session.untrusted_model, 200)}, which is not a model "
+                       f"blip2-chat knows; going on with {shown(model, 200)} (to use that one, pass --model with it).")
+    if session.model and session.model != model:
+        return session.model, (f"Going on with {shown(session.model, 200)}, the model this chat was made with "
+                               "(choose another with --model).")
+    return model, None
+
+
 def known_model(name: str) -> bool:
     """A checkpoint blip2-chat lists (hub id or alias) or its demo model: safe to load on a chat file's word.
     Any other name (a folder, any hub repository) from a file of someone else's is never loaded, nor saved."""
@@ -166,6 +192,7 @@ def imported_session(store: SessionStore, path: Path) -> Session:
                               f"('{shown(old)}'), so it goes on as session {session.id}.")
     elif os.path.lexists(store.path_for(session.id)):
         session.id = new_session_id()
+    session.from_elsewhere = True
     if not known_model(session.model):
         session.untrusted_model, session.model = session.model, ""
     if session.not_understood:

@@ -104,11 +104,14 @@ class Session:
     # the model a chat file from elsewhere named that is no model blip2-chat knows: `model` is "" instead (so
     # the copy never chooses a folder or repository to load); kept only to be named. Never saved.
     untrusted_model: str = field(default="", compare=False, repr=False)
+    # read from a chat file from elsewhere (--resume FILE.json): its web picture is not fetched on its word,
+    # since a fetch tells the sender's server this address (a tracking pixel). Never saved.
+    from_elsewhere: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The session as plain data; a turn never compared has no `compared` key (files as before /compare)."""
         data = asdict(self)
-        for private in ("load_notes", "not_understood", "untrusted_model"):
+        for private in ("load_notes", "not_understood", "untrusted_model", "from_elsewhere"):
             del data[private]
         if not self.draft:
             del data["draft"]  # files as before drafts were kept

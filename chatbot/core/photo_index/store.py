@@ -182,10 +182,6 @@ class IndexStore:
         """How many files are indexed."""
         return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
 
-    def state_of(self, path: str) -> FileState | None:
-        row = self._db.execute("SELECT path, size, mtime_ns, sha256 FROM files WHERE path = ?", (path,)).fetchone()
-        return FileState(*row) if row else None
-
     def all_states(self) -> dict[str, FileState]:
         """Every indexed file by path (one query: a rescan of 10,000 files asks once, not 10,000 times)."""
         return {row[0]: FileState(*row) for row in self._db.execute("SELECT path, size, mtime_ns, sha256 FROM files")}
