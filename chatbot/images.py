@@ -19,7 +19,6 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps, TiffImagePlugin
 
@@ -35,6 +34,11 @@ IMAGE_SUFFIXES = frozenset({
     ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".ico",
 })
 MAX_PIXELS = 200_000_000  # refuse above this as a likely decompression bomb
+# A local file larger than this is refused before a byte of it is read (downloads stop at 20 MB, see
+# image_download). Real photos are far smaller: a 100-megapixel camera's JPEG is ~50 MB, and even a
+# 40-megapixel 16-bit RGB TIFF, uncompressed, is ~240 MB. So 256 MB takes any real photo, while a huge
+# file named .png (or named by an imported session) is not read into memory only to be refused by Pillow.
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
 
 _SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF…"
 # Files that start like a known image format but fail to open are damaged, not "not an image".
@@ -43,6 +47,9 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 # Serialises our temporary changes to process-wide state while decoding: Pillow's module settings,
 # the warnings filters, and file descriptor 2 while libtiff might write to it.
 _PIL_LOCK = threading.Lock()
+# Opening a named pipe put where a picture was (after the check) must not wait for a writer.
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,17 @@ def load_image(
 
 
 def _read_file(path: str) -> bytes:
-    """All bytes of a regular file, with a clear error for each way that can fail."""
+    """All bytes of a regular file, with a clear error for each way that can fail.
+
+    Only a regular file is opened (a named pipe would wait for a writer, a device answer forever), and
+    its size is checked on the opened file, before anything is read.
+    """
     shown = visible(path)
+    if "\0" in path:  # the OS cannot take such a name: os.stat and open raise ValueError
+        raise ImageError(
+            f"{shown} is not a usable file name (it holds a NUL character).",
+            "Give the image's real path (if a session file named it, that file is damaged).",
+        )
     try:
         info = os.stat(path)
         if stat.S_ISDIR(info.st_mode):
@@ -95,8 +111,17 @@ def _read_file(path: str) -> bytes:
                 "Pass one image file; for alt text of every image in a folder, use `blip2-chat describe FOLDER`.",
             )
         if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"{shown} is {not_regular_words(info.st_mode)}.", "Pass the path of an image file.")
-        data = Path(path).read_bytes()
+            raise _not_regular(shown, info.st_mode)
+        fd = os.open(path, os.O_RDONLY | _BINARY | _NONBLOCK)
+        try:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode):  # swapped for something else since the check
+                raise _not_regular(shown, opened.st_mode)
+            if opened.st_size > MAX_IMAGE_BYTES:
+                raise _too_large(shown, opened.st_size)
+            data = _read_at_most(fd, MAX_IMAGE_BYTES + 1)
+        finally:
+            os.close(fd)
     except (FileNotFoundError, NotADirectoryError):
         raise ImageError(
             f"No file at {shown}.",
@@ -110,9 +135,42 @@ def _read_file(path: str) -> bytes:
     except OSError as e:
         detail = one_line(e.strerror or str(e))
         raise ImageError(f"Could not read {shown}: {detail}.", "Check the file and try again.") from None
+    except ValueError:  # a name this system cannot encode (e.g. a lone surrogate from a session file)
+        raise ImageError(
+            f"{shown} is not a usable file name (this system cannot encode it).",
+            "Check the path, or rename the file.",
+        ) from None
+    if len(data) > MAX_IMAGE_BYTES:  # it grew while it was read
+        raise _too_large(shown, len(data))
     if not data:
         raise ImageError(f"{shown} is empty (0 bytes).", "Re-save or re-download the image and try again.")
     return data
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """The bytes of `fd` up to its end or `limit`, whichever comes first."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, min(limit - size, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _not_regular(shown: str, mode: int) -> ImageError:
+    return ImageError(f"{shown} is {not_regular_words(mode)}.", "Pass the path of an image file.")
+
+
+def _too_large(shown: str, size: int) -> ImageError:
+    """Refusal for a local file over MAX_IMAGE_BYTES, stating both sizes in MB."""
+    mb = 1024 * 1024
+    return ImageError(  # the size rounded up: 256 MB and a byte is not "256 MB, over the 256 MB limit"
+        f"{shown} is {-(-size // mb):,} MB, over the {MAX_IMAGE_BYTES // mb} MB limit for an image file.",
+        "Save a smaller copy (JPEG or PNG, downscaled) and pass that instead.",
+    )
 
 
 @contextlib.contextmanager
@@ -250,9 +308,17 @@ def _decode(data: bytes, name: str, remote: bool, max_side: int) -> tuple[Image.
         # Still under the lock and quiet: EXIF parsing and mode conversions warn too.
         with contextlib.suppress(Exception):  # broken EXIF only loses the rotation
             ImageOps.exif_transpose(img, in_place=True)
-        if img.mode in ("P", "PA", "1") or "transparency" in img.info:
-            img = _to_rgb(img)  # palettes and colour keys do not survive resampling
-        return _to_rgb(_downscale(img, max_side)), original_size
+        try:  # the picture decoded, yet its data can still defeat a conversion: damaged, not a crash
+            if img.mode in ("P", "PA", "1") or "transparency" in img.info:
+                img = _to_rgb(img)  # palettes and colour keys do not survive resampling
+            elif _is_high_bit(img):
+                img = _high_bit_to_l(img)  # Pillow's reduce() refuses 16-bit grey ("image has wrong mode")
+            return _to_rgb(_downscale(img, max_side)), original_size
+        except MemoryError:
+            message = f"{name} is too large to convert in the available memory."
+            raise ImageError(message, "Downscale it with an image editor first.") from None
+        except Exception:  # noqa: BLE001 - whatever Pillow or numpy raise on odd data means unusable
+            raise damaged from None
 
 
 def _downscale(img: Image.Image, max_side: int) -> Image.Image:
@@ -267,7 +333,7 @@ def _downscale(img: Image.Image, max_side: int) -> Image.Image:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to RGB: transparency over white, high-bit grey scaled to 8 bits."""
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+    if _is_high_bit(img):
         img = _high_bit_to_l(img)
     if img.mode == "La":
         img = img.convert("LA")
@@ -277,6 +343,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.alpha_composite(img.convert("RGBA"))
         return background.convert("RGB")
     return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _is_high_bit(img: Image.Image) -> bool:
+    """16/32-bit integer or float grey: modes that resampling and RGB conversion do not take as they are."""
+    return img.mode in ("I", "F") or img.mode.startswith("I;16")
 
 
 def _high_bit_to_l(img: Image.Image) -> Image.Image:
@@ -289,6 +360,8 @@ def _high_bit_to_l(img: Image.Image) -> Image.Image:
         values = values / 257.0  # 16-bit range
     elif img.mode == "F" and low >= 0 and high <= 1:
         values = values * 255.0  # normalised floats
+    elif (low < 0 or high > 255) and high == low:
+        values = np.full_like(values, 128.0)  # one value and no known range to place it in: mid grey
     elif low < 0 or high > 255:
         values = (values - low) * (255.0 / (high - low))  # unknown range: stretch
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))

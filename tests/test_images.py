@@ -153,10 +153,10 @@ def test_long_thin_strip_is_not_called_small(tmp_path: Path) -> None:
 def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path / "secret.png", Image.new("RGB", (16, 16)))
 
-    def deny(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def deny(name: str, flags: int, *args: object) -> int:  # (root may read any file: refused here instead)
+        raise PermissionError(13, "Permission denied", name)
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    monkeypatch.setattr(images.os, "open", deny)
     assert "Permission denied" in _error(path).message
 
 

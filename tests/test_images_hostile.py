@@ -110,6 +110,78 @@ def test_many_pixels_on_a_thin_strip_is_called_thin(tmp_path: Path) -> None:
     assert err.message == f"{path} is 1x83886338 pixels: too thin to describe (each side must be at least 8 pixels)."
 
 
+# --- flat pictures and what follows decoding ------------------------------------------------------------
+
+
+def _tiff(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "TIFF")
+    return buf.getvalue()
+
+
+# (mode, the one value every pixel holds, the grey it must become). A flat picture outside the 8-bit,
+# 16-bit and 0..1 ranges has no range to place its value in (a blank depth map): it is drawn mid grey.
+FLAT = [
+    ("I", 70000, 128),
+    ("I", -3, 128),
+    ("F", -1.0, 128),
+    ("F", 1e30, 128),
+    ("I", 40000, 156),  # 16-bit range: 40000 / 257 = 155.6
+    ("F", 0.5, 128),  # 0..1 floats: 0.5 * 255 = 127.5, rounded to even
+    ("F", float("nan"), 0),  # no number at all: black
+]
+
+
+@pytest.mark.parametrize(("mode", "value", "grey"), FLAT)
+def test_a_flat_high_bit_tiff_is_one_grey(tmp_path: Path, mode: str, value: float, grey: int) -> None:
+    path = tmp_path / "flat.tif"
+    path.write_bytes(_tiff(Image.new(mode, (64, 64), value)))
+    loaded = load_image(path)
+    assert loaded.image.mode == "RGB" and loaded.image.size == (64, 64)
+    assert np.array_equal(np.asarray(loaded.image), np.full((64, 64, 3), grey, dtype=np.uint8))
+
+
+def test_a_flat_high_bit_tiff_in_a_large_picture_is_downscaled(tmp_path: Path) -> None:
+    path = tmp_path / "depth.tif"
+    path.write_bytes(_tiff(Image.new("F", (1500, 600), -1.0)))
+    loaded = load_image(path, max_side=300)
+    assert loaded.original_size == (1500, 600) and loaded.image.size == (300, 120)
+    assert set(np.asarray(loaded.image).ravel().tolist()) == {128}
+
+
+@pytest.mark.parametrize("failure", [ZeroDivisionError, ValueError, OSError, TypeError])
+def test_a_failure_after_decoding_is_an_image_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: type[Exception]
+) -> None:
+    # Whatever a conversion after decoding raises on odd data becomes the one "damaged" sentence.
+    def broken(img: Image.Image) -> Image.Image:
+        raise failure("odd data")
+
+    monkeypatch.setattr(images, "_high_bit_to_l", broken)
+    path = tmp_path / "depth.tif"
+    path.write_bytes(_tiff(Image.new("I", (64, 64), 70000)))
+    err = _error(path)
+    assert err.message == f"{path} is damaged or incomplete."
+
+
+def test_running_out_of_memory_while_converting_is_an_image_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exhausted(img: Image.Image, max_side: int) -> Image.Image:
+        raise MemoryError
+
+    monkeypatch.setattr(images, "_downscale", exhausted)
+    path = tmp_path / "photo.png"
+    path.write_bytes(_png(40, 30))
+    assert _error(path).message == f"{path} is too large to convert in the available memory."
+
+
+def test_a_nul_in_a_path_is_one_sentence(tmp_path: Path) -> None:
+    # A session file's image source, or `/image a\0b` typed in the plain chat.
+    err = _error(tmp_path / "a\0b.png")
+    assert err.message == f"{tmp_path}/a\\x00b.png is not a usable file name (it holds a NUL character)."
+
+
 # --- library noise --------------------------------------------------------------------------------------
 
 
@@ -237,3 +309,20 @@ def test_any_bytes_give_an_image_or_an_image_error(data: bytes) -> None:
         assert "\n" not in str(loaded) and visible(str(loaded)) == str(loaded)
     else:
         assert loaded.image.mode == "RGB" and max(loaded.image.size) <= 256
+
+
+@pytest.mark.parametrize(("mode", "value", "grey", "suffix"), [
+    ("I;16", 40000, 156, ".png"),  # 40000 / 257, rounded
+    ("I;16", 40000, 156, ".tif"),
+    ("I", 70000, 128, ".tif"),  # one value outside any known range: mid grey
+    ("F", 0.5, 128, ".tif"),
+])
+def test_a_high_bit_picture_shrunk_a_lot_is_read(tmp_path: Path, mode: str, value: float, grey: int,
+                                                 suffix: str) -> None:
+    """An 8000x6000 16-bit PNG was "damaged": Pillow's reduce(), which a shrink of 6x or more uses, refuses
+    16-bit grey. The same shrink at a small size: 600x400 to at most 64 pixels a side."""
+    path = tmp_path / f"deep{suffix}"
+    Image.new(mode, (600, 400), value).save(path)
+    loaded = load_image(path, max_side=64)
+    assert loaded.image.size == (64, 43) and loaded.image.mode == "RGB"
+    assert np.array_equal(np.asarray(loaded.image), np.full((43, 64, 3), grey, dtype=np.uint8))

@@ -145,17 +145,31 @@ class ImagePreview(Vertical):
         list of large photos never freezes the screen; a newer call cancels an older one."""
         self._load(path)
 
-    @work(thread=True, exclusive=True, group="preview")
+    # exit_on_error=False: a preview that fails in a way nobody foresaw (or whose screen closed meanwhile)
+    # must never end the app with WorkerFailed; what went wrong is shown in the preview instead.
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def _load(self, path: str | os.PathLike[str]) -> None:
         try:
             image: LoadedImage | str = load_image(path, max_side=PREVIEW_MAX_SIDE)
         except ImageError as error:
             image = str(error)
+        except Exception as error:  # noqa: BLE001 - a bug while previewing one file must not end the app
+            image = cannot_preview(path, error)
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._show_loaded, image)
 
     def _show_loaded(self, image: LoadedImage | str) -> None:
         if isinstance(image, str):
             self.show_problem(image)
-        else:
+            return
+        try:
             self.show(image)
+        except Exception as error:  # noqa: BLE001 - e.g. the renderer refuses the picture
+            self.show_problem(cannot_preview(image.source, error))
+
+
+def cannot_preview(source: str | os.PathLike[str], error: BaseException) -> str:
+    """What the preview says when showing `source` failed unexpectedly: one line naming the kind of failure
+    (not its message, which may hold outside text) and what to do instead. `show_problem` makes it visible."""
+    name = image_label(os.fspath(source))
+    return f"Cannot preview {name} (an unexpected {type(error).__name__}). Try another file."
