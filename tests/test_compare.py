@@ -339,7 +339,8 @@ async def test_app_escape_stops_the_comparison_and_keeps_it(home, pictures) -> N
         await wait_until(pilot, lambda: app.query(ComparisonView) and
                          len(app.query_one(ComparisonView).second.text.split()) >= 2, what="words of the comparison")
         await send(pilot, "Another?")  # refused while it streams: the line stays to send later
-        assert "An answer is still coming: wait for it, or press Esc to stop it." in notices(app)
+        assert ("An answer is still coming, so your question has to wait. Let it finish, or stop it (Esc in the "
+                "app, Ctrl+C in the screen-reader mode).") in notices(app)
         await pilot.press("escape")
         await wait_until(pilot, lambda: settled(app), what="the comparison to stop")
         view = app.query_one(ComparisonView)

@@ -246,7 +246,8 @@ def test_a_question_that_does_not_fit_is_said_and_the_chat_goes_on(tmp_path: Pat
                "and thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty?", "and more?",
                "why " * 80])
     said = notes.getvalue()
-    assert "Earlier turns were left out to fit the model (1 turn was left out)." in said
+    assert ("1 earlier turn was left out of the prompt to fit the model's context (the session keeps every turn)."
+            in said.splitlines())
     assert "blip2-chat: The question is too long for this model" in said
     assert len(out.getvalue().splitlines()) == 6  # the empty and the too-long question printed nothing
 
@@ -266,6 +267,28 @@ def test_a_model_failure_is_one_sentence_and_the_chat_goes_on(tmp_path: Path, pi
     assert [(turn.answer, turn.stopped) for turn in plain.conversation.session.turns] == [
         ("a red", True), ("still here", False)]
     assert plain.conversation.saved
+
+
+def test_a_command_that_fails_unexpectedly_is_one_sentence_and_the_chat_goes_on(
+        tmp_path: Path, pictures: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in one command (here /save raising what no rule foresaw) is one sentence, as in the app; the
+    chat goes on, and what came before and after is answered and saved."""
+    from chatbot.core import commands
+
+    def broken(conversation: Conversation, argument: str, can_pick: bool) -> None:
+        raise ValueError("invalid literal for int() with base 10: '\xb2'")
+
+    monkeypatch.setitem(commands._HANDLERS, "save", broken)
+    plain, out, notes = plain_chat(tmp_path, ScriptedEngine("a red square", "still red"), pictures["red"])
+    assert plain.run(["what is it?", "/save", "and now?"]) == 0
+    assert out.getvalue().splitlines() == ["You: what is it?", "Assistant: a red square", "You: and now?",
+                                           "Assistant: still red"]
+    said = notes.getvalue().splitlines()
+    assert ("blip2-chat: /save failed (ValueError: invalid literal for int() with base 10: '\xb2'). "
+            "The chat is intact.") in said
+    assert "Traceback" not in notes.getvalue()
+    saved = json.loads((tmp_path / "sessions" / f"{plain.conversation.session.id}.json").read_text(encoding="utf-8"))
+    assert [turn["question"] for turn in saved["turns"]] == ["what is it?", "and now?"]
 
 
 def test_an_answer_without_words_is_said_to_be_none(tmp_path: Path, pictures: dict[str, Path]) -> None:
@@ -500,6 +523,37 @@ def test_a_chat_file_from_elsewhere_does_not_choose_an_unknown_model(
     assert (f"This chat was made with {outside}, which is not a model blip2-chat knows; going on with "
             f"{checkpoints['opt']} (to use that one, pass --model with it).") in resumed.stderr.splitlines()
     assert "Going on with" not in resumed.stderr
+
+
+def test_a_chat_file_from_elsewhere_does_not_make_it_fetch_its_web_picture(
+    checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    """A chat file naming a web picture was a tracking pixel: opening the file downloaded it. The server
+    here listens, and is never asked; the sentence says how to fetch it on purpose."""
+    import socket
+
+    first = run_chat(pictures["red"], "--model", checkpoints["opt"], "--max-new-tokens", "3",
+                     stdin="what is it?\n", home=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (session,) = saved_sessions(tmp_path)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/pixel.png"
+        shared = tmp_path / "shared.json"
+        shared.write_text(json.dumps({**session, "id": "20240101-000000-abcdef",
+                                      "image": {"source": url, "sha256": "0" * 64}}), encoding="utf-8")
+        env = {**os.environ, "BLIP2_CHAT_HOME": str(tmp_path)}
+        resumed = subprocess.run(
+            [sys.executable, "-m", "chatbot", "chat", "--resume", str(shared), "--plain", "--model",
+             str(checkpoints["opt"])], input="", capture_output=True, text=True, timeout=120, env=env)
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody came
+    assert resumed.returncode == 0, resumed.stderr
+    assert (f"This chat came from a file, and its picture is on the web ({url}); it was not downloaded, since a "
+            f"download tells that server this chat was opened. If you trust it, open it with /image {url}."
+            ) in resumed.stderr.splitlines()
 
 
 @pytest.mark.parametrize(("value", "forced"), [("1", True), ("yes", True), ("0", False), ("", False)])

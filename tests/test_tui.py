@@ -213,7 +213,7 @@ async def test_left_out_turns_clear_and_save(pictures) -> None:
         await send(pilot, "/set max_new_tokens 1000")  # leaves 16 prompt tokens: the first turn no longer fits
         await ask(pilot, "second?")
         assert engine.prompts[-1] == "Question: second? Answer:"
-        assert ("1 earlier turn no longer fits the model's context, so the prompt leaves it out "
+        assert ("1 earlier turn was left out of the prompt to fit the model's context "
                 "(the session keeps every turn).") in notices(app)
         await send(pilot, "/set max_new_tokens 30")
         await send(pilot, "/clear")
@@ -308,7 +308,8 @@ async def test_a_path_dropped_while_an_answer_streams_waits_in_the_input(picture
         await wait_until(pilot, lambda: app.answer is not None, what="the answer to start")
         app.query_one(ChatInput).post_message(events.Paste(str(pictures["green"])))
         await wait_until(pilot, lambda: input_value(app) == str(pictures["green"]), what="the path kept")
-        assert notices(app)[-1] == "An answer is still coming: press Esc to stop it, then switch the image."
+        assert notices(app)[-1] == ("An answer is still coming, so switching the image has to wait. Let it finish, "
+                                    "or stop it (Esc in the app, Ctrl+C in the screen-reader mode).")
         await pilot.press("escape")
         await wait_until(pilot, lambda: idle(app))
         await pilot.press("enter")

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import difflib
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from chatbot.core.clipboard import paste_image
 from chatbot.core.comparison import Comparison, arm, compare_last, disarm, image_labels
-from chatbot.core.conversation import Conversation
+from chatbot.core.conversation import Conversation, still_answering
 from chatbot.core.photo_search import Found, result_to_open
 from chatbot.core.settings import apply_setting, describe_options, shown_value
 from chatbot.core.store import SessionForked
 from chatbot.engine.base import CancelToken
-from chatbot.errors import UserError
-from chatbot.images import LoadedImage
+from chatbot.errors import ImageError, UserError
+from chatbot.images import LoadedImage, load_image
+from chatbot.untrusted import visible
 
 NoticeKind = Literal["info", "warning", "error"]
 Effect = Literal["quit", "help", "pick_image", "pick_compare"]
@@ -117,6 +118,33 @@ def question_text(line: str) -> str:
     return text[1:] if text.startswith("//") else text
 
 
+def typed_line(question: str) -> str:
+    """The line that asks `question` (the inverse of `question_text`): one that starts with a slash is typed
+    with two, so a question given back to the input (or recalled) asks it again instead of running a command."""
+    return f"/{question}" if question.startswith("/") else question
+
+
+def failure_text(line: str, error: Exception) -> str:
+    """One sentence for what no rule foresaw (a bug) while carrying out a typed line; the front end goes on,
+    nothing typed or saved is lost. Front ends make it visible: the error's text comes from anywhere."""
+    what = line.split()[0] if is_command(line) else "Answering the question"
+    detail = str(error).splitlines()[0][:200] if str(error).strip() else ""
+    return f"{what} failed ({type(error).__name__}{': ' + detail if detail else ''}). The chat is intact."
+
+
+def load_chosen_image(source: str, cancel: Callable[[], bool] | None = None) -> LoadedImage:
+    """The image `/image`, `/compare`, `/open`, `/paste`, the picker or a pasted path or URL names, loaded (see
+    `chatbot.images.load_image`). Every failure is an ImageError, one sentence, also one that `load_image` does
+    not foresee (a name holding a NUL byte), so front ends catch UserError alone and say the same thing."""
+    try:
+        return load_image(source, cancel=cancel)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - an unforeseen failure is still one sentence, never a crash
+        detail = str(error).splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ImageError(f"Could not open {visible(source)}: {visible(detail)}.") from error
+
+
 def parse_command(line: str) -> Command:
     """The Command a `/name ...` line names.
 
@@ -158,8 +186,7 @@ def run_command(conversation: Conversation, line: str, *, can_pick: bool = False
         command = parse_command(line)
         spec = SPECS[command.name]
         if conversation.answering and not spec.busy_ok:
-            raise UserError(f"An answer is still coming, so /{command.name} has to wait.",
-                            "Stop the answer first (Esc in the app, Ctrl+C in the screen-reader mode).")
+            raise still_answering(f"/{command.name}")
         return _HANDLERS[command.name](conversation, command.argument, can_pick)
     except UserError as error:
         return Outcome.refused(error)
@@ -178,9 +205,8 @@ def switch_image(conversation: Conversation, image: LoadedImage) -> Outcome:
 def compare_with(conversation: Conversation, image: LoadedImage) -> Outcome:
     """After /compare (or its picker) loaded `image`: answer the last question about it now, or, when this
     context has none yet, the next one. The chat stays on the open image."""
-    if conversation.answering:
-        return Outcome.refused(UserError("An answer is still coming, so /compare has to wait.",
-                                         "Stop the answer first, then /compare again."))
+    if conversation.answering:  # the other image is loaded, and dropped: the refusal says to /compare again
+        return Outcome.refused(still_answering("/compare", again="/compare"))
     try:
         if conversation.last_question() is not None:
             return Outcome(comparison=compare_last(conversation, image))

@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from chatbot.core.conversation import Conversation
+from chatbot.core.conversation import Conversation, still_answering
 from chatbot.core.session import MAX_COMPARED, ComparedAnswer, ImageRef, Turn
 from chatbot.core.session_files import shown
 from chatbot.engine.base import CancelToken
 from chatbot.errors import QuestionError
-from chatbot.images import LoadedImage
+from chatbot.images import LoadedImage, is_url
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _tail(parts: tuple[str, ...], depth: int) -> str:
 
 
 def _parts(source: str) -> tuple[str, ...]:
-    return () if source.startswith(("http://", "https://")) else PurePath(source).parts
+    return () if is_url(source) else PurePath(source).parts
 
 
 def check_other_image(conversation: Conversation, image: LoadedImage) -> None:
@@ -77,8 +77,8 @@ def compare_last(conversation: Conversation, image: LoadedImage, cancel: CancelT
 
     Every check happens here, before anything streams; while it streams, `conversation.answering` is True.
     """
-    if conversation.answering:
-        raise QuestionError("An answer is still coming, so /compare has to wait.", "Stop the answer first.")
+    if conversation.answering:  # as `commands.compare_with` refuses it: the loaded image is dropped
+        raise still_answering("/compare", again="/compare")
     check_other_image(conversation, image)
     question = conversation.last_question()
     if question is None:

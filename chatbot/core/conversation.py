@@ -43,6 +43,25 @@ EXPORT_FORMATS = FORMATS  # what /export writes (chatbot.core.export)
 MIN_PROMPT_TOKENS = 16  # the fewest prompt tokens a model must have room for: a short question and its frame
 
 
+def still_answering(waiting: str, *, again: str = "") -> QuestionError:
+    """The one refusal while an answer (or a comparison) is still coming, as every front end says it.
+
+    `waiting` names what has to wait ("/clear", "your question", "switching the image"). `again` names what
+    to do once the answer has ended, for a request the refusal drops rather than keeps to send later (a
+    /compare whose other image had already loaded): "then /compare again".
+    """
+    then = f"; then {again} again" if again else ""
+    return QuestionError(f"An answer is still coming, so {waiting} has to wait.",
+                         f"Let it finish, or stop it (Esc in the app, Ctrl+C in the screen-reader mode){then}.")
+
+
+def left_out_text(count: int) -> str:
+    """The sentence every front end says when `count` earlier turns did not fit the model's context (the
+    prompt folds in the latest turns that fit; the session still has them all)."""
+    turns = "1 earlier turn was" if count == 1 else f"{count} earlier turns were"
+    return f"{turns} left out of the prompt to fit the model's context (the session keeps every turn)."
+
+
 def prompt_budget(engine: Engine, options: GenerationOptions) -> int:
     """Prompt tokens the model has room for, image tokens and (for OPT) the answer set aside; OptionError
     when that leaves under MIN_PROMPT_TOKENS."""

@@ -16,8 +16,8 @@ from textual import work
 from textual.app import App
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
-from chatbot.core.commands import Retry, after_saving
-from chatbot.core.conversation import Conversation
+from chatbot.core.commands import Retry, after_saving, typed_line
+from chatbot.core.conversation import Conversation, left_out_text, still_answering
 from chatbot.engine.base import CancelToken
 from chatbot.errors import UserError, model_error_text
 from chatbot.tui import messages as msg
@@ -57,6 +57,17 @@ class AnsweringApp(App[None]):
         """One line in the transcript: what happened, or what went wrong and what to do."""
         self.query_one(Transcript).add_notice(text, kind)
 
+    def streaming(self) -> bool:
+        """An answer is still coming (subclasses add theirs: a comparison)."""
+        return self.answer is not None
+
+    def refused_while_streaming(self, waiting: str) -> bool:
+        """True, and the core's one refusal said (`still_answering`), while an answer is still coming."""
+        if not self.streaming():
+            return False
+        self.notice(str(still_answering(waiting)), "warning")
+        return True
+
     def _set_ready_activity(self) -> None:
         if self.answer is not None:
             return
@@ -87,8 +98,7 @@ class AnsweringApp(App[None]):
 
     def ask(self, question: str) -> bool:
         """Send a question; while the model loads it waits in line. False when it was refused (input kept)."""
-        if self.answer is not None:
-            self.notice("An answer is still coming: wait for it, or press Esc to stop it.", "warning")
+        if self.refused_while_streaming("your question"):
             return False
         if self.conversation.engine is None:
             if self.model_error:
@@ -162,11 +172,8 @@ class AnsweringApp(App[None]):
     def on_answer_started(self, message: msg.AnswerStarted) -> None:
         answer = self._current(message.answer_id)
         if answer is not None and message.dropped_turns:
-            count = message.dropped_turns
-            what = "1 earlier turn no longer fits" if count == 1 else f"{count} earlier turns no longer fit"
-            self.query_one(Transcript).add_notice(
-                f"{what} the model's context, so the prompt leaves {'it' if count == 1 else 'them'} out "
-                "(the session keeps every turn).", "warning", before=answer.pair.question)
+            self.query_one(Transcript).add_notice(left_out_text(message.dropped_turns), "warning",
+                                                  before=answer.pair.question)
 
     def on_answer_chunk(self, message: msg.AnswerChunk) -> None:
         answer = self._current(message.answer_id)
@@ -195,12 +202,11 @@ class AnsweringApp(App[None]):
             transcript.show_turn(turns[-1], answer.pair)
             if recorded and not turns[-1].stopped and rate:
                 answer.pair.answer.mark(f"{rate:.1f} tok/s")
-        else:  # stopped before the first word: nothing was recorded, give the question back
+        else:  # stopped before the first word: nothing was recorded, give the question back, as typed
             transcript.remove_pair(answer.pair)
             field = self.query_one(ChatInput)
             if not field.value:
-                field.value = answer.pair.question.text
-                field.cursor_position = len(field.value)
+                field.put(typed_line(answer.pair.question.text))
         self.refresh_bindings()
         self._set_ready_activity()
         self._save()

@@ -16,6 +16,7 @@ post are one life cycle (load the model, open images, render command outcomes), 
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,7 +31,17 @@ from textual.widgets import Footer, Input
 from textual.worker import get_current_worker
 
 from chatbot.core.clipboard_copy import copy_text
-from chatbot.core.commands import Outcome, compare_with, run_command, switch_image
+from chatbot.core.commands import (
+    Outcome,
+    compare_with,
+    failure_text,
+    is_command,
+    load_chosen_image,
+    question_text,
+    run_command,
+    switch_image,
+    typed_line,
+)
 from chatbot.core.conversation import Conversation
 from chatbot.core.photo_search import Finder
 from chatbot.core.resume import reopen_image
@@ -40,14 +51,14 @@ from chatbot.core.settings import KEY_ACTIONS, Settings
 from chatbot.core.store import SessionStore
 from chatbot.engine.base import Engine
 from chatbot.errors import UserError, model_error_text
-from chatbot.images import LoadedImage, load_image
+from chatbot.images import LoadedImage, is_url
 from chatbot.tui import messages as msg
 from chatbot.tui.finding import FindingApp
 from chatbot.tui.palette import SlashCommandProvider
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.themes import HIGH_CONTRAST
-from chatbot.tui.widgets.chat_input import ChatInput, image_path_in
+from chatbot.tui.widgets.chat_input import ChatInput, image_source_in
 from chatbot.tui.widgets.image_preview import ImagePreview, prepare_terminal_graphics
 from chatbot.tui.widgets.status_bar import StatusBar, memory_text, process_memory_bytes
 from chatbot.tui.widgets.transcript import Transcript, image_label
@@ -120,9 +131,9 @@ class ChatApp(FindingApp):
         transcript = self.query_one(Transcript)
         transcript.show_session(self.conversation.session)
         session = self.conversation.session
-        for turn in session.turns:  # a resumed chat's questions are Up's earlier lines
-            self.query_one(ChatInput).remember(turn.question)
-        if session.draft:  # typed but not sent when the chat was left: back in the input
+        for turn in session.turns:  # a resumed chat's questions are Up's earlier lines, as they were typed
+            self.query_one(ChatInput).remember(typed_line(turn.question))  # (made visible: from a file)
+        if session.draft:  # typed but not sent when the chat was left: back in the input (made visible)
             self.prefill_input(session.draft)
             session.draft = ""
         for problem in self.startup_problems:
@@ -170,13 +181,10 @@ class ChatApp(FindingApp):
     def _load_image(self, source: str) -> None:
         worker = get_current_worker()  # Esc and quitting cancel it; a download stops within a read
         try:
-            image = load_image(source, cancel=lambda: worker.is_cancelled)
-        except UserError as error:
+            image = load_chosen_image(source, cancel=lambda: worker.is_cancelled)
+        except UserError as error:  # every failure (never leave "Opening…" spinning)
             if not worker.is_cancelled:
                 self.post_message(msg.ImageFailed(str(error)))
-            return
-        except Exception as error:  # noqa: BLE001 - never leave "Opening…" spinning
-            self.post_message(msg.ImageFailed(f"Could not open {source}: {error or type(error).__name__}."))
             return
         if not worker.is_cancelled:
             self.post_message(msg.ImageReady(image))
@@ -184,7 +192,8 @@ class ChatApp(FindingApp):
     @work(thread=True, exclusive=True, group="image", exit_on_error=False)
     def _reopen_image(self, source: str, sha256: str) -> None:
         worker = get_current_worker()
-        image, problem = reopen_image(ImageRef(source, sha256), cancel=lambda: worker.is_cancelled)
+        image, problem = reopen_image(ImageRef(source, sha256), cancel=lambda: worker.is_cancelled,
+                                      from_elsewhere=self.conversation.session.from_elsewhere)
         if worker.is_cancelled:
             return
         self.post_message(msg.ImageReady(image, resumed=True) if image else msg.ImageFailed(problem or ""))
@@ -229,20 +238,20 @@ class ChatApp(FindingApp):
     def open_image(self, source: str) -> bool:
         """Switch to the image at `source` (path or URL); loads in a worker, a bad file is one notice.
         False when refused (an answer is coming)."""
-        if self.answer is not None or self.comparing is not None:
-            self.notice("An answer is still coming: press Esc to stop it, then switch the image.", "warning")
+        if self.refused_while_streaming("switching the image"):
             return False
         self._start_opening(source)
         self._load_image(source)
         return True
 
-    def compare_image(self, source: str) -> None:
-        """/compare PATH (or its picker): load the other image in a worker, then `compare_with` it."""
-        if self.answer is not None or self.comparing is not None:
-            self.notice("An answer is still coming, so /compare has to wait: press Esc to stop it first.", "warning")
-            return
+    def compare_image(self, source: str) -> bool:
+        """/compare PATH (or its picker): load the other image in a worker, then `compare_with` it.
+        False when refused (an answer is coming)."""
+        if self.refused_while_streaming("/compare"):
+            return False
         self._start_opening(source)
         self._load_compared(source)
+        return True
 
     def _start_opening(self, source: str) -> None:
         self.query_one(StatusBar).set_activity(f"Opening {image_label(source)}… (Esc stops)", busy=True)
@@ -260,11 +269,9 @@ class ChatApp(FindingApp):
     def _load_compared(self, source: str) -> None:
         worker = get_current_worker()  # Esc and quitting cancel it, as they cancel opening an image
         try:
-            image = load_image(source, cancel=lambda: worker.is_cancelled)
-        except UserError as error:
+            image = load_chosen_image(source, cancel=lambda: worker.is_cancelled)
+        except UserError as error:  # every failure (never leave "Opening…" spinning)
             loaded = self.ComparedImageLoaded(None, str(error))
-        except Exception as error:  # noqa: BLE001 - never leave "Opening…" spinning
-            loaded = self.ComparedImageLoaded(None, f"Could not open {source}: {error or type(error).__name__}.")
         else:
             loaded = self.ComparedImageLoaded(image)
         if not worker.is_cancelled:
@@ -315,7 +322,7 @@ class ChatApp(FindingApp):
         if self.quitting:  # the screen is going away: change nothing on it
             return
         self._opened()
-        if self.answer is not None or self.comparing is not None:  # never under an answer: applied when it ends
+        if self.streaming():  # never under an answer: applied when it ends
             self._deferred_image = message.image
             return
         self._apply_image(message.image, message.resumed)
@@ -362,8 +369,8 @@ class ChatApp(FindingApp):
 
     @on(ChatInput.ImageDropped)
     def _image_dropped(self, message: ChatInput.ImageDropped) -> None:
-        if not self.open_image(str(message.path)):  # refused for now: the path waits in the input for Enter
-            self.prefill_input(str(message.path))
+        if not self.open_image(message.source):  # refused for now: the path waits in the input for Enter
+            self.prefill_input(message.source)
 
     # -- the input box ---------------------------------------------------------------------------
 
@@ -374,13 +381,13 @@ class ChatApp(FindingApp):
             return
         field = self.query_one(ChatInput)
         field.remember(line)
-        path = image_path_in(line)
-        if path is not None:
-            done = self.open_image(str(path))
-        elif line.startswith("/") and not line.startswith("//"):
+        source = image_source_in(line)
+        if source is not None:
+            done = self.open_image(source)
+        elif is_command(line):
             done = self.run_slash(line)
         else:
-            done = self.ask(line)
+            done = self.ask(question_text(line))  # `//x` asks `/x`
         if done:
             field.value = ""
 
@@ -389,7 +396,7 @@ class ChatApp(FindingApp):
         try:
             return self.render_outcome(run_command(self.conversation, line, can_pick=True))
         except Exception as error:  # noqa: BLE001 - a bug in one command must not close the chat
-            self.notice(f"{line.split()[0]} failed ({type(error).__name__}: {error}). The chat is intact.", "error")
+            self.notice(failure_text(line, error), "error")
             return False
 
     def render_outcome(self, outcome: Outcome) -> bool:
@@ -423,8 +430,7 @@ class ChatApp(FindingApp):
         """Put `text` in the input for the user to finish (palette entries that need an argument, a draft, a
         dropped path that has to wait)."""
         field = self.query_one(ChatInput)
-        field.value = text
-        field.cursor_position = len(text)
+        field.put(text)  # made visible: a draft comes from a session file, a path from a file name
         field.focus()
 
     # -- actions (keys and palette) ------------------------------------------------------------
@@ -432,11 +438,13 @@ class ChatApp(FindingApp):
     def action_open_image(self, compare: bool = False) -> None:
         """The image picker; the chosen image is opened (or, with `compare`, compared with the open one)."""
         current = self.conversation.image
-        start = Path(current.source).parent if current and not current.source.startswith("http") else Path.cwd()
+        start = Path(current.source).parent if current and not is_url(current.source) else Path.cwd()
 
         def chosen(path: Path | None) -> None:
-            if path is not None:
-                (self.compare_image if compare else self.open_image)(str(path))
+            if path is None:
+                return
+            if not (self.compare_image if compare else self.open_image)(str(path)):  # refused: kept to send later
+                self.prefill_input(f"/compare {shlex.quote(str(path))}" if compare else str(path))
 
         self.push_screen(ImagePickerScreen(start, self.renderer, compare=compare), chosen)
 

@@ -93,11 +93,8 @@ class ComparingApp(AnsweringApp):
 
     # -- while it streams, it is the answer in progress -----------------------------------------------
 
-    def ask(self, question: str) -> bool:
-        if self.comparing is not None:
-            self.notice("An answer is still coming: wait for it, or press Esc to stop it.", "warning")
-            return False
-        return super().ask(question)
+    def streaming(self) -> bool:
+        return self.comparing is not None or super().streaming()
 
     def _answer_next_pending(self) -> None:
         if self.comparing is None:  # one stream at a time: questions typed while the model loaded wait

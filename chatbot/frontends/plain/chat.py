@@ -5,8 +5,9 @@ What it prints, and where:
   clean transcript). "You:" lines are echoed when the typed line is not already on the screen
   (input from a pipe or a file, or stdout redirected).
 - stderr holds everything else, as whole sentences: states ("Loading model: 40 percent", "Model
-  ready.", "Answering.", "Earlier turns were left out to fit the model."), what a command did,
-  and errors ("blip2-chat: ..."). A screen reader reads both streams, in order.
+  ready.", "Answering.", "2 earlier turns were left out of the prompt ..."), what a command did,
+  and errors ("blip2-chat: ..."). A screen reader reads both streams, in order. Whatever goes wrong
+  with a line (a bug included) is one sentence, and the chat goes on.
 - An answer is printed whole, as one line, when it is complete: a screen reader then reads it
   once instead of word by word as it streams. When stdout is not the screen, "Answer ready." says so.
 - A comparison (`/compare PATH`) is two labelled lines on stdout, the open image's answer then the
@@ -31,15 +32,17 @@ from chatbot.core.commands import (
     Outcome,
     after_saving,
     compare_with,
+    failure_text,
     found_outcome,
     help_lines,
     is_command,
+    load_chosen_image,
     question_text,
     run_command,
     switch_image,
 )
 from chatbot.core.comparison import Comparison, due_comparison
-from chatbot.core.conversation import Conversation
+from chatbot.core.conversation import Conversation, left_out_text
 from chatbot.core.photo_search import Finder, found_line
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import answer_record, exit_now, open_engine_for, print_json
@@ -100,14 +103,21 @@ class PlainChat:
         return 0
 
     def handle(self, line: str) -> bool:
-        """One typed line: a question or a /command. False means the chat should end."""
-        if not is_command(line):
-            try:
+        """One typed line: a question or a /command. False means the chat should end.
+
+        Whatever goes wrong is one sentence and the chat goes on: a UserError says what to do, anything
+        else (a bug: no rule foresaw it) says what failed, as the app's does; the session is as it was.
+        """
+        try:
+            if not is_command(line):
                 self.ask(question_text(line))
-            except UserError as error:
-                self.say(f"blip2-chat: {error}")
-            return True
-        return self.render(run_command(self.conversation, line))
+                return True
+            return self.render(run_command(self.conversation, line))
+        except UserError as error:
+            self.say(f"blip2-chat: {error}")
+        except Exception as error:  # noqa: BLE001 - the last resort: a bug in one command must not end the chat
+            self.say(f"blip2-chat: {failure_text(line, error)}")
+        return True
 
     def render(self, outcome: Outcome) -> bool:
         """Say what a command did, and do what only this front end can; False when the chat should end."""
@@ -115,14 +125,14 @@ class PlainChat:
             self.notice(notice)
         if outcome.open_image is not None:
             try:
-                image = load_image(outcome.open_image)
+                image = load_chosen_image(outcome.open_image)
             except UserError as error:
                 self.say(f"blip2-chat: {error}")
             else:
                 self.render(switch_image(self.conversation, image))
         if outcome.compare_image is not None:
             try:
-                other = load_image(outcome.compare_image)
+                other = load_chosen_image(outcome.compare_image)
             except UserError as error:
                 self.say(f"blip2-chat: {error}")
             else:
@@ -170,8 +180,7 @@ class PlainChat:
         stream = self.conversation.ask(question, cancel)  # an empty or too-long question fails here, before "You:"
         dropped = self.conversation.last_fit.dropped_turns if self.conversation.last_fit else 0
         if dropped:
-            turns = "turn was" if dropped == 1 else "turns were"
-            self.say(f"Earlier turns were left out to fit the model ({dropped} {turns} left out).")
+            self.say(left_out_text(dropped))
         self.answer(self.conversation.question, stream, cancel)
 
     def answer(self, question: str, stream: Iterator[str], cancel: CancelToken) -> None:
@@ -290,7 +299,7 @@ def run_plain_chat(
     if session is None:
         image = load_image(image_source)  # a bad path fails before the slow model load
     elif session.image is not None:
-        image, problem = reopen_image(session.image, how_to_open="/image PATH")
+        image, problem = reopen_image(session.image, how_to_open="/image PATH", from_elsewhere=session.from_elsewhere)
     engine = open_engine_saying(settings, say)
     # a person at a keyboard gives the engine time to prepare the next prompt; piped questions do not
     conversation = Conversation(settings, session, SessionStore(), image, engine=engine,

@@ -41,7 +41,8 @@ def help_sections(keymap: Mapping[str, str] | None = None) -> list[tuple[str, li
 
 USAGE_WIDTH = len("/export md|html|json")  # a longer key or usage wraps after this, at a space
 
-HELP_NOTES = (QUESTION_ESCAPE, "Paste or drop an image file's path into the input to switch to it.",
+HELP_NOTES = (QUESTION_ESCAPE,
+              "Paste or drop an image file's path, or an http(s) address, into the input to switch to it.",
               "Every answer is saved; resume with `blip2-chat --continue`.")
 
 

@@ -1,7 +1,11 @@
-"""The input box: questions and /commands; a pasted or dropped image path switches the image.
+"""The input box: questions and /commands; a pasted or dropped image path (or web address) switches the image.
 
 Terminals "drop" a file by pasting its path, often quoted or with escaped spaces, sometimes as a
-file:// URI; `image_path_in` undoes all three. Up and Down recall earlier lines, as in a shell.
+file:// URI; `image_path_in` undoes all three. A pasted http(s) address opens as `/image URL` does
+(`image_source_in`). Up and Down recall earlier lines, as in a shell.
+Text from outside (a resumed chat's draft and questions, a paste) enters the box made visible
+(`chatbot.untrusted.visible`): Input draws its value as it is, so a control character in it would reach
+the terminal.
 Tab completes a /command's name and the path after `/image` (the rule is `core.completion`); on any
 other line Tab moves the focus, as everywhere in the app (and typing anywhere brings it back, see the app).
 
@@ -26,8 +30,8 @@ from textual.widgets import Input
 
 from chatbot.core.commands import is_command
 from chatbot.core.completion import completion, listing
-from chatbot.images import IMAGE_SUFFIXES
-from chatbot.untrusted import visible
+from chatbot.images import IMAGE_SUFFIXES, is_url
+from chatbot.untrusted import has_controls, visible
 
 COMPLETION_NOTICE_SECONDS = 4.0
 
@@ -47,6 +51,17 @@ def image_path_in(text: str) -> Path | None:
     except ValueError:
         return None
     return _image_file(words[0]) if len(words) == 1 else None
+
+
+def image_source_in(text: str) -> str | None:
+    """What `text` opens as the image when it is nothing but an image's address: an http(s) link, as
+    `/image URL` takes it (whether it is a picture shows when it loads), or an image file's path
+    (`image_path_in`); else None."""
+    text = text.strip()
+    if is_url(text) and len(text.split()) == 1:
+        return text
+    path = image_path_in(text)
+    return str(path) if path is not None else None
 
 
 def _image_file(candidate: str) -> Path | None:
@@ -70,9 +85,9 @@ class ChatInput(Input):
 
     @dataclass
     class ImageDropped(Message):
-        """A path to an image file was pasted (or dropped) into the empty input."""
+        """An image file's path or an http(s) link was pasted (or dropped) into the empty input."""
 
-        path: Path
+        source: str
 
     def __init__(self, *, id: str | None = None) -> None:
         # coming back to the box (Tab, a click) leaves the text as it was: selected, the next key would replace it
@@ -84,10 +99,17 @@ class ChatInput(Input):
         self._left = ""  # the value the last Tab left (typing anything else ends the stepping)
 
     def remember(self, line: str) -> None:
-        """Keep a sent line for Up/Down recall (no immediate repeats)."""
+        """Keep a line for Up/Down recall (no immediate repeats); a resumed chat's saved questions come
+        from a file, so every line is kept made visible."""
+        line = visible(line)
         if line and (not self.history or self.history[-1] != line):
             self.history.append(line)
         self._recall_index = len(self.history)
+
+    def put(self, text: str) -> None:
+        """Make `text` the value, made visible (a saved draft, a question given back), the cursor at its end."""
+        self.value = visible(text)
+        self.cursor_position = len(self.value)
 
     def action_recall(self, step: int) -> None:
         if not self.history:
@@ -132,22 +154,24 @@ class ChatInput(Input):
 
     def _on_paste(self, event: events.Paste) -> None:
         # Textual calls every class's handler in turn: returning leaves the paste to Input's own.
-        path = image_path_in(event.text) if not self.value.strip() else None
-        if path is not None:
+        source = image_source_in(event.text) if not self.value.strip() else None
+        if source is not None:
             event.prevent_default()
             event.stop()
-            self.post_message(self.ImageDropped(path))
+            self.post_message(self.ImageDropped(source))
             return
         lines = [line.strip() for line in event.text.splitlines() if line.strip()]
-        if len(lines) < 2:
+        if len(lines) < 2 and not has_controls("".join(lines)):
             return
-        # Input keeps only a paste's first line: here the lines become one, and a notice says so
+        # Input keeps only a paste's first line (and draws control characters raw): here the lines become
+        # one, made visible, and a notice says when lines were joined
         event.prevent_default()
         event.stop()
-        joined = " ".join(lines)
+        joined = visible(" ".join(lines))
         if self.selection.is_empty:
             self.insert_text_at_cursor(joined)
         else:
             self.replace(joined, *self.selection)
-        self.app.notify(f"The {len(lines)} pasted lines were joined into one, with spaces.",
-                        timeout=COMPLETION_NOTICE_SECONDS, markup=False)
+        if len(lines) > 1:
+            self.app.notify(f"The {len(lines)} pasted lines were joined into one, with spaces.",
+                            timeout=COMPLETION_NOTICE_SECONDS, markup=False)
