@@ -4,16 +4,24 @@ way to a terminal or a widget: control characters are shown, never emitted.
 Every place that writes such text to a terminal, in every front end and on both streams, passes it
 through `visible` first, so an escape sequence hidden in a file name or a saved question cannot set
 the window title, clear the screen or write the clipboard: it is printed as `\\x1b]0;...` instead.
+
+`json_line` is the same rule for JSON written for people and scripts (`--json`, JSON Lines): every such
+character is a `\\u` escape, so the line is valid UTF-8, safe on a terminal, and reads back exactly.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
+from typing import Any
 
-# C0 controls, DEL, C1 controls, the bidirectional overrides that reorder what a reader sees, and lone
-# surrogates: a file name that is not valid UTF-8 holds its bytes as U+DC80..U+DCFF (os.fsdecode), which a
-# stream with errors="surrogateescape" would emit raw (b"\x9b" is the one-byte CSI) and a strict one cannot.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# The characters (the inside of a regex class): C0 controls, DEL, C1 controls, the bidirectional overrides
+# that reorder what a reader sees, and lone surrogates: a file name that is not valid UTF-8 holds its bytes
+# as U+DC80..U+DCFF (os.fsdecode), which a stream with errors="surrogateescape" would emit raw (b"\x9b" is
+# the one-byte CSI) and a strict one cannot.
+_CONTROLS = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(f"[{_CONTROLS}]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -35,3 +43,23 @@ def visible(text: object) -> str:
 def has_controls(text: str) -> bool:
     """True when `visible` would change `text`."""
     return _UNSAFE.search(text) is not None
+
+
+# What `json.dumps(..., ensure_ascii=False)` leaves raw that a JSON line may not hold: the characters `visible`
+# shows (JSON escapes C0 itself, so these are DEL, C1, the bidi overrides and lone surrogates), and the line
+# and paragraph separators, which `str.splitlines` and JavaScript take for the end of a line.
+_JSON_UNSAFE = re.compile(f"[{_CONTROLS}\u2028\u2029]")
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """`record` as one line of JSON (no line break at its end), the one way every `--json` and JSON Lines
+    output writes a record.
+
+    Every control character, DEL, C1, bidi override, line or paragraph separator and lone surrogate (the
+    undecodable bytes of a file name that is not UTF-8) is written as a `\\u` escape; other characters
+    are written as they are. So the line is valid UTF-8, holds nothing a terminal acts on, and `json.loads`
+    gives back `record`. (One exception JSON cannot avoid: a high surrogate directly followed by a low one,
+    which no file name decodes to, reads back as the one character the pair encodes.)
+    """
+    text = json.dumps(record, ensure_ascii=False)  # C0 controls, quotes and backslashes escaped by JSON
+    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)

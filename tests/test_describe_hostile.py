@@ -358,3 +358,35 @@ def test_files_keep_names_and_captions_exactly(hostile: dict[str, Any]) -> None:
     assert rows[HOSTILE]["alt_text"] == "\x1b]52;c;cHduZWQ=\x07 a red square."
     assert rows["plain.png"]["alt_text"] == "A \x9b31m green \u202e square."
     assert "\x1b" not in hostile["out"].read_text(encoding="utf-8")  # as \\u001b
+
+
+# --- a model named with an escape sequence: what describe says about loading it is shown, not emitted ----------
+
+
+def test_loading_a_model_whose_name_holds_an_escape_is_said_safely(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """describe's sentences on stderr go through the status writer index uses (`chatbot.core.runtime.say`): the
+    real `open_engine_for` and loader name the folder ("Loading model ..."); only the weights are not loaded."""
+    import types
+
+    from chatbot.locations import demo_model_dir
+
+    model = tmp_path / "m\x1b[7mX"  # reverse video from here on, when printed raw
+    shutil.copytree(demo_model_dir("chat"), model)
+    blip2 = types.ModuleType("chatbot.engine.blip2")
+
+    def open_engine(resolved: Any, progress: Any = None, **options: object) -> ScriptedEngine:
+        progress(f"Loading {resolved.path} on cpu")  # as the engine's loader says it
+        return ScriptedEngine("a red square")
+
+    blip2.open_engine = open_engine  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "chatbot.engine.blip2", blip2)
+    image = make_image(tmp_path / "red.png", (200, 30, 30))
+    assert describe_here(image, "--model", model, "--out", tmp_path / "alt.jsonl") == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err
+    lines = err.splitlines()
+    for line in lines:
+        assert not has_controls(line), repr(line)
+    shown = visible(model)
+    assert f"Loading model {shown} ..." in lines and f"Loading {shown} on cpu" in lines  # named all the same

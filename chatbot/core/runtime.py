@@ -1,5 +1,5 @@
 """What every front end needs around the model: opening it for the settings, describing an answer as a
-JSON record, and leaving at once when everything is saved.
+JSON record, saying what happens on stderr, the limit of a batch, and leaving at once when everything is saved.
 
 Opening imports torch (through the engine), so it happens only when a model is needed. Leaving:
 with a model loaded, Python's exit frees gigabytes of tensors one by one and waits for the model
@@ -8,25 +8,46 @@ thread's background work (thinking ahead), seconds on a CPU with nothing left to
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from chatbot.core.settings import Settings
 from chatbot.engine.base import Engine
+from chatbot.errors import OptionError
 from chatbot.images import LoadedImage
-from chatbot.untrusted import visible
+from chatbot.untrusted import json_line, visible
 
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# Images per model call (`describe` and `index` --batch-size). Throughput still grows at 64 on an H200
+# (docs/benchmarks.md), so the limit is well above that; a batch's decoded pictures (up to 1024 pixels a side,
+# ~3 MB each) and the vision encoder's activations stay in memory together, so 1024 is already gigabytes, and a
+# larger number is a typo that would only fail later, with the model loaded, out of memory.
+MAX_BATCH_SIZE = 1024
+
+
+def check_batch_size(batch_size: int) -> int:
+    """`--batch-size` as given, when it is from 1 to MAX_BATCH_SIZE (the one rule for describe and index).
+
+    Raises:
+        OptionError: naming the flag and the range.
+    """
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise OptionError(f"--batch-size must be at least 1 and at most {MAX_BATCH_SIZE} (got {batch_size}).",
+                          "Try 8.")
+    return batch_size
+
+
+def say(message: str) -> None:
+    """A sentence for people on stderr (what is loading, what was left out, what was done): the one status
+    writer of the front ends, so outside text in it (a file or model name) is shown, never emitted."""
+    print(visible(message), file=sys.stderr, flush=True)
 
 
 def say_on_terminal(message: str) -> None:
     """Progress for people watching a terminal; silent when stderr is piped."""
     if sys.stderr.isatty():
-        print(visible(message), file=sys.stderr, flush=True)
+        say(message)
 
 
 def open_engine_for(settings: Settings, progress: Callable[[str], None] = say_on_terminal) -> Engine:
@@ -66,15 +87,9 @@ def answer_record(engine: Engine, image: LoadedImage, question: str | None, answ
 
 
 def print_json(record: dict[str, Any]) -> None:
-    """One answer record as one line of JSON on stdout (JSON escapes C0 controls itself; C1 controls and
-    bidirectional overrides, which it would leave raw, are escaped as \\uXXXX too)."""
+    """One record as one line of JSON on stdout, written by `chatbot.untrusted.json_line` (valid UTF-8, every
+    control character, lone surrogate and bidi override as a `\\u` escape)."""
     print(json_line(record), flush=True)
-
-
-def json_line(record: dict[str, Any]) -> str:
-    """`record` as one line of JSON that is safe on a terminal and still valid JSON."""
-    text = json.dumps(record, ensure_ascii=False)
-    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def exit_now(code: int, *, loaded: bool | None = None) -> int:

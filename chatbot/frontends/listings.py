@@ -7,7 +7,6 @@ has a GPU whose free memory we must ask CUDA for.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ from chatbot.engine.precision import (
 )
 from chatbot.engine.registry import KNOWN_CHECKPOINTS, KnownCheckpoint
 from chatbot.engine.shape import shape_from_config
-from chatbot.untrusted import visible
+from chatbot.untrusted import json_line, visible
 
 GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA and ROCm drivers; without them CUDA cannot work
 
@@ -130,7 +129,7 @@ def run_models(device: str = "auto", as_json: bool = False) -> int:
     rows = [model_row(known, target) for known in KNOWN_CHECKPOINTS]
     if as_json:
         for row in rows:
-            print(json.dumps({**row, "device": target.device, "free_bytes": target.free_bytes}))
+            print(json_line({**row, "device": target.device, "free_bytes": target.free_bytes}))
     else:
         print(render_table(rows, target))
     sys.stdout.flush()

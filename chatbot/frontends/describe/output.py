@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import errno
 import io
-import json
 import os
 import re
 import stat
@@ -22,7 +21,7 @@ from typing import IO
 from chatbot.errors import UserError
 from chatbot.frontends.describe.row_lines import FIELDS, HEADERS, BadLine, guess_format, md_cells, parse_records
 from chatbot.frontends.screen_reader import is_terminal
-from chatbot.untrusted import has_controls, visible
+from chatbot.untrusted import json_line, visible
 
 FORMATS = ("jsonl", "csv", "md")  # the text formats, appended row by row and resumable
 ALL_FORMATS = (*FORMATS, "parquet")  # parquet: written whole at the end (parquet_output.py)
@@ -75,7 +74,7 @@ def render(row: Row, fmt: str, *, shown: bool = False) -> str:
     """
     values = [getattr(row, name) for name in FIELDS]
     if fmt == "jsonl":
-        return _json_line(asdict(row))
+        return json_line(asdict(row)) + "\n"
     if fmt == "csv":
         cells = [visible(v) if shown else writable_text(v) for v in values]
         # csv quotes a field holding a comma, a quote or "\n" (the line terminator), but not one holding "\r",
@@ -106,16 +105,6 @@ def path_keys(path: str, fmt: str) -> tuple[str, ...]:
         return (key,)
     shown = md_cells(render(Row(path), fmt, shown=True))[0]
     return (key,) if shown == key else (key, shown)
-
-
-def _json_line(record: dict[str, str]) -> str:
-    """One JSON object; every control character JSON would leave raw (DEL, C1, bidi overrides, the lone
-    surrogates of a name that is not UTF-8) as a `\\u` escape, so the line is valid UTF-8 and safe on a
-    terminal, and reads back as the same text."""
-    text = json.dumps(record, ensure_ascii=False)
-    if has_controls(text):
-        text = "".join(f"\\u{ord(ch):04x}" if has_controls(ch) else ch for ch in text)
-    return text + "\n"
 
 
 def writable_text(text: str) -> str:

@@ -25,9 +25,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from chatbot.cluster.connection import ClusterOptions
+from chatbot.core.runtime import check_batch_size, say
 from chatbot.core.settings import Settings
 from chatbot.engine.base import GenerationOptions
-from chatbot.errors import ImageError, OptionError
+from chatbot.errors import ImageError
 from chatbot.frontends.describe.alt_text import DEFAULT_PROMPT, to_alt_text
 from chatbot.frontends.describe.ctrl_c import CtrlC
 from chatbot.frontends.describe.output import (
@@ -64,6 +66,11 @@ class DescribeRequest:
     ray: str | None = None  # None: this machine; "local": a local Ray instance; else a Ray cluster's address
     workers: int = 1  # --ray: model-holding actors (one model each)
     gpus_per_worker: float = 0.0  # --ray: GPUs each actor holds (0: CPU)
+
+    def __post_init__(self) -> None:
+        check_batch_size(self.batch_size)  # OptionError: before anything is read or loaded
+        if self.ray is not None:  # --workers, --gpus-per-worker, the address: before a file is listed or hashed
+            ClusterOptions(self.ray, self.workers, self.gpus_per_worker).check()
 
 
 class BatchAnswerer(Protocol):
@@ -204,15 +211,9 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     fmt = format_for(request.out, request.fmt)
     if fmt == PARQUET:
         parquet_refusals(request.out, request.resume)
-    if request.batch_size < 1:
-        raise OptionError(f"--batch-size must be at least 1 (got {request.batch_size}).", "Try 8.")
     if request.resume and request.out is None:
         raise OutputError("--resume needs the output file to continue.", "Pass --out FILE with it.")
-
-    def status(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    paths = _images_in(request, status)
+    paths = _images_in(request)
     done: list[Row] = []
     if request.resume and request.out is not None and os.path.exists(request.out) and not request.out.is_file():
         raise OutputError(f"--resume reads --out back, and {visible(request.out)} is not a regular file.",
@@ -228,7 +229,7 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     progress = ProgressLine(len(paths), sys.stderr, noun="image", bar=not rows_on_screen)
     ctrl_c = CtrlC()
     try:
-        with ctrl_c.installed(), _answerer_for(settings, request, paths, done, status) as (engine, load, sha256_of), \
+        with ctrl_c.installed(), _answerer_for(settings, request, paths, done) as (engine, load, sha256_of), \
                 _writer_for(request.out, fmt) as writer:
             progress.start(f"Describing {plural(len(paths), 'image')}, {request.batch_size} at a time.")
             summary = describe(engine, paths, writer.write, options=settings.options, prompt=request.prompt,
@@ -236,7 +237,7 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
                                sha256_of=sha256_of, ctrl_c=ctrl_c)
     except KeyboardInterrupt:
         progress.finish()  # the bar shows the last row written, as the sentence does
-        status(_stopped_sentence(progress, request.out))
+        say(_stopped_sentence(progress, request.out))
         from chatbot.core.runtime import exit_now
 
         # every row is written and the file closed: leave now, not after the model thread's batch (at exit Python
@@ -252,7 +253,7 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
         raise  # the CLI says why in one sentence (a full disk); the rows written so far are whole
     progress.finish()
     where = f" Results in {visible(request.out)}." if request.out is not None else ""
-    status(f"Done: {summary.sentence()}{where}")
+    say(f"Done: {summary.sentence()}{where}")
     return 0
 
 
@@ -265,7 +266,7 @@ def _stopped_sentence(progress: ProgressLine, out: Path | None) -> str:
     return f"{stopped} What was described so far is saved; run the same command with --resume to go on."
 
 
-def _images_in(request: DescribeRequest, status: Callable[[str], None]) -> list[str]:
+def _images_in(request: DescribeRequest) -> list[str]:
     """The image paths to describe; with --ray, `s3://`/`gs://` URIs are listed through pyarrow as well."""
     local = list(request.paths)
     stored: list[str] = []
@@ -279,7 +280,7 @@ def _images_in(request: DescribeRequest, status: Callable[[str], None]) -> list[
         found = find_images(local, request.recursive, unreadable=unreadable) if local or not stored else []
     finally:
         if unreadable:  # said even when nothing was found, before the error saying so
-            status(unreadable_sentence(unreadable))
+            say(unreadable_sentence(unreadable))
     return found + (list_storage_images(stored, request.recursive) if stored else [])
 
 
@@ -287,13 +288,13 @@ Answerer = tuple[BatchAnswerer, Callable[[str], LoadedImage], Callable[[str], st
 
 
 @contextmanager
-def _answerer_for(settings: Settings, request: DescribeRequest, paths: list[str], done: list[Row],
-                  status: Callable[[str], None]) -> Iterator[Answerer]:
+def _answerer_for(settings: Settings, request: DescribeRequest, paths: list[str],
+                  done: list[Row]) -> Iterator[Answerer]:
     """The engine here (and this machine's files), or a Ray run's results for the paths not already done."""
     if request.ray is None:
         from chatbot.core.runtime import open_engine_for  # imports the model stack: only now
 
-        yield open_engine_for(settings, progress=status), load_image, file_sha256
+        yield open_engine_for(settings, progress=say), load_image, file_sha256
         return
     from chatbot.cluster.connection import import_ray
     from chatbot.cluster.jobs import ClusterOptions, remote_captions
@@ -303,7 +304,7 @@ def _answerer_for(settings: Settings, request: DescribeRequest, paths: list[str]
     keys, hashed = DoneKeys.of(done), dict[str, str]()  # hashed: files read here for the --resume skip rule
     todo = [path for path in paths if not already_done(path, keys, lambda p: hashed.setdefault(p, sha256_any(p)))]
     cluster = ClusterOptions(request.ray, request.workers, request.gpus_per_worker)
-    status(f"Describing on Ray ({'a local instance' if request.ray == 'local' else visible(request.ray)}, "
+    say(f"Describing on Ray ({'a local instance' if request.ray == 'local' else visible(request.ray)}, "
            f"{plural(request.workers, 'worker')}).")
     with remote_captions(settings, todo, prompt=request.prompt, batch_size=request.batch_size,
                          cluster=cluster) as remote:

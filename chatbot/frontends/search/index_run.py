@@ -8,7 +8,6 @@ itself (what is unchanged, reused, re-embedded, removed) is `chatbot.core.photo_
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -17,13 +16,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from chatbot.cluster.connection import ClusterOptions
 from chatbot.core.photo_search import choose_index_model, index_folder
+from chatbot.core.runtime import check_batch_size, say
 from chatbot.core.settings import Settings
-from chatbot.errors import OptionError, UserError
+from chatbot.errors import UserError
 from chatbot.frontends.progress_line import ProgressLine, plural
 from chatbot.image_files import refuse_other_schemes
 from chatbot.images import LoadedImage, is_url
-from chatbot.untrusted import visible
+from chatbot.untrusted import json_line, visible
 
 MOST_FAILURES_NAMED = 10
 
@@ -42,6 +43,11 @@ class IndexRequest:
     workers: int = 1  # --ray: model-holding actors
     gpus_per_worker: float = 0.0  # --ray: GPUs each actor holds
 
+    def __post_init__(self) -> None:
+        check_batch_size(self.batch_size)  # OptionError: before anything is read or loaded
+        if self.ray is not None:  # --workers, --gpus-per-worker, the address: before a file is listed or hashed
+            ClusterOptions(self.ray, self.workers, self.gpus_per_worker).check()
+
 
 def run_index(settings: Settings, request: IndexRequest) -> int:
     """The `index` command; `settings.model` is the retrieval checkpoint asked for ("" : the index's own).
@@ -59,8 +65,6 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     from chatbot.core.photo_index.files import find_image_files, nothing_found_words
     from chatbot.core.photo_index.store import IndexStore, check_index_folder, has_index, open_rebuild
 
-    if request.batch_size < 1:
-        raise OptionError(f"--batch-size must be at least 1 (got {request.batch_size}).", "Try 8.")
     roots = checked_roots(request.paths)
     folder = index_folder(request.folder)
     check_index_folder(folder)
@@ -97,9 +101,9 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     except KeyboardInterrupt:
         if progress is not None:
             progress.finish()
-        _say(f"Stopped. The index at {folder} is as it was; run the same command again to go on with the "
-             "rebuild." if request.rebuild else
-             "Stopped. Every finished batch is in the index; run the same command again to go on.")
+        say(f"Stopped. The index at {folder} is as it was; run the same command again to go on with the "
+            "rebuild." if request.rebuild else
+            "Stopped. Every finished batch is in the index; run the same command again to go on.")
         return 130
     finally:
         made_nothing = fresh and store.is_empty()
@@ -114,21 +118,21 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     if nothing and summary.removed == 0:  # an index that held nothing from there either: nothing was done
         raise UserError(*nothing_found_words(list(request.paths), roots, request.recursive))
     for path, reason in summary.failed[:MOST_FAILURES_NAMED]:
-        _say(failure_line(path, reason))
+        say(failure_line(path, reason))
     if len(summary.failed) > MOST_FAILURES_NAMED:
-        _say(f"... and {len(summary.failed) - MOST_FAILURES_NAMED} more that could not be indexed.")
+        say(f"... and {len(summary.failed) - MOST_FAILURES_NAMED} more that could not be indexed.")
     if nothing:  # an emptied folder: its pictures left the index
         sentence, hint = nothing_found_words(list(request.paths), roots, request.recursive)
-        _say(f"{sentence} {hint}")
+        say(f"{sentence} {hint}")
     if not made_nothing:
         where = f"The index at {visible(folder)} holds {plural(held, 'picture')}."
     elif request.rebuild:
         where = f"Nothing could be indexed, so the index at {visible(folder)} is as it was."
     else:
         where = f"Nothing could be indexed, so no index was made at {visible(folder)}."
-    _say(f"Done: {summary.sentence()} {where}")
+    say(f"Done: {summary.sentence()} {where}")
     if request.json:
-        print(json.dumps(summary_record(summary, folder, model, held)), flush=True)
+        print(json_line(summary_record(summary, folder, model, held)), flush=True)
     return 130 if summary.cancelled else 0
 
 
@@ -200,12 +204,8 @@ class LazyEmbedder:
         if self.engine is None:
             from chatbot.engine.retrieval import open_retrieval_engine  # imports torch: only now
 
-            _say(f"Loading the search model {self.model} ...")
+            say(f"Loading the search model {self.model} ...")
             self.engine = open_retrieval_engine(self.model, device=self.settings.device, dtype=self.settings.dtype,
-                                                quantize=self.settings.quantize, progress=_say)
+                                                quantize=self.settings.quantize, progress=say)
             self.on_loaded()
         return self.engine.image_embeddings(images)
-
-
-def _say(message: str) -> None:
-    print(visible(message), file=sys.stderr, flush=True)

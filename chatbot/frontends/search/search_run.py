@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatbot.core.photo_search import Finder, Found, check_top, found_line
-from chatbot.core.runtime import json_line, say_on_terminal
+from chatbot.core.runtime import say_on_terminal
 from chatbot.core.settings import Settings
+from chatbot.untrusted import json_line
 
 
 @dataclass(frozen=True)
