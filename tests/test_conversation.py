@@ -92,7 +92,8 @@ def test_set_refuses_an_answer_length_that_leaves_no_room_for_a_question(convers
         conversation.prepare("What is it?")
     outcome = run_command(conversation, "/set max_new_tokens 105")
     assert not outcome.ok and [n.text for n in outcome.notices] == [
-        "max_new_tokens=105 leaves no room for a question in this model's 128 positions. Use at most 104."]
+        "max_new_tokens=105 leaves no room for a question in this model's 128 positions. Use at most 104 "
+        "(/set max_new_tokens N in a chat, --max-new-tokens N on the command line)."]
     assert conversation.options.max_new_tokens == 400  # unchanged by the refused value
     assert run_command(conversation, "/set max_new_tokens 104").ok
     assert conversation.prepare("What is it?").text.endswith("Question: What is it? Answer:")

@@ -73,7 +73,8 @@ def prompt_budget(engine: Engine, options: GenerationOptions) -> int:
         raise OptionError(
             f"max_new_tokens={options.max_new_tokens} leaves no room for a question in this model's "
             f"{info.context_tokens} positions.",
-            f"Use at most {info.context_tokens - info.image_tokens - MIN_PROMPT_TOKENS}.",
+            f"Use at most {info.context_tokens - info.image_tokens - MIN_PROMPT_TOKENS} (/set max_new_tokens N in a "
+            "chat, --max-new-tokens N on the command line).",
         )
     return room
 
