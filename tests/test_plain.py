@@ -309,24 +309,25 @@ def test_a_chat_that_could_not_be_saved_says_so_and_exits_2(tmp_path: Path, pict
                                                  "are only in this output. Goodbye.")
 
 
-def interrupt_after(seconds: float, times: int = 1) -> threading.Thread:
-    """Send this process SIGINT (what Ctrl+C does) `times` times, `seconds` apart, from another thread."""
-    def press() -> None:
-        for _ in range(times):
-            time.sleep(seconds)
-            os.kill(os.getpid(), signal.SIGINT)
+def interrupt_at(engine: ScriptedEngine, *chunks: int) -> None:
+    """Send this process SIGINT (what Ctrl+C does) right after the answer's chunk number N (from 1) for each N in
+    `chunks`: the moment is the answer's, not the clock's, so a busy machine cannot move it."""
+    original = engine.stream
 
-    thread = threading.Thread(target=press, daemon=True)
-    thread.start()
-    return thread
+    def stream(image, prompt, options, cancel=None):  # type: ignore[no-untyped-def]
+        for number, piece in enumerate(original(image, prompt, options, cancel), 1):
+            yield piece
+            if number in chunks:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    engine.stream = stream  # type: ignore[method-assign]
 
 
 def test_ctrl_c_stops_the_answer_and_keeps_what_came(tmp_path: Path, pictures: dict[str, Path]) -> None:
     engine = ScriptedEngine(" ".join(f"w{n}" for n in range(200)), "next answer", delay=0.01)
     plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
-    presser = interrupt_after(0.3)
+    interrupt_at(engine, 10)
     assert plain.run(["tell me everything", "and then?"]) == 0  # the chat went on after the stop
-    presser.join()
     you, stopped, again, answer = out.getvalue().splitlines()
     assert stopped.startswith("Assistant: w0 w1") and stopped.endswith(" (stopped)")
     assert "w199" not in stopped
@@ -343,9 +344,8 @@ def test_on_a_terminal_the_stopped_answer_starts_its_own_line(tmp_path: Path, pi
     engine = ScriptedEngine(" ".join(f"w{n}" for n in range(200)), delay=0.01)
     plain, _, _ = plain_chat(tmp_path, engine, pictures["red"])
     plain.out = terminal = FakeStream(True)
-    presser = interrupt_after(0.3)
+    interrupt_at(engine, 10)
     plain.run(["tell me everything"])
-    presser.join()
     lines = terminal.getvalue().splitlines()
     assert lines[:2] == ["You: tell me everything", ""] and lines[2].startswith("Assistant: w0")
 
@@ -359,9 +359,8 @@ def test_a_second_ctrl_c_during_an_answer_ends_the_chat(tmp_path: Path, pictures
         yield from original(image, prompt, options, None)
 
     engine.stream = ignores_first_cancel  # type: ignore[method-assign]
-    presser = interrupt_after(0.2, times=2)
+    interrupt_at(engine, 10, 20)
     assert plain.run(["tell me everything", "never asked"]) == 0
-    presser.join()
     lines = out.getvalue().splitlines()
     assert lines[0] == "You: tell me everything" and lines[1].endswith("(stopped)") and len(lines) == 2
     assert notes.getvalue().rstrip().endswith("Goodbye.")
