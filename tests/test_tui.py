@@ -64,14 +64,24 @@ def saved_turns() -> list[dict[str, object]]:
 
 @pilot_test
 async def test_two_questions_stream_and_show(pictures) -> None:
-    engine = ScriptedEngine("a red square on a grey wall", "it is red", delay=0.1)
+    engine = ScriptedEngine("a red square on a grey wall", "it is red")
+    original, go_on = engine.stream, threading.Event()
+
+    def pausing(image, prompt, options, cancel=None):  # type: ignore[no-untyped-def]
+        for number, piece in enumerate(original(image, prompt, options, cancel), 1):
+            yield piece
+            if number == 3:  # the answer waits here, half shown, until the test has seen it (no clock)
+                go_on.wait(60)
+
+    engine.stream = pausing  # type: ignore[method-assign]
     app = scripted_app(engine, pictures["red"])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert "scripted-opt | cpu | float32" in status(app) and "RAM" in status(app)
         await send(pilot, "What is in the picture?")
         bubble = app.query_one(Transcript).pairs[-1].answer
-        await wait_until(pilot, lambda: 0 < len(bubble.text.split()) < 7, what="a partly streamed answer")
+        await wait_until(pilot, lambda: bubble.text == "a red square", what="a partly streamed answer")
+        go_on.set()
         await wait_until(pilot, lambda: idle(app))
         await ask(pilot, "What colour is it?")
         assert pairs(app) == [("What is in the picture?", "a red square on a grey wall"),
