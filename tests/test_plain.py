@@ -524,6 +524,23 @@ def test_a_chat_file_from_elsewhere_does_not_choose_an_unknown_model(
     assert "Going on with" not in resumed.stderr
 
 
+def test_a_draft_left_in_the_app_is_said_once_when_the_chat_goes_on_here(
+    checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    """The app keeps a half-typed question in the session; this mode has no input box to put it back in, so
+    it says it (made visible: it comes from a file), and the session no longer holds it."""
+    first = run_chat(pictures["red"], "--model", checkpoints["opt"], "--max-new-tokens", "3",
+                     stdin="what is it?\n", home=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (session,) = saved_sessions(tmp_path)
+    path = tmp_path / "sessions" / f"{session['id']}.json"
+    path.write_text(json.dumps({**session, "draft": "And the \x1b[2J colour?"}), encoding="utf-8")
+    resumed = run_chat("--continue", "--max-new-tokens", "3", stdin="", home=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Typed last time and not sent: And the \\x1b[2J colour?" in resumed.stderr.splitlines()
+    assert "draft" not in json.loads(path.read_text(encoding="utf-8"))
+
+
 def test_a_chat_file_from_elsewhere_does_not_make_it_fetch_its_web_picture(
     checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
 ) -> None:

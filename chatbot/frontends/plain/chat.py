@@ -312,6 +312,9 @@ def run_plain_chat(
         count = len(session.turns)
         plain.say(f"Resumed session {session.id}, {count} turn{'' if count == 1 else 's'}."
                   + (f" Last question: {last.question} Answer: {last.answer}" if last else ""))
+        if session.draft:  # typed in the app and not sent: said once (this mode has no input to put it in)
+            plain.say(f"Typed last time and not sent: {session.draft}")
+            session.draft = ""
     if problem:
         plain.say(problem)
     elif image is not None:
