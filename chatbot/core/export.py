@@ -41,7 +41,7 @@ from chatbot.core.session_files import (
     write_new,
 )
 from chatbot.errors import UserError
-from chatbot.images import IMAGE_SUFFIXES, quiet_decoding
+from chatbot.images import IMAGE_SUFFIXES, is_url, quiet_decoding
 from chatbot.untrusted import visible
 
 FORMATS = ("md", "html", "json")
@@ -86,13 +86,9 @@ def html_text(text: object) -> str:
 # -- the pictures ---------------------------------------------------------------------------------------
 
 
-def is_web(source: str) -> bool:
-    return source.lower().startswith(("http://", "https://"))
-
-
 def picture_name(source: str) -> str:
     """The file name a picture is known by (a web address: its last part), for alt text and copies."""
-    if is_web(source):
+    if is_url(source):
         parts = urlsplit(source)
         return unquote(parts.path.rstrip("/").rpartition("/")[2]) or parts.netloc or "picture"
     return os.path.basename(source.rstrip("/\\")) or "picture"
@@ -155,7 +151,7 @@ def picture_bytes(ref: ImageRef) -> bytes | None:
     """The bytes of a local picture as the chat saw it; None when it is a web address, gone, not a regular
     file, unreadable, over MAX_PICTURE_BYTES, changed since (its sha256 differs from the recorded one), or not
     a picture at all (a session from elsewhere can name any file and its sha256: only a picture is copied)."""
-    if is_web(ref.source) or not os.path.isabs(ref.source):
+    if is_url(ref.source) or not os.path.isabs(ref.source):
         return None
     try:
         fd = os.open(ref.source, os.O_RDONLY | BINARY | NONBLOCK)
@@ -192,7 +188,7 @@ def export_markdown(session: Session, links: Mapping[ImageRef, str | None] | Non
             lines += [f"## Image: {source}", "", f"sha256: {sha256}", ""]
             if links is not None:
                 link = links.get(current)
-                shows = "" if is_web(current.source) else "!"  # a web picture is linked, never fetched by a viewer
+                shows = "" if is_url(current.source) else "!"  # a web picture is linked, never fetched by a viewer
                 lines += [f"{shows}[{markdown_text(picture_name(current.source))}]({link})" if link else
                           "*Missing: this picture is gone or has changed since the chat, so the export holds no "
                           "copy of it.*", ""]
@@ -204,7 +200,7 @@ def export_markdown(session: Session, links: Mapping[ImageRef, str | None] | Non
             said = markdown_text(other.answer or EMPTY_ANSWER)
             lines += [f"**Compared with {name}** ({markdown_code(other.image.source)}, sha256 "
                       f"{markdown_code(other.image.sha256)}): {said}{stopped}", ""]
-            lines += [f"{'' if is_web(other.image.source) else '!'}[{name}]({link})", ""] if link else []
+            lines += [f"{'' if is_url(other.image.source) else '!'}[{name}]({link})", ""] if link else []
     return "\n".join(lines)
 
 
@@ -224,7 +220,7 @@ def export_html(session: Session, links: Mapping[ImageRef, str | None]) -> str:
             name, link = html_text(picture_name(current.source)), links.get(current)
             sha256 = f"sha256 <code>{html_text(current.sha256)}</code>"
             parts.append(f"<h2>Picture {pictures}: {name}</h2>")
-            if link and is_web(current.source):
+            if link and is_url(current.source):
                 parts.append(f'<p>On the web at <a href="{html_text(link)}" rel="noreferrer">'
                              f"{html_text(current.source)}</a>, {sha256} (not included in this page).</p>")
             elif link:
@@ -239,7 +235,7 @@ def export_html(session: Session, links: Mapping[ImageRef, str | None]) -> str:
                   f"<p><strong>Assistant:</strong> {html_text(turn.answer or EMPTY_ANSWER)}{stopped}</p>"]
         for other in turn.compared:  # /compare: the same question about another picture, asked alone
             name, link = html_text(picture_name(other.image.source)), links.get(other.image)
-            picture = f'<img src="{html_text(link)}" alt="{name}">' if link and not is_web(other.image.source) else ""
+            picture = f'<img src="{html_text(link)}" alt="{name}">' if link and not is_url(other.image.source) else ""
             parts.append(f"<p><strong>Compared with {name}:</strong> {html_text(other.answer or EMPTY_ANSWER)}"
                          f"{' <em>(stopped)</em>' if other.stopped else ''}</p>{picture}")
     return "\n".join([*parts, "</main>", "</body>", "</html>", ""])
@@ -336,7 +332,7 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
                               if ref)) if fmt != "json" else []
     for ref in refs:
         data = picture_bytes(ref)
-        if is_web(ref.source):
+        if is_url(ref.source):
             links[ref] = web_link(ref.source)
         elif data is None:
             links[ref] = None
@@ -372,7 +368,7 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
     log.remember(path)
     if fmt == "md":
         log.tidy(path, folder, set(copies))  # the copies its earlier export made that this one does not link
-    web = sum(is_web(ref.source) for ref in refs)
+    web = sum(is_url(ref.source) for ref in refs)
     missing = sum(link is None for link in links.values())
     return ExportResult(path, updated, folder if copies else None, fmt == "md" and not embed,
                         len(refs) - web - missing, web, missing)
