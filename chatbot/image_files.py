@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from chatbot.errors import UserError
 from chatbot.file_kinds import LINK_TO_NOTHING, not_regular_words
-from chatbot.images import IMAGE_SUFFIXES, is_url
+from chatbot.images import IMAGE_SUFFIXES, is_url, public_url
 from chatbot.untrusted import visible
 
 
@@ -48,7 +48,7 @@ def find_images(
     unreadable = [] if unreadable is None else unreadable
     for raw in paths:
         if is_url(raw):
-            raise UserError(f"describe works on files and folders, not links ({visible(raw)}).",
+            raise UserError(f"describe works on files and folders, not links ({visible(public_url(raw))}).",
                             "Download the images first, or use `blip2-chat caption URL` for one link.")
         refuse_other_schemes(raw, "describe", ray_reads_storage=True)
         path = Path(os.path.abspath(os.path.expanduser(raw)))
@@ -174,7 +174,7 @@ def refuse_other_schemes(raw: str, command: str, *, ray_reads_storage: bool) -> 
     if not sep or not scheme.isidentifier() or is_url(raw):
         return
     if ray_reads_storage and is_storage_uri(raw):
-        raise UserError(f"{command} reads {visible(scheme)}:// paths only with --ray ({visible(raw)}).",
+        raise UserError(f"{command} reads {visible(scheme)}:// paths only with --ray ({visible(public_url(raw))}).",
                         "Add --ray (the cluster extra: pip install -e '.[cluster]'), or copy the images to a folder.")
-    raise UserError(f"{command} works on files and folders on this machine, not {visible(raw)}.",
+    raise UserError(f"{command} works on files and folders on this machine, not {visible(public_url(raw))}.",
                     "Copy the images to a folder first.")

@@ -24,7 +24,7 @@ from PIL import Image, ImageFile, ImageOps, TiffImagePlugin
 
 from chatbot.errors import ImageError
 from chatbot.file_kinds import not_regular_words
-from chatbot.image_download import download, is_url, one_line
+from chatbot.image_download import download, is_url, one_line, public_url
 from chatbot.untrusted import visible
 
 MIN_SIDE = 8  # pixels; smaller images carry nothing to describe
@@ -80,7 +80,7 @@ def load_image(
         if not is_url(url):
             scheme = url.split(":", 1)[0]
             raise ImageError(
-                f"{visible(url)} uses the unsupported scheme '{visible(scheme)}'.",
+                f"{visible(public_url(url))} uses the unsupported scheme '{visible(scheme)}'.",
                 "Use an http:// or https:// link, or pass the path of a local file.",
             )
         name, data, remote = url, download(url, cancel), True

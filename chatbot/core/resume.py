@@ -16,7 +16,7 @@ from chatbot.core.settings import saved_options
 from chatbot.core.store import SessionForked, SessionStore
 from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError
-from chatbot.images import LoadedImage, is_url, load_image
+from chatbot.images import LoadedImage, is_url, load_image, public_url
 from chatbot.untrusted import visible
 
 _RESUME_TAKES = "--resume takes a saved session's id or an exported .json file."
@@ -40,9 +40,10 @@ def reopen_image(
     and from where, it was opened. The person fetches it with /image URL when they trust it.
     """
     if from_elsewhere and is_url(ref.source):
-        return None, (f"This chat came from a file, and its picture is on the web ({visible(ref.source)}); it was "
-                      "not downloaded, since a download tells that server this chat was opened. If you trust it, "
-                      f"open it with /image {visible(ref.source)}.")
+        shown_url = visible(public_url(ref.source))  # a login in it is never shown
+        return None, (f"This chat came from a file, and its picture is on the web ({shown_url}); it was not "
+                      "downloaded, since a download tells that server this chat was opened. If you trust it, "
+                      f"open it with /image {shown_url}.")
     try:
         image = load_image(ref.source, cancel=cancel)
     except ImageError as error:

@@ -6,12 +6,20 @@ on one of its pictures and says so, with questions it can answer.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import random
+import stat
+import tempfile
 from pathlib import Path
 
 from PIL import Image
 
 from chatbot.demo.world import IMAGE_SIZE, make_scene, render
+from chatbot.errors import UserError
+from chatbot.images import quiet_decoding
+from chatbot.untrusted import visible
 
 INTRODUCTION = (
     "This is the demo model: a small BLIP-2 trained here on pictures of one to four coloured shapes "
@@ -19,14 +27,91 @@ INTRODUCTION = (
     "in five wrong (chatbot/demo/weights/chat/MODEL_CARD.md has its scores). Try: What is at the top left? "
     "What size is it? Then a follow-up such as: And the square?"
 )
+SHOWN_SIZE = 4 * IMAGE_SIZE  # the saved picture's side: drawn at the model's size, enlarged for people
+# A saved picture is a small PNG (a few kilobytes); one far larger than this is not ours, and is not read.
+_MAX_SAVED_BYTES = 4 * 1024 * 1024
+
+
+def draw_picture(seed: int) -> Image.Image:
+    """The demo world's picture for `seed`: drawn at the size the model saw in training, enlarged (nearest)
+    only so people can see it."""
+    return render(make_scene(seed), IMAGE_SIZE).resize((SHOWN_SIZE,) * 2, Image.Resampling.NEAREST)
 
 
 def demo_picture(folder: Path, seed: int | None = None) -> Path:
-    """Draw the demo world's picture for `seed` (a new one when None) as `folder/shapes-SEED.png`."""
+    """Draw the demo world's picture for `seed` (a new one when None) as `folder/shapes-SEED.png`.
+
+    A picture saved before is kept when it still shows exactly that picture (so a resumed chat finds the
+    same file); one that is empty, damaged or different (a save cut short, a file changed since) is drawn
+    again. The file is written whole or not at all: into a temporary file in `folder`, then renamed.
+    UserError, in one sentence, when the folder or the file cannot be made or written.
+    """
     seed = random.randrange(10**6, 10**7) if seed is None else seed
-    folder.mkdir(parents=True, exist_ok=True)
+    shown = visible(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where the folder should be
+        raise UserError(
+            f"{shown} is a file, not a folder, so the demo cannot save its picture there.",
+            "Move or delete that file, or set BLIP2_CHAT_HOME to another folder.",
+        ) from None
+    except OSError as error:
+        raise _cannot_save(shown, error) from None
     path = folder / f"shapes-{seed}.png"
-    if not path.exists():
-        # drawn at the size the model saw in training, enlarged (nearest) only so people can see it
-        render(make_scene(seed), IMAGE_SIZE).resize((4 * IMAGE_SIZE,) * 2, Image.Resampling.NEAREST).save(path)
+    picture = draw_picture(seed)
+    if _shows(path, picture):
+        return path
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    try:
+        _write_whole(path, buffer.getvalue())
+    except IsADirectoryError:
+        raise UserError(
+            f"{visible(path)} is a folder, so the demo cannot save its picture there.",
+            "Move or delete that folder, or ask for another picture with --picture.",
+        ) from None
+    except OSError as error:
+        raise _cannot_save(shown, error) from None
     return path
+
+
+def _shows(path: Path, picture: Image.Image) -> bool:
+    """Whether `path` is a regular file that decodes to exactly `picture`'s pixels."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_SAVED_BYTES:
+            return False
+        data = path.read_bytes()
+        with quiet_decoding(tiff=False), Image.open(io.BytesIO(data)) as saved:
+            if saved.size != picture.size:  # checked before decoding a byte of pixels
+                return False
+            return saved.convert("RGB").tobytes() == picture.tobytes()
+    except Exception:  # noqa: BLE001 - missing, unreadable, empty, not a PNG, damaged: all mean draw it again
+        return False
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """`data` as the file `path`, all of it or (on an error, Ctrl+C, a full disk) the file as it was."""
+    if path.is_dir():  # os.replace cannot put a file there; say so before writing anything
+        raise IsADirectoryError(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it 0600; a picture is no secret
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _cannot_save(shown: str, error: OSError) -> UserError:
+    """The folder or the picture could not be made: permission, a full disk, a read-only file system..."""
+    reason = " ".join((error.strerror or type(error).__name__).split())
+    return UserError(
+        f"The demo could not save its picture in {shown}: {visible(reason)}.",
+        "Free some space or fix the folder's permissions, or set BLIP2_CHAT_HOME to another folder.",
+    )

@@ -23,7 +23,7 @@ from chatbot.core.settings import Settings
 from chatbot.errors import UserError
 from chatbot.frontends.progress_line import ProgressLine, plural
 from chatbot.image_files import refuse_other_schemes
-from chatbot.images import LoadedImage, is_url
+from chatbot.images import LoadedImage, is_url, public_url
 from chatbot.untrusted import json_line, visible
 
 MOST_FAILURES_NAMED = 10
@@ -183,7 +183,7 @@ def checked_roots(paths: Sequence[str]) -> list[Path]:
     roots = []
     for raw in paths:
         if is_url(raw):
-            raise UserError(f"index works on files and folders, not links ({visible(raw)}).",
+            raise UserError(f"index works on files and folders, not links ({visible(public_url(raw))}).",
                             "Download the images first.")
         refuse_other_schemes(raw, "index", ray_reads_storage=False)  # only describe --ray reads s3://
         path = Path(raw).expanduser().absolute()

@@ -19,7 +19,7 @@ from textual.widgets import Static
 
 from chatbot.core.comparison import image_labels
 from chatbot.core.session import EMPTY_ANSWER, ComparedAnswer, Session, Turn
-from chatbot.images import is_url
+from chatbot.images import is_url, public_url
 from chatbot.untrusted import visible
 
 PENDING_TEXT = "…"  # shown in an answer bubble until its first chunk arrives
@@ -209,4 +209,4 @@ def _show_answer(bubble: MessageBubble, answer: str, stopped: bool) -> None:
 
 def image_label(source: str) -> str:
     """A file's name (URLs as given): short enough for a notice or a caption."""
-    return source if is_url(source) else PurePath(source).name
+    return public_url(source) if is_url(source) else PurePath(source).name
