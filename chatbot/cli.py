@@ -6,15 +6,16 @@ Imports no torch at module level: `blip2-chat --help` must stay instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from chatbot import __version__
 from chatbot.core.settings import BY_NAME, OPTIONS, Option, Settings, settings_from
@@ -37,22 +38,30 @@ local folder, the Hugging Face cache, or downloaded once (set HF_HUB_OFFLINE=1 t
 """
 
 
-def _model_flags(model_default: str | None = None, model_help: str | None = None) -> _Parser:
+def _model_flags(model_default: str | None = None, model_help: str | None = None, *,
+                 names: Collection[str] | None = None, helps: Mapping[str, str] | None = None,
+                 defaults: Mapping[str, Any] | None = None, title: str = "model and decoding",
+                 json: bool = True) -> _Parser:
     """The model and decoding flags, one per option of the settings schema that has a flag.
 
     `model_default`: what --help says the model defaults to, where a command has its own (demo); `model_help`:
-    what the model is, where it is another kind (a retrieval checkpoint for index and search).
+    what the model is, where it is another kind (a retrieval checkpoint for index and search). `names`: only
+    these options' flags (index and search take no decoding flags: a flag a command ignores is refused, not
+    offered); `helps`: another help for some of them; `defaults`: the command's own defaults, shown instead of
+    the schema's (describe's); `json`: with --json (one JSON object per answer).
     """
     flags = _Parser(add_help=False)
-    group = flags.add_argument_group("model and decoding")
+    group = flags.add_argument_group(title)
     for option in OPTIONS:
-        if "flag" in option.where:
-            shown = model_default if option.name == "model" and model_default else option.default
+        if "flag" in option.where and (names is None or option.name in names):
+            shown = model_default if option.name == "model" and model_default else (defaults or {}).get(
+                option.name, option.default)
             default = "" if shown is None else f" (default: {shown})"
-            what = model_help if option.name == "model" and model_help else option.help
+            what = model_help if option.name == "model" and model_help else (helps or {}).get(option.name, option.help)
             group.add_argument(option.flag, dest=option.name, default=None, metavar=_metavar(option),
                                help=f"{what}{default}")
-    group.add_argument("--json", action="store_true", help="print one JSON object per answer, with timings")
+    if json:
+        group.add_argument("--json", action="store_true", help="print one JSON object per answer, with timings")
     return flags
 
 
@@ -118,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="which generated picture (default: a new one each time)")
     commands.add_parser("sessions", help="list saved chats (resume one with --resume ID)")
     models = commands.add_parser("models", help="known checkpoints: memory per precision, cached, what fits here")
-    models.add_argument("--device", default=None, help="whose free memory to compare with: auto, cpu, cuda:N")
+    models.add_argument("--device", default=None, metavar=_metavar(BY_NAME["device"]),
+                        help=f"whose free memory to compare with: {BY_NAME['device'].text_rule} (default: the "
+                             "config file's device, else auto)")
     models.add_argument("--json", action="store_true", help="one JSON object per checkpoint")
     return parser
 
@@ -134,7 +145,8 @@ def _describe_parser(commands: argparse._SubParsersAction) -> None:
     # The model flags without their --json (one JSON object per answer, with timings: nothing describe
     # writes). "resolve" lets the hidden flag below replace it, so it is neither offered nor ignored.
     describe = commands.add_parser(
-        "describe", parents=[_model_flags()], help="alt text for image files and folders (JSON Lines, CSV or Markdown)",
+        "describe", parents=[_model_flags(defaults=_command_defaults("describe"))],
+        help="alt text for image files and folders (JSON Lines, CSV or Markdown)",
         description="Write alt text for every image in PATHS, one row per image, appended as soon as it is ready.",
         conflict_handler="resolve",
     )
@@ -166,12 +178,24 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
 
 SEARCH_MODEL_DEFAULT = "the one the index was made with; for a new index Salesforce/blip2-itm-vit-g"
 SEARCH_MODEL_HELP = "the retrieval checkpoint: hub id (Salesforce/blip2-itm-vit-g), alias (itm-vit-g), folder, or demo"
+# index and search open a retrieval checkpoint: its device and precision, no decoding (nothing is generated)
+SEARCH_FLAGS = ("model", "device", "dtype", "quantize")
+SEARCH_FLAG_HELPS = {
+    "dtype": "the retrieval model's number format (auto: float32 on CPU, bfloat16 on GPUs that have it)",
+    "quantize": "int8 (weight-only), 8bit or 4bit (bitsandbytes), none, or auto: the best precision that fits",
+}
+
+
+def _search_model_flags() -> _Parser:
+    """index's and search's model flags: the retrieval checkpoint, where and how it runs; no decoding flags."""
+    return _model_flags(SEARCH_MODEL_DEFAULT, SEARCH_MODEL_HELP, names=SEARCH_FLAGS, helps=SEARCH_FLAG_HELPS,
+                        title="retrieval model", json=False)
 
 
 def _search_parsers(commands: argparse._SubParsersAction) -> None:
     """`index` and `search`: the retrieval model's flags (--model names a retrieval checkpoint here)."""
     index = commands.add_parser(
-        "index", parents=[_model_flags(SEARCH_MODEL_DEFAULT, SEARCH_MODEL_HELP)], conflict_handler="resolve",
+        "index", parents=[_search_model_flags()],
         help="build or update the search index of image files and folders",
         description="Add the images in PATHS to the search index (only new and changed files are read), "
                     "and let files deleted from those folders leave it. --model names a retrieval checkpoint "
@@ -187,7 +211,7 @@ def _search_parsers(commands: argparse._SubParsersAction) -> None:
     index.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     _cluster_flags(index)
     search = commands.add_parser(
-        "search", parents=[_model_flags(SEARCH_MODEL_DEFAULT, SEARCH_MODEL_HELP)], conflict_handler="resolve",
+        "search", parents=[_search_model_flags()],
         help="find indexed pictures by what they show",
         description="Rank the indexed pictures by how well they match TEXT: the retrieval head's similarity, "
                     "then its image-text matching head re-scores the best ones (unless --no-rerank).",
@@ -287,8 +311,7 @@ def _main(given: list[str]) -> int:
 
             if args.command == "sessions":
                 return run_sessions()
-            device = BY_NAME["device"].parse(args.device, "--device") if args.device is not None else "auto"
-            return run_models(device, args.json)
+            return run_models(settings_for(args).device, args.json)  # --device, else the config file's
         return _run(args, settings_for(args))
     except UserError as error:
         print(f"blip2-chat: {visible(error)}", file=sys.stderr)
@@ -299,19 +322,31 @@ def _main(given: list[str]) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no complaint when Python flushes at exit
         return 141
+    except OSError as error:  # what no command foresaw: a full disk under `> file`, an I/O error on the output
+        where = visible(error.filename) if error.filename else "the output"
+        print(f"blip2-chat: {visible(error.strerror or error)} ({where}).", file=sys.stderr)
+        with contextlib.suppress(OSError):  # no second complaint when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 2
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
-    """Settings from the parsed flags over the config file (see chatbot.core.settings for the order)."""
+    """Settings from the parsed flags over the config file, over the command's own defaults (see
+    chatbot.core.settings for the order). Any command's flags will do: `models` gets its --device so."""
     from chatbot.core.config_file import read_config
 
-    command_defaults = None
-    if args.command == "describe":  # alt text wants longer answers without repeats
-        from chatbot.frontends.describe import alt_text
+    return settings_from(vars(args), read_config(), command_defaults=_command_defaults(args.command),
+                         json=bool(getattr(args, "json", False)))
 
-        command_defaults = {"max_new_tokens": alt_text.DEFAULT_MAX_NEW_TOKENS,
-                            "repetition_penalty": alt_text.DEFAULT_REPETITION_PENALTY}
-    return settings_from(vars(args), read_config(), command_defaults=command_defaults, json=args.json)
+
+def _command_defaults(command: str | None) -> dict[str, Any]:
+    """A command's own defaults, under the config file's: describe's alt text wants longer answers without repeats."""
+    if command != "describe":
+        return {}
+    from chatbot.frontends.describe import alt_text  # pure and tiny
+
+    return {"max_new_tokens": alt_text.DEFAULT_MAX_NEW_TOKENS,
+            "repetition_penalty": alt_text.DEFAULT_REPETITION_PENALTY}
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,6 +1,8 @@
 """Where blip2-chat keeps its files: one function per directory, nothing created at import.
 
-$BLIP2_CHAT_HOME, when set, holds everything (tests and portable installs use it). Otherwise the
+$BLIP2_CHAT_HOME, when set, holds everything (tests and portable installs use it): a relative path is
+taken from the current folder and used (and shown) absolute; an empty or blank value counts as unset;
+one that names a file (or anything else that is no folder) is one UserError. Otherwise the
 platform's own folders, from `platformdirs`: on Linux $XDG_DATA_HOME/blip2-chat (~/.local/share/...) and
 $XDG_CONFIG_HOME/blip2-chat (~/.config/...); on macOS ~/Library/Application Support/blip2-chat; on
 Windows the AppData folders.
@@ -9,16 +11,47 @@ Windows the AppData folders.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from chatbot.errors import UserError
+from chatbot.file_kinds import LINK_TO_NOTHING, file_kind
 
 HOME_ENV = "BLIP2_CHAT_HOME"  # one folder for everything (tests and portable installs use it)
 APP = "blip2-chat"
 
 
+def home_dir() -> Path | None:
+    """$BLIP2_CHAT_HOME as an absolute path, or None where it is unset, empty or blank.
+
+    Raises:
+        UserError: it names something that is not a folder (a file, a link to nothing) or cannot be looked at;
+            a folder that is not there yet is fine (it is made when something is saved).
+    """
+    value = os.environ.get(HOME_ENV, "")
+    if not value.strip():
+        return None
+    home = Path(os.path.abspath(Path(value).expanduser()))  # relative: from the current folder, once, here
+    hint = f"Point ${HOME_ENV} at a folder (it is made if missing), or unset it to use the platform's folders."
+    try:
+        mode = os.stat(home).st_mode
+    except FileNotFoundError:
+        if os.path.islink(home):
+            raise UserError(f"${HOME_ENV} is {home}, {LINK_TO_NOTHING}.", hint) from None
+        return home
+    except OSError as error:  # a file on the way (NotADirectoryError), a loop of links, no permission
+        raise UserError(f"${HOME_ENV} is {home}, which cannot be used ({error.strerror or error}).", hint) from None
+    if not stat.S_ISDIR(mode):
+        kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+        raise UserError(f"${HOME_ENV} is {home}, {kind}, not a folder.", hint)
+    return home
+
+
 def data_dir() -> Path:
     """Sessions and other data: $BLIP2_CHAT_HOME, else the platform's user data folder for blip2-chat."""
-    if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV]).expanduser()
+    home = home_dir()
+    if home is not None:
+        return home
     import platformdirs
 
     return Path(platformdirs.user_data_dir(APP, appauthor=False))
@@ -26,8 +59,9 @@ def data_dir() -> Path:
 
 def config_dir() -> Path:
     """The config file's folder: $BLIP2_CHAT_HOME, else the platform's user config folder for blip2-chat."""
-    if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV]).expanduser()
+    home = home_dir()
+    if home is not None:
+        return home
     import platformdirs
 
     return Path(platformdirs.user_config_dir(APP, appauthor=False))

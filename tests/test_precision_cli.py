@@ -201,8 +201,9 @@ def test_models_device_is_checked_by_the_settings_rule(device: str, capsys: pyte
     from chatbot.cli import main
 
     assert main(["models", "--device", device]) == 2
-    assert capsys.readouterr().err == (
-        f"blip2-chat: --device must be auto, cpu, cuda or cuda:N (got '{device}'). e.g. cuda:0.\n")
+    said = "needs a value: auto, cpu, cuda or cuda:N." if not device else \
+        f"must be auto, cpu, cuda or cuda:N (got '{device}')."
+    assert capsys.readouterr().err == f"blip2-chat: --device {said} e.g. cuda:0.\n"
 
 
 @pytest.mark.parametrize(("target", "alias", "fits", "triton"), [

@@ -23,7 +23,14 @@ from chatbot.untrusted import visible
 
 MODEL_ENV = "BLIP2_CHAT_MODEL"
 SEED_LIMIT = 2**63  # torch's generators take seeds below this
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d{1,3})?)$")
+# Patterns are used with fullmatch and name ASCII digits: `match` with `$` let "cpu\n" through, and `\d` took
+# any script's digits (cuda:\u0663).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
+# Numbers as flags, /set and the README spell them: ASCII digits and an optional sign; a number may have a
+# decimal point and an exponent (1e3). No underscores (Python's int("1_0")), no other scripts' digits (int("\u0663")).
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
+UNSET = ("none", "off")  # what unsets an optional setting (the seed), as a flag, in the config file or with /set
 # The chat app's looks: Textual's built-in themes and our high-contrast one (chatbot/tui/themes.py);
 # tests/test_settings_looks.py checks this list against Textual's.
 HIGH_CONTRAST_THEME = "blip2-high-contrast"
@@ -42,7 +49,7 @@ KEY_ACTIONS: dict[str, tuple[str, str]] = {
     "help": ("f1", "help: keys and commands"),
     "quit": ("ctrl+q", "quit (the chat is saved)"),
 }
-KEY_NAME = re.compile(r"^[a-z0-9_]+(\+[a-z0-9_]+)*(,[a-z0-9_]+(\+[a-z0-9_]+)*)*$")  # ctrl+o, f2, ctrl+shift+x,f3
+KEY_NAME = re.compile(r"[a-z0-9_]+(\+[a-z0-9_]+)*(,[a-z0-9_]+(\+[a-z0-9_]+)*)*")  # ctrl+o, f2, ctrl+shift+x,f3
 # What a key may be called, as the chat app's toolkit (Textual) names keys: modifiers, then one key.
 KEY_MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
 # punctuation, by the names Textual gives the characters (tests/test_settings_looks.py checks them)
@@ -112,16 +119,22 @@ class Option:
         return whole
 
     def parse(self, text: str, label: str) -> Any:
-        """The value typed as `text` (a flag or /set), checked; OptionError says what is allowed."""
-        text = text.strip()
-        if self.optional and text.lower() in ("none", "off", ""):
+        """The value typed as `text` (a flag or /set), checked; OptionError says what is allowed.
+
+        Spaces and tabs around it are dropped; nothing left is refused (`none` or `off` unsets an optional one).
+        """
+        text = text.strip(" \t")
+        if not text:
+            unset = ", or none to unset it" if self.optional else ""
+            raise OptionError(f"{label} needs a value: {self.allowed()}{unset}.",
+                              f"e.g. {self.example}." if self.example else "")
+        if self.optional and text.lower() in UNSET:
             return None
         value: Any = text
         if self.kind in (int, float):
-            try:
-                value = int(text) if self.kind is int else float(text)
-            except ValueError:
-                raise self._error(label, text) from None
+            if not (WHOLE_NUMBER if self.kind is int else NUMBER).fullmatch(text):
+                raise self._error(label, text)
+            value = int(text) if self.kind is int else float(text)
         elif self.kind is bool:
             if text.lower() not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
                 raise self._error(label, text)
@@ -130,12 +143,14 @@ class Option:
 
     def check(self, value: Any, label: str) -> Any:
         """`value` if this option allows it (ints are accepted where numbers are), else OptionError."""
-        if value is None and self.optional:
-            return None
+        if self.optional and (value is None or isinstance(value, str) and value.lower() in UNSET):
+            return None  # a config file has no None: it says "none", as the flag does
         if self.kind is dict:
             return _check_keys(value, label)
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if self.kind is float and isinstance(value, float) and value == 0:
+            value = 0.0  # -0.0 is 0 ("temperature is now -0.0" said a sign that means nothing)
         if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, self.kind):
             if self.kind is str:  # only a config file can give a number or a boolean here
                 raise OptionError(f"{label} must be text in quotes (got {value!r}).",
@@ -157,8 +172,12 @@ class Option:
     def _error(self, label: str, value: Any) -> OptionError:
         shown = (f"'{visible(value)}'" if isinstance(value, str)  # a config's text: no controls
                  else str(value).lower() if isinstance(value, bool) else repr(value))  # true, as TOML spells it
-        hint = f"e.g. {self.example}." if self.example else ""
-        return OptionError(f"{label} must be {self.allowed()} (got {shown}).", hint)
+        return OptionError(f"{label} must be {self.allowed()} (got {shown}).", self._hint())
+
+    def _hint(self) -> str:
+        if not self.example:
+            return ""
+        return f"e.g. {self.example}, or none to unset it." if self.optional else f"e.g. {self.example}."
 
 
 class KeyTableError(OptionError):
@@ -184,10 +203,15 @@ def _check_keys(value: Any, label: str) -> dict[str, str]:
         if action not in KEY_ACTIONS:
             raise KeyTableError(f"{label} has no action '{visible(action)}'.", f"Actions: {', '.join(KEY_ACTIONS)}.",
                                 action)
-        if not isinstance(key, str) or not KEY_NAME.match(key):
+        if not isinstance(key, str) or not KEY_NAME.fullmatch(key):
             raise KeyTableError(f"{label}.{action} must be a key name such as ctrl+t or f2 (got {visible(repr(key))}).",
                                 "Lower case; several keys separated by commas.", action)
-        for one in key.split(","):
+        listed = key.split(",")
+        twice = next((one for number, one in enumerate(listed) if one in listed[:number]), None)
+        if twice is not None:
+            raise KeyTableError(f"{label}.{action}: {twice} is listed twice.",
+                                f"List each key once, e.g. {action} = \"{twice}\".", action)
+        for one in listed:
             *modifiers, base = one.split("+")
             if base not in KEY_BASES or not set(modifiers) <= KEY_MODIFIERS or len(set(modifiers)) < len(modifiers):
                 raise KeyTableError(f"{label}.{action}: '{one}' is not a key name.",
@@ -225,7 +249,7 @@ OPTIONS: tuple[Option, ...] = (
            where=frozenset({"flag", "config"}), example="flan-t5-xl",
            text_rule="a hub id, an alias or a checkpoint folder"),
     Option("device", str, "auto", "auto, cpu, cuda or cuda:N", where=frozenset({"flag", "config"}),
-           check_text=lambda text: bool(DEVICE_PATTERN.match(text)), text_rule="auto, cpu, cuda or cuda:N",
+           check_text=lambda text: bool(DEVICE_PATTERN.fullmatch(text)), text_rule="auto, cpu, cuda or cuda:N",
            example="cuda:0"),
     Option("dtype", str, "auto", "weights' number format; FlanT5 never float16", where=frozenset({"flag", "config"}),
            choices=DTYPE_CHOICES),
@@ -266,37 +290,62 @@ class Settings:
     quantize: str = "auto"
     theme: str = "textual-dark"  # the chat app's looks (config file only)
     keys: dict[str, str] = field(default_factory=dict)  # binding id -> key (config file [keys] only)
+    # where each flag option's value came from, in words for a message: "--device", "$BLIP2_CHAT_MODEL",
+    # "the config file's device", "the command's default" or "the default" (see `source_of`)
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def source_of(self, name: str) -> str:
+        """Where option `name`'s value came from (`sources`), "the default" where nothing is recorded."""
+        return self.sources.get(name, DEFAULT_SOURCE)
+
+
+DEFAULT_SOURCE = "the default"
+COMMAND_DEFAULT_SOURCE = "the command's default"
+
+
+def config_source(name: str) -> str:
+    """How a message names a value from the config file: "the config file's device"."""
+    return f"the config file's {name}"
 
 
 def settings_from(
     flags: Mapping[str, Any], file: Mapping[str, Any], *, command_defaults: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None, json: bool = False,
 ) -> Settings:
-    """Settings from typed flags (None: not given), then a command's own defaults, then $BLIP2_CHAT_MODEL
-    for the model, then the config file (already checked), then the schema's defaults.
+    """Settings from typed flags (None: not given), then $BLIP2_CHAT_MODEL for the model, then the config
+    file (already checked), then a command's own defaults (describe's longer answers), then the schema's
+    defaults: the config file sets the defaults of every command, and only a flag says otherwise.
 
-    Flag values are text as typed; each is checked here by its option, naming the flag.
+    Flag values are text as typed; each is checked here by its option, naming the flag. `Settings.sources`
+    says where each value came from.
     """
     environ = os.environ if environ is None else environ
     chosen: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for option in OPTIONS:
         if "flag" not in option.where:
             continue
         typed = flags.get(option.name)
         if typed is not None:
             chosen[option.name] = option.parse(str(typed), option.flag)
-        elif command_defaults and option.name in command_defaults:
-            chosen[option.name] = command_defaults[option.name]
+            sources[option.name] = option.flag
         elif option.name == "model" and environ.get(MODEL_ENV, "").strip():
             chosen[option.name] = option.check(environ[MODEL_ENV].strip(), f"${MODEL_ENV}")
+            sources[option.name] = f"${MODEL_ENV}"
         elif option.name in file:
             chosen[option.name] = file[option.name]
+            sources[option.name] = config_source(option.name)
+        elif command_defaults and option.name in command_defaults:
+            chosen[option.name] = option.check(command_defaults[option.name], option.name)
+            sources[option.name] = COMMAND_DEFAULT_SOURCE
         else:
             chosen[option.name] = option.default
+            sources[option.name] = DEFAULT_SOURCE
     options = GenerationOptions(**{key: chosen[key] for key in GENERATION_KEYS})
     return Settings(model=chosen["model"], device=chosen["device"], dtype=chosen["dtype"],
                     quantize=chosen["quantize"], options=options, json=json,
-                    theme=file.get("theme", BY_NAME["theme"].default), keys=dict(file.get("keys", {})))
+                    theme=file.get("theme", BY_NAME["theme"].default), keys=dict(file.get("keys", {})),
+                    sources=sources)
 
 
 def describe_options(options: GenerationOptions) -> str:
