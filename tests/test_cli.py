@@ -636,3 +636,14 @@ def test_cluster_widths_are_checked_before_ray_starts(command: list[str], flags:
     assert main([*command, "--ray", *flags, "--model", "demo"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"blip2-chat: {said}"
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+@pytest.mark.parametrize("command", [["models"], ["sessions"], ["models", "--json"]])
+def test_a_full_disk_under_the_output_is_one_sentence(command: list[str], tmp_path: Path) -> None:
+    """`blip2-chat models > /dev/full` ended in a traceback from print()."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "chatbot", *command], stdout=full, stderr=subprocess.PIPE,
+                                text=True, timeout=60, env={**os.environ, "BLIP2_CHAT_HOME": str(tmp_path)})
+    assert (result.returncode, result.stderr) == (2, "blip2-chat: No space left on device (the output).\n")

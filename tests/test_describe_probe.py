@@ -298,3 +298,44 @@ def test_ctrl_c_twice_stops_once_without_a_traceback(tmp_path: Path) -> None:
     for path, alt_text, error, sha256 in rows:
         assert Path(path).parent == folder and alt_text and not error and re.fullmatch("[0-9a-f]{64}", sha256)
     assert len({row[0] for row in rows}) == 6
+
+
+# --- 5. a --prompt no model can take: not UTF-8 before the model loads, too long before any image is answered ------
+
+
+def test_a_prompt_that_is_not_utf8_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+    """A --prompt typed in another encoding arrives with its bytes as lone surrogates, which the tokenizer
+    refused with a TypeError once the model had loaded."""
+    image = make_image(tmp_path / "red.png", (200, 30, 30))
+    out = tmp_path / "alt.jsonl"
+    result, imported = run_cli_tracing_imports("describe", image, "--out", out, "--model", "demo",
+                                               "--prompt", "caf\udce9")
+    assert not imported & {"torch", "transformers"}
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == ("blip2-chat: The prompt is not valid UTF-8 text. Type it again in UTF-8 (check your "
+                             "terminal's character encoding).\n")
+    assert not out.exists()
+
+
+def test_a_prompt_too_long_for_the_model_is_refused_before_any_image_is_answered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The model could not take it (an IndexError inside generate, and no row); now the same rule as a question's
+    length, checked once after the model loads: 2048 positions, 32 for the image, 30 for the answer."""
+    import chatbot.core.runtime
+    from chatbot.engine.scripted import ScriptedEngine
+
+    engine = ScriptedEngine("a red square")
+    monkeypatch.setattr(chatbot.core.runtime, "open_engine_for", lambda settings, progress=None: engine)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for n in range(3):
+        make_image(folder / f"img{n}.png", (60 * n, 30, 30))
+    out = tmp_path / "alt.jsonl"
+    assert describe_here(folder, "--out", out, "--prompt", "a " * 1990) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == ("blip2-chat: The prompt is too long for this model: it needs 1992 tokens and there is room "
+                       "for 1986. Shorten --prompt (or lower --max-new-tokens).")
+    assert not any(line.startswith("Describing") for line in err)
+    assert engine.prompts == [] and not out.exists()
+    assert describe_here(folder, "--out", out, "--prompt", "a " * 1984) == 0  # 1986 tokens: it fits
+    assert len(read_rows(out, "jsonl")) == 3

@@ -180,7 +180,7 @@ class Conversation:
     def check_question(self, question: str, *, image_coming: bool = False) -> str:
         """The checks that need no model: `question` is not empty, and an image is open (or, with
         `image_coming`, being opened). Returns the question as it will be asked; raises QuestionError."""
-        text = normalize_question(question)
+        text = normalize_question(check_text(question))  # not UTF-8 (a saved question /retry asks again)
         if not text:
             raise QuestionError("The question is empty.", "Type a question about the image, e.g. What is in it?")
         if self.image is None and not image_coming:
@@ -383,7 +383,36 @@ class Conversation:
         return result
 
 
+def check_text(text: str, what: str = "question") -> str:
+    """`text` (a question or a prompt, as it came from the command line or a file), or a QuestionError when
+    it is not valid UTF-8 text: an argument typed in another encoding arrives with its bytes as lone
+    surrogates, which no tokenizer takes. Needs no model, so the commands say it before one loads."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QuestionError(f"The {what} is not valid UTF-8 text.",
+                            "Type it again in UTF-8 (check your terminal's character encoding).") from None
+    return text
+
+
+def caption_prompt(engine: Engine, options: GenerationOptions, prefix: str = "") -> str:
+    """The prompt a caption continues: `prefix` (`--prompt`), else the caption style's. Checked once, after the
+    model loads and before any image is answered, by the rule a question has (`prompt_budget`): a QuestionError
+    when it is not UTF-8 text or does not fit the model, an OptionError when max_new_tokens leaves no room."""
+    prompt = check_text(prefix, "prompt") or style_for(engine.info.family, "caption").build([], "")
+    budget = prompt_budget(engine, options)
+    needed = engine.count_tokens(prompt)
+    if needed > budget:
+        lower = "" if engine.info.is_encoder_decoder else " (or lower --max-new-tokens)"
+        raise QuestionError(
+            f"The prompt is too long for this model: it needs {needed} tokens and there is room for {budget}.",
+            f"Shorten --prompt{lower}.",
+        )
+    return prompt
+
+
 def caption(engine: Engine, image: LoadedImage, options: GenerationOptions, prefix: str = "") -> str:
-    """A caption for `image`: the caption style's prompt (or `prefix` for the caption to continue), no history."""
+    """A caption for `image`: the caption style's prompt (or `prefix` for the caption to continue), no history.
+    The prompt is taken as it is: check it first with `caption_prompt` (once for many images)."""
     prompt = style_for(engine.info.family, "caption").build([], "")
     return normalize_answer(engine.answer(image, prefix or prompt, options))

@@ -1,29 +1,128 @@
-"""One-shot commands: `ask` one question, `caption` images. Answers stream to stdout."""
+"""One-shot commands: `ask` one question, `caption` images. Answers stream to stdout.
+
+Everything that needs no model is checked before it loads: stdout is open, the question (or `--prompt`) is
+UTF-8 text and the question is not an image, every image can be read. A model failure on one image is one
+sentence and the others go on (exit status 1 at the end); a failure to write the answer (a full disk) is
+never taken for the model's: it ends the run with one sentence (`AnswerNotWritten`, exit status 2).
+"""
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
-from chatbot.core.conversation import Conversation, caption
+from chatbot.core.conversation import Conversation, caption, caption_prompt, check_text
 from chatbot.core.runtime import answer_record, open_engine_for, print_json
 from chatbot.core.settings import Settings
 from chatbot.errors import ImageError, QuestionError, UserError, model_error_text
+from chatbot.image_download import is_url
 from chatbot.images import LoadedImage, load_image
 from chatbot.untrusted import visible
 from prompts import normalize_question
 
 
+class AnswerNotWritten(UserError):
+    """stdout could not take the answer (a full disk, an I/O error): the user's to fix, not the model's."""
+
+    def __init__(self, error: OSError) -> None:
+        reason = error.strerror or str(error) or type(error).__name__
+        super().__init__(f"Could not write the answer: {reason}.",
+                         "Free some space, or send the output somewhere else, and run it again.")
+
+
+@contextmanager
+def answer_written() -> Iterator[None]:
+    """Around a write of the answer to stdout: an OSError there (a full disk) becomes AnswerNotWritten, one
+    sentence and never a model failure; a closed pipe stays a BrokenPipeError, so the CLI stops quietly then, as
+    Unix tools do."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        _let_go_of_stdout()
+        raise AnswerNotWritten(error) from None
+
+
+def write_out(text: str) -> None:
+    """Write `text` to stdout now (flushed), as `answer_written` says."""
+    with answer_written():
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _let_go_of_stdout() -> None:
+    """Point stdout at /dev/null after a write to it failed, so that Python's flush at exit does not fail again
+    on what is left in its buffer (describe and a closed pipe in chatbot.cli do the same)."""
+    try:
+        target = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing flushes at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, target)
+    finally:
+        os.close(devnull)
+
+
+def check_stdout() -> None:
+    """A UserError when stdout is closed (`>&-`): the answer would go nowhere, and a script would think it
+    worked. Said before anything is read or loaded."""
+    if sys.stdout is None or getattr(sys.stdout, "closed", False):
+        raise UserError("Standard output is closed, so the answer has nowhere to go.",
+                        "Run it again with stdout open, or send it to a file (> answer.txt).")
+
+
 def stream_to_stdout(chunks: Iterable[str]) -> str:
-    """Print chunks as they arrive; return the whole text."""
+    """Print chunks as they arrive; return the whole text. The model's failures come out of `chunks` as
+    they are; stdout's come out as AnswerNotWritten (BrokenPipeError for a closed pipe)."""
     parts = []
     for chunk in chunks:
         parts.append(chunk)
-        sys.stdout.write(visible(chunk))
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+        write_out(visible(chunk))
+    write_out("\n")
     return "".join(parts).strip()
+
+
+def _model_chunks(chunks: Iterable[str], failures: list[BaseException]) -> Iterator[str]:
+    """`chunks`, with a model failure while they come kept in `failures` (and the chunks ending there), so
+    that what writes them can tell the model's failure from its own."""
+    try:
+        yield from chunks
+    except Exception as error:  # noqa: BLE001 - the model failed: the caller names the image and goes on
+        failures.append(error)
+
+
+def _names_an_image(text: str) -> bool:
+    """Whether `text`, given as the question, is an existing file or an http(s) link (a lone word)."""
+    stripped = text.strip()
+    if is_url(stripped) and not any(ch.isspace() for ch in stripped):
+        return True
+    try:
+        return os.path.isfile(os.path.expanduser(stripped)) if stripped else False
+    except (ValueError, OSError):  # a NUL, a name too long: no file
+        return False
+
+
+def check_question_argument(sources: Sequence[str], question: str) -> str:
+    """The question as it will be asked, or a QuestionError for what needs no model to see: it is empty, it
+    is an image (`ask a.jpg b.jpg`: the question left out, or put first), or it is not UTF-8 text."""
+    if not normalize_question(question):
+        raise QuestionError("The question is empty.", "Put a question in quotes, e.g. \"What is in the picture?\"")
+    if _names_an_image(question):
+        kind = "a web address" if is_url(question.strip()) else "a file"
+        first = sources[0] if sources else ""
+        if not _names_an_image(first) and (" " in first.strip() or first.rstrip().endswith("?")):  # the order reversed
+            example = shlex.join(["blip2-chat", "ask", *sources[1:], question, first])
+            raise QuestionError(f"The image comes first, then the question (ask IMAGE... QUESTION): {question} is "
+                                f"{kind}, and \"{first}\" is not.", f"e.g. {example}")
+        example = shlex.join(["blip2-chat", "ask", *sources, question, "What is in the picture?"])
+        raise QuestionError(f"The last argument is the question, and {question} is {kind}: ask IMAGE... QUESTION.",
+                            f"Put the question last, in quotes, e.g. {example}")
+    return check_text(question, "question")
 
 
 def load_images(sources: Sequence[str]) -> tuple[list[LoadedImage], int]:
@@ -48,41 +147,55 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
     """Answer `question` about each image, each in its own fresh context: with one image the answer
     streams alone; with several, one `PATH: answer` line per image (or one JSON object each)."""
     sources = [image_sources] if isinstance(image_sources, str) else list(image_sources)
-    if not normalize_question(question):  # cheap checks before the slow model load
-        raise QuestionError("The question is empty.", "Put a question in quotes, e.g. \"What is in the picture?\"")
+    check_stdout()  # cheap checks before the slow model load
+    check_question_argument(sources, question)
     images, unreadable = load_images(sources)  # every file checked before the model loads
     engine = open_engine_for(settings)
     failed = False
     for image in images:
         conversation = Conversation(settings, image=image, engine=engine)  # never saved
         stream = conversation.ask(question)  # a question too long for the model fails here, before generating
-        try:
-            if settings.json:
-                answer = "".join(stream).strip()
-                print_json(answer_record(engine, image, conversation.question, answer))
-            elif len(sources) == 1:
-                stream_to_stdout(stream)
-            else:
-                sys.stdout.write(visible(f"{image.source}: "))
-                stream_to_stdout(stream)
-        except Exception as error:  # noqa: BLE001 - the model failed on this image: say so, go on with the rest
-            if not settings.json:
-                sys.stdout.write("\n")  # ends what came of the answer
-                sys.stdout.flush()
-            print(visible(f"blip2-chat: {image.source}: {model_error_text(error, chat=False)}"), file=sys.stderr)
+        failures: list[BaseException] = []  # the model's: writing the answer fails on its own (AnswerNotWritten)
+        chunks = _model_chunks(stream, failures)
+        if settings.json:
+            answer = "".join(chunks).strip()
+            if not failures:
+                record = answer_record(engine, image, conversation.question, answer)
+                with answer_written():
+                    print_json(record)
+        else:
+            if len(sources) > 1:
+                write_out(visible(f"{image.source}: "))
+            stream_to_stdout(chunks)  # after a failure, its newline ends what came of the answer
+        if failures:  # the model failed on this image: say so, go on with the rest
+            print(visible(f"blip2-chat: {image.source}: {model_error_text(failures[0], chat=False)}"),
+                  file=sys.stderr)
             failed = True
     return 2 if unreadable else 1 if failed else 0
 
 
 def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") -> int:
+    """Caption each image (`prefix`: text the caption continues, `--prompt`); with several, one `PATH: caption`
+    line each. A model failure on one image is one sentence on stderr and the others go on (exit status 1)."""
+    check_stdout()  # cheap checks before the slow model load
+    check_text(prefix, "prompt")
     images, unreadable = load_images(sources)  # every file checked before the model loads
     engine = open_engine_for(settings)
+    prompt = caption_prompt(engine, settings.options, prefix)  # too long: said once, before any image is answered
+    failed = False
     for image in images:
-        text = caption(engine, image, settings.options, prefix)
+        try:
+            text = caption(engine, image, settings.options, prompt)
+        except Exception as error:  # noqa: BLE001 - the model failed on this image: say so, go on with the rest
+            print(visible(f"blip2-chat: {image.source}: {model_error_text(error, chat=False)}"), file=sys.stderr)
+            failed = True
+            continue
         if settings.json:
-            print_json(answer_record(engine, image, None, text))
+            record = answer_record(engine, image, None, text)
+            with answer_written():
+                print_json(record)
         elif len(sources) == 1:
-            print(visible(text), flush=True)
+            write_out(visible(text) + "\n")
         else:
-            print(visible(f"{image.source}: {text}"), flush=True)
-    return 2 if unreadable else 0
+            write_out(visible(f"{image.source}: {text}") + "\n")
+    return 2 if unreadable else 1 if failed else 0

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chatbot.cluster.connection import ClusterOptions
+from chatbot.core.conversation import caption_prompt, check_text
 from chatbot.core.runtime import check_batch_size, say
 from chatbot.core.settings import Settings
 from chatbot.engine.base import GenerationOptions
@@ -69,6 +70,7 @@ class DescribeRequest:
 
     def __post_init__(self) -> None:
         check_batch_size(self.batch_size)  # OptionError: before anything is read or loaded
+        check_text(self.prompt, "prompt")  # QuestionError: not UTF-8 text (its length is checked once the model loads)
         if self.ray is not None:  # --workers, --gpus-per-worker, the address: before a file is listed or hashed
             ClusterOptions(self.ray, self.workers, self.gpus_per_worker).check()
 
@@ -294,7 +296,9 @@ def _answerer_for(settings: Settings, request: DescribeRequest, paths: list[str]
     if request.ray is None:
         from chatbot.core.runtime import open_engine_for  # imports the model stack: only now
 
-        yield open_engine_for(settings, progress=say), load_image, file_sha256
+        engine = open_engine_for(settings, progress=say)
+        caption_prompt(engine, settings.options, request.prompt)  # too long for the model: before any image is answered
+        yield engine, load_image, file_sha256
         return
     from chatbot.cluster.connection import import_ray
     from chatbot.cluster.jobs import ClusterOptions, remote_captions
