@@ -82,6 +82,17 @@ def test_folders_that_are_not_blip2_checkpoints(tmp_path, checkpoints) -> None:
         resolve_model(str(a_file))
 
 
+def test_a_config_that_is_not_json_is_one_sentence_with_its_place(tmp_path, checkpoints) -> None:
+    folder = tmp_path / "not-json"
+    shutil.copytree(checkpoints["opt"], folder)
+    (folder / "config.json").write_text('{"model_type": "blip-2",')
+    with pytest.raises(NotACheckpointError) as error:
+        resolve_model(str(folder))
+    assert error.value.message == (f"The folder {folder} has a config.json that is not valid JSON (Expecting property "
+                                   "name enclosed in double quotes: line 1 column 25 (char 24)).")
+    assert error.value.hint == "Fix the file, or save the checkpoint again with save_pretrained."
+
+
 def test_damaged_weights_are_one_clear_error(tmp_path, checkpoints) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(checkpoints["opt"], broken)

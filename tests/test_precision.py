@@ -215,3 +215,31 @@ def test_sizes_and_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     assert free_memory_bytes("cpu") == 10**6 and is_capped(10**6)
     choice = choose_precision(shape_of("opt-2.7b"), device="cpu", free_bytes=20 * GB, capped=True)
     assert choice.reason.endswith("20.0 GB is free on cpu (RAM; capped by BLIP2_CHAT_MAX_MEMORY).")
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-6GB", "0", "0.5", "1e300GB", "-inf MB"])
+def test_a_memory_limit_that_memory_cannot_be_is_one_sentence_naming_the_variable(monkeypatch, value: str) -> None:
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, value)
+    with pytest.raises(OptionError) as error:
+        free_memory_bytes("cpu")
+    assert str(error.value) == (f"{MEMORY_LIMIT_ENV}={value!r} is not a usable size: it must be finite and above "
+                                f"zero. Write it like 6GB or 512MB, or unset {MEMORY_LIMIT_ENV} to plan with what is "
+                                "free.")
+
+
+def test_sizes_said_together_show_the_digits_that_tell_them_apart() -> None:
+    from chatbot.engine.precision import gigabytes
+
+    assert gigabytes(275_412_000, 275_000_000) == "0.2754 GB" and gigabytes(275_000_000, 275_412_000) == "0.2750 GB"
+    assert gigabytes(18_200_000_000, 6 * GB) == "18.2 GB" and gigabytes(GB, GB) == "1.0 GB"
+    assert gigabytes(275_000_001, 275_000_000) == "0.275000001 GB"  # to the byte, as a last resort
+    # weights 4 bytes, slack 256 MiB: 268,435,460 bytes needed, 268,000,000 free (was "0.3 GB but only 0.3 GB")
+    shape = ModelShape("opt", quantizable=0, kept=0, qformer=0, other=1, kv_values_per_token=0, context_tokens=0,
+                       attention_heads=1, ffn=1)
+    with pytest.raises(OutOfMemoryError) as error:
+        choose_precision(shape, device="cpu", free_bytes=268_000_000, quantize="none", capped=True)
+    assert str(error.value) == ("The model needs 0.2684 GB in float32 but only 0.2680 GB is free on cpu (RAM; capped "
+                                "by BLIP2_CHAT_MAX_MEMORY). Close other programs, or pick a smaller model (see "
+                                "`blip2-chat models`).")
+    choice = choose_precision(shape, device="cpu", free_bytes=268_500_000)
+    assert choice.reason == "Using float32: it needs 0.268 GB and 0.269 GB is free on cpu (RAM)."

@@ -55,8 +55,10 @@ def open_engine_for(settings: Settings, progress: Callable[[str], None] = say_on
 
     `progress` receives short status sentences (the chat app shows them in its status line).
     """
+    from chatbot.engine.checkpoint_kind import check_known_name
     from chatbot.engine.loader import resolve_model
 
+    check_known_name(settings.model, "chat")  # a search checkpoint's name: said so, before any download
     resolved = resolve_model(settings.model, progress=progress)  # a wrong name fails before torch is imported
     progress(f"Loading model {settings.model} ...")
     from chatbot.engine.blip2 import open_engine

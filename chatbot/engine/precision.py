@@ -19,7 +19,9 @@ the KV cache by the beams).
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatbot.engine.shape import ModelShape
@@ -125,9 +127,17 @@ class PrecisionChoice:
     reason: str
 
 
-def gigabytes(count: float) -> str:
-    """Bytes as "15.5 GB" (decimal gigabytes, like the model cards)."""
-    return f"{count / 1e9:.1f} GB"
+def gigabytes(count: float, beside: float | None = None) -> str:
+    """Bytes as "15.5 GB" (decimal gigabytes, like the model cards).
+
+    `beside`: another count said in the same sentence ("needs X but only Y is free"): when the two differ,
+    as many decimals as it takes for them to read differently too (0.276 GB beside 0.275 GB, not 0.3 and 0.3).
+    """
+    decimals = 1
+    if beside is not None and beside != count:
+        while decimals < 9 and f"{count / 1e9:.{decimals}f}" == f"{beside / 1e9:.{decimals}f}":
+            decimals += 1
+    return f"{count / 1e9:.{decimals}f} GB"
 
 
 def choose_precision(
@@ -155,17 +165,21 @@ def choose_precision(
                        int8_kernel=int8_kernel)
     needs = [(precision, estimate_memory(shape, precision, on_gpu).total) for precision in tried]
     notes = [*([] if on_gpu else ["RAM"]), *([f"capped by {MEMORY_LIMIT_ENV}"] if capped else [])]
-    where = f"{gigabytes(free_bytes)} is free on {device}" + (f" ({'; '.join(notes)})" if notes else "")
+
+    def where(needed: int) -> str:  # the free memory, with the digits that tell it from `needed`
+        return f"{gigabytes(free_bytes, needed)} is free on {device}" + (f" ({'; '.join(notes)})" if notes else "")
+
     for index, (precision, needed) in enumerate(needs):
         if needed <= free_bytes:
             if quantize != "auto":
-                reason = f"Using {precision.words}, as asked: it needs {gigabytes(needed)} and {where}."
+                reason = (f"Using {precision.words}, as asked: it needs {gigabytes(needed, free_bytes)} and "
+                          f"{where(needed)}.")
             elif index == 0:
-                reason = f"Using {precision.words}: it needs {gigabytes(needed)} and {where}."
+                reason = f"Using {precision.words}: it needs {gigabytes(needed, free_bytes)} and {where(needed)}."
             else:
                 first, first_needed = needs[0]
-                reason = (f"Using {precision.words}: {first.words} needs {gigabytes(first_needed)} but only {where}; "
-                          f"{precision.words} needs {gigabytes(needed)}.")
+                reason = (f"Using {precision.words}: {first.words} needs {gigabytes(first_needed, free_bytes)} but "
+                          f"only {where(first_needed)}; {precision.words} needs {gigabytes(needed, free_bytes)}.")
                 if precision.quantize == "int8":
                     reason += " It decodes faster than bitsandbytes 8-bit in the same memory."
             return PrecisionChoice(precision, needed, free_bytes, device, reason)
@@ -173,13 +187,14 @@ def choose_precision(
 
 
 def _does_not_fit(
-    shape: ModelShape, needs: list[tuple[Precision, int]], free_bytes: int, where: str, *, dtype: str,
-    auto_dtype: str, device: str,
+    shape: ModelShape, needs: list[tuple[Precision, int]], free_bytes: int, where: Callable[[int], str], *,
+    dtype: str, auto_dtype: str, device: str,
 ) -> OutOfMemoryError:
-    """The error for a choice that cannot fit, naming the option that would (if any)."""
+    """The error for a choice that cannot fit, naming the option that would (if any). `where(needed)` says
+    what is free, in digits that tell it from `needed`."""
     precision, needed = needs[-1]
     if len(needs) == 1:  # an explicit --quantize: say which other choice fits
-        message = f"The model needs {gigabytes(needed)} in {precision.words} but only {where}."
+        message = f"The model needs {gigabytes(needed, free_bytes)} in {precision.words} but only {where(needed)}."
         others = candidates(shape.family, quantize="auto", dtype=dtype, auto_dtype=auto_dtype,
                             on_gpu=device.startswith("cuda"))
         for other in others:
@@ -187,9 +202,10 @@ def _does_not_fit(
             if other != precision and other_needs <= free_bytes:
                 flags = " ".join([*([f"--quantize {other.quantize}"] if other.quantize != precision.quantize else []),
                                   *([f"--dtype {other.dtype}"] if other.dtype != precision.dtype else [])])
-                return OutOfMemoryError(message, f"{flags} would fit (it needs {gigabytes(other_needs)}).")
+                return OutOfMemoryError(message, f"{flags} would fit (it needs {gigabytes(other_needs, free_bytes)}).")
     else:
-        message = f"The model does not fit: even {precision.words} needs {gigabytes(needed)} and only {where}."
+        message = (f"The model does not fit: even {precision.words} needs {gigabytes(needed, free_bytes)} and only "
+                   f"{where(needed)}.")
     hint = "Close other programs, or pick a smaller model (see `blip2-chat models`)"
     return OutOfMemoryError(message, hint + (", or try --device cpu." if device.startswith("cuda") else "."))
 
@@ -202,16 +218,24 @@ def triton_installed() -> bool:
 
 
 def parse_size(text: str) -> int:
-    """"6GB", "512MB", "1.5 GiB" or a plain byte count -> bytes."""
+    """"6GB", "512MB", "1.5 GiB" or a plain byte count -> bytes: a finite amount of at least one byte.
+
+    Raises:
+        OptionError: not a size ("lots"), or not one memory can be (inf, nan, 1e400, 0, -6GB), naming the variable.
+    """
     units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
              "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
     cleaned = text.strip().upper().replace(" ", "")
     number = cleaned.rstrip("KMGTIB")
     unit = cleaned[len(number):]
     try:
-        return int(float(number) * units[unit])
+        amount = float(number) * units[unit]
     except (ValueError, KeyError):
         raise OptionError(f"{MEMORY_LIMIT_ENV}={text!r} is not a size.", "Write it like 6GB or 512MB.") from None
+    if not math.isfinite(amount) or amount < 1:
+        raise OptionError(f"{MEMORY_LIMIT_ENV}={text!r} is not a usable size: it must be finite and above zero.",
+                          f"Write it like 6GB or 512MB, or unset {MEMORY_LIMIT_ENV} to plan with what is free.")
+    return int(amount)
 
 
 def memory_limit() -> int | None:

@@ -16,6 +16,10 @@ A retrieval checkpoint (`Blip2ForImageTextRetrieval`) has no language model: its
 carries transformers' default text_config, so `checkpoint_kind.checkpoint_kind` reads what it is from its
 `architectures` first. Its shape counts the ViT, the Q-Former with its text path, the Q-Former's text
 embeddings and the two projections and ITM head (kept unquantized, like the language projection).
+
+Every value the counts read is checked first (`BadConfigValue`, naming its key): a damaged config.json
+(a patch size of 0, a width written as text, a section that is not a group of settings) is one error the
+loader can say, never a ZeroDivisionError or TypeError from the arithmetic.
 """
 
 from __future__ import annotations
@@ -24,6 +28,72 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+LARGEST_SIZE = 2**31 - 1  # far above any real width, count or length; keeps the estimates' floats finite
+
+
+class BadConfigValue(ValueError):
+    """A value in config.json that no BLIP-2 checkpoint can have: `key` is its dotted path
+    ("vision_config.patch_size"), `expected` what it should be, in words."""
+
+    def __init__(self, key: str, value: Any, expected: str) -> None:
+        super().__init__(f"{key} is {value!r}; it should be {expected}")
+        self.key = key
+        self.value = value
+        self.expected = expected
+
+
+def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested part of the config (vision_config, ...): absent or null means the defaults."""
+    value = config.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadConfigValue(key, value, "a group of settings in braces")
+    return value
+
+
+def _checked(
+    section: str, values: dict[str, Any], counts: tuple[str, ...], switches: tuple[str, ...] = (),
+    optional_counts: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """`values` (defaults merged in), once every count is a whole number from 1 to LARGEST_SIZE (or null,
+    for `optional_counts`) and every switch is true or false."""
+    for key in (*counts, *optional_counts):
+        value = values.get(key)
+        if value is None and key in optional_counts:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= LARGEST_SIZE:
+            raise BadConfigValue(f"{section}.{key}" if section else key, value,
+                                 f"a whole number from 1 to {LARGEST_SIZE}")
+    for key in switches:
+        if not isinstance(values[key], bool):
+            raise BadConfigValue(f"{section}.{key}" if section else key, values[key], "true or false")
+    return values
+
+
+def _top_counts(config: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The top-level counts `keys` (num_query_tokens, ...), checked, with transformers' defaults."""
+    defaults = {"num_query_tokens": 32, "image_text_hidden_size": 256}
+    return _checked("", {key: config.get(key, defaults[key]) for key in keys}, keys)
+
+
+def text_model_family(config: dict[str, Any]) -> str:
+    """'opt' or 'flan-t5': the family of a chat checkpoint's language model, from text_config.model_type."""
+    from chatbot.engine.registry import family_of
+
+    model_type = _section(config, "text_config").get("model_type", "opt")
+    if not isinstance(model_type, str):
+        raise BadConfigValue("text_config.model_type", model_type, 'a model type such as "opt" or "t5"')
+    return family_of(model_type)
+
+
+def check_architectures(config: dict[str, Any]) -> None:
+    """`architectures`, which says a checkpoint's kind (`checkpoint_kind`): absent, or a list of class names."""
+    value = config.get("architectures")
+    if value is not None and not (isinstance(value, list) and all(isinstance(name, str) for name in value)):
+        raise BadConfigValue("architectures", value, 'a list of class names such as ["Blip2ForConditionalGeneration"]')
+
 
 # Blip2VisionConfig / Blip2QFormerConfig defaults: the ViT-g/14 and Q-Former every hub checkpoint uses.
 VISION_DEFAULTS = {"hidden_size": 1408, "intermediate_size": 6144, "num_hidden_layers": 39, "image_size": 224,
@@ -59,7 +129,12 @@ class ModelShape:
 
 def _vision(config: dict[str, Any]) -> tuple[int, int]:
     """(Linear weights, other parameters) of the ViT."""
-    c = {**VISION_DEFAULTS, **config}
+    c = _checked("vision_config", {**VISION_DEFAULTS, **config},
+                 ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size",
+                  "num_attention_heads"), ("qkv_bias",))
+    if c["patch_size"] > c["image_size"]:
+        raise BadConfigValue("vision_config.patch_size", c["patch_size"],
+                             f"at most vision_config.image_size ({c['image_size']})")
     h, i, layers, patch = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["patch_size"]
     positions = (c["image_size"] // patch) ** 2 + 1  # patches plus the class token
     linear = layers * (4 * h * h + 2 * h * i)  # qkv (3h*h), projection, fc1, fc2
@@ -69,7 +144,9 @@ def _vision(config: dict[str, Any]) -> tuple[int, int]:
 
 
 def _qformer(config: dict[str, Any], queries: int) -> int:
-    c = {**QFORMER_DEFAULTS, **config}
+    c = _checked("qformer_config", {**QFORMER_DEFAULTS, **config},
+                 ("hidden_size", "intermediate_size", "num_hidden_layers", "cross_attention_frequency",
+                  "encoder_hidden_size", "vocab_size", "max_position_embeddings"), ("use_qformer_text_input",))
     h, i, layers, encoder = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["encoder_hidden_size"]
     ffn = 2 * h * i + i + h + 2 * h  # one feed-forward block and its norm
     per_layer = 4 * h * h + 4 * h + 2 * h + ffn * (2 if c["use_qformer_text_input"] else 1)  # + text FFN
@@ -79,7 +156,9 @@ def _qformer(config: dict[str, Any], queries: int) -> int:
 
 
 def _opt(config: dict[str, Any]) -> dict[str, int]:
-    c = {**OPT_DEFAULTS, **config}
+    c = _checked("text_config", {**OPT_DEFAULTS, **config},
+                 ("vocab_size", "hidden_size", "num_hidden_layers", "ffn_dim", "num_attention_heads",
+                  "max_position_embeddings"), ("tie_word_embeddings",), ("word_embed_proj_dim",))
     v, h, layers, f = c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["ffn_dim"]
     words = c.get("word_embed_proj_dim") or h
     linear = layers * (4 * h * h + 2 * h * f) + (2 * words * h if words != h else 0)  # + project_in/out
@@ -90,7 +169,11 @@ def _opt(config: dict[str, Any]) -> dict[str, int]:
 
 
 def _t5(config: dict[str, Any]) -> dict[str, int]:
-    c = {**T5_DEFAULTS, **config}
+    c = _checked("text_config", {**T5_DEFAULTS, **config},
+                 ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads", "relative_attention_num_buckets",
+                  "n_positions"), ("tie_word_embeddings",), ("num_decoder_layers",))
+    if not isinstance(c["feed_forward_proj"], str):
+        raise BadConfigValue("text_config.feed_forward_proj", c["feed_forward_proj"], 'a name such as "gated-gelu"')
     v, d, f, heads = c["vocab_size"], c["d_model"], c["d_ff"], c["num_heads"]
     enc_layers = c["num_layers"]
     dec_layers = c.get("num_decoder_layers") or enc_layers
@@ -109,16 +192,18 @@ def _t5(config: dict[str, Any]) -> dict[str, int]:
 
 def _retrieval_shape(config: dict[str, Any]) -> ModelShape:
     """A retrieval checkpoint: ViT, Q-Former with its text path and embeddings, two projections, ITM head."""
-    vision = {**VISION_DEFAULTS, **(config.get("vision_config") or {})}
-    qformer = {**QFORMER_DEFAULTS, **(config.get("qformer_config") or {})}
-    queries = int(config.get("num_query_tokens", 32))
-    h, e = qformer["hidden_size"], int(config.get("image_text_hidden_size", 256))
-    vision_linear, vision_other = _vision(vision)
+    vision = {**VISION_DEFAULTS, **_section(config, "vision_config")}
+    qformer = {**QFORMER_DEFAULTS, **_section(config, "qformer_config")}
+    top = _top_counts(config, "num_query_tokens", "image_text_hidden_size")
+    queries, e = top["num_query_tokens"], top["image_text_hidden_size"]
+    vision_linear, vision_other = _vision(vision)  # checks the vision values
+    qformer_params = _qformer(qformer, queries)  # checks the Q-Former values
+    h = qformer["hidden_size"]
     embeddings = (qformer["vocab_size"] + qformer["max_position_embeddings"]) * h
     return ModelShape(
         family="retrieval", quantizable=vision_linear,
         kept=2 * h * e + 2 * h,  # vision_projection, text_projection, itm_head (768 -> 2)
-        qformer=_qformer(qformer, queries), other=vision_other + embeddings + 2 * e + 2,
+        qformer=qformer_params, other=vision_other + embeddings + 2 * e + 2,
         kv_values_per_token=0,  # no cache: one forward per batch
         context_tokens=(vision["image_size"] // vision["patch_size"]) ** 2 + 1,  # the widest sequence: the ViT's
         attention_heads=vision["num_attention_heads"], ffn=vision["intermediate_size"],
@@ -126,24 +211,32 @@ def _retrieval_shape(config: dict[str, Any]) -> ModelShape:
 
 
 def shape_from_config(config: dict[str, Any]) -> ModelShape:
-    """The shape of a BLIP-2 checkpoint from its config.json (a dict); missing keys take HF defaults."""
-    from chatbot.engine.checkpoint_kind import checkpoint_kind
-    from chatbot.engine.registry import family_of
+    """The shape of a BLIP-2 checkpoint from its config.json (a dict); missing keys take HF defaults.
 
+    Raises:
+        BadConfigValue: a value the counts read that no checkpoint can have (naming its key).
+    """
+    from chatbot.engine.checkpoint_kind import checkpoint_kind
+
+    if not isinstance(config, dict):
+        raise BadConfigValue("the whole file", config, "a group of settings in braces")
+    check_architectures(config)
+    _section(config, "qformer_config")  # `checkpoint_kind` reads it when there are no architectures
     if checkpoint_kind(config) == "retrieval":
         return _retrieval_shape(config)
-    text = config.get("text_config") or {}
-    family = family_of(text.get("model_type", "opt"))
-    queries = int(config.get("num_query_tokens", 32))
-    vision_linear, vision_other = _vision(config.get("vision_config") or {})
-    qformer_config = {**QFORMER_DEFAULTS, **(config.get("qformer_config") or {})}
+    family = text_model_family(config)
+    text = _section(config, "text_config")
+    queries = _top_counts(config, "num_query_tokens")["num_query_tokens"]
+    vision_linear, vision_other = _vision(_section(config, "vision_config"))
+    qformer_config = {**QFORMER_DEFAULTS, **_section(config, "qformer_config")}
+    qformer_params = _qformer(qformer_config, queries)  # checks the Q-Former values
     lm = _t5(text) if family == "flan-t5" else _opt(text)
     projection = qformer_config["hidden_size"] * lm["width"]
     return ModelShape(
         family=family,
         quantizable=vision_linear + lm["linear"],
         kept=projection + lm["head"],
-        qformer=_qformer(qformer_config, queries),
+        qformer=qformer_params,
         other=vision_other + lm["other"] + lm["width"],  # + the projection's bias
         kv_values_per_token=lm["kv"], context_tokens=lm["context"], attention_heads=lm["heads"], ffn=lm["ffn"],
     )

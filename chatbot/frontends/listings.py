@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from chatbot.core.store import SessionStore, SessionSummary
@@ -53,11 +52,12 @@ def find_target(device: str) -> Target:
 
 
 def is_cached(hub_id: str) -> bool:
-    """True when the Hugging Face cache holds the checkpoint's config and safetensors weights."""
-    from huggingface_hub import try_to_load_from_cache
+    """True when the Hugging Face cache holds a copy of the checkpoint the loader would use (complete: config,
+    every safetensors shard, tokenizer and processor files); the loader's own rule, so the two never disagree."""
+    from chatbot.engine.loader import cached_checkpoint  # no torch: the loader imports it inside functions
 
-    config = try_to_load_from_cache(hub_id, "config.json")
-    return isinstance(config, str) and any(Path(config).parent.glob("*.safetensors"))
+    path, problem = cached_checkpoint(hub_id)
+    return path is not None and problem is None
 
 
 def auto_dtype_for(known: KnownCheckpoint, target: Target) -> str:
