@@ -306,6 +306,31 @@ async def test_a_question_without_an_image_is_refused_before_the_model_is_ready(
         assert errors(app) == ["No image is open. Open one first with /image PATH."]
         assert app.conversation.engine is None and pairs(app) == [] and input_value(app) == "What is it?"
         loaded.set()
+        await wait_until(pilot, lambda: app.conversation.engine is not None, what="the model")  # (not mid-close)
+
+
+@pilot_test
+async def test_the_model_arriving_after_the_app_closed_changes_nothing_and_does_not_fail() -> None:
+    """The model finished loading while the app was closing otherwise than by Ctrl+Q: its message came to a
+    screen without a status bar (NoMatches, seen once under load)."""
+    from chatbot.tui import messages as msg
+
+    gate = threading.Event()
+
+    def never_loads(settings, progress):  # type: ignore[no-untyped-def]
+        gate.wait(10)
+        raise RuntimeError("closed")
+
+    app = create_app(Settings(model="scripted-opt"), store=SessionStore(), engine_factory=never_loads,
+                     renderer="halfcell")
+    async with app.run_test(size=SIZE):
+        pass
+    gate.set()
+    engine = ScriptedEngine("late")
+    app.on_model_progress(msg.ModelProgress("Loading 90%"))
+    app.on_model_ready(msg.ModelReady(engine))
+    app.on_model_failed(msg.ModelFailed("gone"))
+    assert app.conversation.engine is None and app.model_error is None
 
 
 @pilot_test

@@ -26,6 +26,7 @@ from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Input
 from textual.worker import get_current_worker
@@ -210,26 +211,34 @@ class ChatApp(FindingApp):
 
     # -- model and images -----------------------------------------------------------------------
 
+    def _status_bar(self) -> StatusBar | None:
+        """The status bar, or None when the screen is going away (Ctrl+Q, or the app closed otherwise while
+        the model loads: a message that arrives then must change nothing, and must not fail)."""
+        if self.quitting:
+            return None
+        try:
+            return self.query_one(StatusBar)
+        except NoMatches:
+            return None
+
     def on_model_progress(self, message: msg.ModelProgress) -> None:
-        if self.quitting:  # the screen is going away: change nothing on it
-            return
-        self.query_one(StatusBar).set_activity(message.text.rstrip(". "), busy=True)
+        if (status := self._status_bar()) is not None:
+            status.set_activity(message.text.rstrip(". "), busy=True)
 
     def on_model_ready(self, message: msg.ModelReady) -> None:
-        if self.quitting:  # the screen is going away: change nothing on it
+        if (status := self._status_bar()) is None:  # the screen is going away: change nothing on it
             return
         self.conversation.attach(message.engine)
-        status = self.query_one(StatusBar)
         status.set_engine(message.engine)
         status.set_activity("Ready")
         self._refresh_memory()
         self._answer_next_pending()
 
     def on_model_failed(self, message: msg.ModelFailed) -> None:
-        if self.quitting:  # the screen is going away: change nothing on it
+        if (status := self._status_bar()) is None:  # the screen is going away: change nothing on it
             return
         self.model_error = message.text
-        self.query_one(StatusBar).set_activity("No model")
+        status.set_activity("No model")
         self.notice(f"The model could not be loaded: {message.text}", "error")
         for _, bubble in self.pending:
             bubble.mark("not answered", "-failed")
