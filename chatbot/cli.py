@@ -169,7 +169,7 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("scale-out (needs: pip install 'blip2-chat[cluster]')")
     group.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                        help="run as a Ray Data pipeline: on a local Ray instance, or on the cluster at ADDRESS "
-                            "(e.g. ray://head:10001); the same rows as without it")
+                            "(e.g. auto on the head node, or head:6379); the same rows as without it")
     group.add_argument("--workers", type=int, default=1, help="with --ray: model copies working at once (default: 1)")
     group.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F",
                        help="with --ray: GPUs each worker holds (default: 0, the CPU; 1 for one GPU each, "

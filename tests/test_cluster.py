@@ -9,7 +9,10 @@ synthetic ones.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,10 +56,12 @@ def describe(photos: Path, out: Path, checkpoint: Path, *extra: str) -> str:
     return out.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize(("workers", "batch"), [(1, 2), (2, 3)])
+@pytest.mark.parametrize(("workers", "batch"), [(1, 2), (2, 8)])
 def test_describe_on_ray_writes_the_file_one_machine_writes(
     photos: Path, checkpoints: dict[str, Path], tmp_path: Path, workers: int, batch: int,
 ) -> None:
+    """With 2 workers and batches of 8, the 8 files go to the workers as 2 batches of 4 (each worker gets work):
+    the answers, and so the file, are still the ones one machine writes in batches of 8."""
     alone = describe(photos, tmp_path / "alone.jsonl", checkpoints["opt"], "--batch-size", str(batch))
     on_ray = describe(photos, tmp_path / "ray.jsonl", checkpoints["opt"], "--batch-size", str(batch),
                       "--ray", "--workers", str(workers))
@@ -89,14 +94,69 @@ def test_workers_needing_more_gpus_than_the_cluster_has_are_refused_before_anyth
 
 def test_a_killed_worker_loses_and_repeats_no_row(
     photos: Path, checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """Rows on stdout: Ray's own note about the dead worker (which Ray prints on stdout) stays out of them."""
     marker = tmp_path / "died"
     monkeypatch.setenv("BLIP2_CHAT_FAULT_AFTER", "2")  # the actor ends its process on its 2nd batch, once
     monkeypatch.setenv("BLIP2_CHAT_FAULT_MARKER", str(marker))
-    on_ray = describe(photos, tmp_path / "ray.csv", checkpoints["opt"], "--batch-size", "2", "--ray")
+    args = ["describe", str(photos), "--model", str(checkpoints["opt"]), "--format", "csv", "--batch-size", "2"]
+    assert main([*args, "--ray"]) == 0
+    on_ray = capsys.readouterr().out
     assert marker.exists()  # the worker really died (and Ray restarted it and retried its batch)
     monkeypatch.delenv("BLIP2_CHAT_FAULT_AFTER")
-    assert on_ray == describe(photos, tmp_path / "alone.csv", checkpoints["opt"], "--batch-size", "2")
+    assert main(args) == 0
+    assert on_ray == capsys.readouterr().out
+
+
+def test_an_exception_in_a_worker_is_one_sentence(
+    photos: Path, checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not Ray's traceback of a few hundred lines, nor an empty output file: a worker's own UserError as one machine
+    says it (here a model folder the driver did not check), anything else as 'A Ray worker failed: ...'."""
+    from chatbot.cluster import jobs
+
+    nope = tmp_path / "nope"
+    assert describe_status(photos, tmp_path / "alone.jsonl", nope) == 2
+    alone = capsys.readouterr().err.splitlines()[-1]
+    monkeypatch.setattr(jobs, "check_model_here", lambda *args, **kwargs: None)  # as for a cluster's shared folder
+    assert describe_status(photos, tmp_path / "a.jsonl", nope, "--ray") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == alone
+    assert not (tmp_path / "a.jsonl").exists()  # the run failed before the output was opened
+    marker = tmp_path / "no such folder" / "died"  # creating the marker fails in the worker: FileNotFoundError
+    monkeypatch.setenv("BLIP2_CHAT_FAULT_AFTER", "1")
+    monkeypatch.setenv("BLIP2_CHAT_FAULT_MARKER", str(marker))
+    assert describe_status(photos, tmp_path / "b.jsonl", checkpoints["opt"], "--ray") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"blip2-chat: A Ray worker failed: FileNotFoundError: [Errno 2] No such file or directory: '{marker}'. The "
+        "rows written so far are kept; with --out, --resume goes on from them. (Ray's logs are in "
+        "/tmp/ray/session_latest/logs on each node.)")
+    assert not (tmp_path / "b.jsonl").exists()
+
+
+def describe_status(photos: Path, out: Path, checkpoint: Path, *extra: str) -> int:
+    return main(["describe", str(photos), "--model", str(checkpoint), "--out", str(out), *extra])
+
+
+PROGRESS = re.compile(r"\d+ of 8 images done(, [\d.]+ images per second)?(, about [\w ]+ left)?\.")
+
+
+def test_a_run_says_only_our_own_sentences(photos: Path, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """Ray's notices (token authentication, progress bars disabled, execution finished), its C++ core's lines and
+    its warnings stay in its logs. A separate process, joining this module's Ray instance by its address, so that
+    its stderr is the command's alone."""
+    address = ray.get_runtime_context().gcs_address
+    out = tmp_path / "alt.jsonl"
+    run = subprocess.run([sys.executable, "-m", "chatbot", "describe", str(photos), "--model", str(checkpoints["opt"]),
+                          "--out", str(out), "--ray", address], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert lines[:2] == [f"Describing on Ray ({address}, 1 worker).", "Describing 8 images, 8 at a time."]
+    assert lines[-1] == f"Done: 6 described, 0 skipped (already in the output), 2 failed. Results in {out}."
+    assert [line for line in lines[2:-1] if not PROGRESS.fullmatch(line)] == []
+    assert run.stdout == ""
 
 
 def test_resume_goes_on_after_a_stopped_ray_run(
@@ -130,11 +190,15 @@ def test_parquet_holds_the_rows_of_jsonl(photos: Path, checkpoints: dict[str, Pa
     assert not (tmp_path / "alt.parquet.partial").exists()
 
 
-def index(photos: Path, folder: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
+def index(photos: Path, folder: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str], *extra: str,
+          said: list[str] | None = None) -> dict:
     capsys.readouterr()
     assert main(["index", str(photos), "--model", str(checkpoint), "--index", str(folder), "--json",
                  "--batch-size", "2", *extra]) == 0
-    record = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    if said is not None:
+        said += captured.err.splitlines()
     return {key: record[key] for key in ("added", "updated", "reused", "unchanged", "removed", "failed", "pictures")}
 
 
@@ -163,7 +227,10 @@ def test_index_on_ray_holds_the_same_embeddings_and_finds_the_same(
     shutil.copytree(photos, folder)
     alone, on_ray = tmp_path / "alone", tmp_path / "ray"
     first = index(folder, alone, retrieval_checkpoint, capsys)
-    assert index(folder, on_ray, retrieval_checkpoint, capsys, "--ray", "--workers", "2") == first
+    said: list[str] = []
+    assert index(folder, on_ray, retrieval_checkpoint, capsys, "--ray", "--workers", "2", said=said) == first
+    assert said[:2] == ["Indexing on Ray (a local instance, 2 workers).",
+                        "Indexing 8 new or changed files, 2 at a time."]
     assert first["added"] == 5 and first["reused"] == 1 and len(first["failed"]) == 2
     reference, got = embeddings(alone), embeddings(on_ray)
     assert sorted(got) == sorted(reference)

@@ -25,15 +25,15 @@ def plural(count: int, one: str, many: str = "") -> str:
 
 
 def duration_words(seconds: float) -> str:
-    """'45 seconds', '3 minutes', '2 hours 5 minutes': how long, for people."""
+    """'45 seconds', '3 minutes', '1 hour 44 minutes', '2 hours 1 minute': how long, for people."""
     seconds = max(0, round(seconds))
     if seconds < 90:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
+        return plural(seconds, "second")
     minutes = round(seconds / 60)
     if minutes < 90:
-        return f"{minutes} minutes"
+        return plural(minutes, "minute")
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} hours" + (f" {minutes} minutes" if minutes else "")
+    return plural(hours, "hour") + (f" {plural(minutes, 'minute')}" if minutes else "")
 
 
 def clock_time(seconds: float) -> str:
@@ -60,21 +60,33 @@ class ProgressLine:
         self.terminal = bar and is_terminal(stream) and not plain_output_asked(environ)
         self.done = 0  # items finished, skipped ones included
         self.worked = 0  # items that took work: they set the speed
-        self._started = clock()
+        self._started = clock()  # the run's start ("took")
+        self._measure_after = 0  # the speed is measured once this many items took work (see `start`)
+        self._rate_from: float | None = self._started  # when the speed is measured from (None: not yet)
+        self._rate_base = 0  # items that took work before then
         self._shown_at: float | None = None
         self._bar_length = 0
         self._drawn = 0  # the count the bar on screen shows (redraws are at most 10 a second)
 
-    def start(self, message: str = "") -> None:
-        """Say what is about to happen (`message`, a sentence); the speed is measured from here."""
+    def start(self, message: str = "", *, measure_after: int = 0) -> None:
+        """Say what is about to happen (`message`, a sentence); the speed is measured from here.
+
+        `measure_after`: measure the speed only from the moment that many items took work, without them (a Ray
+        run passes its batch size: its first batch waits for Ray and the workers' models to start, and arrives
+        all at once, so neither the wait nor that first burst says how fast the rest will go).
+        """
         self._started = self.clock()
+        self._measure_after = max(0, measure_after)
+        self._rate_from, self._rate_base = (self._started, 0) if not self._measure_after else (None, 0)
         if message:
             self._say(message)
 
     @property
     def per_second(self) -> float:
-        elapsed = self.clock() - self._started
-        return self.worked / elapsed if elapsed > 0 and self.worked else 0.0
+        if self._rate_from is None:
+            return 0.0
+        elapsed, worked = self.clock() - self._rate_from, self.worked - self._rate_base
+        return worked / elapsed if elapsed > 0 and worked else 0.0
 
     def seconds_left(self) -> float | None:
         rate = self.per_second
@@ -85,6 +97,8 @@ class ProgressLine:
         self.done += 1
         self.worked += int(worked)
         now = self.clock()
+        if self._rate_from is None and self.worked >= self._measure_after:
+            self._rate_from, self._rate_base = now, self.worked
         last = self.done >= self.total
         if self.terminal:
             if last or self._shown_at is None or now - self._shown_at >= 0.1:
@@ -97,7 +111,7 @@ class ProgressLine:
     def sentence(self) -> str:
         """'12 of 40 images done, 3.2 images per second, about 9 seconds left.' ('1 of 1 image done')"""
         text = f"{self.done} of {plural(self.total, self.noun, self.nouns)} done"
-        if self.worked:
+        if self.worked and self._rate_from is not None and self.worked > self._rate_base:
             text += f", {self.per_second:.1f} {self.nouns} per second"
         left = self.seconds_left()
         if self.done < self.total and left is not None:
@@ -125,6 +139,14 @@ class ProgressLine:
 
     def _say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
+
+    def note(self, message: str) -> None:
+        """A sentence in the middle of the run (a Ray worker that stopped): on its own line, below the bar's
+        line as it stands; the bar goes on below it at the next item."""
+        if self.terminal and self._bar_length:
+            self.stream.write("\n")
+            self._bar_length = 0
+        self._say(message)
 
     def finish(self) -> None:
         """Bring the bar up to date (a stop may come between redraws), then end its line, so what follows

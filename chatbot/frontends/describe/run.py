@@ -233,7 +233,8 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     try:
         with ctrl_c.installed(), _answerer_for(settings, request, paths, done) as (engine, load, sha256_of), \
                 _writer_for(request.out, fmt) as writer:
-            progress.start(f"Describing {plural(len(paths), 'image')}, {request.batch_size} at a time.")
+            progress.start(f"Describing {plural(len(paths), 'image')}, {request.batch_size} at a time.",
+                           measure_after=request.batch_size if request.ray is not None else 0)
             summary = describe(engine, paths, writer.write, options=settings.options, prompt=request.prompt,
                                batch_size=request.batch_size, done=done, progress=progress, load=load,
                                sha256_of=sha256_of, ctrl_c=ctrl_c)

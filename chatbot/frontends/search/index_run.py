@@ -82,7 +82,9 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
         nonlocal progress
         if progress is None:
             progress = ProgressLine(total, sys.stderr, noun="file")
-            progress.start(f"Indexing {plural(total, 'new or changed file')}, {request.batch_size} at a time.")
+            # on Ray, the speed is measured after the first batch, which waited for the workers' models to load
+            progress.start(f"Indexing {plural(total, 'new or changed file')}, {request.batch_size} at a time.",
+                           measure_after=request.batch_size if request.ray is not None else 0)
         while progress.done < done:
             progress.advance()
 
@@ -90,10 +92,16 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
         if progress is not None:
             progress.start()
 
+    def notice(message: str) -> None:  # a sentence during a Ray run, below the progress bar as it stands
+        if progress is not None:
+            progress.note(message)
+        else:
+            say(message)
+
     finished = False
     try:
         with ExitStack() as stack:
-            embed, reader = _embedder_for(settings, model, request, loaded, stack)
+            embed, reader = _embedder_for(settings, model, request, loaded, stack, notice)
             summary = update_index(store, roots, recursive=request.recursive, embed=embed,
                                    batch_size=request.batch_size, on_progress=advanced, reader=reader, found=found)
         held = store.count()
@@ -160,14 +168,18 @@ def _remove_made_index(store: Any, made_folders: list[Path]) -> None:
 
 
 def _embedder_for(settings: Settings, model: str, request: IndexRequest, loaded: Callable[[], None],
-                  stack: ExitStack) -> tuple[Callable[[list[LoadedImage]], Any], Any]:
+                  stack: ExitStack, notice: Callable[[str], None] = say,
+                  ) -> tuple[Callable[[list[LoadedImage]], Any], Any]:
     """The model here (loaded on the first new file), or a Ray run's reader and embeddings (started likewise)."""
     if request.ray is None:
         return LazyEmbedder(settings, model, on_loaded=loaded), None
     from chatbot.cluster.jobs import ClusterOptions, remote_embeddings
 
     cluster = ClusterOptions(request.ray, request.workers, request.gpus_per_worker)
-    remote = stack.enter_context(remote_embeddings(settings, model, batch_size=request.batch_size, cluster=cluster))
+    where = "a local instance" if request.ray == "local" else visible(request.ray)
+    remote = stack.enter_context(remote_embeddings(
+        settings, model, batch_size=request.batch_size, cluster=cluster, notice=notice,
+        on_start=lambda: say(f"Indexing on Ray ({where}, {plural(request.workers, 'worker')}).")))
     return remote.embed, remote
 
 
