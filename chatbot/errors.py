@@ -55,6 +55,18 @@ class PhotoIndexError(UserError):
     """The search index is missing, was made by another checkpoint, or is damaged (and was set aside)."""
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of the error's text (at most `limit` characters), or "" when it has no words."""
+    text = str(error)
+    return text.splitlines()[0][:limit] if text.strip() else ""
+
+
+def described(error: BaseException) -> str:
+    """`TypeError: its first line`, or the type's name alone: an unforeseen failure, named in a sentence."""
+    detail = first_line(error)
+    return f"{type(error).__name__}{': ' + detail if detail else ''}"
+
+
 def model_error_text(error: BaseException, *, chat: bool = True) -> str:
     """One sentence for a failure while answering or loading, with what to do next; every front end says it
     so. `chat`: in a chat, whose conversation is intact (not a one-shot `ask`)."""
@@ -65,6 +77,5 @@ def model_error_text(error: BaseException, *, chat: bool = True) -> str:
             return "Ran out of memory. Try a lower --max-new-tokens, or a smaller model."
         return ("Ran out of memory. The conversation is intact: try /clear, a lower max_new_tokens "
                 "(/set max_new_tokens 20), or a smaller model.")
-    detail = str(error).splitlines()[0][:200] if str(error) else ""
-    failed = f"The model failed ({type(error).__name__}{': ' + detail if detail else ''})."
+    failed = f"The model failed ({described(error)})."
     return f"{failed} The conversation is intact; try again, or /clear to start a fresh context." if chat else failed

@@ -22,7 +22,7 @@ from chatbot.core.photo_search import Found, result_to_open
 from chatbot.core.settings import apply_setting, describe_options, shown_value
 from chatbot.core.store import SessionForked
 from chatbot.engine.base import CancelToken
-from chatbot.errors import ImageError, UserError
+from chatbot.errors import ImageError, UserError, described, first_line
 from chatbot.images import LoadedImage, load_image
 from chatbot.untrusted import visible
 
@@ -128,8 +128,7 @@ def failure_text(line: str, error: Exception) -> str:
     """One sentence for what no rule foresaw (a bug) while carrying out a typed line; the front end goes on,
     nothing typed or saved is lost. Front ends make it visible: the error's text comes from anywhere."""
     what = line.split()[0] if is_command(line) else "Answering the question"
-    detail = str(error).splitlines()[0][:200] if str(error).strip() else ""
-    return f"{what} failed ({type(error).__name__}{': ' + detail if detail else ''}). The chat is intact."
+    return f"{what} failed ({described(error)}). The chat is intact."
 
 
 def load_chosen_image(source: str, cancel: Callable[[], bool] | None = None) -> LoadedImage:
@@ -141,7 +140,7 @@ def load_chosen_image(source: str, cancel: Callable[[], bool] | None = None) -> 
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - an unforeseen failure is still one sentence, never a crash
-        detail = str(error).splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        detail = first_line(error) or type(error).__name__
         raise ImageError(f"Could not open {visible(source)}: {visible(detail)}.") from error
 
 
