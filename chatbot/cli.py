@@ -320,13 +320,17 @@ def _main(given: list[str]) -> int:
         print("", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no complaint when Python flushes at exit
+        from chatbot.core.runtime import let_go_of_stdout
+
+        let_go_of_stdout()  # no complaint when Python flushes at exit
         return 141
     except OSError as error:  # what no command foresaw: a full disk under `> file`, an I/O error on the output
         where = visible(error.filename) if error.filename else "the output"
         print(f"blip2-chat: {visible(error.strerror or error)} ({where}).", file=sys.stderr)
+        from chatbot.core.runtime import let_go_of_stdout
+
         with contextlib.suppress(OSError):  # no second complaint when Python flushes stdout at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            let_go_of_stdout()
         return 2
 
 

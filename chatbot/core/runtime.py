@@ -94,6 +94,20 @@ def print_json(record: dict[str, Any]) -> None:
     print(json_line(record), flush=True)
 
 
+def let_go_of_stdout() -> None:
+    """Point stdout at /dev/null after a write to it failed (a full disk, a reader gone), so that Python's flush
+    at exit does not fail again on what is left in its buffer: every command does this, then says one sentence."""
+    try:
+        target = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing flushes at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, target)
+    finally:
+        os.close(devnull)
+
+
 def exit_now(code: int, *, loaded: bool | None = None) -> int:
     """End the process with `code` now if a model is (or is being) loaded; else return `code`.
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from chatbot.core.conversation import Conversation, caption, caption_prompt, check_text
-from chatbot.core.runtime import answer_record, open_engine_for, print_json
+from chatbot.core.runtime import answer_record, let_go_of_stdout, open_engine_for, print_json
 from chatbot.core.settings import Settings
 from chatbot.errors import ImageError, QuestionError, UserError, model_error_text
 from chatbot.image_download import is_url
@@ -43,7 +43,7 @@ def answer_written() -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as error:
-        _let_go_of_stdout()
+        let_go_of_stdout()
         raise AnswerNotWritten(error) from None
 
 
@@ -52,20 +52,6 @@ def write_out(text: str) -> None:
     with answer_written():
         sys.stdout.write(text)
         sys.stdout.flush()
-
-
-def _let_go_of_stdout() -> None:
-    """Point stdout at /dev/null after a write to it failed, so that Python's flush at exit does not fail again
-    on what is left in its buffer (describe and a closed pipe in chatbot.cli do the same)."""
-    try:
-        target = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing flushes at exit
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, target)
-    finally:
-        os.close(devnull)
 
 
 def check_stdout() -> None:

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from chatbot.cluster.connection import ClusterOptions
 from chatbot.core.conversation import caption_prompt, check_text
-from chatbot.core.runtime import check_batch_size, say
+from chatbot.core.runtime import check_batch_size, let_go_of_stdout, say
 from chatbot.core.settings import Settings
 from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError
@@ -252,7 +252,7 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     except OutputWriteError:
         progress.finish()
         if request.out is None:
-            _let_go_of_stdout()
+            let_go_of_stdout()
         raise  # the CLI says why in one sentence (a full disk); the rows written so far are whole
     progress.finish()
     where = f" Results in {visible(request.out)}." if request.out is not None else ""
@@ -322,17 +322,3 @@ def _writer_for(out: Path | None, fmt: str) -> RowWriter | ParquetRowWriter:
     if fmt == PARQUET and out is not None:
         return ParquetRowWriter(out)
     return RowWriter.open(out, fmt) if out is not None else RowWriter.to_stdout(sys.stdout, fmt)
-
-
-def _let_go_of_stdout() -> None:
-    """Point stdout at /dev/null after a write to it failed, so Python's flush at exit does not fail again
-    on the row left in its buffer (as chatbot.cli.main does after a closed pipe)."""
-    try:
-        target = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing flushes at exit
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, target)
-    finally:
-        os.close(devnull)
