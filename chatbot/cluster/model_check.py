@@ -27,15 +27,14 @@ def check_model_here(model: str, kind: str, *, local: bool) -> None:
         ModelNotFoundError, NotACheckpointError: as one machine raises them before loading.
     """
     from chatbot.engine.checkpoint_kind import check_folder, check_known_name
-    from chatbot.engine.loader import processor_files_problem, resolve_model
-    from chatbot.engine.registry import resolve_alias
+    from chatbot.engine.loader import names_hub_checkpoint, processor_files_problem, resolve_model
 
     name = model.strip()
     check_known_name(name, kind)  # a registry name of the other kind (before anything else, as one machine)
     folder = Path(name).expanduser()
     if name.lower() == DEMO_MODEL or folder.exists():
         pass  # the shipped demo model, or a folder or file here: checked below
-    elif _hub_id(resolve_alias(name)):
+    elif names_hub_checkpoint(name):
         return  # each worker finds it in its cache or downloads it
     elif not local:
         return  # perhaps a folder on the cluster's shared file system
@@ -47,9 +46,3 @@ def check_model_here(model: str, kind: str, *, local: bool) -> None:
     problem = processor_files_problem(resolved.path)
     if problem is not None:
         raise NotACheckpointError(f"The folder {resolved.path} {problem.what}.", problem.hint)
-
-
-def _hub_id(name: str) -> bool:
-    """`owner/name`, as the loader takes a hub id (anything rooted, relative or deeper is a path)."""
-    parts = name.split("/")
-    return (len(parts) == 2 and all(parts) and not name.startswith((".", "~", "/")) and "\\" not in name)

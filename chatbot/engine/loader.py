@@ -305,6 +305,13 @@ def _is_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~", "/"))
 
 
+def names_hub_checkpoint(name: str) -> bool:
+    """Whether `resolve_model` looks `name` up on the hub (an `owner/name` id or an alias of one) when no folder
+    of that name is here: the loader's rule, for checks made before it runs (`chatbot.cluster.model_check`)."""
+    name = name.strip()
+    return not _looks_like_path(name) and _is_hub_id(resolve_alias(name))
+
+
 def _short(error: BaseException, limit: int = 200) -> str:
     """The first line of an error's text, cut at a word boundary with "…" when over `limit` characters."""
     text = str(error).strip().splitlines()
