@@ -125,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--plain", action="store_true", help="the screen-reader mode instead of the app")
     demo.add_argument("--picture", type=int, default=None, metavar="N",
                       help="which generated picture (default: a new one each time)")
-    commands.add_parser("sessions", help="list saved chats (resume one with --resume ID)")
+    sessions = commands.add_parser("sessions", help="list saved chats (resume one with --resume ID), or delete some")
+    sessions.add_argument("--delete", nargs="+", metavar="ID", default=None,
+                          help="delete these chats: their files, the pictures pasted into them that no other chat "
+                               "uses, and their questions in the screen-reader mode's line history")
     models = commands.add_parser("models", help="known checkpoints: memory per precision, cached, what fits here")
     models.add_argument("--device", default=None, metavar=_metavar(BY_NAME["device"]),
                         help=f"whose free memory to compare with: {BY_NAME['device'].text_rule} (default: the "
@@ -310,7 +313,7 @@ def _main(given: list[str]) -> int:
             from chatbot.frontends.listings import run_models, run_sessions
 
             if args.command == "sessions":
-                return run_sessions()
+                return run_sessions(delete=args.delete)
             return run_models(settings_for(args).device, args.json)  # --device, else the config file's
         return _run(args, settings_for(args))
     except UserError as error:

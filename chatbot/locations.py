@@ -72,6 +72,16 @@ def sessions_dir() -> Path:
     return data_dir() / "sessions"
 
 
+def pasted_dir() -> Path:
+    """Where pasted images are kept, one file per image, named by its sha256 (`chatbot.core.clipboard`)."""
+    return data_dir() / "pasted"
+
+
+def line_history_file() -> Path:
+    """The screen-reader mode's earlier lines (readline's history), kept across chats for the Up arrow."""
+    return data_dir() / "plain-history"
+
+
 def exports_dir() -> Path:
     """Default folder for /export when no path is given: the current directory."""
     return Path.cwd()

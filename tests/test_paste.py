@@ -17,7 +17,7 @@ import pytest
 from textual import events
 
 from chatbot.core import clipboard
-from chatbot.core.clipboard import paste_image, pasted_dir
+from chatbot.core.clipboard import paste_image
 from chatbot.core.commands import run_command
 from chatbot.core.conversation import Conversation
 from chatbot.core.settings import Settings
@@ -27,7 +27,7 @@ from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import ImageError
 from chatbot.frontends.plain.chat import PlainChat
 from chatbot.images import load_image
-from chatbot.locations import HOME_ENV
+from chatbot.locations import HOME_ENV, pasted_dir
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.widgets.chat_input import ChatInput
 from tests.tui_support import (

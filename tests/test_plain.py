@@ -591,6 +591,9 @@ class FakeReadline:
     def add_history(self, line: str) -> None:
         self.history.append(line)
 
+    def get_current_history_length(self) -> int:
+        return len(self.history)
+
 
 def test_ctrl_c_on_a_half_typed_line_clears_it_and_up_brings_it_back(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -35,7 +35,7 @@ from pathlib import Path
 from chatbot.errors import ImageError
 from chatbot.image_download import one_line
 from chatbot.images import load_image
-from chatbot.locations import data_dir
+from chatbot.locations import pasted_dir
 from chatbot.untrusted import visible
 
 TIMEOUT_S = 5.0  # per run of a clipboard tool
@@ -82,11 +82,6 @@ class _NoImage(Exception):
 
 class _ToolFailed(Exception):
     """This tool could not read the clipboard (no display, an error, too slow): the next one may."""
-
-
-def pasted_dir() -> Path:
-    """Where pasted images are kept, one file per image, named by its sha256."""
-    return data_dir() / "pasted"
 
 
 def paste_image(*, platform: str | None = None) -> Path:

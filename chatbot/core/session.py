@@ -108,6 +108,12 @@ class Session:
     # since a fetch tells the sender's server this address (a tracking pixel). Never saved.
     from_elsewhere: bool = field(default=False, compare=False, repr=False)
 
+    def image_sources(self) -> set[str]:
+        """Every image (path or URL) this chat is about: the open one, each turn's, each comparison's."""
+        images = [self.image, *(turn.image for turn in self.turns)]
+        images += [compared.image for turn in self.turns for compared in turn.compared]
+        return {image.source for image in images if image is not None}
+
     def to_dict(self) -> dict[str, Any]:
         """The session as plain data; a turn never compared has no `compared` key (files as before /compare)."""
         data = asdict(self)

@@ -1,5 +1,5 @@
-"""The listings: `blip2-chat sessions` (saved chats) and `blip2-chat models` (the known checkpoints, the
-memory each precision needs, what is cached, what fits here).
+"""The listings: `blip2-chat sessions` (saved chats; `--delete ID...` deletes some) and `blip2-chat models`
+(the known checkpoints, the memory each precision needs, what is cached, what fits here).
 
 `models` answers in well under a second on a machine without a GPU: torch is imported only when this machine
 has a GPU whose free memory we must ask CUDA for.
@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from chatbot.core.forget import Forgotten, forget_chats
 from chatbot.core.store import SessionStore, SessionSummary
 from chatbot.engine.precision import (
     MEMORY_LIMIT_ENV,
@@ -162,8 +163,48 @@ def session_rows(summaries: list[SessionSummary]) -> list[str]:
     ]
 
 
-def run_sessions() -> int:
-    """Print the saved sessions; damaged files are set aside and reported on stderr."""
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number:,} {one if number == 1 else many}"
+
+
+def forgotten_lines(done: Forgotten) -> list[str]:
+    """What `sessions --delete` says: a line per chat deleted, then what else went with them, and what stayed."""
+    lines = []
+    for deleted in done.deleted:
+        session = deleted.session
+        if session is None:
+            what = "its file was damaged" if deleted.damaged_copies == 0 else \
+                _count(deleted.damaged_copies, "damaged copy", "damaged copies")
+            lines.append(f"Deleted chat {visible(deleted.id)} ({what}).")
+            continue
+        first = next((turn.question for turn in session.turns if turn.question), "")
+        about = f", first question: {_clip(first, 60)}" if first else ""
+        copies = (f", and {_count(deleted.damaged_copies, 'damaged copy', 'damaged copies')} set aside earlier"
+                  if deleted.damaged_copies else "")
+        lines.append(f"Deleted chat {visible(deleted.id)} ({_count(len(session.turns), 'turn', 'turns')}{about})"
+                     f"{copies}.")
+    if done.pictures_removed:
+        lines.append(f"Deleted {_count(done.pictures_removed, 'picture', 'pictures')} pasted into "
+                     f"{'it' if len(done.deleted) == 1 else 'them'}.")
+    if done.pictures_kept:
+        lines.append(f"Kept {_count(done.pictures_kept, 'pasted picture', 'pasted pictures')}: "
+                     f"{done.pictures_kept_why}.")
+    if done.history_lines_removed:
+        lines.append(f"Removed {_count(done.history_lines_removed, 'question', 'questions')} from the screen-reader "
+                     "mode's line history.")
+    return lines
+
+
+def run_sessions(delete: list[str] | None = None) -> int:
+    """Print the saved sessions; damaged files are set aside and reported on stderr. With `delete`, delete those
+    chats instead (exit 2 when one of them could not be: the others are deleted all the same)."""
+    if delete is not None:
+        done = forget_chats(delete)
+        for line in forgotten_lines(done):
+            print(line)
+        for problem in done.problems:
+            print(f"blip2-chat: {visible(problem)}", file=sys.stderr)
+        return 2 if done.problems else 0
     store = SessionStore()
     summaries = store.summaries()
     for problem in store.problems:

@@ -53,7 +53,7 @@ from chatbot.engine.base import CancelToken, Engine
 from chatbot.errors import UserError, model_error_text
 from chatbot.frontends.plain.terminal import ctrl_c_stops, is_terminal, read_lines
 from chatbot.images import load_image
-from chatbot.locations import data_dir
+from chatbot.locations import line_history_file
 from chatbot.untrusted import visible
 
 PROMPT = "You: "
@@ -319,7 +319,7 @@ def run_plain_chat(
         plain.say(problem)
     elif image is not None:
         plain.say(f"Talking about {image.source}. Type a question, or /help for the commands.")
-    lines = read_lines(PROMPT, history_file=data_dir() / "plain-history")
+    lines = read_lines(PROMPT, history_file=line_history_file())
     try:
         code = plain.run(lines)  # saves the chat
     finally:

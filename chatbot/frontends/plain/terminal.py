@@ -98,6 +98,7 @@ CLEARED_LINE = "Line cleared; the Up arrow brings it back. Ctrl+C on an empty li
 
 def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
     readline = _readline(history_file, prompt)
+    earlier = readline.get_current_history_length() if readline is not None else 0
     try:
         while True:
             try:
@@ -114,9 +115,21 @@ def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
                 print(CLEARED_LINE, file=sys.stderr, flush=True)
     finally:
         if readline is not None and history_file is not None:
-            with contextlib.suppress(OSError):
-                history_file.parent.mkdir(parents=True, exist_ok=True)
-                readline.write_history_file(str(history_file))
+            _keep_history(readline, history_file, readline.get_current_history_length() - earlier)
+
+
+def _keep_history(readline: Any, history_file: Path, added: int) -> None:
+    """Add this chat's `added` new lines to `history_file` (kept to its last HISTORY_LINES lines). Only these are
+    written: lines removed from the file meanwhile (`sessions --delete`) are not written back."""
+    if added <= 0:
+        return
+    with contextlib.suppress(OSError):
+        if history_file.is_file():
+            readline.append_history_file(added, str(history_file))
+        else:
+            history_file.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(str(history_file))
+            history_file.chmod(0o600)  # the questions asked: yours alone, as the chats are
 
 
 def _readline(history_file: Path | None, prompt: str = ""):  # type: ignore[no-untyped-def]
