@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--delete", nargs="+", metavar="ID", default=None,
                           help="delete these chats: their files, the pictures pasted into them that no other chat "
                                "uses, and their questions in the screen-reader mode's line history")
+    sessions.add_argument("--json", action="store_true", help="one JSON object per saved chat")
     models = commands.add_parser("models", help="known checkpoints: memory per precision, cached, what fits here")
     models.add_argument("--device", default=None, metavar=_metavar(BY_NAME["device"]),
                         help=f"whose free memory to compare with: {BY_NAME['device'].text_rule} (default: the "
@@ -313,7 +314,7 @@ def _main(given: list[str]) -> int:
             from chatbot.frontends.listings import run_models, run_sessions
 
             if args.command == "sessions":
-                return run_sessions(delete=args.delete)
+                return run_sessions(delete=args.delete, as_json=args.json)
             return run_models(settings_for(args).device, args.json)  # --device, else the config file's
         return _run(args, settings_for(args))
     except UserError as error:
@@ -460,6 +461,8 @@ def run_chat_command(
         model, note = model_to_go_on_with(session, settings.model, model_given=model_given)
         settings = replace(settings, model=model)
         notes += [note] if note else []
+    if not resuming and image_source:
+        notes += _outside_the_demo_world(settings.model, image_source)
     if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config
         from chatbot.frontends.plain.chat import run_plain_chat
 
@@ -470,6 +473,22 @@ def run_chat_command(
     from chatbot.tui.app import run_tui
 
     return run_tui(settings, image=image, session=session, problems=[*notes, *store.problems])
+
+
+def _outside_the_demo_world(model: str, image_source: str) -> list[str]:
+    """The demo model's one caveat, when it is asked about a picture not of its world (a photo)."""
+    from chatbot.locations import is_demo_model
+
+    if not is_demo_model(model):
+        return []
+    from chatbot.demo.start import of_its_world, outside_its_world
+    from chatbot.images import load_image
+
+    try:
+        picture = load_image(image_source).image
+    except UserError:
+        return []  # the chat itself says what is wrong with it
+    return [] if of_its_world(picture) else [outside_its_world()]
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def test_set_values() -> None:
         ("num_beams 1000", "num_beams must be a whole number from 1 to 16 (got 1000)."),
         ("max_new_tokens 100000", "max_new_tokens must be a whole number from 1 to 1024 (got 100000)."),
         (f"seed {2**63}", f"seed must be a whole number from 0 to {2**63 - 1} (got {2**63})."),
-        ("top_p 2", "top_p must be a number above 0 and at most 1 (got 2.0)."),
+        ("top_p 2", "top_p must be a number above 0 and at most 1 (got 2)."),
         ("colour red", "/set does not know 'colour'."), ("", "/set needs a key and a value."),
         ("col\x1b]0;x\x07 1", "/set does not know 'col\\x1b]0;x\\x07'."),  # typed or pasted controls, shown escaped
         ("temperature h\u202eot", "temperature must be 0, or a number from 0.01 to 100 (got 'h\\u202eot')."),
@@ -161,3 +161,22 @@ def test_ask_says_a_model_failure_in_one_sentence_and_goes_on_with_the_next_imag
     assert captured.out.splitlines() == [f"{red}: ", f"{green}: a green square"]
     assert captured.err.splitlines() == [
         f"blip2-chat: {red}: Ran out of memory. Try a lower --max-new-tokens, or a smaller model."]
+
+
+def test_undo_says_when_it_reaches_back_past_a_fresh_start(pictures) -> None:
+    """/retry answers only the context's last question; /undo may remove an older one, and then says so (and which
+    picture it was about), so a turn the person no longer sees is never removed unseen."""
+    from chatbot.engine.scripted import ScriptedEngine
+
+    chat = Conversation.with_engine(ScriptedEngine(), load_image(pictures["red"]))
+    "".join(chat.ask("What is it?"))
+    "".join(chat.ask("And the colour?"))
+    chat.set_image(load_image(pictures["green"]))
+    "".join(chat.ask("Is it green?"))
+    run_command(chat, "/clear")
+    assert run_command(chat, "/undo").notices == [
+        Notice("Removed the last question and its answer (asked before the chat started afresh): Is it green?")]
+    assert run_command(chat, "/undo").notices == [
+        Notice(f"Removed the last question and its answer (asked before the chat started afresh, about "
+               f"{pictures['red'].name}): And the colour?")]
+    assert run_command(chat, "/retry").notices[0].text.startswith("There is no question to answer again.")

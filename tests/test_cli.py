@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from chatbot.core.conversation import cut_short_text
 from chatbot.images import load_image
 
 QUESTION = "what is in the picture?"
@@ -48,6 +49,13 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, result.stdout
     assert lines[0].strip(), "the answer is empty"
     return lines[0]
+
+
+def only_cut_offs(result: subprocess.CompletedProcess[str], limit: int = 30) -> bool:
+    """Stderr holds nothing but the sentence that an answer reached max_new_tokens (a random-weight model never
+    ends an answer itself): progress goes only to a terminal, so piped stderr is otherwise clean."""
+    said = cut_short_text(limit, command_line=True)
+    return all(line.endswith(said) for line in result.stderr.splitlines())
 
 
 def json_lines(result: subprocess.CompletedProcess[str], count: int) -> list[dict[str, object]]:
@@ -160,7 +168,7 @@ def ask_runs(checkpoints: dict[str, Path], pictures: dict[str, Path]) -> Runs:
 def test_ask_answers_in_one_line(family: str, ask_runs: Runs) -> None:
     result = ask_runs[family]
     one_line(result)
-    assert result.stderr == ""  # progress goes only to a terminal; piped stderr stays clean
+    assert only_cut_offs(result)  # progress goes only to a terminal; piped stderr stays clean
     assert "\x1b" not in result.stdout
 
 
@@ -209,12 +217,12 @@ def test_ask_json_record(option_runs: Runs, pictures: dict[str, Path]) -> None:
 def test_ask_with_beam_search(option_runs: Runs) -> None:
     result = option_runs["beams"]
     one_line(result)
-    assert result.stderr == ""
+    assert only_cut_offs(result)
 
 
 def test_ask_sampling_with_seed_repeats(option_runs: Runs) -> None:
     assert one_line(option_runs["sampled"]) == one_line(option_runs["sampled-again"])
-    assert option_runs["sampled"].stderr == ""
+    assert only_cut_offs(option_runs["sampled"])
 
 
 # --- caption -----------------------------------------------------------------------------------
@@ -239,7 +247,7 @@ def test_caption_two_images_prints_path_and_caption(caption_runs: Runs, pictures
     for line, image in zip(lines, [pictures["red"], pictures["green"]], strict=True):
         assert line.startswith(f"{image}: ")
         assert line.removeprefix(f"{image}: ").strip()
-    assert result.stderr == ""
+    assert only_cut_offs(result)
 
 
 def test_caption_one_image_prints_just_the_caption(caption_runs: Runs, pictures: dict[str, Path]) -> None:
@@ -282,8 +290,9 @@ def test_chat_plain_answers_each_question(chat_runs: Runs) -> None:
     result = chat_runs["undo"]
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()  # the screen-reader mode's labelled transcript (tests/test_plain.py)
-    assert lines[::2] == ["You: what is it?", "You: what colour?", "You: how big?"], result.stdout
-    answers = lines[1::2]
+    you = [line for line in lines if line.startswith("You: ")]  # the piped /undo is echoed where it was typed
+    assert you == ["You: what is it?", "You: what colour?", "You: /undo", "You: how big?"], result.stdout
+    answers = [line for line in lines if not line.startswith("You: ")]
     assert len(answers) == 3 and all(line.startswith("Assistant: ") and line[11:].strip() for line in answers)
     assert "\x1b" not in result.stdout and "\x1b" not in result.stderr
     assert "Traceback" not in result.stderr
@@ -399,13 +408,13 @@ BAD_INPUTS: dict[str, BadCase] = {
         lambda t, p, c: ["--num-beams", "0"], True),
     "negative-temperature": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--temperature", "-1", model=c["opt"]),
-        lambda t, p, c: ["--temperature must be 0, or a number from 0.01 to 100 (got -1.0)"], True),
+        lambda t, p, c: ["--temperature must be 0, or a number from 0.01 to 100 (got -1)"], True),
     "top-p-above-1": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--top-p", "1.5", model=c["opt"]),
         lambda t, p, c: ["--top-p", "1.5"], True),
     "repetition-penalty-0": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--repetition-penalty", "0", model=c["opt"]),
-        lambda t, p, c: ["--repetition-penalty must be a number from 0.01 to 10 (got 0.0)"], True),
+        lambda t, p, c: ["--repetition-penalty must be a number from 0.01 to 10 (got 0)"], True),
     "seed-too-large": BadCase(
         lambda t, p, c: _ask(p["red"], QUESTION, "--seed", str(2**64), model=c["opt"]),
         lambda t, p, c: [f"--seed must be a whole number from 0 to {2**63 - 1} (got {2**64})"], True),
@@ -511,7 +520,7 @@ def test_hundred_megapixel_jpeg_is_answered_in_bounded_memory(tmp_path: Path, ch
     )
     one_line(result)
     *other, last = result.stderr.splitlines()
-    assert other == [], result.stderr
+    assert other in ([], [cut_short_text(30, command_line=True)]), result.stderr
     peak_mb = int(last.removeprefix("peak-rss-kb ")) / 1024
     # Seen: ~380 MB for this photo, about the same as for a 64x48 one (JPEG draft decoding at 1/8
     # scale); a full decode would add ~300 MB of pixels, and a float copy several GB more.
@@ -524,7 +533,7 @@ def test_the_example_picture_the_readme_uses_is_answered(checkpoints: dict[str, 
     example = Path(__file__).resolve().parents[1] / "examples" / "photo.jpg"
     assert load_image(example).original_size == (640, 480)
     result = run_cli("ask", example, "What is in the picture?", "--model", checkpoints["opt"], "--max-new-tokens", "4")
-    assert result.returncode == 0 and result.stderr == "" and len(result.stdout.splitlines()) == 1, result
+    assert result.returncode == 0 and only_cut_offs(result, 4) and len(result.stdout.splitlines()) == 1, result
 
 
 def test_ask_about_several_images_answers_each_as_alone(checkpoints: dict[str, Path],

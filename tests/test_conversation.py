@@ -190,3 +190,32 @@ def test_undoing_every_turn_of_a_saved_chat_leaves_no_stale_turn_on_disk(convers
     assert conversation.save() is not None
     assert run_command(conversation, "/undo").ok
     assert SessionStore(tmp_path).load(conversation.session.id).turns == []  # the file says what the chat has
+
+
+def test_turns_left_out_are_said_when_it_begins_and_when_what_the_model_sees_changes(pictures) -> None:
+    """A long chat says once that earlier turns no longer fit, and again only when the number of turns the model
+    sees changes, not on every turn; nothing once they all fit again (a /clear, a lower max_new_tokens)."""
+    from dataclasses import replace
+
+    engine = ScriptedEngine(*["a b c d e f"] * 12)
+    engine.info = replace(engine.info, context_tokens=engine.info.image_tokens + 40 + 30)
+    chat = Conversation.with_engine(engine, load_image(pictures["red"]), GenerationOptions(max_new_tokens=30))
+    said, kept, dropped = [], [], []
+    for number in range(8):
+        "".join(chat.ask(f"question {number}?"))
+        said.append(chat.left_out)
+        assert chat.last_fit is not None
+        dropped.append(chat.last_fit.dropped_turns)
+        kept.append(number - chat.last_fit.dropped_turns)  # the earlier turns in the prompt
+    first = next(number for number, count in enumerate(dropped) if count)  # where folding began
+    assert first > 1 and len(set(kept[first:])) == 1  # from there the model sees the same number of turns
+    turns = "the last turn" if kept[first] == 1 else f"the last {kept[first]} turns"
+    assert said == [""] * first + [f"The model now sees only {turns} of this chat: earlier ones no longer fit its "
+                                   "context. The session keeps every turn."] + [""] * (7 - first)
+    chat.with_options(max_new_tokens=45)  # above the default: less room, and the answer's share is named
+    "".join(chat.ask("and now?"))
+    assert chat.left_out.endswith("where max_new_tokens sets aside 45 positions for the answer (a lower /set "
+                                  "max_new_tokens leaves more for the chat). The session keeps every turn.")
+    chat.clear()
+    "".join(chat.ask("fresh?"))
+    assert chat.left_out == ""

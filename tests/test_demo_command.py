@@ -36,8 +36,45 @@ def test_demo_opens_a_chat_on_a_generated_picture_offline(tmp_path: Path) -> Non
     ask = blip2_chat(tmp_path, "ask", str(picture), "How many shapes are there?", "--model", "demo")
     assert ask.returncode == 0, ask.stderr
     assert lines[1] == f"Assistant: {ask.stdout.strip()}"
+    assert "knows only pictures" not in chat.stderr + ask.stderr  # its own world: no caveat
+
+
+def test_the_demo_model_says_when_a_picture_is_not_of_its_world(tmp_path: Path) -> None:
+    from chatbot.demo.start import draw_picture, of_its_world, outside_its_world
+
+    photo = Path(__file__).parent.parent / "examples" / "photo.jpg"
+    assert of_its_world(draw_picture(3)) and of_its_world(render(make_scene(3), IMAGE_SIZE))
+    assert not of_its_world(Image.open(photo)) and not of_its_world(draw_picture(3).rotate(1))
+    picture = tmp_path / "shapes.png"
+    draw_picture(3).save(picture)
+    ask = blip2_chat(tmp_path, "ask", str(photo), str(picture), "What is at the top left?", "--model", "demo")
+    assert ask.returncode == 0, ask.stderr
+    assert outside_its_world(1, 2) in ask.stderr.splitlines()
+    assert outside_its_world(1, 2).startswith("The demo model knows only pictures of one to four coloured shapes on "
+                                              "a 2x2 grid, and 1 of these 2 pictures is not of them")
+    chat = blip2_chat(tmp_path, "chat", str(photo), "--plain", "--model", "demo", stdin="What is it?\n")
+    assert chat.returncode == 0, chat.stderr
+    assert outside_its_world() in chat.stderr.splitlines()
 
 
 def test_a_bad_picture_number_is_one_sentence(tmp_path: Path) -> None:
     run = blip2_chat(tmp_path, "demo", "--picture", "-3", "--plain")
     assert run.returncode == 2 and "--picture must be between 0 and" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_an_answer_cut_off_by_max_new_tokens_is_said_to_be(tmp_path: Path) -> None:
+    import json
+
+    from chatbot.core.conversation import cut_short_text
+    from chatbot.demo.start import draw_picture
+
+    picture = tmp_path / "shapes.png"
+    draw_picture(3).save(picture)
+    short = blip2_chat(tmp_path, "caption", str(picture), "--model", "demo", "--max-new-tokens", "1")
+    assert short.returncode == 0, short.stderr
+    assert short.stderr.splitlines()[-1] == cut_short_text(1, command_line=True)
+    assert cut_short_text(1, command_line=True) == ("The answer was cut off at 1 token (max_new_tokens); "
+                                                   "--max-new-tokens 2 lets it go on longer.")
+    whole = blip2_chat(tmp_path, "caption", str(picture), "--model", "demo", "--json")
+    assert whole.returncode == 0 and json.loads(whole.stdout)["cut_short"] is False  # it ended its caption itself
+    assert "cut off" not in whole.stderr

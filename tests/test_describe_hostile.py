@@ -376,7 +376,7 @@ def test_loading_a_model_whose_name_holds_an_escape_is_said_safely(tmp_path: Pat
     blip2 = types.ModuleType("chatbot.engine.blip2")
 
     def open_engine(resolved: Any, progress: Any = None, **options: object) -> ScriptedEngine:
-        progress(f"Loading {resolved.path} on cpu")  # as the engine's loader says it
+        progress(f"Loading {resolved.path} on cpu")  # a progress line naming the folder
         return ScriptedEngine("a red square")
 
     blip2.open_engine = open_engine  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ another blip2-chat, never a link, never a picture that is the user's own file.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -169,6 +170,11 @@ def test_the_command_deletes_and_says_what_it_could_not(tmp_path) -> None:
         return subprocess.run([sys.executable, "-m", "chatbot", *args], capture_output=True, text=True, env=env,
                               timeout=120, stdin=subprocess.DEVNULL)
 
+    listed = blip2_chat("sessions", "--json")
+    assert listed.returncode == 0
+    record = json.loads(listed.stdout)
+    assert {key: record[key] for key in ("id", "turns", "model", "image", "first_question")} == {
+        "id": "20250101-120000-abcdef", "turns": 1, "model": "demo", "image": "", "first_question": "What is it?"}
     ran = blip2_chat("sessions", "--delete", "20250101-120000-abcdef", "20250101-120000-ffffff")
     assert ran.returncode == 2
     assert ran.stdout == "Deleted chat 20250101-120000-abcdef (1 turn, first question: What is it?).\n"

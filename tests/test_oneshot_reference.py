@@ -92,3 +92,26 @@ def test_ask_says_what_generate_says(family: str, runs: Runs, references: dict[s
     prompt = Conversation.with_engine(engine, load_image(pictures["green"]), OPTIONS).prepare(QUESTION).text
     assert prompt.endswith(f"Question: {QUESTION} Answer:")  # (the prompt format itself: tests/test_prompts.py)
     assert words(one_line(runs[f"{family}-ask"])) == reference_text(engine, pictures["green"], prompt)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_answer_is_called_cut_short_exactly_when_generate_would_have_gone_on(
+        family: str, references: dict[str, Any], pictures: dict[str, Path]) -> None:
+    """`cut_short` (ask/caption's stderr sentence, `--json`'s field, the chat's mark) says that the answer reached
+    max_new_tokens before the model ended it: exactly when generate, given more room, says more."""
+    from dataclasses import replace
+
+    engine = references[family]
+    engine.forget()
+    image = load_image(pictures["green"])
+    prompt = Conversation.with_engine(engine, image, OPTIONS).prepare(QUESTION).text
+    whole = reference_tokens(engine, image, prompt, OPTIONS)
+    seen = set()
+    for limit in (1, 2, len(whole), OPTIONS.max_new_tokens):
+        options = replace(OPTIONS, max_new_tokens=limit)
+        "".join(engine.stream(image, prompt, options))
+        longer = reference_tokens(engine, image, prompt, replace(OPTIONS, max_new_tokens=limit + 5))
+        assert engine.last_stats.cut_short == (len(longer) > limit), limit
+        seen.add(engine.last_stats.cut_short)
+    if family == "opt":  # the demo model ends its answers itself: both cases happen
+        assert seen == {True, False}

@@ -150,7 +150,8 @@ def test_paste_in_the_plain_mode_opens_the_image_and_keeps_one_file(
     said = notes.getvalue().splitlines()
     assert said.count(f"Pasted an image from the clipboard (saved as {expected}).") == 2
     assert f"Now talking about {expected}." in said
-    assert out.getvalue().splitlines() == ["You: what is it?", "Assistant: a red square"]
+    assert out.getvalue().splitlines() == ["You: /paste", "You: what is it?", "Assistant: a red square", "You: /paste",
+                                           "You: /quit"]
     assert list(pasted_dir().iterdir()) == [expected]  # pasted twice, kept once
     image = plain.conversation.image
     assert image is not None and image.source == str(expected)

@@ -68,24 +68,28 @@ def conversation(checkpoints: dict[str, Path], pictures: dict[str, Path],
     return runs, homes
 
 
-def test_plain_chat_labels_every_line(conversation: tuple[Runs, dict[str, Path]]) -> None:
+def test_plain_chat_labels_every_line(conversation: tuple[Runs, dict[str, Path]], pictures: dict[str, Path]) -> None:
     result = conversation[0]["plain"]
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     questions = ["what is in the picture?", "what colour is it?", "is it big?", "and now?"]
-    assert [line for line in lines if line.startswith("You: ")] == [f"You: {q}" for q in questions]
-    assert len(lines) == 8, result.stdout  # You / Assistant, four times: nothing else on stdout
-    for you, assistant in zip(lines[::2], lines[1::2], strict=True):
-        assert you.startswith("You: ")
-        assert assistant.startswith("Assistant: ") and assistant.removeprefix("Assistant: ").strip()
+    commands = ["/undo", "/foo", f"/image {pictures['green']}"]  # piped: echoed too, so stdout reads as the chat
+    assert [line for line in lines if line.startswith("You: ")] == [f"You: {q}" for q in [*questions[:3], *commands,
+                                                                                          questions[3]]]
+    assert len(lines) == 11, result.stdout  # You / Assistant four times, and the three commands: nothing else
+    for at, line in enumerate(lines):
+        if line.startswith("You: ") and not line.startswith("You: /"):
+            assistant = lines[at + 1]
+            assert assistant.startswith("Assistant: ") and assistant.removeprefix("Assistant: ").strip()
 
 
 def test_plain_chat_says_states_and_command_results_in_words(
     conversation: tuple[Runs, dict[str, Path]], pictures: dict[str, Path]
 ) -> None:
     notes = conversation[0]["plain"].stderr.splitlines()
-    assert "Loading model: 100 percent" in notes
-    assert notes.index("Loading model: 100 percent") < notes.index("Model ready.")
+    assert [line for line in notes if line.startswith("Loading model: ")] == [
+        "Loading model: 25 percent", "Loading model: 50 percent", "Loading model: 75 percent"]
+    assert notes.index("Loading model: 75 percent") < notes.index("Model ready.")
     assert notes.count("Answering.") == 4
     assert notes.count("Answer ready.") == 4  # stdout is a pipe here, not the screen
     assert "Removed the last question and its answer: is it big?" in notes
@@ -106,7 +110,8 @@ def test_plain_chat_saves_the_session(conversation: tuple[Runs, dict[str, Path]]
     turns = session["turns"]
     assert [turn["question"] for turn in turns] == ["what is in the picture?", "what colour is it?", "and now?"]
     assert [turn["image"]["source"] for turn in turns] == [str(pictures["red"])] * 2 + [str(pictures["green"])]
-    answers = [line.removeprefix("Assistant: ") for line in conversation[0]["plain"].stdout.splitlines()[1::2]]
+    answers = [line.removeprefix("Assistant: ") for line in conversation[0]["plain"].stdout.splitlines()
+               if line.startswith("Assistant: ")]
     assert [turn["answer"] for turn in turns] == [answers[0], answers[1], answers[3]]
 
 
@@ -211,8 +216,11 @@ def test_every_command_does_what_it_says(tmp_path: Path, pictures: dict[str, Pat
               "/export md", f"/export json {tmp_path / 'chat.json'}", "/export pdf", "/help", "/quit", "never asked"]
     assert plain.run(script) == 0
     assert out.getvalue().splitlines() == [
-        "You: what is it?", "Assistant: a red square", "You: where?", "Assistant: on a grey ground",
-        "You: where?", "Assistant: a red box", "You: /slash question?", "Assistant: a green square",
+        "You: what is it?", "Assistant: a red square", "You: /set", "You: /set temperature 0.7",
+        "You: /set colour blue", "You: where?", "Assistant: on a grey ground", "You: /retry", "Assistant: a red box",
+        "You: /undo", "You: /undo", "You: /undo", "You: /clear", "You: /image", f"You: /image {pictures['green']}",
+        "You: //slash question?", "Assistant: a green square", "You: /save", "You: /export md",
+        f"You: /export json {tmp_path / 'chat.json'}", "You: /export pdf", "You: /help", "You: /quit",
     ]
     said = notes.getvalue()
     assert "Options: max_new_tokens=50" in said and "temperature is now 0.7." in said
@@ -246,10 +254,26 @@ def test_a_question_that_does_not_fit_is_said_and_the_chat_goes_on(tmp_path: Pat
                "and thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty?", "and more?",
                "why " * 80])
     said = notes.getvalue()
-    assert ("1 earlier turn was left out of the prompt to fit the model's context (the session keeps every turn)."
-            in said.splitlines())
+    assert [line for line in said.splitlines() if line.startswith("The model")] == [
+        "The model now sees only the last turn of this chat: earlier ones no longer fit its context. The session "
+        "keeps every turn."]
     assert "blip2-chat: The question is too long for this model" in said
     assert len(out.getvalue().splitlines()) == 6  # the empty and the too-long question printed nothing
+
+
+def test_the_left_out_sentence_follows_the_question_it_is_about(tmp_path: Path, pictures: dict[str, Path]) -> None:
+    """Read in order (`2>&1 > chat.txt`, a screen reader), the sentence comes after the You: line it concerns."""
+    engine = ScriptedEngine("first", "second")
+    engine.info = replace(engine.info, context_tokens=engine.info.image_tokens + 16 + 20)
+    both = FakeStream(False)
+    conversation = Conversation(Settings(model="scripted", options=GenerationOptions(max_new_tokens=20)), None,
+                                SessionStore(tmp_path / "sessions"), load_image(pictures["red"]), engine=engine)
+    PlainChat(conversation, out=both, notes=both, echo=True).run(["one two three four five six seven eight nine?",
+                                                                   "four five six?"])
+    lines = both.getvalue().splitlines()
+    at = lines.index("You: four five six?")
+    assert lines[at + 1].startswith("The model no longer sees the earlier turns of this chat")
+    assert lines[at + 2] == "Answering."
 
 
 def test_a_model_failure_is_one_sentence_and_the_chat_goes_on(tmp_path: Path, pictures: dict[str, Path]) -> None:
@@ -281,8 +305,8 @@ def test_a_command_that_fails_unexpectedly_is_one_sentence_and_the_chat_goes_on(
     monkeypatch.setitem(commands._HANDLERS, "save", broken)
     plain, out, notes = plain_chat(tmp_path, ScriptedEngine("a red square", "still red"), pictures["red"])
     assert plain.run(["what is it?", "/save", "and now?"]) == 0
-    assert out.getvalue().splitlines() == ["You: what is it?", "Assistant: a red square", "You: and now?",
-                                           "Assistant: still red"]
+    assert out.getvalue().splitlines() == ["You: what is it?", "Assistant: a red square", "You: /save",
+                                           "You: and now?", "Assistant: still red"]
     said = notes.getvalue().splitlines()
     assert ("blip2-chat: /save failed (ValueError: invalid literal for int() with base 10: '\xb2'). "
             "The chat is intact.") in said
@@ -621,3 +645,15 @@ def test_ctrl_c_on_a_half_typed_line_clears_it_and_up_brings_it_back(
     assert terminal.CLEARED_LINE in capsys.readouterr().err
     with pytest.raises(KeyboardInterrupt):  # Ctrl+C on an empty line ends the chat
         next(lines)
+
+
+def test_an_answer_cut_off_by_max_new_tokens_is_said_to_be(tmp_path: Path, pictures: dict[str, Path]) -> None:
+    plain, out, notes = plain_chat(tmp_path, ScriptedEngine("one two three four five", "six"), pictures["red"])
+    plain.conversation.options = GenerationOptions(max_new_tokens=3)
+    assert plain.run(["what is it?", "and now?"]) == 0
+    said = notes.getvalue().splitlines()
+    assert said.count("The answer was cut off at 3 tokens (max_new_tokens); /set max_new_tokens 6 lets it go on "
+                      "longer.") == 1  # the first answer only: the second ended by itself
+    assert said.index("Answer ready.") < said.index("The answer was cut off at 3 tokens (max_new_tokens); /set "
+                                                    "max_new_tokens 6 lets it go on longer.")
+    assert out.getvalue().splitlines()[:2] == ["You: what is it?", "Assistant: one two three"]

@@ -17,7 +17,7 @@ from chatbot.engine.registry import KNOWN_CHECKPOINTS, find_checkpoint
 from chatbot.engine.shape import read_shape
 from chatbot.frontends.listings import Target, model_row
 from tests.conftest import put_in_hub_cache
-from tests.test_cli import PREFIX, QUESTION, Runs, imported_modules, json_lines, one_line, run_together
+from tests.test_cli import PREFIX, QUESTION, Runs, imported_modules, json_lines, one_line, only_cut_offs, run_together
 
 HF_HUB_ID = "Salesforce/blip2-opt-2.7b"
 GB = 10**9
@@ -107,7 +107,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, checkpoints: dict[str, Path],
 def test_ask_with_quantize_answers(runs: Runs, bits: str) -> None:
     result = runs[f"opt-{bits}"]
     one_line(result)
-    assert result.stderr == ""  # no bitsandbytes chatter on a piped stderr
+    assert only_cut_offs(result)  # no bitsandbytes chatter on a piped stderr
 
 
 @pytest.mark.parametrize("bits", ["8bit", "4bit"])

@@ -262,3 +262,12 @@ def test_each_commands_help_names_only_its_flags() -> None:
     assert "above 1 discourages repeats (default: 1.0)" in helps["ask"]
     assert "(default: the config file's device, else auto)" in helps["models"]
     assert "--model" not in helps["models"] and "--device" not in helps["sessions"]
+
+
+@pytest.mark.parametrize("typed", ["5000", "5e3", "1e400", "-0.5"])
+def test_a_number_out_of_range_is_echoed_as_it_was_typed(typed: str) -> None:
+    from chatbot.core.settings import BY_NAME
+
+    with pytest.raises(OptionError) as error:
+        BY_NAME["temperature"].parse(typed, "temperature")
+    assert error.value.message.endswith(f"(got {typed}).")

@@ -19,7 +19,7 @@ from chatbot.core.clipboard import paste_image
 from chatbot.core.comparison import Comparison, arm, compare_last, disarm, image_labels
 from chatbot.core.conversation import Conversation, still_answering
 from chatbot.core.photo_search import Found, result_to_open
-from chatbot.core.settings import apply_setting, describe_options, shown_value
+from chatbot.core.settings import BY_NAME, apply_setting, describe_options, shown_value
 from chatbot.core.store import SessionForked
 from chatbot.engine.base import CancelToken
 from chatbot.errors import ImageError, UserError, described, first_line
@@ -56,6 +56,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 "write the chat as Markdown with its pictures (--embed: inside it), one HTML page, or JSON",
                 "required"),
     CommandSpec("set", "/set KEY VALUE", "change a decoding option; /set alone lists them", "optional"),
+    CommandSpec("model", "/model NAME", "load another chat model (a hub id, an alias, a folder or demo); the chat "
+                "goes on with it; /model alone names the one loaded", "optional", busy_ok=False),
     CommandSpec("help", "/help", "list the commands"),
     CommandSpec("quit", "/quit", "leave (the chat is saved)"),
 )
@@ -93,6 +95,7 @@ class Outcome:
     retry: Retry | None = None
     comparison: Comparison | None = None  # stream the other image's answer beside the open one's
     find: str | None = None  # /find TEXT: search the index (slow: the front end does it off its input loop)
+    load_model: str | None = None  # /model NAME: the front end checks it, lets go of the model, loads this one
     effect: Effect | None = None
 
     @classmethod
@@ -294,11 +297,19 @@ def _retry(conversation: Conversation, argument: str, can_pick: bool) -> Outcome
 
 
 def _undo(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    session = conversation.session
+    before_fresh_start = len(session.turns) - 1 < session.context_start  # /clear or another picture came after it
     turn = conversation.undo()
     if turn is None:
         raise UserError("There is nothing to undo.", "Ask a question first.")
-    return after_saving(conversation, Outcome([Notice(f"Removed the last question and its answer: {turn.question}")],
-                                              turns_changed=True), force=True)
+    where = ""
+    if before_fresh_start:  # /retry no longer reaches it: say that /undo did, so nothing is removed unseen
+        about = ""
+        if turn.image is not None and session.image is not None and turn.image.sha256 != session.image.sha256:
+            about = f", about {image_labels(turn.image.source, session.image.source)[0]}"
+        where = f" (asked before the chat started afresh{about})"
+    return after_saving(conversation, Outcome([Notice(f"Removed the last question and its answer{where}: "
+                                                      f"{turn.question}")], turns_changed=True), force=True)
 
 
 def _save(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
@@ -364,6 +375,20 @@ def _unquoted(text: str) -> str:
     return text
 
 
+def _model(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
+    engine = conversation.engine
+    if not argument:
+        now = (f"The chat model is {engine.info.model_id} ({engine.info.device}, {engine.info.precision})."
+               if engine is not None else f"No chat model is loaded yet ({conversation.settings.model} was asked for).")
+        return Outcome([Notice(f"{now} {MODEL_HINT}")])
+    name = BY_NAME["model"].parse(_unquoted(argument), "/model")
+    return Outcome(load_model=name)
+
+
+MODEL_HINT = ("/model NAME loads another: a hub id, an alias (`blip2-chat models` lists them), a checkpoint folder, "
+              "or demo.")
+
+
 _HANDLERS = {"image": _image, "compare": _compare, "find": _find, "open": _open, "paste": _paste,
              "clear": _clear, "retry": _retry, "undo": _undo,
-             "save": _save, "export": _export, "set": _set, "help": _help, "quit": _quit}
+             "save": _save, "export": _export, "set": _set, "model": _model, "help": _help, "quit": _quit}

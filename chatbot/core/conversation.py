@@ -21,9 +21,9 @@ from chatbot.core.photo_search import Found
 from chatbot.core.resume import options_for
 from chatbot.core.session import ImageRef, Session, Turn, valid_session_id
 from chatbot.core.session_files import session_json, shown
-from chatbot.core.settings import Settings
+from chatbot.core.settings import BY_NAME, Settings
 from chatbot.core.store import SessionForked, SessionStore
-from chatbot.engine.base import CancelToken, Engine, GenerationOptions
+from chatbot.engine.base import CancelToken, Engine, GenerationOptions, free_unused_memory
 from chatbot.errors import OptionError, QuestionError, UserError
 from chatbot.images import LoadedImage
 from chatbot.locations import exports_dir
@@ -40,6 +40,7 @@ from prompts import (
 EXPORT_FORMATS = FORMATS  # what /export writes (chatbot.core.export)
 
 
+MAX_NEW_TOKENS = int(BY_NAME["max_new_tokens"].high or 1024)  # the longest answer an option may ask for
 MIN_PROMPT_TOKENS = 16  # the fewest prompt tokens a model must have room for: a short question and its frame
 
 
@@ -55,11 +56,46 @@ def still_answering(waiting: str, *, again: str = "") -> QuestionError:
                          f"Let it finish, or stop it (Esc in the app, Ctrl+C in the screen-reader mode){then}.")
 
 
-def left_out_text(count: int) -> str:
-    """The sentence every front end says when `count` earlier turns did not fit the model's context (the
-    prompt folds in the latest turns that fit; the session still has them all)."""
-    turns = "1 earlier turn was" if count == 1 else f"{count} earlier turns were"
-    return f"{turns} left out of the prompt to fit the model's context (the session keeps every turn)."
+def left_out_text(kept: int, answer_room: int = 0) -> str:
+    """The sentence every front end says when earlier turns stop fitting the model's context: the prompt folds
+    in only the latest `kept` turns that fit (the session still has them all). `answer_room`: the positions
+    max_new_tokens sets aside for the answer, named when raising it is what pushed turns out (0: not named)."""
+    if kept == 0:
+        seen = "The model no longer sees the earlier turns of this chat: they do not fit its context"
+    else:
+        last = "the last turn" if kept == 1 else f"the last {kept} turns"
+        seen = f"The model now sees only {last} of this chat: earlier ones no longer fit its context"
+    cause = (f", where max_new_tokens sets aside {answer_room} positions for the answer (a lower /set max_new_tokens "
+             "leaves more for the chat)") if answer_room else ""
+    return f"{seen}{cause}. The session keeps every turn."
+
+
+def release_engine(engine: Engine | None) -> None:
+    """Let go of a detached model and the memory it holds, before another loads (two may not fit a GPU): its
+    background work ends (waiting for a step in progress), then its memory is given back."""
+    if engine is not None:
+        engine.close()
+        del engine
+        free_unused_memory()
+
+
+def cut_short_text(limit: int, *, command_line: bool = False) -> str:
+    """The sentence every front end says after an answer that reached max_new_tokens (`limit`) before the model
+    ended it, so that one stopped mid-sentence is not taken for the whole answer. `command_line`: name the flag
+    (ask, caption) rather than /set (a chat)."""
+    if limit >= MAX_NEW_TOKENS:
+        return f"The answer was cut off at {limit} tokens, the most an answer may have."
+    more = min(MAX_NEW_TOKENS, 2 * limit)
+    how = f"--max-new-tokens {more}" if command_line else f"/set max_new_tokens {more}"
+    tokens = "1 token" if limit == 1 else f"{limit} tokens"
+    return f"The answer was cut off at {tokens} (max_new_tokens); {how} lets it go on longer."
+
+
+def cut_short_mark(limit: int) -> str:
+    """`cut_short_text` in a few words, for a mark beside the answer (the chat app's bubble)."""
+    if limit >= MAX_NEW_TOKENS:
+        return f"cut off at {limit} tokens"
+    return f"cut off at {limit} tokens: /set max_new_tokens {min(MAX_NEW_TOKENS, 2 * limit)} for more"
 
 
 def prompt_budget(engine: Engine, options: GenerationOptions) -> int:
@@ -105,6 +141,8 @@ class Conversation:
         self.engine: Engine | None = None
         self.image: LoadedImage | None = None
         self.last_fit: FittedPrompt | None = None
+        self.left_out = ""  # what to say before the last answer about turns left out of its prompt ("": nothing)
+        self._kept_said: int | None = None  # the earlier turns the prompt kept when that was last said (None: all)
         self.question = ""  # the last question asked, as it is recorded (normalised once, here)
         self.answering = False  # an answer is streaming: commands that change the turns wait
         self.exports = ExportLog()  # the files this conversation exported: the only ones /export may replace
@@ -133,7 +171,14 @@ class Conversation:
         """Answer with `engine` from now on (the app attaches it when loading ends)."""
         self.engine = engine
         self.session.model = engine.info.model_id
+        self._kept_said = None  # another model, another context: say again what it sees
         self.prepare_ahead()
+
+    def detach(self) -> Engine | None:
+        """Stop answering with the model (before /model loads another); until `attach`, a question is refused as
+        while the model loads. Returns it for `release_engine`, which a front end may run off its input loop."""
+        engine, self.engine = self.engine, None
+        return engine
 
     @property
     def style(self) -> PromptStyle:
@@ -209,9 +254,25 @@ class Conversation:
         `answering` is True.
         """
         fitted = self.last_fit = self.prepare(question)
+        self._note_left_out(fitted)
         self.question = normalize_question(question)
         self.answering = True
         return self._stream(self.question, fitted, cancel or CancelToken())
+
+    def _note_left_out(self, fitted: FittedPrompt) -> None:
+        """Set `left_out`: said when turns start being left out of the prompt, and again only when the number
+        of earlier turns the model sees changes (not on every turn of a long chat); nothing while all fit."""
+        if not fitted.dropped_turns:
+            self.left_out, self._kept_said = "", None
+            return
+        kept = len(self.history()) - fitted.dropped_turns
+        if kept == self._kept_said:
+            self.left_out = ""
+            return
+        self._kept_said = kept
+        engine = self.require_engine()
+        raised = not engine.info.is_encoder_decoder and self.options.max_new_tokens > GenerationOptions().max_new_tokens
+        self.left_out = left_out_text(kept, self.options.max_new_tokens if raised else 0)
 
     def _stream(self, question: str, fitted: FittedPrompt, cancel: CancelToken) -> Iterator[str]:
         assert self.image is not None  # prepare() checked it
@@ -262,6 +323,7 @@ class Conversation:
         old = self.session.turns.pop()
         try:
             fitted = self.last_fit = self.prepare(question)
+            self._note_left_out(fitted)
         finally:
             self.session.turns.append(old)
         self.question = question

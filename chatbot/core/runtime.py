@@ -50,16 +50,32 @@ def say_on_terminal(message: str) -> None:
         say(message)
 
 
+def find_chat_model(settings: Settings, progress: Callable[[str], None] = say_on_terminal) -> Any:
+    """Where the chat model the settings name is (a folder, the cache, the hub: see the loader), without loading
+    it or importing torch; UserError, one sentence, for a name that names none (or a search checkpoint)."""
+    from chatbot.engine.loader import resolve_model
+
+    check_chat_model_name(settings.model)
+    return resolve_model(settings.model, progress=progress)
+
+
+def check_chat_model_name(name: str) -> None:
+    """What can be told of a chat model's name at once (no network, no cache, no torch): UserError, one sentence,
+    for a search checkpoint's name, a path that leads nowhere, or a name that is neither a folder nor a hub id.
+    /model checks this before it lets go of the loaded model."""
+    from chatbot.engine.checkpoint_kind import check_known_name
+    from chatbot.engine.loader import find_locally
+
+    check_known_name(name, "chat")  # a search checkpoint's name: said so, before any download
+    find_locally(name)
+
+
 def open_engine_for(settings: Settings, progress: Callable[[str], None] = say_on_terminal) -> Engine:
     """Load the model the settings name (imports torch, so only when a model is needed).
 
     `progress` receives short status sentences (the chat app shows them in its status line).
     """
-    from chatbot.engine.checkpoint_kind import check_known_name
-    from chatbot.engine.loader import resolve_model
-
-    check_known_name(settings.model, "chat")  # a search checkpoint's name: said so, before any download
-    resolved = resolve_model(settings.model, progress=progress)  # a wrong name fails before torch is imported
+    resolved = find_chat_model(settings, progress)  # a wrong name fails before torch is imported
     progress(f"Loading model {settings.model} ...")
     from chatbot.engine.blip2 import open_engine
 
@@ -84,6 +100,7 @@ def answer_record(engine: Engine, image: LoadedImage, question: str | None, answ
         },
         "tokens": {"prompt": stats.prompt_tokens, "new": stats.new_tokens},
         "image_encoded": stats.image_encoded,
+        "cut_short": stats.cut_short,  # it reached max_new_tokens before the model ended it
     })
     return record
 

@@ -135,6 +135,10 @@ class Option:
             if not (WHOLE_NUMBER if self.kind is int else NUMBER).fullmatch(text):
                 raise self._error(label, text)
             value = int(text) if self.kind is int else float(text)
+            try:
+                return self.check(value, label)
+            except OptionError:
+                raise self._error(label, value, typed=text) from None  # "(got 5000)", as typed, not 5000.0
         elif self.kind is bool:
             if text.lower() not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
                 raise self._error(label, text)
@@ -169,8 +173,9 @@ class Option:
                 raise self._error(label, value)
         return value
 
-    def _error(self, label: str, value: Any) -> OptionError:
-        shown = (f"'{visible(value)}'" if isinstance(value, str)  # a config's text: no controls
+    def _error(self, label: str, value: Any, typed: str | None = None) -> OptionError:
+        shown = (visible(typed) if typed is not None  # a number as the person typed it
+                 else f"'{visible(value)}'" if isinstance(value, str)  # a config's text: no controls
                  else str(value).lower() if isinstance(value, bool) else repr(value))  # true, as TOML spells it
         return OptionError(f"{label} must be {self.allowed()} (got {shown}).", self._hint())
 

@@ -24,9 +24,21 @@ from chatbot.untrusted import visible
 INTRODUCTION = (
     "This is the demo model: a small BLIP-2 trained here on pictures of one to four coloured shapes "
     "(circles, squares, triangles) on a 2x2 grid. It knows nothing else, and it still gets about one question "
-    "in five wrong (chatbot/demo/weights/chat/MODEL_CARD.md has its scores). Try: What is at the top left? "
-    "What size is it? Then a follow-up such as: And the square?"
+    "in five wrong (its model card has the scores). It learned chats of up to four questions: after that its "
+    "answers drift, and /clear starts afresh. Try: What is at the top left? What size is it? Then a follow-up "
+    "such as: And the square?"
 )
+
+
+def outside_its_world(count: int = 1, of: int = 1) -> str:
+    """What the demo model says of itself when `count` of the `of` pictures it is asked about are not of its world."""
+    which = "this picture is not one of them" if of == 1 else \
+        f"{count} of these {of} pictures {'is' if count == 1 else 'are'} not of them"
+    return (f"The demo model knows only pictures of one to four coloured shapes on a 2x2 grid, and {which}, so what "
+            "it answers there means nothing. `blip2-chat demo` opens a picture of its world; --model names a real "
+            "checkpoint.")
+
+
 SHOWN_SIZE = 4 * IMAGE_SIZE  # the saved picture's side: drawn at the model's size, enlarged for people
 # A saved picture is a small PNG (a few kilobytes); one far larger than this is not ours, and is not read.
 _MAX_SAVED_BYTES = 4 * 1024 * 1024
@@ -36,6 +48,21 @@ def draw_picture(seed: int) -> Image.Image:
     """The demo world's picture for `seed`: drawn at the size the model saw in training, enlarged (nearest)
     only so people can see it."""
     return render(make_scene(seed), IMAGE_SIZE).resize((SHOWN_SIZE,) * 2, Image.Resampling.NEAREST)
+
+
+def of_its_world(picture: Image.Image) -> bool:
+    """Whether `picture` looks drawn by the demo world: the model's size, or that size enlarged as `draw_picture`
+    enlarges it (every block of 4x4 pixels one colour). A real photo never is; the demo's own pictures always are."""
+    import numpy as np
+
+    if picture.size == (IMAGE_SIZE, IMAGE_SIZE):
+        return True
+    if picture.size != (SHOWN_SIZE, SHOWN_SIZE):
+        return False
+    step = SHOWN_SIZE // IMAGE_SIZE
+    pixels = np.asarray(picture.convert("RGB"))
+    small = pixels[::step, ::step]
+    return bool((np.repeat(np.repeat(small, step, axis=0), step, axis=1) == pixels).all())
 
 
 def demo_picture(folder: Path, seed: int | None = None) -> Path:

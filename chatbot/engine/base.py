@@ -48,6 +48,7 @@ class GenerationStats:
     seconds_to_first_token: float = 0.0
     seconds_total: float = 0.0
     cancelled: bool = False
+    cut_short: bool = False  # it reached max_new_tokens before the model ended it (the answer may stop mid-sentence)
     token_ids: list[int] = field(default_factory=list)  # the new tokens, for equivalence checks
 
     @property
@@ -168,3 +169,20 @@ class Engine(ABC):
     def device_memory_bytes(self) -> int | None:
         """Accelerator memory the model holds now, for status lines; None where there is no such device."""
         return None
+
+    def close(self) -> None:
+        """Stop the engine's background work and drop what it keeps between turns, before it is let go of (the
+        caller then drops its reference and calls `free_unused_memory`). It answers nothing after."""
+        return None
+
+
+def free_unused_memory() -> None:
+    """Give back what let-go models held: collect them now, and return the GPU's cached blocks to the device
+    (torch only where it is already imported: this never loads it)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

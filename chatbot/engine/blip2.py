@@ -144,6 +144,8 @@ class Blip2Engine(ThinkAhead, Engine):
                 cancel.cancel()
                 self._turn.result()
         self._finish(outcome, ids, image, stats, cancel, started)
+        stats.cut_short = (not stats.cancelled and stats.new_tokens >= options.max_new_tokens
+                           and stats.token_ids[-1] not in self.end_token_ids)
         if streamer is None and stats.token_ids:  # beam search cannot stream: the answer comes whole
             stats.seconds_to_first_token = stats.seconds_total
             yield self.decode_tokens(stats.token_ids)

@@ -234,14 +234,13 @@ def _cache_error(hub_id: str, path: Path, problem: FolderProblem, *, fetched: bo
     return NotACheckpointError(message, hint)
 
 
-def resolve_model(requested: str, progress: Progress | None = None, kind: str = "chat") -> ResolvedModel:
-    """Locate a checkpoint: directory first, then the local cache, then a download.
-
-    `kind` ("chat" or "retrieval") only chooses which shipped demo model the name `demo` means.
+def find_locally(requested: str, kind: str = "chat") -> ResolvedModel | str:
+    """What `resolve_model` can tell at once, without the network or the cache: the checkpoint folder `requested`
+    names (or the demo model), else the hub id it names (an alias resolved) for the cache or a download.
 
     Raises:
-        ModelNotFoundError: nowhere to be found (names the fix).
-        NotACheckpointError: a directory that is not a BLIP-2 checkpoint.
+        ModelNotFoundError: a path that leads nowhere, or a name that is neither a folder nor a hub id.
+        NotACheckpointError: a file, or a directory that is not a BLIP-2 checkpoint.
     """
     name = requested.strip()
     if name.lower() == DEMO_MODEL and not Path(name).is_dir():  # the shipped demo model (chatbot/demo)
@@ -264,6 +263,22 @@ def resolve_model(requested: str, progress: Progress | None = None, kind: str = 
             f"'{requested}' is neither a folder nor a hub id.",
             "Use a hub id like Salesforce/blip2-opt-2.7b, an alias from `blip2-chat models`, or a folder path.",
         )
+    return hub_id
+
+
+def resolve_model(requested: str, progress: Progress | None = None, kind: str = "chat") -> ResolvedModel:
+    """Locate a checkpoint: directory first, then the local cache, then a download.
+
+    `kind` ("chat" or "retrieval") only chooses which shipped demo model the name `demo` means.
+
+    Raises:
+        ModelNotFoundError: nowhere to be found (names the fix).
+        NotACheckpointError: a directory that is not a BLIP-2 checkpoint.
+    """
+    found = find_locally(requested, kind)
+    if isinstance(found, ResolvedModel):
+        return found
+    hub_id = found
     from huggingface_hub import snapshot_download
 
     cached, problem = cached_checkpoint(hub_id)
@@ -462,8 +477,7 @@ def load_checkpoint(
             raise NotACheckpointError(f"The folder {resolved.path} {files_problem.what}.", files_problem.hint)
         raise _cache_error(name, resolved.path, files_problem)
     if progress:
-        progress(choice.reason)
-        progress(f"Loading {resolved.hub_id or resolved.path} on {target}")
+        progress(choice.reason)  # it names the device too: "... is free on cpu (RAM)."
     quiet_transformers()
     import torch
     from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor

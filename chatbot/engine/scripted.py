@@ -113,5 +113,6 @@ class ScriptedEngine(Engine):
             if failure is not None:  # asked to fail after more chunks than the answer has
                 raise failure.error
         stats.cancelled = cancel.cancelled
+        stats.cut_short = not cancel.cancelled and len(answer.split()) > options.max_new_tokens
         stats.seconds_to_first_token = 1 / self.speed if stats.new_tokens else 0.0
         stats.seconds_total = stats.new_tokens / self.speed

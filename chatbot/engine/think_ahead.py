@@ -45,6 +45,17 @@ class ThinkAhead(PrefixReuse):
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blip2-model")
         return self._executor
 
+    def close(self) -> None:
+        """Skip queued work, wait for the running one, end the model thread, drop the caches and the model."""
+        self.skip_queued_preparation()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self.forget()
+        self.images.clear()
+        self.static = None
+        self.__dict__.pop("model", None)  # what holds the weights: gone with the last reference to this engine
+
     def forget(self) -> None:
         """Drop the conversation's KV cache (the image embeddings stay)."""
         self._epoch += 1

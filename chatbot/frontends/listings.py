@@ -195,9 +195,17 @@ def forgotten_lines(done: Forgotten) -> list[str]:
     return lines
 
 
-def run_sessions(delete: list[str] | None = None) -> int:
-    """Print the saved sessions; damaged files are set aside and reported on stderr. With `delete`, delete those
-    chats instead (exit 2 when one of them could not be: the others are deleted all the same)."""
+def session_record(summary: SessionSummary) -> dict[str, Any]:
+    """`sessions --json`: one saved chat as a JSON object."""
+    return {"id": summary.id, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(summary.updated)),
+            "turns": summary.turns, "model": summary.model, "image": summary.image,
+            "first_question": summary.first_question}
+
+
+def run_sessions(delete: list[str] | None = None, as_json: bool = False) -> int:
+    """Print the saved sessions (`as_json`: one JSON object each); damaged files are set aside and reported on
+    stderr. With `delete`, delete those chats instead (exit 2 when one of them could not be: the others are
+    deleted all the same)."""
     if delete is not None:
         done = forget_chats(delete)
         for line in forgotten_lines(done):
@@ -209,6 +217,10 @@ def run_sessions(delete: list[str] | None = None) -> int:
     summaries = store.summaries()
     for problem in store.problems:
         print(f"blip2-chat: {visible(problem)}", file=sys.stderr)
+    if as_json:
+        for summary in summaries:
+            print(json_line(session_record(summary)))
+        return 0
     if not summaries:
         print(f"No saved sessions yet (they are kept in {visible(store.root)}).")
         return 0

@@ -13,15 +13,21 @@ import shlex
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from chatbot.core.conversation import Conversation, caption, caption_prompt, check_text
+from chatbot.core.conversation import Conversation, caption, caption_prompt, check_text, cut_short_text
 from chatbot.core.runtime import answer_record, let_go_of_stdout, open_engine_for, print_json
 from chatbot.core.settings import Settings
+from chatbot.demo.start import of_its_world, outside_its_world
 from chatbot.errors import ImageError, QuestionError, UserError, model_error_text
 from chatbot.image_download import is_url
 from chatbot.images import LoadedImage, load_image
+from chatbot.locations import is_demo_model
 from chatbot.untrusted import visible
 from prompts import normalize_question
+
+if TYPE_CHECKING:
+    from chatbot.engine.base import Engine
 
 
 class AnswerNotWritten(UserError):
@@ -129,6 +135,21 @@ def load_images(sources: Sequence[str]) -> tuple[list[LoadedImage], int]:
     return images, len(sources) - len(images)
 
 
+def say_if_outside_the_demo_world(settings: Settings, images: Sequence[LoadedImage]) -> None:
+    """With the demo model, say once (stderr) when a picture is not of its world: its answer would mean nothing."""
+    outside = sum(not of_its_world(image.image) for image in images) if is_demo_model(settings.model) else 0
+    if outside:
+        print(outside_its_world(outside, len(images)), file=sys.stderr)
+
+
+def say_if_cut_short(engine: Engine, settings: Settings, source: str = "") -> None:
+    """After an answer that reached --max-new-tokens before the model ended it, say so on stderr (`source`: which
+    image's answer, when there are several); --json says it in the record's `cut_short`."""
+    if engine.last_stats.cut_short:
+        text = cut_short_text(settings.options.max_new_tokens, command_line=True)
+        print(visible(f"{source}: {text}" if source else text), file=sys.stderr)
+
+
 def run_ask(settings: Settings, image_sources: str | Sequence[str], question: str) -> int:
     """Answer `question` about each image, each in its own fresh context: with one image the answer
     streams alone; with several, one `PATH: answer` line per image (or one JSON object each)."""
@@ -136,6 +157,7 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
     check_stdout()  # cheap checks before the slow model load
     check_question_argument(sources, question)
     images, unreadable = load_images(sources)  # every file checked before the model loads
+    say_if_outside_the_demo_world(settings, images)
     engine = open_engine_for(settings)
     failed = False
     for image in images:
@@ -153,6 +175,7 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
             if len(sources) > 1:
                 write_out(visible(f"{image.source}: "))
             stream_to_stdout(chunks)  # after a failure, its newline ends what came of the answer
+            say_if_cut_short(engine, settings, image.source if len(sources) > 1 else "")
         if failures:  # the model failed on this image: say so, go on with the rest
             print(visible(f"blip2-chat: {image.source}: {model_error_text(failures[0], chat=False)}"),
                   file=sys.stderr)
@@ -166,6 +189,7 @@ def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") ->
     check_stdout()  # cheap checks before the slow model load
     check_text(prefix, "prompt")
     images, unreadable = load_images(sources)  # every file checked before the model loads
+    say_if_outside_the_demo_world(settings, images)
     engine = open_engine_for(settings)
     prompt = caption_prompt(engine, settings.options, prefix)  # too long: said once, before any image is answered
     failed = False
@@ -182,6 +206,8 @@ def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") ->
                 print_json(record)
         elif len(sources) == 1:
             write_out(visible(text) + "\n")
+            say_if_cut_short(engine, settings)
         else:
             write_out(visible(f"{image.source}: {text}") + "\n")
+            say_if_cut_short(engine, settings, image.source)
     return 2 if unreadable else 1 if failed else 0

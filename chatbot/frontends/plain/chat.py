@@ -3,8 +3,10 @@
 What it prints, and where:
 - stdout holds the conversation only: "You: ..." and "Assistant: ..." lines (`> chat.txt` keeps a
   clean transcript). "You:" lines are echoed when the typed line is not already on the screen
-  (input from a pipe or a file, or stdout redirected).
-- stderr holds everything else, as whole sentences: states ("Loading model: 40 percent", "Model
+  (input from a pipe or a file, or stdout redirected): every line, commands too ("You: /image
+  b.png", "You: /retry", "You: /undo"), and a question that starts with a slash as it is typed
+  ("You: //etc"), so stdout alone reads as the whole chat.
+- stderr holds everything else, as whole sentences: states ("Loading model: 50 percent", "Model
   ready.", "Answering.", "2 earlier turns were left out of the prompt ..."), what a command did,
   and errors ("blip2-chat: ..."). A screen reader reads both streams, in order. Whatever goes wrong
   with a line (a bug included) is one sentence, and the chat goes on.
@@ -16,14 +18,16 @@ What it prints, and where:
 
 Keys: the up and down arrows bring back earlier lines (readline, in a terminal). Ctrl+C while an
 answer is being made stops it (the partial answer is kept, marked "(stopped)"); Ctrl+C again, or
-on an empty prompt, or Ctrl+D, ends the chat; on a half-typed line it clears the line. The session
-is saved after every change, like the app's.
+on an empty prompt, or Ctrl+D, ends the chat; on a half-typed line it clears the line. /help says
+the keys only when the input is a terminal. Ctrl+C while the model loads ends the program with one
+sentence (exit status 130). The session is saved after every change, like the app's.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import TextIO
 
 from chatbot.core.commands import (
@@ -40,12 +44,13 @@ from chatbot.core.commands import (
     question_text,
     run_command,
     switch_image,
+    typed_line,
 )
 from chatbot.core.comparison import Comparison, due_comparison
-from chatbot.core.conversation import Conversation, left_out_text
+from chatbot.core.conversation import Conversation, cut_short_text, release_engine
 from chatbot.core.photo_search import Finder, found_line
 from chatbot.core.resume import reopen_image
-from chatbot.core.runtime import answer_record, exit_now, open_engine_for, print_json
+from chatbot.core.runtime import answer_record, check_chat_model_name, exit_now, open_engine_for, print_json
 from chatbot.core.session import EMPTY_ANSWER, Session
 from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore
@@ -59,6 +64,18 @@ from chatbot.untrusted import visible
 PROMPT = "You: "
 KEYS_HELP = ("Keys: up and down arrows bring back earlier lines; Ctrl+C stops an answer, clears a half-typed "
              "line, and on an empty line ends the chat; Ctrl+D ends the chat.")
+# typed at a terminal without line editing (stdout is not the screen, so lines are read without readline)
+KEYS_HELP_WITHOUT_LINE_EDITING = ("Keys: Ctrl+C stops an answer, and at the prompt ends the chat; Ctrl+D on an "
+                                  "empty line ends the chat.")
+LOAD_PERCENT_STEP = 25  # "Loading model: 25 percent", 50, 75: a few lines, not one per fifth
+LOADING_STOPPED = "Stopped while the model was loading; nothing was saved."
+
+
+def keys_help(stdin: object, stdout: object) -> str:
+    """What /help says about keys: nothing when the lines do not come from a terminal (a pipe, a file)."""
+    if not is_terminal(stdin):
+        return ""
+    return KEYS_HELP if is_terminal(stdout) else KEYS_HELP_WITHOUT_LINE_EDITING
 
 
 class PlainChat:
@@ -66,13 +83,17 @@ class PlainChat:
 
     def __init__(
         self, conversation: Conversation, *, out: TextIO, notes: TextIO, echo: bool = True,
-        json_records: bool = False, finder: Finder | None = None,
+        json_records: bool = False, finder: Finder | None = None, keys: str = "",
+        open_model: Callable[[Settings], Engine] | None = None,
     ) -> None:
         self.conversation = conversation
+        # /model NAME: how a model is loaded here (tests give another); by default as at the start, said in words
+        self.open_model = open_model or (lambda settings: open_engine_saying(settings, self.say))
         self.finder = finder  # /find: the photo index and its model, opened on the first search
         self.out = out  # the conversation
         self.notes = notes  # states, command results, errors
-        self.echo = echo  # print "You: ..." ourselves: the typed line is not on the screen
+        self.echo = echo  # print "You: ..." ourselves for every line: the typed line is not on the screen
+        self.keys = keys  # what /help says about keys; "" when the lines do not come from a keyboard
         self.json_records = json_records  # one JSON object per answer instead of "Assistant:" lines
         self.answer_ready_note = not is_terminal(out)  # the answer line is not on the screen either
 
@@ -112,6 +133,7 @@ class PlainChat:
             if not is_command(line):
                 self.ask(question_text(line))
                 return True
+            self.echo_line(line)  # a transcript says every command, so what follows it makes sense
             return self.render(run_command(self.conversation, line))
         except UserError as error:
             self.say(f"blip2-chat: {error}")
@@ -141,6 +163,8 @@ class PlainChat:
             self.compare(outcome.comparison)
         if outcome.find is not None:
             self.find(outcome.find)
+        if outcome.load_model is not None:
+            self.load_model(outcome.load_model)
         if outcome.retry is not None:
             self.say(f"Answering again: {outcome.retry.question}")
             self.answer(outcome.retry.question, outcome.retry.chunks, outcome.retry.cancel)
@@ -149,8 +173,28 @@ class PlainChat:
             for line in help_lines():
                 self.say(line)
             self.say(QUESTION_ESCAPE)
-            self.say(KEYS_HELP)
+            if self.keys:
+                self.say(self.keys)
         return outcome.effect != "quit"
+
+    def load_model(self, name: str) -> None:
+        """/model NAME: check the name first (a wrong one keeps the model loaded), then let go of the loaded model
+        (both may not fit) and load this one as at the start; the chat goes on with it, every turn kept."""
+        settings = replace(self.conversation.settings, model=name)
+        try:
+            check_chat_model_name(name)
+        except UserError as error:
+            self.say(f"blip2-chat: {error} The chat goes on with {self.conversation.session.model}.")
+            return
+        release_engine(self.conversation.detach())
+        try:
+            engine = self.open_model(settings)
+        except UserError as error:
+            self.say(f"blip2-chat: {error} No model is loaded now: /model NAME loads one.")
+            return
+        self.conversation.settings = settings
+        self.conversation.attach(engine)
+        self.say(f"The chat goes on with {engine.info.model_id}.")
 
     def find(self, text: str) -> None:
         """/find TEXT: the results as numbered lines on stdout, what to do next on the notes stream."""
@@ -178,15 +222,22 @@ class PlainChat:
     def ask(self, question: str) -> None:
         cancel = CancelToken()
         stream = self.conversation.ask(question, cancel)  # an empty or too-long question fails here, before "You:"
-        dropped = self.conversation.last_fit.dropped_turns if self.conversation.last_fit else 0
-        if dropped:
-            self.say(left_out_text(dropped))
-        self.answer(self.conversation.question, stream, cancel)
+        # echoed as typed: "You: /x" for the question `//x` would read as a command
+        self.answer(self.conversation.question, stream, cancel, typed=typed_line(self.conversation.question))
 
-    def answer(self, question: str, stream: Iterator[str], cancel: CancelToken) -> None:
-        """Collect an answer while Ctrl+C may stop it, then print it whole and save the session."""
+    def echo_line(self, typed: str) -> None:
+        """`You: <the line typed>` on stdout, where the terminal has not shown it (not with --json)."""
         if self.echo and not self.json_records:
-            self.line(f"You: {question}")
+            self.line(f"{PROMPT}{typed}")
+
+    def answer(self, question: str, stream: Iterator[str], cancel: CancelToken, typed: str | None = None) -> None:
+        """Collect an answer while Ctrl+C may stop it, then print it whole and save the session.
+
+        `typed`: the line that asked it, echoed first; None for /retry (its own line was echoed)."""
+        if typed is not None:
+            self.echo_line(typed)
+        if self.conversation.left_out:  # after the question it is about: a transcript read in order says so
+            self.say(self.conversation.left_out)
         self.say("Answering.")
         parts: list[str] = []
         try:
@@ -209,6 +260,9 @@ class PlainChat:
             self.say("Answer stopped." + (" The partial answer is kept." if "".join(parts).strip() else ""))
         elif self.answer_ready_note:
             self.say("Answer ready.")
+        engine = self.conversation.engine
+        if not cancel.cancelled and engine is not None and engine.last_stats.cut_short:
+            self.say(cut_short_text(self.conversation.options.max_new_tokens))
         self.save()
         try:
             comparison = due_comparison(self.conversation)  # /compare armed before this question
@@ -273,10 +327,15 @@ class PlainChat:
 
 
 def open_engine_saying(settings: Settings, say: Callable[[str], None]) -> Engine:
-    """Load the model, saying each step and the share of weights loaded in words."""
+    """Load the model, saying each step and the share of weights loaded in words: at 25, 50 and 75 percent
+    (at 100 the next line says it is ready)."""
     from chatbot.engine.load_progress import weight_loading_percent
 
-    with weight_loading_percent(lambda percent: say(f"Loading model: {percent} percent")):
+    def loaded(percent: int) -> None:
+        if percent < 100:
+            say(f"Loading model: {percent} percent")
+
+    with weight_loading_percent(loaded, step=LOAD_PERCENT_STEP):
         engine = open_engine_for(settings, progress=say)
     say("Model ready.")
     return engine
@@ -300,13 +359,21 @@ def run_plain_chat(
         image = load_image(image_source)  # a bad path fails before the slow model load
     elif session.image is not None:
         image, problem = reopen_image(session.image, how_to_open="/image PATH", from_elsewhere=session.from_elsewhere)
-    engine = open_engine_saying(settings, say)
+    try:
+        engine = open_engine_saying(settings, say)
+    except KeyboardInterrupt:  # nothing is open yet; a resumed chat is on disk as it was
+        if is_terminal(sys.stderr):
+            print(file=sys.stderr)  # the terminal echoed ^C where the sentence would begin
+        say(LOADING_STOPPED if session is None else
+            f"Stopped while the model was loading; session {session.id} is saved as it was.")
+        return 130
     # a person at a keyboard gives the engine time to prepare the next prompt; piped questions do not
     conversation = Conversation(settings, session, SessionStore(), image, engine=engine,
                                 think_ahead=is_terminal(sys.stdin))
     typed_on_screen = is_terminal(sys.stdin) and is_terminal(sys.stdout)
     plain = PlainChat(conversation, out=sys.stdout, notes=sys.stderr, echo=not typed_on_screen,
-                      json_records=settings.json, finder=Finder.from_settings(settings))
+                      json_records=settings.json, finder=Finder.from_settings(settings),
+                      keys=keys_help(sys.stdin, sys.stdout))
     if session is not None:
         last = session.turns[-1] if session.turns else None
         count = len(session.turns)
