@@ -27,6 +27,7 @@ from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import ImageError, UserError
 from chatbot.images import load_image
 from chatbot.locations import HOME_ENV
+from chatbot.tui.answering import QUESTION_WAITS
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.widgets.chat_input import ChatInput, image_source_in
 from chatbot.tui.widgets.transcript import image_label
@@ -151,8 +152,9 @@ async def test_every_refusal_while_an_answer_comes_is_the_same_sentence(pictures
         said = notices(app)
         await pilot.press("escape")
         await wait_until(pilot, lambda: idle(app), what="the answer to stop")
-    for waiting in ("your question", "/clear", "/compare", "switching the image"):
+    for waiting in ("/clear", "/compare", "switching the image"):
         assert f"An answer is still coming, so {waiting} has to wait. {HINT}" in said, (waiting, said)
+    assert QUESTION_WAITS in said  # a question is not refused: it waits its turn
 
 
 def test_the_core_says_the_same_refusal(pictures) -> None:
@@ -175,7 +177,9 @@ def test_the_core_says_the_same_refusal(pictures) -> None:
 # -- 4. one sentence for the turns left out of the prompt ----------------------------------------------
 
 
-LEFT_OUT = "1 earlier turn was left out of the prompt to fit the model's context (the session keeps every turn)."
+LEFT_OUT = ("The model no longer sees the earlier turns of this chat: they do not fit its context, where "
+            "max_new_tokens sets aside 1000 positions for the answer (a lower /set max_new_tokens leaves more for the "
+            "chat). The session keeps every turn.")
 
 
 @pilot_test

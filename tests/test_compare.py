@@ -30,6 +30,7 @@ from chatbot.engine.scripted import ScriptedEngine
 from chatbot.frontends.plain.chat import PlainChat
 from chatbot.images import load_image
 from chatbot.locations import HOME_ENV, sessions_dir
+from chatbot.tui.answering import QUESTION_WAITS
 from chatbot.tui.palette import palette_entries
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.widgets.transcript import ComparisonView, Transcript
@@ -240,9 +241,12 @@ def test_plain_mode_prints_two_labelled_lines(tmp_path, pictures) -> None:
               "is it big?", "/quit"]
     assert plain.run(script) == 0
     assert out.getvalue().splitlines() == [
+        f"You: /compare {pictures['green']}",
         "You: what is it?", "Assistant: a red square", "red.png: a red square", "green.jpg: a green square",
-        "You: and the colour?", "Assistant: red again", "red.png: red again", "green.jpg: a green box",
-        "You: is it big?", "Assistant: it is red"]
+        "You: and the colour?", "Assistant: red again",
+        f'You: /compare "{pictures["green"]}"', "red.png: red again", "green.jpg: a green box",
+        f"You: /compare {tmp_path / 'missing.jpg'}", f"You: /compare {tmp_path / 'notes.jpg'}", "You: /compare off",
+        "You: is it big?", "Assistant: it is red", "You: /quit"]
     said = notes.getvalue().splitlines()
     assert said[0] == "The next question will be answered about red.png and about green.jpg, side by side. " \
                       "/compare off cancels."
@@ -282,7 +286,8 @@ def test_plain_chat_compares_on_a_checkpoint(checkpoints, engines, pictures, tmp
     options = GenerationOptions(max_new_tokens=8)
     green = engines["opt"].answer(load_image(pictures["green"]), prompt_alone("what is in the picture?"), options)
     red = result.stdout.splitlines()[1].removeprefix("Assistant: ")
-    assert result.stdout.splitlines()[2:] == [f"red.png: {red}", f"green.jpg: {' '.join(green.split())}"]
+    assert result.stdout.splitlines()[2:] == [f"You: /compare {pictures['green']}", f"red.png: {red}",
+                                              f"green.jpg: {' '.join(green.split())}"]
 
 
 # --- the app ---------------------------------------------------------------------------------------------
@@ -338,19 +343,17 @@ async def test_app_escape_stops_the_comparison_and_keeps_it(home, pictures) -> N
         await send(pilot, f"/compare {pictures['green']}")
         await wait_until(pilot, lambda: app.query(ComparisonView) and
                          len(app.query_one(ComparisonView).second.text.split()) >= 2, what="words of the comparison")
-        await send(pilot, "Another?")  # refused while it streams: the line stays to send later
-        assert ("An answer is still coming, so your question has to wait. Let it finish, or stop it (Esc in the "
-                "app, Ctrl+C in the screen-reader mode).") in notices(app)
+        await send(pilot, "Another?")  # it waits for the comparison, and is asked once it ends
+        assert QUESTION_WAITS in notices(app)
         await pilot.press("escape")
-        await wait_until(pilot, lambda: settled(app), what="the comparison to stop")
+        await wait_until(pilot, lambda: settled(app) and len(pairs(app)) == 2, what="the comparison to stop")
         view = app.query_one(ComparisonView)
         assert view.second.border_subtitle == "stopped" and long.startswith(view.second.text)
         assert 2 <= len(view.second.text.split()) < 400
         assert saved_turns()[0]["compared"][0] == {
             "image": {"source": str(pictures["green"]), "sha256": load_image(pictures["green"]).sha256},
             "answer": view.second.text, "stopped": True}
-        await send(pilot, "Another?")
-        await wait_until(pilot, lambda: settled(app) and len(pairs(app)) == 2)
+        assert pairs(app)[1][0] == "Another?"  # the waiting question, asked when the comparison stopped
 
 
 @pilot_test

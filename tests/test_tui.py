@@ -223,8 +223,9 @@ async def test_left_out_turns_clear_and_save(pictures) -> None:
         await send(pilot, "/set max_new_tokens 1000")  # leaves 16 prompt tokens: the first turn no longer fits
         await ask(pilot, "second?")
         assert engine.prompts[-1] == "Question: second? Answer:"
-        assert ("1 earlier turn was left out of the prompt to fit the model's context "
-                "(the session keeps every turn).") in notices(app)
+        assert ("The model no longer sees the earlier turns of this chat: they do not fit its context, where "
+                "max_new_tokens sets aside 1000 positions for the answer (a lower /set max_new_tokens leaves more for "
+                "the chat). The session keeps every turn.") in notices(app)
         await send(pilot, "/set max_new_tokens 30")
         await send(pilot, "/clear")
         assert notices(app)[-1].startswith("Conversation cleared: the next question starts fresh")
@@ -360,9 +361,12 @@ async def test_a_model_that_cannot_load_is_one_notice(pictures) -> None:
                      engine_factory=failing, renderer="halfcell")
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: errors(app))
-        assert errors(app) == ["The model could not be loaded: No model called nope here. Check the name."]
+        assert errors(app) == ["The model could not be loaded: No model called nope here. Check the name. /model NAME "
+                               "loads another: a hub id, an alias (`blip2-chat models` lists them), a checkpoint "
+                               "folder, or demo."]
         await send(pilot, "Hello?")
-        assert errors(app)[-1] == "No model is loaded: No model called nope here. Check the name."
+        assert errors(app)[-1] == ("No model is loaded: No model called nope here. Check the name. /model NAME loads "
+                                   "one.")
         assert status(app).startswith("No model")
 
 

@@ -2,6 +2,10 @@
 
 The base of `ChatApp`: everything about one answer's life, from the question bubble to the saved turn.
 The worker only posts messages (`chatbot.tui.messages`); widgets change when the app handles them.
+Streamed tokens gather in a `StreamBuffer` and the answer bubble shows them at its repaint pace, so the
+app's screen work does not slow the model's thread down (one message and one repaint per batch).
+A question sent while the model loads, or while an answer is still coming, waits in line (`pending`)
+and is asked when the model is ready and nothing streams.
 """
 
 from __future__ import annotations
@@ -10,23 +14,29 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from copy import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from textual import work
 from textual.app import App
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from chatbot.core.commands import Retry, after_saving, typed_line
-from chatbot.core.conversation import Conversation, left_out_text, still_answering
+from chatbot.core.conversation import Conversation, cut_short_mark, still_answering
 from chatbot.engine.base import CancelToken
 from chatbot.errors import UserError, model_error_text
 from chatbot.tui import messages as msg
 from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.status_bar import StatusBar
 from chatbot.tui.widgets.transcript import BubblePair, MessageBubble, Transcript
+from chatbot.tui.workers import StreamBuffer
 from chatbot.untrusted import visible
 
 QUIT_WAIT_SECONDS = 5.0  # how long quitting waits for a cancelled answer to stop and be recorded
+# Said when a question is sent while an answer is still coming: it waits and is asked next. (The core's
+# `still_answering` is the refusal of what cannot wait, and says "Let it finish, or stop it".)
+QUESTION_WAITS = "An answer is still coming: your question is asked next, as soon as it ends (Esc stops it sooner)."
+WAITING_FOR_MODEL = "waiting for the model…"  # under a question sent while the model loads
+WAITING_FOR_ANSWER = "waiting its turn…"  # under a question sent while an answer streams
 
 
 @dataclass
@@ -39,6 +49,7 @@ class ActiveAnswer:
     turns_before: int  # len(session.turns) when it started: a new turn means it was recorded
     retry_of: object | None  # the turn a /retry replaces (kept if nothing new comes)
     worker: Worker[None] | None = None
+    buffer: StreamBuffer = field(default_factory=StreamBuffer)  # streamed text the bubble has yet to show
 
 
 class AnsweringApp(App[None]):
@@ -48,7 +59,8 @@ class AnsweringApp(App[None]):
         super().__init__()
         self.conversation = conversation
         self.answer: ActiveAnswer | None = None
-        self.pending: list[tuple[str, MessageBubble]] = []  # questions typed before the model was ready
+        # questions sent before the model was ready or while an answer was coming, oldest first
+        self.pending: list[tuple[str, MessageBubble]] = []
         self.model_error: str | None = None
         self.quitting = False  # set by action_quit: widgets are no longer changed
         self._answers_started = 0
@@ -80,14 +92,16 @@ class AnsweringApp(App[None]):
             status.set_activity(f"Loading model {self.conversation.settings.model}…", busy=True)
 
     @work(thread=True, exclusive=True, group="answer", exit_on_error=False)
-    def _stream_answer(self, answer_id: int, chunks: Iterator[str], dropped_turns: int, cancel: CancelToken) -> None:
+    def _stream_answer(self, answer_id: int, chunks: Iterator[str], dropped_turns: int, cancel: CancelToken,
+                       buffer: StreamBuffer) -> None:
         started = False
         try:
             for chunk in chunks:
                 if not started:
                     started = True
                     self.post_message(msg.AnswerStarted(answer_id, dropped_turns))
-                self.post_message(msg.AnswerChunk(answer_id, chunk))
+                if buffer.put(chunk):  # the first chunk since the app last took them: tell it
+                    self.post_message(msg.AnswerChunk(answer_id))
         except Exception as error:  # noqa: BLE001 - a model error is a notice, never a crash
             self.post_message(msg.AnswerFailed(answer_id, model_error_text(error)))
             return
@@ -97,21 +111,23 @@ class AnsweringApp(App[None]):
         self.post_message(msg.AnswerFinished(answer_id, cancel.cancelled, copy(engine.last_stats)))
 
     def ask(self, question: str) -> bool:
-        """Send a question; while the model loads it waits in line. False when it was refused (input kept)."""
-        if self.refused_while_streaming("your question"):
-            return False
-        if self.conversation.engine is None:
-            if self.model_error:
-                self.notice(f"No model is loaded: {self.model_error}", "error")
+        """Send a question; while the model loads, or while an answer is still coming, it waits in line and is
+        asked as soon as it can be. False when it was refused (input kept)."""
+        loading = self.conversation.engine is None
+        if loading or self.streaming():
+            if loading and self.model_error:
+                self.notice(f"No model is loaded: {self.model_error} /model NAME loads one.", "error")
                 return False
-            try:  # what can be refused now is refused now, not after the model has loaded
+            try:  # what can be refused now is refused now, not when its turn comes
                 self.conversation.check_question(question, image_coming=self.image_coming())
             except UserError as error:
                 self.notice(str(error), "error")
                 return False
             bubble = self.query_one(Transcript).add_question(question)
-            bubble.mark("waiting for the model…", "-waiting")
+            bubble.mark(WAITING_FOR_MODEL if loading else WAITING_FOR_ANSWER, "-waiting")
             self.pending.append((question, bubble))
+            if not loading:
+                self.notice(QUESTION_WAITS)
             return True
         try:
             self.conversation.prepare(question)
@@ -164,43 +180,48 @@ class AnsweringApp(App[None]):
         self.query_one(StatusBar).set_activity("Answering… (Esc stops)", busy=True)
         self.refresh_bindings()
         fitted = self.conversation.last_fit
-        answer.worker = self._stream_answer(answer.id, chunks, fitted.dropped_turns if fitted else 0, answer.cancel)
+        answer.worker = self._stream_answer(answer.id, chunks, fitted.dropped_turns if fitted else 0, answer.cancel,
+                                            answer.buffer)
 
     def _current(self, answer_id: int) -> ActiveAnswer | None:
         return self.answer if self.answer is not None and self.answer.id == answer_id else None
 
     def on_answer_started(self, message: msg.AnswerStarted) -> None:
         answer = self._current(message.answer_id)
-        if answer is not None and message.dropped_turns:
-            self.query_one(Transcript).add_notice(left_out_text(message.dropped_turns), "warning",
+        if answer is not None and message.dropped_turns and self.conversation.left_out:  # the core says when
+            self.query_one(Transcript).add_notice(self.conversation.left_out, "warning",
                                                   before=answer.pair.question)
 
     def on_answer_chunk(self, message: msg.AnswerChunk) -> None:
         answer = self._current(message.answer_id)
         if answer is not None:
-            answer.pair.answer.append(message.text)
+            answer.pair.answer.show_streamed(answer.buffer)
 
     def on_answer_finished(self, message: msg.AnswerFinished) -> None:
         if self._current(message.answer_id) is not None:
             self.query_one(StatusBar).set_stats(message.stats)
-            self._finish_answer(message.stats.tokens_per_second)
+            self._finish_answer(message.stats.tokens_per_second, cut_short=message.stats.cut_short)
 
     def on_answer_failed(self, message: msg.AnswerFailed) -> None:
         if self._current(message.answer_id) is not None:
             self.notice(message.text, "error")
             self._finish_answer(None)
 
-    def _finish_answer(self, rate: float | None) -> None:
-        """Show the turn as recorded (or take back what was not), save, then answer the next in line."""
+    def _finish_answer(self, rate: float | None, cut_short: bool = False) -> None:
+        """Show the turn as recorded (or take back what was not), save, then answer the next in line. An answer
+        `cut_short` by max_new_tokens is marked so, with how to let it go on (the core's sentence, shortened)."""
         answer, self.answer = self.answer, None
         assert answer is not None
+        answer.pair.answer.flush(answer.buffer)  # nothing left to repaint later over the recorded text
         transcript = self.query_one(Transcript)
         turns = self.conversation.session.turns
         recorded = bool(turns) and (turns[-1] is not answer.retry_of if answer.retry_of is not None
                                     else len(turns) > answer.turns_before)
         if recorded or answer.retry_of is not None:
             transcript.show_turn(turns[-1], answer.pair)
-            if recorded and not turns[-1].stopped and rate:
+            if recorded and not turns[-1].stopped and cut_short:
+                answer.pair.answer.mark(cut_short_mark(self.conversation.options.max_new_tokens), "-cut-short")
+            elif recorded and not turns[-1].stopped and rate:
                 answer.pair.answer.mark(f"{rate:.1f} tok/s")
         else:  # stopped before the first word: nothing was recorded, give the question back, as typed
             transcript.remove_pair(answer.pair)
@@ -226,6 +247,15 @@ class AnsweringApp(App[None]):
             return self.answer is not None or None  # greyed out in the footer when nothing streams
         return True
 
+    async def stop_streaming(self) -> None:
+        """Quitting: stop the answer in progress and wait (a few seconds at most) until it is recorded."""
+        answer = self.answer
+        if answer is not None:
+            answer.cancel.cancel()
+            if answer.worker is not None:
+                with contextlib.suppress(asyncio.TimeoutError, WorkerCancelled, WorkerFailed):
+                    await asyncio.wait_for(answer.worker.wait(), QUIT_WAIT_SECONDS)
+
     def action_cancel_answer(self) -> None:
         if self.answer is not None:
             self.answer.cancel.cancel()
@@ -234,23 +264,19 @@ class AnsweringApp(App[None]):
     async def action_quit(self) -> None:
         """Quit cleanly, also mid-answer: stop it, let the partial answer be recorded, save, exit.
 
-        Questions still waiting for the model are kept in the session as unanswered turns, and a question
-        typed but not sent as its draft (nothing the person typed is lost); nothing is mounted once quitting
-        has begun.
+        Questions still waiting (for the model, or for the answer) are kept in the session as unanswered turns,
+        after the stopped answer's, and a question typed but not sent as its draft (nothing the person typed is
+        lost); nothing is mounted once quitting has begun.
         """
         if self.quitting:
             return
         self.quitting = True
-        for question, _ in self.pending:
-            self.conversation.keep_unanswered(question)
-        self.pending.clear()
+        waiting = [question for question, _ in self.pending]
+        self.pending.clear()  # none of them is asked when the stopped answer ends
         self.conversation.session.draft = self.query_one(ChatInput).value.strip()  # typed, not sent: kept
-        answer = self.answer
-        if answer is not None:
-            answer.cancel.cancel()
-            if answer.worker is not None:
-                with contextlib.suppress(asyncio.TimeoutError, WorkerCancelled, WorkerFailed):
-                    await asyncio.wait_for(answer.worker.wait(), QUIT_WAIT_SECONDS)
+        await self.stop_streaming()
+        for question in waiting:  # after the answer they waited for: the session keeps the order they were sent
+            self.conversation.keep_unanswered(question)
         self._save()
         self.exit()
 

@@ -19,20 +19,21 @@ import contextlib
 import shlex
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from textual import events, on, work
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
-from textual.widgets import Footer, Input
+from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
 from chatbot.core.clipboard_copy import copy_text
 from chatbot.core.commands import (
+    MODEL_HINT,
     Outcome,
     compare_with,
     failure_text,
@@ -43,10 +44,10 @@ from chatbot.core.commands import (
     switch_image,
     typed_line,
 )
-from chatbot.core.conversation import Conversation
+from chatbot.core.conversation import Conversation, release_engine
 from chatbot.core.photo_search import Finder
 from chatbot.core.resume import reopen_image
-from chatbot.core.runtime import exit_now, open_engine_for
+from chatbot.core.runtime import check_chat_model_name, exit_now, open_engine_for, say
 from chatbot.core.session import ImageRef, Session
 from chatbot.core.settings import KEY_ACTIONS, Settings
 from chatbot.core.store import SessionStore
@@ -59,7 +60,7 @@ from chatbot.tui.palette import SlashCommandProvider
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.themes import HIGH_CONTRAST
-from chatbot.tui.widgets.chat_input import ChatInput, image_source_in
+from chatbot.tui.widgets.chat_input import ChatInput, image_source_in, typed_character
 from chatbot.tui.widgets.image_preview import ImagePreview, prepare_terminal_graphics
 from chatbot.tui.widgets.status_bar import StatusBar, memory_text, process_memory_bytes
 from chatbot.tui.widgets.transcript import Transcript, image_label
@@ -79,7 +80,7 @@ class ChatApp(FindingApp):
 
     CSS_PATH = "chat.tcss"
     TITLE = "blip2-chat"
-    COMMANDS = App.COMMANDS | {SlashCommandProvider}
+    COMMANDS = {SlashCommandProvider}  # ours only: Textual's own (Keys, Theme, a second Quit...) left out
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (72, "-wide")]
     BINDINGS = [
         # ids are the config file's [keys] names (chatbot.core.settings.KEY_ACTIONS), with the same defaults
@@ -110,6 +111,7 @@ class ChatApp(FindingApp):
         self._deferred_image: LoadedImage | None = None  # chosen while an answer streamed
         self._opening: str | None = None  # the image being opened (loaded or downloaded) now
         self._loader: DaemonCall[Engine] | None = None
+        self._switching = False  # /model is loading another model
 
     # -- layout and start-up -----------------------------------------------------------------
 
@@ -118,6 +120,7 @@ class ChatApp(FindingApp):
             with Vertical(id="sidebar"):
                 yield ImagePreview(self.renderer, id="preview")
             with Vertical(id="chat"):
+                yield Static("", id="image-line", markup=False)  # the image's name where the sidebar is hidden
                 yield Transcript(id="transcript")
                 yield ChatInput(id="input")
         yield StatusBar(id="status")
@@ -140,8 +143,9 @@ class ChatApp(FindingApp):
         for problem in self.startup_problems:
             self.notice(problem, "warning")
         image, ref = self.conversation.image, self.conversation.session.image
+        self._name_image()
         if image is not None:
-            self.query_one(ImagePreview).show(image)
+            self._show_image(image)
         elif ref is not None:
             self._opening = ref.source
             self._reopen_image(ref.source, ref.sha256)
@@ -161,10 +165,31 @@ class ChatApp(FindingApp):
 
     # -- workers (threads: they only post messages) -------------------------------------------
 
+    def switch_model(self, name: str) -> None:
+        """/model NAME: check the name (a wrong one keeps the loaded model), then let go of the loaded model (two
+        may not fit a GPU) and load this one as at the start, in the background; questions asked meanwhile wait
+        for it, as while the first model loads. The chat goes on with every turn."""
+        if self.conversation.engine is None and not self.model_error:
+            self.notice(f"The model {self.conversation.settings.model} is still loading; /model again once it is "
+                        "ready.", "warning")
+            return
+        try:
+            check_chat_model_name(name)
+        except UserError as error:
+            self.notice(f"{error} The chat goes on with {self.conversation.session.model}.", "error")
+            return
+        old = self.conversation.detach()
+        self._switching = True
+        self.conversation.settings = replace(self.conversation.settings, model=name)
+        self.model_error = None
+        self.query_one(StatusBar).set_activity(f"Loading model {name}…", busy=True)
+        self._load_model(old)
+
     @work(thread=True, exclusive=True, group="model", exit_on_error=False)
-    def _load_model(self) -> None:
+    def _load_model(self, old: Engine | None = None) -> None:
         worker = get_current_worker()
         settings = self.conversation.settings
+        release_engine(old)  # first: the new one may not fit beside it
 
         def progress(text: str) -> None:
             self.post_message(msg.ModelProgress(text))
@@ -231,6 +256,9 @@ class ChatApp(FindingApp):
         self.conversation.attach(message.engine)
         status.set_engine(message.engine)
         status.set_activity("Ready")
+        if self._switching:  # /model: say it, as the screen-reader mode does
+            self._switching = False
+            self.notice(f"The chat goes on with {message.engine.info.model_id}.")
         self._refresh_memory()
         self._answer_next_pending()
 
@@ -238,8 +266,9 @@ class ChatApp(FindingApp):
         if (status := self._status_bar()) is None:  # the screen is going away: change nothing on it
             return
         self.model_error = message.text
+        self._switching = False
         status.set_activity("No model")
-        self.notice(f"The model could not be loaded: {message.text}", "error")
+        self.notice(f"The model could not be loaded: {message.text} {MODEL_HINT}", "error")
         for _, bubble in self.pending:
             bubble.mark("not answered", "-failed")
         self.pending.clear()
@@ -303,13 +332,18 @@ class ChatApp(FindingApp):
             return False  # over the picker or the help, Ctrl+V is theirs
         return super().check_action(action, parameters)
 
-    def on_key(self, event: events.Key) -> None:
-        """A character typed while the focus is elsewhere (Tab moved it to the chat) goes to the input box."""
-        field = self.query_one(ChatInput)
-        if event.is_printable and event.character and self.focused is not field and self.screen is self.screen_stack[0]:
-            self.screen.set_focus(field)  # now, not after the keys already waiting (Widget.focus defers it)
-            field.insert_text_at_cursor(event.character)
-            event.stop()
+    async def on_event(self, event: events.Event) -> None:
+        """A character typed while the focus is elsewhere (Tab moved it to the chat) goes to the input box.
+
+        The focus moves as the key arrives, before Textual hands the key on, so this key and every key after
+        it (the rest of a burst, Enter included) reach the box in the order they came. Moved later, when a
+        key has bubbled back from the chat, the keys of a burst already on their way there were lost."""
+        if isinstance(event, events.Key) and not event.is_forwarded and typed_character(event) is not None \
+                and self.screen_stack and self.screen is self.screen_stack[0]:  # not over the picker, the help
+            for field in self.screen.query(ChatInput):
+                if self.focused is not field:
+                    self.screen.set_focus(field)  # now, not after the keys already waiting (focus() defers it)
+        await super().on_event(event)
 
     def action_interrupt(self) -> None:
         if self.answer is not None or self._opening is not None:
@@ -343,8 +377,17 @@ class ChatApp(FindingApp):
         self._opening = None
         self.refresh_bindings()
 
-    def _apply_image(self, image: LoadedImage, resumed: bool) -> None:
+    def _show_image(self, image: LoadedImage) -> None:
         self.query_one(ImagePreview).show(image)
+        self._name_image()
+
+    def _name_image(self) -> None:
+        """The line above the chat (shown when the window is too narrow for the sidebar) says what the preview
+        shows: the image's name and size, or why there is none."""
+        self.query_one("#image-line", Static).update(self.query_one(ImagePreview).summary)
+
+    def _apply_image(self, image: LoadedImage, resumed: bool) -> None:
+        self._show_image(image)
         if resumed:
             self.conversation.set_image(image)
         else:
@@ -368,6 +411,7 @@ class ChatApp(FindingApp):
         self._set_ready_activity()
         if self.query_one(ImagePreview).source is None:
             self.query_one(ImagePreview).show_problem(message.text)
+            self._name_image()
         self.notice(message.text, "error")
 
     def on_store_problems(self, message: msg.StoreProblems) -> None:
@@ -426,6 +470,8 @@ class ChatApp(FindingApp):
             self.stream_comparison(outcome.comparison)
         if outcome.find is not None:
             self.find_pictures(outcome.find)
+        if outcome.load_model is not None:
+            self.switch_model(outcome.load_model)
         if outcome.effect == "help":
             self.action_help()
         elif outcome.effect in ("pick_image", "pick_compare"):
@@ -479,6 +525,14 @@ class ChatApp(FindingApp):
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.conversation.settings.keys))
 
+    def farewell(self) -> str | None:
+        """What is said once the app has closed: where the chat was saved; None when nothing was asked."""
+        conversation = self.conversation
+        if not conversation.session.turns:
+            return None
+        if not conversation.saved:
+            return "blip2-chat: The chat could not be saved (the app said why); its answers are lost."
+        return f"Chat saved as session {conversation.session.id}; blip2-chat --continue goes on with it."
 
 
 def create_app(
@@ -514,6 +568,10 @@ def run_tui(
     app = create_app(settings, image=image, session=session, problems=problems, renderer=renderer)
     app.run()
     code = app.return_code or 0
+    if (line := app.farewell()) is not None:
+        say(line)  # after the app has closed, where the terminal shows it
+        if not app.conversation.saved:
+            code = code or 2  # as the screen-reader mode: a chat that could not be saved is not a success
     # Everything is saved by now. Quit while the model loads: do not wait for the load. After it
     # loaded: skip the interpreter's tear-down of torch, which keeps a closed app around for seconds.
     return exit_now(code, loaded=app.loading_in_background() or "torch" in sys.modules)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from textual import work
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
@@ -21,6 +21,7 @@ from chatbot.errors import UserError, model_error_text
 from chatbot.tui.answering import QUIT_WAIT_SECONDS, AnsweringApp
 from chatbot.tui.widgets.status_bar import StatusBar
 from chatbot.tui.widgets.transcript import BubblePair, ComparisonView, Transcript
+from chatbot.tui.workers import StreamBuffer
 from chatbot.untrusted import visible
 
 
@@ -32,6 +33,7 @@ class ActiveComparison:
     pair: BubblePair  # the compared turn's bubbles
     view: ComparisonView
     worker: Worker[None] | None = None
+    buffer: StreamBuffer = field(default_factory=StreamBuffer)  # streamed text the view has yet to show
 
 
 class ComparingApp(AnsweringApp):
@@ -50,13 +52,14 @@ class ComparingApp(AnsweringApp):
         self.query_one(StatusBar).set_activity(f"Answering about {visible(comparison.labels[1])}… (Esc stops)",
                                                busy=True)
         self.refresh_bindings()
-        self.comparing.worker = self._stream_comparison(view, comparison.chunks)
+        self.comparing.worker = self._stream_comparison(view, comparison.chunks, self.comparing.buffer)
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
-    def _stream_comparison(self, view: ComparisonView, chunks: Iterator[str]) -> None:
+    def _stream_comparison(self, view: ComparisonView, chunks: Iterator[str], buffer: StreamBuffer) -> None:
         try:
             for chunk in chunks:
-                view.post_message(ComparisonView.Chunk(chunk))
+                if buffer.put(chunk):  # the first chunk since the view last took them: tell it
+                    view.post_message(ComparisonView.Chunk(buffer))
         except Exception as error:  # noqa: BLE001 - a model error is a notice, never a crash
             view.post_message(ComparisonView.Finished(view, model_error_text(error)))
             return
@@ -68,7 +71,9 @@ class ComparingApp(AnsweringApp):
             return
         self.comparing = None
         if self.quitting:  # the screen is going away: change nothing on it (quitting saves)
+            active.view.second.stop_streaming()
             return
+        active.view.second.flush(active.buffer)  # nothing left to repaint later over the recorded text
         if message.error:
             self.notice(message.error, "error")
         self.query_one(Transcript).show_turn(self.conversation.session.turns[-1], active.pair)  # as recorded
@@ -116,12 +121,12 @@ class ComparingApp(AnsweringApp):
             return
         super().action_cancel_answer()
 
-    async def action_quit(self) -> None:
+    async def stop_streaming(self) -> None:
         """Quitting mid-comparison stops it and lets what came be recorded, then quits as always."""
         active = self.comparing
-        if active is not None and not self.quitting:
+        if active is not None:
             active.comparison.cancel.cancel()
             if active.worker is not None:
                 with contextlib.suppress(asyncio.TimeoutError, WorkerCancelled, WorkerFailed):
                     await asyncio.wait_for(active.worker.wait(), QUIT_WAIT_SECONDS)
-        await super().action_quit()
+        await super().stop_streaming()

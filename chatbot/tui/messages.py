@@ -60,10 +60,10 @@ class AnswerStarted(Message):
 
 @dataclass
 class AnswerChunk(Message):
-    """More text of the answer in progress."""
+    """More text of the answer in progress waits in its buffer (one message for all the tokens that came
+    before the app took them, not one per token)."""
 
     answer_id: int
-    text: str
 
 
 @dataclass

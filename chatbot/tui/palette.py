@@ -27,6 +27,13 @@ class CommandRunner(Protocol):
 
 Entry = tuple[str, str, Callable[[], object]]  # what the palette shows, its help line, what it does
 
+# /export's one help line covers its three formats; the palette has an entry for each, each said on its own
+EXPORT_HELP = {
+    "md": "write the chat as Markdown in this folder, its pictures copied beside it",
+    "html": "write the chat as one self-contained HTML page in this folder",
+    "json": "write the chat as JSON in this folder (blip2-chat --resume FILE.json opens it again)",
+}
+
 
 def palette_entries(app: CommandRunner) -> list[Entry]:
     """One entry per slash command (one per format for /export), in the order /help lists them."""
@@ -34,7 +41,8 @@ def palette_entries(app: CommandRunner) -> list[Entry]:
     for spec in COMMANDS:
         if spec.name == "export":
             for fmt in EXPORT_FORMATS:
-                entries.append((f"/export {fmt}", spec.summary, partial(app.run_slash, f"/export {fmt}")))
+                entries.append((f"/export {fmt}", EXPORT_HELP.get(fmt, spec.summary),
+                                partial(app.run_slash, f"/export {fmt}")))
         elif spec.name == "set":
             entries.append(("/set", spec.summary, partial(app.prefill_input, "/set ")))
         else:  # /image alone opens the picker

@@ -60,15 +60,21 @@ def help_renderable(keymap: Mapping[str, str] | None = None) -> RenderableType:
     return Group(*parts, *(Text(note) for note in HELP_NOTES))
 
 
-class HelpScreen(ModalScreen[None]):
-    """Closes with Esc, F1 or q."""
+CLOSE_KEYS = "escape,f1,q"
+CLOSE_HINT = "Esc, F1 or q: close"  # on the frame, so it shows however far the help is scrolled
 
-    BINDINGS = [Binding("escape,f1,q", "dismiss(None)", "Close")]
+
+class HelpScreen(ModalScreen[None]):
+    """Closes with Esc, F1 or q, as its frame says."""
+
+    BINDINGS = [Binding(CLOSE_KEYS, "dismiss(None)", "Close")]
 
     def __init__(self, keymap: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.keymap = dict(keymap or {})
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="help"):
+        with VerticalScroll(id="help") as frame:
+            frame.border_title = "Help"
+            frame.border_subtitle = CLOSE_HINT
             yield Static(help_renderable(self.keymap), markup=False)

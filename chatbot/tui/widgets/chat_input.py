@@ -13,6 +13,10 @@ Keys are applied in the order they came, however fast: Textual's Input inserts a
 as the key reaches it, but runs its bindings (Backspace, the arrows, Ctrl+U, Enter) only after the key
 has bubbled up to the app and back, so in a burst (a paste of keystrokes, a laggy link) characters typed
 after a Backspace were inserted before it ran. Here the box's own bindings run the moment their key arrives.
+
+What a key types is `typed_character`: a printable character, or one of the joiners that scripts and emoji
+need (Persian's zero-width non-joiner in می‌خواهم, the zero-width joiner of 👨‍👩‍👧). Python counts those as
+unprintable, so Textual's Input dropped them when typed, though a paste kept them.
 """
 
 from __future__ import annotations
@@ -34,6 +38,17 @@ from chatbot.images import IMAGE_SUFFIXES, is_url
 from chatbot.untrusted import has_controls, visible
 
 COMPLETION_NOTICE_SECONDS = 4.0
+# Format characters typed as text: zero-width non-joiner and joiner. (Variation selectors are printable
+# already.) Nothing else invisible is taken from the keyboard: no controls, no bidirectional overrides.
+TYPED_JOINERS = frozenset("\u200c\u200d")
+
+
+def typed_character(event: events.Key) -> str | None:
+    """The character `event` types into the box (a printable one or a joiner); None for any other key."""
+    character = event.character
+    if character is None or not (event.is_printable or character in TYPED_JOINERS):
+        return None
+    return character
 
 
 def image_path_in(text: str) -> Path | None:
@@ -146,6 +161,15 @@ class ChatInput(Input):
     async def _on_key(self, event: events.Key) -> None:
         if event.is_printable:
             return  # Input's own handler inserts it
+        joiner = typed_character(event)
+        if joiner is not None:  # Input's handler would drop it: inserted here, as Input inserts the others
+            event.prevent_default()
+            event.stop()
+            if self.selection.is_empty:
+                self.insert_text_at_cursor(joiner)
+            else:
+                self.replace(joiner, *self.selection)
+            return
         for binding in self._bindings.key_to_bindings.get(event.key, ()):
             if await self.app.run_action(binding.action, self):
                 event.prevent_default()  # handled: neither Input's handler nor the app's binding check sees it

@@ -4,6 +4,9 @@
 none, with coloured half blocks. It probes the terminal when first imported, which must happen
 before Textual takes the terminal over: `prepare_terminal_graphics()` does that (only in terminals
 that may draw images), and this module imports it lazily so importing the app does no terminal I/O.
+
+Half blocks are a picture only in colour: with colour off (NO_COLOR) they would be rows of identical
+`▀`, so the preview says so in words instead, with the image's name and size under it as always.
 """
 
 from __future__ import annotations
@@ -89,6 +92,28 @@ def image_widget_class(renderer: str) -> type[Any] | None:
     return image_widgets.HalfcellImage if renderer == "halfcell" else image_widgets.Image
 
 
+def draws_with_colour_cells(renderer: str) -> bool:
+    """True when `renderer` draws the picture as coloured characters (half blocks), not as an image."""
+    if renderer == "halfcell":
+        return True
+    if renderer != "auto":
+        return False
+    import textual_image.renderable as renderables
+    from textual_image.renderable.halfcell import Image as Halfcell
+    from textual_image.renderable.unicode import Image as Unicode
+
+    return renderables.Image in (Halfcell, Unicode)
+
+
+def image_summary(image: LoadedImage) -> str:
+    """The image in one line, for where there is no room for the preview: `photo.jpg · 640×480`."""
+    width, height = image.original_size
+    return f"{visible(image_label(image.source))} · {width}×{height}"
+
+
+NO_COLOUR_TEXT = "No preview: drawing the picture needs colour, and colour is off (NO_COLOR)."
+
+
 def thumbnail(image: PILImage.Image, max_side: int = PREVIEW_MAX_SIDE) -> PILImage.Image:
     small = image.copy()
     small.thumbnail((max_side, max_side))
@@ -108,9 +133,12 @@ class ImagePreview(Vertical):
         self.renderer = renderer
         self.empty_text = empty_text
         self.source: str | None = None  # what is shown now (tests read it)
+        self.summary = " ".join(empty_text.split())  # what is shown, in one line (`image_summary`)
 
     def compose(self) -> ComposeResult:
         widget_class = image_widget_class(self.renderer)
+        if self.app.no_color and draws_with_colour_cells(self.renderer):
+            widget_class = None  # see the module's docstring
         if widget_class is not None:  # one image widget for good: show() only swaps its picture
             picture: Widget = widget_class(None, id="preview-image")
             picture.display = False
@@ -121,17 +149,24 @@ class ImagePreview(Vertical):
     def show(self, image: LoadedImage) -> None:
         """Draw `image` and name it in the caption."""
         self.source = image.source
+        self.summary = image_summary(image)
         width, height = image.original_size
         caption = f"{visible(image_label(image.source))}\n{width}×{height} · sha256 {image.sha256[:12]}"
         self.query_one("#preview-caption", Static).update(caption)
-        self.query_one("#preview-empty", Static).display = False
-        for widget in self.query("#preview-image"):
+        pictures = self.query("#preview-image")
+        empty = self.query_one("#preview-empty", Static)
+        colour_off = not pictures and self.renderer != "none"  # no picture widget: see compose
+        empty.display = colour_off
+        if colour_off:
+            empty.update(NO_COLOUR_TEXT)
+        for widget in pictures:
             cast(Any, widget).image = thumbnail(image.image)
             widget.display = True
 
     def show_problem(self, text: str) -> None:
         """No image to show: say why (e.g. the resumed session's file moved)."""
         self.source = None
+        self.summary = visible(" ".join(text.split()))
         for widget in self.query("#preview-image"):
             cast(Any, widget).image = None
             widget.display = False

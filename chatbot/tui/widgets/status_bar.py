@@ -1,5 +1,9 @@
 """The status line: what the app is doing, the model, device, precision, memory, speed of the last answer.
 
+In a narrow window the line gives way from its least important end (`fit_status`): a model's path is
+clipped from the left, then precision, device, memory, speed and model go, in that order; what the app is
+doing and for how long stay to the last.
+
 Memory is the process's resident set (psutil, on every platform); accelerator memory comes from the
 engine's `device_memory_bytes()` hook, so this module never imports torch. Sizes are decimal (1 GB =
 10^9 bytes), as in the precision planner's sentences and the models table.
@@ -10,12 +14,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from rich.cells import cell_len
+from textual import events
 from textual.widgets import Static
 
 from chatbot.engine.base import Engine, GenerationStats
 from chatbot.untrusted import visible
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+SEPARATOR = " │ "
+DETAILS = ("model", "device", "precision", "memory", "speed")  # in the order shown
+GIVE_WAY = ("precision", "device", "memory", "speed", "model")  # least important first
 
 
 def process_memory_bytes() -> int:
@@ -40,6 +49,58 @@ def memory_text(engine: Engine | None, probe: Callable[[], int] = process_memory
     text = f"RAM {human_bytes(probe())}"
     device = engine.device_memory_bytes() if engine is not None else None
     return f"{text} · GPU {human_bytes(device)}" if device is not None else text
+
+
+def clip_path(path: str, width: int) -> str:
+    """`path` in at most `width` cells, losing its beginning, at a `/` where it can: `…/weights/chat`."""
+    if cell_len(path) <= width:
+        return path
+    parts = path.split("/")
+    for start in range(1, len(parts)):
+        tail = "…/" + "/".join(parts[start:])
+        if cell_len(tail) <= width:
+            return tail
+    tail = parts[-1]
+    while tail and cell_len(tail) > width - 1:
+        tail = tail[1:]
+    return "…" + tail if width > 0 else ""
+
+
+def clip_end(text: str, width: int) -> str:
+    """`text` in at most `width` cells, losing its end: `Searching for “a red…`."""
+    if cell_len(text) <= width:
+        return text
+    while text and cell_len(text) > width - 1:
+        text = text[:-1]
+    return text + "…" if width > 0 else ""
+
+
+def _short_paths(text: str) -> str:
+    """Every path-like word of `text` as `…/` and its last part: `Loading …/chat on cpu`."""
+    return " ".join(f"…/{word.rstrip('/').rsplit('/', 1)[-1]}" if "/" in word.strip("/") else word
+                    for word in text.split(" "))
+
+
+def fit_status(activity: str, clock: str, details: dict[str, str], width: int | None) -> str:
+    """The status line in `width` cells (None: no limit), from what the app is doing, its clock (' 12 s')
+    and the details by name (`DETAILS`); see the module's docstring for what gives way first."""
+    details = {name: text for name, text in details.items() if text}
+
+    def line() -> str:
+        return SEPARATOR.join([activity + clock, *(details[name] for name in DETAILS if name in details)])
+
+    if width is None or cell_len(line()) <= width:
+        return line()
+    if "model" in details:  # a checkpoint's path: its end names it
+        details["model"] = clip_path(details["model"], max(16, width // 3))
+    for name in GIVE_WAY:
+        if cell_len(line()) <= width:
+            return line()
+        details.pop(name, None)
+    activity = _short_paths(activity)
+    if cell_len(activity + clock) > width:
+        activity = clip_end(activity, max(1, width - cell_len(clock)))
+    return activity + clock
 
 
 class StatusBar(Static):
@@ -88,10 +149,18 @@ class StatusBar(Static):
             self._frame += 1
             self._render_line()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self._render_line()
+
     def _render_line(self) -> None:
-        activity = self.activity
+        activity, clock = visible(self.activity), ""
         if self.busy_since is not None:
             elapsed = int(time.monotonic() - self.busy_since)
-            activity = f"{SPINNER[self._frame % len(SPINNER)]} {activity}" + (f" {elapsed} s" if elapsed else "")
-        parts = [activity, self.model, self.device, self.precision, self.memory, self.speed]
-        self.update(visible(" │ ".join(part for part in parts if part)))
+            activity = f"{SPINNER[self._frame % len(SPINNER)]} {activity}"
+            clock = f" {elapsed} s" if elapsed else ""
+        # the last answer's speed only while nothing is under way: during an answer it would pass for this one's
+        speed = self.speed if self.busy_since is None else ""
+        details = {"model": self.model, "device": self.device, "precision": self.precision,
+                   "memory": self.memory, "speed": speed}
+        width = self.content_size.width or None  # 0 before the first layout: not known yet
+        self.update(fit_status(activity, clock, {name: visible(text) for name, text in details.items()}, width))

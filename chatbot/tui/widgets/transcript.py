@@ -15,14 +15,20 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import Static
 
 from chatbot.core.comparison import image_labels
 from chatbot.core.session import EMPTY_ANSWER, ComparedAnswer, Session, Turn
 from chatbot.images import is_url, public_url
+from chatbot.tui.workers import RepaintPace, StreamBuffer
 from chatbot.untrusted import visible
 
 PENDING_TEXT = "…"  # shown in an answer bubble until its first chunk arrives
+# A streaming answer is laid out again, whole, each time it grows: at most this often, so that
+# repainting never takes the interpreter from the model's thread for long (the tokens in between are
+# shown together at the next repaint).
+REPAINTS_PER_SECOND = 10
 
 
 class MessageBubble(Static):
@@ -34,10 +40,40 @@ class MessageBubble(Static):
         self.text = text
         self.border_title = Content(visible(label))  # a file name may hold "[": never read as markup
         self.set_class(not text and role == "answer", "-pending")
+        self._pace = RepaintPace(REPAINTS_PER_SECOND)
+        self._repaint: Timer | None = None
 
     def append(self, chunk: str) -> None:
         """Add streamed text (plain text: model output is never read as markup)."""
         self.set_text(self.text + chunk)
+
+    def show_streamed(self, buffer: StreamBuffer) -> None:
+        """More streamed text waits in `buffer`: show it now, or at the next repaint the pace allows."""
+        if self._repaint is not None:  # a repaint is due already: it shows this too
+            return
+        delay = self._pace.wait()
+        if delay > 0:
+            self._repaint = self.set_timer(delay, lambda: self._repaint_due(buffer), name="repaint")
+        else:
+            self.flush(buffer)
+
+    def _repaint_due(self, buffer: StreamBuffer) -> None:
+        self._repaint = None  # this timer has fired: nothing to stop
+        self.flush(buffer)
+
+    def flush(self, buffer: StreamBuffer) -> None:
+        """Show all that `buffer` holds now (when the stream ends, before the recorded text replaces it)."""
+        self.stop_streaming()
+        text = buffer.take()
+        if text:
+            self.append(text)
+            self._pace.painted()
+
+    def stop_streaming(self) -> None:
+        """Drop the repaint still due, if any (the stream ended; what it would show is shown otherwise)."""
+        if self._repaint is not None:
+            self._repaint.stop()
+            self._repaint = None
 
     def set_text(self, text: str) -> None:
         self.text = text
@@ -69,11 +105,11 @@ class ComparisonView(Horizontal):
     """
 
     class Chunk(Message, bubble=False):
-        """More of the other image's answer (posted by the app's worker)."""
+        """More of the other image's answer waits in `buffer` (posted by the app's worker)."""
 
-        def __init__(self, text: str) -> None:
+        def __init__(self, buffer: StreamBuffer) -> None:
             super().__init__()
-            self.text = text
+            self.buffer = buffer
 
     class Finished(Message):
         """The other image's answer ended (or failed: `error` is the notice to show)."""
@@ -95,7 +131,7 @@ class ComparisonView(Horizontal):
         yield self.second
 
     def on_comparison_view_chunk(self, message: Chunk) -> None:
-        self.second.append(message.text)
+        self.second.show_streamed(message.buffer)
 
     def show(self, turn: Turn, compared: ComparedAnswer | None) -> None:
         """Both answers as the turn recorded them (`compared` None: the right one is still to come)."""
