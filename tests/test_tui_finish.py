@@ -288,3 +288,28 @@ async def test_with_colour_off_the_preview_says_so_in_words(pictures, monkeypatc
         text = " ".join(shown(app, sidebar).split())
         assert "▀" not in text
         assert "needs colour" in text and "red.png" in text and "64×48" in text
+
+
+@pilot_test
+async def test_the_busy_status_line_repaints_without_laying_the_screen_out_again(pictures) -> None:
+    """The spinner changes the line 10 times a second while the model works: each change repaints that line
+    only. A re-layout of the whole screen each time kept the model's thread waiting on the interpreter."""
+    app = scripted_app(ScriptedEngine("fine"), pictures["red"], memory_probe=lambda: 1_000_000)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        bar = app.query_one(StatusBar)
+        layouts: list[bool] = []
+        repaint = bar.refresh
+
+        def counted(*args: object, layout: bool = False, **kwargs: object) -> object:
+            layouts.append(layout)
+            return repaint(*args, layout=layout, **kwargs)  # type: ignore[arg-type]
+
+        bar.refresh = counted  # type: ignore[method-assign]
+        bar.set_activity("Answering…", busy=True)
+        for _ in range(20):
+            bar._tick()
+        bar.set_memory("RAM 2.0 MB")
+        await pilot.pause()
+        assert len(layouts) >= 20 and not any(layouts)
+        assert bar.region.width == SIZE[0]  # the whole width, whatever the text says

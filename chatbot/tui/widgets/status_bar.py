@@ -163,4 +163,7 @@ class StatusBar(Static):
         details = {"model": self.model, "device": self.device, "precision": self.precision,
                    "memory": self.memory, "speed": speed}
         width = self.content_size.width or None  # 0 before the first layout: not known yet
-        self.update(fit_status(activity, clock, {name: visible(text) for name, text in details.items()}, width))
+        # one line the width of the window whatever it says (chat.tcss): repainting it needs no re-layout of the
+        # screen, which the spinner would otherwise cost 10 times a second, while the model's thread waits
+        self.update(fit_status(activity, clock, {name: visible(text) for name, text in details.items()}, width),
+                    layout=False)
