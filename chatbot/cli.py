@@ -287,8 +287,17 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
 
 
+# Torch's CPU compute threads (OpenMP) spin while they wait for each other. With the app's own threads, or any
+# other program, on the same cores, the spinning threads take the core from the one doing the work: with one
+# core busy elsewhere the chat app decoded at 26 tok/s, and with waiting threads that sleep at 423; on a quiet
+# machine it made no measurable difference at the medium checkpoint's size (docs/benchmarks.md, "Streaming in
+# the chat app"). Read once, when torch loads: set before any command imports it. A value the user set wins.
+OMP_WAIT = ("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The blip2-chat command; `argv` None: the program's own arguments (the console script)."""
+    os.environ.setdefault(*OMP_WAIT)
     status = _main(sys.argv[1:] if argv is None else list(argv))
     if argv is None and status == 130 and threading.current_thread() is threading.main_thread():
         # the program leaves after Ctrl+C: a second one must not break its exit (libraries clean up at

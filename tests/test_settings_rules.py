@@ -271,3 +271,18 @@ def test_a_number_out_of_range_is_echoed_as_it_was_typed(typed: str) -> None:
     with pytest.raises(OptionError) as error:
         BY_NAME["temperature"].parse(typed, "temperature")
     assert error.value.message.endswith(f"(got {typed}).")
+
+
+@pytest.mark.parametrize("given", [None, "ACTIVE"])
+def test_torch_threads_sleep_while_they_wait_unless_the_user_chose(given, monkeypatch, tmp_path) -> None:
+    """Before any command can load torch, its OpenMP threads are told to wait passively (a spinning wait takes
+    the core from the work when anything else runs); a value the user set is kept."""
+    monkeypatch.setenv("BLIP2_CHAT_HOME", str(tmp_path))
+    if given is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", given)
+    assert main(["sessions"]) == 0
+    import os
+
+    assert os.environ["OMP_WAIT_POLICY"] == (given or "PASSIVE")
