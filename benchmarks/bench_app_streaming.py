@@ -42,6 +42,12 @@ CHILD = r"""
 import json, sys
 tree, picture, model, tokens, seed, out, QUESTION = sys.argv[1:8]
 sys.path.insert(0, tree)
+import os
+try:  # what the blip2-chat command sets before torch loads (a tree from before it had no such setting)
+    from chatbot.cli import OMP_WAIT
+    os.environ.setdefault(*OMP_WAIT)
+except ImportError:
+    pass
 from chatbot.core.settings import Settings
 from chatbot.engine.base import GenerationOptions
 from chatbot.images import load_image
