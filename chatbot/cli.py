@@ -460,8 +460,6 @@ def run_chat_command(
     if resuming and image_source:
         raise UserError("Give either an image or --continue/--resume, not both.",
                         "A resumed chat reopens its own image; switch later with /image PATH.")
-    if not resuming and not image_source:
-        raise UserError("The chat needs an image.", "e.g. blip2-chat photo.jpg, or blip2-chat --continue.")
     store = SessionStore()
     session: Session | None = None
     notes = list(notes)
@@ -477,8 +475,8 @@ def run_chat_command(
 
         return run_plain_chat(settings, image_source or "", session=session, notes=[*notes, *store.problems])
     image: LoadedImage | None = None
-    if not resuming:
-        image = load_image(image_source or "")  # a bad path fails here, before any window opens
+    if not resuming and image_source:  # without one the app opens its picker
+        image = load_image(image_source)  # a bad path fails here, before any window opens
     from chatbot.tui.app import run_tui
 
     return run_tui(settings, image=image, session=session, problems=[*notes, *store.problems])

@@ -78,3 +78,19 @@ def test_an_answer_cut_off_by_max_new_tokens_is_said_to_be(tmp_path: Path) -> No
     whole = blip2_chat(tmp_path, "caption", str(picture), "--model", "demo", "--json")
     assert whole.returncode == 0 and json.loads(whole.stdout)["cut_short"] is False  # it ended its caption itself
     assert "cut off" not in whole.stderr
+
+
+def test_a_chat_without_an_image_starts_and_the_first_image_comes_with_image(tmp_path: Path) -> None:
+    from chatbot.core.commands import NO_IMAGE_YET
+    from chatbot.demo.start import draw_picture
+
+    picture = tmp_path / "shapes.png"
+    draw_picture(3).save(picture)
+    chat = blip2_chat(tmp_path, "chat", "--plain", "--model", "demo",
+                      stdin=f"What is it?\n/image {picture}\nWhat is at the top left?\n")
+    assert chat.returncode == 0, chat.stderr
+    said = chat.stderr.splitlines()
+    assert NO_IMAGE_YET in said and "blip2-chat: No image is open. Open one first with /image PATH." in said
+    lines = chat.stdout.splitlines()
+    assert lines[:2] == [f"You: /image {picture}", "You: What is at the top left?"]
+    assert lines[2].startswith("Assistant: ") and lines[2][11:].strip()

@@ -27,7 +27,7 @@ from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.status_bar import StatusBar
-from tests.tui_support import SIZE, ask, input_value, pairs, pilot_test, ready, scripted_app, send, wait_until
+from tests.tui_support import SIZE, ask, input_value, notices, pairs, pilot_test, ready, scripted_app, send, wait_until
 
 
 def rows(app: App[None], widget: Widget | None = None) -> list[str]:
@@ -313,3 +313,16 @@ async def test_the_busy_status_line_repaints_without_laying_the_screen_out_again
         await pilot.pause()
         assert len(layouts) >= 20 and not any(layouts)
         assert bar.region.width == SIZE[0]  # the whole width, whatever the text says
+
+
+@pilot_test
+async def test_a_chat_opened_without_an_image_offers_the_picker(pictures) -> None:
+    from chatbot.core.commands import NO_IMAGE_YET
+    from chatbot.tui.screens.file_picker import ImagePickerScreen
+
+    app = scripted_app(ScriptedEngine("fine"), None)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, ImagePickerScreen), what="the picker")
+        await pilot.press("escape")  # the picker closed: the chat goes on without an image, and says how to open one
+        await wait_until(pilot, lambda: not isinstance(app.screen, ImagePickerScreen), what="the chat")
+        assert notices(app) == [f"{NO_IMAGE_YET} Choose one here (Esc closes the picker; Ctrl+O opens it again)."]

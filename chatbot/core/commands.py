@@ -385,6 +385,9 @@ def _model(conversation: Conversation, argument: str, can_pick: bool) -> Outcome
     return Outcome(load_model=name)
 
 
+NO_IMAGE_YET = "No image is open yet: /image PATH opens one (a file or an http(s) address), /paste the clipboard's."
+
+
 MODEL_HINT = ("/model NAME loads another: a hub id, an alias (`blip2-chat models` lists them), a checkpoint folder, "
               "or demo.")
 

@@ -34,6 +34,7 @@ from textual.worker import get_current_worker
 from chatbot.core.clipboard_copy import copy_text
 from chatbot.core.commands import (
     MODEL_HINT,
+    NO_IMAGE_YET,
     Outcome,
     compare_with,
     failure_text,
@@ -149,6 +150,9 @@ class ChatApp(FindingApp):
         elif ref is not None:
             self._opening = ref.source
             self._reopen_image(ref.source, ref.sha256)
+        else:  # `blip2-chat chat` without an image: choose one
+            self.notice(f"{NO_IMAGE_YET} Choose one here (Esc closes the picker; Ctrl+O opens it again).")
+            self.call_after_refresh(self.action_open_image)
         self.query_one(StatusBar).set_activity(f"Loading model {self.conversation.settings.model}…", busy=True)
         self._refresh_memory()
         self.set_interval(2.0, self._refresh_memory)

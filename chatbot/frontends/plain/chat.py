@@ -31,6 +31,7 @@ from dataclasses import replace
 from typing import TextIO
 
 from chatbot.core.commands import (
+    NO_IMAGE_YET,
     QUESTION_ESCAPE,
     Notice,
     Outcome,
@@ -355,7 +356,9 @@ def run_plain_chat(
         say(note)
 
     image, problem = None, None
-    if session is None:
+    if session is None and not image_source:  # `blip2-chat chat`: the first image comes with /image or /paste
+        problem = NO_IMAGE_YET
+    elif session is None:
         image = load_image(image_source)  # a bad path fails before the slow model load
     elif session.image is not None:
         image, problem = reopen_image(session.image, how_to_open="/image PATH", from_elsewhere=session.from_elsewhere)
