@@ -17,10 +17,13 @@ from collections.abc import Mapping
 from typing import Any
 
 # The characters (the inside of a regex class): C0 controls, DEL, C1 controls, the bidirectional overrides
-# that reorder what a reader sees, and lone surrogates: a file name that is not valid UTF-8 holds its bytes
-# as U+DC80..U+DCFF (os.fsdecode), which a stream with errors="surrogateescape" would emit raw (b"\x9b" is
-# the one-byte CSI) and a strict one cannot.
-_CONTROLS = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+# that reorder what a reader sees, the invisible characters that make two names look alike (zero-width space,
+# word joiner and its kin, the byte order mark; not the zero-width joiners, which emoji and scripts need),
+# the line and paragraph separators (a line break to some terminals), and lone surrogates: a file name that
+# is not valid UTF-8 holds its bytes as U+DC80..U+DCFF (os.fsdecode), which a stream with
+# errors="surrogateescape" would emit raw (b"\x9b" is the one-byte CSI) and a strict one cannot.
+_CONTROLS = ("\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069"
+             "\ufeff\ud800-\udfff")
 _UNSAFE = re.compile(f"[{_CONTROLS}]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -46,9 +49,10 @@ def has_controls(text: str) -> bool:
 
 
 # What `json.dumps(..., ensure_ascii=False)` leaves raw that a JSON line may not hold: the characters `visible`
-# shows (JSON escapes C0 itself, so these are DEL, C1, the bidi overrides and lone surrogates), and the line
-# and paragraph separators, which `str.splitlines` and JavaScript take for the end of a line.
-_JSON_UNSAFE = re.compile(f"[{_CONTROLS}\u2028\u2029]")
+# shows (JSON escapes C0 itself, so these are DEL, C1, the bidi overrides, the invisible characters, the line
+# and paragraph separators, which `str.splitlines` and JavaScript take for the end of a line, and lone
+# surrogates).
+_JSON_UNSAFE = _UNSAFE
 
 
 def json_line(record: Mapping[str, Any]) -> str:

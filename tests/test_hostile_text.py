@@ -33,6 +33,14 @@ def test_visible_shows_every_control_and_keeps_the_rest() -> None:
     assert has_controls(EVIL) and not has_controls(SHOWN)
 
 
+def test_invisible_characters_that_make_names_look_alike_are_shown() -> None:
+    # a probe: "zw\u200b\u200d\ufeff.jpg" was shown as "zw.jpg", "ls\u2028sep.jpg" as "lssep.jpg"
+    assert visible("zw\u200b.jpg \u2060\u2061\u2064 \ufeffbom ls\u2028sep\u2029") == \
+        "zw\\u200b.jpg \\u2060\\u2061\\u2064 \\ufeffbom ls\\u2028sep\\u2029"
+    family, persian = "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    assert visible(family) == family and visible(persian) == persian  # the joiners emoji and scripts need stay
+
+
 @pilot_test
 async def test_a_session_holding_escapes_is_shown_as_text_in_the_app(pictures) -> None:
     red = pictures["red"]

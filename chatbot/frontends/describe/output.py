@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import IO
 
 from chatbot.errors import UserError
-from chatbot.frontends.describe.row_lines import FIELDS, HEADERS, BadLine, guess_format, md_cells, parse_records
+from chatbot.frontends.describe.row_lines import (
+    FIELDS,
+    HEADERS,
+    BadLine,
+    guess_format,
+    md_cell,
+    md_cells,
+    parse_records,
+)
 from chatbot.frontends.screen_reader import is_terminal
 from chatbot.untrusted import json_line, visible
 
@@ -27,7 +35,6 @@ FORMATS = ("jsonl", "csv", "md")  # the text formats, appended row by row and re
 ALL_FORMATS = (*FORMATS, "parquet")  # parquet: written whole at the end (parquet_output.py)
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".md": "md", ".markdown": "md",
              ".parquet": "parquet"}
-_MD_SPECIAL = set("\\|*_`[]<>&")  # characters that would start Markdown formatting inside a table cell
 _SURROGATES = re.compile("[\ud800-\udfff]")  # the undecodable bytes of a file name that is not UTF-8 (os.fsdecode)
 # A CSV cell starting with one of these is a formula to a spreadsheet (`=HYPERLINK(...)` in a file name would
 # run when alt.csv is opened): such a cell is written after a `'`, which spreadsheets take to mean "text" and
@@ -70,9 +77,10 @@ def header(fmt: str) -> str:
 def render(row: Row, fmt: str, *, shown: bool = False) -> str:
     """One row as text, ending in a line break.
 
-    `shown`: the row is read on a terminal, so CSV and Markdown cells show control characters as `\\x1b`
-    (see chatbot.untrusted). JSON Lines writes them as `\\u` escapes always: valid, lossless and safe.
-    Files keep every other character (CSV quotes): they are data, and `--resume` matches their paths
+    `shown`: the row is read on a terminal, so CSV cells show control characters as `\\x1b` (see
+    chatbot.untrusted). JSON Lines writes them as `\\u` escapes always: valid, lossless and safe; Markdown
+    always writes them as `\\x1b` too, a table being a document for people (`md_cell`, which reads back exactly).
+    CSV files keep every other character (quoted): they are data, and `--resume` matches their paths
     (`path_key`). A file name that is not UTF-8 cannot be written as it is: CSV and Markdown show its
     undecodable bytes as `\\x9b`, JSON as `\\udc9b` (which reads back as the same name).
     """
@@ -87,8 +95,7 @@ def render(row: Row, fmt: str, *, shown: bool = False) -> str:
         every = any("\r" in cell for cell in cells)
         csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL if every else csv.QUOTE_MINIMAL).writerow(cells)
         return buffer.getvalue()
-    table_cells = (visible(_md_escape(value)) if shown else _md_escape(writable_text(value)) for value in values)
-    return "| " + " | ".join(table_cells) + " |\n"
+    return "| " + " | ".join(md_cell(value) for value in values) + " |\n"
 
 
 def spreadsheet_safe(cell: str) -> str:
@@ -103,32 +110,18 @@ def from_spreadsheet_safe(cell: str) -> str:
 
 def path_key(path: str, fmt: str) -> str:
     """`path` as it reads back from a file of this format (`read_rows` of what `render` wrote): `--resume`
-    compares paths this way. CSV and Markdown escape undecodable bytes; Markdown folds white space too."""
+    compares paths this way. CSV and Markdown write undecodable bytes as `\\x9b`, which reads back as such
+    text from CSV and as U+009B from Markdown."""
     if fmt == "jsonl":
         return path
-    written = writable_text(path)
-    return " ".join(written.split()) if fmt == "md" else written
-
-
-def path_keys(path: str, fmt: str) -> tuple[str, ...]:
-    """Every way `path` may read back from a file of this format: `path_key`, and for Markdown also the
-    spelling of a table shown on a terminal or a pipe (`render(..., shown=True)`), which `| tee alt.md` saves
-    (and `> alt.md` did before it was written as --out writes it)."""
-    key = path_key(path, fmt)
-    if fmt != "md":
-        return (key,)
-    shown = md_cells(render(Row(path), fmt, shown=True))[0]
-    return (key,) if shown == key else (key, shown)
+    if fmt == "md":
+        return md_cells(render(Row(path), fmt))[0]
+    return writable_text(path)
 
 
 def writable_text(text: str) -> str:
     """`text` that a UTF-8 file can hold: the undecodable bytes of a file name shown as `\\x9b`."""
     return _SURROGATES.sub(lambda match: visible(match.group()), text)
-
-
-def _md_escape(text: str) -> str:
-    text = " ".join(text.split())  # a table row is one line
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
 
 
 class RowWriter:
@@ -144,7 +137,7 @@ class RowWriter:
         self.stream = stream
         self.fmt = fmt
         self.name = name  # what error messages call the output: its path, or "stdout"
-        self._shown = shown  # read on a terminal: Markdown cells show control characters (`visible`)
+        self._shown = shown  # read on a terminal: CSV cells show control characters (`visible`)
         self._owned = owned  # opened here, so closed here (stdout is not)
         self._failed = False
         self._syncable = _is_regular_file(stream)
@@ -171,13 +164,10 @@ class RowWriter:
     def to_stdout(cls, stream: IO[str], fmt: str) -> RowWriter:
         """Rows to `stream` (stdout, left open), after the format's header, so `> alt.md` is a whole table.
 
-        On a terminal, CSV and Markdown cells show control characters instead of emitting them (JSON Lines
-        escapes them anyway). Markdown is a table for people, so it is shown that way on a pipe too (which
-        may end at a terminal: `| cat`); stdout that is a regular file (`> alt.md`) gets what --out writes,
-        so `--out alt.md --resume` recognises every name.
+        On a terminal, CSV cells show control characters instead of emitting them (JSON Lines and Markdown
+        escape them anyway).
         """
-        shown = is_terminal(stream) or (fmt == "md" and not _is_regular_file(stream))
-        writer = cls(stream, fmt, name="stdout", shown=shown)
+        writer = cls(stream, fmt, name="stdout", shown=is_terminal(stream))
         writer.write_header()
         return writer
 

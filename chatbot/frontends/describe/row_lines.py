@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from chatbot.frontends.progress_line import plural
+from chatbot.untrusted import has_controls, visible
 
 FIELDS = ("path", "alt_text", "error", "sha256")  # the columns, in this order, in every format
 HEADERS = {"jsonl": "", "csv": "path,alt_text,error,sha256\n",  # what a new file of each format starts with
@@ -145,16 +146,71 @@ def _md_records(body: str, first_line: int) -> tuple[list[list[str]], list[BadLi
     return records, bad
 
 
-def md_cells(line: str) -> list[str]:
-    """Split a table row on unescaped pipes and undo the escaping."""
-    cells, current, chars = [], [], iter(line.strip())
-    for ch in chars:
-        if ch == "\\":
-            current.append(next(chars, ""))
-        elif ch == "|":
-            cells.append("".join(current).strip())
-            current = []
+# Characters that would start Markdown formatting inside a table cell (`~`: GFM strikethrough), written after a `\`.
+_MD_SPECIAL = frozenset("\\|*_`[]<>&~")
+_MD_SPACE = "&#32;"  # a space a table would drop (at either end of a cell) or fold (after another space)
+_MD_NAMED = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def md_cell(text: str) -> str:
+    """`text` as one Markdown table cell that renders as the text itself and reads back exactly (`md_cells`).
+
+    Formatting characters get a `\\`; control characters (and bidi overrides, invisible characters, line
+    separators) are written as `\\x1b`, `\\n`, `\\u202e` (see chatbot.untrusted), so the row stays one line
+    and a file shown with `cat` emits nothing a terminal acts on; white space other than single spaces between
+    words is written as an escape too (`&#32;` for a space), so names that differ only in white space stay
+    apart. Lone surrogates (the undecodable bytes of a file name that is not UTF-8) read back as the byte's
+    code point: U+DC9B as U+009B.
+    """
+    out = []
+    for index, ch in enumerate(text):
+        if ch in _MD_SPECIAL:
+            out.append("\\" + ch)
+        elif ch == " ":
+            alone = 0 < index < len(text) - 1 and text[index - 1] != " "
+            out.append(" " if alone else _MD_SPACE)
+        elif has_controls(ch):
+            out.append(visible(ch))
+        elif ch.isspace():
+            out.append(f"\\u{ord(ch):04x}")
         else:
-            current.append(ch)
-    cells.append("".join(current).strip())
-    return cells[1:-1]  # the row starts and ends with a pipe
+            out.append(ch)
+    return "".join(out)
+
+
+def md_cells(line: str) -> list[str]:
+    """Split a table row on unescaped pipes and undo `md_cell` (a file of an older version, which wrote control
+    characters raw and folded white space, reads back as it was written)."""
+    raw_cells, start, text, index = [], 0, line.strip(), 0
+    while index < len(text):
+        if text[index] == "\\":
+            index += 1  # the next character is escaped: a pipe there is text
+        elif text[index] == "|":
+            raw_cells.append(text[start:index])
+            start = index + 1
+        index += 1
+    raw_cells.append(text[start:])
+    return [_md_decoded(cell.strip(" ")) for cell in raw_cells[1:-1]]  # the row starts and ends with a pipe
+
+
+def _md_decoded(cell: str) -> str:
+    out, index = [], 0
+    while index < len(cell):
+        ch = cell[index]
+        index += 1
+        if ch == "\\":
+            escaped = cell[index:index + 1]
+            digits = {"x": 2, "u": 4}.get(escaped, 0)
+            code = cell[index + 1:index + 1 + digits]
+            if digits and len(code) == digits and all(c in "0123456789abcdefABCDEF" for c in code):
+                out.append(chr(int(code, 16)))
+                index += 1 + digits
+            else:
+                out.append(_MD_NAMED.get(escaped, escaped))
+                index += 1
+        elif cell.startswith(_MD_SPACE, index - 1):
+            out.append(" ")
+            index += len(_MD_SPACE) - 1
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -40,7 +40,7 @@ from chatbot.frontends.describe.output import (
     RowWriter,
     check_out,
     format_for,
-    path_keys,
+    path_key,
     read_rows,
 )
 from chatbot.frontends.describe.parquet_output import PARQUET, ParquetRowWriter, parquet_refusals
@@ -186,15 +186,13 @@ class DoneKeys:
 def as_found(done: Sequence[Row], paths: Sequence[str], fmt: str) -> list[Row]:
     """Rows read back from the output, each under the path of every image it may stand for.
 
-    CSV and Markdown cannot hold some names exactly (bytes that are not UTF-8 are written `\\x9b`;
-    Markdown folds white space), so a row is matched by `path_keys` (Markdown: also as a table shown on a
-    terminal or a pipe spells the name); where two names fold alike, the sha256 in the skip rule tells which
-    image the row was.
+    CSV and Markdown cannot hold some names exactly (bytes that are not UTF-8 are written `\\x9b`), so a row
+    is matched by `path_key`; where two names read back alike, the sha256 in the skip rule tells which image the
+    row was.
     """
     found: dict[str, list[str]] = {}
     for path in paths:
-        for key in path_keys(path, fmt):
-            found.setdefault(key, []).append(path)
+        found.setdefault(path_key(path, fmt), []).append(path)
     return [replace(row, path=path) for row in done for path in found.get(row.path, [row.path])]
 
 
