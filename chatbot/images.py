@@ -19,6 +19,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageFile, ImageOps, TiffImagePlugin
 
@@ -26,6 +27,10 @@ from chatbot.errors import ImageError
 from chatbot.file_kinds import not_regular_words
 from chatbot.image_download import download, is_url, one_line, public_url
 from chatbot.untrusted import visible
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 MIN_SIDE = 8  # pixels; smaller images carry nothing to describe
 # What counts as an image file where only a name is known: a folder's files for `describe`, the file
@@ -50,6 +55,11 @@ _PIL_LOCK = threading.Lock()
 # Opening a named pipe put where a picture was (after the check) must not wait for a writer.
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
+# Pillow's PNG reader refuses a zTXt/iTXt text chunk or an iCCP colour profile that decompresses past
+# PngImagePlugin.MAX_TEXT_CHUNK, and text chunks past MAX_TEXT_MEMORY in all, with a ValueError saying so.
+_METADATA_REFUSALS = ("Decompressed data too large", "Too much memory used in text chunks")
+# About how many source pixels one strip of `_reduce_in_strips` holds: a few megabytes each way.
+_STRIP_PIXELS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -261,6 +271,18 @@ def _too_small(name: str, size: tuple[int, int], max_side: int) -> ImageError:
     )
 
 
+def _is_metadata_refusal(error: BaseException) -> bool:
+    """Whether Pillow refused a PNG for the size of its text or colour profile, not for damage."""
+    return isinstance(error, ValueError) and str(error).startswith(_METADATA_REFUSALS)
+
+
+def _too_much_metadata(name: str) -> ImageError:
+    return ImageError(
+        f"{name} holds more metadata (text or a colour profile) than is safe to read.",
+        "Re-save it without metadata (e.g. export a copy with metadata off) and try again.",
+    )
+
+
 def _not_an_image(data: bytes, name: str, remote: bool) -> ImageError:
     """Why bytes Pillow cannot open are no image, as exactly as the first bytes tell: a HEIC or AVIF photo
     (an iPhone's), text (a text file named .jpg, a web page), or something else."""
@@ -286,7 +308,9 @@ def _decode(data: bytes, name: str, remote: bool, max_side: int) -> tuple[Image.
             img: Image.Image = Image.open(io.BytesIO(data))  # reads only the header
         except Image.DecompressionBombError as e:
             raise _too_many_pixels(name, _refused_size(e)) from None
-        except Exception:  # noqa: BLE001 - Pillow's plugins raise many types; all mean "unreadable"
+        except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many types; all mean "unreadable"
+            if _is_metadata_refusal(e):
+                raise _too_much_metadata(name) from None
             if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
                 raise damaged from None
             raise _not_an_image(data, name, remote) from None
@@ -303,13 +327,18 @@ def _decode(data: bytes, name: str, remote: bool, max_side: int) -> tuple[Image.
         except MemoryError:
             message = f"{name} is too large to decode in the available memory."
             raise ImageError(message, "Downscale it with an image editor first.") from None
-        except Exception:  # noqa: BLE001 - truncation, bad CRCs, broken streams: all mean damaged
+        except Exception as e:  # noqa: BLE001 - truncation, bad CRCs, broken streams: all mean damaged
+            if _is_metadata_refusal(e):  # text chunks after the pixels are read only now
+                raise _too_much_metadata(name) from None
             raise damaged from None
         # Still under the lock and quiet: EXIF parsing and mode conversions warn too.
         with contextlib.suppress(Exception):  # broken EXIF only loses the rotation
             ImageOps.exif_transpose(img, in_place=True)
         try:  # the picture decoded, yet its data can still defeat a conversion: damaged, not a crash
-            if img.mode in ("P", "PA", "1") or "transparency" in img.info:
+            factor = _strip_factor(img, max_side)
+            if factor >= 2:
+                img = _reduce_in_strips(img, factor)  # converting all of a huge picture at once needs GBs
+            elif img.mode in ("P", "PA", "1") or "transparency" in img.info:
                 img = _to_rgb(img)  # palettes and colour keys do not survive resampling
             elif _is_high_bit(img):
                 img = _high_bit_to_l(img)  # Pillow's reduce() refuses 16-bit grey ("image has wrong mode")
@@ -350,12 +379,19 @@ def _is_high_bit(img: Image.Image) -> bool:
     return img.mode in ("I", "F") or img.mode.startswith("I;16")
 
 
-def _high_bit_to_l(img: Image.Image) -> Image.Image:
-    """16/32-bit integer or float grey to 8-bit "L" by scaling, not clipping (65535 -> 255)."""
+def _high_bit_to_l(img: Image.Image, value_range: tuple[float, float] | None = None) -> Image.Image:
+    """16/32-bit integer or float grey to 8-bit "L" by scaling, not clipping (65535 -> 255).
+
+    `value_range`, when given, is the (lowest, highest) value of the whole picture `img` is a strip of,
+    so that every strip is scaled as the whole picture would be.
+    """
     import numpy as np  # lazy: only these rare modes need it
 
-    values = np.nan_to_num(np.asarray(img).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    values = _finite_values(img)
+    if value_range is not None:
+        low, high = value_range
+    else:
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if img.mode.startswith("I;16") or (low >= 0 and 255 < high <= 65535):
         values = values / 257.0  # 16-bit range
     elif img.mode == "F" and low >= 0 and high <= 1:
@@ -365,3 +401,50 @@ def _high_bit_to_l(img: Image.Image) -> Image.Image:
     elif low < 0 or high > 255:
         values = (values - low) * (255.0 / (high - low))  # unknown range: stretch
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+
+
+def _finite_values(img: Image.Image) -> npt.NDArray[np.float64]:
+    """A high-bit picture's values as float64, with NaN and infinities as 0."""
+    import numpy as np
+
+    return np.nan_to_num(np.asarray(img).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _strip_factor(img: Image.Image, max_side: int) -> int:
+    """The box-average factor by which `_reduce_in_strips` should shrink `img` first; below 2: not at all.
+
+    Only modes converted pixel by pixel before or while resampling need it (high-bit grey to 8 bits,
+    palettes, colour keys and alpha over white: resizing RGBA also makes a premultiplied copy). The
+    factor leaves at least 3x `max_side` for the final Lanczos step, as Pillow's own reducing_gap=3
+    does, and at least MIN_SIDE pixels on the short side.
+    """
+    width, height = img.size
+    converted = _is_high_bit(img) or "transparency" in img.info
+    if not converted and img.mode not in ("P", "PA", "1", "RGBA", "LA", "La", "RGBa"):
+        return 1
+    return min(max(width, height) // (3 * max_side), min(width, height) // MIN_SIDE)
+
+
+def _reduce_in_strips(img: Image.Image, factor: int) -> Image.Image:
+    """Convert `img` to "L" (high-bit grey) or RGB and box-average it by `factor`, a strip of rows at a time.
+
+    Why: converting a whole 200-megapixel picture first made full-size copies many times its size
+    (float64 arrays for 32-bit grey, 5.5 GB; RGBA composites over white for palettes, 2.5 GB; a
+    premultiplied copy to resize RGBA, 1.6 GB), and the file picker previews every file it passes.
+    Strips of a multiple of `factor` rows reduce exactly as the whole picture would, so the peak is
+    the decoded picture plus one strip. High-bit grey is scaled by the range of the whole picture,
+    found strip by strip first.
+    """
+    width, height = img.size
+    rows = max(1, _STRIP_PIXELS // (width * factor)) * factor
+    strips = [(0, top, width, min(top + rows, height)) for top in range(0, height, rows)]
+    value_range = None
+    if _is_high_bit(img):
+        extremes = [(float(v.min()), float(v.max())) for v in (_finite_values(img.crop(box)) for box in strips)]
+        value_range = min(low for low, _ in extremes), max(high for _, high in extremes)
+    out = Image.new("RGB" if value_range is None else "L", (-(-width // factor), -(-height // factor)))
+    for box in strips:
+        strip = img.crop(box)
+        converted = _to_rgb(strip) if value_range is None else _high_bit_to_l(strip, value_range)
+        out.paste(converted.reduce(factor), (0, box[1] // factor))
+    return out
