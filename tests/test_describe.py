@@ -157,6 +157,22 @@ def test_progress_bar_on_a_terminal_redraws_one_line() -> None:
     assert "\x1b" not in text
 
 
+@pytest.mark.parametrize(("columns", "drawn"), [
+    ("80", "[######------------------] 1/4 images  2.0 images/s  0:02 left"),
+    ("40", "1/4 images  2.0 images/s  0:02 left"),  # the graphic goes first
+    ("30", "1/4 images  0:02 left"),  # then the speed
+    ("12", "1/4 images "),  # then the end is cut
+])
+def test_the_bar_fits_the_terminal_so_a_redraw_never_wraps(columns: str, drawn: str) -> None:
+    # a probe: at 20 columns the 66-character bar wrapped, and each "\r" redraw began a new line
+    clock, stream = Clock(), Terminal()
+    progress = ProgressLine(4, stream, clock=clock, environ={"TERM": "xterm-256color", "COLUMNS": columns})
+    progress.start()
+    clock.now += 0.5
+    progress.advance()
+    assert stream.getvalue() == "\r" + drawn and len(drawn) < int(columns)
+
+
 def test_a_stop_between_redraws_leaves_the_bar_at_the_last_row() -> None:
     """The bar is redrawn at most 10 times a second; a stop (Ctrl+C) must not leave it behind the rows written."""
     clock, stream = Clock(), Terminal()

@@ -237,7 +237,9 @@ def test_resume_into_something_that_is_not_a_file_is_one_sentence(three_images: 
     assert result.returncode == 2, result.stderr
     assert_no_traceback(result)
     assert result.stderr.strip() == (f"blip2-chat: --resume reads --out back, and {out} is not a regular file. "
-                                     "Give --out a file, or leave out --resume to write into it.")
+                                     "Give --out a file, or leave out --resume to write into it." if kind == "fifo"
+                                     else f"blip2-chat: --out {out} is a folder, not a file. Name a file in it, "
+                                     f"e.g. --out {out}/alt.jsonl.")
 
 
 class DiskWithRoomFor(io.RawIOBase):

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chatbot.frontends.describe.ctrl_c import CtrlC
-from chatbot.frontends.describe.output import FIELDS, Row, RowWriter, read_rows
+from chatbot.frontends.describe.output import FIELDS, Row, RowWriter, held_alone, read_rows
 from chatbot.frontends.describe.run import as_found
 from chatbot.untrusted import has_controls
 from tests.conftest import make_image
@@ -241,6 +241,50 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_model_loads(tmp_pat
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"blip2-chat: {said.format(folder=folder, image=image)}\n"
     assert image.read_bytes() == before and sorted(folder.iterdir()) == [image]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("target", ["missing.jsonl", "existing.jsonl"])
+def test_a_link_at_out_is_refused_before_the_model_loads(tmp_path: Path, target: str, resume: bool) -> None:
+    # a probe: a dangling link planted at --out had describe create its target and write the rows there
+    image = make_image(tmp_path / "red.png", (200, 30, 30))
+    victim = tmp_path / "elsewhere" / target
+    victim.parent.mkdir()
+    if target == "existing.jsonl":
+        victim.write_text('{"path": "/x.png", "alt_text": "A cat.", "error": "", "sha256": ""}\n')
+    before = victim.read_bytes() if victim.exists() else None
+    link = tmp_path / "alt.jsonl"
+    link.symlink_to(victim)
+    result, imported = run_cli_tracing_imports("describe", image, "--out", link, "--model", "demo",
+                                               *(["--resume"] if resume else []))
+    assert not imported & {"torch", "transformers"}
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"blip2-chat: --out {link} is a symbolic link (to {victim}), and describe writes only to "
+                             "a file itself, never through a link. Give --out the file's own path, or another name.\n")
+    assert (victim.read_bytes() if victim.exists() else None) == before and link.is_symlink()
+
+
+def test_a_second_run_into_the_same_out_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # a probe: two runs with the same --out (and --resume) each described every image and appended its row
+    image = make_image(tmp_path / "red.png", (200, 30, 30))
+    out = tmp_path / "alt.csv"
+    use_scripted_engine(monkeypatch, "a red square")
+    with held_alone(out, "csv"):  # the first run, at work
+        assert describe_here(image, "--out", out, "--resume") == 2
+    assert capsys.readouterr().err == (f"blip2-chat: Another blip2-chat describe is writing to {out}. Wait for it to "
+                                       "finish (then --resume goes on from its rows), or choose another --out.\n")
+    assert not out.exists()  # the first run wrote nothing: no empty file is left behind
+    assert describe_here(image, "--out", out, "--resume") == 0  # and once it is done, the file is free
+    assert out.read_text(encoding="utf-8").count("A red square.") == 1
+
+
+def test_a_run_that_fails_before_its_first_row_leaves_no_file(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    image = make_image(tmp_path / "red.png", (200, 30, 30))
+    out = tmp_path / "alt.jsonl"
+    assert describe_here(image, "--out", out, "--model", str(tmp_path / "no-such-model")) == 2
+    assert "no-such-model" in capsys.readouterr().err and not out.exists()
 
 
 def test_an_out_in_missing_folders_makes_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

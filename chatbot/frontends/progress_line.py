@@ -9,6 +9,7 @@ is a whole sentence on its own line, at most one every few seconds.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -57,6 +58,7 @@ class ProgressLine:
         self.every_seconds = every_seconds  # sentences: at most one per this many seconds (first and last always)
         self.clock = clock
         environ = os.environ if environ is None else environ
+        self._environ = environ
         self.terminal = bar and is_terminal(stream) and not plain_output_asked(environ)
         self.done = 0  # items finished, skipped ones included
         self.worked = 0  # items that took work: they set the speed
@@ -130,8 +132,30 @@ class ProgressLine:
         return (f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {self.done}/{total}  "
                 f"{self.per_second:.1f} {self.nouns}/s  {when}")
 
-    def _draw_bar(self) -> None:
+    def _columns(self) -> int:
+        """The terminal's width: $COLUMNS when set (as shells and `stty cols` leave it), else the stream's own."""
+        value = self._environ.get("COLUMNS", "")
+        if value.isascii() and value.isdigit() and int(value) > 0:
+            return int(value)
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            return 80
+
+    def fitted_bar(self, columns: int) -> str:
+        """`bar` in fewer than `columns` characters (a line that wraps would make every redraw a new line): the
+        graphic goes first, then the speed, then the end is cut."""
         text = self.bar()
+        if len(text) < columns:
+            return text
+        text = text[text.index("] ") + 2:]  # '12/40 images  3.2 images/s  0:09 left'
+        if len(text) >= columns:
+            count, _, when = text.split("  ")
+            text = f"{count}  {when}"
+        return text[:max(1, columns - 1)]
+
+    def _draw_bar(self) -> None:
+        text = self.fitted_bar(self._columns())
         self.stream.write("\r" + text.ljust(self._bar_length))  # spaces cover a longer previous bar
         self.stream.flush()
         self._bar_length = len(text)

@@ -8,16 +8,20 @@ is the same: the rows before are whole, and the run ends with one sentence sayin
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from chatbot.core.session_files import NOFOLLOW
 from chatbot.errors import UserError
 from chatbot.frontends.describe.row_lines import (
     FIELDS,
@@ -35,6 +39,11 @@ FORMATS = ("jsonl", "csv", "md")  # the text formats, appended row by row and re
 ALL_FORMATS = (*FORMATS, "parquet")  # parquet: written whole at the end (parquet_output.py)
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".md": "md", ".markdown": "md",
              ".parquet": "parquet"}
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a named pipe planted at --out: no wait for a writer
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (two runs into one file are the user's to avoid)
+    fcntl = None  # type: ignore[assignment]
 _SURROGATES = re.compile("[\ud800-\udfff]")  # the undecodable bytes of a file name that is not UTF-8 (os.fsdecode)
 # A CSV cell starting with one of these is a formula to a spreadsheet (`=HYPERLINK(...)` in a file name would
 # run when alt.csv is opened): such a cell is written after a `'`, which spreadsheets take to mean "text" and
@@ -242,6 +251,10 @@ def check_out(out: Path, fmt: str) -> None:
     Raises:
         OutputError: what is wrong, and what to pass instead.
     """
+    if os.path.islink(out):  # a link planted at the path would have the rows written wherever it points
+        raise OutputError(f"--out {visible(out)} is a symbolic link (to {visible(os.readlink(out))}), and describe "
+                          "writes only to a file itself, never through a link.",
+                          "Give --out the file's own path, or another name.")
     if out.is_dir():
         raise OutputError(f"--out {visible(out)} is a folder, not a file.",
                           f"Name a file in it, e.g. --out {visible(out / ('alt.' + fmt))}.")
@@ -257,6 +270,42 @@ def check_out(out: Path, fmt: str) -> None:
         problem = f"permission denied in {visible(folder)}"
     if problem:
         raise OutputError(f"Cannot write {visible(out)}: {problem}.", "Choose another --out.")
+
+
+@contextmanager
+def held_alone(out: Path | None, fmt: str) -> Iterator[None]:
+    """Hold --out for this run alone: a second `describe` into the same file is refused in one sentence (both
+    would describe every image and append its rows twice). The file is made now if it is new (and removed again
+    if the run leaves it empty); the lock goes with the process. Parquet is written whole at the end: no lock.
+
+    Raises:
+        OutputError: another run holds the file, or it cannot be opened (a link made there since check_out).
+    """
+    if out is None or fmt not in FORMATS or fcntl is None:
+        yield
+        return
+    existed = os.path.lexists(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_RDONLY | os.O_CREAT | NOFOLLOW | _NONBLOCK, 0o644)
+    except OSError as error:
+        raise OutputError(f"Cannot write {visible(out)}: {error.strerror or error}.", "Choose another --out.") from None
+    try:
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):  # a device (/dev/null) or a pipe is no file to share
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"Another blip2-chat describe is writing to {visible(out)}.",
+                              "Wait for it to finish (then --resume goes on from its rows), or choose another --out.") \
+                from None
+        except OSError:
+            pass  # a file system without locks (some network ones): go on without, as the session lock does
+        yield
+    finally:
+        if not existed and os.fstat(fd).st_size == 0:
+            with contextlib.suppress(OSError):
+                out.unlink()  # nothing was written: no empty file left behind
+        os.close(fd)
 
 
 def _at_start(stream: IO[str]) -> bool:

@@ -30,7 +30,7 @@ from chatbot.core.conversation import caption_prompt, check_text
 from chatbot.core.runtime import check_batch_size, let_go_of_stdout, say
 from chatbot.core.settings import Settings
 from chatbot.engine.base import GenerationOptions
-from chatbot.errors import ImageError
+from chatbot.errors import ImageError, UserError, model_error_text
 from chatbot.frontends.describe.alt_text import DEFAULT_PROMPT, to_alt_text
 from chatbot.frontends.describe.ctrl_c import CtrlC
 from chatbot.frontends.describe.output import (
@@ -40,6 +40,7 @@ from chatbot.frontends.describe.output import (
     RowWriter,
     check_out,
     format_for,
+    held_alone,
     path_key,
     read_rows,
 )
@@ -121,29 +122,42 @@ def describe(
     done_keys = DoneKeys.of(done)
     texts = {row.sha256: row.alt_text for row in done if not row.failed and row.sha256}  # identical bytes, same text
     batch: list[LoadedImage] = []
-    copies: dict[str, list[str]] = {}  # sha256 of an image in the batch -> later paths with the same bytes
+    # Since the batch began, in input order: rows ready now, and (path, sha256, worked) for the batch's answers,
+    # so the rows are written in the order the images came (an unreadable image waits for the one before it).
+    waiting: list[Row | tuple[str, str, bool]] = []
 
-    def emit(row: Row, worked: bool) -> None:
+    def write_row(row: Row, worked: bool) -> None:
+        if row.failed:
+            summary.failed += 1
+        else:
+            summary.described += 1
+            texts[row.sha256] = row.alt_text
         with ctrl_c.held():  # a row written is a row counted: the count said at a stop is the rows saved
             write(row)
             if progress:
                 progress.advance(worked)  # the speed shown is the model's: copies and errors cost next to nothing
 
-    def record(path: str, sha256: str, text: str, worked: bool = True) -> None:
-        if text:
-            texts[sha256] = text
-            summary.described += 1
-            emit(Row(path, alt_text=text, sha256=sha256), worked)
-        else:  # empty alt text would tell a screen reader the image is decorative
-            summary.failed += 1
-            emit(Row(path, error=EMPTY_ANSWER, sha256=sha256), worked)
+    def now_or_after_batch(row: Row) -> None:
+        if batch:
+            waiting.append(row)
+        else:
+            write_row(row, worked=False)
 
     def run_batch() -> None:
-        captions = engine.answer_batch(batch, prompt, options)
-        for image, caption in zip(batch, captions, strict=True):
-            record(image.source, image.sha256, to_alt_text(caption))
-            for copy in copies.pop(image.sha256, []):
-                record(copy, image.sha256, to_alt_text(caption), worked=False)
+        answers = _answers(engine, batch, prompt, options, any_answered=summary.described > 0)
+        for item in waiting:
+            if isinstance(item, Row):
+                write_row(item, worked=False)
+                continue
+            path, sha256, worked = item
+            answer = answers[sha256]
+            if isinstance(answer, Exception):
+                write_row(Row(path, error=model_error_text(answer, chat=False), sha256=sha256), worked)
+            else:  # empty alt text would tell a screen reader the image is decorative
+                text = to_alt_text(answer)
+                write_row(Row(path, alt_text=text, sha256=sha256) if text else
+                          Row(path, error=EMPTY_ANSWER, sha256=sha256), worked)
+        waiting.clear()
         batch.clear()
 
     for path in paths:
@@ -155,20 +169,54 @@ def describe(
         try:
             image = load(path)
         except ImageError as error:
-            summary.failed += 1
-            emit(Row(path, error=str(error), sha256=sha256_of(path)), worked=False)
+            now_or_after_batch(Row(path, error=str(error), sha256=sha256_of(path)))
             continue
         if image.sha256 in texts:
-            record(path, image.sha256, texts[image.sha256], worked=False)
+            now_or_after_batch(Row(path, alt_text=texts[image.sha256], sha256=image.sha256))
         elif any(queued.sha256 == image.sha256 for queued in batch):
-            copies.setdefault(image.sha256, []).append(path)
+            waiting.append((path, image.sha256, False))  # the same bytes: the same answer, at no cost
         else:
             batch.append(image)
+            waiting.append((path, image.sha256, True))
             if len(batch) >= batch_size:
                 run_batch()
     if batch:
         run_batch()
     return summary
+
+
+class ModelFailedError(UserError):
+    """The model failed on every image so far: the run stops (its rows are kept; --resume goes on)."""
+
+
+def _answers(engine: BatchAnswerer, batch: Sequence[LoadedImage], prompt: str, options: GenerationOptions, *,
+             any_answered: bool) -> dict[str, str | Exception]:
+    """Each image's answer by sha256, or the error the model raised on it.
+
+    When the batch fails, each image is tried alone, so one picture that defeats the model costs one error row.
+    When they all fail and no image of the run has been answered, the model itself is at fault (a broken
+    checkpoint, a device error): `ModelFailedError`, and the batch's rows are not written, so --resume tries
+    them again. Running out of memory is said as it is (a smaller --batch-size).
+    """
+    try:
+        return dict(zip((image.sha256 for image in batch), engine.answer_batch(batch, prompt, options), strict=True))
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever the model raised: tried again one image at a time
+        failure: Exception = error
+    answers: dict[str, str | Exception] = {}
+    for image in batch:
+        try:
+            answers[image.sha256] = engine.answer_batch([image], prompt, options)[0]
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001 - this image's row says it
+            answers[image.sha256] = failure = error
+    if not any_answered and all(isinstance(answer, Exception) for answer in answers.values()):
+        raise ModelFailedError(model_error_text(failure, chat=False),
+                               "Nothing was written for these images: fix the model or its options, then run the "
+                               "same command (with --resume if rows were written).")
+    return answers
 
 
 @dataclass(frozen=True)
@@ -214,12 +262,18 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     if request.resume and request.out is None:
         raise OutputError("--resume needs the output file to continue.", "Pass --out FILE with it.")
     paths = _images_in(request)
-    done: list[Row] = []
+    if request.out is not None:
+        check_out(request.out, fmt)  # a link, a folder, a path under a file: said now, not once the model has loaded
     if request.resume and request.out is not None and os.path.exists(request.out) and not request.out.is_file():
         raise OutputError(f"--resume reads --out back, and {visible(request.out)} is not a regular file.",
                           "Give --out a file, or leave out --resume to write into it.")  # a named pipe would hang
-    if request.out is not None:
-        check_out(request.out, fmt)  # a folder, or a path under a file: said now, not once the model has loaded
+    with held_alone(request.out, fmt):  # a second run into the same file is refused now, before it reads the file
+        return _describe_into(settings, request, fmt, paths)
+
+
+def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths: list[str]) -> int:
+    """The rest of `run_describe`, while --out is held: read what it holds (--resume), load, describe, summarise."""
+    done: list[Row] = []
     if request.out is not None and request.out.is_file() and request.out.stat().st_size > 0:
         if not request.resume:
             raise OutputError(f"{visible(request.out)} already exists.",
@@ -247,6 +301,10 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     except BrokenPipeError:
         progress.finish()
         raise  # the reader went away (`| head`): the CLI stops quietly, as Unix tools do
+    except ModelFailedError as error:
+        progress.finish()
+        say(f"blip2-chat: {error}")
+        return 1
     except OutputWriteError:
         progress.finish()
         if request.out is None:
