@@ -10,14 +10,18 @@ as labelled lines; neither decides anything a command means.
 from __future__ import annotations
 
 import difflib
+import os
 import shlex
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from chatbot.core.clipboard import paste_image
 from chatbot.core.comparison import Comparison, arm, compare_last, disarm, image_labels
 from chatbot.core.conversation import Conversation, still_answering
+from chatbot.core.export import write_failure
 from chatbot.core.photo_search import Found, result_to_open
 from chatbot.core.settings import BY_NAME, apply_setting, describe_options, shown_value
 from chatbot.core.store import SessionForked
@@ -242,10 +246,20 @@ def after_saving(conversation: Conversation, outcome: Outcome | None = None, *, 
     try:
         conversation.save(force=force)
     except SessionForked as forked:  # saved, as a copy: say so, it is not a failure
+        _SAVE_FAILED.pop(conversation, None)
         outcome.notices.append(Notice(str(forked), "warning"))
     except UserError as error:
-        outcome.notices.append(Notice(str(error), "error"))
+        # the same failure again (the sessions folder is a file: every save fails alike) is said once, until a
+        # save works or fails otherwise; /save, asked for, always says it
+        if force or _SAVE_FAILED.get(conversation) != str(error):
+            outcome.notices.append(Notice(str(error), "error"))
+        _SAVE_FAILED[conversation] = str(error)
+    else:
+        _SAVE_FAILED.pop(conversation, None)
     return outcome
+
+
+_SAVE_FAILED: weakref.WeakKeyDictionary[Conversation, str] = weakref.WeakKeyDictionary()  # the last failure said
 
 
 def _image(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
@@ -341,7 +355,12 @@ def _export(conversation: Conversation, argument: str, can_pick: bool) -> Outcom
         rest = " ".join(words[named + 1:])
         raise UserError(f"/export: '{rest[:60]}' comes after the file name {words[named][:60]}.",
                         "Quote a file name that has spaces: /export md \"my chat.md\".")
-    result = conversation.export(fmt, _unquoted(where), embed=embed)
+    given = _unquoted(where)
+    try:
+        result = conversation.export(fmt, given, embed=embed)
+    except OSError as error:  # checking the path it names (a name too long, a loop of links): said in words
+        path = Path(os.fsdecode(error.filename)) if isinstance(error.filename, (str, bytes)) else Path(given)
+        raise write_failure(error, path.expanduser(), fmt.lower().lstrip(".") or "md") from None
     problem = result.problem()
     return Outcome([Notice(result.notice())] + ([Notice(problem, "warning")] if problem else []))
 

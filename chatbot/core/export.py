@@ -34,7 +34,9 @@ from chatbot.core.session_files import (
     BINARY,
     NOFOLLOW,
     Stamp,
+    entry_kind,
     file_stamp,
+    reason_words,
     session_json,
     shown,
     write_atomic,
@@ -42,6 +44,7 @@ from chatbot.core.session_files import (
 )
 from chatbot.errors import UserError
 from chatbot.images import IMAGE_SUFFIXES, is_url, quiet_decoding
+from chatbot.locations import exports_dir
 from chatbot.untrusted import visible
 
 FORMATS = ("md", "html", "json")
@@ -292,8 +295,71 @@ def _them(count: int, one: str = "it", more: str = "them") -> str:
 
 
 def missing_folder(folder: Path) -> UserError:
-    """/export never creates a folder it was named: the sentence for one that does not exist."""
-    return UserError(f"The folder {shown(folder, 400)} does not exist.", "Create it first or choose another path.")
+    """/export never creates a folder it was named: the sentence for one that does not exist, or for a path whose
+    folder is something else (`photo.jpg/chat.md`: a file where a folder should be; a link to nothing)."""
+    return _not_a_folder(folder) or UserError(f"The folder {shown(folder, 400)} does not exist.",
+                                              "Create it first or choose another path.")
+
+
+def _not_a_folder(folder: Path) -> UserError | None:
+    """The sentence for the part of `folder` (it, or the nearest of its parents that is there) that is something
+    other than a folder; None when that part is a folder (or nothing of the path is there)."""
+    there = folder
+    while not os.path.lexists(there) and there != there.parent:
+        there = there.parent  # the nearest part of the path that is there decides
+    kind = entry_kind(there)
+    if kind is None or kind in ("a folder", "a link to a folder"):
+        return None
+    return UserError(f"{shown(there, 400)} is {kind}, not a folder, so nothing can be exported into it.",
+                     "Choose another path.")
+
+
+_NAME_MAX = 255  # bytes in one name, on the file systems blip2-chat meets (ext4, XFS, Btrfs, APFS, NTFS)
+
+
+def write_failure(error: OSError, path: Path, fmt: str, what: str = "") -> UserError:
+    """One sentence for an OSError while exporting to `path` (checking it, or writing it or, `what` naming it,
+    the pictures folder beside it): what went wrong, in words, and what to do. Never the exception's name."""
+    target = shown(path, 400)
+    example = f"e.g. /export {fmt} ~/chat.{fmt}"
+    code = error.errno
+    if code == errno.ENAMETOOLONG:
+        parts = [part for part in path.parts if len(os.fsencode(part)) > _NAME_MAX]
+        if parts and what:
+            return UserError(f"The name of {what}, {shown(parts[-1], 60)}, would be too long for the file system.",
+                             f"Choose a shorter name for the export, e.g. /export {fmt} chat.{fmt}.")
+        if parts:
+            return UserError(f"The name {shown(parts[-1], 60)} is too long for the file system.",
+                             f"Choose a shorter one, e.g. /export {fmt} chat.{fmt}.")
+        return UserError(f"The path {shown(path, 200)} is too long for the file system.",
+                         f"Choose a shorter one, {example}.")
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        full = "the disk is full" if code == errno.ENOSPC else "your disk quota is used up"
+        return UserError(f"Could not write {target}: {full}.", "Free some space, or export to another disk.")
+    if code == errno.EROFS:
+        return UserError(f"Could not write {target}: it is on a read-only file system.",
+                         f"Choose a folder you can write to, {example}.")
+    if code in (errno.EACCES, errno.EPERM):
+        return UserError(f"Could not write {target}: you do not have permission to write there.",
+                         f"Choose a folder you can write to, {example}.")
+    if code == errno.ENOTDIR:  # the part of the path that is not a folder, named when it can be told
+        return _not_a_folder(path.parent) or UserError(f"Could not write {target}: a part of its path is not a "
+                                                       "folder.", "Choose another path.")
+    if code == errno.EISDIR:
+        return UserError(f"Could not write {target}: it is a folder.",
+                         f"Name a file in it, e.g. /export {fmt} {shown(path / f'chat.{fmt}', 400)}.")
+    if code == errno.ENOENT and os.path.isdir(path.parent):  # a folder that takes no new files (/proc)
+        return UserError(f"Could not write {target}: no file can be made in {shown(path.parent, 400)}.",
+                         f"Choose another folder, {example}.")
+    if code == errno.ELOOP:
+        return UserError(f"Could not write {target}: the links on its path lead round in a loop.",
+                         "Choose another path.")
+    reason = _READABLE.get(code or 0) or reason_words(error)
+    return UserError(f"Could not write {target}: {reason}.", "Choose another path.")
+
+
+_READABLE = {errno.EFBIG: "the file would be too large for its disk",
+             errno.EIO: "an input/output error (the disk may be failing)"}
 
 
 def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None = None, *,
@@ -324,7 +390,7 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
         raise missing_folder(path.parent)
     updated = log.ours(path)
     if not updated and os.path.lexists(path):  # a link there (even to nothing) is another's, never followed
-        raise _exists_error("link" if os.path.islink(path) else "file", path, fmt)
+        raise _exists_error(path, fmt)
     folder = path.with_name(f"{path.stem}_files")
     copies: dict[str, bytes] = {}
     links: dict[ImageRef, str | None] = {}
@@ -350,21 +416,20 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
         text = export_markdown(session, links) if fmt == "md" else export_html(session, links)
     if copies and (os.path.lexists(folder) and not log.folder_is_ours(path, folder) or any(
             os.path.lexists(folder / name) and not log.ours(folder / name) for name in copies)):
-        raise _exists_error("folder", folder, fmt, path)
+        raise _exists_error(folder, fmt, path)
     writing = folder
     try:
         if copies:
             try:
                 _write_copies(folder, path, copies, log)
             except FileExistsError:  # made, or a file put there, since it was checked
-                raise _exists_error("folder", folder, fmt, path) from None
+                raise _exists_error(folder, fmt, path) from None
         writing = path
         (write_atomic if updated else write_new)(path, text, private=False)  # for sharing: the usual mode
     except FileExistsError:
-        raise _exists_error("file", path, fmt) from None
+        raise _exists_error(path, fmt) from None
     except OSError as error:
-        raise UserError(f"Could not write {shown(writing, 400)}: {error.strerror or error}.",
-                        "Choose another path.") from None
+        raise write_failure(error, writing, fmt, "the pictures folder" if writing == folder else "") from None
     log.remember(path)
     if fmt == "md":
         log.tidy(path, folder, set(copies))  # the copies its earlier export made that this one does not link
@@ -424,11 +489,14 @@ def _write_copies(folder: Path, target: Path, copies: dict[str, bytes], log: Exp
             log.tidy(target, folder, set())
 
 
-def _free_name(path: Path, fmt: str) -> str:
+def _free_name(path: Path, fmt: str, *, this_one: bool = False) -> str:
+    """A name beside `path` that nothing has: `path`'s own when `this_one` and it is free, else NAME-2, NAME-3..."""
     def free(candidate: Path) -> bool:  # a Markdown export's name frees its pictures folder's name too
         return not os.path.lexists(candidate) and not (
             fmt == "md" and os.path.lexists(candidate.with_name(f"{candidate.stem}_files")))
 
+    if this_one and free(path):
+        return path.name
     for number in range(2, 10_000):
         candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
         if free(candidate):
@@ -436,8 +504,22 @@ def _free_name(path: Path, fmt: str) -> str:
     return f"{path.stem}-new{path.suffix}"
 
 
-def _exists_error(kind: str, path: Path, fmt: str, target: Path | None = None) -> UserError:
-    return UserError(f"There is already a {kind} {shown(path, 400)}, and /export only replaces its own earlier "
+def _exists_error(path: Path, fmt: str, target: Path | None = None) -> UserError:
+    """The sentence for a name that is taken: `path` is the export's file (`target` None) or its pictures folder.
+
+    A file, a folder, or a link to one or to nothing is another's, and a free name beside it is suggested. A
+    device, a named pipe or a socket (or a link to one: `/dev/null`, `/dev/stdout`) is no file an export can be
+    written to at all, and a name in the folder exports go to by default (the current one) is suggested."""
+    kind = entry_kind(path) or "a file"  # gone since it was seen: it was a file, most likely
+    if kind.endswith(("a device", "a named pipe", "a socket", "not a regular file")):
+        stem = (target or path).stem.lstrip(".") or "chat"
+        name = _free_name(exports_dir() / f"{stem}.{fmt}", fmt, this_one=True)
+        what = "" if kind.endswith("not a regular file") else f"{kind}, "
+        return UserError(f"{shown(path, 400)} is {what}not a file an export can be written to.",
+                         f"Choose a file name instead, e.g. /export {fmt} {shown(name, 200)} (in the current "
+                         "folder).")
+    kind = kind if kind in ("a file", "a folder") else "a link"
+    return UserError(f"There is already {kind} {shown(path, 400)}, and /export only replaces its own earlier "
                      "export.", f"Choose another name, e.g. {shown(_free_name(target or path, fmt), 200)}.")
 
 

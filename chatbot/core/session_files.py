@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chatbot.core.session import Session, SessionError
-from chatbot.file_kinds import LINK_TO_NOTHING, not_regular_words
+from chatbot.errors import first_line
+from chatbot.file_kinds import LINK_TO_NOTHING, file_kind, not_regular_words
 from chatbot.untrusted import visible
 
 FORMAT_VERSION = 1
@@ -32,6 +33,7 @@ MAX_SESSION_BYTES = 8_000_000  # a session file larger than this is refused befo
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a pipe put there after the check must not block the open
 BINARY = getattr(os, "O_BINARY", 0)
+TEMP_STEM_BYTES = 120  # of a file's name, at most, in the name of the temporary file it is written as
 _DAMAGED_HINT = "It may be damaged; start a new chat."
 
 
@@ -39,6 +41,27 @@ def shown(text: object, limit: int = 80) -> str:
     """`text` for a message: control characters made visible, cut to `limit` characters."""
     text = str(text)
     return visible(text if len(text) <= limit else text[:limit] + "…")
+
+
+def entry_kind(path: Path) -> str | None:
+    """What is at `path`, in words: 'a file', 'a folder', 'a named pipe', 'a device', 'a socket', 'a link to
+    nothing' or 'a link to a file' (a folder, a device...); None when nothing is there. Nothing is opened."""
+    try:
+        mode = os.stat(path, follow_symlinks=False).st_mode
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISLNK(mode):
+        return "a file" if stat.S_ISREG(mode) else file_kind(mode)
+    try:
+        target = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return LINK_TO_NOTHING
+    return f"a link to {'a file' if stat.S_ISREG(target) else file_kind(target)}"
+
+
+def reason_words(error: OSError) -> str:
+    """What went wrong, as words inside a sentence ('no space left on device'), never the exception's name."""
+    return (error.strerror or first_line(error) or "an error of the system").lower()
 
 
 UnreadableCause = Literal["missing", "not regular", "denied", "other"]
@@ -127,7 +150,7 @@ def write_new(path: Path, text: str, *, private: bool = True) -> os.stat_result:
 def _write_temp(path: Path, data: bytes, private: bool) -> str:
     """A new file beside `path` holding `data`, fsynced: mode 0600 (`private`), else 0666 less the umask."""
     if private:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{_temp_stem(path)}.", suffix=".tmp")
     else:
         fd, temp = _shared_temp(path)
     try:
@@ -141,10 +164,19 @@ def _write_temp(path: Path, data: bytes, private: bool) -> str:
     return temp
 
 
+def _temp_stem(path: Path) -> str:
+    """`path`'s name, cut to TEMP_STEM_BYTES, for its temporary file's name: a name near the file system's
+    limit (255 bytes) must not be refused as too long only because the temporary one adds to it."""
+    stem = path.name
+    while len(os.fsencode(stem)) > TEMP_STEM_BYTES:
+        stem = stem[:-1]
+    return stem
+
+
 def _shared_temp(path: Path) -> tuple[int, str]:
     """Like mkstemp (a new name, never a link followed), with the mode every new file gets."""
     for _ in range(100):
-        temp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        temp = str(path.parent / f".{_temp_stem(path)}.{secrets.token_hex(6)}.tmp")
         try:
             return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | BINARY, 0o666), temp
         except FileExistsError:

@@ -40,6 +40,7 @@ The rules the store keeps, whatever a session file or a command line says:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ from chatbot.core.session_files import (
     MAX_SESSION_BYTES,
     SessionDamaged,
     SessionFileUnreadable,
+    entry_kind,
     read_session_file,
+    reason_words,
     session_json,
     shown,
     write_atomic,
@@ -64,6 +67,7 @@ from chatbot.core.session_lock import (
     take_lock,
 )
 from chatbot.core.settings import checked_saved_options
+from chatbot.file_kinds import LINK_TO_NOTHING
 from chatbot.locations import sessions_dir
 
 _ID_RULE = "session ids look like 20250101-120000-abcdef (letters, digits, - and _)"
@@ -117,6 +121,31 @@ class SessionStore:
                                "List the saved sessions with `blip2-chat sessions`.")
         return self.root / f"{session_id}.json"
 
+    def folder_problem(self) -> SessionError | None:
+        """The sentence for a sessions folder that is something else (a file, a link to nothing, a device), or
+        whose path goes through something that is not a folder; None when it is a folder or can be made."""
+        there = self.root
+        while not os.path.lexists(there) and there != there.parent:
+            there = there.parent  # the nearest part of the path that is there decides
+        kind = entry_kind(there)
+        if kind is None or kind in ("a folder", "a link to a folder"):
+            return None
+        hint = "Move it away; blip2-chat then makes the folder itself."
+        if kind == LINK_TO_NOTHING:
+            with contextlib.suppress(OSError, ValueError):
+                hint = (f"Make the folder it leads to ({shown(os.readlink(there), 400)}), or move the link away; "
+                        "blip2-chat then makes the folder itself.")
+        if there == self.root:
+            return SessionError(f"{shown(there, 400)}, where blip2-chat keeps its chats, is {kind}, not a folder, so "
+                                "no chat can be saved or listed there.", hint)
+        return SessionError(f"{shown(there, 400)} is {kind}, not a folder, so blip2-chat cannot keep its chats in "
+                            f"{shown(self.root, 400)}.", hint)
+
+    def _check_folder(self) -> None:
+        problem = self.folder_problem()
+        if problem is not None:
+            raise problem
+
     def _lock_path(self, session_id: str) -> Path:
         self.path_for(session_id)  # the same rule
         return self.root.resolve() / f"{session_id}.lock"
@@ -142,12 +171,13 @@ class SessionStore:
         """
         path = self.path_for(session.id)
         self._say_what_was_mended(session)
+        self._check_folder()
         with LOCKS:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 state, pid = take_lock(self._lock_path(session.id))
             except OSError as error:
-                raise SessionError(f"Could not lock the session file {shown(path, 400)}: {error.strerror or error}.",
+                raise SessionError(f"Could not lock the session file {shown(path, 400)}: {reason_words(error)}.",
                                    "Check that the folder is writable.") from None
             if state != "busy":
                 if not changed_since_read(session, path):
@@ -206,7 +236,7 @@ class SessionStore:
         try:
             status = write_atomic(path, text)
         except OSError as error:
-            raise SessionError(f"Could not save the session to {shown(path, 400)}: {error.strerror or error}.",
+            raise SessionError(f"Could not save the session to {shown(path, 400)}: {reason_words(error)}.",
                                "Check that the folder is writable and the disk is not full.") from None
         remember_read(session, status)
         if note:
@@ -217,6 +247,7 @@ class SessionStore:
         """The saved session `session_id`; a damaged file is set aside (see `problems`) and SessionError raised."""
         path = self.path_for(session_id)
         if not os.path.lexists(path):
+            self._check_folder()
             raise SessionError(f"There is no saved session {session_id}.", "List them with `blip2-chat sessions`.")
         try:
             session, status = self._read(path)
@@ -279,7 +310,12 @@ class SessionStore:
         return aside
 
     def summaries(self) -> list[SessionSummary]:
-        """Every readable session, newest first; damaged files are set aside and noted in `problems`."""
+        """Every readable session, newest first; damaged files are set aside and noted in `problems`.
+
+        Raises:
+            SessionError: the sessions folder is something else (a file, a link to nothing): see `folder_problem`.
+        """
+        self._check_folder()
         found = []
         try:
             paths = sorted(self.root.glob("*.json")) if self.root.is_dir() else []
@@ -356,13 +392,14 @@ class SessionStore:
         path = self.path_for(session_id)
         copies = self._damaged_copies(session_id)
         if not os.path.lexists(path) and not copies:
+            self._check_folder()
             raise SessionError(f"There is no saved session {session_id}.", "List them with `blip2-chat sessions`.")
         with LOCKS:
             try:
                 state, pid = take_lock(self._lock_path(session_id))
             except OSError as error:
                 raise SessionError(f"Could not lock the session file {shown(path, 400)}: "
-                                   f"{error.strerror or error}.", "Check that the folder is writable.") from None
+                                   f"{reason_words(error)}.", "Check that the folder is writable.") from None
             try:
                 if state == "busy":
                     raise SessionError(f"The chat {session_id} is open in another blip2-chat"
@@ -375,7 +412,7 @@ class SessionStore:
                     except FileNotFoundError:
                         continue
                     except OSError as error:
-                        raise SessionError(f"Could not delete {shown(entry, 400)}: {error.strerror or error}.",
+                        raise SessionError(f"Could not delete {shown(entry, 400)}: {reason_words(error)}.",
                                            "Check the sessions folder's permissions.") from None
             finally:
                 if state == "taken":

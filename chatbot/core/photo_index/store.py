@@ -11,6 +11,7 @@ loses at most the batch in progress. An index that cannot be read is set aside (
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
 import sqlite3
@@ -23,6 +24,7 @@ import numpy as np
 
 from chatbot.core.photo_index.coarse import CoarseLists, probes_for
 from chatbot.core.photo_index.vectors import DIM, QUERIES, VectorFile
+from chatbot.core.session_files import entry_kind
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible
 
@@ -311,7 +313,7 @@ class IndexStore:
 def check_index_folder(folder: Path) -> None:
     """An index lives in a folder: a file (or anything else) in its place gets one sentence."""
     if os.path.lexists(folder) and not folder.is_dir():
-        what = "a file" if folder.is_file() else "not a folder"
+        what = entry_kind(folder) or "something else"  # a file, a device, a link to nothing, ...
         raise PhotoIndexError(f"{visible(folder)} is {what}, not a folder for the search index.",
                               "Give --index a folder (one that does not exist yet is made), e.g. "
                               "--index ~/photo-index.")
@@ -322,8 +324,17 @@ def make_index_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        reason = (error.strerror or str(error)).lower()
-        raise PhotoIndexError(f"Could not make the index folder {visible(folder)}: {visible(reason)}.",
+        there = folder
+        while not os.path.lexists(there) and there != there.parent:
+            there = there.parent  # the nearest part of the path that is there
+        kind = entry_kind(there)
+        if there != folder and kind not in (None, "a folder", "a link to a folder"):  # `afile/index`
+            reason = f"{visible(there)} is {kind}, not a folder"
+        elif error.errno == errno.ENOENT and there != folder:  # a folder that takes no new ones (/proc/self)
+            reason = f"no folder can be made in {visible(there)}"
+        else:
+            reason = _cannot_write(error)
+        raise PhotoIndexError(f"Could not make the index folder {visible(folder)}: {reason}.",
                               "Give --index a folder you can write to.") from None
 
 
@@ -377,7 +388,12 @@ def _lock_for_writing(folder: Path) -> IO[bytes] | None:
         import fcntl
     except ImportError:
         return None
-    handle = open(folder / "writer.lock", "wb")  # noqa: SIM115 (held open: the lock lives as long as the file)
+    try:
+        handle = open(folder / "writer.lock", "wb")  # noqa: SIM115 (held open: the lock lives as long as the file)
+    except OSError as error:  # a folder no file can be made in: read-only, not yours, /proc
+        raise PhotoIndexError(f"The search index cannot be kept in {visible(folder)}: {_cannot_write(error)}.",
+                              "Give --index a folder you can write to (one that does not exist yet is made), e.g. "
+                              "--index ~/photo-index.") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -387,6 +403,19 @@ def _lock_for_writing(folder: Path) -> IO[bytes] | None:
     except OSError:
         return handle  # a filesystem without locks
     return handle
+
+
+def _cannot_write(error: OSError) -> str:
+    """Why no file could be made in a folder, in words."""
+    if error.errno == errno.EROFS:
+        return "it is on a read-only file system"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "you do not have permission to write there"
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "the disk is full"
+    if error.errno == errno.ENOENT:  # the folder is there, yet it takes no new file (/proc/self)
+        return "no file can be made there"
+    return visible((error.strerror or "no file can be made there").lower())
 
 
 def _index_files(folder: Path) -> list[Path]:
