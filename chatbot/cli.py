@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from chatbot import __version__
 from chatbot.core.settings import BY_NAME, OPTIONS, Option, Settings, settings_from
 from chatbot.errors import UserError
+from chatbot.output_encoding import escape_what_the_output_cannot_hold
 from chatbot.untrusted import visible
 
 EPILOG = """examples:
@@ -295,9 +296,30 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 OMP_WAIT = ("OMP_WAIT_POLICY", "PASSIVE")
 
 
+# The commands whose output is stdout, and what would be lost with it closed (`>&-`): refused before anything
+# is read, loaded or done, with one sentence. (index writes the summary there only with --json; describe has
+# its --out and says it itself; the chat and the demo are the chat's to say.)
+STDOUT_OUTPUT = {"ask": "the answer", "caption": "the answer", "models": "the table of models",
+                 "sessions": "the list of chats", "search": "the list of results", "index": "the summary"}
+
+
+def check_stdout_open(args: argparse.Namespace) -> None:
+    """UserError when stdout is closed and this command's output goes there: a script would think it worked."""
+    what = STDOUT_OUTPUT.get(args.command or "")
+    if what is None or (args.command == "index" and not args.json):
+        return
+    if args.command == "sessions" and args.delete is not None:
+        what = "the report of what is deleted"
+    if sys.stdout is None or getattr(sys.stdout, "closed", False):
+        raise UserError(f"Standard output is closed, so {what} has nowhere to go.",
+                        "Run it again with stdout open, or send it to a file "
+                        f"(> {'answer' if args.command in ('ask', 'caption') else 'out'}.txt).")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The blip2-chat command; `argv` None: the program's own arguments (the console script)."""
     os.environ.setdefault(*OMP_WAIT)
+    escape_what_the_output_cannot_hold()
     status = _main(sys.argv[1:] if argv is None else list(argv))
     if argv is None and status == 130 and threading.current_thread() is threading.main_thread():
         # the program leaves after Ctrl+C: a second one must not break its exit (libraries clean up at
@@ -319,6 +341,7 @@ def _main(given: list[str]) -> int:
         parser.print_help()
         return 0
     try:
+        check_stdout_open(args)
         if args.command in ("models", "sessions"):
             from chatbot.frontends.listings import run_models, run_sessions
 
@@ -410,7 +433,7 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
 def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
     """`index` and `search`. Their --model is a retrieval checkpoint, so the chat's default model is not
     theirs: without --model the index decides (see chatbot.core.photo_search.retrieval_model_for)."""
-    retrieval = replace(settings, model=args.model or "")
+    retrieval = replace(settings, model=settings.model if args.model else "")  # a folder given: made absolute
     if args.command == "index":
         from chatbot.frontends.search.index_run import IndexRequest, run_index
 
@@ -444,10 +467,11 @@ def run_chat_command(
     """Open a chat on `image_source`, or go on with a saved session (--continue, --resume ID|FILE), in the
     chat app, or in the screen-reader mode when asked or when the app cannot work here.
 
-    A resumed chat goes on with the model it was made with, unless `--model` chose one (`model_given`).
+    A resumed chat goes on with the model it was made with, unless `--model` chose one (`model_given`), and
+    with its own decoding options, except those given as flags, which win (`given_options_win` says which).
     `notes`: sentences to show first (the app shows them in the transcript, the plain mode on stderr).
     """
-    from chatbot.core.resume import model_to_go_on_with, session_to_resume
+    from chatbot.core.resume import given_options_win, model_to_go_on_with, session_to_resume
     from chatbot.core.session import Session
     from chatbot.core.store import SessionStore
     from chatbot.frontends.plain.terminal import plain_mode_forced
@@ -468,6 +492,8 @@ def run_chat_command(
         model, note = model_to_go_on_with(session, settings.model, model_given=model_given)
         settings = replace(settings, model=model)
         notes += [note] if note else []
+        given = given_options_win(session, settings)  # --max-new-tokens and the like win over the chat's own
+        notes += [given] if given else []
     if not resuming and image_source:
         notes += _outside_the_demo_world(settings.model, image_source)
     if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config

@@ -12,7 +12,14 @@ from pathlib import Path
 
 from chatbot.core.session import ImageRef, Session, SessionError, new_session_id, valid_session_id
 from chatbot.core.session_files import SessionFileUnreadable, not_a_regular_file, read_session_file, shown
-from chatbot.core.settings import saved_options
+from chatbot.core.settings import (
+    BY_NAME,
+    GENERATION_KEYS,
+    Settings,
+    checked_saved_options,
+    saved_options,
+    shown_value,
+)
 from chatbot.core.store import SessionForked, SessionStore
 from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError
@@ -26,6 +33,27 @@ def options_for(session: Session, fallback: GenerationOptions) -> GenerationOpti
     """The decoding options a resumed session was using (its `/set` changes) over `fallback`; a saved
     value that is not allowed (a damaged or hand-edited file) keeps the fallback's."""
     return saved_options(session.options, fallback)
+
+
+def given_options_win(session: Session, settings: Settings) -> str | None:
+    """Let the decoding options given as flags (`--max-new-tokens 2` with `--continue`) win over the resumed
+    chat's saved ones: they are written into `session.options`, so the chat goes on with them (and saves them
+    with its next change: a look at the chat changes nothing).
+    Returns the sentence that names each one that differs from the chat's (None: none did). Options from the
+    config file or the defaults do not: the chat keeps its own (its `/set` changes)."""
+    kept = checked_saved_options(session.options)[0]  # what the chat would go on with (a refused value: none)
+    changed = []
+    for key in GENERATION_KEYS:
+        if settings.source_of(key) != BY_NAME[key].flag:
+            continue
+        given = getattr(settings.options, key)
+        if key in kept and kept[key] != given:
+            changed.append(f"{key} {shown_value(settings.options, key)} (the chat had "
+                           f"{'none' if kept[key] is None else kept[key]})")
+        session.options[key] = given
+    if not changed:
+        return None
+    return f"The options given win over this chat's own: {', '.join(changed)}."
 
 
 def reopen_image(

@@ -347,10 +347,22 @@ def settings_from(
             chosen[option.name] = option.default
             sources[option.name] = DEFAULT_SOURCE
     options = GenerationOptions(**{key: chosen[key] for key in GENERATION_KEYS})
-    return Settings(model=chosen["model"], device=chosen["device"], dtype=chosen["dtype"],
+    return Settings(model=model_as_recorded(chosen["model"]), device=chosen["device"], dtype=chosen["dtype"],
                     quantize=chosen["quantize"], options=options, json=json,
                     theme=file.get("theme", BY_NAME["theme"].default), keys=dict(file.get("keys", {})),
                     sources=sources)
+
+
+def model_as_recorded(name: str) -> str:
+    """The model as a chat saves it and --json and the index record it: a checkpoint folder (`./tiny-opt`,
+    `~/models/x`) as its absolute path, so that the record names the same folder from any working directory
+    (`--continue` from elsewhere); a hub id, an alias or `demo` as given. The loader's rule decides what is a
+    folder: an existing directory of that name wins over a hub id or alias (chatbot.engine.loader.find_locally)."""
+    try:
+        local = os.path.expanduser(name.strip())
+        return os.path.abspath(local) if local and os.path.isdir(local) else name
+    except (OSError, ValueError):  # a NUL, a name too long: no folder
+        return name
 
 
 def describe_options(options: GenerationOptions) -> str:

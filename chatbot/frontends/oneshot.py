@@ -4,11 +4,15 @@ Everything that needs no model is checked before it loads: stdout is open, the q
 UTF-8 text and the question is not an image, every image can be read. A model failure on one image is one
 sentence and the others go on (exit status 1 at the end); a failure to write the answer (a full disk) is
 never taken for the model's: it ends the run with one sentence (`AnswerNotWritten`, exit status 2).
+
+With --json every image given gets one record, in the order given: its answer, or, for an image that could not
+be read or that the model failed on, `failure_record` (`answer` null, `error` the sentence said on stderr).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -117,22 +121,59 @@ def check_question_argument(sources: Sequence[str], question: str) -> str:
     return check_text(question, "question")
 
 
-def load_images(sources: Sequence[str]) -> tuple[list[LoadedImage], int]:
-    """Every image, read before the model loads. One image that cannot be read is the error; of several,
-    each bad one is one sentence on stderr and the others go on (a messy folder still gets its answers).
-    Returns the images and how many could not be read; UserError when none could."""
-    if len(sources) == 1:
-        return [load_image(sources[0])], 0
-    images: list[LoadedImage] = []
+LINK = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")  # what load_image takes for an address, not a path
+Read = LoadedImage | UserError  # an image given, read; or why it could not be
+
+
+def load_images(sources: Sequence[str], settings: Settings, question: str | None = None) -> list[Read]:
+    """Every image, read before the model loads, in the order given: the image, or the UserError that says why
+    it cannot be read. One image that cannot be read is the error; of several, each bad one is one sentence on
+    stderr and the others go on (a messy folder still gets its answers). When none can be read, UserError
+    (after the --json records of each, `question` being the one asked, None for a caption)."""
+    read: list[Read] = []
     for source in sources:
         try:
-            images.append(load_image(source))
+            read.append(load_image(source))
         except UserError as error:
-            print(visible(f"blip2-chat: {error}"), file=sys.stderr)
-    if not images:
-        raise ImageError(f"None of the {len(sources)} images could be read (each is named above).",
-                         "Check the paths, or convert the files to JPEG or PNG.")
-    return images, len(sources) - len(images)
+            if len(sources) > 1:
+                print(visible(f"blip2-chat: {error}"), file=sys.stderr)
+            read.append(error)
+    if any(isinstance(item, LoadedImage) for item in read):
+        return read
+    if settings.json:
+        for source, why in zip(sources, read, strict=True):
+            write_record(failure_record(source, None, question, str(why), settings.model))
+    if len(sources) == 1 and isinstance(read[0], UserError):
+        raise read[0]
+    raise ImageError(f"None of the {len(sources)} images could be read (each is named above).",
+                     "Check the paths, or convert the files to JPEG or PNG.")
+
+
+def recorded_source(source: str) -> str:
+    """An image as --json records name it, by `load_image`'s rule for `LoadedImage.source`: an address
+    (`scheme://...`) as given, a path made absolute."""
+    if not source.strip() or LINK.match(source.strip()):
+        return source.strip()
+    return os.path.abspath(os.path.expanduser(source))
+
+
+def failure_record(source: str, image: LoadedImage | None, question: str | None, error: str,
+                   model: str) -> dict[str, object]:
+    """The --json record of an image that could not be read (`image` None) or that the model failed on: the
+    answer record's `image`, `image_sha256` (null when unread), `question` (ask only) and `model`, with
+    `answer` null and `error`, the sentence said on stderr (without the program's and the image's names)."""
+    record: dict[str, object] = {"image": image.source if image is not None else recorded_source(source),
+                                 "image_sha256": image.sha256 if image is not None else None}
+    if question is not None:
+        record["question"] = question
+    record.update({"answer": None, "error": error, "model": model})
+    return record
+
+
+def write_record(record: dict[str, object]) -> None:
+    """One --json record on stdout, as `answer_written` says."""
+    with answer_written():
+        print_json(record)
 
 
 def say_if_outside_the_demo_world(settings: Settings, images: Sequence[LoadedImage]) -> None:
@@ -152,15 +193,25 @@ def say_if_cut_short(engine: Engine, settings: Settings, source: str = "") -> No
 
 def run_ask(settings: Settings, image_sources: str | Sequence[str], question: str) -> int:
     """Answer `question` about each image, each in its own fresh context: with one image the answer
-    streams alone; with several, one `PATH: answer` line per image (or one JSON object each)."""
+    streams alone; with several, one `PATH: answer` line per image (or one JSON object each, in the order
+    given, a failed image's too: see `failure_record`).
+
+    Exit status 0; 2 when an image could not be read (also when the model failed on another: what the user
+    can fix wins); else 1 when the model failed on one."""
     sources = [image_sources] if isinstance(image_sources, str) else list(image_sources)
     check_stdout()  # cheap checks before the slow model load
-    check_question_argument(sources, question)
-    images, unreadable = load_images(sources)  # every file checked before the model loads
+    asked = check_question_argument(sources, question)
+    read = load_images(sources, settings, normalize_question(asked))  # every file checked before the model loads
+    images = [item for item in read if isinstance(item, LoadedImage)]
     say_if_outside_the_demo_world(settings, images)
     engine = open_engine_for(settings)
     failed = False
-    for image in images:
+    for source, image in zip(sources, read, strict=True):
+        if not isinstance(image, LoadedImage):  # said on stderr already, before the model loaded
+            if settings.json:
+                write_record(failure_record(source, None, normalize_question(asked), str(image),
+                                            engine.info.model_id))
+            continue
         conversation = Conversation(settings, image=image, engine=engine)  # never saved
         stream = conversation.ask(question)  # a question too long for the model fails here, before generating
         failures: list[BaseException] = []  # the model's: writing the answer fails on its own (AnswerNotWritten)
@@ -168,46 +219,58 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
         if settings.json:
             answer = "".join(chunks).strip()
             if not failures:
-                record = answer_record(engine, image, conversation.question, answer)
-                with answer_written():
-                    print_json(record)
+                write_record(answer_record(engine, image, conversation.question, answer))
         else:
             if len(sources) > 1:
                 write_out(visible(f"{image.source}: "))
             stream_to_stdout(chunks)  # after a failure, its newline ends what came of the answer
             say_if_cut_short(engine, settings, image.source if len(sources) > 1 else "")
         if failures:  # the model failed on this image: say so, go on with the rest
-            print(visible(f"blip2-chat: {image.source}: {model_error_text(failures[0], chat=False)}"),
-                  file=sys.stderr)
+            text = model_error_text(failures[0], chat=False)
+            print(visible(f"blip2-chat: {image.source}: {text}"), file=sys.stderr)
+            if settings.json:
+                write_record(failure_record(source, image, conversation.question, text, engine.info.model_id))
             failed = True
-    return 2 if unreadable else 1 if failed else 0
+    return exit_status(read, failed)
+
+
+def exit_status(read: Sequence[Read], model_failed: bool) -> int:
+    """2 when an image could not be read (the user's to fix: it wins), else 1 when the model failed on one, else 0."""
+    return 2 if any(not isinstance(item, LoadedImage) for item in read) else 1 if model_failed else 0
 
 
 def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") -> int:
     """Caption each image (`prefix`: text the caption continues, `--prompt`); with several, one `PATH: caption`
-    line each. A model failure on one image is one sentence on stderr and the others go on (exit status 1)."""
+    line each (or one JSON object each, a failed image's too). A model failure on one image is one sentence on
+    stderr and the others go on; exit status as `exit_status` says."""
     check_stdout()  # cheap checks before the slow model load
     check_text(prefix, "prompt")
-    images, unreadable = load_images(sources)  # every file checked before the model loads
+    read = load_images(sources, settings)  # every file checked before the model loads
+    images = [item for item in read if isinstance(item, LoadedImage)]
     say_if_outside_the_demo_world(settings, images)
     engine = open_engine_for(settings)
     prompt = caption_prompt(engine, settings.options, prefix)  # too long: said once, before any image is answered
     failed = False
-    for image in images:
+    for source, image in zip(sources, read, strict=True):
+        if not isinstance(image, LoadedImage):  # said on stderr already, before the model loaded
+            if settings.json:
+                write_record(failure_record(source, None, None, str(image), engine.info.model_id))
+            continue
         try:
             text = caption(engine, image, settings.options, prompt)
         except Exception as error:  # noqa: BLE001 - the model failed on this image: say so, go on with the rest
-            print(visible(f"blip2-chat: {image.source}: {model_error_text(error, chat=False)}"), file=sys.stderr)
+            said = model_error_text(error, chat=False)
+            print(visible(f"blip2-chat: {image.source}: {said}"), file=sys.stderr)
+            if settings.json:
+                write_record(failure_record(source, image, None, said, engine.info.model_id))
             failed = True
             continue
         if settings.json:
-            record = answer_record(engine, image, None, text)
-            with answer_written():
-                print_json(record)
+            write_record(answer_record(engine, image, None, text))
         elif len(sources) == 1:
             write_out(visible(text) + "\n")
             say_if_cut_short(engine, settings)
         else:
             write_out(visible(f"{image.source}: {text}") + "\n")
             say_if_cut_short(engine, settings, image.source)
-    return 2 if unreadable else 1 if failed else 0
+    return exit_status(read, failed)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -85,7 +85,8 @@ def update_index(
     reader: FileReader | None = None,
     found: Found | None = None,
 ) -> IndexSummary:
-    """Index what `roots` hold now; returns the counts.
+    """Index what `roots` hold now; returns the counts. A Ctrl+C (KeyboardInterrupt) between or during batches
+    goes on up with `finished`: the counts of the batches the index holds, marked cancelled.
 
     Args:
         store: the open index (made with `create=True`).
@@ -114,13 +115,19 @@ def update_index(
     reader.start([file.path for file in todo])
     if on_progress is not None and todo:
         on_progress(0, len(todo))
-    for start in range(0, len(todo), batch_size):
-        if cancel is not None and cancel():
-            summary.cancelled = True
-            break
-        _index_batch(store, todo[start:start + batch_size], known, embed, summary, reader)
-        if on_progress is not None:
-            on_progress(min(start + batch_size, len(todo)), len(todo))
+    finished = replace(summary, failed=list(summary.failed))  # the counts of the batches in the index
+    try:
+        for start in range(0, len(todo), batch_size):
+            if cancel is not None and cancel():
+                summary.cancelled = True
+                break
+            _index_batch(store, todo[start:start + batch_size], known, embed, summary, reader)
+            finished = replace(summary, failed=list(summary.failed))
+            if on_progress is not None:
+                on_progress(min(start + batch_size, len(todo)), len(todo))
+    except KeyboardInterrupt as stop:  # Ctrl+C: the caller may say what the finished batches did
+        stop.finished = replace(finished, seconds=time.monotonic() - started, cancelled=True)  # type: ignore[attr-defined]
+        raise
     if gone:  # after the new paths are in, so moved files reuse the embeddings of their old paths
         store.remove_paths(gone)
         summary.removed += len(gone)

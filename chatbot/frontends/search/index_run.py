@@ -61,7 +61,7 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
         UserError: a path that does not exist, nothing to index there, a bad --batch-size, an --index that
             is a file, another model's index, a damaged one.
     """
-    from chatbot.core.photo_index.build import update_index
+    from chatbot.core.photo_index.build import IndexSummary, update_index
     from chatbot.core.photo_index.files import find_image_files, nothing_found_words
     from chatbot.core.photo_index.store import IndexStore, check_index_folder, has_index, open_rebuild
 
@@ -99,6 +99,7 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
             say(message)
 
     finished = False
+    held = 0
     try:
         with ExitStack() as stack:
             embed, reader = _embedder_for(settings, model, request, loaded, stack, notice)
@@ -106,12 +107,17 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
                                    batch_size=request.batch_size, on_progress=advanced, reader=reader, found=found)
         held = store.count()
         finished = not summary.cancelled
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if progress is not None:
             progress.finish()
         say(f"Stopped. The index at {folder} is as it was; run the same command again to go on with the "
             "rebuild." if request.rebuild else
             "Stopped. Every finished batch is in the index; run the same command again to go on.")
+        if request.json:  # the summary of the finished batches, `cancelled`: a script sees what was done
+            with contextlib.suppress(Exception):  # the store as it stands (a rolled-back batch is not in it)
+                held = store.count()
+            done = getattr(stop, "finished", None) or IndexSummary(cancelled=True)  # update_index's finished batches
+            print(json_line(summary_record(done, folder, model, held)), flush=True)
         return 130
     finally:
         made_nothing = fresh and store.is_empty()
