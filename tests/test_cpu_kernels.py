@@ -58,6 +58,17 @@ def test_the_switch_keeps_the_stock_kernels(checkpoints, monkeypatch) -> None:
     assert packed_layers(engine.model) == 0
 
 
+def test_a_switch_value_it_does_not_know_is_one_sentence(monkeypatch) -> None:
+    # a probe: BLIP2_CHAT_ONEDNN=maybe was taken for "on" without a word
+    from chatbot.errors import OptionError
+
+    monkeypatch.setenv(ENV_SWITCH, "maybe")
+    with pytest.raises(OptionError) as refused:
+        pack_linear_layers(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+    assert str(refused.value) == ("BLIP2_CHAT_ONEDNN must be 1 or 0 (also true or false, yes or no, on or off), not "
+                                  "'maybe'. Unset it, or set BLIP2_CHAT_ONEDNN=0 to keep PyTorch's kernels.")
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_packed_engine_gives_the_stock_models_tokens(checkpoints: dict[str, Path], engines, pictures, family) -> None:
     """Our engine (packed layers, image cache, KV reuse) against an untouched from_pretrained model."""

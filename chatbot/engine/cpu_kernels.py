@@ -19,6 +19,9 @@ from typing import Any
 
 import torch
 
+from chatbot.errors import OptionError
+from chatbot.untrusted import visible
+
 ENV_SWITCH = "BLIP2_CHAT_ONEDNN"
 
 
@@ -51,8 +54,13 @@ class PackedLinear(torch.nn.Module):
 
 def onednn_usable() -> bool:
     """oneDNN is built in, not switched off, and its packed product agrees with `F.linear` here."""
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in {"0", "false", "no", "off"}:
+    switch = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    if switch in {"0", "false", "no", "off"}:
         return False
+    if switch not in {"", "1", "true", "yes", "on"}:
+        raise OptionError(f"{ENV_SWITCH} must be 1 or 0 (also true or false, yes or no, on or off), "
+                          f"not '{visible(switch[:40])}'.",
+                          f"Unset it, or set {ENV_SWITCH}=0 to keep PyTorch's kernels.")
     if not torch.backends.mkldnn.is_available():
         return False
     try:
