@@ -79,7 +79,7 @@ def test_pasted_pictures_go_with_the_chat_unless_another_chat_uses_them(home, tm
     assert shared.exists() and own.exists()
     assert (done.pictures_removed, done.pictures_kept) == (2, 1)
     assert forgotten_lines(done)[1:] == ["Deleted 2 pictures pasted into it.",
-                                         "Kept 1 pasted picture: another saved chat uses them."]
+                                         "Kept 1 pasted picture: another saved chat uses it."]
 
 
 def test_pasted_pictures_stay_while_another_chat_is_open(home, tmp_path) -> None:
@@ -145,18 +145,20 @@ def test_what_is_not_a_chat_is_refused_and_left_alone(home, tmp_path) -> None:
 @pytest.mark.parametrize("libedit", [False, True])
 def test_its_questions_leave_the_line_history(home, libedit) -> None:
     store = SessionStore(home["sessions"])
-    chat(store, "doomed", ["What is at the top left?", "/not a question"])
-    chat(store, "kept", ["Where is it?"])
+    chat(store, "doomed", ["What is at the top left?", "/not a question", "What size is it?"])
+    chat(store, "kept", ["Where is it?", "What size is it?"])  # a line both asked stays: it is the kept one's too
 
     def written(line: str) -> str:
         return line.replace(" ", "\\040") if libedit else line
 
-    lines = ["What is at the top left?", "/image a.png", "Where is it?", "  What is at the top left?  "]
+    lines = ["What is at the top left?", "/image a.png", "Where is it?", "  What is at the top left?  ",
+             "What size is it?"]
     header = ["_HiStOrY_V2_"] if libedit else []
     home["history"].write_text("".join(f"{written(line)}\n" for line in header + lines))
     done = forget(home, "doomed")
     assert home["history"].read_text() == "".join(f"{written(line)}\n"
-                                                  for line in header + ["/image a.png", "Where is it?"])
+                                                  for line in header + ["/image a.png", "Where is it?",
+                                                                        "What size is it?"])
     assert done.history_lines_removed == 2
     assert os.stat(home["history"]).st_mode & 0o077 == 0  # rewritten private
 

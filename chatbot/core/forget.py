@@ -40,7 +40,7 @@ class Forgotten:
     problems: list[str] = field(default_factory=list)  # one sentence per chat that was not deleted, and why
     pictures_removed: int = 0
     pictures_kept: int = 0  # pasted pictures of the deleted chats that stay
-    pictures_kept_why: str = ""
+    pictures_kept_why: str = ""  # what keeps them, before "it" or "them": "another saved chat uses"
     history_lines_removed: int = 0
 
 
@@ -57,7 +57,8 @@ def forget_chats(ids: list[str], store: SessionStore | None = None, *, pasted: P
             done.problems.append(str(error))
     sessions = [deleted.session for deleted in done.deleted if deleted.session is not None]
     _forget_pasted(sessions, store, pasted if pasted is not None else pasted_dir(), done)
-    done.history_lines_removed = _forget_history(sessions, history if history is not None else line_history_file())
+    done.history_lines_removed = _forget_history(sessions, history if history is not None else line_history_file(),
+                                                 kept=store.every_saved_chat() or [])
     return done
 
 
@@ -82,13 +83,13 @@ def _forget_pasted(sessions: list[Session], store: SessionStore, folder: Path, d
     in_use = store.image_sources_in_use()
     if in_use is None:
         done.pictures_kept = len(pictures)
-        done.pictures_kept_why = "another chat is open, or a saved one could not be read, and it may use them"
+        done.pictures_kept_why = "another chat is open, or a saved one could not be read, and it may use"
         return
     used = _pasted_pictures(in_use, folder)
     for picture in sorted(pictures):
         if picture in used:
             done.pictures_kept += 1
-            done.pictures_kept_why = "another saved chat uses them"
+            done.pictures_kept_why = "another saved chat uses"
             continue
         try:
             if not stat.S_ISREG(os.lstat(picture).st_mode):  # never through a link, never a folder
@@ -103,9 +104,12 @@ def _forget_pasted(sessions: list[Session], store: SessionStore, folder: Path, d
         done.pictures_removed += 1
 
 
-def _forget_history(sessions: list[Session], history: Path) -> int:
-    """Remove from the line history file the lines that are one of `sessions`' questions; how many."""
-    questions = {turn.question.strip() for session in sessions for turn in session.turns if turn.question.strip()}
+def _forget_history(sessions: list[Session], history: Path, *, kept: list[Session]) -> int:
+    """Remove from the line history file the lines that are one of `sessions`' questions and none of the `kept`
+    chats' (readline keeps a line asked twice once: the Up arrow's line may be another chat's too); how many."""
+    asked_elsewhere = {turn.question.strip() for session in kept for turn in session.turns}
+    questions = {turn.question.strip() for session in sessions for turn in session.turns
+                 if turn.question.strip() and turn.question.strip() not in asked_elsewhere}
     if not questions:
         return 0
     try:

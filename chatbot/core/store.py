@@ -447,9 +447,13 @@ class SessionStore:
 
     def image_sources_in_use(self) -> set[str] | None:
         """The images (path or URL) the saved chats are about, every turn's and every comparison's; None when that
-        cannot be told: a session file that cannot be read, or a chat open in another blip2-chat now (it may
-        use an image it has not saved yet)."""
-        sources: set[str] = set()
+        cannot be told (see `every_saved_chat`)."""
+        sessions = self.every_saved_chat()
+        return None if sessions is None else set().union(*(session.image_sources() for session in sessions))
+
+    def every_saved_chat(self) -> list[Session] | None:
+        """Every saved chat; None when that cannot be told: a session file that cannot be read, or a chat open in
+        another blip2-chat now (it may hold what it has not saved yet)."""
         try:
             paths = sorted(self.root.glob("*.json")) if self.root.is_dir() else []
             locks = sorted(self.root.glob("*.lock")) if self.root.is_dir() else []
@@ -467,13 +471,13 @@ class SessionStore:
                     let_go(self._lock_path(lock.stem))
                 elif state == "busy":
                     return None
+        sessions = []
         for path in paths:
             try:
-                session = self._read(path)[0]
+                sessions.append(self._read(path)[0])
             except SessionError:
                 return None
-            sources |= session.image_sources()
-        return sources
+        return sessions
 
     def latest(self) -> Session | None:
         """The newest saved chat with at least one question (one whose turns were all undone is passed over)."""

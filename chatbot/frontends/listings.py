@@ -187,8 +187,9 @@ def forgotten_lines(done: Forgotten) -> list[str]:
         lines.append(f"Deleted {_count(done.pictures_removed, 'picture', 'pictures')} pasted into "
                      f"{'it' if len(done.deleted) == 1 else 'them'}.")
     if done.pictures_kept:
+        them = "them" if done.pictures_kept > 1 else "it"
         lines.append(f"Kept {_count(done.pictures_kept, 'pasted picture', 'pasted pictures')}: "
-                     f"{done.pictures_kept_why}.")
+                     f"{done.pictures_kept_why} {them}.")
     if done.history_lines_removed:
         lines.append(f"Removed {_count(done.history_lines_removed, 'question', 'questions')} from the screen-reader "
                      "mode's line history.")
