@@ -8,6 +8,7 @@ thread's background work (thinking ahead), seconds on a CPU with nothing left to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -135,6 +136,7 @@ def exit_now(code: int, *, loaded: bool | None = None) -> int:
     from chatbot.core.session_lock import let_go_of_everything
 
     let_go_of_everything()  # os._exit skips the exit handlers: the chat's lock file goes now
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # None when closed (`>&-`); failing when the reader or terminal is gone
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream.flush()  # type: ignore[union-attr]
     os._exit(code)

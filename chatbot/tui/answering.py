@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Iterator
 from copy import copy
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ QUIT_WAIT_SECONDS = 5.0  # how long quitting waits for a cancelled answer to sto
 QUESTION_WAITS = "An answer is still coming: your question is asked next, as soon as it ends (Esc stops it sooner)."
 WAITING_FOR_MODEL = "waiting for the model…"  # under a question sent while the model loads
 WAITING_FOR_ANSWER = "waiting its turn…"  # under a question sent while an answer streams
+# Signals that end the app as Ctrl+Q does (the chat saved, the terminal given back): a shutdown or `kill` (SIGTERM),
+# the terminal window closed (SIGHUP). Where a platform has no such signal it is left out.
+ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @dataclass
@@ -48,6 +52,7 @@ class ActiveAnswer:
     pair: BubblePair
     turns_before: int  # len(session.turns) when it started: a new turn means it was recorded
     retry_of: object | None  # the turn a /retry replaces (kept if nothing new comes)
+    question: str = ""  # what was asked (for a /retry: the question answered again)
     worker: Worker[None] | None = None
     buffer: StreamBuffer = field(default_factory=StreamBuffer)  # streamed text the bubble has yet to show
 
@@ -63,6 +68,8 @@ class AnsweringApp(App[None]):
         self.pending: list[tuple[str, MessageBubble]] = []
         self.model_error: str | None = None
         self.quitting = False  # set by action_quit: widgets are no longer changed
+        self.ended_by_signal: int | None = None  # the signal (SIGTERM, SIGHUP) that made the app quit, if one did
+        self._signal_loop: asyncio.AbstractEventLoop | None = None  # where signals are handled (quit_on_signals)
         self._answers_started = 0
 
     def notice(self, text: str, kind: str = "info") -> None:
@@ -158,7 +165,7 @@ class AnsweringApp(App[None]):
         transcript = self.query_one(Transcript)
         transcript.add_answer(question_bubble)
         turns = len(self.conversation.session.turns)
-        self._start(ActiveAnswer(self._next_id(), cancel, transcript.pairs[-1], turns, None), chunks)
+        self._start(ActiveAnswer(self._next_id(), cancel, transcript.pairs[-1], turns, None, question), chunks)
 
     def stream_retry(self, retry: Retry) -> None:
         """/retry: the last question answered again, streaming into its bubble."""
@@ -169,7 +176,8 @@ class AnsweringApp(App[None]):
         pair.answer.add_class("-pending")
         turns = self.conversation.session.turns
         replaced = turns[-1] if turns else None  # the old turn is put back when nothing new comes
-        self._start(ActiveAnswer(self._next_id(), retry.cancel, pair, len(turns), replaced), retry.chunks)
+        self._start(ActiveAnswer(self._next_id(), retry.cancel, pair, len(turns), replaced, retry.question),
+                    retry.chunks)
 
     def _next_id(self) -> int:
         self._answers_started += 1
@@ -261,12 +269,40 @@ class AnsweringApp(App[None]):
             self.answer.cancel.cancel()
             self.query_one(StatusBar).set_activity("Stopping…", busy=True)
 
+    def quit_on_signals(self) -> None:
+        """From now on SIGTERM and SIGHUP quit as Ctrl+Q does: the answer in progress stopped and kept, questions
+        waiting and the line typed but not sent saved, the terminal given back. Without this they end the process
+        on the spot (the chat since the last answer lost, the terminal left raw). Call it with the app running, on
+        the main thread (elsewhere signals cannot be caught and nothing changes); the handlers go with the app's
+        event loop."""
+        loop = self._signal_loop = asyncio.get_running_loop()
+        for signum in ENDING_SIGNALS:
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread, Windows
+                loop.add_signal_handler(signum, self.end_by_signal, signum)
+
+    def terminal_gone(self) -> None:
+        """The terminal went away (a write to it failed), with or without a SIGHUP: quit as on SIGHUP. Any thread
+        may call it (the screen's writer does); it only asks the app's loop, and never waits."""
+        loop, hangup = self._signal_loop, getattr(signal, "SIGHUP", None)
+        if loop is not None and hangup is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the app has ended already
+                loop.call_soon_threadsafe(self.end_by_signal, hangup)
+
+    def end_by_signal(self, signum: int) -> None:
+        """Quit because of `signum` (recorded in `ended_by_signal`: the exit status says it); a second signal while
+        quitting changes nothing."""
+        if self.ended_by_signal is None:
+            self.ended_by_signal = signum
+        if not self.quitting:
+            self.run_worker(self.action_quit(), group="quit")
+
     async def action_quit(self) -> None:
         """Quit cleanly, also mid-answer: stop it, let the partial answer be recorded, save, exit.
 
         Questions still waiting (for the model, or for the answer) are kept in the session as unanswered turns,
         after the stopped answer's, and a question typed but not sent as its draft (nothing the person typed is
-        lost); nothing is mounted once quitting has begun.
+        lost); so is the question being answered when it was stopped before its first word. Nothing is mounted
+        once quitting has begun.
         """
         if self.quitting:
             return
@@ -274,9 +310,17 @@ class AnsweringApp(App[None]):
         waiting = [question for question, _ in self.pending]
         self.pending.clear()  # none of them is asked when the stopped answer ends
         self.conversation.session.draft = self.query_one(ChatInput).value.strip()  # typed, not sent: kept
+        answer = self.answer
         await self.stop_streaming()
+        if answer is not None and self._unrecorded(answer):  # stopped before a word: the question is kept
+            self.conversation.keep_unanswered(answer.question)
         for question in waiting:  # after the answer they waited for: the session keeps the order they were sent
             self.conversation.keep_unanswered(question)
         self._save()
         self.exit()
 
+    def _unrecorded(self, answer: ActiveAnswer) -> bool:
+        """A question's answer that has ended (its worker is done) without a turn: stopped before its first word.
+        (A /retry keeps its old turn then; one still running may yet record one.)"""
+        done = answer.worker is None or answer.worker.is_finished
+        return done and answer.retry_of is None and len(self.conversation.session.turns) == answer.turns_before

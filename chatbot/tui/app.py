@@ -60,6 +60,7 @@ from chatbot.tui.finding import FindingApp
 from chatbot.tui.palette import SlashCommandProvider
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
+from chatbot.tui.terminal_gone import driver_class_for
 from chatbot.tui.themes import HIGH_CONTRAST
 from chatbot.tui.widgets.chat_input import ChatInput, image_source_in, typed_character
 from chatbot.tui.widgets.image_preview import ImagePreview, prepare_terminal_graphics
@@ -101,10 +102,11 @@ class ChatApp(FindingApp):
     def __init__(
         self, conversation: Conversation, engine_factory: EngineFactory, *, renderer: str = "auto",
         memory_probe: Callable[[], int] = process_memory_bytes, problems: Iterable[str] = (),
-        finder: Finder | None = None,
+        finder: Finder | None = None, handle_signals: bool = False,
     ) -> None:
         super().__init__(conversation)
         self.finder = finder
+        self.handle_signals = handle_signals  # SIGTERM and SIGHUP quit as Ctrl+Q does (the CLI's app; see on_mount)
         self.engine_factory = engine_factory
         self.renderer = renderer
         self.memory_probe = memory_probe
@@ -128,6 +130,8 @@ class ChatApp(FindingApp):
         yield Footer()
 
     def on_mount(self) -> None:
+        if self.handle_signals:  # first: a signal from now on saves the chat and gives the terminal back
+            self.quit_on_signals()
         settings = self.conversation.settings
         self.register_theme(HIGH_CONTRAST)
         self.theme = settings.theme
@@ -159,6 +163,10 @@ class ChatApp(FindingApp):
         self.query_one(ChatInput).focus()
         self._load_model()
         self._scan_store()
+
+    def get_driver_class(self) -> type:
+        """Textual's own driver, which outlives its terminal (a hang-up): see `chatbot.tui.terminal_gone`."""
+        return driver_class_for(super().get_driver_class())
 
     def _refresh_memory(self) -> None:
         self.query_one(StatusBar).set_memory(memory_text(self.conversation.engine, self.memory_probe))
@@ -543,7 +551,7 @@ def create_app(
     settings: Settings, *, image: LoadedImage | None = None, session: Session | None = None,
     store: SessionStore | None = None, engine_factory: EngineFactory | None = None, renderer: str = "auto",
     memory_probe: Callable[[], int] = process_memory_bytes, problems: Iterable[str] = (),
-    finder: Finder | None = None,
+    finder: Finder | None = None, handle_signals: bool = False,
 ) -> ChatApp:
     """The chat app for the CLI and the tests.
 
@@ -557,25 +565,31 @@ def create_app(
         memory_probe: bytes of memory in use, for the status line (tests pass a constant).
         problems: notices to show at start (e.g. damaged session files the CLI set aside).
         finder: /find's search (default: the index in the data folder, with the chat's device and precision).
+        handle_signals: SIGTERM and SIGHUP quit as Ctrl+Q does (the CLI's app; a test's only when it asks).
     """
     conversation = Conversation(settings, session, store or SessionStore(), image, think_ahead=True)
     return ChatApp(conversation, engine_factory or load_engine, renderer=renderer, memory_probe=memory_probe,
-                   problems=problems, finder=finder or Finder.from_settings(settings))
+                   problems=problems, finder=finder or Finder.from_settings(settings), handle_signals=handle_signals)
 
 
 def run_tui(
     settings: Settings, *, image: LoadedImage | None = None, session: Session | None = None,
     problems: Iterable[str] = (),
 ) -> int:
-    """Run the chat app in this terminal until the user quits."""
+    """Run the chat app in this terminal until the user quits (or SIGTERM or SIGHUP ends it, as Ctrl+Q does: the
+    exit status is then 128 + the signal's number, 143 or 129, as when a signal ends a program)."""
     renderer = prepare_terminal_graphics()  # before Textual owns the terminal
-    app = create_app(settings, image=image, session=session, problems=problems, renderer=renderer)
+    app = create_app(settings, image=image, session=session, problems=problems, renderer=renderer,
+                     handle_signals=True)
     app.run()
     code = app.return_code or 0
     if (line := app.farewell()) is not None:
-        say(line)  # after the app has closed, where the terminal shows it
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): the chat is saved all the same
+            say(line)  # after the app has closed, where the terminal shows it
         if not app.conversation.saved:
             code = code or 2  # as the screen-reader mode: a chat that could not be saved is not a success
+    if app.ended_by_signal is not None:
+        code = 128 + app.ended_by_signal
     # Everything is saved by now. Quit while the model loads: do not wait for the load. After it
     # loaded: skip the interpreter's tear-down of torch, which keeps a closed app around for seconds.
     return exit_now(code, loaded=app.loading_in_background() or "torch" in sys.modules)

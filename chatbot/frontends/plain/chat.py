@@ -21,10 +21,18 @@ answer is being made stops it (the partial answer is kept, marked "(stopped)"); 
 on an empty prompt, or Ctrl+D, ends the chat; on a half-typed line it clears the line. /help says
 the keys only when the input is a terminal. Ctrl+C while the model loads ends the program with one
 sentence (exit status 130). The session is saved after every change, like the app's.
+
+Ending otherwise: SIGTERM or SIGHUP ends the chat as Ctrl+D does (an answer in progress is stopped and
+kept, as by Ctrl+C; a question stopped before its first word is kept unanswered), saved, exit status 143 or
+129. A reader of stdout that left (`| head`) ends it at once, saved, exit status 141, with nothing said
+about the pipe; stdout that cannot be written otherwise (a full disk) is one sentence, saved, exit status 2.
+With --json an answer the model failed on is a record too, with an "error" field (the sentence said on
+stderr) and the answer so far.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -51,13 +59,27 @@ from chatbot.core.comparison import Comparison, due_comparison
 from chatbot.core.conversation import Conversation, cut_short_text, release_engine
 from chatbot.core.photo_search import Finder, found_line
 from chatbot.core.resume import reopen_image
-from chatbot.core.runtime import answer_record, check_chat_model_name, exit_now, open_engine_for, print_json
+from chatbot.core.runtime import (
+    answer_record,
+    check_chat_model_name,
+    exit_now,
+    let_go_of_stdout,
+    open_engine_for,
+    print_json,
+)
 from chatbot.core.session import EMPTY_ANSWER, Session
 from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore
 from chatbot.engine.base import CancelToken, Engine
 from chatbot.errors import UserError, model_error_text
-from chatbot.frontends.plain.terminal import ctrl_c_stops, is_terminal, read_lines
+from chatbot.frontends.plain.terminal import (
+    ChatEnded,
+    Ending,
+    ctrl_c_stops,
+    is_terminal,
+    read_lines,
+    signals_end_the_chat,
+)
 from chatbot.images import load_image
 from chatbot.locations import line_history_file
 from chatbot.untrusted import visible
@@ -70,6 +92,17 @@ KEYS_HELP_WITHOUT_LINE_EDITING = ("Keys: Ctrl+C stops an answer, and at the prom
                                   "empty line ends the chat.")
 LOAD_PERCENT_STEP = 25  # "Loading model: 25 percent", 50, 75: a few lines, not one per fifth
 LOADING_STOPPED = "Stopped while the model was loading; nothing was saved."
+READER_LEFT = 141  # the exit status when the reader of stdout left (`| head`), as a program killed by SIGPIPE
+
+
+class OutputLost(BaseException):
+    """stdout could not be written (`error`): the reader left, a full disk, a terminal that is gone. It ends the
+    chat (what is not printed is lost to the reader, so nothing more is asked); not an Exception, so that no
+    "a command failed" handler takes it for one line's failure."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def keys_help(stdin: object, stdout: object) -> str:
@@ -97,24 +130,55 @@ class PlainChat:
         self.keys = keys  # what /help says about keys; "" when the lines do not come from a keyboard
         self.json_records = json_records  # one JSON object per answer instead of "Assistant:" lines
         self.answer_ready_note = not is_terminal(out)  # the answer line is not on the screen either
+        self.ending = Ending()  # SIGTERM or SIGHUP: set while run() is in force (signals_end_the_chat)
 
     def say(self, sentence: str) -> None:
-        """One sentence on the notes stream; text from outside in it is shown, never emitted raw."""
-        print(visible(sentence), file=self.notes, flush=True)
+        """One sentence on the notes stream; text from outside in it is shown, never emitted raw. Where that
+        stream is gone (a closed terminal, a reader that left) there is nobody to tell: it is dropped."""
+        try:
+            print(visible(sentence), file=self.notes, flush=True)
+        except (OSError, ValueError):
+            pass
 
     def line(self, text: str) -> None:
-        """One line of the conversation (`You: ...`, `Assistant: ...`) on stdout."""
-        print(visible(text), file=self.out, flush=True)
+        """One line of the conversation (`You: ...`, `Assistant: ...`) on stdout; OutputLost when it cannot be."""
+        self.write(lambda: print(visible(text), file=self.out, flush=True))
+
+    def write(self, writing: Callable[[], None]) -> None:
+        """Run `writing` (a write to stdout); its failure (OSError) becomes OutputLost, which ends the chat."""
+        try:
+            writing()
+        except OSError as error:
+            raise OutputLost(error) from None
 
     def run(self, lines: Iterable[str]) -> int:
-        """Answer every line until /quit, end of input, or Ctrl+C at the prompt; save; exit status 0."""
-        try:
-            for raw in lines:
-                line = raw.strip()
-                if line and not self.handle(line):
-                    break
-        except KeyboardInterrupt:
-            self.say("")  # ^C leaves the cursor after the prompt
+        """Answer every line until /quit, end of input, Ctrl+C at the prompt, SIGTERM or SIGHUP, or stdout lost;
+        save. Exit status 0; 128 + the signal's number after SIGTERM or SIGHUP; 141 when the reader of stdout
+        left; 2 when the chat could not be saved, or stdout could not be written otherwise."""
+        status = 0
+        with signals_end_the_chat() as self.ending:
+            try:
+                for raw in lines:
+                    line = raw.strip()
+                    if line and not self.handle(line):
+                        break
+                    if self.ending.signum is not None:  # it stopped the answer to this line: the chat ends now
+                        break
+            except KeyboardInterrupt:
+                self.say("")  # ^C leaves the cursor after the prompt
+            except ChatEnded as ended:
+                if ended.draft.strip():  # typed at the prompt, not sent: "Typed last time and not sent" next time
+                    self.conversation.session.draft = ended.draft.strip()
+                if is_terminal(self.notes):
+                    self.say("")  # the prompt's line ends before the farewell
+            except OutputLost as lost:
+                status = self.output_lost(lost.error)
+            self.ending.leaving = True  # a second signal does not cut the saving short
+            status = self.ending.status or status
+            return self.farewell(status)
+
+    def farewell(self, status: int) -> int:
+        """Save, and say where the chat went; the exit status (2 when it could not be saved, else `status`)."""
         self.save()
         conversation = self.conversation
         if conversation.store is not None and conversation.session.turns and not conversation.saved:
@@ -122,7 +186,19 @@ class PlainChat:
                      "Goodbye.")
             return 2
         self.say(f"Chat saved as session {conversation.session.id}. Goodbye." if conversation.saved else "Goodbye.")
-        return 0
+        return status
+
+    def output_lost(self, error: OSError) -> int:
+        """stdout failed: quietly 141 when its reader left (`| head`), else one sentence and 2. stdout is pointed
+        at /dev/null, so that nothing complains of what is left in its buffer when Python leaves."""
+        if self.out is sys.stdout:  # the program's own (a test's stream is left alone)
+            with contextlib.suppress(OSError):
+                let_go_of_stdout()
+        if isinstance(error, BrokenPipeError):
+            return READER_LEFT
+        self.say(f"blip2-chat: The answers could not be written to the output ({visible(error.strerror or error)}), "
+                 "so the chat ends here; what was answered is saved, and blip2-chat --continue goes on with it.")
+        return 2
 
     def handle(self, line: str) -> bool:
         """One typed line: a question or a /command. False means the chat should end.
@@ -241,21 +317,31 @@ class PlainChat:
             self.say(self.conversation.left_out)
         self.say("Answering.")
         parts: list[str] = []
+        turns_before = len(self.conversation.session.turns)
         try:
             with ctrl_c_stops(cancel):
                 for chunk in stream:
                     parts.append(chunk)
-        except KeyboardInterrupt:  # Ctrl+C twice: show what came, then end the chat
-            self.show_answer(question, parts, stopped=True)
+        except (KeyboardInterrupt, ChatEnded):  # Ctrl+C twice, or a signal: show what came, then end the chat
+            cancel.cancel()  # the model stops too
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # the partial answer is recorded now, marked stopped
+            self.keep_unanswered(question, typed, turns_before)
+            with contextlib.suppress(OutputLost):  # the chat is ending already
+                self.show_answer(question, parts, stopped=True)
             raise
         except Exception as error:  # noqa: BLE001 - the model failed: what came is kept, the chat goes on
-            if parts:
-                self.show_answer(question, parts, stopped=True)
-            self.say(f"blip2-chat: {model_error_text(error)}")
+            sentence = model_error_text(error)
+            if parts or self.json_records:  # a script reading records gets one for every question
+                self.show_answer(question, parts, stopped=True, error=sentence)
+            self.say(f"blip2-chat: {sentence}")
             self.save()
             return
+        if self.ending.signum is not None:  # SIGTERM or SIGHUP stopped it: the chat ends, the question kept
+            self.keep_unanswered(question, typed, turns_before)
         if cancel.cancelled and is_terminal(self.out):  # the terminal echoed ^C where the label would begin
-            print(file=self.out, flush=True)
+            self.write(lambda: print(file=self.out, flush=True))
         self.show_answer(question, parts, stopped=cancel.cancelled)
         if cancel.cancelled:
             self.say("Answer stopped." + (" The partial answer is kept." if "".join(parts).strip() else ""))
@@ -273,6 +359,12 @@ class PlainChat:
             if comparison is not None:
                 self.compare(comparison)
 
+    def keep_unanswered(self, question: str, typed: str | None, turns_before: int) -> None:
+        """The chat ends with this question asked (`typed` not None; a /retry keeps its old turn) and nothing of
+        its answer recorded (stopped before a word): keep it in the session, unanswered, as the app does."""
+        if typed is not None and len(self.conversation.session.turns) == turns_before:
+            self.conversation.keep_unanswered(question)
+
     def compare(self, comparison: Comparison) -> None:
         """The other image's answer collected while Ctrl+C may stop it, then both answers as labelled lines."""
         self.say(f"Answering about {comparison.labels[1]}.")
@@ -281,37 +373,44 @@ class PlainChat:
             with ctrl_c_stops(comparison.cancel):
                 for chunk in comparison.chunks:
                     parts.append(chunk)
-        except KeyboardInterrupt:  # Ctrl+C twice: show what came, then end the chat
-            self.show_comparison(comparison, parts, stopped=True)
+        except (KeyboardInterrupt, ChatEnded):  # Ctrl+C twice, or a signal: show what came, then end the chat
+            comparison.cancel.cancel()
+            with contextlib.suppress(OutputLost):  # the chat is ending already
+                self.show_comparison(comparison, parts, stopped=True)
             raise
         except Exception as error:  # noqa: BLE001 - the model failed: what came is kept, the chat goes on
-            self.say(f"blip2-chat: {model_error_text(error)}")
+            failure = model_error_text(error)
+            self.say(f"blip2-chat: {failure}")
+        else:
+            failure = ""
         stopped = comparison.cancel.cancelled
-        self.show_comparison(comparison, parts, stopped)
+        self.show_comparison(comparison, parts, stopped, error=failure)
         if stopped:
             self.say("Answer stopped." + (" The partial answer is kept." if "".join(parts).strip() else ""))
         elif self.answer_ready_note:
             self.say("Answer ready.")
         self.save()
 
-    def show_answer(self, question: str, parts: list[str], stopped: bool) -> None:
+    def show_answer(self, question: str, parts: list[str], stopped: bool, error: str = "") -> None:
+        """The answer as one line (or, with --json, one record; `error`: the sentence said for a model that failed,
+        in the record's "error" field)."""
         text = " ".join("".join(parts).split())
         if self.json_records:
             engine, image = self.conversation.engine, self.conversation.image
             if engine is not None and image is not None:
-                print_json(answer_record(engine, image, question, text))
+                self.print_record(answer_record(engine, image, question, text), error)
         elif stopped:
             self.line(f"Assistant: {text} (stopped)" if text else "Assistant: (stopped before any words)")
         else:
             self.line(f"Assistant: {text or EMPTY_ANSWER}")
 
-    def show_comparison(self, comparison: Comparison, parts: list[str], stopped: bool) -> None:
+    def show_comparison(self, comparison: Comparison, parts: list[str], stopped: bool, error: str = "") -> None:
         """`first.jpg: answer` and `second.jpg: answer` (or the other image's JSON record)."""
         text = " ".join("".join(parts).split())
         engine = self.conversation.engine
         if self.json_records:
             if engine is not None:
-                print_json(answer_record(engine, comparison.image, comparison.question, text))
+                self.print_record(answer_record(engine, comparison.image, comparison.question, text), error)
             return
         first, second = comparison.labels
         stopped_first = " (stopped)" if comparison.first_stopped else ""
@@ -320,6 +419,14 @@ class PlainChat:
             self.line(f"{second}: {text} (stopped)" if text else f"{second}: (stopped before any words)")
         else:
             self.line(f"{second}: {text or EMPTY_ANSWER}")
+
+    def print_record(self, record: dict[str, object], error: str = "") -> None:
+        """One --json record on stdout. `error`, when given, goes in its "error" field, and its "answer" is what came
+        before the failure, or null when nothing did (as `ask --json` says an image it failed on)."""
+        if error:
+            record["answer"] = record["answer"] or None
+            record["error"] = error
+        self.write(lambda: print_json(record))
 
     def save(self) -> None:
         """Save the session if it changed; a failure is said and the chat goes on."""
@@ -349,6 +456,10 @@ def run_plain_chat(
 
     `notes`: sentences to say first (e.g. which model a resumed chat goes on with).
     """
+    if sys.stdout is None or getattr(sys.stdout, "closed", False):  # `>&-`: said before the model loads
+        raise UserError("Standard output is closed, so the answers have nowhere to go.",
+                        "Run it again with stdout open, or send it to a file (> chat.txt).")
+
     def say(sentence: str) -> None:
         print(visible(sentence), file=sys.stderr, flush=True)
 

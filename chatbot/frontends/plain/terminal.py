@@ -1,8 +1,15 @@
-"""The terminal side of the screen-reader mode: when it is chosen, reading lines, Ctrl+C.
+"""The terminal side of the screen-reader mode: when it is chosen, reading lines, Ctrl+C, SIGTERM and SIGHUP.
 
 No cursor movement, no redraws, no colour: only whole lines, which screen readers read well.
 Tab completes a /command's name and the path after `/image` through readline (the rule is
-`core.completion`); several matches are listed on one plain line.
+`core.completion`); several matches are listed on one plain line. Each line typed goes into the
+line history file as it is entered (`chatbot.frontends.plain.history`).
+
+SIGTERM (a shutdown, `kill`) and SIGHUP (the terminal window closed) end the chat as Ctrl+D does, with
+everything saved (`signals_end_the_chat`): an answer in progress is stopped and kept, as the first Ctrl+C
+does, and the chat ends when it is; at the prompt the chat ends at once, readline giving the terminal back
+its settings first. The exit status is then 128 + the signal's number (143, 129), as when a signal ends a
+program.
 """
 
 from __future__ import annotations
@@ -18,13 +25,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from chatbot.engine.base import CancelToken
+from chatbot.frontends.plain.history import HISTORY_LINES, LineHistory
 from chatbot.frontends.screen_reader import is_terminal, plain_output_asked
 from chatbot.untrusted import visible
 
 if TYPE_CHECKING:
     from chatbot.core.completion import Completion
 
-HISTORY_LINES = 1000
 _completions: list[Completion] = []  # the one completion readline is stepping through (its last Tab)
 
 
@@ -96,44 +103,54 @@ def tolerate_bytes_that_are_not_text(stream: TextIO) -> None:
 CLEARED_LINE = "Line cleared; the Up arrow brings it back. Ctrl+C on an empty line ends the chat."
 
 
+def _say(sentence: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # the terminal may be gone
+        print(visible(sentence), file=sys.stderr, flush=True)
+
+
 def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
-    readline = _readline(history_file, prompt)
-    earlier = readline.get_current_history_length() if readline is not None else 0
-    try:
-        while True:
-            try:
-                yield input(prompt)
-            except EOFError:  # Ctrl+D: end the prompt's line, so what is said next starts on its own
+    """Lines typed with readline; each goes into `history_file` as it is entered (a chat ended by a signal or a
+    closed terminal loses none), and none earlier is written back."""
+    history = LineHistory(history_file, _say) if history_file is not None else None
+    readline = _readline(history, prompt)
+    while True:
+        try:
+            line = input(prompt)
+        except EOFError:  # Ctrl+D: end the prompt's line, so what is said next starts on its own
+            with contextlib.suppress(OSError, ValueError):  # not when the terminal is gone
                 print(flush=True)
-                return
-            except KeyboardInterrupt:  # on a half-typed line Ctrl+C clears it, as shells do; on an empty one it ends
-                typed = readline.get_line_buffer() if readline is not None else ""
-                if not typed.strip():
-                    raise
-                readline.add_history(typed)
-                print(flush=True)
-                print(CLEARED_LINE, file=sys.stderr, flush=True)
-    finally:
-        if readline is not None and history_file is not None:
-            _keep_history(readline, history_file, readline.get_current_history_length() - earlier)
+            return
+        except KeyboardInterrupt:  # on a half-typed line Ctrl+C clears it, as shells do; on an empty one it ends
+            typed = readline.get_line_buffer() if readline is not None else ""
+            if not typed.strip():
+                raise
+            readline.add_history(typed)
+            if history is not None:
+                history.add([typed])
+            print(flush=True)
+            print(CLEARED_LINE, file=sys.stderr, flush=True)
+            continue
+        except ChatEnded as ended:  # SIGTERM or SIGHUP at the prompt: a half-typed line is kept, as the app keeps it
+            ended.draft = readline.get_line_buffer() if readline is not None else ""
+            if ended.draft.strip() and history is not None:
+                history.add([ended.draft])
+            raise
+        if history is not None and readline is not None:
+            history.add([line])  # before it is answered: a chat that ends meanwhile keeps it
+        yield line
 
 
 def _keep_history(readline: Any, history_file: Path, added: int) -> None:
-    """Add this chat's `added` new lines to `history_file` (kept to its last HISTORY_LINES lines). Only these are
-    written: lines removed from the file meanwhile (`sessions --delete`) are not written back."""
-    if added <= 0:
-        return
-    with contextlib.suppress(OSError):
-        if history_file.is_file():
-            readline.append_history_file(added, str(history_file))
-        else:
-            history_file.parent.mkdir(parents=True, exist_ok=True)
-            readline.write_history_file(str(history_file))
-            history_file.chmod(0o600)  # the questions asked: yours alone, as the chats are
+    """Append readline's last `added` lines to `history_file` (never through a link). Only these are written:
+    lines removed from the file meanwhile (`sessions --delete`) are not written back."""
+    length = readline.get_current_history_length()
+    first = max(1, length - added + 1)
+    LineHistory(history_file, _say).add(readline.get_history_item(number) or "" for number in range(first, length + 1))
 
 
-def _readline(history_file: Path | None, prompt: str = ""):  # type: ignore[no-untyped-def]
-    """The readline module set up for plain lines and Tab completion (None where Python has none)."""
+def _readline(history: LineHistory | None, prompt: str = ""):  # type: ignore[no-untyped-def]
+    """The readline module set up for plain lines and Tab completion, with `history`'s earlier lines for the Up
+    arrow (None where Python has no readline)."""
     try:
         import readline
     except ImportError:
@@ -144,9 +161,9 @@ def _readline(history_file: Path | None, prompt: str = ""):  # type: ignore[no-u
         readline.parse_and_bind("set bell-style none")  # no ^G on an ambiguous Tab: the matches are said in words
     with contextlib.suppress(Exception):
         _set_up_completion(readline, prompt)
-    if history_file is not None and history_file.is_file():
-        with contextlib.suppress(OSError):
-            readline.read_history_file(str(history_file))
+    if history is not None:
+        for line in history.read():  # read here, never by readline: it would follow a link at that path
+            readline.add_history(line)
     return readline
 
 
@@ -188,9 +205,74 @@ def readline_list_matches(prompt: str, line: str, out: TextIO | None = None) -> 
     out.flush()
 
 
+ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class ChatEnded(BaseException):
+    """Raised in the main thread when SIGTERM or SIGHUP ends the chat where nothing can be stopped gently (at the
+    prompt, in a command, or a second time during an answer). Not an Exception: no "a command failed" handler
+    takes it; the chat saves what it has and leaves with `status`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.status = 128 + signum  # as when the signal ends a program: 143 for SIGTERM, 129 for SIGHUP
+        self.draft = ""  # the line half typed at the prompt when it came (kept as the session's draft)
+
+
+class Ending:
+    """What SIGTERM and SIGHUP do now: stop the answer `answering` (the first time), else raise ChatEnded; nothing
+    once the chat is `leaving` (saving on its way out)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the first of them that came
+        self.answering: CancelToken | None = None  # the answer in progress, which the first one stops
+        self.leaving = False  # the chat is on its way out: no signal cuts its saving short
+
+    @property
+    def status(self) -> int | None:
+        """The exit status the signal that came asks for (None while none came)."""
+        return None if self.signum is None else 128 + self.signum
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if self.leaving:
+            return
+        if first and self.answering is not None and not self.answering.cancelled:
+            self.answering.cancel()  # as the first Ctrl+C: what came is kept, marked stopped; then the chat ends
+            return
+        raise ChatEnded(self.signum or signum)
+
+
+_ending: Ending | None = None  # while signals_end_the_chat is in force
+
+
+@contextlib.contextmanager
+def signals_end_the_chat() -> Iterator[Ending]:
+    """While inside, SIGTERM and SIGHUP end the chat with everything kept (see the module's words). The `Ending`
+    yielded says which came (the chat loop ends after the answer it stopped); set its `leaving` before saving on
+    the way out. Outside the main thread signals cannot be caught, and nothing changes."""
+    global _ending
+    ending = Ending()
+    if threading.current_thread() is not threading.main_thread():
+        yield ending
+        return
+    _ending = ending
+    previous = {signum: signal.signal(signum, ending.on_signal) for signum in ENDING_SIGNALS}
+    try:
+        yield ending
+    finally:
+        _ending = None
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @contextlib.contextmanager
 def ctrl_c_stops(cancel: CancelToken) -> Iterator[None]:
     """While inside, the first Ctrl+C stops the answer (via `cancel`); a second one raises KeyboardInterrupt.
+    So does SIGTERM or SIGHUP, within `signals_end_the_chat` (a second one raises ChatEnded).
 
     Outside the main thread signals cannot be caught, and Ctrl+C keeps its usual meaning.
     """
@@ -203,8 +285,15 @@ def ctrl_c_stops(cancel: CancelToken) -> Iterator[None]:
             raise KeyboardInterrupt
         cancel.cancel()
 
+    ending = _ending
+    if ending is not None:
+        if ending.signum is not None and not cancel.cancelled:  # one came before this answer began: stop it too
+            cancel.cancel()
+        ending.answering = cancel
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if ending is not None:
+            ending.answering = None
