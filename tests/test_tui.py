@@ -311,6 +311,22 @@ async def test_a_question_without_an_image_is_refused_before_the_model_is_ready(
 
 
 @pilot_test
+async def test_a_refused_line_is_kept_selected_so_the_next_one_replaces_it(pictures) -> None:
+    """A probe typed /undo twice with nothing to undo and sent "/undo/undo"; /open 1 refused, then "/open 2"
+    became "/open 1/open 2". The kept line is selected: typing replaces it, an arrow key keeps it to edit."""
+    app = scripted_app(ScriptedEngine("fine"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "/undo")
+        assert errors(app) and input_value(app) == "/undo"
+        await pilot.press("slash", "h", "e", "l", "p")
+        assert input_value(app) == "/help"
+        await send(pilot, "/undo")
+        await pilot.press("end", "x")
+        assert input_value(app) == "/undox"  # after an arrow key (End), typing edits the kept line
+
+
+@pilot_test
 async def test_the_model_arriving_after_the_app_closed_changes_nothing_and_does_not_fail() -> None:
     """The model finished loading while the app was closing otherwise than by Ctrl+Q: its message came to a
     screen without a status bar (NoMatches, seen once under load)."""

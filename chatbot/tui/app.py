@@ -455,6 +455,8 @@ class ChatApp(FindingApp):
             done = self.ask(question_text(line))  # `//x` asks `/x`
         if done:
             field.value = ""
+        else:  # kept to fix, selected: typing replaces it (no "/undo/undo"), an arrow key keeps it to edit
+            field.select_all()
 
     def run_slash(self, line: str) -> bool:
         """Run a /command; False (and one notice) when it failed, so the input keeps the line to fix."""
