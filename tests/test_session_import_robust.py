@@ -69,6 +69,20 @@ def test_a_bad_option_or_context_start_is_mended_and_said_and_the_rest_loads(cas
     assert "load_notes" not in session.to_dict()  # never saved
 
 
+def test_a_file_already_saved_here_goes_on_as_a_copy_and_says_so(tmp_path) -> None:
+    # a probe: resuming an export of a chat saved here went on under a new id, said only as "Resumed session NEW"
+    (tmp_path / "good.json").write_text(json.dumps(GOOD))
+    store = SessionStore(tmp_path / "sessions")
+    first = session_to_resume(store, continue_last=False, resume=str(tmp_path / "good.json"))
+    assert first.id == GOOD["id"] and store.problems == []
+    store.release(first)  # the first chat ended
+    again = SessionStore(tmp_path / "sessions")
+    copy = session_to_resume(again, continue_last=False, resume=str(tmp_path / "good.json"))
+    assert copy.id != GOOD["id"]
+    assert again.problems == [f"The chat in {tmp_path / 'good.json'} is saved here already as session {GOOD['id']}, "
+                              f"which is left as it was: this copy goes on as session {copy.id}."]
+
+
 def test_a_good_file_loads_as_before_with_nothing_to_say(tmp_path) -> None:
     session = session_from_json(json.dumps(GOOD), "chat.json")
     assert session.load_notes == [] and session.context_start == 1 and session.options == GOOD["options"]

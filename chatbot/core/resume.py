@@ -220,7 +220,10 @@ def imported_session(store: SessionStore, path: Path) -> Session:
         store.problems.append(f"The chat in {shown(path, 400)} had an id that cannot name a session file "
                               f"('{shown(old)}'), so it goes on as session {session.id}.")
     elif os.path.lexists(store.path_for(session.id)):
+        old = session.id
         session.id = new_session_id()
+        store.problems.append(f"The chat in {shown(path, 400)} is saved here already as session {old}, which is "
+                              f"left as it was: this copy goes on as session {session.id}.")
     session.from_elsewhere = True
     if not known_model(session.model):
         session.untrusted_model, session.model = session.model, ""
