@@ -298,7 +298,11 @@ class PlainChat:
 
     def ask(self, question: str) -> None:
         cancel = CancelToken()
-        stream = self.conversation.ask(question, cancel)  # an empty or too-long question fails here, before "You:"
+        try:
+            stream = self.conversation.ask(question, cancel)  # a refused question (too long, no image) fails here
+        except UserError:
+            self.echo_line(typed_line(question.strip()))  # a transcript shows the line its refusal is about
+            raise
         # echoed as typed: "You: /x" for the question `//x` would read as a command
         self.answer(self.conversation.question, stream, cancel, typed=typed_line(self.conversation.question))
 
