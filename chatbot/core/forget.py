@@ -58,7 +58,7 @@ def forget_chats(ids: list[str], store: SessionStore | None = None, *, pasted: P
     sessions = [deleted.session for deleted in done.deleted if deleted.session is not None]
     _forget_pasted(sessions, store, pasted if pasted is not None else pasted_dir(), done)
     done.history_lines_removed = _forget_history(sessions, history if history is not None else line_history_file(),
-                                                 kept=store.every_saved_chat() or [])
+                                                 others=store.every_saved_chat() or [])
     return done
 
 
@@ -104,10 +104,10 @@ def _forget_pasted(sessions: list[Session], store: SessionStore, folder: Path, d
         done.pictures_removed += 1
 
 
-def _forget_history(sessions: list[Session], history: Path, *, kept: list[Session]) -> int:
-    """Remove from the line history file the lines that are one of `sessions`' questions and none of the `kept`
-    chats' (readline keeps a line asked twice once: the Up arrow's line may be another chat's too); how many."""
-    asked_elsewhere = {turn.question.strip() for session in kept for turn in session.turns}
+def _forget_history(sessions: list[Session], history: Path, *, others: list[Session]) -> int:
+    """Remove from the line history file the lines that are one of `sessions`' questions and none of the `others`'
+    (the saved chats left; readline keeps a line asked twice once: the Up arrow's line may be another chat's too); how many."""
+    asked_elsewhere = {turn.question.strip() for session in others for turn in session.turns}
     questions = {turn.question.strip() for session in sessions for turn in session.turns
                  if turn.question.strip() and turn.question.strip() not in asked_elsewhere}
     if not questions:
