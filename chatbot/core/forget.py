@@ -105,8 +105,9 @@ def _forget_pasted(sessions: list[Session], store: SessionStore, folder: Path, d
 
 
 def _forget_history(sessions: list[Session], history: Path, *, others: list[Session]) -> int:
-    """Remove from the line history file the lines that are one of `sessions`' questions and none of the `others`'
-    (the saved chats left; readline keeps a line asked twice once: the Up arrow's line may be another chat's too); how many."""
+    """Remove from the line history file the lines that are one of `sessions`' questions and none of the
+    `others`' (the saved chats left: readline keeps a line asked twice once, so the Up arrow's line may be
+    another chat's too); how many."""
     asked_elsewhere = {turn.question.strip() for session in others for turn in session.turns}
     questions = {turn.question.strip() for session in sessions for turn in session.turns
                  if turn.question.strip() and turn.question.strip() not in asked_elsewhere}
