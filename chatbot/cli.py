@@ -432,7 +432,7 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
     """`index` and `search`. Their --model is a retrieval checkpoint, so the chat's default model is not
-    theirs: without --model the index decides (see chatbot.core.photo_search.retrieval_model_for)."""
+    theirs: without --model the index decides (see chatbot.core.photo_search.choose_index_model)."""
     retrieval = replace(settings, model=settings.model if args.model else "")  # a folder given: made absolute
     if args.command == "index":
         from chatbot.frontends.search.index_run import IndexRequest, run_index
@@ -451,11 +451,14 @@ def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
     if best is None:
         raise UserError("None of the results can be opened in the chat.",
                         "Search for something else, or run `blip2-chat index` again over your folders.")
-    # --model named the retrieval checkpoint; the chat's is the configured one, except that the demo's
-    # search model opens the demo's chat model (so the offline demo goes from search to chat)
+    # --model named the retrieval checkpoint (without it, the index's own did); the chat's is the configured
+    # one, except that the demo's search model opens the demo's chat model (so the offline demo goes from
+    # search to chat), whether --model named it or the index did
+    from chatbot.core.photo_search import index_model
     from chatbot.locations import DEMO_MODEL, is_demo_model
 
-    chat_model = DEMO_MODEL if is_demo_model(args.model or "") else None
+    searched_with = args.model or index_model(args.index) or ""
+    chat_model = DEMO_MODEL if is_demo_model(searched_with) else None
     chat_settings = settings_for(argparse.Namespace(**{**vars(args), "model": chat_model, "command": "chat"}))
     return run_chat_command(chat_settings, best)
 

@@ -345,9 +345,10 @@ def test_damaged_index_is_set_aside(tmp_path: Path, damage: str) -> None:
     with pytest.raises(PhotoIndexError, match="damaged.*blip2-chat index PATH") as refused:
         IndexStore.open(folder, CHECKPOINT, create=False)
     # the fix names the model that made the index when its record could still be read (without --model a
-    # new index would take the default retrieval model)
-    named = f"`blip2-chat index PATH --model {CHECKPOINT}`" if damage != "garbage database" else \
-        "`blip2-chat index PATH`"
+    # new index would take the default retrieval model), and the index folder when it is not the default one
+    # (without --index the command would build the default index)
+    named = f"`blip2-chat index PATH --model {CHECKPOINT} --index {folder}`" if damage != "garbage database" else \
+        f"`blip2-chat index PATH --index {folder}`"
     assert refused.value.hint == f"Build it again with {named} (PATH: your photos folder)."
     assert (folder / "damaged-1" / "index.sqlite").is_file() and (folder / "damaged-1" / "vectors.f16").is_file()
     assert not (folder / "index.sqlite").exists() and (folder / "my notes.txt").read_text() == "not the index's"

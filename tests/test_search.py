@@ -280,15 +280,17 @@ async def test_find_in_the_app_shows_the_results_and_opens_the_chosen_one(indexe
 def test_result_lines_never_carry_control_characters() -> None:
     line = found_line(1, Found("/p/\x1b[31mred\x07.png", 0.5, 0.25, missing=True))
     assert "\x1b" not in line and "\x07" not in line
-    assert line.endswith("match 0.25  similarity 0.500  (missing: the file is gone since it was indexed)")
+    assert line.endswith("match 0.250  similarity 0.500  (gone: deleted or moved since it was indexed; "
+                         "run `blip2-chat index` again)")
     assert os.sep in line
 
 
-def test_tiny_match_probabilities_keep_their_order_readable() -> None:
+def test_match_probabilities_read_alike_and_in_order() -> None:
+    """Three decimals for every match (no `9.9e-03` beside `0.93`); pictures closer than that read as equal."""
     lines = [found_line(rank, Found(f"/p/{rank}.png", 0.3, match)) for rank, match in
-             enumerate([0.97, 0.0102, 2.7e-05, 8.1e-06, 0.0], start=1)]
+             enumerate([0.97, 0.0102, 0.0099, 2.7e-05, 8.1e-06, 0.0], start=1)]
     assert [line.split("  ")[1] for line in lines] == [
-        "match 0.97", "match 0.01", "match 2.7e-05", "match 8.1e-06", "match 0.00"]
+        "match 0.970", "match 0.010", "match 0.010", "match 0.000", "match 0.000", "match 0.000"]
 
 
 @pytest.mark.parametrize("model, chat_model", [("demo", "demo"), ("DEMO", "demo"), ("/some/retrieval/model", None)])

@@ -34,6 +34,7 @@ RETRAIN_GROWTH = 4  # the centres are trained again once the index is this many 
 CANDIDATES = 100  # images the first stage hands to exact re-scoring (300 found no more at 10k or 100k)
 NOT_UTF8 = "its name is not valid UTF-8; rename it to index it."  # why a file `storable` refuses is not indexed
 REBUILDING = "rebuild-in-progress"  # the sub-folder a --rebuild makes its index in (see `open_rebuild`)
+SUPERSEDED = "stopped-rebuild"  # in REBUILDING: a stopped rebuild of another checkpoint, until the new one has pictures
 _FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "vectors.f16", "centres.npy")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,6 +72,8 @@ class Hit:
     path: str
     sha256: str
     itc: float
+    size: int = -1  # the file's size and mtime when it was indexed (-1: not known)
+    mtime_ns: int = -1
 
 
 class IndexStore:
@@ -85,6 +88,9 @@ class IndexStore:
         self._coarse = CoarseLists.load(folder)
         self._writer_lock: IO[bytes] | None = None  # held while this store may write (opened with `create`)
         self._folder_lock: IO[bytes] | None = None  # a rebuild's: the lock of the index it will replace
+        # a rebuild's: the stopped rebuild of another checkpoint it replaces, (checkpoint, pictures), kept in
+        # <this folder>/SUPERSEDED until this one holds its first pictures (`add_batch` deletes it then)
+        self.superseded: tuple[str, int] | None = None
 
     @classmethod
     def open_existing(cls, folder: Path) -> IndexStore:
@@ -106,7 +112,8 @@ class IndexStore:
         if not (folder / "index.sqlite").exists():
             if not create:
                 raise PhotoIndexError(f"There is no search index at {visible(folder)} yet.",
-                                      "Build it with `blip2-chat index PATH` (PATH: your photos folder).")
+                                      f"Build it with `blip2-chat index PATH{index_flag(folder)}` "
+                                      "(PATH: your photos folder).")
             make_index_folder(folder)
         writer_lock = _lock_for_writing(folder) if create else None
         db: sqlite3.Connection | None = None
@@ -141,7 +148,7 @@ class IndexStore:
             raise PhotoIndexError(
                 f"The index at {visible(folder)} was made with {visible(made_by)}, not {visible(checkpoint)}.",
                 f"Search with `--model {visible(made_by)}`, or index again with this model: "
-                "`blip2-chat index PATH --rebuild`.")
+                f"`blip2-chat index PATH --rebuild{index_flag(folder)}`.")
         return store
 
     def close(self) -> None:
@@ -220,6 +227,9 @@ class IndexStore:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shape', ?)",
                              (f"{self.vectors.queries}x{self.vectors.dim}",))
         self.vectors.committed(len(new))
+        if self.superseded is not None and files:  # this rebuild has really started: the stopped one goes now
+            _remove_index_folder(self.folder / SUPERSEDED)
+            self.superseded = None
 
     def set_path(self, state: FileState) -> None:
         """Record a file whose content is already stored (a renamed copy, or a touched but unchanged file)."""
@@ -280,14 +290,14 @@ class IndexStore:
         for start in range(0, len(rows), step):
             chunk = [int(row) for row in rows[start:start + step]]
             marks = ",".join("?" * len(chunk))
-            paths: dict[int, list[tuple[str, str]]] = {}
-            for row, path, sha in self._db.execute(
-                    f"SELECT e.row, f.path, f.sha256 FROM embeddings e JOIN files f ON f.sha256 = e.sha256 "
-                    f"WHERE e.row IN ({marks}) ORDER BY f.path", chunk):
-                paths.setdefault(row, []).append((path, sha))
+            paths: dict[int, list[tuple[str, str, int, int]]] = {}
+            for row, path, sha, size, mtime_ns in self._db.execute(
+                    f"SELECT e.row, f.path, f.sha256, f.size, f.mtime_ns FROM embeddings e JOIN files f "
+                    f"ON f.sha256 = e.sha256 WHERE e.row IN ({marks}) ORDER BY f.path", chunk):
+                paths.setdefault(row, []).append((path, sha, size, mtime_ns))
             for row, score in zip(chunk, scores[start:start + step], strict=True):
                 if row in paths:
-                    hits += [Hit(path, sha, float(score)) for path, sha in paths[row]]
+                    hits += [Hit(path, sha, float(score), size, mtime_ns) for path, sha, size, mtime_ns in paths[row]]
                     images += 1
                     if images == top:
                         return hits
@@ -354,7 +364,9 @@ def open_rebuild(folder: Path, checkpoint: str) -> IndexStore:
 
     The index in `folder` is not touched, and stays searchable, until `swap_in` replaces it with this one:
     a model that fails to load, an error or Ctrl+C leave it as it was. A stopped rebuild with the same
-    checkpoint is gone on with; one with another is started afresh. The returned store also holds
+    checkpoint is gone on with. One with another checkpoint is moved into `rebuild-in-progress/stopped-rebuild`
+    (`store.superseded` says which) and deleted only once this rebuild holds its first pictures: until then
+    (its model may not even load) `restore_superseded` puts it back. The returned store also holds
     `folder`'s writer lock, so no other run writes to the index being replaced."""
     check_index_folder(folder)
     make_index_folder(folder)
@@ -362,21 +374,106 @@ def open_rebuild(folder: Path, checkpoint: str) -> IndexStore:
     try:
         aside = folder / REBUILDING
         check_index_folder(aside)
+        kept = aside / SUPERSEDED
+        if has_index(kept):  # a run killed after it moved a stopped rebuild aside
+            if recorded(aside)[1] > 0:  # ... once it had pictures of its own: it had really started
+                _remove_index_folder(kept)
+            else:
+                _put_back(kept, aside)
+        superseded: tuple[str, int] | None = None
         if has_index(aside):
             made_by: str | None = None
             with contextlib.suppress(PhotoIndexError):  # a damaged one is set aside, inside `aside`
                 earlier = IndexStore.open_existing(aside)
                 made_by = earlier.checkpoint
                 earlier.close()
-            if made_by != checkpoint:
+            if made_by is None:
                 remove_index_files(aside)
-        store = IndexStore.open(aside, checkpoint, create=True)
+            elif made_by != checkpoint:
+                superseded = (made_by, recorded(aside)[1])
+                kept.mkdir(exist_ok=True)
+                for path in reversed(_index_files(aside)):  # index.sqlite last: kept is whole once it is there
+                    path.rename(kept / path.name)
+        try:
+            store = IndexStore.open(aside, checkpoint, create=True)
+        except BaseException:
+            if superseded is not None:
+                _put_back(kept, aside)
+            raise
     except BaseException:
         if folder_lock is not None:
             folder_lock.close()
         raise
     store._folder_lock = folder_lock
+    store.superseded = superseded
     return store
+
+
+def restore_superseded(folder: Path) -> tuple[str | None, int] | None:
+    """Put back the stopped rebuild that a rebuild in `folder` (the index folder) moved aside, when that
+    rebuild made nothing (its index already removed); (its checkpoint, pictures), or None when none waited."""
+    aside = folder / REBUILDING
+    kept = aside / SUPERSEDED
+    if not has_index(kept):
+        return None
+    _put_back(kept, aside)
+    return recorded(aside)
+
+
+def waiting_rebuild(folder: Path) -> tuple[str, int] | None:
+    """(checkpoint, pictures) of a stopped rebuild waiting in `folder/rebuild-in-progress`, or None."""
+    aside = folder / REBUILDING
+    if not has_index(aside):
+        return None
+    made_by, pictures = recorded(aside)
+    return None if made_by is None else (made_by, pictures)
+
+
+def recorded(folder: Path) -> tuple[str | None, int]:
+    """(the checkpoint that made the index in `folder`, how many files it holds), read without writing,
+    locking or setting aside anything (a damaged or missing index: (None, 0), or what could be read). Not
+    opened read-only: a read-only reader of a WAL database leaves its -wal and -shm files behind."""
+    made_by: str | None = None
+    pictures = 0
+    path = folder / "index.sqlite"
+    if not path.is_file():
+        return None, 0
+    try:
+        with contextlib.closing(sqlite3.connect(path, check_same_thread=False)) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
+            made_by = None if row is None else str(row[0])
+            pictures = int(db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+    except (sqlite3.Error, ValueError):
+        pass
+    return made_by, pictures
+
+
+def index_flag(folder: Path) -> str:
+    """' --index DIR' for a command suggested about the index in `folder`, unless it is the default one."""
+    from chatbot.locations import index_dir
+
+    with contextlib.suppress(OSError, RuntimeError):
+        if os.path.realpath(folder) == os.path.realpath(index_dir()):
+            return ""
+    shown = visible(str(folder))
+    return f" --index {shlex.quote(shown) if shown == str(folder) else repr(shown)}"
+
+
+def _put_back(kept: Path, aside: Path) -> None:
+    """Move a stopped rebuild kept in `kept` back into `aside`, in place of whatever index is there."""
+    remove_index_files(aside)
+    for path in reversed(_index_files(kept)):  # index.sqlite last: never its database with other vectors
+        path.rename(aside / path.name)
+    with contextlib.suppress(OSError):
+        kept.rmdir()
+
+
+def _remove_index_folder(folder: Path) -> None:
+    """Delete an index's own files and then its folder, when nothing else is left in it."""
+    remove_index_files(folder)
+    (folder / "writer.lock").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _lock_for_writing(folder: Path) -> IO[bytes] | None:
@@ -442,7 +539,7 @@ def _set_aside(folder: Path, made_by: str | None = None) -> PhotoIndexError:
             path.rename(aside / path.name)
     return PhotoIndexError(f"The search index at {visible(folder)} is damaged; its files were moved to "
                            f"{visible(aside)}.",
-                           f"Build it again with `blip2-chat index PATH{_model_flag(made_by)}` "
+                           f"Build it again with `blip2-chat index PATH{_model_flag(made_by)}{index_flag(folder)}` "
                            "(PATH: your photos folder).")
 
 

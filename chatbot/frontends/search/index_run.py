@@ -8,7 +8,9 @@ itself (what is unchanged, reused, re-embedded, removed) is `chatbot.core.photo_
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -63,7 +65,14 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     """
     from chatbot.core.photo_index.build import IndexSummary, update_index
     from chatbot.core.photo_index.files import find_image_files, nothing_found_words
-    from chatbot.core.photo_index.store import IndexStore, check_index_folder, has_index, open_rebuild
+    from chatbot.core.photo_index.store import (
+        IndexStore,
+        check_index_folder,
+        has_index,
+        open_rebuild,
+        restore_superseded,
+        waiting_rebuild,
+    )
 
     roots = checked_roots(request.paths)
     folder = index_folder(request.folder)
@@ -76,6 +85,16 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     model = choose_index_model(settings.model, folder, rebuild=request.rebuild)
     made_folders = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     store = open_rebuild(folder, model) if request.rebuild else IndexStore.open(folder, model, create=True)
+    # the store holds the index's writer lock now, so a rebuild found waiting is one that was stopped
+    if store.superseded is not None:
+        say(f"A stopped rebuild with {visible(store.superseded[0])} ({plural(store.superseded[1], 'picture')}) "
+            f"is kept aside; this rebuild, with {visible(model)}, replaces it once its first pictures are in.")
+    elif request.rebuild and store.count():
+        say(f"Going on with the stopped rebuild ({plural(store.count(), 'picture')} in it already).")
+    elif not request.rebuild and (waiting := waiting_rebuild(folder)) is not None:
+        say(waiting_words(waiting, request, folder))
+    if found.linked_folders:
+        say(linked_words(found.linked_folders, folder))
     progress: ProgressLine | None = None
 
     def advanced(done: int, total: int) -> None:
@@ -117,12 +136,15 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
             with contextlib.suppress(Exception):  # the store as it stands (a rolled-back batch is not in it)
                 held = store.count()
             done = getattr(stop, "finished", None) or IndexSummary(cancelled=True)  # update_index's finished batches
-            print(json_line(summary_record(done, folder, model, held)), flush=True)
+            print(json_line(summary_record(done, folder, model, held, found.linked_folders)), flush=True)
         return 130
     finally:
         made_nothing = fresh and store.is_empty()
         if made_nothing:
             _remove_made_index(store, made_folders)
+            if request.rebuild and (kept := restore_superseded(folder)) is not None and kept[0]:
+                say(f"The stopped rebuild with {visible(kept[0])} is kept, as it was; to go on with it: "
+                    f"{rebuild_command(kept[0], request, folder)}.")
         elif request.rebuild and finished:
             store.swap_in()
         else:
@@ -146,8 +168,43 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
         where = f"Nothing could be indexed, so no index was made at {visible(folder)}."
     say(f"Done: {summary.sentence()} {where}")
     if request.json:
-        print(json_line(summary_record(summary, folder, model, held)), flush=True)
+        print(json_line(summary_record(summary, folder, model, held, found.linked_folders)), flush=True)
     return 130 if summary.cancelled else 0
+
+
+def rebuild_command(model: str, request: IndexRequest, folder: Path) -> str:
+    """`blip2-chat index PATH... -r --rebuild --model M [--index DIR]`: this run's paths, as a rebuild with `model`."""
+    from chatbot.core.photo_index.store import index_flag
+
+    words = [_quoted(path) for path in request.paths]
+    words += ["-r"] if request.recursive else []
+    return f"blip2-chat index {' '.join(words)} --rebuild --model {_quoted(model)}{index_flag(folder)}"
+
+
+def waiting_words(waiting: tuple[str, int], request: IndexRequest, folder: Path) -> str:
+    """The sentence for a plain `index` run while a stopped rebuild waits beside the index."""
+    model, pictures = waiting
+    return (f"A rebuild of this index with {visible(model)} was stopped before it was complete "
+            f"({plural(pictures, 'picture')} so far) and waits; this run updates the index as it is. To go on "
+            f"with the rebuild: {rebuild_command(model, request, folder)}.")
+
+
+def linked_words(links: list[str], folder: Path, most: int = 3) -> str:
+    """'Left out 2 linked folders (/p/a, /p/b): ...': links to folders are not followed, with the way to
+    index one by its own path."""
+    from chatbot.core.photo_index.store import index_flag
+
+    named = ", ".join(visible(link) for link in links[:most]) + (", ..." if len(links) > most else "")
+    target = os.path.realpath(links[0])
+    flag = index_flag(folder)
+    return (f"Left out {plural(len(links), 'linked folder')} ({named}): links to folders are not followed; "
+            f"index {'it' if len(links) == 1 else 'each'} by its own path, e.g. "
+            f"blip2-chat index {_quoted(target)} -r{flag}.")
+
+
+def _quoted(text: str) -> str:
+    shown = visible(text)
+    return shlex.quote(shown) if shown == text else repr(shown)
 
 
 def failure_line(path: str, reason: str) -> str:
@@ -189,10 +246,11 @@ def _embedder_for(settings: Settings, model: str, request: IndexRequest, loaded:
     return remote.embed, remote
 
 
-def summary_record(summary: Any, folder: Path, model: str, held: int) -> dict[str, Any]:
+def summary_record(summary: Any, folder: Path, model: str, held: int,
+                   linked_folders: Sequence[str] = ()) -> dict[str, Any]:
     record = asdict(summary)
     record["failed"] = [{"path": path, "reason": reason} for path, reason in summary.failed]
-    record.update({"index": str(folder), "model": model, "pictures": held})
+    record.update({"index": str(folder), "model": model, "pictures": held, "linked_folders": list(linked_folders)})
     return record
 
 
