@@ -277,6 +277,41 @@ async def test_find_in_the_app_shows_the_results_and_opens_the_chosen_one(indexe
                          and app.conversation.image.source == expected[0].path, what="/open 1")
 
 
+@pilot_test
+async def test_a_result_gone_since_the_list_was_shown_is_refused_in_the_app_as_open_refuses_it(
+        tmp_path: Path, photos: Path) -> None:
+    """A probe: Enter on a result deleted meanwhile said "No file at ... drag the file into the terminal", where
+    /open N said it is gone since it was indexed. Both now say the same sentence, and the list stays."""
+    gone = tmp_path / "gone.png"
+    shutil.copy(photos / "red.png", gone)
+    found = [Found(str(gone), 0.5)]
+    app = scripted_app(ScriptedEngine("x"), photos / "black.png")
+    async with app.run_test(size=(110, 36)) as pilot:
+        await ready(pilot)
+        chosen: list[str | None] = []
+        app.push_screen(FindResultsScreen("red", found), chosen.append)
+        await wait_until(pilot, lambda: isinstance(app.screen, FindResultsScreen), what="the results")
+        gone.unlink()
+        with pytest.raises(UserError) as said:
+            result_to_open(found, "1")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: str(said.value) in [note.message for note in app._notifications],
+                         what="the sentence /open 1 says")
+        assert isinstance(app.screen, FindResultsScreen) and chosen == []
+
+
+def test_when_no_result_can_be_opened_the_chat_says_why(tmp_path: Path, photos: Path) -> None:
+    from chatbot.core.commands import found_outcome
+
+    conversation = Conversation(Settings(model="scripted"), None, SessionStore(tmp_path / "s"),
+                                load_image(photos / "red.png"), engine=ScriptedEngine("x"))
+    outcome = found_outcome(conversation, [Found("/p/a.png", 0.4, state="gone"),
+                                           Found("/p/b.png", 0.3, state="not_a_picture")])
+    assert [notice.text for notice in outcome.notices] == [
+        "None of the results can be opened: their files are gone or changed since they were indexed. Run "
+        "`blip2-chat index` again over your folders."]
+
+
 def test_result_lines_never_carry_control_characters() -> None:
     line = found_line(1, Found("/p/\x1b[31mred\x07.png", 0.5, 0.25, missing=True))
     assert "\x1b" not in line and "\x07" not in line

@@ -233,8 +233,8 @@ def found_outcome(conversation: Conversation, found: Sequence[Found]) -> Outcome
         return Outcome([Notice("No picture in the index matches that. Add folders with `blip2-chat index PATH`.")])
     openable = [rank for rank, item in enumerate(found, 1) if not item.missing]
     if not openable:
-        return Outcome([Notice("Every result is gone since it was indexed: run `blip2-chat index` again over "
-                               "your folders.", "warning")])
+        return Outcome([Notice("None of the results can be opened: their files are gone or changed since they were "
+                               "indexed. Run `blip2-chat index` again over your folders.", "warning")])
     return Outcome([Notice(f"Open one with /open N (e.g. /open {openable[0]}).")])
 
 

@@ -1,7 +1,8 @@
 """`/find TEXT` in the app: the pictures that match, best first, with a thumbnail of the highlighted one.
 
-Each row says the rank, the file's name and its scores; a file gone since it was indexed is shown as
-missing and cannot be chosen. Thumbnails are decoded in a thread worker, so moving through the list never
+Each row says the rank, the file's name and its scores; a file that cannot be opened (gone, no longer a
+picture) says so and cannot be chosen, and one that changed unseen since the list was made is refused with
+the sentence `/open N` says. Thumbnails are decoded in a thread worker, so moving through the list never
 freezes the screen. Dismisses with the chosen path (the chat then opens it by its usual rules) or None.
 """
 
@@ -18,7 +19,8 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from chatbot.core.photo_search import Found, found_line
+from chatbot.core.photo_search import Found, found_line, result_to_open
+from chatbot.errors import UserError
 from chatbot.tui.widgets.image_preview import ImagePreview
 from chatbot.untrusted import visible
 
@@ -58,6 +60,9 @@ class FindResultsScreen(ModalScreen[str | None]):
     @on(OptionList.OptionSelected)
     def _chosen(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        found = self.found[int(event.option.id or 0)]
-        if not found.missing:
-            self.dismiss(found.path)
+        try:  # the file is looked at again, as /open N does: the same sentence for one gone or changed since
+            path = result_to_open(self.found, str(int(event.option.id or 0) + 1))
+        except UserError as error:
+            self.notify(str(error), severity="error", markup=False)
+            return
+        self.dismiss(path)
