@@ -208,12 +208,15 @@ def _search_parsers(commands: argparse._SubParsersAction) -> None:
     )
     index.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     index.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
+    index.add_argument("--forget", action="store_true",
+                       help="remove from the index every picture recorded at or under each PATH (a folder gone "
+                            "for good; PATH need not exist): no file is touched, no model loaded")
     index.add_argument("--recursive", "-r", action="store_true", help="also look inside sub-folders")
     index.add_argument("--index", type=Path, default=None, metavar="DIR",
                        help="the index folder (default: 'index' in the data folder)")
     index.add_argument("--rebuild", action="store_true",
                        help="start the index afresh (e.g. with another --model); the old one is set aside")
-    index.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    index.add_argument("--batch-size", type=int, default=None, help="images per model call (default: 8)")
     _cluster_flags(index)
     search = commands.add_parser(
         "search", parents=[_search_model_flags()],
@@ -434,11 +437,17 @@ def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
     """`index` and `search`. Their --model is a retrieval checkpoint, so the chat's default model is not
     theirs: without --model the index decides (see chatbot.core.photo_search.choose_index_model)."""
     retrieval = replace(settings, model=settings.model if args.model else "")  # a folder given: made absolute
+    if args.command == "index" and args.forget:
+        from chatbot.frontends.search.index_run import ForgetRequest, refuse_with_forget, run_forget
+
+        refuse_with_forget(_given_besides_forget(args))
+        return run_forget(ForgetRequest(paths=tuple(args.paths), folder=args.index, json=args.json))
     if args.command == "index":
         from chatbot.frontends.search.index_run import IndexRequest, run_index
 
+        batch_size = 8 if args.batch_size is None else args.batch_size
         return run_index(retrieval, IndexRequest(paths=tuple(args.paths), recursive=args.recursive, folder=args.index,
-                                                 rebuild=args.rebuild, batch_size=args.batch_size, json=args.json,
+                                                 rebuild=args.rebuild, batch_size=batch_size, json=args.json,
                                                  ray=args.ray, workers=args.workers,
                                                  gpus_per_worker=args.gpus_per_worker))
     from chatbot.frontends.search.search_run import SearchRequest, run_search
@@ -461,6 +470,15 @@ def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:
     chat_model = DEMO_MODEL if is_demo_model(searched_with) else None
     chat_settings = settings_for(argparse.Namespace(**{**vars(args), "model": chat_model, "command": "chat"}))
     return run_chat_command(chat_settings, best)
+
+
+def _given_besides_forget(args: argparse.Namespace) -> list[str]:
+    """The flags given to `index --forget` that only indexing uses (reading files, the model, Ray)."""
+    given = {"--rebuild": args.rebuild, "-r": args.recursive, "--batch-size": args.batch_size is not None,
+             "--ray": args.ray is not None, "--workers": args.workers != 1,
+             "--gpus-per-worker": bool(args.gpus_per_worker)}
+    given |= {BY_NAME[name].flag: getattr(args, name) is not None for name in SEARCH_FLAGS}
+    return [flag for flag, there in given.items() if there]
 
 
 def run_chat_command(

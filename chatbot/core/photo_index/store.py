@@ -98,12 +98,15 @@ class IndexStore:
         return cls.open(folder, None, create=False)
 
     @classmethod
-    def open(cls, folder: Path, checkpoint: str | None, *, create: bool, rebuild: bool = False) -> IndexStore:
+    def open(cls, folder: Path, checkpoint: str | None, *, create: bool, rebuild: bool = False,
+             writing: bool = False) -> IndexStore:
         """Open the index in `folder` made with `checkpoint`; with `create`, make it when there is none.
 
-        `checkpoint` None (only without `create`): whichever made it.
+        `checkpoint` None (only without `create`): whichever made it. With `create` or `writing` the store
+        holds the index's writer lock (`writing` alone: an existing index that is written to, `index --forget`).
         `rebuild` deletes an existing index first (its own files only). Raises PhotoIndexError: no index
-        (and not `create`), one made by another checkpoint, or a damaged one (set aside first).
+        (and not `create`), one made by another checkpoint, or a damaged one (set aside first), or (with
+        `create` or `writing`) another run writing to it.
         """
         folder = Path(folder)
         check_index_folder(folder)
@@ -115,7 +118,7 @@ class IndexStore:
                                       f"Build it with `blip2-chat index PATH{index_flag(folder)}` "
                                       "(PATH: your photos folder).")
             make_index_folder(folder)
-        writer_lock = _lock_for_writing(folder) if create else None
+        writer_lock = _lock_for_writing(folder) if create or writing else None
         db: sqlite3.Connection | None = None
         made_by: str | None = None
         try:
@@ -199,10 +202,7 @@ class IndexStore:
         """Indexed paths inside folder `root` (or `root` itself when it is a file)."""
         if not storable(root):
             return []  # nothing under a name the index cannot hold was indexed
-        prefix = root.rstrip("/\\") + "/"
-        pattern = prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
-        found = self._db.execute("SELECT path FROM files WHERE path = ? OR path LIKE ? ESCAPE '!'", (root, pattern))
-        return [row[0] for row in found]
+        return [row[0] for row in self._db.execute(f"SELECT path FROM files WHERE {_UNDER}", _under(root))]
 
     def known_sha(self, sha256: str) -> bool:
         return self._db.execute("SELECT 1 FROM embeddings WHERE sha256 = ?", (sha256,)).fetchone() is not None
@@ -446,6 +446,31 @@ def recorded(folder: Path) -> tuple[str | None, int]:
     except (sqlite3.Error, ValueError):
         pass
     return made_by, pictures
+
+
+def recorded_under(folder: Path, root: str) -> int:
+    """How many files the index in `folder` records at or under `root` (an absolute path, as `index` records
+    them), read as `recorded` reads: without writing, locking or setting aside anything (0 when it cannot be
+    read)."""
+    path = folder / "index.sqlite"
+    if not storable(root) or not path.is_file():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(path, check_same_thread=False)) as db:
+            return int(db.execute(f"SELECT COUNT(*) FROM files WHERE {_UNDER}", _under(root)).fetchone()[0])
+    except (sqlite3.Error, ValueError):
+        return 0
+
+
+# a file recorded at `root`, or inside it as a folder: its path begins with `root/`. Compared exactly, not with
+# LIKE, which ignores the case of ASCII letters: /p/Photos is not /p/photos on most file systems.
+_UNDER = "path = ? OR substr(path, 1, ?) = ?"
+
+
+def _under(root: str) -> tuple[str, int, str]:
+    """The parameters of `_UNDER` for `root` (SQLite's `substr` and `length` count characters, as Python does)."""
+    prefix = root.rstrip("/\\") + "/"
+    return root, len(prefix), prefix
 
 
 def index_flag(folder: Path) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatbot.cluster.connection import ClusterOptions
 from chatbot.core.photo_search import choose_index_model, index_folder
@@ -27,6 +27,9 @@ from chatbot.frontends.progress_line import ProgressLine, plural
 from chatbot.image_files import refuse_other_schemes
 from chatbot.images import LoadedImage, is_url, public_url
 from chatbot.untrusted import json_line, visible
+
+if TYPE_CHECKING:
+    from chatbot.core.photo_index.forget import Forgotten
 
 MOST_FAILURES_NAMED = 10
 
@@ -74,8 +77,8 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
         waiting_rebuild,
     )
 
-    roots = checked_roots(request.paths)
     folder = index_folder(request.folder)
+    roots = checked_roots(request.paths, folder)
     check_index_folder(folder)
     found = find_image_files(roots, request.recursive)
     nothing = not found.files and not found.unreadable
@@ -254,8 +257,9 @@ def summary_record(summary: Any, folder: Path, model: str, held: int,
     return record
 
 
-def checked_roots(paths: Sequence[str]) -> list[Path]:
-    """The files and folders to index, as absolute paths; a URL or a path that is not there is refused."""
+def checked_roots(paths: Sequence[str], folder: Path | None = None) -> list[Path]:
+    """The files and folders to index, as absolute paths; a URL or a path that is not there is refused (with
+    `index --forget` named when the index in `folder` still holds pictures from there)."""
     roots = []
     for raw in paths:
         if is_url(raw):
@@ -264,9 +268,105 @@ def checked_roots(paths: Sequence[str]) -> list[Path]:
         refuse_other_schemes(raw, "index", ray_reads_storage=False)  # only describe --ray reads s3://
         path = Path(raw).expanduser().absolute()
         if not path.exists():
-            raise UserError(f"No file or folder at {visible(path)}.", "Check the path.")
+            raise UserError(f"No file or folder at {visible(path)}.", _forget_hint(raw, folder))
         roots.append(path)
     return roots
+
+
+def _forget_hint(raw: str, folder: Path | None) -> str:
+    """What to do about a PATH that is not there: check it, or, when the index still holds pictures from
+    there, forget them if they are gone for good (never done unasked: a drive may only be unplugged)."""
+    from chatbot.core.photo_index.forget import recorded_form
+    from chatbot.core.photo_index.store import index_flag, recorded_under
+
+    root = recorded_form(raw)
+    if folder is None or not (held := recorded_under(folder, root)):
+        return "Check the path."
+    return (f"The index still holds {plural(held, 'picture')} from there; if they are gone for good, "
+            f"`blip2-chat index --forget {_quoted(root)}{index_flag(folder)}` removes them.")
+
+
+# --- index --forget PATH...
+
+FORGET_FLAGS_HELP = "it forgets everything recorded at or under each PATH, sub-folders included, without " \
+                    "reading a file or loading a model"
+
+
+@dataclass(frozen=True)
+class ForgetRequest:
+    """`index --forget PATH...`: the paths whose pictures leave the index."""
+
+    paths: tuple[str, ...]
+    folder: Path | None = None  # --index DIR; None: the data folder's index
+    json: bool = False  # the summary as one JSON object on stdout
+
+
+def refuse_with_forget(flags: Sequence[str]) -> None:
+    """UserError naming the flags given with --forget that have nothing to do with it (none: nothing happens)."""
+    if flags:
+        raise UserError(f"index --forget takes no {_and(list(flags), 'or')} ({FORGET_FLAGS_HELP}).",
+                        f"Leave {'it' if len(flags) == 1 else 'them'} out: "
+                        "blip2-chat index --forget PATH... [--index DIR] [--json].")
+
+
+def run_forget(request: ForgetRequest) -> int:
+    """The `index --forget` command: exit 0 when every PATH had pictures recorded at or under it; 2 when one
+    had none (said, and the others forgotten all the same) or when none had any.
+
+    Raises:
+        UserError: an empty PATH or a link; no index, a damaged one, another run writing to it.
+    """
+    from chatbot.core.photo_index.forget import forget_paths
+
+    for raw in request.paths:
+        if not raw.strip():
+            raise UserError("index --forget was given an empty PATH.",
+                            "Name the folder or file whose pictures the index should forget.")
+        if is_url(raw) or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", raw):  # s3://, ftp://: never recorded
+            raise UserError(f"index --forget works on files and folders of this machine, not "
+                            f"{visible(public_url(raw))}.", "The index records only those.")
+    folder = index_folder(request.folder)
+    done = forget_paths(folder, request.paths)
+    if request.json:
+        print(json_line(forget_record(done)), flush=True)
+    if done.forgotten:
+        say(forgotten_words(done))
+    empty = [entry.path for entry in done.paths if not entry.forgotten]
+    for path in empty:
+        sentence = f"The index at {visible(folder)} holds no picture recorded at or under {visible(path)}."
+        if not done.forgotten and path == empty[-1]:
+            sentence += " Give each PATH as it was indexed (as search results show it)."
+        print(f"blip2-chat: {sentence}", file=sys.stderr, flush=True)
+    return 2 if empty else 0
+
+
+def forgotten_words(done: Forgotten) -> str:
+    """'Forgot 6 pictures under /p; the files themselves were not touched.' (the index's and, where one waits,
+    the stopped rebuild's)."""
+    had = [entry for entry in done.paths if entry.forgotten]
+    where = [f"{'at' if entry.file else 'under'} {visible(entry.path)}" for entry in had]
+    what = plural(done.forgotten, "picture")
+    if len(had) == 1:
+        what += f" {where[0]}"
+    else:  # a picture under two PATHs given counts once in all
+        what += f" ({_and([f'{entry.forgotten} {words}' for entry, words in zip(had, where, strict=True)])})"
+    if done.in_rebuild and done.in_index:
+        what += ", from the index and from the stopped rebuild that waits beside it"
+    elif done.in_rebuild:
+        what += ", from the stopped rebuild that waits beside the index"
+    return f"Forgot {what}; the files themselves were not touched."
+
+
+def forget_record(done: Forgotten) -> dict[str, Any]:
+    """`index --forget --json`: one object; `paths` lists each PATH given (as recorded) with its count."""
+    return {"forgotten": done.forgotten, "paths": [{"path": e.path, "forgotten": e.forgotten} for e in done.paths],
+            "stopped_rebuild": done.in_rebuild, "index": str(done.folder), "model": done.checkpoint,
+            "pictures": done.pictures}
+
+
+def _and(words: list[str], last: str = "and") -> str:
+    """'a', 'a and b', 'a, b and c' (or 'a, b or c')."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"
 
 
 class LazyEmbedder:
