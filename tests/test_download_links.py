@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import socket
@@ -180,7 +181,8 @@ def test_caption_refuses_a_link_with_a_password_before_anything_shows_it(server:
         [sys.executable, "-m", "chatbot", "caption", "--model", "demo", "--json", f"http://user:s3cret@{server}/a.png"],
         capture_output=True, text=True, encoding="utf-8", env=env, cwd=REPO, timeout=120, check=False,
     )
-    assert run.returncode == 2 and run.stdout == ""
+    assert run.returncode == 2 and "s3cret" not in run.stdout  # --json's record of the refusal names it masked
+    assert json.loads(run.stdout)["image"] == f"http://user:***@{server}/a.png"
     assert "s3cret" not in run.stderr and f"http://user:***@{server}/a.png holds a password" in run.stderr
     assert "Traceback" not in run.stderr
     assert not list(tmp_path.rglob("*.json"))  # no session or other file keeps it

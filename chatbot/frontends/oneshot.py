@@ -24,7 +24,7 @@ from chatbot.core.runtime import answer_record, let_go_of_stdout, open_engine_fo
 from chatbot.core.settings import Settings
 from chatbot.demo.start import of_its_world, outside_its_world
 from chatbot.errors import ImageError, QuestionError, UserError, model_error_text
-from chatbot.image_download import is_url
+from chatbot.image_download import is_url, public_url
 from chatbot.images import LoadedImage, load_image
 from chatbot.locations import is_demo_model
 from chatbot.untrusted import visible
@@ -151,9 +151,9 @@ def load_images(sources: Sequence[str], settings: Settings, question: str | None
 
 def recorded_source(source: str) -> str:
     """An image as --json records name it, by `load_image`'s rule for `LoadedImage.source`: an address
-    (`scheme://...`) as given, a path made absolute."""
+    (`scheme://...`) as given, but for a password in it (masked: `user:***@`), a path made absolute."""
     if not source.strip() or LINK.match(source.strip()):
-        return source.strip()
+        return public_url(source.strip())
     return os.path.abspath(os.path.expanduser(source))
 
 
