@@ -92,5 +92,5 @@ def test_a_chat_without_an_image_starts_and_the_first_image_comes_with_image(tmp
     said = chat.stderr.splitlines()
     assert NO_IMAGE_YET in said and "blip2-chat: No image is open. Open one first with /image PATH." in said
     lines = chat.stdout.splitlines()
-    assert lines[:2] == [f"You: /image {picture}", "You: What is at the top left?"]
-    assert lines[2].startswith("Assistant: ") and lines[2][11:].strip()
+    assert lines[:3] == ["You: What is it?", f"You: /image {picture}", "You: What is at the top left?"]  # all shown
+    assert lines[3].startswith("Assistant: ") and lines[3][11:].strip()
