@@ -299,24 +299,26 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 OMP_WAIT = ("OMP_WAIT_POLICY", "PASSIVE")
 
 
-# The commands whose output is stdout, and what would be lost with it closed (`>&-`): refused before anything
-# is read, loaded or done, with one sentence. (index writes the summary there only with --json; describe has
-# its --out and says it itself; the chat and the demo are the chat's to say.)
-STDOUT_OUTPUT = {"ask": "the answer", "caption": "the answer", "models": "the table of models",
-                 "sessions": "the list of chats", "search": "the list of results", "index": "the summary"}
+# The commands whose output is stdout: what would be lost with it closed (`>&-`), and the file to send it to
+# instead. Refused before anything is read, loaded, drawn or done, in one sentence. (index writes there only with
+# --json, describe only without --out.)
+STDOUT_OUTPUT = {"ask": ("the answer has", "answer.txt"), "caption": ("the answer has", "answer.txt"),
+                 "models": ("the table of models has", "out.txt"), "sessions": ("the list of chats has", "out.txt"),
+                 "search": ("the list of results has", "out.txt"), "index": ("the summary has", "out.txt"),
+                 "describe": ("the alt text has", "alt.jsonl"), "chat": ("the answers have", "chat.txt"),
+                 "demo": ("the answers have", "chat.txt")}
 
 
 def check_stdout_open(args: argparse.Namespace) -> None:
     """UserError when stdout is closed and this command's output goes there: a script would think it worked."""
-    what = STDOUT_OUTPUT.get(args.command or "")
-    if what is None or (args.command == "index" and not args.json):
+    what, file = STDOUT_OUTPUT.get(args.command or "", ("", ""))
+    if not what or (args.command == "index" and not args.json) or (args.command == "describe" and args.out):
         return
     if args.command == "sessions" and args.delete is not None:
-        what = "the report of what is deleted"
+        what = "the report of what is deleted has"
     if sys.stdout is None or getattr(sys.stdout, "closed", False):
-        raise UserError(f"Standard output is closed, so {what} has nowhere to go.",
-                        "Run it again with stdout open, or send it to a file "
-                        f"(> {'answer' if args.command in ('ask', 'caption') else 'out'}.txt).")
+        raise UserError(f"Standard output is closed, so {what} nowhere to go.",
+                        f"Run it again with stdout open, or send it to a file (> {file}).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

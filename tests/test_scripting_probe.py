@@ -203,6 +203,26 @@ def test_every_command_that_writes_to_stdout_refuses_a_closed_one(tmp_path: Path
     assert result.returncode == 2 and "Standard output is closed" not in result.stderr, result.stderr
 
 
+def test_describe_and_the_chats_refuse_a_closed_stdout_before_anything_is_done(tmp_path: Path,
+                                                                               pictures: dict[str, Path]) -> None:
+    """A README walk-through: `describe IMAGE >&-` loaded the model, then died with an AttributeError; `demo --plain
+    >&-` drew and saved a new demo picture before it refused."""
+    home = tmp_path / "home"
+    env = {**os.environ, "BLIP2_CHAT_HOME": str(home)}
+    said = "Standard output is closed, so"
+    for args, what, file in [(("describe", pictures["red"], "--model", "demo"), "the alt text has", "alt.jsonl"),
+                             (("demo", "--plain"), "the answers have", "chat.txt"),
+                             (("chat", pictures["red"], "--plain", "--model", "demo"), "the answers have", "chat.txt")]:
+        result = run_with_closed_stdout(*args, env=env)
+        assert (result.returncode, result.stderr.splitlines()) == (
+            2, [f"{PREFIX}{said} {what} nowhere to go. Run it again with stdout open, or send it to a file (> {file})."]
+        ), args
+    assert not (home / "demo").exists()  # no picture drawn
+    out = tmp_path / "alt.jsonl"  # describe with --out writes no row to stdout: it goes on
+    result = run_with_closed_stdout("describe", pictures["red"], "--model", "demo", "--out", out, env=env)
+    assert result.returncode == 0 and said not in result.stderr and len(out.read_text().splitlines()) == 1
+
+
 # --- 3. characters the output's encoding cannot hold -------------------------------------------------------
 
 

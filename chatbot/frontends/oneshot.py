@@ -64,14 +64,6 @@ def write_out(text: str) -> None:
         sys.stdout.flush()
 
 
-def check_stdout() -> None:
-    """A UserError when stdout is closed (`>&-`): the answer would go nowhere, and a script would think it
-    worked. Said before anything is read or loaded."""
-    if sys.stdout is None or getattr(sys.stdout, "closed", False):
-        raise UserError("Standard output is closed, so the answer has nowhere to go.",
-                        "Run it again with stdout open, or send it to a file (> answer.txt).")
-
-
 def stream_to_stdout(chunks: Iterable[str]) -> str:
     """Print chunks as they arrive; return the whole text. The model's failures come out of `chunks` as
     they are; stdout's come out as AnswerNotWritten (BrokenPipeError for a closed pipe)."""
@@ -199,7 +191,6 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
     Exit status 0; 2 when an image could not be read (also when the model failed on another: what the user
     can fix wins); else 1 when the model failed on one."""
     sources = [image_sources] if isinstance(image_sources, str) else list(image_sources)
-    check_stdout()  # cheap checks before the slow model load
     asked = check_question_argument(sources, question)
     read = load_images(sources, settings, normalize_question(asked))  # every file checked before the model loads
     images = [item for item in read if isinstance(item, LoadedImage)]
@@ -243,7 +234,6 @@ def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") ->
     """Caption each image (`prefix`: text the caption continues, `--prompt`); with several, one `PATH: caption`
     line each (or one JSON object each, a failed image's too). A model failure on one image is one sentence on
     stderr and the others go on; exit status as `exit_status` says."""
-    check_stdout()  # cheap checks before the slow model load
     check_text(prefix, "prompt")
     read = load_images(sources, settings)  # every file checked before the model loads
     images = [item for item in read if isinstance(item, LoadedImage)]

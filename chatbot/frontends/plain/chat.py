@@ -460,10 +460,6 @@ def run_plain_chat(
 
     `notes`: sentences to say first (e.g. which model a resumed chat goes on with).
     """
-    if sys.stdout is None or getattr(sys.stdout, "closed", False):  # `>&-`: said before the model loads
-        raise UserError("Standard output is closed, so the answers have nowhere to go.",
-                        "Run it again with stdout open, or send it to a file (> chat.txt).")
-
     def say(sentence: str) -> None:
         print(visible(sentence), file=sys.stderr, flush=True)
 
