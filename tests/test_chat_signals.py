@@ -569,3 +569,14 @@ def test_json_writes_a_record_for_an_answer_the_model_failed(pictures, capsys: p
     said = notes.getvalue().splitlines()
     assert f"blip2-chat: {records[0]['error']}" in said and f"blip2-chat: {records[2]['error']}" in said
     assert out.getvalue() == ""
+
+
+def test_json_writes_a_record_for_a_question_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """A README walk-through: a question refused for want of an image left no record, so a script's questions and
+    records fell out of step."""
+    conversation = Conversation(Settings(model="scripted"), None, SessionStore(), None, engine=ScriptedEngine("x"))
+    plain = PlainChat(conversation, out=Stream(), notes=Stream(), json_records=True)
+    plain.run(iter(["What is it?"]))
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert records == [{"question": "What is it?", "answer": None, "image": None, "model": "scripted-opt",
+                        "error": "No image is open. Open one first with /image PATH."}]

@@ -300,8 +300,13 @@ class PlainChat:
         cancel = CancelToken()
         try:
             stream = self.conversation.ask(question, cancel)  # a refused question (too long, no image) fails here
-        except UserError:
+        except UserError as refused:
             self.echo_line(typed_line(question.strip()))  # a transcript shows the line its refusal is about
+            if self.json_records:  # and a script gets a record for every question, this one's saying why
+                image = self.conversation.image
+                self.print_record({"question": question.strip(), "answer": None,
+                                   "image": image.source if image is not None else None,
+                                   "model": self.conversation.session.model}, str(refused))
             raise
         # echoed as typed: "You: /x" for the question `//x` would read as a command
         self.answer(self.conversation.question, stream, cancel, typed=typed_line(self.conversation.question))
