@@ -279,6 +279,27 @@ def test_a_second_run_into_the_same_out_is_refused(tmp_path: Path, monkeypatch: 
     assert out.read_text(encoding="utf-8").count("A red square.") == 1
 
 
+def test_a_resume_with_nothing_left_loads_no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # a README walk-through: --resume over a folder all in the output loaded the model to describe nothing
+    folder = tmp_path / "two"
+    folder.mkdir()
+    make_image(folder / "red.png", (200, 30, 30))
+    make_image(folder / "blue.png", (20, 30, 200))
+    out = tmp_path / "alt.csv"
+    use_scripted_engine(monkeypatch, "a blue square", "a red square")
+    assert describe_here(folder, "--out", out) == 0
+    written = out.read_bytes()
+    capsys.readouterr()
+    assert describe_here(folder, "--out", out, "--resume", "--model", str(tmp_path / "no-such-model")) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"Nothing left to describe: 2 images are in {out} already, with the same bytes; the model was not loaded.",
+        f"Done: 0 described, 2 skipped (already in the output), 0 failed. Results in {out}."]
+    assert out.read_bytes() == written
+    (folder / "red.png").write_bytes((folder / "blue.png").read_bytes())  # other bytes: the model is needed again
+    assert resumed(folder, out, monkeypatch, capsys) == ("1", "1", "0")
+
+
 def test_a_run_that_fails_before_its_first_row_leaves_no_file(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     image = make_image(tmp_path / "red.png", (200, 30, 30))

@@ -279,6 +279,11 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
             raise OutputError(f"{visible(request.out)} already exists.",
                               "Pass --resume to continue it, or choose another --out.")
         done = as_found(read_rows(request.out, fmt), paths, fmt)
+    if done and request.ray is None and _all_done(paths, done):  # every image is in the output: no model needed
+        say(f"Nothing left to describe: {plural(len(paths), 'image')} {'is' if len(paths) == 1 else 'are'} in "
+            f"{visible(request.out)} already, with the same bytes; the model was not loaded.")
+        say(f"Done: {Summary(skipped=len(paths)).sentence()} Results in {visible(request.out)}.")
+        return 0
     rows_on_screen = request.out is None and is_terminal(sys.stdout)  # a bar on stderr would run into the rows
     progress = ProgressLine(len(paths), sys.stderr, noun="image", bar=not rows_on_screen)
     ctrl_c = CtrlC()
@@ -314,6 +319,12 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
     where = f" Results in {visible(request.out)}." if request.out is not None else ""
     say(f"Done: {summary.sentence()}{where}")
     return 0
+
+
+def _all_done(paths: Sequence[str], done: Sequence[Row]) -> bool:
+    """Whether every image is in the output already (the skip rule: the same path with the same bytes)."""
+    keys = DoneKeys.of(done)
+    return all(already_done(path, keys) for path in paths)
 
 
 def _stopped_sentence(progress: ProgressLine, out: Path | None) -> str:
