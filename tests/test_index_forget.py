@@ -183,6 +183,15 @@ def test_json_counts_each_path_and_a_path_with_nothing_is_said_and_exits_2(
     assert recorded(collection["index"])[0] == kept
 
 
+def test_json_names_the_index_folder_absolute_when_given_relative(
+        collection: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # a README walk-through: `--index idx --json` said "index": "idx", where every other path in JSON is absolute
+    gone_for_good(collection)
+    monkeypatch.chdir(collection["index"].parent)
+    main(["index", "--forget", str(collection["photos2"]), "--json", "--index", collection["index"].name])
+    assert json.loads(capsys.readouterr().out)["index"] == str(collection["index"])
+
+
 def test_when_no_path_had_anything_nothing_changes_and_it_exits_2(
         collection: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     before = recorded(collection["index"])

@@ -92,8 +92,9 @@ def check_top(top: int) -> int:
 
 
 def index_folder(folder: Path | None) -> Path:
-    """The index folder: --index DIR as given (~ expanded), else the data folder's."""
-    return Path(os.path.expanduser(folder)) if folder is not None else index_dir()
+    """The index folder: --index DIR made absolute (~ expanded: what --json and the hints name works from any
+    folder), else the data folder's."""
+    return Path(os.path.abspath(os.path.expanduser(folder))) if folder is not None else index_dir()
 
 
 def result_to_open(found: Sequence[Found], number: str) -> str:
