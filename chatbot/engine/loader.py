@@ -68,8 +68,8 @@ class ResolvedModel:
     source: str  # "directory", "cache" or "download"
 
 
-_OFFLINE_HINT = ("to try the app offline: blip2-chat demo, or --model demo with any command (a small model "
-                 "trained here)")
+_OFFLINE_HINT = ("to try the app offline: blip2-chat demo, or --model demo with any command, a small model "
+                 "trained here")
 # Words in a download error that mean the network, not the name: said plainly instead of the library's chain.
 _NO_NETWORK = ("ConnectError", "ConnectionError", "Name or service not known", "Temporary failure in name resolution",
                "Network is unreachable", "Connection refused", "nodename nor servname")
