@@ -16,7 +16,8 @@ import pytest
 
 from chatbot.core.commands import Notice, run_command
 from chatbot.core.conversation import EXPORT_FORMATS, Conversation
-from chatbot.core.export import ExportLog, copy_name, export_session
+from chatbot.core.export import ExportLog, export_session
+from chatbot.core.export_pages import copy_name
 from chatbot.core.session import ImageRef, Session, Turn
 from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore

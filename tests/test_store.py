@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatbot.core.export import export_markdown, export_session
+from chatbot.core.export import export_session
+from chatbot.core.export_pages import export_markdown
 from chatbot.core.session import ImageRef, Session, SessionError, Turn
 from chatbot.core.session_files import session_from_json, session_json
 from chatbot.core.store import SessionStore

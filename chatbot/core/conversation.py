@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from chatbot.core.export import FORMAT_SUFFIXES, FORMATS, ExportLog, ExportResult, export_session, missing_folder
+from chatbot.core.export import ExportLog, ExportResult, export_session, missing_folder
+from chatbot.core.export_pages import FORMAT_SUFFIXES, FORMATS
 from chatbot.core.photo_search import Found
 from chatbot.core.resume import options_for
 from chatbot.core.session import ImageRef, Session, Turn, valid_session_id

@@ -3,33 +3,33 @@
 `/export` never creates a folder it was not asked to and never replaces a file it did not write itself
 (`ExportLog`). The one folder it makes is part of the export: `NAME_files/` beside `NAME.md`, holding a
 copy of each picture the chat was about (a local file that still has the sha256 the chat recorded).
-Text from outside (questions, answers, file names) is escaped: Markdown's own characters and HTML lose
-their meaning, control characters are shown, never written raw, and copies are named from the sha256
-and a sanitised file name. The HTML page loads nothing (pictures are `data:` URIs) and runs nothing.
-
-Over 300 lines: the three formats share one picture plan and one set of rules about what may be written.
+The pages themselves (Markdown, HTML, the picture plan) are made in chatbot.core.export_pages; here is what
+may be written where, and the writing.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import hashlib
-import html
-import io
 import os
-import re
 import stat
-import unicodedata
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
 
-from PIL import Image
-
-from chatbot.core.session import EMPTY_ANSWER, ImageRef, Session
+from chatbot.core.export_pages import (
+    FORMAT_NAMES,
+    FORMAT_SUFFIXES,
+    FORMATS,
+    copy_name,
+    data_uri,
+    export_html,
+    export_markdown,
+    picture_bytes,
+    relative_link,
+    web_link,
+)
+from chatbot.core.session import ImageRef, Session
 from chatbot.core.session_files import (
     BINARY,
     NOFOLLOW,
@@ -43,205 +43,10 @@ from chatbot.core.session_files import (
     write_new,
 )
 from chatbot.errors import UserError
-from chatbot.images import IMAGE_SUFFIXES, is_url, quiet_decoding
+from chatbot.images import is_url
 from chatbot.locations import exports_dir
-from chatbot.untrusted import visible
 
-FORMATS = ("md", "html", "json")
-# A file name's suffix that says which export it is: a name of another format's is refused (no HTML in page.md)
-FORMAT_SUFFIXES = {".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".json": "json"}
-FORMAT_NAMES = {"md": "Markdown", "html": "HTML", "json": "JSON"}
-NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO someone put where a picture was must not hang
 DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-MAX_PICTURE_BYTES = 1 << 30  # a larger "picture" (a session can name any file) is not read, so not copied
-
-# Characters that mean something anywhere in a line (our text never starts one: it follows a label, and
-# line breaks are shown as \n), so the transcript's raw Markdown stays readable.
-_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~&])")
-# What a picture's bytes are, by their first bytes only (never by a name someone chose).
-_SNIFF = ((b"\x89PNG\r\n\x1a\n", "image/png", ".png"), (b"\xff\xd8\xff", "image/jpeg", ".jpg"),
-          (b"GIF87a", "image/gif", ".gif"), (b"GIF89a", "image/gif", ".gif"), (b"BM", "image/bmp", ".bmp"),
-          (b"II*\x00", "image/tiff", ".tif"), (b"MM\x00*", "image/tiff", ".tif"),
-          (b"\x00\x00\x01\x00", "image/vnd.microsoft.icon", ".ico"))
-_WEB_SAFE = ":/?#[]@!$&'*+,;=%~"  # kept as they are in a web address; everything else is percent-encoded
-_STYLE = ("body{font-family:sans-serif;line-height:1.5;max-width:48rem;margin:auto;padding:1rem}"
-          "img{max-width:100%;height:auto}code{overflow-wrap:anywhere}")
-_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"  # nothing loads, nothing runs
-
-
-def markdown_text(text: str) -> str:
-    """`text` as literal Markdown: its special characters escaped, control characters shown."""
-    return _MARKDOWN.sub(r"\\\1", visible(text))
-
-
-def markdown_code(text: str) -> str:
-    """`text` inside a code span, whatever backticks it holds (CommonMark: a longer fence)."""
-    text = visible(text)
-    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
-    return f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else f"{fence}{text}{fence}"
-
-
-def html_text(text: object) -> str:
-    """`text` as literal HTML (also inside a quoted attribute), control characters shown."""
-    return html.escape(visible(text), quote=True)
-
-
-# -- the pictures ---------------------------------------------------------------------------------------
-
-
-def picture_name(source: str) -> str:
-    """The file name a picture is known by (a web address: its last part), for alt text and copies."""
-    if is_url(source):
-        parts = urlsplit(source)
-        return unquote(parts.path.rstrip("/").rpartition("/")[2]) or parts.netloc or "picture"
-    return os.path.basename(source.rstrip("/\\")) or "picture"
-
-
-def sniffed(data: bytes) -> tuple[str, str]:
-    """The MIME type and file suffix the bytes say (`application/octet-stream`, `.bin` when unknown)."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp", ".webp"
-    known = next(((mime, suffix) for magic, mime, suffix in _SNIFF if data.startswith(magic)), None)
-    return known or image_kind(data) or ("application/octet-stream", ".bin")
-
-
-def image_kind(data: bytes) -> tuple[str, str] | None:
-    """The MIME type and file suffix of `data` when its content is a picture of a kind blip2-chat opens (Pillow
-    reads its header as an image's, within blip2-chat's size limit), else None. Nothing is decoded."""
-    with quiet_decoding(tiff=False):  # the header only: warnings dropped, Pillow's limits blip2-chat's
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                kind, size = image.format or "", image.size
-        except Exception:  # noqa: BLE001 - Pillow's plugins raise many types; all mean "not a picture"
-            return None
-    mime = Image.MIME.get(kind, "image/")
-    if not mime.startswith("image/") or min(size) < 1:  # Pillow also opens PostScript, PDF, MPEG headers
-        return None
-    suffixes = [ext for ext, name in Image.registered_extensions().items() if name == kind]
-    suffix = f".{kind.lower()}" if f".{kind.lower()}" in suffixes else next(iter(suffixes), ".bin")
-    return (mime if mime != "image/" else "application/octet-stream"), suffix
-
-
-def copy_name(source: str, data: bytes) -> str:
-    """`<sha256[:12]>-<name>` for a picture's copy: letters, digits, `.`, `-` and `_` of its file name (at most
-    80 bytes of them), and its suffix when it is an image suffix, else the one its bytes say."""
-    stem, suffix = os.path.splitext(picture_name(source))
-    suffix = suffix.lower() if suffix.lower() in IMAGE_SUFFIXES else sniffed(data)[1]
-    stem = re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", stem))
-    stem = re.sub(r"\.{2,}", ".", re.sub(r"_+", "_", stem)).strip("._-")
-    while len(stem.encode("utf-8", "replace")) > 80:
-        stem = stem[:-1]
-    return f"{hashlib.sha256(data).hexdigest()[:12]}-{stem.rstrip('._-') or 'picture'}{suffix}"
-
-
-def data_uri(data: bytes) -> str:
-    return f"data:{sniffed(data)[0]};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def web_link(url: str) -> str:
-    """A web address for a link: spaces, quotes, brackets, controls and non-ASCII percent-encoded."""
-    return quote(url, safe=_WEB_SAFE, errors="replace")
-
-
-def _relative_link(folder: str, name: str) -> str:
-    try:  # a typed name's undecodable bytes are written back as they were on disk
-        return quote(f"{folder}/{name}", errors="surrogateescape")
-    except UnicodeEncodeError:
-        return quote(f"{folder}/{name}", errors="replace")
-
-
-def picture_bytes(ref: ImageRef) -> bytes | None:
-    """The bytes of a local picture as the chat saw it; None when it is a web address, gone, not a regular
-    file, unreadable, over MAX_PICTURE_BYTES, changed since (its sha256 differs from the recorded one), or not
-    a picture at all (a session from elsewhere can name any file and its sha256: only a picture is copied)."""
-    if is_url(ref.source) or not os.path.isabs(ref.source):
-        return None
-    try:
-        fd = os.open(ref.source, os.O_RDONLY | BINARY | NONBLOCK)
-    except (OSError, ValueError, UnicodeError):
-        return None
-    try:
-        with os.fdopen(fd, "rb") as handle:
-            status = os.fstat(handle.fileno())
-            if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_PICTURE_BYTES:
-                return None
-            data = handle.read(MAX_PICTURE_BYTES + 1)
-    except OSError:
-        return None
-    if hashlib.sha256(data).hexdigest() != ref.sha256 or image_kind(data) is None:
-        return None
-    return data
-
-
-# -- the formats ----------------------------------------------------------------------------------------
-
-
-def export_markdown(session: Session, links: Mapping[ImageRef, str | None] | None = None) -> str:
-    """A readable transcript that names each image by path and sha256.
-
-    `links`: where each picture is (a relative path, a `data:` URI or a web address, made safe for a link
-    already), None for one that is gone or changed; without `links` the pictures are only named.
-    """
-    lines = [f"# blip2-chat session {markdown_text(session.id)}", "", f"Model: {markdown_code(session.model)}", ""]
-    current = None
-    for turn in session.turns:
-        if turn.image and turn.image != current:
-            current = turn.image
-            source, sha256 = markdown_code(current.source), markdown_code(current.sha256)
-            lines += [f"## Image: {source}", "", f"sha256: {sha256}", ""]
-            if links is not None:
-                link = links.get(current)
-                shows = "" if is_url(current.source) else "!"  # a web picture is linked, never fetched by a viewer
-                lines += [f"{shows}[{markdown_text(picture_name(current.source))}]({link})" if link else
-                          "*Missing: this picture is gone or has changed since the chat, so the export holds no "
-                          "copy of it.*", ""]
-        answer = markdown_text(turn.answer or EMPTY_ANSWER) + (" *(stopped)*" if turn.stopped else "")
-        lines += [f"**You:** {markdown_text(turn.question)}", "", f"**Assistant:** {answer}", ""]
-        for other in turn.compared:  # /compare: the same question about another picture, asked alone
-            name, link = markdown_text(picture_name(other.image.source)), (links or {}).get(other.image)
-            stopped = " *(stopped)*" if other.stopped else ""
-            said = markdown_text(other.answer or EMPTY_ANSWER)
-            lines += [f"**Compared with {name}** ({markdown_code(other.image.source)}, sha256 "
-                      f"{markdown_code(other.image.sha256)}): {said}{stopped}", ""]
-            lines += [f"{'' if is_url(other.image.source) else '!'}[{name}]({link})", ""] if link else []
-    return "\n".join(lines)
-
-
-def export_html(session: Session, links: Mapping[ImageRef, str | None]) -> str:
-    """One page that needs nothing else: pictures as `data:` URIs, every text escaped, no script, a heading
-    per picture and per question (so a screen reader can move by them), readable without its style."""
-    title = html_text(f"blip2-chat session {session.id}")
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{title}</title>",
-             f"<style>{_STYLE}</style>", "</head>", "<body>", "<main>", f"<h1>{title}</h1>",
-             f"<p>Model: <code>{html_text(session.model)}</code></p>"]
-    current, pictures = None, 0
-    for number, turn in enumerate(session.turns, 1):
-        if turn.image and turn.image != current:
-            current, pictures = turn.image, pictures + 1
-            name, link = html_text(picture_name(current.source)), links.get(current)
-            sha256 = f"sha256 <code>{html_text(current.sha256)}</code>"
-            parts.append(f"<h2>Picture {pictures}: {name}</h2>")
-            if link and is_url(current.source):
-                parts.append(f'<p>On the web at <a href="{html_text(link)}" rel="noreferrer">'
-                             f"{html_text(current.source)}</a>, {sha256} (not included in this page).</p>")
-            elif link:
-                parts.append(f'<figure><img src="{html_text(link)}" alt="{name}"><figcaption>From <code>'
-                             f"{html_text(current.source)}</code>, {sha256}.</figcaption></figure>")
-            else:
-                parts.append(f"<p><strong>Missing:</strong> this picture is gone or has changed since the chat, so "
-                             f"this page does not hold it. It was <code>{html_text(current.source)}</code>, "
-                             f"{sha256}.</p>")
-        stopped = " <em>(stopped)</em>" if turn.stopped else ""
-        parts += [f"<h2>Question {number}</h2>", f"<p><strong>You:</strong> {html_text(turn.question)}</p>",
-                  f"<p><strong>Assistant:</strong> {html_text(turn.answer or EMPTY_ANSWER)}{stopped}</p>"]
-        for other in turn.compared:  # /compare: the same question about another picture, asked alone
-            name, link = html_text(picture_name(other.image.source)), links.get(other.image)
-            picture = f'<img src="{html_text(link)}" alt="{name}">' if link and not is_url(other.image.source) else ""
-            parts.append(f"<p><strong>Compared with {name}:</strong> {html_text(other.answer or EMPTY_ANSWER)}"
-                         f"{' <em>(stopped)</em>' if other.stopped else ''}</p>{picture}")
-    return "\n".join([*parts, "</main>", "</body>", "</html>", ""])
 
 
 # -- writing --------------------------------------------------------------------------------------------
@@ -409,7 +214,7 @@ def export_session(session: Session, fmt: str, path: Path, log: ExportLog | None
             if copies.get(name, data) != data:  # twelve hex digits alike, different pictures
                 name = f"{hashlib.sha256(data).hexdigest()}-{name[13:]}"
             copies[name] = data
-            links[ref] = _relative_link(folder.name, name)
+            links[ref] = relative_link(folder.name, name)
     if fmt == "json":
         text = session_json(session)
     else:
