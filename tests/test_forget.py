@@ -95,6 +95,21 @@ def test_pasted_pictures_stay_while_another_chat_is_open(home, tmp_path) -> None
     assert "another chat is open" in done.pictures_kept_why
 
 
+def test_the_line_history_stays_while_another_chat_is_open(home, tmp_path) -> None:
+    # a blind user's probe: with a chat open elsewhere, a question a saved chat shared left the history
+    store = SessionStore(home["sessions"])
+    chat(store, "doomed", ["What is it?"])
+    chat(store, "open-elsewhere", ["What is it?"])
+    home["history"].write_text("What is it?\n")
+    with other_blip2_chat(tmp_path, home["sessions"], "open-elsewhere") as other:
+        assert other.first == "claim: None"
+        done = forget(home, "doomed")
+    assert [deleted.id for deleted in done.deleted] == ["doomed"]
+    assert home["history"].read_text() == "What is it?\n" and done.history_kept
+    assert forgotten_lines(done)[-1] == ("Kept its questions in the screen-reader mode's line history: another chat "
+                                         "is open, or a saved one could not be read, and it may have asked them too.")
+
+
 def test_a_chat_open_in_another_blip2_chat_is_not_deleted(home, tmp_path) -> None:
     store = SessionStore(home["sessions"])
     chat(store, "busy", ["What is it?"])

@@ -42,6 +42,7 @@ class Forgotten:
     pictures_kept: int = 0  # pasted pictures of the deleted chats that stay
     pictures_kept_why: str = ""  # what keeps them, before "it" or "them": "another saved chat uses"
     history_lines_removed: int = 0
+    history_kept: bool = False  # its questions stay in the line history: another chat may have asked them too
 
 
 def forget_chats(ids: list[str], store: SessionStore | None = None, *, pasted: Path | None = None,
@@ -57,8 +58,12 @@ def forget_chats(ids: list[str], store: SessionStore | None = None, *, pasted: P
             done.problems.append(str(error))
     sessions = [deleted.session for deleted in done.deleted if deleted.session is not None]
     _forget_pasted(sessions, store, pasted if pasted is not None else pasted_dir(), done)
-    done.history_lines_removed = _forget_history(sessions, history if history is not None else line_history_file(),
-                                                 others=store.every_saved_chat() or [])
+    others = store.every_saved_chat()
+    if others is None:  # cannot tell which questions another chat asked too: the line history stays as it is
+        done.history_kept = any(turn.question.strip() for session in sessions for turn in session.turns)
+    else:
+        done.history_lines_removed = _forget_history(
+            sessions, history if history is not None else line_history_file(), others=others)
     return done
 
 

@@ -190,6 +190,9 @@ def forgotten_lines(done: Forgotten) -> list[str]:
         them = "them" if done.pictures_kept > 1 else "it"
         lines.append(f"Kept {_count(done.pictures_kept, 'pasted picture', 'pasted pictures')}: "
                      f"{done.pictures_kept_why} {them}.")
+    if done.history_kept:
+        lines.append("Kept its questions in the screen-reader mode's line history: another chat is open, or a saved "
+                     "one could not be read, and it may have asked them too.")
     if done.history_lines_removed:
         lines.append(f"Removed {_count(done.history_lines_removed, 'question', 'questions')} from the screen-reader "
                      "mode's line history.")
