@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from chatbot.core.commands import saved_sentence
 from chatbot.core.conversation import Conversation
 from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore
@@ -317,7 +318,7 @@ def test_a_signal_mid_answer_keeps_the_partial_answer_in_the_plain_mode(
     assert turns[0].stopped and turns[0].answer == "a"  # the signal came after its first word
     assert out.getvalue().splitlines() == ["You: What is it?", "Assistant: a (stopped)"]
     assert saved(plain.conversation.session.id)["turns"][0]["stopped"] is True
-    assert notes.getvalue().splitlines()[-1] == f"Chat saved as session {plain.conversation.session.id}. Goodbye."
+    assert notes.getvalue().splitlines()[-1] == f"{saved_sentence(plain.conversation.session.id)} Goodbye."
 
 
 def test_a_signal_on_a_later_answer_keeps_every_turn_before_it(pictures, signals_caught) -> None:
@@ -490,7 +491,7 @@ def test_a_reader_that_left_ends_the_chat_quietly_with_141(pictures) -> None:
     assert [turn["answer"] for turn in saved(plain.conversation.session.id)["turns"]] == ["a red square"]
     said = notes.getvalue()
     assert "pipe" not in said.lower() and "failed" not in said
-    assert said.splitlines()[-1] == f"Chat saved as session {plain.conversation.session.id}. Goodbye."
+    assert said.splitlines()[-1] == f"{saved_sentence(plain.conversation.session.id)} Goodbye."
 
 
 def test_a_reader_that_left_the_real_chat_gets_141_and_no_complaint(

@@ -203,7 +203,8 @@ def test_an_exported_chat_resumed_and_quit_at_once_can_be_resumed_by_its_id(tmp_
                         engine=ScriptedEngine())
     out, notes = io.StringIO(), io.StringIO()
     PlainChat(chat, out=out, notes=notes).run(["/quit"])
-    assert notes.getvalue().splitlines()[-1] == f"Chat saved as session {session.id}. Goodbye."
+    assert notes.getvalue().splitlines()[-1] == (f"Chat saved as session {session.id}; "
+                                                  "blip2-chat --continue goes on with it. Goodbye.")
     store.release(session)  # that blip2-chat has quit
 
     again = session_to_resume(SessionStore(root), continue_last=False, resume=session.id)  # --resume ID

@@ -70,6 +70,11 @@ SPECS = {spec.name: spec for spec in COMMANDS}
 QUESTION_ESCAPE = "To ask a question that starts with a slash, begin it with two slashes."
 
 
+def saved_sentence(session_id: str) -> str:
+    """What every front end says as a chat ends saved: where it went, and how to go on with it."""
+    return f"Chat saved as session {session_id}; blip2-chat --continue goes on with it."
+
+
 @dataclass(frozen=True)
 class Notice:
     """One sentence for the person: what happened, or what went wrong and what to do."""

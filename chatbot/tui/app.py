@@ -42,6 +42,7 @@ from chatbot.core.commands import (
     load_chosen_image,
     question_text,
     run_command,
+    saved_sentence,
     switch_image,
     typed_line,
 )
@@ -546,7 +547,7 @@ class ChatApp(FindingApp):
             return None
         if not conversation.saved:
             return "blip2-chat: The chat could not be saved (the app said why); its answers are lost."
-        return f"Chat saved as session {conversation.session.id}; blip2-chat --continue goes on with it."
+        return saved_sentence(conversation.session.id)
 
 
 def create_app(

@@ -52,6 +52,7 @@ from chatbot.core.commands import (
     load_chosen_image,
     question_text,
     run_command,
+    saved_sentence,
     switch_image,
     typed_line,
 )
@@ -185,7 +186,7 @@ class PlainChat:
             self.say("blip2-chat: The chat could not be saved (see above); its answers are only in this output. "
                      "Goodbye.")
             return 2
-        self.say(f"Chat saved as session {conversation.session.id}. Goodbye." if conversation.saved else "Goodbye.")
+        self.say(f"{saved_sentence(conversation.session.id)} Goodbye." if conversation.saved else "Goodbye.")
         return status
 
     def output_lost(self, error: OSError) -> int:
