@@ -300,6 +300,26 @@ def test_a_resume_with_nothing_left_loads_no_model(tmp_path: Path, monkeypatch: 
     assert resumed(folder, out, monkeypatch, capsys) == ("1", "1", "0")
 
 
+def test_plain_true_in_the_config_gives_sentences_not_a_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a blind user's probe: with `plain = true`, describe and index still redrew a bar on the terminal
+    from chatbot.locations import HOME_ENV
+    from tests.test_describe import Terminal
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv(HOME_ENV, str(home))
+    (home / "config.toml").write_text("plain = true\n")
+    monkeypatch.setenv("TERM", "xterm-256color")  # a terminal that could show the bar
+    monkeypatch.delenv("ACCESSIBLE", raising=False)
+    image = make_image(tmp_path / "red.png", (200, 30, 30))
+    stderr = Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    use_scripted_engine(monkeypatch, "a red square")
+    assert describe_here(image, "--out", tmp_path / "alt.jsonl") == 0
+    said = stderr.getvalue()
+    assert "\r" not in said and "1 of 1 image done" in said
+
+
 def test_a_run_that_fails_before_its_first_row_leaves_no_file(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     image = make_image(tmp_path / "red.png", (200, 30, 30))

@@ -50,6 +50,7 @@ class ProgressLine:
     def __init__(
         self, total: int, stream: TextIO, *, noun: str = "image", nouns: str = "", every_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic, bar: bool = True, environ: Mapping[str, str] | None = None,
+        plain: bool = False,
     ) -> None:
         self.total = total
         self.stream = stream
@@ -59,7 +60,9 @@ class ProgressLine:
         self.clock = clock
         environ = os.environ if environ is None else environ
         self._environ = environ
-        self.terminal = bar and is_terminal(stream) and not plain_output_asked(environ)
+        # a bar redrawn in place on a terminal; sentences for a screen reader (`plain`: `plain = true` in the
+        # config file, which the caller reads; TERM=dumb or ACCESSIBLE) or a pipe
+        self.terminal = bar and is_terminal(stream) and not plain and not plain_output_asked(environ)
         self.done = 0  # items finished, skipped ones included
         self.worked = 0  # items that took work: they set the speed
         self._started = clock()  # the run's start ("took")

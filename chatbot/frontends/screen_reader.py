@@ -19,6 +19,14 @@ def plain_output_asked(environ: Mapping[str, str]) -> bool:
             or environ.get("ACCESSIBLE", "").strip() not in ("", "0"))
 
 
+def config_wants_plain() -> bool:
+    """`plain = true` in the config file (chatbot/core/config_file.py): the person uses a screen reader, so every
+    command speaks in sentences (the chat in the screen-reader mode, progress without a redrawn bar)."""
+    from chatbot.core.config_file import read_config
+
+    return read_config().get("plain") is True
+
+
 def is_terminal(stream: Any) -> bool:
     """True for a stream attached to a terminal; False for pipes, files, and a closed, missing or fake stream."""
     try:

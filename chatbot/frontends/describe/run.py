@@ -46,7 +46,7 @@ from chatbot.frontends.describe.output import (
 )
 from chatbot.frontends.describe.parquet_output import PARQUET, ParquetRowWriter, parquet_refusals
 from chatbot.frontends.progress_line import ProgressLine, plural
-from chatbot.frontends.screen_reader import is_terminal
+from chatbot.frontends.screen_reader import config_wants_plain, is_terminal
 from chatbot.image_files import Unreadable, file_sha256, find_images, is_storage_uri, unreadable_sentence
 from chatbot.images import LoadedImage, load_image
 from chatbot.untrusted import visible
@@ -285,7 +285,7 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
         say(f"Done: {Summary(skipped=len(paths)).sentence()} Results in {visible(request.out)}.")
         return 0
     rows_on_screen = request.out is None and is_terminal(sys.stdout)  # a bar on stderr would run into the rows
-    progress = ProgressLine(len(paths), sys.stderr, noun="image", bar=not rows_on_screen)
+    progress = ProgressLine(len(paths), sys.stderr, noun="image", bar=not rows_on_screen, plain=config_wants_plain())
     ctrl_c = CtrlC()
     try:
         with ctrl_c.installed(), _answerer_for(settings, request, paths, done) as (engine, load, sha256_of), \

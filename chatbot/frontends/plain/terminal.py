@@ -26,22 +26,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from chatbot.engine.base import CancelToken
 from chatbot.frontends.plain.history import HISTORY_LINES, LineHistory
-from chatbot.frontends.screen_reader import is_terminal, plain_output_asked
+from chatbot.frontends.screen_reader import config_wants_plain, is_terminal, plain_output_asked
 from chatbot.untrusted import visible
 
 if TYPE_CHECKING:
     from chatbot.core.completion import Completion
 
 _completions: list[Completion] = []  # the one completion readline is stepping through (its last Tab)
-
-
-def config_wants_plain() -> bool:
-    """`plain = true` in the config file (chatbot/config_file.py); False when there is no such setting."""
-    try:
-        from chatbot.core.config_file import read_config
-    except ImportError:
-        return False
-    return read_config().get("plain") is True
 
 
 def plain_mode_forced(

@@ -24,6 +24,7 @@ from chatbot.core.runtime import check_batch_size, say
 from chatbot.core.settings import Settings
 from chatbot.errors import UserError
 from chatbot.frontends.progress_line import ProgressLine, plural
+from chatbot.frontends.screen_reader import config_wants_plain
 from chatbot.image_files import refuse_other_schemes
 from chatbot.images import LoadedImage, is_url, public_url
 from chatbot.untrusted import json_line, visible
@@ -103,7 +104,7 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     def advanced(done: int, total: int) -> None:
         nonlocal progress
         if progress is None:
-            progress = ProgressLine(total, sys.stderr, noun="file")
+            progress = ProgressLine(total, sys.stderr, noun="file", plain=config_wants_plain())
             # on Ray, the speed is measured after the first batch, which waited for the workers' models to load
             progress.start(f"Indexing {plural(total, 'new or changed file')}, {request.batch_size} at a time.",
                            measure_after=request.batch_size if request.ray is not None else 0)
