@@ -189,7 +189,7 @@ def test_exporting_twice_updates_its_own_export_and_replaces_its_copies(work, ph
 
 
 class Page(HTMLParser):
-    """Every start tag with its attributes, and the text of each h1/h2."""
+    """Every start tag with its attributes, and the text of each h1/h2/h3."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -199,12 +199,12 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
-        if tag in ("h1", "h2"):
+        if tag in ("h1", "h2", "h3"):
             self._in_heading = True
             self.headings.append("")
 
     def handle_endtag(self, tag: str) -> None:
-        self._in_heading = self._in_heading and tag not in ("h1", "h2")
+        self._in_heading = self._in_heading and tag not in ("h1", "h2", "h3")
 
     def handle_data(self, data: str) -> None:
         if self._in_heading:
@@ -230,21 +230,22 @@ def test_the_html_export_is_one_escaped_page_that_loads_and_runs_nothing(work, p
     assert page.count("</html>") == 1 and page.endswith("</html>\n")
     escaped = ("is &lt;b&gt;this&lt;/b&gt; &amp; &quot;that&quot; \\x1b]0;pwned\\x07 &lt;/html&gt;&lt;script&gt;"
                "alert(1)&lt;/script&gt;?")
-    assert page.count(escaped) == 2  # the question and the answer, as text
+    assert page.count(escaped) == 4  # the question and the answer, as text; the question's heading; the alt text
     parsed = Page()
     parsed.feed(page)
     assert parsed.tags[0] == ("html", {"lang": "en"})
     assert not any(name.startswith("on") for _, attributes in parsed.tags for name in attributes)
     assert {tag for tag, _ in parsed.tags} <= {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2",
-                                               "p", "code", "strong", "em", "figure", "img", "figcaption", "a"}
+                                               "h3", "p", "code", "strong", "em", "img", "details", "summary", "a"}
     images = [attributes for tag, attributes in parsed.tags if tag == "img"]
-    assert [image["alt"] for image in images] == ["<img src=x onerror=alert(1)>.png", "green.jpg"]
+    said = hostile.replace("\x1b", "\\x1b").replace("\x07", "\\x07")
+    assert [image["alt"] for image in images] == [f"Picture 1, <img src=x onerror=alert(1)>.png: {said}",
+                                                  "Picture 2, green.jpg: plain"]
     assert [base64.b64decode(str(image["src"]).split(",", 1)[1]) for image in images] == [
         named.read_bytes(), photos["green"].read_bytes()]
     assert all(str(image["src"]).startswith("data:image/") for image in images)  # nothing from outside the page
-    assert [heading for heading in parsed.headings if heading.startswith("Question")] == ["Question 1", "Question 2"]
-    assert parsed.headings[1:] == ["Picture 1: <img src=x onerror=alert(1)>.png", "Question 1",
-                                   "Picture 2: green.jpg", "Question 2"]
+    assert parsed.headings[1:] == ["Picture 1: <img src=x onerror=alert(1)>.png", f"Question 1: {said}",
+                                   "Picture 2: green.jpg", "Question 2: And this one?"]
 
 
 def test_embed_and_unknown_flags_are_refused_in_one_sentence(work, photos, tmp_path) -> None:

@@ -183,5 +183,6 @@ def test_markdown_export_escapes_what_came_from_outside() -> None:
     markdown = export_markdown(session)
     assert "**You:** is \\*this\\* \\[a link\\](http://x) or \\<b\\>bold\\</b\\>?" in markdown
     assert "**Assistant:** a\\_b \\| c \\& d" in markdown
-    assert "## Image: ``/photos/`odd` name\\x1b[2J.png``" in markdown
+    assert "## Picture 1: \\`odd\\` name\\\\x1b\\[2J.png" in markdown  # its heading: the file name, as text
+    assert "picture 1: ``/photos/`odd` name\\x1b[2J.png``, sha256" in markdown  # its path, in a code span
     assert "\x1b" not in markdown

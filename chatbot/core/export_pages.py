@@ -10,6 +10,7 @@ file name. The HTML page loads nothing (pictures are `data:` URIs) and runs noth
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import html
 import io
@@ -18,11 +19,12 @@ import re
 import stat
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from PIL import Image
 
-from chatbot.core.session import EMPTY_ANSWER, ImageRef, Session
+from chatbot.core.session import EMPTY_ANSWER, ImageRef, Session, Turn
 from chatbot.core.session_files import (
     BINARY,
 )
@@ -155,71 +157,176 @@ def picture_bytes(ref: ImageRef) -> bytes | None:
 
 
 # -- the formats ----------------------------------------------------------------------------------------
+#
+# Both pages have one outline, for moving by heading with a screen reader: the title (h1), then a section per
+# picture (h2, "Picture 1: shapes-7.png"; the questions asked with no picture under "Questions without a
+# picture"), and in it a heading per question that holds the question (h3, "Question 2: What colour is it?", a
+# long one cut with an ellipsis; the whole of it is in the text below). A picture's alt text is what the chat
+# first said about it. Its path and sha256 (how an export proves which bytes were talked about) close its section,
+# after its questions, in one short line (Markdown) or a "File details" disclosure that is read only when opened
+# (HTML): never between a picture and what was said about it.
+
+HEADING_CHARS = 100  # a question longer than this is cut in its heading
+ALT_CHARS = 150  # an answer longer than this is cut in a picture's alt text (after a sentence when one fits)
+NO_PICTURE = "Questions without a picture"
 
 
-def export_markdown(session: Session, links: Mapping[ImageRef, str | None] | None = None) -> str:
-    """A readable transcript that names each image by path and sha256.
+def shortened(text: str, limit: int, *, sentences: bool = False) -> str:
+    """`text` on one line (each run of white space one space), at most `limit` characters: with `sentences`, its
+    whole sentences that fit; else (or when not even the first fits) cut after a word, with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    if sentences:
+        ends = [match.end() for match in re.finditer(r"[.!?](?=\s)", text[:limit + 1])]
+        if ends:
+            return text[:ends[-1]]
+    cut = text[:limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:-") + "…"
+
+
+def export_date(made: datetime.date | None = None) -> str:
+    """"Exported on 2025-03-04." (`made`, today when None)."""
+    return f"Exported on {(made or datetime.date.today()).isoformat()}."
+
+
+def first_answers(session: Session) -> dict[ImageRef, str]:
+    """What the chat first said about each picture: its first answer with words that was not stopped (a turn's own,
+    or a /compare answer), in the order they were given."""
+    said: dict[ImageRef, str] = {}
+    for turn in session.turns:
+        for image, answer, stopped in [(turn.image, turn.answer, turn.stopped),
+                                       *((other.image, other.answer, other.stopped) for other in turn.compared)]:
+            if image is not None and image not in said and answer.strip() and not stopped:
+                said[image] = answer
+    return said
+
+
+def alt_text(number: int, source: str, answer: str | None) -> str:
+    """"Picture 1, shapes-7.png: a large red circle at the top left" (the answer cut at ALT_CHARS), or
+    "Picture 1, shapes-7.png" when the chat said nothing about it. Not escaped yet."""
+    label = f"Picture {number}, {picture_name(source)}"
+    answer = shortened(answer, ALT_CHARS, sentences=True) if answer else ""
+    return f"{label}: {answer}" if answer else label
+
+
+def question_heading(number: int, question: str) -> str:
+    """"Question 2: What colour is it?" (cut at HEADING_CHARS), "Question 2" for one without words. Not escaped."""
+    short = shortened(question, HEADING_CHARS)
+    return f"Question {number}: {short}" if short else f"Question {number}"
+
+
+@dataclass(frozen=True)
+class _Section:
+    """A picture and the questions asked about it in a row (or the questions asked with no picture)."""
+
+    image: ImageRef | None
+    number: int  # the picture's number, in the order pictures first appear (0: no picture)
+    again: bool  # the chat came back to a picture it was about before
+    turns: list[tuple[int, Turn]]  # each with its number in the chat
+
+    def heading(self) -> str:
+        if self.image is None:
+            return NO_PICTURE
+        return f"Picture {self.number}{' again' if self.again else ''}: {picture_name(self.image.source)}"
+
+
+def _sections(session: Session) -> list[_Section]:
+    sections: list[_Section] = []
+    numbers: dict[ImageRef, int] = {}
+    for number, turn in enumerate(session.turns, 1):
+        if not sections or turn.image != sections[-1].image:
+            again = turn.image in numbers
+            picture = numbers.setdefault(turn.image, len(numbers) + 1) if turn.image else 0
+            sections.append(_Section(turn.image, picture, again, []))
+        sections[-1].turns.append((number, turn))
+    return sections
+
+
+def markdown_heading(text: str) -> str:
+    """`text` as literal Markdown in an ATX heading: `#` escaped too (a trailing run would close the heading)."""
+    return markdown_text(text).replace("#", "\\#")
+
+
+def export_markdown(session: Session, links: Mapping[ImageRef, str | None] | None = None, *,
+                    made: datetime.date | None = None) -> str:
+    """A readable transcript: a section per picture, a heading per question, each picture's path and sha256.
 
     `links`: where each picture is (a relative path, a `data:` URI or a web address, made safe for a link
-    already), None for one that is gone or changed; without `links` the pictures are only named.
+    already), None for one that is gone or changed; without `links` the pictures are only named. `made`: the
+    date the export says it was made (today when None).
     """
-    lines = [f"# blip2-chat session {markdown_text(session.id)}", "", f"Model: {markdown_code(session.model)}", ""]
-    current = None
-    for turn in session.turns:
-        if turn.image and turn.image != current:
-            current = turn.image
-            source, sha256 = markdown_code(current.source), markdown_code(current.sha256)
-            lines += [f"## Image: {source}", "", f"sha256: {sha256}", ""]
-            if links is not None:
-                link = links.get(current)
-                shows = "" if is_url(current.source) else "!"  # a web picture is linked, never fetched by a viewer
-                lines += [f"{shows}[{markdown_text(picture_name(current.source))}]({link})" if link else
-                          "*Missing: this picture is gone or has changed since the chat, so the export holds no "
+    lines = [f"# blip2-chat session {markdown_heading(session.id)}", "", export_date(made), "",
+             f"Model: {markdown_code(session.model)}", ""]
+    said = first_answers(session)
+    for section in _sections(session):
+        lines += [f"## {markdown_heading(section.heading())}", ""]
+        current = section.image
+        if current is not None and links is not None:
+            link = links.get(current)
+            if link and is_url(current.source):  # a web picture is linked, never fetched by a viewer
+                lines += [f"[{markdown_text(picture_name(current.source))}]({link})", ""]
+            elif link:
+                alt = alt_text(section.number, current.source, said.get(current))
+                lines += [f"![{markdown_text(alt)}]({link})", ""]
+            else:
+                lines += ["*Missing: this picture is gone or has changed since the chat, so the export holds no "
                           "copy of it.*", ""]
-        answer = markdown_text(turn.answer or EMPTY_ANSWER) + (" *(stopped)*" if turn.stopped else "")
-        lines += [f"**You:** {markdown_text(turn.question)}", "", f"**Assistant:** {answer}", ""]
-        for other in turn.compared:  # /compare: the same question about another picture, asked alone
-            name, link = markdown_text(picture_name(other.image.source)), (links or {}).get(other.image)
-            stopped = " *(stopped)*" if other.stopped else ""
-            said = markdown_text(other.answer or EMPTY_ANSWER)
-            lines += [f"**Compared with {name}** ({markdown_code(other.image.source)}, sha256 "
-                      f"{markdown_code(other.image.sha256)}): {said}{stopped}", ""]
-            lines += [f"{'' if is_url(other.image.source) else '!'}[{name}]({link})", ""] if link else []
+        for number, turn in section.turns:
+            answer = markdown_text(turn.answer or EMPTY_ANSWER) + (" *(stopped)*" if turn.stopped else "")
+            lines += [f"### {markdown_heading(question_heading(number, turn.question))}", "",
+                      f"**You:** {markdown_text(turn.question)}", "", f"**Assistant:** {answer}", ""]
+            for other in turn.compared:  # /compare: the same question about another picture, asked alone
+                name, link = markdown_text(picture_name(other.image.source)), (links or {}).get(other.image)
+                stopped = " *(stopped)*" if other.stopped else ""
+                answered = markdown_text(other.answer or EMPTY_ANSWER)
+                lines += [f"**Compared with {name}** ({markdown_code(other.image.source)}, sha256 "
+                          f"{markdown_code(other.image.sha256)}): {answered}{stopped}", ""]
+                lines += [f"{'' if is_url(other.image.source) else '!'}[{name}]({link})", ""] if link else []
+        if current is not None:  # last, in one line: a listener hears the picture and the chat about it first
+            lines += [f"File details of picture {section.number}: {markdown_code(current.source)}, sha256 "
+                      f"{markdown_code(current.sha256)}.", ""]
     return "\n".join(lines)
 
 
-def export_html(session: Session, links: Mapping[ImageRef, str | None]) -> str:
-    """One page that needs nothing else: pictures as `data:` URIs, every text escaped, no script, a heading
-    per picture and per question (so a screen reader can move by them), readable without its style."""
+def export_html(session: Session, links: Mapping[ImageRef, str | None], *, made: datetime.date | None = None) -> str:
+    """One page that needs nothing else: pictures as `data:` URIs, every text escaped, no script, readable
+    without its style, its headings an outline to move by (a picture's h2, its questions' h3, each holding the
+    question). `made`: the date the page says it was made (today when None)."""
     title = html_text(f"blip2-chat session {session.id}")
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{title}</title>",
              f"<style>{_STYLE}</style>", "</head>", "<body>", "<main>", f"<h1>{title}</h1>",
-             f"<p>Model: <code>{html_text(session.model)}</code></p>"]
-    current, pictures = None, 0
-    for number, turn in enumerate(session.turns, 1):
-        if turn.image and turn.image != current:
-            current, pictures = turn.image, pictures + 1
-            name, link = html_text(picture_name(current.source)), links.get(current)
-            sha256 = f"sha256 <code>{html_text(current.sha256)}</code>"
-            parts.append(f"<h2>Picture {pictures}: {name}</h2>")
+             f"<p>{html_text(export_date(made))}</p>", f"<p>Model: <code>{html_text(session.model)}</code></p>"]
+    said = first_answers(session)
+    for section in _sections(session):
+        parts.append(f"<h2>{html_text(section.heading())}</h2>")
+        current = section.image
+        if current is not None:
+            link = links.get(current)
             if link and is_url(current.source):
                 parts.append(f'<p>On the web at <a href="{html_text(link)}" rel="noreferrer">'
-                             f"{html_text(current.source)}</a>, {sha256} (not included in this page).</p>")
+                             f"{html_text(current.source)}</a> (not included in this page).</p>")
             elif link:
-                parts.append(f'<figure><img src="{html_text(link)}" alt="{name}"><figcaption>From <code>'
-                             f"{html_text(current.source)}</code>, {sha256}.</figcaption></figure>")
+                alt = alt_text(section.number, current.source, said.get(current))
+                parts.append(f'<p><img src="{html_text(link)}" alt="{html_text(alt)}"></p>')
             else:
-                parts.append(f"<p><strong>Missing:</strong> this picture is gone or has changed since the chat, so "
-                             f"this page does not hold it. It was <code>{html_text(current.source)}</code>, "
-                             f"{sha256}.</p>")
-        stopped = " <em>(stopped)</em>" if turn.stopped else ""
-        parts += [f"<h2>Question {number}</h2>", f"<p><strong>You:</strong> {html_text(turn.question)}</p>",
-                  f"<p><strong>Assistant:</strong> {html_text(turn.answer or EMPTY_ANSWER)}{stopped}</p>"]
-        for other in turn.compared:  # /compare: the same question about another picture, asked alone
-            name, link = html_text(picture_name(other.image.source)), links.get(other.image)
-            picture = f'<img src="{html_text(link)}" alt="{name}">' if link and not is_url(other.image.source) else ""
-            parts.append(f"<p><strong>Compared with {name}:</strong> {html_text(other.answer or EMPTY_ANSWER)}"
-                         f"{' <em>(stopped)</em>' if other.stopped else ''}</p>{picture}")
+                parts.append("<p><strong>Missing:</strong> this picture is gone or has changed since the chat, so "
+                             "this page does not hold it.</p>")
+        for number, turn in section.turns:
+            stopped = " <em>(stopped)</em>" if turn.stopped else ""
+            parts += [f"<h3>{html_text(question_heading(number, turn.question))}</h3>",
+                      f"<p><strong>You:</strong> {html_text(turn.question)}</p>",
+                      f"<p><strong>Assistant:</strong> {html_text(turn.answer or EMPTY_ANSWER)}{stopped}</p>"]
+            for other in turn.compared:  # /compare: the same question about another picture, asked alone
+                name, link = html_text(picture_name(other.image.source)), links.get(other.image)
+                shown = f'<img src="{html_text(link)}" alt="{name}">' if link and not is_url(other.image.source) else ""
+                parts.append(f"<p><strong>Compared with {name}:</strong> {html_text(other.answer or EMPTY_ANSWER)}"
+                             f"{' <em>(stopped)</em>' if other.stopped else ''}</p>{shown}")
+        if current is not None:  # last, and closed: read only when opened, never between a picture and its chat
+            parts.append(f"<details><summary>File details of picture {section.number}</summary><p>From <code>"
+                         f"{html_text(current.source)}</code>, sha256 <code>{html_text(current.sha256)}</code>."
+                         "</p></details>")
     return "\n".join([*parts, "</main>", "</body>", "</html>", ""])
