@@ -110,3 +110,24 @@ def test_the_command_says_the_model_failed_in_one_sentence_and_resume_goes_on(
     assert SUMMARY.match(capsys.readouterr().err.splitlines()[-1]).groups() == ("3", "0", "0")  # type: ignore[union-attr]
     assert [json.loads(line)["alt_text"] for line in out.read_text(encoding="utf-8").splitlines()] == [
         "Colour of a.png.", "Colour of bad.png.", "Colour of b.png."]
+
+
+def test_the_end_names_the_images_not_described_and_the_pictures_outside_the_demo_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A blind user's probe: the summary only counted failures (the reasons were in the file), and the demo model
+    gave confident alt text for a photo it cannot know, where `caption` and the chat warn."""
+    import chatbot.core.runtime
+    from chatbot.demo.start import draw_picture, outside_its_world
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    draw_picture(3).save(folder / "a-shapes.png")  # of the demo's world
+    make_image(folder / "b-photo.png", (200, 30, 30))  # not
+    (folder / "c-notes.png").write_text("no picture")
+    monkeypatch.setattr(chatbot.core.runtime, "open_engine_for", lambda settings, progress=None: FailsOn())
+    assert describe_here(folder, "--model", "demo", "--out", tmp_path / "alt.jsonl") == 0
+    said = capsys.readouterr().err.splitlines()
+    assert said[-3].startswith(f"Not described: {folder / 'c-notes.png'} ")
+    assert said[-2] == outside_its_world(1, 2)
+    assert SUMMARY.match(said[-1]).groups() == ("2", "0", "1")  # type: ignore[union-attr]

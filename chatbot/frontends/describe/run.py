@@ -29,6 +29,7 @@ from chatbot.cluster.connection import ClusterOptions
 from chatbot.core.conversation import caption_prompt, check_text
 from chatbot.core.runtime import check_batch_size, let_go_of_stdout, say
 from chatbot.core.settings import Settings
+from chatbot.demo.start import of_its_world, outside_its_world
 from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError, UserError, model_error_text
 from chatbot.frontends.describe.alt_text import DEFAULT_PROMPT, to_alt_text
@@ -49,6 +50,7 @@ from chatbot.frontends.progress_line import ProgressLine, plural
 from chatbot.frontends.screen_reader import config_wants_plain, is_terminal
 from chatbot.image_files import Unreadable, file_sha256, find_images, is_storage_uri, unreadable_sentence
 from chatbot.images import LoadedImage, load_image
+from chatbot.locations import is_demo_model
 from chatbot.untrusted import visible
 
 EMPTY_ANSWER = "The model gave no description for this image."
@@ -292,8 +294,9 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
                 _writer_for(request.out, fmt) as writer:
             progress.start(f"Describing {plural(len(paths), 'image')}, {request.batch_size} at a time.",
                            measure_after=request.batch_size if request.ray is not None else 0)
-            summary = describe(engine, paths, writer.write, options=settings.options, prompt=request.prompt,
-                               batch_size=request.batch_size, done=done, progress=progress, load=load,
+            noted = _Noted(writer.write, load, demo=is_demo_model(settings.model))
+            summary = describe(engine, paths, noted.write, options=settings.options, prompt=request.prompt,
+                               batch_size=request.batch_size, done=done, progress=progress, load=noted.load,
                                sha256_of=sha256_of, ctrl_c=ctrl_c)
     except KeyboardInterrupt:
         progress.finish()  # the bar shows the last row written, as the sentence does
@@ -316,9 +319,46 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
             let_go_of_stdout()
         raise  # the CLI says why in one sentence (a full disk); the rows written so far are whole
     progress.finish()
+    for sentence in noted.sentences():
+        say(sentence)
     where = f" Results in {visible(request.out)}." if request.out is not None else ""
     say(f"Done: {summary.sentence()}{where}")
     return 0
+
+
+class _Noted:
+    """What the run's end says besides the counts: which images failed, by name (the rows hold why; a listener
+    should not have to open the file to learn it), and, with the demo model, how many pictures are not of its
+    world (their alt text means nothing, and a blind user cannot check the picture)."""
+
+    def __init__(self, write: Callable[[Row], None], load: Callable[[str], LoadedImage], *, demo: bool) -> None:
+        self._write, self._load, self._demo = write, load, demo
+        self.failed: list[Row] = []
+        self.loaded = 0
+        self.outside: list[str] = []  # with the demo model: pictures not drawn by its world
+
+    def write(self, row: Row) -> None:
+        self._write(row)
+        if row.failed:
+            self.failed.append(row)
+
+    def load(self, path: str) -> LoadedImage:
+        image = self._load(path)
+        self.loaded += 1
+        if self._demo and not of_its_world(image.image):
+            self.outside.append(path)
+        return image
+
+    def sentences(self) -> list[str]:
+        said = [f"Not described: {row.error}" for row in self.failed[:MOST_FAILURES_NAMED]]
+        if len(self.failed) > MOST_FAILURES_NAMED:
+            said.append(f"... and {plural(len(self.failed) - MOST_FAILURES_NAMED, 'more image')}: their rows say why.")
+        if self.outside:
+            said.append(outside_its_world(len(self.outside), self.loaded))
+        return said
+
+
+MOST_FAILURES_NAMED = 10  # failed images named at the end; the rest are counted
 
 
 def _all_done(paths: Sequence[str], done: Sequence[Row]) -> bool:
