@@ -624,13 +624,14 @@ def test_ctrl_c_on_a_half_typed_line_clears_it_and_up_brings_it_back(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """As in a shell, Ctrl+C at a half-typed prompt clears the line instead of ending the chat (the text goes
-    to the history, so the up arrow brings it back); on an empty line it ends the chat."""
+    to the history, so the up arrow brings it back); twice on an empty line it ends the chat."""
     import builtins
 
     from chatbot.frontends.plain import terminal
 
     readline = FakeReadline()
-    keys = iter([("half a question", KeyboardInterrupt), ("", "what is it?"), ("", KeyboardInterrupt)])
+    keys = iter([("half a question", KeyboardInterrupt), ("", "what is it?"), ("", KeyboardInterrupt),
+                 ("", "and the colour?"), ("", KeyboardInterrupt), ("", KeyboardInterrupt)])
 
     def typed(prompt: str) -> str:
         readline.buffer, result = next(keys)
@@ -644,8 +645,13 @@ def test_ctrl_c_on_a_half_typed_line_clears_it_and_up_brings_it_back(
     assert next(lines) == "what is it?"  # the half-typed line was cleared, not the chat ended
     assert readline.history == ["half a question"]  # Up brings it back
     assert terminal.CLEARED_LINE in capsys.readouterr().err
-    with pytest.raises(KeyboardInterrupt):  # Ctrl+C on an empty line ends the chat
+    # one Ctrl+C on an empty line (meant for an answer that had just ended) only says how to leave: a line typed
+    # then goes on; two in a row end the chat
+    assert next(lines) == "and the colour?"
+    assert capsys.readouterr().err.splitlines() == [terminal.LEAVE_HINT]
+    with pytest.raises(KeyboardInterrupt):
         next(lines)
+    assert capsys.readouterr().err.splitlines() == [terminal.LEAVE_HINT]
 
 
 def test_an_answer_cut_off_by_max_new_tokens_is_said_to_be(tmp_path: Path, pictures: dict[str, Path]) -> None:

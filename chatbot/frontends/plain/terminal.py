@@ -91,7 +91,9 @@ def tolerate_bytes_that_are_not_text(stream: TextIO) -> None:
             reconfigure(errors="replace")
 
 
-CLEARED_LINE = "Line cleared; the Up arrow brings it back. Ctrl+C on an empty line ends the chat."
+CLEARED_LINE = "Line cleared; the Up arrow brings it back. Ctrl+C twice on an empty line ends the chat."
+# A Ctrl+C meant to stop an answer that had just ended lands on the empty prompt: it only says how to leave
+LEAVE_HINT = "To leave, press Ctrl+C again, or Ctrl+D; the chat is saved either way."
 
 
 def _say(sentence: str) -> None:
@@ -104,6 +106,7 @@ def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
     closed terminal loses none), and none earlier is written back."""
     history = LineHistory(history_file, _say) if history_file is not None else None
     readline = _readline(history, prompt)
+    leaving = False  # Ctrl+C came on the empty line just before: another one ends the chat
     while True:
         try:
             line = input(prompt)
@@ -111,10 +114,17 @@ def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
             with contextlib.suppress(OSError, ValueError):  # not when the terminal is gone
                 print(flush=True)
             return
-        except KeyboardInterrupt:  # on a half-typed line Ctrl+C clears it, as shells do; on an empty one it ends
+        except KeyboardInterrupt:  # on a half-typed line Ctrl+C clears it, as shells do; twice on an empty one it ends
             typed = readline.get_line_buffer() if readline is not None else ""
             if not typed.strip():
-                raise
+                if leaving:
+                    raise
+                leaving = True
+                with contextlib.suppress(OSError, ValueError):
+                    print(flush=True)
+                _say(LEAVE_HINT)
+                continue
+            leaving = False
             readline.add_history(typed)
             if history is not None:
                 history.add([typed])
@@ -126,6 +136,7 @@ def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
             if ended.draft.strip() and history is not None:
                 history.add([ended.draft])
             raise
+        leaving = False
         if history is not None and readline is not None:
             history.add([line])  # before it is answered: a chat that ends meanwhile keeps it
         yield line
