@@ -139,10 +139,25 @@ def test_lines_that_are_not_completable(folder: Path) -> None:
     assert completable("/image re") and completable("/im")
 
 
-def test_listing_names_twelve_then_counts_the_rest() -> None:
-    candidates = [Candidate(f"/image f{i}.png", f"f{i}.png") for i in range(15)]
+def test_listing_names_sixteen_then_counts_the_rest_and_says_how_to_narrow() -> None:
+    candidates = [Candidate(f"/image f{i}.png", f"f{i}.png") for i in range(19)]
     assert listing(candidates[:2]) == "f0.png, f1.png"
-    assert listing(candidates).endswith("f11.png, and 3 more")
+    assert listing(candidates).endswith("f15.png, and 3 more: type more of the name to narrow them")
+
+
+def test_every_command_is_named_when_listed() -> None:
+    # a blind user's probe: "/" Tab Tab said "... /save, and 2 more", and /set and /undo were never heard
+    from chatbot.core.commands import COMMANDS
+
+    assert "more" not in listing(completion("/", Path(".")).candidates)
+    assert len(COMMANDS) <= 16
+
+
+def test_names_are_listed_as_a_person_counts(tmp_path: Path) -> None:
+    for number in (1, 2, 10, 11, 20):
+        (tmp_path / f"Copy{number}.png").write_bytes(b"x")
+    assert [candidate.label for candidate in completion("/image C", tmp_path).candidates] == [
+        "Copy1.png", "Copy2.png", "Copy10.png", "Copy11.png", "Copy20.png"]
 
 
 # The app's input box.

@@ -24,6 +24,7 @@ The rules:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from chatbot.untrusted import has_controls
 # [PATH]` writes a file of any kind after a format word, so its path is not completed.)
 PATH_COMMANDS = frozenset(spec.name for spec in COMMANDS if spec.usage.split()[1:] == ["PATH"])
 MAX_CANDIDATES = 1000  # a huge folder offers its first names (sorted)
-LISTED = 12  # how many candidates a list names before "and N more"
+LISTED = 16  # how many candidates a list names before "and N more" (every command fits)
 _QUOTES = "\"'"
 
 
@@ -92,7 +93,7 @@ def listing(candidates: tuple[Candidate, ...] | list[Candidate], limit: int = LI
     """
     labels = [candidate.label for candidate in candidates]
     more = len(labels) - limit
-    return ", ".join(labels[:limit]) + (f", and {more} more" if more > 0 else "")
+    return ", ".join(labels[:limit]) + (f", and {more} more: type more of the name to narrow them" if more > 0 else "")
 
 
 def _split(line: str) -> tuple[str, str | None] | None:
@@ -179,8 +180,13 @@ def _entries(folder: str, prefix: str, cwd: Path | None) -> list[tuple[str, bool
                     found.append((name, kind == "folder"))
     except (OSError, ValueError):  # cannot be listed (or a name the file system refuses): nothing to offer
         return []
-    found.sort(key=lambda item: (item[0].casefold(), item[0]))
+    found.sort(key=lambda item: (_natural(item[0]), item[0]))  # copy2 before copy10, as a person counts
     return found[:MAX_CANDIDATES]
+
+
+def _natural(name: str) -> list[tuple[int, int | str]]:
+    """A sort key that reads runs of digits as numbers and ignores case: `copy2` before `copy10`."""
+    return [(0, int(part)) if part.isdigit() else (1, part.casefold()) for part in re.split(r"(\d+)", name) if part]
 
 
 def _kind(entry: os.DirEntry[str]) -> str | None:
