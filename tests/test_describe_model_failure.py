@@ -131,3 +131,22 @@ def test_the_end_names_the_images_not_described_and_the_pictures_outside_the_dem
     assert said[-3].startswith(f"Not described: {folder / 'c-notes.png'} ")
     assert said[-2] == outside_its_world(1, 2)
     assert SUMMARY.match(said[-1]).groups() == ("2", "0", "1")  # type: ignore[union-attr]
+
+
+def test_alt_text_cut_off_at_max_new_tokens_is_said(checkpoints: dict[str, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A blind user's probe: `--max-new-tokens 4` gave "A small purple circle." for a picture of three shapes, and
+    nothing said it was cut off. The tiny random model does not end an answer within 2 tokens: every one is cut."""
+    from tests.test_describe import describe_here as run
+
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for name, colour in (("a.png", (200, 30, 30)), ("b.png", (30, 200, 30)), ("c.png", (30, 30, 200))):
+        make_image(folder / name, colour)
+    out = tmp_path / "alt.jsonl"
+    assert run(folder, "--model", checkpoints["opt"], "--max-new-tokens", "2", "--out", out) == 0
+    said = capsys.readouterr().err.splitlines()
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    cut = sum(1 for row in rows if row["alt_text"])
+    assert cut == 3 and said[-2] == ("3 alt texts were cut off at 2 tokens, perhaps mid-sentence. --max-new-tokens 4 "
+                                     "(and another --out) gives them room.")

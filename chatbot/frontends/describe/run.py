@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chatbot.cluster.connection import ClusterOptions
-from chatbot.core.conversation import caption_prompt, check_text
+from chatbot.core.conversation import MAX_NEW_TOKENS, caption_prompt, check_text
 from chatbot.core.runtime import check_batch_size, let_go_of_stdout, say
 from chatbot.core.settings import Settings
 from chatbot.demo.start import of_its_world, outside_its_world
@@ -92,6 +92,7 @@ class Summary:
     described: int = 0
     skipped: int = 0  # already in the output (--resume)
     failed: int = 0
+    cut_short: int = 0  # alt texts the model had not ended when max_new_tokens was reached (maybe mid-sentence)
 
     def sentence(self) -> str:
         return (f"{self.described} described, {self.skipped} skipped (already in the output), "
@@ -146,7 +147,8 @@ def describe(
             write_row(row, worked=False)
 
     def run_batch() -> None:
-        answers = _answers(engine, batch, prompt, options, any_answered=summary.described > 0)
+        cut: set[str] = set()
+        answers = _answers(engine, batch, prompt, options, any_answered=summary.described > 0, cut=cut)
         for item in waiting:
             if isinstance(item, Row):
                 write_row(item, worked=False)
@@ -157,6 +159,7 @@ def describe(
                 write_row(Row(path, error=model_error_text(answer, chat=False), sha256=sha256), worked)
             else:  # empty alt text would tell a screen reader the image is decorative
                 text = to_alt_text(answer)
+                summary.cut_short += bool(text) and sha256 in cut
                 write_row(Row(path, alt_text=text, sha256=sha256) if text else
                           Row(path, error=EMPTY_ANSWER, sha256=sha256), worked)
         waiting.clear()
@@ -191,9 +194,19 @@ class ModelFailedError(UserError):
     """The model failed on every image so far: the run stops (its rows are kept; --resume goes on)."""
 
 
+def _reached_the_limit(engine: BatchAnswerer, images: Sequence[LoadedImage], options: GenerationOptions) -> set[str]:
+    """The sha256 of each image whose answer in the last `answer_batch` ran to max_new_tokens before the model ended
+    it (cut off, maybe mid-sentence); none where the answerer does not count tokens (a Ray run's results)."""
+    token_ids = getattr(getattr(engine, "last_batch_stats", None), "token_ids", None)
+    if not token_ids or len(token_ids) != len(images):
+        return set()
+    return {image.sha256 for image, ids in zip(images, token_ids, strict=True) if len(ids) >= options.max_new_tokens}
+
+
 def _answers(engine: BatchAnswerer, batch: Sequence[LoadedImage], prompt: str, options: GenerationOptions, *,
-             any_answered: bool) -> dict[str, str | Exception]:
-    """Each image's answer by sha256, or the error the model raised on it.
+             any_answered: bool, cut: set[str]) -> dict[str, str | Exception]:
+    """Each image's answer by sha256, or the error the model raised on it; `cut` gets the sha256 of each answer
+    that was cut off at max_new_tokens.
 
     When the batch fails, each image is tried alone, so one picture that defeats the model costs one error row.
     When they all fail and no image of the run has been answered, the model itself is at fault (a broken
@@ -201,7 +214,9 @@ def _answers(engine: BatchAnswerer, batch: Sequence[LoadedImage], prompt: str, o
     them again. Running out of memory is said as it is (a smaller --batch-size).
     """
     try:
-        return dict(zip((image.sha256 for image in batch), engine.answer_batch(batch, prompt, options), strict=True))
+        answered = engine.answer_batch(batch, prompt, options)
+        cut |= _reached_the_limit(engine, batch, options)
+        return dict(zip((image.sha256 for image in batch), answered, strict=True))
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the model raised: tried again one image at a time
@@ -210,6 +225,7 @@ def _answers(engine: BatchAnswerer, batch: Sequence[LoadedImage], prompt: str, o
     for image in batch:
         try:
             answers[image.sha256] = engine.answer_batch([image], prompt, options)[0]
+            cut |= _reached_the_limit(engine, [image], options)
         except UserError:
             raise
         except Exception as error:  # noqa: BLE001 - this image's row says it
@@ -321,6 +337,8 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
     progress.finish()
     for sentence in noted.sentences():
         say(sentence)
+    if summary.cut_short:
+        say(_cut_short_sentence(summary.cut_short, settings.options.max_new_tokens))
     where = f" Results in {visible(request.out)}." if request.out is not None else ""
     say(f"Done: {summary.sentence()}{where}")
     return 0
@@ -359,6 +377,15 @@ class _Noted:
 
 
 MOST_FAILURES_NAMED = 10  # failed images named at the end; the rest are counted
+
+
+def _cut_short_sentence(count: int, limit: int) -> str:
+    """Alt texts that may end mid-sentence are not whole descriptions: said, with the way to give them room."""
+    which = "1 alt text was" if count == 1 else f"{count} alt texts were"
+    more = min(MAX_NEW_TOKENS, 2 * limit)
+    them = "it" if count == 1 else "them"
+    room = f" --max-new-tokens {more} (and another --out) gives {them} room." if limit < MAX_NEW_TOKENS else ""
+    return f"{which} cut off at {plural(limit, 'token')}, perhaps mid-sentence.{room}"
 
 
 def _all_done(paths: Sequence[str], done: Sequence[Row]) -> bool:
