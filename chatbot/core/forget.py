@@ -57,8 +57,8 @@ def forget_chats(ids: list[str], store: SessionStore | None = None, *, pasted: P
         except SessionError as error:
             done.problems.append(str(error))
     sessions = [deleted.session for deleted in done.deleted if deleted.session is not None]
-    _forget_pasted(sessions, store, pasted if pasted is not None else pasted_dir(), done)
-    others = store.every_saved_chat()
+    others = store.every_saved_chat()  # read once: the pictures and the history lines they still use
+    _forget_pasted(sessions, others, pasted if pasted is not None else pasted_dir(), done)
     if others is None:  # cannot tell which questions another chat asked too: the line history stays as it is
         done.history_kept = any(turn.question.strip() for session in sessions for turn in session.turns)
     else:
@@ -81,16 +81,17 @@ def _pasted_pictures(sources: set[str], folder: Path) -> set[Path]:
     return found
 
 
-def _forget_pasted(sessions: list[Session], store: SessionStore, folder: Path, done: Forgotten) -> None:
+def _forget_pasted(sessions: list[Session], others: list[Session] | None, folder: Path, done: Forgotten) -> None:
+    """Delete the pictures pasted into `sessions` that none of `others` (the saved chats left; None: cannot be
+    told) uses."""
     pictures = _pasted_pictures(set().union(*(session.image_sources() for session in sessions)), folder)
     if not pictures:
         return
-    in_use = store.image_sources_in_use()
-    if in_use is None:
+    if others is None:
         done.pictures_kept = len(pictures)
         done.pictures_kept_why = "another chat is open, or a saved one could not be read, and it may use"
         return
-    used = _pasted_pictures(in_use, folder)
+    used = _pasted_pictures(set().union(*(session.image_sources() for session in others)), folder)
     for picture in sorted(pictures):
         if picture in used:
             done.pictures_kept += 1

@@ -445,12 +445,6 @@ class SessionStore:
         except SessionError:  # damaged: deleted all the same, its content unknown
             return None
 
-    def image_sources_in_use(self) -> set[str] | None:
-        """The images (path or URL) the saved chats are about, every turn's and every comparison's; None when that
-        cannot be told (see `every_saved_chat`)."""
-        sessions = self.every_saved_chat()
-        return None if sessions is None else set().union(*(session.image_sources() for session in sessions))
-
     def every_saved_chat(self) -> list[Session] | None:
         """Every saved chat; None when that cannot be told: a session file that cannot be read, or a chat open in
         another blip2-chat now (it may hold what it has not saved yet)."""
