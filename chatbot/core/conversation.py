@@ -86,10 +86,15 @@ def cut_short_text(limit: int, *, command_line: bool = False) -> str:
     (ask, caption) rather than /set (a chat)."""
     if limit >= MAX_NEW_TOKENS:
         return f"The answer was cut off at {limit} tokens, the most an answer may have."
-    more = min(MAX_NEW_TOKENS, 2 * limit)
-    how = f"--max-new-tokens {more}" if command_line else f"/set max_new_tokens {more}"
     tokens = "1 token" if limit == 1 else f"{limit} tokens"
+    how = more_tokens(limit, command_line)
     return f"The answer was cut off at {tokens} (max_new_tokens); {how} lets it go on longer."
+
+
+def more_tokens(limit: int, command_line: bool) -> str:
+    """How to give answers cut off at `limit` (below the most allowed) more room: the flag, or /set in a chat."""
+    more = min(MAX_NEW_TOKENS, 2 * limit)
+    return f"--max-new-tokens {more}" if command_line else f"/set max_new_tokens {more}"
 
 
 def cut_short_mark(limit: int) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chatbot.cluster.connection import ClusterOptions
-from chatbot.core.conversation import MAX_NEW_TOKENS, caption_prompt, check_text
+from chatbot.core.conversation import MAX_NEW_TOKENS, caption_prompt, check_text, more_tokens
 from chatbot.core.runtime import check_batch_size, let_go_of_stdout, say
 from chatbot.core.settings import Settings
 from chatbot.demo.start import of_its_world, outside_its_world
@@ -382,9 +382,9 @@ MOST_FAILURES_NAMED = 10  # failed images named at the end; the rest are counted
 def _cut_short_sentence(count: int, limit: int) -> str:
     """Alt texts that may end mid-sentence are not whole descriptions: said, with the way to give them room."""
     which = "1 alt text was" if count == 1 else f"{count} alt texts were"
-    more = min(MAX_NEW_TOKENS, 2 * limit)
     them = "it" if count == 1 else "them"
-    room = f" --max-new-tokens {more} (and another --out) gives {them} room." if limit < MAX_NEW_TOKENS else ""
+    room = (f" {more_tokens(limit, command_line=True)} (and another --out) gives {them} room."
+            if limit < MAX_NEW_TOKENS else "")
     return f"{which} cut off at {plural(limit, 'token')}, perhaps mid-sentence.{room}"
 
 
