@@ -17,6 +17,7 @@ steps share the request and the writer.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -297,7 +298,8 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
             raise OutputError(f"{visible(request.out)} already exists.",
                               "Pass --resume to continue it, or choose another --out.")
         done = as_found(read_rows(request.out, fmt), paths, fmt)
-    if done and request.ray is None and _all_done(paths, done):  # every image is in the output: no model needed
+    hashed = functools.cache(file_sha256)  # the skip rule reads each file once, here and in `describe`
+    if done and request.ray is None and _all_done(paths, done, hashed):  # every image is in the output: no model
         say(f"Nothing left to describe: {plural(len(paths), 'image')} {'is' if len(paths) == 1 else 'are'} in "
             f"{visible(request.out)} already, with the same bytes; the model was not loaded.")
         say(f"Done: {Summary(skipped=len(paths)).sentence()} Results in {visible(request.out)}.")
@@ -306,7 +308,7 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
     progress = ProgressLine(len(paths), sys.stderr, noun="image", bar=not rows_on_screen, plain=config_wants_plain())
     ctrl_c = CtrlC()
     try:
-        with ctrl_c.installed(), _answerer_for(settings, request, paths, done) as (engine, load, sha256_of), \
+        with ctrl_c.installed(), _answerer_for(settings, request, paths, done, hashed) as (engine, load, sha256_of), \
                 _writer_for(request.out, fmt) as writer:
             progress.start(f"Describing {plural(len(paths), 'image')}, {request.batch_size} at a time.",
                            measure_after=request.batch_size if request.ray is not None else 0)
@@ -388,10 +390,10 @@ def _cut_short_sentence(count: int, limit: int) -> str:
     return f"{which} cut off at {plural(limit, 'token')}, perhaps mid-sentence.{room}"
 
 
-def _all_done(paths: Sequence[str], done: Sequence[Row]) -> bool:
+def _all_done(paths: Sequence[str], done: Sequence[Row], sha256_of: Callable[[str], str]) -> bool:
     """Whether every image is in the output already (the skip rule: the same path with the same bytes)."""
     keys = DoneKeys.of(done)
-    return all(already_done(path, keys) for path in paths)
+    return all(already_done(path, keys, sha256_of) for path in paths)
 
 
 def _stopped_sentence(progress: ProgressLine, out: Path | None) -> str:
@@ -426,14 +428,14 @@ Answerer = tuple[BatchAnswerer, Callable[[str], LoadedImage], Callable[[str], st
 
 @contextmanager
 def _answerer_for(settings: Settings, request: DescribeRequest, paths: list[str],
-                  done: list[Row]) -> Iterator[Answerer]:
+                  done: list[Row], sha256_of: Callable[[str], str]) -> Iterator[Answerer]:
     """The engine here (and this machine's files), or a Ray run's results for the paths not already done."""
     if request.ray is None:
         from chatbot.core.runtime import open_engine_for  # imports the model stack: only now
 
         engine = open_engine_for(settings, progress=say)
         caption_prompt(engine, settings.options, request.prompt)  # too long for the model: before any image is answered
-        yield engine, load_image, file_sha256
+        yield engine, load_image, sha256_of
         return
     from chatbot.cluster.connection import import_ray
     from chatbot.cluster.jobs import ClusterOptions, remote_captions
