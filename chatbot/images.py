@@ -85,7 +85,7 @@ def load_image(
         raise ValueError(f"max_side must be at least {MIN_SIDE}, got {max_side}")
     if not os.fspath(source).strip():
         raise ImageError("No image path or URL was given.", "Pass an image file's path or an http(s) link.")
-    if isinstance(source, str) and _SCHEME.match(source.strip()):
+    if isinstance(source, str) and _is_address(source):
         url = source.strip()
         if not is_url(url):
             scheme = url.split(":", 1)[0]
@@ -95,10 +95,23 @@ def load_image(
             )
         name, data, remote = url, download(url, cancel), True
     else:
-        name = os.path.abspath(os.path.expanduser(os.fspath(source)))
+        name = recorded_source(os.fspath(source))
         data, remote = _read_file(name), False
     image, original_size = _decode(data, visible(name), remote, max_side)
     return LoadedImage(image, hashlib.sha256(data).hexdigest(), name, original_size)
+
+
+def _is_address(source: str) -> bool:
+    """Whether `load_image` takes `source` for an address (`scheme://...`) rather than a path."""
+    return bool(_SCHEME.match(source.strip()))
+
+
+def recorded_source(source: str) -> str:
+    """How `LoadedImage.source` names `source`, for a record of an image that could not be read too: an address
+    (`scheme://...`) as given, but for a login in it (masked: `user:***@`), a path made absolute."""
+    if not source.strip() or _is_address(source):
+        return public_url(source.strip())
+    return os.path.abspath(os.path.expanduser(source))
 
 
 def _read_file(path: str) -> bytes:

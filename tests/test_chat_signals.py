@@ -579,5 +579,18 @@ def test_json_writes_a_record_for_a_question_refused(capsys: pytest.CaptureFixtu
     plain = PlainChat(conversation, out=Stream(), notes=Stream(), json_records=True)
     plain.run(iter(["What is it?"]))
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert records == [{"question": "What is it?", "answer": None, "image": None, "model": "scripted-opt",
-                        "error": "No image is open. Open one first with /image PATH."}]
+    assert records == [{"question": "What is it?", "answer": None, "image": None, "image_sha256": None,
+                        "model": "scripted-opt", "error": "No image is open. Open one first with /image PATH."}]
+
+
+def test_a_refused_question_s_record_names_the_open_image_as_ask_s_failure_records_do(
+        pictures, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same fields as `ask --json`'s record of a failure (one rule, `runtime.failure_record`): the open image
+    and its sha256, so a script can tell which picture the refusal was about."""
+    plain, _, notes = plain_chat(ScriptedEngine("x"), pictures["red"], json_records=True)
+    plain.run(iter(["What is \udcff?"]))  # not valid text: refused before the model
+    [record] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    image = plain.conversation.image
+    assert list(record) == ["image", "image_sha256", "question", "answer", "error", "model"]
+    assert (record["image"], record["image_sha256"], record["answer"]) == (image.source, image.sha256, None)
+    assert f"blip2-chat: {record['error']}" in notes.getvalue().splitlines()

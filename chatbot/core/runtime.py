@@ -106,6 +106,21 @@ def answer_record(engine: Engine, image: LoadedImage, question: str | None, answ
     return record
 
 
+def failure_record(source: str | None, image: LoadedImage | None, question: str | None, error: str,
+                   model: str) -> dict[str, Any]:
+    """The --json record of a question or image with no answer: an image that could not be read (`image` None,
+    `source` named by `chatbot.images.recorded_source`), one the model failed on, or a question refused (`source`
+    None when no image is open). The
+    answer record's `image`, `image_sha256` (null when unread or none open), `question` (None for a caption:
+    left out) and `model`, with `answer` null and `error`, the sentence said on stderr (without the program's
+    name). `ask`, `caption` and the screen-reader chat all write it."""
+    record: dict[str, Any] = {"image": source, "image_sha256": image.sha256 if image is not None else None}
+    if question is not None:
+        record["question"] = question
+    record.update({"answer": None, "error": error, "model": model})
+    return record
+
+
 def print_json(record: dict[str, Any]) -> None:
     """One record as one line of JSON on stdout, written by `chatbot.untrusted.json_line` (valid UTF-8, every
     control character, lone surrogate and bidi override as a `\\u` escape)."""

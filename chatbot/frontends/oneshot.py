@@ -12,7 +12,6 @@ be read or that the model failed on, `failure_record` (`answer` null, `error` th
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,12 +19,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from chatbot.core.conversation import Conversation, caption, caption_prompt, check_text, cut_short_text
-from chatbot.core.runtime import answer_record, let_go_of_stdout, open_engine_for, print_json
+from chatbot.core.runtime import answer_record, failure_record, let_go_of_stdout, open_engine_for, print_json
 from chatbot.core.settings import Settings
 from chatbot.demo.start import of_its_world, outside_its_world
 from chatbot.errors import ImageError, QuestionError, UserError, model_error_text
-from chatbot.image_download import is_url, public_url
-from chatbot.images import LoadedImage, load_image
+from chatbot.image_download import is_url
+from chatbot.images import LoadedImage, load_image, recorded_source
 from chatbot.locations import is_demo_model
 from chatbot.untrusted import visible
 from prompts import normalize_question
@@ -113,7 +112,6 @@ def check_question_argument(sources: Sequence[str], question: str) -> str:
     return check_text(question, "question")
 
 
-LINK = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")  # what load_image takes for an address, not a path
 Read = LoadedImage | UserError  # an image given, read; or why it could not be
 
 
@@ -134,32 +132,11 @@ def load_images(sources: Sequence[str], settings: Settings, question: str | None
         return read
     if settings.json:
         for source, why in zip(sources, read, strict=True):
-            write_record(failure_record(source, None, question, str(why), settings.model))
+            write_record(failure_record(recorded_source(source), None, question, str(why), settings.model))
     if len(sources) == 1 and isinstance(read[0], UserError):
         raise read[0]
     raise ImageError(f"None of the {len(sources)} images could be read (each is named above).",
                      "Check the paths, or convert the files to JPEG or PNG.")
-
-
-def recorded_source(source: str) -> str:
-    """An image as --json records name it, by `load_image`'s rule for `LoadedImage.source`: an address
-    (`scheme://...`) as given, but for a password in it (masked: `user:***@`), a path made absolute."""
-    if not source.strip() or LINK.match(source.strip()):
-        return public_url(source.strip())
-    return os.path.abspath(os.path.expanduser(source))
-
-
-def failure_record(source: str, image: LoadedImage | None, question: str | None, error: str,
-                   model: str) -> dict[str, object]:
-    """The --json record of an image that could not be read (`image` None) or that the model failed on: the
-    answer record's `image`, `image_sha256` (null when unread), `question` (ask only) and `model`, with
-    `answer` null and `error`, the sentence said on stderr (without the program's and the image's names)."""
-    record: dict[str, object] = {"image": image.source if image is not None else recorded_source(source),
-                                 "image_sha256": image.sha256 if image is not None else None}
-    if question is not None:
-        record["question"] = question
-    record.update({"answer": None, "error": error, "model": model})
-    return record
 
 
 def write_record(record: dict[str, object]) -> None:
@@ -200,7 +177,7 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
     for source, image in zip(sources, read, strict=True):
         if not isinstance(image, LoadedImage):  # said on stderr already, before the model loaded
             if settings.json:
-                write_record(failure_record(source, None, normalize_question(asked), str(image),
+                write_record(failure_record(recorded_source(source), None, normalize_question(asked), str(image),
                                             engine.info.model_id))
             continue
         conversation = Conversation(settings, image=image, engine=engine)  # never saved
@@ -220,7 +197,7 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
             text = model_error_text(failures[0], chat=False)
             print(visible(f"blip2-chat: {image.source}: {text}"), file=sys.stderr)
             if settings.json:
-                write_record(failure_record(source, image, conversation.question, text, engine.info.model_id))
+                write_record(failure_record(image.source, image, conversation.question, text, engine.info.model_id))
             failed = True
     return exit_status(read, failed)
 
@@ -244,7 +221,7 @@ def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") ->
     for source, image in zip(sources, read, strict=True):
         if not isinstance(image, LoadedImage):  # said on stderr already, before the model loaded
             if settings.json:
-                write_record(failure_record(source, None, None, str(image), engine.info.model_id))
+                write_record(failure_record(recorded_source(source), None, None, str(image), engine.info.model_id))
             continue
         try:
             text = caption(engine, image, settings.options, prompt)
@@ -252,7 +229,7 @@ def run_caption(settings: Settings, sources: Sequence[str], prefix: str = "") ->
             said = model_error_text(error, chat=False)
             print(visible(f"blip2-chat: {image.source}: {said}"), file=sys.stderr)
             if settings.json:
-                write_record(failure_record(source, image, None, said, engine.info.model_id))
+                write_record(failure_record(image.source, image, None, said, engine.info.model_id))
             failed = True
             continue
         if settings.json:

@@ -64,6 +64,7 @@ from chatbot.core.runtime import (
     answer_record,
     check_chat_model_name,
     exit_now,
+    failure_record,
     let_go_of_stdout,
     open_engine_for,
     print_json,
@@ -305,9 +306,9 @@ class PlainChat:
             self.echo_line(typed_line(question.strip()))  # a transcript shows the line its refusal is about
             if self.json_records:  # and a script gets a record for every question, this one's saying why
                 image = self.conversation.image
-                self.print_record({"question": question.strip(), "answer": None,
-                                   "image": image.source if image is not None else None,
-                                   "model": self.conversation.session.model}, str(refused))
+                record = failure_record(image.source if image is not None else None, image, question.strip(),
+                                        str(refused), self.conversation.session.model)
+                self.write(lambda: print_json(record))
             raise
         # echoed as typed: "You: /x" for the question `//x` would read as a command
         self.answer(self.conversation.question, stream, cancel, typed=typed_line(self.conversation.question))
