@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from chatbot.core.export import ExportLog, ExportResult, export_session, missing_folder
+from chatbot.core.export import ExportResult, export_session, missing_folder
+from chatbot.core.export_log import ExportLog
 from chatbot.core.export_pages import FORMAT_SUFFIXES, FORMATS
 from chatbot.core.photo_search import Found
 from chatbot.core.resume import options_for
@@ -446,7 +447,12 @@ class Conversation:
             target = target / name
         # the folder made absolute, the name left as it is: a link there is refused, never followed to its target
         target = target.parent.resolve() / target.name
-        result = export_session(self.session, fmt, target, self.exports, embed=embed)
+        store = None if self.session.from_elsewhere else self.store  # a chat file from outside: nothing is kept
+        self.exports.follow(store.export_log_path(self.session.id) if store is not None else None)
+        try:
+            result = export_session(self.session, fmt, target, self.exports, embed=embed)
+        finally:  # kept also after a failure: copies it wrote before it are its own
+            self.exports.keep()
         self.last_export_updated = result.updated
         return result
 

@@ -13,10 +13,10 @@ import contextlib
 import errno
 import hashlib
 import os
-import stat
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+from chatbot.core.export_log import ExportFolder, ExportLog
 from chatbot.core.export_pages import (
     FORMAT_NAMES,
     FORMAT_SUFFIXES,
@@ -33,9 +33,7 @@ from chatbot.core.session import ImageRef, Session
 from chatbot.core.session_files import (
     BINARY,
     NOFOLLOW,
-    Stamp,
     entry_kind,
-    file_stamp,
     reason_words,
     session_json,
     shown,
@@ -289,7 +287,7 @@ def _write_copies(folder: Path, target: Path, copies: dict[str, bytes], log: Exp
     finally:
         if here >= 0:
             os.close(here)
-        log.folders[target] = _Folder(folder, (status.st_dev, status.st_ino), frozenset(names))
+        log.folders[target] = ExportFolder(folder, (status.st_dev, status.st_ino), frozenset(names))
         if made and not names:
             log.tidy(target, folder, set())
 
@@ -326,66 +324,4 @@ def _exists_error(path: Path, fmt: str, target: Path | None = None) -> UserError
     kind = kind if kind in ("a file", "a folder") else "a link"
     return UserError(f"There is already {kind} {shown(path, 400)}, and /export only replaces its own earlier "
                      "export.", f"Choose another name, e.g. {shown(_free_name(target or path, fmt), 200)}.")
-
-
-@dataclass(frozen=True)
-class _Folder:
-    path: Path
-    identity: tuple[int, int]  # device and inode of the folder an export made
-    names: frozenset[str]  # the copies it wrote there
-
-
-class ExportLog:
-    """The files one conversation exported, so `/export` may update its own earlier export and nothing else."""
-
-    def __init__(self) -> None:
-        self.written: dict[Path, Stamp] = {}  # resolved path -> the file as this conversation left it
-        self.folders: dict[Path, _Folder] = {}  # an export -> the pictures folder made for it
-
-    def ours(self, path: Path) -> bool:
-        """True when `path` holds this conversation's export, unchanged since it was written."""
-        try:
-            status = os.stat(path, follow_symlinks=False)
-        except OSError:
-            return False
-        return self.written.get(path) == file_stamp(status)
-
-    def remember(self, path: Path) -> None:
-        """`path` was just written by this conversation's export."""
-        try:
-            self.written[path] = file_stamp(os.stat(path, follow_symlinks=False))
-        except OSError:
-            self.written.pop(path, None)
-
-    def folder_is_ours(self, target: Path, folder: Path) -> bool:
-        """True when `folder` is the very one the export to `target` made (not a link, not another folder of
-        that name), and each copy it wrote there is gone or unchanged."""
-        record = self.folders.get(target)
-        try:
-            status = os.stat(folder, follow_symlinks=False)
-        except OSError:
-            return False
-        return (record is not None and record.path == folder and stat.S_ISDIR(status.st_mode)
-                and (status.st_dev, status.st_ino) == record.identity
-                and all(self.ours(folder / name) or not os.path.lexists(folder / name) for name in record.names))
-
-    def tidy(self, target: Path, folder: Path, keep: set[str]) -> None:
-        """Remove the copies the export to `target` wrote that are not in `keep` (and the folder, once empty)."""
-        record = self.folders.get(target)
-        if record is None or not self.folder_is_ours(target, folder):
-            return
-        for name in record.names - keep:
-            if self.ours(folder / name):
-                with contextlib.suppress(OSError):
-                    os.unlink(folder / name)
-            self.written.pop(folder / name, None)
-        if record.names & keep:
-            self.folders[target] = replace(record, names=frozenset(record.names & keep))
-        else:
-            try:
-                os.rmdir(folder)  # only when empty: another's file in it keeps it (and it stays this export's)
-            except OSError:
-                self.folders[target] = replace(record, names=frozenset())
-            else:
-                del self.folders[target]
 

@@ -146,6 +146,11 @@ class SessionStore:
         if problem is not None:
             raise problem
 
+    def export_log_path(self, session_id: str) -> Path | None:
+        """Where the files chat `session_id` exported are recorded (`chatbot.core.export_log`): `exports/<id>.json`
+        in the sessions folder; None for an id that could not safely name a file."""
+        return self.root / "exports" / f"{session_id}.json" if valid_session_id(session_id) else None
+
     def _lock_path(self, session_id: str) -> Path:
         self.path_for(session_id)  # the same rule
         return self.root.resolve() / f"{session_id}.lock"
@@ -406,6 +411,8 @@ class SessionStore:
                                        f"{f' (pid {pid})' if pid else ''}, so it was not deleted.",
                                        "Close it there (Ctrl+Q or /quit), then delete it.")
                 session = self._read_to_delete(path)
+                with contextlib.suppress(OSError):  # what its exports were: no use without the chat
+                    os.unlink(self.root / "exports" / f"{session_id}.json")
                 for entry in ([path] if os.path.lexists(path) else []) + copies:
                     try:
                         os.unlink(entry)  # the entry itself: checked to be a regular file in the folder

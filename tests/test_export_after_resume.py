@@ -1,0 +1,166 @@
+"""`/export` after a restart: a chat resumed with `--continue` updates the export it made yesterday (its record is
+kept in the sessions folder's exports/), and still replaces nothing else: not a file changed since, not another's
+at that name, not on the word of a damaged or forged record, not for a chat file from elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatbot.core.commands import Notice, run_command
+from chatbot.core.conversation import Conversation
+from chatbot.core.export_log import read_log
+from chatbot.core.session import Session
+from chatbot.core.settings import Settings
+from chatbot.core.store import SessionStore
+from chatbot.engine.scripted import ScriptedEngine
+from chatbot.images import load_image
+from tests.conftest import make_image
+
+
+def first_run(tmp_path: Path, picture: Path) -> Conversation:
+    store = SessionStore(tmp_path / "sessions")
+    chat = Conversation(Settings(model="scripted-opt"), Session(model="scripted-opt"), store,
+                        engine=ScriptedEngine("a red square", "still red"))
+    chat.set_image(load_image(picture))
+    list(chat.ask("What is it?"))
+    chat.save()
+    return chat
+
+
+def resumed(tmp_path: Path, session_id: str) -> Conversation:
+    """The chat as `blip2-chat --resume ID` opens it in a new process: nothing of the first run's memory."""
+    store = SessionStore(tmp_path / "sessions")
+    session = store.load(session_id)
+    return Conversation(Settings(model="scripted-opt"), session, store, engine=ScriptedEngine("and more"))
+
+
+@pytest.fixture
+def picture(tmp_path: Path) -> Path:
+    (tmp_path / "photos").mkdir()
+    return make_image(tmp_path / "photos" / "red.png", (200, 30, 30))
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "json"])
+def test_a_resumed_chat_updates_its_own_earlier_export(work, tmp_path, picture, fmt) -> None:
+    chat = first_run(tmp_path, picture)
+    assert run_command(chat, f"/export {fmt}").ok
+    path = work / f"blip2-chat-{chat.session.id}.{fmt}"
+    chat.store.release(chat.session)  # type: ignore[union-attr]  # the first run ends
+
+    again = resumed(tmp_path, chat.session.id)
+    again.set_image(load_image(picture))
+    list(again.ask("And now?"))
+    outcome = run_command(again, f"/export {fmt}")
+    assert outcome.ok and outcome.notices[0].text.startswith(f"Updated the export {path}")
+    assert "And now?" in path.read_text(encoding="utf-8")
+    if fmt == "md":  # its pictures folder is its own too: updated, not refused as another's
+        assert len(list((work / f"blip2-chat-{chat.session.id}_files").iterdir())) == 1
+
+
+def test_an_export_changed_since_is_refused_after_a_restart_as_before(work, tmp_path, picture) -> None:
+    chat = first_run(tmp_path, picture)
+    assert run_command(chat, "/export md").ok
+    path = work / f"blip2-chat-{chat.session.id}.md"
+    path.write_text("my own notes, edited since", encoding="utf-8")
+    chat.store.release(chat.session)  # type: ignore[union-attr]
+
+    outcome = run_command(resumed(tmp_path, chat.session.id), "/export md")
+    assert not outcome.ok and outcome.notices[0].text.startswith(f"There is already a file {path},")
+    assert path.read_text(encoding="utf-8") == "my own notes, edited since"
+
+
+def test_a_file_put_in_its_place_is_anothers_even_with_the_same_size(work, tmp_path, picture) -> None:
+    chat = first_run(tmp_path, picture)
+    assert run_command(chat, "/export json").ok
+    path = work / f"blip2-chat-{chat.session.id}.json"
+    text = path.read_bytes()
+    path.unlink()
+    path.write_bytes(text.replace(b"red", b"RED"))  # same size, a new file (another inode)
+    chat.store.release(chat.session)  # type: ignore[union-attr]
+
+    outcome = run_command(resumed(tmp_path, chat.session.id), "/export json")
+    assert not outcome.ok and b"RED" in path.read_bytes()
+
+
+def test_the_record_is_private_names_only_what_is_still_its_own_and_goes_with_the_chat(work, tmp_path,
+                                                                                       picture) -> None:
+    chat = first_run(tmp_path, picture)
+    store = chat.store
+    assert store is not None and run_command(chat, "/export md").ok and run_command(chat, "/export html").ok
+    record = store.export_log_path(chat.session.id)
+    assert record == tmp_path / "sessions" / "exports" / f"{chat.session.id}.json"
+    assert record.stat().st_mode & 0o077 == 0  # private: where your files are, like the chats themselves
+    html = work / f"blip2-chat-{chat.session.id}.html"
+    assert html in read_log(record).written
+    html.unlink()  # gone: no longer named once the record is written again
+    assert run_command(chat, "/export md").ok and html not in read_log(record).written
+    assert [s.id for s in store.summaries()] == [chat.session.id]  # not taken for a chat
+    store.release(chat.session)
+    store.delete(chat.session.id)
+    assert not record.exists()
+
+
+def test_a_chat_file_from_elsewhere_keeps_no_record_and_uses_none(work, tmp_path, picture) -> None:
+    """A chat file someone sent may carry the id of one of yours: it never replaces your chat's export."""
+    chat = first_run(tmp_path, picture)
+    assert run_command(chat, "/export md").ok
+    path = work / f"blip2-chat-{chat.session.id}.md"
+    before = path.read_bytes()
+    chat.store.release(chat.session)  # type: ignore[union-attr]
+    stranger = resumed(tmp_path, chat.session.id)
+    stranger.session.from_elsewhere = True
+    outcome = run_command(stranger, "/export md")
+    assert not outcome.ok and path.read_bytes() == before
+
+
+def test_a_forged_record_does_not_make_anothers_file_ours(work, tmp_path, picture) -> None:
+    """A record naming a file whose stamp does not match (another inode) changes nothing: refused, untouched."""
+    chat = first_run(tmp_path, picture)
+    store = chat.store
+    assert store is not None
+    theirs = work / f"blip2-chat-{chat.session.id}.md"
+    theirs.write_text("someone's", encoding="utf-8")
+    status = theirs.stat()
+    record = store.export_log_path(chat.session.id)
+    assert record is not None
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"files": [[str(theirs), status.st_dev, status.st_ino + 1, status.st_size,
+                                             status.st_mtime_ns]], "folders": []}))
+    outcome = run_command(chat, "/export md")
+    assert not outcome.ok and theirs.read_text(encoding="utf-8") == "someone's"
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 2**64) | st.floats() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+                    max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.one_of(st.binary(max_size=200), JSON.map(lambda value: json.dumps(value).encode()),
+                         st.builds(lambda files, folders: json.dumps({"files": files, "folders": folders}).encode(),
+                                   JSON, JSON)))
+def test_any_record_reads_without_an_error_and_makes_no_file_ours_that_is_not(tmp_path, content: bytes) -> None:
+    place = tmp_path / "record.json"
+    place.write_bytes(content)
+    log = read_log(place)
+    probe = tmp_path / "someone's.md"
+    probe.write_text("x", encoding="utf-8")
+    assert not log.ours(probe) or log.written[probe] == (os.stat(probe).st_dev, os.stat(probe).st_ino, 1,
+                                                         os.stat(probe).st_mtime_ns)
+    for path in log.written:
+        assert path.is_absolute()
+
+
+def test_the_notice_says_updated_after_a_restart(work, tmp_path, picture) -> None:
+    chat = first_run(tmp_path, picture)
+    assert run_command(chat, "/export html").ok
+    chat.store.release(chat.session)  # type: ignore[union-attr]
+    path = work / f"blip2-chat-{chat.session.id}.html"
+    assert run_command(resumed(tmp_path, chat.session.id), "/export html").notices == [
+        Notice(f"Updated the export {path}, with its picture inside it.")]
