@@ -20,7 +20,8 @@ import pytest
 
 from chatbot.cli import main
 from chatbot.core.photo_index.build import update_index
-from chatbot.core.photo_index.store import REBUILDING, IndexStore
+from chatbot.core.photo_index.folder import REBUILDING
+from chatbot.core.photo_index.store import IndexStore
 from tests.test_cli import run_cli_tracing_imports
 from tests.test_photo_index import CHECKPOINT, picture, pixel_embed
 

@@ -17,7 +17,8 @@ import pytest
 import chatbot.core.export as export_module
 from chatbot.core.commands import Notice, after_saving, run_command
 from chatbot.core.conversation import Conversation
-from chatbot.core.photo_index.store import IndexStore, check_index_folder
+from chatbot.core.photo_index.folder import check_index_folder
+from chatbot.core.photo_index.store import IndexStore
 from chatbot.core.session import Session, SessionError, Turn
 from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore

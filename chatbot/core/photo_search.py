@@ -197,7 +197,8 @@ class Finder:
     def open(self, progress: Callable[[str], None] = lambda _: None) -> None:
         """Open the index, then the model it names (once). Raises the index's and the loader's UserErrors."""
         if self._store is None:
-            from chatbot.core.photo_index.store import IndexStore, index_flag
+            from chatbot.core.photo_index.folder import index_flag
+            from chatbot.core.photo_index.store import IndexStore
 
             store = IndexStore.open_existing(self.folder)  # PhotoIndexError: none yet, or damaged
             if store.is_empty():  # not kept: the next search looks again, once the pictures are in
@@ -310,7 +311,7 @@ def check_search_model(model: str) -> None:
 def index_model(folder: Path | None) -> str | None:
     """The checkpoint the index in `folder` (None: the data folder's) was made with, read without opening it
     for writing; None when there is no index, or it cannot be read."""
-    from chatbot.core.photo_index.store import recorded
+    from chatbot.core.photo_index.folder import recorded
 
     return recorded(index_folder(folder))[0]
 
@@ -319,7 +320,8 @@ def choose_index_model(model: str, folder: Path, *, rebuild: bool = False) -> st
     """The checkpoint `index` embeds with: --model when given, else the one the index was made with (also for
     a --rebuild: it starts afresh with the same model), else the default retrieval checkpoint. A --model other
     than the index's own is refused unless `rebuild`; one that names a chat checkpoint always."""
-    from chatbot.core.photo_index.store import IndexStore, recorded
+    from chatbot.core.photo_index.folder import recorded
+    from chatbot.core.photo_index.store import IndexStore
     from chatbot.engine.registry import DEFAULT_SEARCH_MODEL
 
     check_search_model(model)
@@ -345,7 +347,7 @@ def choose_index_model(model: str, folder: Path, *, rebuild: bool = False) -> st
 def check_model_matches(model: str, checkpoint: str, folder: Path) -> None:
     """A --model other than the index's checkpoint is refused: its vectors would mean nothing to the index.
     A chat checkpoint is refused as that first (a rebuild with it would fail too)."""
-    from chatbot.core.photo_index.store import index_flag
+    from chatbot.core.photo_index.folder import index_flag
 
     check_search_model(model)
     if not model or _same_checkpoint(model, checkpoint):

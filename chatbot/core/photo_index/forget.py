@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatbot.core.photo_index.store import REBUILDING, IndexStore, check_index_folder, has_index
+from chatbot.core.photo_index.folder import REBUILDING, check_index_folder, has_index
+from chatbot.core.photo_index.store import IndexStore
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible
 

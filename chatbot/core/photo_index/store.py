@@ -1,19 +1,17 @@
-"""The search index on disk: which files were indexed (SQLite) and their embeddings (a float16 matrix).
+"""The open search index: which files were indexed (SQLite) and their embeddings (a float16 matrix), searched.
 
 One folder holds `index.sqlite` (files: path, size, mtime_ns, sha256; embeddings: sha256 -> matrix row;
 meta: the checkpoint that made it and the committed row count), `vectors.f16` (see `vectors.py`) and the
 approximate stage's files (see `coarse.py`). Embeddings are keyed by content, so the same bytes under a
 new path reuse them. A batch is one transaction whose vectors are fsynced before it commits: a kill -9
 loses at most the batch in progress. An index that cannot be read is set aside (its files moved into
-`<folder>/damaged-<n>/`), never half-used. docs/search.md says why SQLite + numpy and not LanceDB.
+`<folder>/damaged-<n>/`), never half-used; the folder itself, its lock and a --rebuild's folders are
+`folder.py`'s. docs/search.md says why SQLite + numpy and not LanceDB.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
-import shlex
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,8 +21,22 @@ from typing import IO
 import numpy as np
 
 from chatbot.core.photo_index.coarse import CoarseLists, probes_for
+from chatbot.core.photo_index.folder import (
+    REBUILDING,
+    SUPERSEDED,
+    check_index_folder,
+    has_index,
+    index_files,
+    index_flag,
+    lock_for_writing,
+    make_index_folder,
+    put_back,
+    recorded,
+    remove_index_files,
+    remove_index_folder,
+    set_aside,
+)
 from chatbot.core.photo_index.vectors import DIM, QUERIES, VectorFile
-from chatbot.core.session_files import entry_kind
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible
 
@@ -33,9 +45,6 @@ EXACT_LIMIT = 2_000  # images: below this every search is exact (about 70 ms on 
 RETRAIN_GROWTH = 4  # the centres are trained again once the index is this many times larger
 CANDIDATES = 100  # images the first stage hands to exact re-scoring (300 found no more at 10k or 100k)
 NOT_UTF8 = "its name is not valid UTF-8; rename it to index it."  # why a file `storable` refuses is not indexed
-REBUILDING = "rebuild-in-progress"  # the sub-folder a --rebuild makes its index in (see `open_rebuild`)
-SUPERSEDED = "stopped-rebuild"  # in REBUILDING: a stopped rebuild of another checkpoint, until the new one has pictures
-_FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "vectors.f16", "centres.npy")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
@@ -118,7 +127,7 @@ class IndexStore:
                                       f"Build it with `blip2-chat index PATH{index_flag(folder)}` "
                                       "(PATH: your photos folder).")
             make_index_folder(folder)
-        writer_lock = _lock_for_writing(folder) if create or writing else None
+        writer_lock = lock_for_writing(folder) if create or writing else None
         db: sqlite3.Connection | None = None
         made_by: str | None = None
         try:
@@ -142,7 +151,7 @@ class IndexStore:
                 db.close()
             if writer_lock is not None:
                 writer_lock.close()
-            raise _set_aside(folder, made_by)
+            raise set_aside(folder, made_by)
         assert db is not None
         store.checkpoint = str(made_by)
         store._writer_lock = writer_lock
@@ -176,8 +185,8 @@ class IndexStore:
         try:
             replaced = folder / "replaced-by-rebuild"
             replaced.mkdir(exist_ok=True)
-            old = [path.rename(replaced / path.name) for path in _index_files(folder)]
-            for path in reversed(_index_files(aside)):
+            old = [path.rename(replaced / path.name) for path in index_files(folder)]
+            for path in reversed(index_files(aside)):
                 path.rename(folder / path.name)
             for path in old:
                 path.unlink()
@@ -228,7 +237,7 @@ class IndexStore:
                              (f"{self.vectors.queries}x{self.vectors.dim}",))
         self.vectors.committed(len(new))
         if self.superseded is not None and files:  # this rebuild has really started: the stopped one goes now
-            _remove_index_folder(self.folder / SUPERSEDED)
+            remove_index_folder(self.folder / SUPERSEDED)
             self.superseded = None
 
     def set_path(self, state: FileState) -> None:
@@ -320,45 +329,6 @@ class IndexStore:
         self._db.execute("COMMIT")
 
 
-def check_index_folder(folder: Path) -> None:
-    """An index lives in a folder: a file (or anything else) in its place gets one sentence."""
-    if os.path.lexists(folder) and not folder.is_dir():
-        what = entry_kind(folder) or "something else"  # a file, a device, a link to nothing, ...
-        raise PhotoIndexError(f"{visible(folder)} is {what}, not a folder for the search index.",
-                              "Give --index a folder (one that does not exist yet is made), e.g. "
-                              "--index ~/photo-index.")
-
-
-def make_index_folder(folder: Path) -> None:
-    """Make the index folder (and its parents) when missing; one sentence when that cannot be done."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        there = folder
-        while not os.path.lexists(there) and there != there.parent:
-            there = there.parent  # the nearest part of the path that is there
-        kind = entry_kind(there)
-        if there != folder and kind not in (None, "a folder", "a link to a folder"):  # `afile/index`
-            reason = f"{visible(there)} is {kind}, not a folder"
-        elif error.errno == errno.ENOENT and there != folder:  # a folder that takes no new ones (/proc/self)
-            reason = f"no folder can be made in {visible(there)}"
-        else:
-            reason = _cannot_write(error)
-        raise PhotoIndexError(f"Could not make the index folder {visible(folder)}: {reason}.",
-                              "Give --index a folder you can write to.") from None
-
-
-def has_index(folder: Path) -> bool:
-    """Whether `folder` holds an index (of any checkpoint, intact or not)."""
-    return folder.is_dir() and (folder / "index.sqlite").exists()
-
-
-def remove_index_files(folder: Path) -> None:
-    """Delete the index in `folder`: its own files only (--index may name a folder that holds others)."""
-    for path in _index_files(folder):
-        path.unlink(missing_ok=True)
-
-
 def open_rebuild(folder: Path, checkpoint: str) -> IndexStore:
     """A fresh index made with `checkpoint` in `<folder>/rebuild-in-progress`, for `index --rebuild`.
 
@@ -370,16 +340,16 @@ def open_rebuild(folder: Path, checkpoint: str) -> IndexStore:
     `folder`'s writer lock, so no other run writes to the index being replaced."""
     check_index_folder(folder)
     make_index_folder(folder)
-    folder_lock = _lock_for_writing(folder)
+    folder_lock = lock_for_writing(folder)
     try:
         aside = folder / REBUILDING
         check_index_folder(aside)
         kept = aside / SUPERSEDED
         if has_index(kept):  # a run killed after it moved a stopped rebuild aside
             if recorded(aside)[1] > 0:  # ... once it had pictures of its own: it had really started
-                _remove_index_folder(kept)
+                remove_index_folder(kept)
             else:
-                _put_back(kept, aside)
+                put_back(kept, aside)
         superseded: tuple[str, int] | None = None
         if has_index(aside):
             made_by: str | None = None
@@ -392,13 +362,13 @@ def open_rebuild(folder: Path, checkpoint: str) -> IndexStore:
             elif made_by != checkpoint:
                 superseded = (made_by, recorded(aside)[1])
                 kept.mkdir(exist_ok=True)
-                for path in reversed(_index_files(aside)):  # index.sqlite last: kept is whole once it is there
+                for path in reversed(index_files(aside)):  # index.sqlite last: kept is whole once it is there
                     path.rename(kept / path.name)
         try:
             store = IndexStore.open(aside, checkpoint, create=True)
         except BaseException:
             if superseded is not None:
-                _put_back(kept, aside)
+                put_back(kept, aside)
             raise
     except BaseException:
         if folder_lock is not None:
@@ -409,49 +379,10 @@ def open_rebuild(folder: Path, checkpoint: str) -> IndexStore:
     return store
 
 
-def restore_superseded(folder: Path) -> tuple[str | None, int] | None:
-    """Put back the stopped rebuild that a rebuild in `folder` (the index folder) moved aside, when that
-    rebuild made nothing (its index already removed); (its checkpoint, pictures), or None when none waited."""
-    aside = folder / REBUILDING
-    kept = aside / SUPERSEDED
-    if not has_index(kept):
-        return None
-    _put_back(kept, aside)
-    return recorded(aside)
-
-
-def waiting_rebuild(folder: Path) -> tuple[str, int] | None:
-    """(checkpoint, pictures) of a stopped rebuild waiting in `folder/rebuild-in-progress`, or None."""
-    aside = folder / REBUILDING
-    if not has_index(aside):
-        return None
-    made_by, pictures = recorded(aside)
-    return None if made_by is None else (made_by, pictures)
-
-
-def recorded(folder: Path) -> tuple[str | None, int]:
-    """(the checkpoint that made the index in `folder`, how many files it holds), read without writing,
-    locking or setting aside anything (a damaged or missing index: (None, 0), or what could be read). Not
-    opened read-only: a read-only reader of a WAL database leaves its -wal and -shm files behind."""
-    made_by: str | None = None
-    pictures = 0
-    path = folder / "index.sqlite"
-    if not path.is_file():
-        return None, 0
-    try:
-        with contextlib.closing(sqlite3.connect(path, check_same_thread=False)) as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
-            made_by = None if row is None else str(row[0])
-            pictures = int(db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
-    except (sqlite3.Error, ValueError):
-        pass
-    return made_by, pictures
-
-
 def recorded_under(folder: Path, root: str) -> int:
     """How many files the index in `folder` records at or under `root` (an absolute path, as `index` records
-    them), read as `recorded` reads: without writing, locking or setting aside anything (0 when it cannot be
-    read)."""
+    them), read as `folder.recorded` reads: without writing, locking or setting aside anything (0 when it cannot
+    be read)."""
     path = folder / "index.sqlite"
     if not storable(root) or not path.is_file():
         return 0
@@ -471,105 +402,3 @@ def _under(root: str) -> tuple[str, int, str]:
     """The parameters of `_UNDER` for `root` (SQLite's `substr` and `length` count characters, as Python does)."""
     prefix = root.rstrip("/\\") + "/"
     return root, len(prefix), prefix
-
-
-def index_flag(folder: Path) -> str:
-    """' --index DIR' for a command suggested about the index in `folder`, unless it is the default one."""
-    from chatbot.locations import index_dir
-
-    with contextlib.suppress(OSError, RuntimeError):
-        if os.path.realpath(folder) == os.path.realpath(index_dir()):
-            return ""
-    shown = visible(str(folder))
-    return f" --index {shlex.quote(shown) if shown == str(folder) else repr(shown)}"
-
-
-def _put_back(kept: Path, aside: Path) -> None:
-    """Move a stopped rebuild kept in `kept` back into `aside`, in place of whatever index is there."""
-    remove_index_files(aside)
-    for path in reversed(_index_files(kept)):  # index.sqlite last: never its database with other vectors
-        path.rename(aside / path.name)
-    with contextlib.suppress(OSError):
-        kept.rmdir()
-
-
-def _remove_index_folder(folder: Path) -> None:
-    """Delete an index's own files and then its folder, when nothing else is left in it."""
-    remove_index_files(folder)
-    (folder / "writer.lock").unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        folder.rmdir()
-
-
-def _lock_for_writing(folder: Path) -> IO[bytes] | None:
-    """One writer per index: an advisory lock on `writer.lock`, released when the process ends.
-
-    Two runs appending at once would write the same matrix rows. Where locks do not exist (not POSIX)
-    the run goes on unlocked."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    try:
-        handle = open(folder / "writer.lock", "wb")  # noqa: SIM115 (held open: the lock lives as long as the file)
-    except OSError as error:  # a folder no file can be made in: read-only, not yours, /proc
-        raise PhotoIndexError(f"The search index cannot be kept in {visible(folder)}: {_cannot_write(error)}.",
-                              "Give --index a folder you can write to (one that does not exist yet is made), e.g. "
-                              "--index ~/photo-index.") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise PhotoIndexError(f"Another blip2-chat is indexing into {visible(folder)} right now.",
-                              "Wait for it to finish, or stop it, then run this again.") from None
-    except OSError:
-        return handle  # a filesystem without locks
-    return handle
-
-
-def _cannot_write(error: OSError) -> str:
-    """Why no file could be made in a folder, in words."""
-    if error.errno == errno.EROFS:
-        return "it is on a read-only file system"
-    if error.errno in (errno.EACCES, errno.EPERM):
-        return "you do not have permission to write there"
-    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return "the disk is full"
-    if error.errno == errno.ENOENT:  # the folder is there, yet it takes no new file (/proc/self)
-        return "no file can be made there"
-    return visible((error.strerror or "no file can be made there").lower())
-
-
-def _index_files(folder: Path) -> list[Path]:
-    """The index's own files that exist in `folder`, `index.sqlite` first."""
-    return [path for path in [*(folder / name for name in _FILES), *_derived_files(folder)] if path.exists()]
-
-
-def _derived_files(folder: Path) -> list[Path]:
-    """The approximate stage's files besides `centres.npy` (named after the centres they belong to)."""
-    return [*folder.glob("lists-*.u16"), *folder.glob("inverted-*.npy")]
-
-
-def _set_aside(folder: Path, made_by: str | None = None) -> PhotoIndexError:
-    """Move a damaged index's own files (nothing else the folder holds: --index may name any folder) into a
-    new `damaged-<n>` folder inside it; the error that says so and how to rebuild (with the model that made
-    it, when that could still be read: without --model a new index takes the default one)."""
-    n = 1
-    while (folder / f"damaged-{n}").exists():
-        n += 1
-    aside = folder / f"damaged-{n}"
-    aside.mkdir()
-    for path in [*(folder / name for name in _FILES), *_derived_files(folder)]:
-        if path.exists():
-            path.rename(aside / path.name)
-    return PhotoIndexError(f"The search index at {visible(folder)} is damaged; its files were moved to "
-                           f"{visible(aside)}.",
-                           f"Build it again with `blip2-chat index PATH{_model_flag(made_by)}{index_flag(folder)}` "
-                           "(PATH: your photos folder).")
-
-
-def _model_flag(made_by: str | None) -> str:
-    if not made_by:
-        return ""
-    shown = visible(made_by)
-    return f" --model {shlex.quote(shown) if shown == made_by else repr(shown)}"

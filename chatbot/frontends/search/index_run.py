@@ -69,14 +69,8 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     """
     from chatbot.core.photo_index.build import IndexSummary, update_index
     from chatbot.core.photo_index.files import find_image_files, nothing_found_words
-    from chatbot.core.photo_index.store import (
-        IndexStore,
-        check_index_folder,
-        has_index,
-        open_rebuild,
-        restore_superseded,
-        waiting_rebuild,
-    )
+    from chatbot.core.photo_index.folder import check_index_folder, has_index, restore_superseded, waiting_rebuild
+    from chatbot.core.photo_index.store import IndexStore, open_rebuild
 
     folder = index_folder(request.folder)
     roots = checked_roots(request.paths, folder)
@@ -178,7 +172,7 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
 
 def rebuild_command(model: str, request: IndexRequest, folder: Path) -> str:
     """`blip2-chat index PATH... -r --rebuild --model M [--index DIR]`: this run's paths, as a rebuild with `model`."""
-    from chatbot.core.photo_index.store import index_flag
+    from chatbot.core.photo_index.folder import index_flag
 
     words = [_quoted(path) for path in request.paths]
     words += ["-r"] if request.recursive else []
@@ -196,7 +190,7 @@ def waiting_words(waiting: tuple[str, int], request: IndexRequest, folder: Path)
 def linked_words(links: list[str], folder: Path, most: int = 3) -> str:
     """'Left out 2 linked folders (/p/a, /p/b): ...': links to folders are not followed, with the way to
     index one by its own path."""
-    from chatbot.core.photo_index.store import index_flag
+    from chatbot.core.photo_index.folder import index_flag
 
     named = ", ".join(visible(link) for link in links[:most]) + (", ..." if len(links) > most else "")
     target = os.path.realpath(links[0])
@@ -224,7 +218,7 @@ def failure_line(path: str, reason: str) -> str:
 
 def _remove_made_index(store: Any, made_folders: list[Path]) -> None:
     """Close and delete an index this run made that holds nothing, and the folders the run made for it."""
-    from chatbot.core.photo_index.store import remove_index_files
+    from chatbot.core.photo_index.folder import remove_index_files
 
     store.close()
     remove_index_files(store.folder)
@@ -277,8 +271,9 @@ def checked_roots(paths: Sequence[str], folder: Path | None = None) -> list[Path
 def _forget_hint(raw: str, folder: Path | None) -> str:
     """What to do about a PATH that is not there: check it, or, when the index still holds pictures from
     there, forget them if they are gone for good (never done unasked: a drive may only be unplugged)."""
+    from chatbot.core.photo_index.folder import index_flag
     from chatbot.core.photo_index.forget import recorded_form
-    from chatbot.core.photo_index.store import index_flag, recorded_under
+    from chatbot.core.photo_index.store import recorded_under
 
     root = recorded_form(raw)
     if folder is None or not (held := recorded_under(folder, root)):
