@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from chatbot.errors import UserError
@@ -54,7 +55,7 @@ def data_dir() -> Path:
         return home
     import platformdirs
 
-    return Path(platformdirs.user_data_dir(APP, appauthor=False))
+    return _platform_folder(platformdirs.user_data_dir, "data")
 
 
 def config_dir() -> Path:
@@ -64,7 +65,23 @@ def config_dir() -> Path:
         return home
     import platformdirs
 
-    return Path(platformdirs.user_config_dir(APP, appauthor=False))
+    return _platform_folder(platformdirs.user_config_dir, "config")
+
+
+def _platform_folder(where: Callable[..., str], what: str) -> Path:
+    """The platform's folder for blip2-chat's `what`; UserError when there is no home folder to put it in (HOME
+    unset for a user the system does not know: platformdirs then raises, or gives a path starting with a literal
+    `~` that would land in the current folder)."""
+    try:
+        folder = where(APP, appauthor=False)
+    except (RuntimeError, KeyError, OSError):
+        folder = ""
+    if not os.path.isabs(folder):
+        raise UserError(f"There is no home folder to keep blip2-chat's {what} in ($HOME is not set, and the system "
+                        "knows of none for this user).",
+                        f"Set HOME to your home folder, or ${HOME_ENV} to a folder for blip2-chat "
+                        f"(e.g. {HOME_ENV}=/tmp/blip2-chat).")
+    return Path(folder)
 
 
 def sessions_dir() -> Path:

@@ -127,3 +127,14 @@ def test_a_file_where_the_demo_folder_goes_is_one_sentence_and_exit_2(tmp_path: 
     assert run.returncode == 2, run.stderr
     assert run.stderr == (f"blip2-chat: {tmp_path}/demo is a file, not a folder, so the demo cannot save its picture "
                           "there. Move or delete that file, or set BLIP2_CHAT_HOME to another folder.\n")
+
+
+def test_a_file_where_a_folder_above_the_demo_folder_goes_is_named(tmp_path: Path) -> None:
+    """The data folder itself a file (`~/.local/share/blip2-chat`): that file is named, not "not a directory" with
+    advice to free space."""
+    (tmp_path / "data").write_bytes(b"")
+    with pytest.raises(UserError) as info:
+        demo_picture(tmp_path / "data" / "demo", 8)
+    assert str(info.value) == (f"{tmp_path}/data is a file, not a folder, so the demo cannot save its picture in "
+                               f"{tmp_path}/data/demo. Move or delete that file, or set BLIP2_CHAT_HOME to another "
+                               "folder.")

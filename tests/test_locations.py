@@ -71,3 +71,28 @@ def test_a_home_that_is_no_folder_is_one_sentence_for_every_command(monkeypatch,
         assert main(command) == 2
         captured = capsys.readouterr()
         assert captured.err == f"blip2-chat: {said} {hint}\n" and captured.out == "", command
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the XDG rules of Linux")
+@pytest.mark.parametrize("platformdirs_says", ["raise", "~/.local/share/blip2-chat"])
+def test_no_home_folder_at_all_is_one_sentence_not_a_traceback_or_a_tilde_folder(
+        monkeypatch, tmp_path: Path, capsys, platformdirs_says: str) -> None:
+    """HOME unset for a user the system does not know (a container, `env -i` under another uid): platformdirs
+    raises (4.x) or answers `~/...` (3.x), which would have put the chats in a folder named `~` here."""
+    import platformdirs
+
+    from chatbot.cli import main
+
+    def where(*args: object, **kwargs: object) -> str:
+        if platformdirs_says == "raise":
+            raise RuntimeError("could not determine the home directory for '~/.local/share'")
+        return platformdirs_says
+
+    monkeypatch.delenv("BLIP2_CHAT_HOME")
+    monkeypatch.setattr(platformdirs, "user_data_dir", where)
+    monkeypatch.setattr(platformdirs, "user_config_dir", where)
+    monkeypatch.chdir(tmp_path)
+    assert main(["sessions"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("blip2-chat: There is no home folder to keep blip2-chat's ") and "BLIP2_CHAT_HOME" in said
+    assert list(tmp_path.iterdir()) == []  # no `~` folder made here

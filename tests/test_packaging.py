@@ -52,3 +52,22 @@ def test_the_check_sees_the_style_sheet_and_the_demo_weights():
     found = {path.relative_to(ROOT).as_posix() for path in data_files()}
     assert "chatbot/tui/chat.tcss" in found
     assert "chatbot/demo/weights/chat/model.safetensors" in found
+
+
+def test_the_version_is_written_once_and_the_installed_metadata_says_it():
+    """pyproject takes the version from chatbot.__version__ (`--version`, the download User-Agent), so the two
+    cannot drift apart."""
+    from importlib.metadata import version
+
+    import chatbot
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "chatbot.__version__"}
+    assert version("blip2-chat") == chatbot.__version__
+
+
+def test_the_sdist_carries_the_licence_and_what_its_tests_need():
+    manifest = (ROOT / "MANIFEST.in").read_text().split("\n")
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert {"include LICENSE README.md", "graft tests", "graft examples"} <= set(manifest)

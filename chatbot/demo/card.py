@@ -140,7 +140,7 @@ def _scores(scores: dict[str, Any] | None) -> list[str]:
 
 
 def _limits(record: dict[str, Any], scores: dict[str, Any] | None) -> list[str]:
-    """What keeps the scores below the issue's targets, from the run's own figures (nothing when they are met)."""
+    """What keeps the scores below the project's targets, from the run's own figures (nothing when they are met)."""
     if scores is None or (scores["single"]["exact_percent"] >= 95 and scores["captions"]["exact_percent"] >= 90
                           and scores["follow_ups_true_history"]["exact_percent"] >= 90):
         return []
@@ -149,9 +149,9 @@ def _limits(record: dict[str, Any], scores: dict[str, Any] | None) -> list[str]:
                                                for k, v in scores["follow_ups_true_history"]["by_kind"].items()}}
     weakest = ", ".join(f"{kind} {value}%" for kind, value in sorted(kinds.items(), key=lambda kv: kv[1])[:4])
     return ["", "## What limits it", "",
-            "Some scores are below the issue's targets (single 95%, follow-ups 90%, captions 90%). The held-out",
+            "Some scores are below the project's targets (single 95%, follow-ups 90%, captions 90%). The held-out",
             f"loss was still falling near the end ({first['held_out_loss']} at step {first['step']}, "
-            f"{last['held_out_loss']} at step {last['step']}): the run is cut by the issue's 30-minute budget on",
+            f"{last['held_out_loss']} at step {last['step']}): the run is cut by a 30-minute training budget on",
             f"2 CPU cores rather than finished. The weakest kinds: {weakest}.",
             "They need the language model to find a shape among",
             "the queries by what it is (a lookup by content), which it learns after captions (reading the",

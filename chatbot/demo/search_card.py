@@ -11,7 +11,7 @@ from typing import Any
 
 from chatbot.demo.card import curve_points, read_run, write_card
 
-TARGET_RECALL = 90.0  # caption -> picture recall@1 (after re-ranking) the issue asks for
+TARGET_RECALL = 90.0  # caption -> picture recall@1 (after re-ranking) the project aims for
 
 
 def write_search_card(folder: Path) -> Path:

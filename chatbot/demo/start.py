@@ -82,6 +82,12 @@ def demo_picture(folder: Path, seed: int | None = None) -> Path:
             f"{shown} is a file, not a folder, so the demo cannot save its picture there.",
             "Move or delete that file, or set BLIP2_CHAT_HOME to another folder.",
         ) from None
+    except NotADirectoryError:  # a file where a folder above it should be (the data folder itself, say)
+        above = next((visible(part) for part in folder.parents if part.is_file()), shown)
+        raise UserError(
+            f"{above} is a file, not a folder, so the demo cannot save its picture in {shown}.",
+            "Move or delete that file, or set BLIP2_CHAT_HOME to another folder.",
+        ) from None
     except OSError as error:
         raise _cannot_save(shown, error) from None
     path = folder / f"shapes-{seed}.png"

@@ -26,6 +26,7 @@ from chatbot.demo.training.runs import (
     command_line,
     finish_run,
     learning_rate,
+    refuse_installed_weights,
     save_checkpoint,
     say_trained,
     start_run,
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     add_run_arguments(parser, out=SEARCH_WEIGHTS, steps=1200, batch=32, warmup=100,
                       batch_help="pictures per step (two texts each)", arch_example='{"qformer_layers": 3}')
     args = parser.parse_args(argv)
+    refuse_installed_weights(parser, args.out, SEARCH_WEIGHTS)
     arch = arch_and_threads(args, SearchArch())
     record = train(args.out, steps=args.steps, batch_scenes=args.batch, peak_lr=args.lr, warmup=args.warmup,
                    seed=args.seed, arch=arch, log_every=args.log_every, grounding_weight=args.grounding,

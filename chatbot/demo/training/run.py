@@ -33,6 +33,7 @@ from chatbot.demo.training.runs import (
     command_line,
     finish_run,
     learning_rate,
+    refuse_installed_weights,
     save_checkpoint,
     say_trained,
     start_run,
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="ground the queries with a separate classifier head instead of the language model's "
                              "word embeddings (the comparison in the model card)")
     args = parser.parse_args(argv)
+    refuse_installed_weights(parser, args.out, CHAT_WEIGHTS)
     arch = arch_and_threads(args, DemoArch())
     record = train(args.out, steps=args.steps, batch_scenes=args.batch, peak_lr=args.lr, warmup=args.warmup,
                    seed=args.seed, arch=arch, log_every=args.log_every, save_every=args.save_every,

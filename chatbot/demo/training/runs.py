@@ -34,6 +34,17 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, out: Path, steps: int,
     parser.add_argument("--arch", default="", help=f"changed dimensions as JSON, e.g. '{arch_example}'")
 
 
+def refuse_installed_weights(parser: argparse.ArgumentParser, out: Path, shipped: Path,
+                             checkout: Path | None = None) -> None:
+    """Training into the shipped weights' folder retrains the demo for everyone who uses this copy of the
+    package: in a source checkout (`checkout` holds pyproject.toml) that is how the shipped weights are made, but
+    in an installed package it would silently replace the model `--model demo` loads. There, --out is needed."""
+    checkout = checkout or Path(__file__).resolve().parents[3]  # chatbot/demo/training/ -> the project's root
+    if out.resolve() == shipped.resolve() and not (checkout / "pyproject.toml").is_file():
+        parser.error(f"--out is needed: without it the run would replace the installed demo model in {shipped} "
+                     "(e.g. --out ./my-demo, then --model ./my-demo)")
+
+
 def arch_and_threads(args: argparse.Namespace, default: Arch) -> Arch:
     """The dimensions --arch asks for (over `default`), after setting torch's threads to --threads (if given)."""
     if args.threads:
