@@ -7,6 +7,9 @@ nobody to show it to), the app goes on, and SIGHUP quits it as Ctrl+Q does (`Ans
 A hang-up does not always come with a SIGHUP (the kernel sends it to the terminal's session leader, a shell
 passes it on only when it is interactive): the first failed write tells the app too (`on_gone`), which then
 quits as on SIGHUP.
+
+The same driver reads pasted text safely: an escape character inside a paste stays text instead of turning the
+rest of the paste into key presses (`chatbot.tui.paste_guard`).
 """
 
 from __future__ import annotations
@@ -49,11 +52,13 @@ class DroppingOutput:
 
 def driver_class_for(chosen: type) -> type:
     """`chosen` (the driver Textual picked), outliving its terminal where it is Textual's POSIX driver; else as is.
-    When its terminal is gone it calls its app's `terminal_gone()` (from the writing thread)."""
+    When its terminal is gone it calls its app's `terminal_gone()` (from the writing thread). Its pastes are
+    guarded (`chatbot.tui.paste_guard`)."""
     try:
         from textual.drivers.linux_driver import LinuxDriver
     except ImportError:  # Windows: no such driver
         return chosen
+    from chatbot.tui.paste_guard import guarded_input_thread
     if not (isinstance(chosen, type) and issubclass(chosen, LinuxDriver)):
         return chosen
 
@@ -65,5 +70,8 @@ def driver_class_for(chosen: type) -> type:
                 gone = getattr(self._app, "terminal_gone", None)
                 self._file = DroppingOutput(stream, gone if callable(gone) else lambda: None)
 
+    guarded = guarded_input_thread(chosen.run_input_thread)
+    if guarded is not None:  # Textual's input loop, reading with the paste-guarded parser
+        OutlivingDriver.run_input_thread = guarded  # type: ignore[method-assign]
     OutlivingDriver.__name__ = OutlivingDriver.__qualname__ = f"Outliving{chosen.__name__}"
     return OutlivingDriver
