@@ -95,7 +95,7 @@ def pasted_dir() -> Path:
 
 
 def line_history_file() -> Path:
-    """The screen-reader mode's earlier lines (readline's history), kept across chats for the Up arrow."""
+    """The earlier lines typed in the app and the screen-reader mode, kept across chats for the Up arrow."""
     return data_dir() / "plain-history"
 
 

@@ -81,7 +81,7 @@ def test_flags_and_the_model_variable_beat_the_file(home: Path, monkeypatch: pyt
     ('top_p = 1.5\n', ["line 1", "top_p must be a number above 0 and at most 1 (got 1.5)"]),
     ('num_beams = 0\n', ["line 1", "num_beams must be a whole number from 1 to 16 (got 0)"]),
     # text from the file is shown with its control characters escaped, never raw
-    ('[keys]\n"\\n" = "ctrl+k"\n', ["line 1", "keys has no action '\\n'."]),
+    ('[keys]\n"\\n" = "ctrl+k"\n', ["line 2", "keys has no action '\\n'."]),
     ('device = "gpu\\u001b]0;x\\u0007"\n', ["line 1", "(got 'gpu\\x1b]0;x\\x07')"]),
     ('"mo\\u001bdel" = "x"\n', ["line 1", "unknown key 'mo\\x1bdel'"]),
     ('model = "a"\nmax_new_tokens = 9\nmodel = "b"', ["line 3 sets 'model' again (first set on line 1)"]),

@@ -97,6 +97,11 @@ async def test_the_app_switches_models_and_a_question_asked_meanwhile_waits_for_
                                    "Salesforce/blip2-opt-2.7b, an alias from `blip2-chat models`, or a folder path. "
                                    "The chat goes on with scripted-opt.")
         assert app.conversation.engine is first
+        from chatbot.tui.widgets.chat_input import ChatInput
+
+        field = app.query_one(ChatInput)  # refused: the line stays, selected, as for any refused command
+        assert (field.value, field.selected_text) == ("/model nope-model", "/model nope-model")
+        field.value = ""
         await send(pilot, "/model flan-t5-xl")
         await ask(pilot, "And now?")  # waits for the new model, then is answered by it
         await wait_until(pilot, lambda: idle(app) and len(pairs(app)) == 2, what="the second answer")

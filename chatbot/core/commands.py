@@ -367,7 +367,16 @@ def _export(conversation: Conversation, argument: str, can_pick: bool) -> Outcom
         path = Path(os.fsdecode(error.filename)) if isinstance(error.filename, (str, bytes)) else Path(given)
         raise write_failure(error, path.expanduser(), fmt.lower().lstrip(".") or "md") from None
     problem = result.problem()
-    return Outcome([Notice(result.notice())] + ([Notice(problem, "warning")] if problem else []))
+    notices = [Notice(result.notice())] + ([Notice(problem, "warning")] if problem else [])
+    if conversation.answering:  # exported as it stands: the answer on its way is recorded only once it ends
+        notices.append(Notice(EXPORT_WHILE_ANSWERING, "warning"))
+    return Outcome(notices)
+
+
+# /export while an answer is coming writes the chat as recorded, and says what it lacks (not refused: the export
+# is asked for now, may be wanted before a long answer ends, and changes nothing in the chat)
+EXPORT_WHILE_ANSWERING = ("The question being answered now and its answer are not in the export: /export again once "
+                          "the answer is done to include them.")
 
 
 def _set(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:

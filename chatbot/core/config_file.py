@@ -14,7 +14,7 @@ file and the line, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
-import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
         try:
             checked[key] = BY_NAME[key].check(value, key)
         except KeyTableError as error:  # the line of the action in the table
-            raise OptionError(f"In the config file {path}, line {_line_of(text, error.action, table=key)}: "
+            raise OptionError(f"In the config file {path}, line {_line_of(text, key, error.action)}: "
                               f"{error.message}", error.hint) from None
         except OptionError as error:
             raise OptionError(f"{where}: {error.message}", error.hint) from None
@@ -90,60 +90,122 @@ def _refuse_what_is_no_file(path: Path) -> None:
                       "Move it away to use the defaults, or put a config.toml file there.")
 
 
-_TABLE_HEADER = re.compile(r"\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$")  # [keys]
-_SETTING = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")  # quit = ...
+Path_ = tuple[str, ...]  # a key's whole name: ('keys', 'quit') for quit in [keys], or keys.quit = ...
 
 
 def _set_twice(text: str) -> tuple[str, int, int] | None:
-    """The first key set twice in one table: ('quit' in [keys], its line, the first line), else None."""
-    table, seen = "", dict[tuple[str, str], int]()
-    for number, line in enumerate(text.splitlines(), start=1):
-        header = _TABLE_HEADER.match(line)
-        if header:
-            table = header.group(1)
+    """The first key set twice in one table: ("'quit' in [keys]", its line, the first line), else None."""
+    seen: dict[Path_, int] = {}
+    table: Path_ = ()
+    for number, path, kind in _statements(text):
+        if kind != "key":
+            table = path
+            if kind == "array":  # each [[name]] starts a new element: its keys may be set again
+                seen = {where: line for where, line in seen.items() if where[:len(path)] != path}
             continue
-        key = _SETTING.match(line)
-        if key:
-            name = (table, key.group(1))
-            if name in seen:
-                where = f"'{visible(key.group(1))}'" + (f" in [{visible(table)}]" if table else "")
-                return where, number, seen[name]
-            seen[name] = number
+        if path in seen:
+            name = ".".join(path[len(table):])
+            where = f"'{visible(name)}'" + (f" in [{visible('.'.join(table))}]" if table else "")
+            return where, number, seen[path]
+        seen[path] = number
     return None
 
 
-def _line_of(text: str, key: str, table: str = "") -> int:
-    """The line that sets `key`: at the top (`key = ...` or the header `[key]`) or, given `table`, inside
-    that table; else the table's own line, or 1 (a quoted key, an inline table's entry)."""
-    current, fallback = "", 1
-    for number, line in enumerate(text.splitlines(), start=1):
-        header = _TABLE_HEADER.match(line)
-        if header:
-            current = header.group(1)
-            if current == (table or key):
-                if not table:
-                    return number
-                fallback = number
-            continue
-        setting = _SETTING.match(line)
-        if setting and current == table and setting.group(1) == key:
+def _line_of(text: str, *path: str) -> int:
+    """The line that sets `path` (('keys', 'quit'): quit under [keys], keys.quit or "quit" under [keys]), or
+    the first that sets something inside it; else the line of the table or inline table holding it
+    (keys = { quit = ... }), else 1."""
+    best, depth = 1, 0
+    for number, where, _ in _statements(text):
+        if where[:len(path)] == path:
             return number
-        if setting and table and not current and setting.group(1) == table:  # keys = { ... } on one line
-            fallback = number
-    return fallback
+        if where == path[:len(where)] and len(where) > depth:
+            best, depth = number, len(where)
+    return best
+
+
+def _statements(text: str) -> Iterator[tuple[int, Path_, str]]:
+    """Each line that opens a table or sets a key: (its number, the whole name, "table", "array" or "key").
+
+    Each key and header is read by the TOML parser itself, so quoted ("quit") and dotted (keys.quit) names
+    come out as in the parsed file; lines inside a multi-line string name nothing.
+    """
+    table: Path_ = ()
+    closing = ""  # the quotes that end the multi-line string the line is in
+    for number, line in enumerate(text.splitlines(), start=1):
+        if closing:
+            closing = "" if closing in line else closing
+            continue
+        stripped = line.strip()
+        if stripped.startswith("["):
+            header = _name_in(stripped)
+            if header:
+                table = header
+                yield number, header, "array" if stripped.startswith("[[") else "table"
+            continue
+        key, value = _split_setting(stripped)
+        name = _name_in(key + " = 0") if key else None
+        if name:
+            yield number, table + name, "key"
+            closing = _opened_string(value)
+
+
+def _name_in(snippet: str) -> Path_ | None:
+    """The name a one-line TOML snippet (`[keys]`, `"quit" = 0`) sets, as the parser reads it; None if none."""
+    toml = _toml()
+    try:
+        node: Any = toml.loads(snippet)
+    except toml.TOMLDecodeError:
+        return None
+    name: list[str] = []
+    while isinstance(node, dict) and len(node) == 1:
+        key, node = next(iter(node.items()))
+        name.append(key)
+    return tuple(name) or None
+
+
+def _split_setting(line: str) -> tuple[str, str]:
+    """`key = value` as (key, value), the key maybe quoted (an = inside quotes is part of it); ('', '') if
+    the line sets nothing."""
+    quote = ""
+    for at, char in enumerate(line):
+        if quote:
+            if char == quote and not (quote == '"' and line[at - 1] == "\\"):
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            break
+        elif char == "=":
+            return line[:at], line[at + 1:]
+    return "", ""
+
+
+def _opened_string(value: str) -> str:
+    """The three quotes that end a multi-line string `value` opens and leaves open, else ''."""
+    value = value.strip()
+    first = min((value.find(quote) for quote in "\"'" if quote in value), default=-1)
+    if first < 0 or value[first:first + 3] not in ('"""', "'''"):
+        return ""
+    delimiter = value[first:first + 3]
+    return delimiter if delimiter not in value[first + 3:] else ""
+
+
+def _toml() -> Any:
+    """tomllib (Python 3.11+) or tomli, the same parser for 3.10; raises ModuleNotFoundError without either."""
+    try:
+        import tomllib
+
+        return tomllib
+    except ModuleNotFoundError:
+        import tomli
+
+        return tomli
 
 
 def _toml_module(path: Path) -> Any:
     try:
-        import tomllib  # Python 3.11+
-
-        return tomllib
-    except ModuleNotFoundError:
-        pass
-    try:
-        import tomli  # the same parser, for Python 3.10
-
-        return tomli
+        return _toml()
     except ModuleNotFoundError:
         raise OptionError(f"Reading the config file {path} needs Python 3.11 or the tomli package.",
                           "Run `pip install tomli`, or move the file away.") from None

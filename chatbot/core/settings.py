@@ -49,6 +49,27 @@ KEY_ACTIONS: dict[str, tuple[str, str]] = {
     "help": ("f1", "help: keys and commands"),
     "quit": ("ctrl+q", "quit (the chat is saved)"),
 }
+# The chat app's own keys, which the [keys] table cannot take: id -> (key, what it does). chatbot/tui binds
+# them from here: the command palette, Ctrl+C, and the input box's Enter, Tab, Up, Down, PageUp and PageDown
+# (Shift+Tab is Textual's own, moving the focus back from the chat to the input box).
+APP_KEYS: dict[str, tuple[str, str]] = {
+    "command_palette": ("ctrl+p", "opens the command palette"),
+    "interrupt": ("ctrl+c", "stops the answer (or copies the text selected)"),
+    "send": ("enter", "sends the question"),
+    "complete": ("tab", "completes a command or a file name"),
+    "focus_back": ("shift+tab", "moves the focus back"),
+    "earlier_line": ("up", "brings back an earlier line"),
+    "later_line": ("down", "brings back a later line"),
+    "page_up": ("pageup", "scrolls the chat up"),
+    "page_down": ("pagedown", "scrolls the chat down"),
+}
+RESERVED_KEYS: dict[str, str] = {key: does for key, does in APP_KEYS.values()}  # key -> what the app does with it
+# Keys that reach the app as another key: a terminal sends Ctrl+H as Backspace's character, Ctrl+I as Tab's,
+# Ctrl+M as Enter's and Ctrl+[ as Esc's, so an action bound to one could never fire (or fires on the other key).
+# Ctrl+J is not here: it sends the newline character, which Enter does not, and Textual tells it apart.
+SAME_AS_OTHER_KEY: dict[str, str] = {
+    "ctrl+h": "Backspace", "ctrl+i": "Tab", "ctrl+m": "Enter", "ctrl+left_square_bracket": "Esc",
+}
 KEY_NAME = re.compile(r"[a-z0-9_]+(\+[a-z0-9_]+)*(,[a-z0-9_]+(\+[a-z0-9_]+)*)*")  # ctrl+o, f2, ctrl+shift+x,f3
 # What a key may be called, as the chat app's toolkit (Textual) names keys: modifiers, then one key.
 KEY_MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
@@ -193,50 +214,80 @@ class KeyTableError(OptionError):
         self.action = action
 
 
-SPARE_KEYS = ("f2", "f3", "f4", "f5", "f6", "f7", "f8", "ctrl+t", "ctrl+g", "ctrl+b")  # to suggest, when free
+SPARE_KEYS = ("f2", "f3", "f4", "f5", "f6", "f7", "f8", "ctrl+t", "ctrl+g", "ctrl+b",  # to suggest, when free
+              *(f"f{n}" for n in range(9, 25)))
+LITERAL_KEYS = {"ctrl+[": "ctrl+left_square_bracket"}  # as people write Esc's other name, which Textual spells out
 
 
 def _check_keys(value: Any, label: str) -> dict[str, str]:
-    """The [keys] table: known actions, each to a key name (or several, comma-separated)."""
+    """The [keys] table: known actions, each to a key name (or several, comma-separated) that the app can
+    see and does not keep for itself, and no key for two actions."""
     if not isinstance(value, dict):
         raise OptionError(f"{label} must be a table of action = \"key\" (got {value!r}).",
                           "e.g. [keys] then open_image = \"ctrl+t\" on its own line.")
     in_use = {one for action, (default, _) in KEY_ACTIONS.items()
               for one in str(value.get(action, default)).split(",")}
-    spare = ", ".join([key for key in SPARE_KEYS if key not in in_use][:3])
+    free = ", ".join([key for key in SPARE_KEYS if key not in in_use][:3])  # "" when all are taken
     for action, key in value.items():
         if action not in KEY_ACTIONS:
             raise KeyTableError(f"{label} has no action '{visible(action)}'.", f"Actions: {', '.join(KEY_ACTIONS)}.",
                                 action)
+        for one in key.split(",") if isinstance(key, str) else ():  # before the name check: ctrl+[ is no name
+            same = SAME_AS_OTHER_KEY.get(LITERAL_KEYS.get(one, one))
+            if same is not None:
+                raise KeyTableError(f"{label}.{action}: most terminals send {one} as {same}, so the app could not "
+                                    "tell them apart.", _choose_another(free), action)
         if not isinstance(key, str) or not KEY_NAME.fullmatch(key):
             raise KeyTableError(f"{label}.{action} must be a key name such as ctrl+t or f2 (got {visible(repr(key))}).",
                                 "Lower case; several keys separated by commas.", action)
         listed = key.split(",")
         twice = next((one for number, one in enumerate(listed) if one in listed[:number]), None)
         if twice is not None:
+            once = ",".join(dict.fromkeys(listed))
             raise KeyTableError(f"{label}.{action}: {twice} is listed twice.",
-                                f"List each key once, e.g. {action} = \"{twice}\".", action)
+                                f"List each key once, e.g. {action} = \"{once}\".", action)
         for one in listed:
-            *modifiers, base = one.split("+")
-            if base not in KEY_BASES or not set(modifiers) <= KEY_MODIFIERS or len(set(modifiers)) < len(modifiers):
-                raise KeyTableError(f"{label}.{action}: '{one}' is not a key name.",
-                                    "Keys are named like ctrl+t, alt+x, f2, escape or ctrl+shift+comma.", action)
-            if one in TEXT_BOX_KEYS and one not in KEY_ACTIONS[action][0].split(","):
-                raise KeyTableError(f"{label}.{action}: {one} is a key of the box you type in, so the app would "
-                                    "never see it.", f"Choose another; free now: {spare}.", action)
-            if _types_text(base, modifiers):
-                raise KeyTableError(f"{label}.{action}: {one} types text, so it would {KEY_ACTIONS[action][1]} "
-                                    "while you write a question.",
-                                    f"Add ctrl or alt (ctrl+t, alt+x), or choose a free key: {spare}.", action)
+            _check_one_key(one, action, label, free)
+    _check_each_key_has_one_action(value, label, free)
+    return dict(value)
+
+
+def _check_one_key(one: str, action: str, label: str, free: str) -> None:
+    """One key of `action`: a name Textual knows, not the app's own, not the input box's, typing no text;
+    `free` names keys to suggest instead."""
+    choose = _choose_another(free)
+    *modifiers, base = one.split("+")
+    if base not in KEY_BASES or not set(modifiers) <= KEY_MODIFIERS or len(set(modifiers)) < len(modifiers):
+        raise KeyTableError(f"{label}.{action}: '{one}' is not a key name.",
+                            "Keys are named like ctrl+t, alt+x, f2, escape or ctrl+shift+comma.", action)
+    if one in RESERVED_KEYS:
+        raise KeyTableError(f"{label}.{action}: {one} {RESERVED_KEYS[one]}, so the app keeps it.", choose, action)
+    if one in TEXT_BOX_KEYS and one not in KEY_ACTIONS[action][0].split(","):
+        raise KeyTableError(f"{label}.{action}: {one} is a key of the box you type in, so the app would "
+                            "never see it.", choose, action)
+    if _types_text(base, modifiers):
+        doing = "open the help" if action == "help" else KEY_ACTIONS[action][1]  # help's is a title, no verb
+        raise KeyTableError(f"{label}.{action}: {one} types text, so it would {doing} "
+                            "while you write a question.",
+                            "Add ctrl or alt (ctrl+t, alt+x)" + (f", or choose a free key: {free}." if free else "."),
+                            action)
+
+
+def _choose_another(free: str) -> str:
+    return f"Choose another; free now: {free}." if free else "Choose another, such as a function key."
+
+
+def _check_each_key_has_one_action(value: dict[str, str], label: str, free: str) -> None:
+    """No key for two actions, counting the keys left at their defaults."""
+    spare = f"; free now: {free}" if free else ""
     taken: dict[str, str] = {}
     for action, (default, _) in KEY_ACTIONS.items():
         for one in value.get(action, default).split(","):
             if one in taken:
                 raise KeyTableError(f"{label}: {one} is the key of both {taken[one]} and {action}.",
-                                    f"Give each action keys of its own; free now: {spare}.",
+                                    f"Give each action keys of its own{spare}.",
                                     action if action in value else taken[one])
             taken[one] = action
-    return dict(value)
 
 
 def _types_text(base: str, modifiers: list[str]) -> bool:

@@ -4,8 +4,8 @@ The base of `ChatApp`: everything about one answer's life, from the question bub
 The worker only posts messages (`chatbot.tui.messages`); widgets change when the app handles them.
 Streamed tokens gather in a `StreamBuffer` and the answer bubble shows them at its repaint pace, so the
 app's screen work does not slow the model's thread down (one message and one repaint per batch).
-A question sent while the model loads, or while an answer is still coming, waits in line (`pending`)
-and is asked when the model is ready and nothing streams.
+A question sent while the model loads, while an answer is still coming, or while an image opens, waits in
+line (`pending`) and is asked when the model is ready, nothing streams and the image it waits for is open.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from chatbot.core.commands import Retry, after_saving, typed_line
 from chatbot.core.conversation import Conversation, cut_short_mark, still_answering
+from chatbot.core.settings import KEY_ACTIONS
 from chatbot.engine.base import CancelToken
 from chatbot.errors import UserError, model_error_text
 from chatbot.tui import messages as msg
+from chatbot.tui.screens.help import key_label
 from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.status_bar import StatusBar
 from chatbot.tui.widgets.transcript import BubblePair, MessageBubble, Transcript
@@ -35,9 +37,16 @@ from chatbot.untrusted import visible
 QUIT_WAIT_SECONDS = 5.0  # how long quitting waits for a cancelled answer to stop and be recorded
 # Said when a question is sent while an answer is still coming: it waits and is asked next. (The core's
 # `still_answering` is the refusal of what cannot wait, and says "Let it finish, or stop it".)
-QUESTION_WAITS = "An answer is still coming: your question is asked next, as soon as it ends (Esc stops it sooner)."
+QUESTION_WAITS_FOR = ("An answer is still coming: your question is asked next, as soon as it ends ({key} stops it "
+                      "sooner).")
+QUESTION_WAITS = QUESTION_WAITS_FOR.format(key="Esc")  # with the default stop key
+# Said when a question is sent while an image opens: it is asked about that image once it is open.
+QUESTION_WAITS_FOR_IMAGE = ("An image is still opening: your question is asked about it once it is open ({key} stops "
+                            "the opening and gives the question back).")
 WAITING_FOR_MODEL = "waiting for the model…"  # under a question sent while the model loads
 WAITING_FOR_ANSWER = "waiting its turn…"  # under a question sent while an answer streams
+WAITING_FOR_IMAGE = "waiting for the image…"  # under a question sent while an image opens
+NOT_ASKED = "not asked"  # under a question that waited for an image that did not open
 # Signals that end the app as Ctrl+Q does (the chat saved, the terminal given back): a shutdown or `kill` (SIGTERM),
 # the terminal window closed (SIGHUP). Where a platform has no such signal it is left out.
 ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -57,6 +66,22 @@ class ActiveAnswer:
     buffer: StreamBuffer = field(default_factory=StreamBuffer)  # streamed text the bubble has yet to show
 
 
+@dataclass
+class WaitingQuestion:
+    """A question sent before it could be asked, shown in its bubble (marked waiting)."""
+
+    question: str
+    bubble: MessageBubble
+    for_image: bool = False  # sent while an image opened: asked about it once open, not asked if it does not open
+
+
+def stop_key_label(keys: dict[str, str]) -> str:
+    """The key that stops an answer (or an image opening), as the status line names it: the first of the config
+    file's [keys] `stop` keys (`keys`), Esc by default."""
+    first = keys.get("stop", KEY_ACTIONS["stop"][0]).split(",")[0]
+    return "Esc" if first == "escape" else key_label(first)
+
+
 class AnsweringApp(App[None]):
     """Questions, streamed answers, stopping them; needs a Transcript, a ChatInput and a StatusBar on screen."""
 
@@ -64,8 +89,8 @@ class AnsweringApp(App[None]):
         super().__init__()
         self.conversation = conversation
         self.answer: ActiveAnswer | None = None
-        # questions sent before the model was ready or while an answer was coming, oldest first
-        self.pending: list[tuple[str, MessageBubble]] = []
+        # questions sent before the model was ready, while an answer was coming or an image opening, oldest first
+        self.pending: list[WaitingQuestion] = []
         self.model_error: str | None = None
         self.quitting = False  # set by action_quit: widgets are no longer changed
         self.ended_by_signal: int | None = None  # the signal (SIGTERM, SIGHUP) that made the app quit, if one did
@@ -86,6 +111,10 @@ class AnsweringApp(App[None]):
             return False
         self.notice(str(still_answering(waiting)), "warning")
         return True
+
+    def stop_key(self) -> str:
+        """The key bound to `stop` (the config file's [keys]), as the status line and notices name it."""
+        return stop_key_label(self.conversation.settings.keys)
 
     def _set_ready_activity(self) -> None:
         if self.answer is not None:
@@ -118,23 +147,27 @@ class AnsweringApp(App[None]):
         self.post_message(msg.AnswerFinished(answer_id, cancel.cancelled, copy(engine.last_stats)))
 
     def ask(self, question: str) -> bool:
-        """Send a question; while the model loads, or while an answer is still coming, it waits in line and is
-        asked as soon as it can be. False when it was refused (input kept)."""
-        loading = self.conversation.engine is None
-        if loading or self.streaming():
+        """Send a question; while the model loads, while an answer is still coming, or while an image opens, it
+        waits in line and is asked as soon as it can be (about the image being opened). False when it was refused
+        (input kept)."""
+        loading, opening = self.conversation.engine is None, self.image_coming()
+        if loading or opening or self.streaming():
             if loading and self.model_error:
                 self.notice(f"No model is loaded: {self.model_error} /model NAME loads one.", "error")
                 return False
             try:  # what can be refused now is refused now, not when its turn comes
-                self.conversation.check_question(question, image_coming=self.image_coming())
+                self.conversation.check_question(question, image_coming=opening)
             except UserError as error:
                 self.notice(str(error), "error")
                 return False
             bubble = self.query_one(Transcript).add_question(question)
-            bubble.mark(WAITING_FOR_MODEL if loading else WAITING_FOR_ANSWER, "-waiting")
-            self.pending.append((question, bubble))
-            if not loading:
-                self.notice(QUESTION_WAITS)
+            bubble.mark(WAITING_FOR_IMAGE if opening else WAITING_FOR_MODEL if loading else WAITING_FOR_ANSWER,
+                        "-waiting")
+            self.pending.append(WaitingQuestion(question, bubble, for_image=opening))
+            if opening:
+                self.notice(QUESTION_WAITS_FOR_IMAGE.format(key=self.stop_key()))
+            elif not loading:
+                self.notice(QUESTION_WAITS_FOR.format(key=self.stop_key()))
             return True
         try:
             self.conversation.prepare(question)
@@ -149,14 +182,51 @@ class AnsweringApp(App[None]):
         return False
 
     def _answer_next_pending(self) -> None:
-        while self.pending and self.conversation.engine is not None and self.answer is None:
-            question, bubble = self.pending.pop(0)
-            bubble.mark("")
+        while self.pending and self.conversation.engine is not None and self.answer is None \
+                and not self.pending[0].for_image:  # one sent while an image opens waits for it
+            waiting = self.pending.pop(0)
+            waiting.bubble.mark("")
             try:
-                self._begin_answer(bubble, question)
+                self._begin_answer(waiting.bubble, waiting.question)
             except UserError as error:
-                bubble.mark("not answered", "-failed")
+                waiting.bubble.mark("not answered", "-failed")
                 self.notice(str(error), "error")
+
+    def image_opened_for_questions(self) -> None:
+        """The image being opened is open (or the one to /compare with loaded): the questions sent meanwhile are
+        asked now, in turn (about it), or wait for what they still wait for. They move below what opening it said
+        ("Now talking about ..."), where the transcript reads in the order things happened."""
+        transcript, moving = self.query_one(Transcript), False
+        for waiting in self.pending:  # from the first that waited for the image on, in the order they were sent
+            if waiting.for_image:
+                waiting.for_image, moving = False, True
+                waiting.bubble.mark(WAITING_FOR_MODEL if self.conversation.engine is None else WAITING_FOR_ANSWER,
+                                    "-waiting")
+            if moving and waiting.bubble is not transcript.children[-1]:
+                transcript.move_child(waiting.bubble, after=transcript.children[-1])
+        self._answer_next_pending()
+
+    def image_not_opened_for_questions(self) -> None:
+        """The image being opened did not open (it failed, or was stopped): the questions sent meanwhile were about
+        it, so they are not asked. One sentence says so; the first is back in the input (when nothing else is
+        typed there), all of them a press of Up away. The questions sent before it go on."""
+        dropped = [waiting for waiting in self.pending if waiting.for_image]
+        if not dropped:
+            return
+        self.pending = [waiting for waiting in self.pending if not waiting.for_image]
+        for waiting in dropped:
+            waiting.bubble.mark(NOT_ASKED, "-failed")
+        field = self.query_one(ChatInput)
+        back = not field.value
+        if back:
+            field.put(typed_line(dropped[0].question))
+        if len(dropped) == 1:
+            where = "it is back in the input" if back else "Up recalls it"
+            self.notice(f"The question that waited for the image was not asked; {where}.", "warning")
+        else:
+            where = "the first is back in the input, Up recalls the others" if back else "Up recalls them"
+            self.notice(f"The {len(dropped)} questions that waited for the image were not asked; {where}.", "warning")
+        self._answer_next_pending()
 
     def _begin_answer(self, question_bubble: MessageBubble, question: str) -> None:
         """Ask `question` (its bubble is on screen); a question that cannot be asked raises UserError."""
@@ -185,7 +255,7 @@ class AnsweringApp(App[None]):
 
     def _start(self, answer: ActiveAnswer, chunks: Iterator[str]) -> None:
         self.answer = answer
-        self.query_one(StatusBar).set_activity("Answering… (Esc stops)", busy=True)
+        self.query_one(StatusBar).set_activity(f"Answering… ({self.stop_key()} stops)", busy=True)
         self.refresh_bindings()
         fitted = self.conversation.last_fit
         answer.worker = self._stream_answer(answer.id, chunks, fitted.dropped_turns if fitted else 0, answer.cancel,
@@ -307,7 +377,7 @@ class AnsweringApp(App[None]):
         if self.quitting:
             return
         self.quitting = True
-        waiting = [question for question, _ in self.pending]
+        waiting = [waiting.question for waiting in self.pending]
         self.pending.clear()  # none of them is asked when the stopped answer ends
         self.conversation.session.draft = self.query_one(ChatInput).value.strip()  # typed, not sent: kept
         answer = self.answer

@@ -51,7 +51,7 @@ from chatbot.core.photo_search import Finder
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import check_chat_model_name, exit_now, open_engine_for, say
 from chatbot.core.session import ImageRef, Session
-from chatbot.core.settings import KEY_ACTIONS, Settings
+from chatbot.core.settings import APP_KEYS, KEY_ACTIONS, Settings
 from chatbot.core.store import SessionStore
 from chatbot.engine.base import Engine
 from chatbot.errors import UserError, model_error_text
@@ -83,6 +83,7 @@ class ChatApp(FindingApp):
 
     CSS_PATH = "chat.tcss"
     TITLE = "blip2-chat"
+    COMMAND_PALETTE_BINDING = APP_KEYS["command_palette"][0]  # declared in core, where the config refuses it
     COMMANDS = {SlashCommandProvider}  # ours only: Textual's own (Keys, Theme, a second Quit...) left out
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (72, "-wide")]
     BINDINGS = [
@@ -97,7 +98,7 @@ class ChatApp(FindingApp):
         Binding(KEY_ACTIONS["paste"][0], "paste_image", "Paste image", show=False, priority=True, id="paste"),
         # Ctrl+C stops an answer, as in the screen-reader mode and a shell; otherwise Textual's reminder of
         # how to quit. (With text selected in the input box, the box takes it: copy.)
-        Binding("ctrl+c", "interrupt", show=False),
+        Binding(APP_KEYS["interrupt"][0], "interrupt", show=False),
     ]
 
     def __init__(
@@ -114,6 +115,7 @@ class ChatApp(FindingApp):
         self.startup_problems = list(problems)
         self._deferred_image: LoadedImage | None = None  # chosen while an answer streamed
         self._opening: str | None = None  # the image being opened (loaded or downloaded) now
+        self._model_progress = ""  # what the model's loading said last (shown beside an image opening)
         self._loader: DaemonCall[Engine] | None = None
         self._switching = False  # /model is loading another model
 
@@ -158,7 +160,7 @@ class ChatApp(FindingApp):
         else:  # `blip2-chat chat` without an image: choose one
             self.notice(f"{NO_IMAGE_YET} Choose one here (Esc closes the picker; Ctrl+O opens it again).")
             self.call_after_refresh(self.action_open_image)
-        self.query_one(StatusBar).set_activity(f"Loading model {self.conversation.settings.model}…", busy=True)
+        self._set_ready_activity()  # loading the model (and opening the resumed chat's image)
         self._refresh_memory()
         self.set_interval(2.0, self._refresh_memory)
         self.query_one(ChatInput).focus()
@@ -178,25 +180,28 @@ class ChatApp(FindingApp):
 
     # -- workers (threads: they only post messages) -------------------------------------------
 
-    def switch_model(self, name: str) -> None:
+    def switch_model(self, name: str) -> bool:
         """/model NAME: check the name (a wrong one keeps the loaded model), then let go of the loaded model (two
         may not fit a GPU) and load this one as at the start, in the background; questions asked meanwhile wait
-        for it, as while the first model loads. The chat goes on with every turn."""
+        for it, as while the first model loads. The chat goes on with every turn. False when refused (the line
+        typed then stays in the input, as for any refused command)."""
         if self.conversation.engine is None and not self.model_error:
             self.notice(f"The model {self.conversation.settings.model} is still loading; /model again once it is "
                         "ready.", "warning")
-            return
+            return False
         try:
             check_chat_model_name(name)
         except UserError as error:
             self.notice(f"{error} The chat goes on with {self.conversation.session.model}.", "error")
-            return
+            return False
         old = self.conversation.detach()
         self._switching = True
         self.conversation.settings = replace(self.conversation.settings, model=name)
         self.model_error = None
-        self.query_one(StatusBar).set_activity(f"Loading model {name}…", busy=True)
+        self._model_progress = ""
+        self._set_ready_activity()
         self._load_model(old)
+        return True
 
     @work(thread=True, exclusive=True, group="model", exit_on_error=False)
     def _load_model(self, old: Engine | None = None) -> None:
@@ -260,15 +265,20 @@ class ChatApp(FindingApp):
             return None
 
     def on_model_progress(self, message: msg.ModelProgress) -> None:
+        self._model_progress = message.text.rstrip(". ")
         if (status := self._status_bar()) is not None:
-            status.set_activity(message.text.rstrip(". "), busy=True)
+            if self._opening is not None:
+                self._set_ready_activity()  # beside the image opening
+            else:
+                status.set_activity(self._model_progress, busy=True)
 
     def on_model_ready(self, message: msg.ModelReady) -> None:
         if (status := self._status_bar()) is None:  # the screen is going away: change nothing on it
             return
         self.conversation.attach(message.engine)
+        self._model_progress = ""
         status.set_engine(message.engine)
-        status.set_activity("Ready")
+        self._set_ready_activity()  # Ready, or still opening an image
         if self._switching:  # /model: say it, as the screen-reader mode does
             self._switching = False
             self.notice(f"The chat goes on with {message.engine.info.model_id}.")
@@ -276,14 +286,15 @@ class ChatApp(FindingApp):
         self._answer_next_pending()
 
     def on_model_failed(self, message: msg.ModelFailed) -> None:
-        if (status := self._status_bar()) is None:  # the screen is going away: change nothing on it
+        if self._status_bar() is None:  # the screen is going away: change nothing on it
             return
         self.model_error = message.text
         self._switching = False
-        status.set_activity("No model")
+        self._model_progress = ""
+        self._set_ready_activity()  # No model, or still opening an image
         self.notice(f"The model could not be loaded: {message.text} {MODEL_HINT}", "error")
-        for _, bubble in self.pending:
-            bubble.mark("not answered", "-failed")
+        for waiting in self.pending:
+            waiting.bubble.mark("not answered", "-failed")
         self.pending.clear()
 
     def open_image(self, source: str) -> bool:
@@ -305,9 +316,20 @@ class ChatApp(FindingApp):
         return True
 
     def _start_opening(self, source: str) -> None:
-        self.query_one(StatusBar).set_activity(f"Opening {image_label(source)}… (Esc stops)", busy=True)
         self._opening = source
+        self._set_ready_activity()
         self.refresh_bindings()
+
+    def _set_ready_activity(self) -> None:
+        """While an image opens (and nothing streams) the status line says so, with the key that stops it, until
+        the opening ends; beside the model's loading when that goes on too."""
+        if self._opening is None or self.streaming():
+            super()._set_ready_activity()
+            return
+        text = f"Opening {image_label(self._opening)}… ({self.stop_key()} stops)"
+        if self.conversation.engine is None and not self.model_error:
+            text += f"; {self._model_progress or f'loading model {self.conversation.settings.model}…'}"
+        self.query_one(StatusBar).set_activity(text, busy=True)
 
     @dataclass
     class ComparedImageLoaded(Message):
@@ -335,8 +357,10 @@ class ChatApp(FindingApp):
         self._set_ready_activity()
         if message.image is None:
             self.notice(message.problem, "error")
+            self.image_not_opened_for_questions()
         else:
             self.render_outcome(compare_with(self.conversation, message.image))
+            self.image_opened_for_questions()  # after a comparison of the last question, which streams first
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_answer" and self._opening is not None:
@@ -365,12 +389,13 @@ class ChatApp(FindingApp):
             self.action_help_quit()
 
     def action_cancel_answer(self) -> None:
-        if self.answer is None and self._opening is not None:
+        if not self.streaming() and self._opening is not None:
             source, self._opening = self._opening, None
             self.workers.cancel_group(self, "image")
             self.refresh_bindings()
             self._set_ready_activity()
             self.notice(f"Stopped opening {image_label(source)}.")
+            self.image_not_opened_for_questions()
             return
         super().action_cancel_answer()
 
@@ -378,7 +403,7 @@ class ChatApp(FindingApp):
         if self.quitting:  # the screen is going away: change nothing on it
             return
         self._opened()
-        if self.streaming():  # never under an answer: applied when it ends
+        if self.streaming():  # never under an answer: applied when it ends (the questions sent meanwhile wait for it)
             self._deferred_image = message.image
             return
         self._apply_image(message.image, message.resumed)
@@ -406,6 +431,7 @@ class ChatApp(FindingApp):
         else:
             self.render_outcome(switch_image(self.conversation, image))
         self._set_ready_activity()
+        self.image_opened_for_questions()  # the questions sent while it opened are asked about it now
 
     def after_answer(self) -> None:
         super().after_answer()  # a comparison /compare armed for this answer starts now
@@ -426,6 +452,7 @@ class ChatApp(FindingApp):
             self.query_one(ImagePreview).show_problem(message.text)
             self._name_image()
         self.notice(message.text, "error")
+        self.image_not_opened_for_questions()
 
     def on_store_problems(self, message: msg.StoreProblems) -> None:
         if self.quitting:  # the screen is going away: change nothing on it
@@ -485,8 +512,8 @@ class ChatApp(FindingApp):
             self.stream_comparison(outcome.comparison)
         if outcome.find is not None:
             self.find_pictures(outcome.find)
-        if outcome.load_model is not None:
-            self.switch_model(outcome.load_model)
+        if outcome.load_model is not None and not self.switch_model(outcome.load_model):
+            return False
         if outcome.effect == "help":
             self.action_help()
         elif outcome.effect in ("pick_image", "pick_compare"):

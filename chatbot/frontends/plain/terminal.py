@@ -3,7 +3,7 @@
 No cursor movement, no redraws, no colour: only whole lines, which screen readers read well.
 Tab completes a /command's name and the path after `/image` through readline (the rule is
 `core.completion`); several matches are listed on one plain line. Each line typed goes into the
-line history file as it is entered (`chatbot.frontends.plain.history`).
+line history file as it is entered (`chatbot.core.line_history`, shared with the app).
 
 SIGTERM (a shutdown, `kill`) and SIGHUP (the terminal window closed) end the chat as Ctrl+D does, with
 everything saved (`signals_end_the_chat`): an answer in progress is stopped and kept, as the first Ctrl+C
@@ -24,8 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
+from chatbot.core.line_history import HISTORY_LINES, LineHistory
 from chatbot.engine.base import CancelToken
-from chatbot.frontends.plain.history import HISTORY_LINES, LineHistory
 from chatbot.frontends.screen_reader import config_wants_plain, is_terminal, plain_output_asked
 from chatbot.untrusted import visible
 

@@ -2,12 +2,18 @@
 
 Terminals "drop" a file by pasting its path, often quoted or with escaped spaces, sometimes as a
 file:// URI; `image_path_in` undoes all three. A pasted http(s) address opens as `/image URL` does
-(`image_source_in`). Up and Down recall earlier lines, as in a shell.
+(`image_source_in`). Up and Down recall earlier lines, as in a shell, also those of earlier chats: each line sent
+with Enter goes into the line history file the screen-reader mode keeps (`chatbot.core.line_history`: private to
+the user, never through a link, its last lines only), and the box reads it when it is mounted.
 Text from outside (a resumed chat's draft and questions, a paste) enters the box made visible
 (`chatbot.untrusted.visible`): Input draws its value as it is, so a control character in it would reach
 the terminal.
 Tab completes a /command's name and the path after `/image` (the rule is `core.completion`); on any
 other line Tab moves the focus, as everywhere in the app (and typing anywhere brings it back, see the app).
+The chat scrolls from here too (PageUp, PageDown), so reading back never needs the focus to leave the box.
+Coming back to the box (Tab, a typed key, a click) finds its text as it was, the cursor at its end and nothing
+selected: a selection left from before (a refused line, kept selected so that the next line replaces it) was not
+on screen while the focus was away, so a key typed on coming back must add to the text, not replace it.
 
 Keys are applied in the order they came, however fast: Textual's Input inserts a typed character as soon
 as the key reaches it, but runs its bindings (Backspace, the arrows, Ctrl+U, Enter) only after the key
@@ -29,12 +35,17 @@ from urllib.parse import unquote, urlparse
 from textual import events
 from textual.actions import SkipAction
 from textual.binding import Binding
+from textual.containers import ScrollableContainer
 from textual.message import Message
 from textual.widgets import Input
+from textual.widgets.input import Selection
 
 from chatbot.core.commands import is_command
 from chatbot.core.completion import completion, listing
+from chatbot.core.line_history import LineHistory
+from chatbot.core.settings import APP_KEYS
 from chatbot.images import IMAGE_SUFFIXES, is_url
+from chatbot.locations import line_history_file
 from chatbot.untrusted import has_controls, visible
 
 COMPLETION_NOTICE_SECONDS = 4.0
@@ -93,10 +104,14 @@ class ChatInput(Input):
     """Enter sends; a pasted image path becomes an image switch instead of text."""
 
     BINDINGS = [
-        Binding("up", "recall(-1)", "Previous line", show=False),
-        Binding("down", "recall(1)", "Next line", show=False),
-        Binding("tab", "complete", "Complete", show=False),
+        # the keys the config file may not take for an action (chatbot.core.settings.APP_KEYS: declared once there)
+        Binding(APP_KEYS["earlier_line"][0], "recall(-1)", "Previous line", show=False),
+        Binding(APP_KEYS["later_line"][0], "recall(1)", "Next line", show=False),
+        Binding(APP_KEYS["complete"][0], "complete", "Complete", show=False),
+        Binding(APP_KEYS["page_up"][0], "page_chat(-1)", "Scroll the chat up", show=False),
+        Binding(APP_KEYS["page_down"][0], "page_chat(1)", "Scroll the chat down", show=False),
     ]
+    CHAT = "#transcript"  # the chat that PageUp and PageDown scroll (a sibling: found on the screen by its id)
 
     @dataclass
     class ImageDropped(Message):
@@ -112,14 +127,47 @@ class ChatInput(Input):
         self._offered: tuple[str, ...] = ()  # the lines the last Tab listed; another Tab steps through them
         self._offered_at = -1
         self._left = ""  # the value the last Tab left (typing anything else ends the stepping)
+        self._stored: LineHistory | None = None  # the line history file, once mounted
+
+    def on_mount(self) -> None:
+        """Earlier chats' lines become Up's oldest ones (before any this chat remembered already)."""
+        self._stored = LineHistory(line_history_file(), self._history_not_kept)
+        earlier, now = self._stored.read(), self.history
+        self.history = []
+        for line in [*earlier, *now]:
+            self.remember(line)
+
+    def _history_not_kept(self, sentence: str) -> None:
+        self.app.notify(visible(sentence.removeprefix("blip2-chat: ")), severity="warning", markup=False)
 
     def remember(self, line: str) -> None:
-        """Keep a line for Up/Down recall (no immediate repeats); a resumed chat's saved questions come
-        from a file, so every line is kept made visible."""
+        """Keep a line for Up/Down recall, once: a line said again moves to the end. A resumed chat's saved
+        questions and the history file come from files, so every line is kept made visible."""
         line = visible(line)
-        if line and (not self.history or self.history[-1] != line):
+        if line:
+            if line in self.history:
+                self.history.remove(line)
             self.history.append(line)
         self._recall_index = len(self.history)
+
+    async def action_submit(self) -> None:
+        """Enter: the line goes into the history file now (a chat ended any way keeps it), then is sent."""
+        line = self.value.strip()
+        if line and self._stored is not None:
+            self._stored.add([line])
+        await super().action_submit()
+
+    def action_page_chat(self, pages: int) -> None:
+        """PageUp, PageDown: scroll the chat a page, the focus staying here."""
+        for chat in self.screen.query(self.CHAT).results(ScrollableContainer):
+            if pages < 0:
+                chat.scroll_page_up()
+            else:
+                chat.scroll_page_down()
+
+    def _on_focus(self, event: events.Focus) -> None:
+        if not event.from_app_focus:  # moved here within the app (not the terminal window coming back)
+            self.selection = Selection.cursor(len(self.value))
 
     def put(self, text: str) -> None:
         """Make `text` the value, made visible (a saved draft, a question given back), the cursor at its end."""

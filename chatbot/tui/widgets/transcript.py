@@ -4,6 +4,10 @@ The transcript mirrors `Session.turns` pair by pair (`pairs`), so `/undo` and `/
 the last bubbles and a finished answer can be re-synced from the turn that was actually recorded.
 A turn's question asked about other images too (`/compare`) shows below its answer as a
 `ComparisonView`: the open image's answer beside the other image's, each headed by its image's name.
+
+Tab from a question brings the focus here, to read back with the keys (the arrows, PageUp/PageDown, Home/End);
+a bar down the chat's left edge shows it has the focus. Nothing typed here is lost: a character goes on in the
+input box (the app moves it there), and Enter or Esc go back to the input (Esc also still stops an answer).
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
+from textual.actions import SkipAction
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.message import Message
@@ -154,6 +160,18 @@ class BubblePair:
 class Transcript(VerticalScroll):
     """Scrolls with the conversation; stays at the bottom while an answer streams unless the user scrolls up."""
 
+    DEFAULT_CSS = """
+    Transcript:focus {
+        outline-left: thick $accent;
+        background-tint: $foreground 4%;
+    }
+    """
+    BINDINGS = [
+        Binding("enter", "back_to_input", "Back to the input", show=False),
+        Binding("escape", "back_to_input(True)", "Back to the input", show=False),
+    ]
+    INPUT = "#input"  # where Enter and Esc take the focus back to (a sibling: found on the screen by its id)
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.pairs: list[BubblePair] = []
@@ -161,6 +179,14 @@ class Transcript(VerticalScroll):
 
     def on_mount(self) -> None:
         self.anchor()
+
+    def action_back_to_input(self, key_goes_on: bool = False) -> None:
+        """Enter, Esc: the focus goes back to the input box, its text as it was. `key_goes_on`: the key then does
+        what it does anywhere in the app too (Esc stops an answer that is coming)."""
+        for box in self.screen.query(self.INPUT):
+            box.focus()
+        if key_goes_on:
+            raise SkipAction()
 
     def add_question(self, text: str) -> MessageBubble:
         bubble = MessageBubble(text, "question", "You")
