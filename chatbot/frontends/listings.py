@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
+
+from rich.cells import cell_len
 
 from chatbot.core.forget import Forgotten, forget_chats
 from chatbot.core.store import SessionStore, SessionSummary
@@ -138,10 +141,37 @@ def run_models(device: str = "auto", as_json: bool = False) -> int:
 
 
 def _clip(text: str, width: int, from_left: bool = False) -> str:
+    """`text` on one line in at most `width` terminal cells (a CJK character takes two), cut with "…" between
+    characters a reader sees as one (never inside an emoji sequence or before a combining accent)."""
     text = visible(" ".join(text.split()))
-    if len(text) <= width:
+    if cell_len(text) <= width:
         return text
-    return "…" + text[-(width - 1):] if from_left else text[: width - 1] + "…"
+    kept = text[::-1] if from_left else text
+    end, cells = 0, 0
+    while end < len(kept) and cells + cell_len(kept[end]) <= width - 1:
+        cells += cell_len(kept[end])
+        end += 1
+    while 0 < end < len(kept) and _joined(kept[end - 1], kept[end], reversed_=from_left):
+        end -= 1
+    return "…" + kept[:end][::-1] if from_left else kept[:end] + "…"
+
+
+_JOINERS = {"\u200d", "\ufe0f", "\ufe0e"}  # zero-width joiner, emoji and text presentation selectors
+
+
+def _joined(before: str, after: str, reversed_: bool = False) -> bool:
+    """Whether a cut between `before` and `after` (in reading order; swapped when walking from the end) would
+    split one character as a reader sees it: an emoji sequence, a skin tone, a combining accent."""
+    if reversed_:
+        before, after = after, before
+    return (after in _JOINERS or before == "\u200d" or unicodedata.combining(after) > 0
+            or "\U0001f3fb" <= after <= "\U0001f3ff")
+
+
+def _pad(text: str, width: int, right: bool = False) -> str:
+    """`text` padded with spaces to `width` terminal cells."""
+    gap = " " * max(0, width - cell_len(text))
+    return gap + text if right else text + gap
 
 
 NO_QUESTIONS = "(no questions)"  # a chat whose turns were all undone: listed, but --continue passes it over
@@ -156,9 +186,10 @@ def session_rows(summaries: list[SessionSummary]) -> list[str]:
             _clip(summary.first_question, 40) if summary.turns else NO_QUESTIONS,
             _clip(summary.image, 50, from_left=True),
         ))
-    width = [max(len(row[column]) for row in rows) for column in range(4)]
+    width = [max(cell_len(row[column]) for row in rows) for column in range(4)]  # cells: CJK text takes two each
     return [
-        f"{ident:<{width[0]}}  {updated:<{width[1]}}  {turns:>{width[2]}}  {question:<{width[3]}}  {image}".rstrip()
+        "  ".join((_pad(ident, width[0]), _pad(updated, width[1]), _pad(turns, width[2], right=True),
+                   _pad(question, width[3]), image)).rstrip()
         for ident, updated, turns, question, image in rows
     ]
 
