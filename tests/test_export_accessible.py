@@ -148,7 +148,7 @@ def test_html_headings_nest_each_question_under_its_picture_and_say_it(two_pictu
     reading = read_html(exported(two_pictures, "html", tmp_path))
     assert reading.outline() == expected_outline(two_pictures)
     for turn in two_pictures.turns:  # the whole question is still in the text below its heading
-        assert ("text", f" {turn.question}") in reading.items and ("text", f" {turn.answer}") in reading.items
+        assert ("text", turn.question) in reading.items and ("text", turn.answer) in reading.items
 
 
 def test_markdown_headings_nest_each_question_under_its_picture_and_say_it(two_pictures, tmp_path) -> None:
@@ -226,7 +226,7 @@ def test_html_sha256_is_in_a_closed_disclosure_after_the_chat_about_the_picture(
         assert items[opened] == ("details", "closed")
         assert items[opened + 1] == ("text", f"File details of picture {number}")  # its summary: all that is read
         assert ("/details", "") in items[holding[0]:]
-        assert items[opened - 1] == ("text", f" {last_answer}")  # after the last answer about the picture
+        assert items[opened - 1] == ("text", last_answer)  # after the last answer about the picture
     alt_at = [index for index, (kind, _) in enumerate(items) if kind == "img"]
     assert all(items[index + 1][0] == "h3" for index in alt_at)  # the picture, then its first question: nothing between
 
@@ -280,7 +280,7 @@ def test_hostile_question_and_answer_stay_text_in_html_headings_and_alt(shapes, 
     assert "<script" not in page.lower() and not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", page)
     reading = read_html(page)
     assert set(reading.tags) <= {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "p",
-                                 "code", "strong", "em", "img", "details", "summary", "a"}
+                                 "code", "strong", "em", "img", "details", "summary", "a", "span"}
     one_line = visible(" ".join(HOSTILE.split()))  # white space a space, every other control shown
     assert "\\x1b]0;pwned\\x07\\u202eevil\\x9b" in one_line
     assert reading.outline()[2] == (3, f"Question 1: {one_line[:one_line.rindex(' ', 0, 99)]}…")
@@ -298,3 +298,15 @@ def test_hostile_question_and_answer_stay_text_in_markdown_headings_and_alt(shap
     assert outline[3][0] == 3 and outline[3][1].startswith("Question 2: is <script>alert(1)</script> *this* _a_")
     assert len(outline) == 4  # the question's "# not a heading" line made no heading
     assert alts == [f"Picture 1, shapes-7.png: {visible(short)}"]
+
+
+def test_html_questions_and_answers_are_read_in_their_own_language_and_direction(shapes, tmp_path) -> None:
+    """The page's own words are English (`lang="en"`), but a question in Arabic or Chinese is not: each question and
+    answer is a span of unknown language (`lang=""`: a screen reader uses the reader's voice, not an English one)
+    whose direction follows its letters (`dir="auto"`), in the headings too."""
+    session = Session(model="m", turns=[Turn("ما هذا؟", "这是一个红色的圆", shapes[0])])
+    page = exported(session, "html", tmp_path)
+    assert '<h3>Question 1: <span lang="" dir="auto">ما هذا؟</span></h3>' in page
+    assert '<strong>You:</strong> <span lang="" dir="auto">ما هذا؟</span>' in page
+    assert '<strong>Assistant:</strong> <span lang="" dir="auto">这是一个红色的圆</span>' in page
+    assert page.count("<span") == page.count('<span lang="" dir="auto">') == 3

@@ -236,7 +236,9 @@ def test_the_html_export_is_one_escaped_page_that_loads_and_runs_nothing(work, p
     assert parsed.tags[0] == ("html", {"lang": "en"})
     assert not any(name.startswith("on") for _, attributes in parsed.tags for name in attributes)
     assert {tag for tag, _ in parsed.tags} <= {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2",
-                                               "h3", "p", "code", "strong", "em", "img", "details", "summary", "a"}
+                                               "h3", "p", "code", "strong", "em", "img", "details", "summary", "a",
+                                               "span"}
+    assert all(attributes == {"lang": "", "dir": "auto"} for tag, attributes in parsed.tags if tag == "span")
     images = [attributes for tag, attributes in parsed.tags if tag == "img"]
     said = hostile.replace("\x1b", "\\x1b").replace("\x07", "\\x07")
     assert [image["alt"] for image in images] == [f"Picture 1, <img src=x onerror=alert(1)>.png: {said}",

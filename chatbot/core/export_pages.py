@@ -211,6 +211,13 @@ def alt_text(number: int, source: str, answer: str | None) -> str:
     return f"{label}: {answer}" if answer else label
 
 
+def their_words(text: str) -> str:
+    """A question or an answer in the HTML page, escaped, in a span of unknown language (`lang=""`: a screen
+    reader reads it in the reader's own voice, not in English as the page's words around it) whose direction
+    follows its own first letters (`dir="auto"`: Arabic and Hebrew read right to left)."""
+    return f'<span lang="" dir="auto">{html_text(text)}</span>'
+
+
 def question_heading(number: int, question: str) -> str:
     """"Question 2: What colour is it?" (cut at HEADING_CHARS), "Question 2" for one without words. Not escaped."""
     short = shortened(question, HEADING_CHARS)
@@ -317,13 +324,15 @@ def export_html(session: Session, links: Mapping[ImageRef, str | None], *, made:
                              "this page does not hold it.</p>")
         for number, turn in section.turns:
             stopped = " <em>(stopped)</em>" if turn.stopped else ""
-            parts += [f"<h3>{html_text(question_heading(number, turn.question))}</h3>",
-                      f"<p><strong>You:</strong> {html_text(turn.question)}</p>",
-                      f"<p><strong>Assistant:</strong> {html_text(turn.answer or EMPTY_ANSWER)}{stopped}</p>"]
+            heading = question_heading(number, turn.question)
+            label, _, short = heading.partition(": ")
+            parts += [f"<h3>{html_text(label)}{': ' + their_words(short) if short else ''}</h3>",
+                      f"<p><strong>You:</strong> {their_words(turn.question)}</p>",
+                      f"<p><strong>Assistant:</strong> {their_words(turn.answer or EMPTY_ANSWER)}{stopped}</p>"]
             for other in turn.compared:  # /compare: the same question about another picture, asked alone
                 name, link = html_text(picture_name(other.image.source)), links.get(other.image)
                 shown = f'<img src="{html_text(link)}" alt="{name}">' if link and not is_url(other.image.source) else ""
-                parts.append(f"<p><strong>Compared with {name}:</strong> {html_text(other.answer or EMPTY_ANSWER)}"
+                parts.append(f"<p><strong>Compared with {name}:</strong> {their_words(other.answer or EMPTY_ANSWER)}"
                              f"{' <em>(stopped)</em>' if other.stopped else ''}</p>{shown}")
         if current is not None:  # last, and closed: read only when opened, never between a picture and its chat
             parts.append(f"<details><summary>File details of picture {section.number}</summary><p>From <code>"
