@@ -418,5 +418,6 @@ def test_exports_carry_the_compared_answer_and_its_picture(pictures, work) -> No
     chat.export("html", "chat.html")
     page = (work / "chat.html").read_text()
     green_uri = "data:image/jpeg;base64," + base64.b64encode(pictures["green"].read_bytes()).decode()
-    assert ("<p><strong>Compared with green.jpg:</strong> a *green* &amp; &lt;square&gt;</p>"
+    assert ('<p><strong>Compared with green.jpg:</strong> <span lang="" dir="auto">a *green* &amp; &lt;square&gt;'
+            "</span></p>"
             f'<img src="{green_uri}" alt="green.jpg">') in page

@@ -214,7 +214,9 @@ def alt_text(number: int, source: str, answer: str | None) -> str:
 def their_words(text: str) -> str:
     """A question or an answer in the HTML page, escaped, in a span of unknown language (`lang=""`: a screen
     reader reads it in the reader's own voice, not in English as the page's words around it) whose direction
-    follows its own first letters (`dir="auto"`: Arabic and Hebrew read right to left)."""
+    follows its own first letters (`dir="auto"`: Arabic and Hebrew read right to left). No words: "(no answer)"."""
+    if not text:  # our own words, in the page's language
+        return html_text(EMPTY_ANSWER)
     return f'<span lang="" dir="auto">{html_text(text)}</span>'
 
 
@@ -328,11 +330,11 @@ def export_html(session: Session, links: Mapping[ImageRef, str | None], *, made:
             label, _, short = heading.partition(": ")
             parts += [f"<h3>{html_text(label)}{': ' + their_words(short) if short else ''}</h3>",
                       f"<p><strong>You:</strong> {their_words(turn.question)}</p>",
-                      f"<p><strong>Assistant:</strong> {their_words(turn.answer or EMPTY_ANSWER)}{stopped}</p>"]
+                      f"<p><strong>Assistant:</strong> {their_words(turn.answer)}{stopped}</p>"]
             for other in turn.compared:  # /compare: the same question about another picture, asked alone
                 name, link = html_text(picture_name(other.image.source)), links.get(other.image)
                 shown = f'<img src="{html_text(link)}" alt="{name}">' if link and not is_url(other.image.source) else ""
-                parts.append(f"<p><strong>Compared with {name}:</strong> {their_words(other.answer or EMPTY_ANSWER)}"
+                parts.append(f"<p><strong>Compared with {name}:</strong> {their_words(other.answer)}"
                              f"{' <em>(stopped)</em>' if other.stopped else ''}</p>{shown}")
         if current is not None:  # last, and closed: read only when opened, never between a picture and its chat
             parts.append(f"<details><summary>File details of picture {section.number}</summary><p>From <code>"

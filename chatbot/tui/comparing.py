@@ -40,19 +40,47 @@ class ComparingApp(AnsweringApp):
     """Streams comparisons (`Outcome.comparison`, or one `/compare` armed for the question just answered)."""
 
     comparing: ActiveComparison | None = None
+    _scrolled_up_to_comparison = False  # the transcript left the bottom to show one: the next question goes back
 
     def stream_comparison(self, comparison: Comparison) -> None:
-        """Show the open image's answer and stream the other image's beside it, below the compared turn."""
+        """Show the open image's answer and stream the other image's beside it, below the compared turn.
+
+        That turn may be higher up (notices came after it, as /undo's): the view is then scrolled into sight
+        and a notice at the bottom says where the answers went."""
         transcript = self.query_one(Transcript)
         turn = self.conversation.session.turns[-1]
         pair = transcript.pairs[-1] if transcript.pairs else transcript.show_turn(turn)
         view = transcript.comparison(pair, turn, comparison.image.source, comparison.image.sha256)
         view.show(turn, None)
+        if transcript.children[-1] is not view:
+            self.notice(f"Comparing with {comparison.labels[1]}: the answers are side by side under the question "
+                        f"“{comparison.question}”, above.")
+            self.call_after_refresh(self._scroll_to_comparison, view)
         self.comparing = ActiveComparison(comparison, pair, view)
-        self.query_one(StatusBar).set_activity(f"Answering about {visible(comparison.labels[1])}… (Esc stops)",
-                                               busy=True)
+        self.query_one(StatusBar).set_activity(
+            f"Answering about {visible(comparison.labels[1])}… ({self.stop_key()} stops)", busy=True)
         self.refresh_bindings()
         self.comparing.worker = self._stream_comparison(view, comparison.chunks, self.comparing.buffer)
+
+    def _scroll_to_comparison(self, view: ComparisonView, tries: int = 20) -> None:
+        """Bring `view` into sight (its top, as it grows downwards); this lets go of the bottom, as scrolling up
+        by hand does, so the view stays in sight while it streams. A view not laid out yet is tried again after
+        the next refresh (a few times at most)."""
+        if not view.is_attached:
+            return
+        if not view.virtual_region:
+            if tries:
+                self.call_after_refresh(self._scroll_to_comparison, view, tries - 1)
+            return
+        if self.query_one(Transcript).scroll_to_widget(view, animate=False, immediate=True):
+            self._scrolled_up_to_comparison = True
+
+    def ask(self, question: str) -> bool:
+        """A question asked after a comparison was scrolled into sight: the transcript follows the end again."""
+        if self._scrolled_up_to_comparison:
+            self._scrolled_up_to_comparison = False
+            self.query_one(Transcript).anchor()  # back to the bottom, where the question is shown
+        return super().ask(question)
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
     def _stream_comparison(self, view: ComparisonView, chunks: Iterator[str], buffer: StreamBuffer) -> None:

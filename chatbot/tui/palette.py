@@ -1,8 +1,9 @@
 """Every slash command in the command palette (Ctrl+P), so nothing has to be remembered.
 
 Commands that need an argument either open what supplies it (/image alone opens the picker) or
-put the command into the input box to be finished (/set); /export offers each format directly.
-Names and help come from `chatbot.core.commands.COMMANDS`.
+put the command into the input box to be finished (/set, and every command the table declares an
+argument "required" for: /find, /open); /export offers each format directly. Names, help and which
+commands need an argument come from `chatbot.core.commands.COMMANDS`.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def palette_entries(app: CommandRunner) -> list[Entry]:
             for fmt in EXPORT_FORMATS:
                 entries.append((f"/export {fmt}", EXPORT_HELP.get(fmt, spec.summary),
                                 partial(app.run_slash, f"/export {fmt}")))
-        elif spec.name == "set":
-            entries.append(("/set", spec.summary, partial(app.prefill_input, "/set ")))
+        elif spec.argument == "required" or spec.name == "set":
+            # alone it would be refused ("/find needs more"): into the input box to be finished (/set alone
+            # lists the options; from the palette one is changed)
+            entries.append((f"/{spec.name}", spec.summary, partial(app.prefill_input, f"/{spec.name} ")))
         else:  # /image alone opens the picker
             entries.append((f"/{spec.name}", spec.summary, partial(app.run_slash, f"/{spec.name}")))
     return entries
