@@ -269,3 +269,28 @@ def test_indexing_a_folder_leaves_a_folder_named_alike_in_another_case_alone(col
         store.close()
     assert (summary.removed, summary.unchanged) == (0, 1)
     assert recorded(collection["index"])[0] == everything(collection)
+
+
+def test_a_stopped_rebuild_that_cannot_be_opened_is_said_not_passed_over(
+        collection: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped rebuild it may not write (permissions, a full disk) is no damaged one to pass over: forgetting
+    without it would let it bring the pictures back once it replaces the index. One sentence, nothing forgotten."""
+    from chatbot.core.photo_index import forget
+    from chatbot.core.photo_index.folder import IndexAccessError
+
+    aside = collection["index"] / REBUILDING
+    index_into(aside, [collection["photos"], collection["photos2"]], checkpoint="other/checkpoint")
+    _, _ = gone_for_good(collection)
+    before = recorded(collection["index"])
+    opened = IndexStore.open
+
+    def open_index(folder: Path, *args: object, **kwargs: object) -> IndexStore:
+        if folder == aside:
+            raise IndexAccessError(f"The search index at {aside} could not be opened: the disk it is on is full.",
+                                   "Free some space, then run the command again (nothing was moved or changed).")
+        return opened(folder, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(forget.IndexStore, "open", staticmethod(open_index))
+    assert main(["index", "--forget", str(collection["photos2"]), "--index", str(collection["index"])]) == 2
+    assert capsys.readouterr().err.startswith(f"blip2-chat: The search index at {aside} could not be opened: ")
+    assert recorded(collection["index"]) == before

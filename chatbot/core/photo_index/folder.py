@@ -8,7 +8,9 @@ other things too, so only those files are ever moved or deleted. One run writes 
 its index in `rebuild-in-progress/` while the old one stays searchable; a stopped rebuild of another checkpoint
 waits in `rebuild-in-progress/stopped-rebuild/` until the new one holds pictures, and is put back if it never
 does. Files move with `index.sqlite` leaving first and arriving last, so a crash leaves an index whole or none,
-never one's database with another's vectors. The open index itself is `store.IndexStore`.
+never one's database with another's vectors. Only damage sets an index aside: a full disk, missing permissions,
+an I/O error or a lock get one sentence saying which (`IndexAccessError`), and nothing moves. The open index
+itself is `store.IndexStore`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import errno
 import os
 import shlex
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import IO
@@ -28,6 +31,114 @@ from chatbot.untrusted import visible
 REBUILDING = "rebuild-in-progress"  # the sub-folder a --rebuild makes its index in (see `store.open_rebuild`)
 SUPERSEDED = "stopped-rebuild"  # in REBUILDING: a stopped rebuild of another checkpoint, until the new one has pictures
 _FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "vectors.f16", "centres.npy")
+
+# SQLite's primary result codes (https://sqlite.org/rescode.html; an extended code's low byte is its primary one)
+_ERROR, _PERM, _BUSY, _LOCKED, _READONLY, _INTERRUPT, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _PROTOCOL = (
+    1, 3, 5, 6, 8, 9, 10, 11, 13, 14, 15)
+_AUTH, _FORMAT, _NOTADB = 23, 24, 26
+# The file itself is damaged, or is no index of ours (SQLITE_ERROR: our tables without our columns)
+_DAMAGE = {_ERROR, _CORRUPT, _FORMAT, _NOTADB}
+# The machine's, not the file's: a read-only connection may still read the index (see `store.IndexStore.open`)
+_NO_ACCESS = {_PERM, _READONLY, _CANTOPEN, _AUTH}
+_LOCKS = {_BUSY, _LOCKED, _PROTOCOL}
+# What SQLite says for each code (sqlite3_errstr): Python 3.10's exceptions carry the words, not the code
+_CODE_BY_WORDS = (("database disk image is malformed", _CORRUPT), ("file is not a database", _NOTADB),
+                  ("disk i/o error", _IOERR), ("database or disk is full", _FULL),
+                  ("unable to open database file", _CANTOPEN), ("attempt to write a readonly database", _READONLY),
+                  ("access permission denied", _PERM), ("not authorized", _AUTH), ("authorization denied", _AUTH),
+                  ("is locked", _BUSY), ("locking protocol", _PROTOCOL), ("interrupted", _INTERRUPT))
+_NEARLY_FULL = 1 << 20  # bytes free: below this an I/O error is taken for a full disk (SQLite says "disk I/O error"
+#                         when it cannot grow the -shm file WAL needs)
+
+
+class IndexAccessError(PhotoIndexError):
+    """The index could not be read or written for a reason of the machine's (a full disk, permissions, an I/O
+    error, a lock), not because it is damaged: nothing was moved, and it is whole once the reason is gone."""
+
+
+def sqlite_code(error: sqlite3.Error) -> int:
+    """SQLite's primary result code for `error`: the one it carries (Python 3.11+), else read from its words
+    (3.10); an OperationalError with other words is an error in the SQL (SQLITE_ERROR), any other one damage."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF
+    words = str(error).lower()
+    for text, known in _CODE_BY_WORDS:
+        if text in words:
+            return known
+    return _ERROR if isinstance(error, sqlite3.OperationalError) else _CORRUPT
+
+
+def is_damage(error: Exception) -> bool:
+    """Whether `error`, met while opening or using an index, means its files are damaged (or not an index):
+    our own checks' ValueError, or SQLite's "malformed", "not a database" and errors in our own SQL. An I/O
+    error, a full disk, a permission or a lock is not (the index is whole once the reason is gone)."""
+    if isinstance(error, sqlite3.Error):
+        return sqlite_code(error) in _DAMAGE
+    return isinstance(error, ValueError)
+
+
+def may_read_only(error: sqlite3.Error) -> bool:
+    """Whether a read-only connection may still read an index that could not be opened with `error`: one that
+    was refused a write (its folder or file read-only, the disk full), not a damaged or locked one."""
+    return sqlite_code(error) in {*_NO_ACCESS, _IOERR, _FULL}
+
+
+def access_error(folder: Path, error: sqlite3.Error | OSError, doing: str) -> IndexAccessError:
+    """One sentence for an index that could not be `doing` ("opened", "read", "updated", or "written": in the
+    middle of a change) because of `error`, which is not damage: why in words (a full disk, permissions, an I/O
+    error, a lock) and the way forward."""
+    reason, way = _access_words(folder, error)
+    after = "the index keeps everything written before this" if doing == "written" else "nothing was moved or changed"
+    return IndexAccessError(f"The search index at {visible(folder)} could not be {doing}: {reason}.",
+                            f"{way} ({after}).")
+
+
+def access_reason(folder: Path, error: sqlite3.Error | OSError) -> str:
+    """Why, in words, the index in `folder` could not be used (`error` is not damage): "the disk it is on is full"."""
+    return _access_words(folder, error)[0]
+
+
+def _access_words(folder: Path, error: sqlite3.Error | OSError) -> tuple[str, str]:
+    """(why, what to do) for `access_error`."""
+    if isinstance(error, OSError):
+        code = {errno.ENOSPC: _FULL, getattr(errno, "EDQUOT", errno.ENOSPC): _FULL, errno.EACCES: _PERM,
+                errno.EPERM: _PERM, errno.EROFS: _READONLY}.get(error.errno or 0, _IOERR)
+        detail = (error.strerror or str(error)).lower()
+    else:
+        code, detail = sqlite_code(error), str(error)
+    if code == _FULL or (code == _IOERR and _nearly_full(folder)):
+        return "the disk it is on is full", "Free some space on that disk, then run this again"
+    if code in _NO_ACCESS:
+        if _read_only_file_system(folder):
+            return ("it is on a read-only file system",
+                    "Search it as it is, or copy the folder to a disk you can write to and give that to --index")
+        readable = os.access(folder / "index.sqlite", os.R_OK) and os.access(folder, os.R_OK | os.X_OK)
+        return (f"you do not have permission to {'write to' if readable else 'read'} its files",
+                f"Give yourself permission to read and write {visible(folder)} and the files in it (or ask "
+                "whoever owns them), then run this again")
+    if code in _LOCKS:
+        return ("another program is using it and holds its lock",
+                "Wait for that program to finish (or stop it), then run this again")
+    if code == _IOERR:
+        return ("the disk could not be read or written (an I/O error)",
+                "Check that the disk is still there and works (an unplugged drive or a network folder that went "
+                "away does this), then run this again")
+    return f"SQLite said {visible(detail)!r}", "Run this again; if it says the same, check the disk and the folder"
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def _read_only_file_system(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
 
 
 def check_index_folder(folder: Path) -> None:
@@ -105,20 +216,49 @@ def has_index(folder: Path) -> bool:
 def recorded(folder: Path) -> tuple[str | None, int]:
     """(the checkpoint that made the index in `folder`, how many files it holds), read without writing,
     locking or setting aside anything (a damaged or missing index: (None, 0), or what could be read). Not
-    opened read-only: a read-only reader of a WAL database leaves its -wal and -shm files behind."""
-    made_by: str | None = None
-    pictures = 0
+    opened read-only first: a read-only reader of a WAL database leaves its -wal and -shm files behind; only
+    an index SQLite may not write to is read as `IndexStore.open` reads it then (`read_only_uri`)."""
     path = folder / "index.sqlite"
     if not path.is_file():
         return None, 0
+    made_by, pictures, refused = _read_record(str(path), uri=False)
+    if made_by is None and refused is not None and may_read_only(refused):
+        made_by, pictures, _ = _read_record(read_only_uri(folder), uri=True)
+    return made_by, pictures
+
+
+def _read_record(address: str, *, uri: bool) -> tuple[str | None, int, sqlite3.Error | None]:
+    """`recorded`'s (checkpoint, files) from the database at `address`, and the error that stopped it, if one did."""
+    made_by: str | None = None
+    pictures = 0
     try:
-        with contextlib.closing(sqlite3.connect(path, check_same_thread=False)) as db:
+        with contextlib.closing(sqlite3.connect(address, uri=uri, check_same_thread=False)) as db:
             row = db.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
             made_by = None if row is None else str(row[0])
             pictures = int(db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
-    except (sqlite3.Error, ValueError):
+    except sqlite3.Error as error:
+        return made_by, pictures, error
+    except ValueError:
         pass
-    return made_by, pictures
+    return made_by, pictures, None
+
+
+def read_only_uri(folder: Path) -> str:
+    """The address (`sqlite3.connect(address, uri=True)`) that reads the index in `folder` without writing
+    anything, for a reader SQLite refused to open it for as usual (a read-only folder or file, a full disk).
+
+    With no -wal file, or an empty one, `index.sqlite` alone holds every committed row (the last connection
+    to close folds the WAL into it and deletes it), so it is read `immutable`: SQLite then makes no -shm or
+    -wal file, takes no lock and reads that file alone. A run writing to it meanwhile (its owner's) could
+    change pages under a read, so this is only for a reader that cannot open it otherwise, and what goes
+    wrong is said, never taken for damage to set aside. With a -wal that holds rows, they are only there:
+    `mode=ro` reads them through the -shm file, which must then be there too."""
+    wal = folder / "index.sqlite-wal"
+    try:
+        immutable = not wal.exists() or wal.stat().st_size == 0
+    except OSError:
+        immutable = False
+    return (folder / "index.sqlite").absolute().as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
 
 
 def index_flag(folder: Path) -> str:
@@ -164,14 +304,41 @@ def set_aside(folder: Path, made_by: str | None = None) -> PhotoIndexError:
     while (folder / f"damaged-{n}").exists():
         n += 1
     aside = folder / f"damaged-{n}"
-    aside.mkdir()
-    for path in [*(folder / name for name in _FILES), *_derived_files(folder)]:
-        if path.exists():
-            path.rename(aside / path.name)
+    moved: list[Path] = []
+    try:
+        aside.mkdir()
+        for path in [*(folder / name for name in _FILES), *_derived_files(folder)]:
+            if path.exists():
+                path.rename(aside / path.name)
+                moved.append(path)
+    except OSError as error:  # a folder you may not write to: the files stay, all of them
+        for path in reversed(moved):
+            with contextlib.suppress(OSError):
+                (aside / path.name).rename(path)
+        with contextlib.suppress(OSError):
+            aside.rmdir()
+        return damaged_in_place(folder, made_by, _cannot_write(error))
     return PhotoIndexError(f"The search index at {visible(folder)} is damaged; its files were moved to "
                            f"{visible(aside)}.",
                            f"Build it again with `blip2-chat index PATH{_model_flag(made_by)}{index_flag(folder)}` "
                            "(PATH: your photos folder).")
+
+
+def damaged_in_place(folder: Path, made_by: str | None, reason: str) -> PhotoIndexError:
+    """The error for a damaged index whose files could not be set aside (`reason`: why, in words)."""
+    return PhotoIndexError(f"The search index at {visible(folder)} is damaged, and its files could not be moved "
+                           f"aside: {reason}.",
+                           "Build a new one in a folder you can write to: "
+                           f"`blip2-chat index PATH{_model_flag(made_by)} --index DIR` (PATH: your photos folder), "
+                           "or fix the permissions and run this again.")
+
+
+def damaged_while_open(folder: Path, made_by: str | None, error: sqlite3.Error) -> PhotoIndexError:
+    """The error for damage found in an index already open (a search, an indexing run): not set aside then (it
+    is in use), so the way forward is a rebuild, which replaces it whole."""
+    return PhotoIndexError(f"The search index at {visible(folder)} is damaged (SQLite said {visible(str(error))!r}).",
+                           f"Build it again with `blip2-chat index PATH --rebuild{_model_flag(made_by)}"
+                           f"{index_flag(folder)}` (PATH: your photos folder).")
 
 
 def _model_flag(made_by: str | None) -> str:

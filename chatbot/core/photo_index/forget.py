@@ -11,13 +11,12 @@ The embeddings no remaining file uses leave as they do when `index` finds files 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatbot.core.photo_index.folder import REBUILDING, check_index_folder, has_index
+from chatbot.core.photo_index.folder import REBUILDING, IndexAccessError, check_index_folder, has_index
 from chatbot.core.photo_index.store import IndexStore
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible
@@ -69,8 +68,12 @@ def forget_paths(folder: Path, paths: Sequence[str]) -> Forgotten:
     try:
         aside = folder / REBUILDING
         if has_index(aside):
-            with contextlib.suppress(PhotoIndexError):  # a damaged one is set aside inside it, as a rebuild does
+            try:
                 rebuild = IndexStore.open(aside, None, create=False, writing=True)
+            except IndexAccessError:  # not damage (a full disk, permissions): said, nothing skipped quietly
+                raise
+            except PhotoIndexError:  # a damaged one is set aside inside it, as a rebuild does
+                pass
         found: list[ForgottenPath] = []
         here: set[str] = set()
         there: set[str] = set()

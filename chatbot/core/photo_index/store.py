@@ -4,9 +4,10 @@ One folder holds `index.sqlite` (files: path, size, mtime_ns, sha256; embeddings
 meta: the checkpoint that made it and the committed row count), `vectors.f16` (see `vectors.py`) and the
 approximate stage's files (see `coarse.py`). Embeddings are keyed by content, so the same bytes under a
 new path reuse them. A batch is one transaction whose vectors are fsynced before it commits: a kill -9
-loses at most the batch in progress. An index that cannot be read is set aside (its files moved into
-`<folder>/damaged-<n>/`), never half-used; the folder itself, its lock and a --rebuild's folders are
-`folder.py`'s. docs/search.md says why SQLite + numpy and not LanceDB.
+loses at most the batch in progress. A damaged index is set aside (its files moved into `<folder>/damaged-<n>/`),
+never half-used; one that cannot be opened for another reason (a full disk, permissions, an I/O error, a lock)
+is left as it is, with one sentence saying why, and a search opens it read-only when it can. The folder itself,
+its lock and a --rebuild's folders are `folder.py`'s. docs/search.md says why SQLite + numpy and not LanceDB.
 """
 
 from __future__ import annotations
@@ -24,13 +25,21 @@ from chatbot.core.photo_index.coarse import CoarseLists, probes_for
 from chatbot.core.photo_index.folder import (
     REBUILDING,
     SUPERSEDED,
+    IndexAccessError,
+    access_error,
+    access_reason,
     check_index_folder,
+    damaged_in_place,
+    damaged_while_open,
     has_index,
     index_files,
     index_flag,
+    is_damage,
     lock_for_writing,
     make_index_folder,
+    may_read_only,
     put_back,
+    read_only_uri,
     recorded,
     remove_index_files,
     remove_index_folder,
@@ -115,19 +124,24 @@ class IndexStore:
         holds the index's writer lock (`writing` alone: an existing index that is written to, `index --forget`).
         `rebuild` deletes an existing index first (its own files only). Raises PhotoIndexError: no index
         (and not `create`), one made by another checkpoint, or a damaged one (set aside first), or (with
-        `create` or `writing`) another run writing to it.
+        `create` or `writing`) another run writing to it, or one that cannot be opened for a reason that is not
+        damage (a full disk, permissions, an I/O error, a lock: nothing is moved; IndexAccessError). Without
+        `create` or `writing`, an index SQLite may not write to is opened read-only when it can be
+        (`_open_read_only`).
         """
         folder = Path(folder)
         check_index_folder(folder)
         if rebuild:
             remove_index_files(folder)
-        if not (folder / "index.sqlite").exists():
+        new = not (folder / "index.sqlite").exists()
+        if new:
             if not create:
                 raise PhotoIndexError(f"There is no search index at {visible(folder)} yet.",
                                       f"Build it with `blip2-chat index PATH{index_flag(folder)}` "
                                       "(PATH: your photos folder).")
             make_index_folder(folder)
-        writer_lock = lock_for_writing(folder) if create or writing else None
+        writes = create or writing
+        writer_lock = lock_for_writing(folder) if writes else None
         db: sqlite3.Connection | None = None
         made_by: str | None = None
         try:
@@ -143,16 +157,22 @@ class IndexStore:
                     db.executemany("INSERT INTO meta VALUES (?, ?)",
                                    [("checkpoint", checkpoint), ("format", FORMAT), ("rows", "0")])
                 made_by = checkpoint
-            intact = store._meta("format") == FORMAT and store.vectors.has_rows(store.vectors.rows)
-        except (sqlite3.DatabaseError, ValueError):
-            intact = False
-        if not intact:
+            store._check_intact()
+            if writes:
+                store._check_writable()
+        except (sqlite3.Error, ValueError) as error:
             if db is not None:
                 db.close()
             if writer_lock is not None:
                 writer_lock.close()
-            raise set_aside(folder, made_by)
-        assert db is not None
+            if is_damage(error) or not isinstance(error, sqlite3.Error):  # not an error: our own checks' ValueError
+                raise set_aside(folder, made_by) from None
+            if new:  # what this open made of a new index goes again: nothing half-made is left
+                remove_index_files(folder)
+            if writes or not may_read_only(error):
+                raise access_error(folder, error, "updated" if writes and made_by else "opened") from None
+            store = cls._open_read_only(folder, error)
+            made_by = store.checkpoint
         store.checkpoint = str(made_by)
         store._writer_lock = writer_lock
         if checkpoint is not None and made_by != checkpoint:
@@ -162,6 +182,41 @@ class IndexStore:
                 f"Search with `--model {visible(made_by)}`, or index again with this model: "
                 f"`blip2-chat index PATH --rebuild{index_flag(folder)}`.")
         return store
+
+    @classmethod
+    def _open_read_only(cls, folder: Path, refused: sqlite3.Error) -> IndexStore:
+        """The index opened for reading only (see `read_only_uri`, which says when and why it is safe), after
+        SQLite refused to open it as usual (`refused`): its folder or files read-only to this user, or a disk
+        too full for the -shm file a WAL database needs. Damage found here is said, not set aside (nothing here
+        may write), and any other failure is said as `refused`."""
+        db: sqlite3.Connection | None = None
+        made_by: str | None = None
+        try:
+            db = sqlite3.connect(read_only_uri(folder), uri=True, isolation_level=None, check_same_thread=False)
+            store = cls(folder, db, "")
+            made_by = store._meta("checkpoint")
+            if made_by is None:
+                raise ValueError("an index without the checkpoint that made it")
+            store._check_intact()
+        except (sqlite3.Error, ValueError) as error:
+            if db is not None:
+                db.close()
+            if is_damage(error):
+                raise damaged_in_place(folder, made_by, access_reason(folder, refused)) from None
+            raise access_error(folder, refused, "opened") from None
+        store.checkpoint = made_by
+        return store
+
+    def _check_intact(self) -> None:
+        """ValueError when the index is not of this format, or its matrix is shorter than its rows (damage)."""
+        if self._meta("format") != FORMAT or not self.vectors.has_rows(self.vectors.rows):
+            raise ValueError("not an index of this format, or its matrix is cut short")
+
+    def _check_writable(self) -> None:
+        """Write a value as it is, so that an index SQLite may not write to (a read-only file, a full disk) is
+        said now, before a model loads, rather than at the first batch."""
+        with self._transaction():
+            self._db.execute("UPDATE meta SET value = value WHERE key = 'format'")
 
     def close(self) -> None:
         """Close the database and let go of the locks (again: nothing happens)."""
@@ -201,32 +256,45 @@ class IndexStore:
 
     def count(self) -> int:
         """How many files are indexed."""
-        return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+        with self._said("read"):
+            return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
 
     def all_states(self) -> dict[str, FileState]:
         """Every indexed file by path (one query: a rescan of 10,000 files asks once, not 10,000 times)."""
-        return {row[0]: FileState(*row) for row in self._db.execute("SELECT path, size, mtime_ns, sha256 FROM files")}
+        with self._said("read"):
+            return {row[0]: FileState(*row) for row in
+                    self._db.execute("SELECT path, size, mtime_ns, sha256 FROM files")}
 
     def paths_under(self, root: str) -> list[str]:
         """Indexed paths inside folder `root` (or `root` itself when it is a file)."""
         if not storable(root):
             return []  # nothing under a name the index cannot hold was indexed
-        return [row[0] for row in self._db.execute(f"SELECT path FROM files WHERE {_UNDER}", _under(root))]
+        with self._said("read"):
+            return [row[0] for row in self._db.execute(f"SELECT path FROM files WHERE {_UNDER}", _under(root))]
 
     def known_sha(self, sha256: str) -> bool:
-        return self._db.execute("SELECT 1 FROM embeddings WHERE sha256 = ?", (sha256,)).fetchone() is not None
+        with self._said("read"):
+            return self._db.execute("SELECT 1 FROM embeddings WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
     def vectors_for(self, shas: Iterable[str]) -> dict[str, np.ndarray]:
         """The stored [32, 256] float32 embeddings of these contents (unknown ones are left out)."""
-        rows = {sha: row for sha in shas for (row,) in
-                self._db.execute("SELECT row FROM embeddings WHERE sha256 = ?", (sha,))}
-        return {sha: np.asarray(self.vectors.matrix[row], np.float32) for sha, row in rows.items()}
+        with self._said("read"):
+            rows = {sha: row for sha in shas for (row,) in
+                    self._db.execute("SELECT row FROM embeddings WHERE sha256 = ?", (sha,))}
+            return {sha: np.asarray(self.vectors.matrix[row], np.float32) for sha, row in rows.items()}
 
     # ----- writing
 
     def add_batch(self, files: list[FileState], embeddings_by_sha: dict[str, np.ndarray]) -> None:
         """Record `files` and the embeddings of contents not stored yet, as one transaction."""
         new = [sha for sha in dict.fromkeys(embeddings_by_sha) if not self.known_sha(sha)]
+        with self._said("written"):
+            self._add_batch(files, new, embeddings_by_sha)
+        if self.superseded is not None and files:  # this rebuild has really started: the stopped one goes now
+            remove_index_folder(self.folder / SUPERSEDED)
+            self.superseded = None
+
+    def _add_batch(self, files: list[FileState], new: list[str], embeddings_by_sha: dict[str, np.ndarray]) -> None:
         added = self.vectors.append(np.stack([embeddings_by_sha[sha] for sha in new])) if new else range(0)
         with self._transaction():
             self._db.executemany("INSERT INTO embeddings VALUES (?, ?)", zip(new, added, strict=True))
@@ -236,25 +304,26 @@ class IndexStore:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shape', ?)",
                              (f"{self.vectors.queries}x{self.vectors.dim}",))
         self.vectors.committed(len(new))
-        if self.superseded is not None and files:  # this rebuild has really started: the stopped one goes now
-            remove_index_folder(self.folder / SUPERSEDED)
-            self.superseded = None
 
     def set_path(self, state: FileState) -> None:
         """Record a file whose content is already stored (a renamed copy, or a touched but unchanged file)."""
-        with self._transaction():
+        with self._said("written"), self._transaction():
             self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
                              (state.path, state.size, state.mtime_ns, state.sha256))
 
     def remove_paths(self, paths: Iterable[str]) -> None:
         """Forget these files, and the embeddings no remaining file has (their matrix rows go unused)."""
-        with self._transaction():
+        with self._said("written"), self._transaction():
             self._db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in paths))
             self._db.execute("DELETE FROM embeddings WHERE sha256 NOT IN (SELECT sha256 FROM files)")
 
     def refresh_approximate(self) -> None:
         """Train the approximate stage once the index passes EXACT_LIMIT (again when it has grown
         RETRAIN_GROWTH times), and file the rows added since. Derived data: safe to lose at any moment."""
+        with self._said("written"):
+            self._refresh_approximate()
+
+    def _refresh_approximate(self) -> None:
         rows = self.vectors.rows
         if rows <= EXACT_LIMIT:
             return
@@ -275,6 +344,11 @@ class IndexStore:
         `candidates` images, re-scored exactly. `probes`: lists the first stage reads (None: `probes_for`,
         which scales with the number of lists). Ties are broken by the order images were added.
         """
+        with self._said("read"):
+            return self._search(query, top, exact, probes, candidates)
+
+    def _search(self, query: np.ndarray, top: int, exact: bool | None, probes: int | None,
+                candidates: int) -> list[Hit]:
         if self.vectors.rows == 0:
             return []  # nothing to rank (and no recorded vector width to check the query against)
         q = np.asarray(query, np.float32).reshape(self.vectors.dim)
@@ -314,6 +388,17 @@ class IndexStore:
 
     # ----- helpers
 
+    @contextlib.contextmanager
+    def _said(self, doing: str) -> Iterator[None]:
+        """SQLite's and the files' errors while the index is `doing` ("read", "written") as one sentence: damage
+        says to rebuild (an open index is not set aside), anything else why, and that nothing was lost."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as error:
+            if isinstance(error, sqlite3.Error) and is_damage(error):
+                raise damaged_while_open(self.folder, self.checkpoint, error) from None
+            raise access_error(self.folder, error, doing) from None
+
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -323,10 +408,12 @@ class IndexStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite has rolled back itself after some errors (a full disk)
+                with contextlib.suppress(sqlite3.Error):  # the error to say is the first one
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
 
 def open_rebuild(folder: Path, checkpoint: str) -> IndexStore:
@@ -353,8 +440,13 @@ def open_rebuild(folder: Path, checkpoint: str) -> IndexStore:
         superseded: tuple[str, int] | None = None
         if has_index(aside):
             made_by: str | None = None
-            with contextlib.suppress(PhotoIndexError):  # a damaged one is set aside, inside `aside`
+            try:
                 earlier = IndexStore.open_existing(aside)
+            except IndexAccessError:
+                raise  # not damage (a full disk, permissions): the stopped rebuild stays, and this run stops
+            except PhotoIndexError:
+                pass  # a damaged one is set aside, inside `aside`
+            else:
                 made_by = earlier.checkpoint
                 earlier.close()
             if made_by is None:

@@ -65,7 +65,8 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
 
     Raises:
         UserError: a path that does not exist, nothing to index there, a bad --batch-size, an --index that
-            is a file, another model's index, a damaged one.
+            is a file, another model's index, a damaged one, one that cannot be written (a full disk, no
+            permission: nothing is moved).
     """
     from chatbot.core.photo_index.build import IndexSummary, update_index
     from chatbot.core.photo_index.files import find_image_files, nothing_found_words
@@ -136,8 +137,12 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
             done = getattr(stop, "finished", None) or IndexSummary(cancelled=True)  # update_index's finished batches
             print(json_line(summary_record(done, folder, model, held, found.linked_folders)), flush=True)
         return 130
+    except UserError:  # the index or the model refused (a full disk, no permission): said on a line of its own
+        if progress is not None:
+            progress.finish()
+        raise
     finally:
-        made_nothing = fresh and store.is_empty()
+        made_nothing = fresh and _holds_nothing(store)
         if made_nothing:
             _remove_made_index(store, made_folders)
             if request.rebuild and (kept := restore_superseded(folder)) is not None and kept[0]:
@@ -214,6 +219,15 @@ def failure_line(path: str, reason: str) -> str:
     if re.search(re.escape(shown) + r"(?=[\s:,;)]|\.\s|\.?$)", reason):
         return reason  # 'Permission denied reading /p/a.jpg. ...', 'Could not read /p/a.jpg: ...'
     return f"Could not index {shown}: {reason}"
+
+
+def _holds_nothing(store: Any) -> bool:
+    """Whether the index this run made holds no picture; False when that cannot be read now (it is kept: the
+    error being said is the first one)."""
+    try:
+        return bool(store.is_empty())
+    except UserError:
+        return False
 
 
 def _remove_made_index(store: Any, made_folders: list[Path]) -> None:
