@@ -456,7 +456,7 @@ def test_the_history_is_never_written_through_a_link(tmp_path: Path, capsys: pyt
     assert said == [f"blip2-chat: The Up arrow's earlier lines are not kept across chats: {history} is a symbolic "
                     "link, which blip2-chat does not follow (remove it, and the next chat makes the file)."] * 2
     # once per chat: one history object says it once however many lines come
-    from chatbot.frontends.plain.history import LineHistory
+    from chatbot.core.line_history import LineHistory
 
     sentences: list[str] = []
     kept = LineHistory(history, sentences.append)
@@ -467,7 +467,7 @@ def test_the_history_is_never_written_through_a_link(tmp_path: Path, capsys: pyt
 
 
 def test_the_history_file_keeps_its_last_lines_and_is_private(tmp_path: Path) -> None:
-    from chatbot.frontends.plain.history import HISTORY_LINES, LineHistory
+    from chatbot.core.line_history import HISTORY_LINES, LineHistory
 
     path = tmp_path / "plain-history"
     path.write_text("".join(f"line {n}\n" for n in range(HISTORY_LINES + 5)))
