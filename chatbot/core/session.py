@@ -17,11 +17,12 @@ Session ids name files, so they follow one pattern (`valid_session_id`): the ids
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from chatbot.errors import UserError
@@ -83,6 +84,20 @@ class Turn:
     created: float = field(default_factory=time.time)
     compared: list[ComparedAnswer] = field(default_factory=list)  # the same question about other images
 
+    def to_dict(self) -> dict[str, Any]:
+        """The turn as plain data, in its fields' order; no `compared` key when it was never compared."""
+        data: dict[str, Any] = {"question": self.question, "answer": self.answer, "image": image_dict(self.image),
+                                "stopped": self.stopped, "created": self.created}
+        if self.compared:
+            data["compared"] = [{"image": image_dict(other.image), "answer": other.answer, "stopped": other.stopped}
+                                for other in self.compared]
+        return data
+
+
+def image_dict(image: ImageRef | None) -> dict[str, str] | None:
+    """`image` as plain data (None stays None)."""
+    return None if image is None else {"source": image.source, "sha256": image.sha256}
+
 
 @dataclass
 class Session:
@@ -115,15 +130,16 @@ class Session:
         return {image.source for image in images if image is not None}
 
     def to_dict(self) -> dict[str, Any]:
-        """The session as plain data; a turn never compared has no `compared` key (files as before /compare)."""
-        data = asdict(self)
-        for private in ("load_notes", "not_understood", "untrusted_model", "from_elsewhere"):
-            del data[private]
-        if not self.draft:
-            del data["draft"]  # files as before drafts were kept
-        for turn in data["turns"]:
-            if not turn["compared"]:
-                del turn["compared"]
+        """The session as plain data; a turn never compared has no `compared` key (files as before /compare).
+
+        Built field by field (no `dataclasses.asdict`, which deep-copies every turn), in the fields' order."""
+        data: dict[str, Any] = {
+            "model": self.model, "id": self.id, "created": self.created,
+            "turns": [turn.to_dict() for turn in self.turns], "image": image_dict(self.image),
+            "context_start": self.context_start, "options": copy.deepcopy(self.options),
+        }
+        if self.draft:  # files as before drafts were kept have none
+            data["draft"] = self.draft
         return data
 
     @classmethod
@@ -153,13 +169,16 @@ def _object(value: object, where: str) -> dict[str, Any]:
     return value
 
 
-def _text(value: object, where: str, limit: int) -> str:
+def _text(value: object, where: str, limit: int, *, file_name: bool = False) -> str:
+    """`value` if it is text of at most `limit` characters, valid Unicode. A `file_name` (an image's source) may
+    also hold the lone surrogates U+DC80..U+DCFF: the bytes of a name that is not UTF-8, as `os.fsdecode` gives
+    them, which the session file keeps as `\\udcXX` escapes and `os.fsencode` turns back into those bytes."""
     if not isinstance(value, str):
         raise _fail(where, "is not text")
     if len(value) > limit:
         raise _fail(where, f"is longer than {limit} characters")
     try:
-        value.encode("utf-8")
+        value.encode("utf-8", "surrogateescape" if file_name else "strict")
     except UnicodeEncodeError:  # a lone surrogate: it could never be written back as UTF-8
         raise _fail(where, "holds a character that is not valid Unicode") from None
     return value
@@ -204,7 +223,7 @@ def _image(value: object, where: str, unknown: dict[str, None], place: str) -> I
     _note_unknown(data, _IMAGE_KEYS, f"{place}.", unknown)
     if "source" not in data or "sha256" not in data:
         raise _fail(where, "needs a source and a sha256")
-    return ImageRef(_text(data["source"], f"{where}.source", MAX_SOURCE_CHARS),
+    return ImageRef(_text(data["source"], f"{where}.source", MAX_SOURCE_CHARS, file_name=True),
                     _text(data["sha256"], f"{where}.sha256", MAX_NAME_CHARS))
 
 

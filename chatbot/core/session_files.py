@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
+import re
 import secrets
 import stat
 import tempfile
+from json.encoder import encode_basestring as _json_string  # escapes as json.dumps(ensure_ascii=False)
 from pathlib import Path
 from typing import Any, Literal
 
-from chatbot.core.session import Session, SessionError
+from chatbot.core.session import ImageRef, Session, SessionError, Turn
 from chatbot.errors import first_line
 from chatbot.file_kinds import LINK_TO_NOTHING, file_kind, not_regular_words
 from chatbot.untrusted import visible
@@ -35,6 +38,7 @@ NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a pipe put there after the check must
 BINARY = getattr(os, "O_BINARY", 0)
 TEMP_STEM_BYTES = 120  # of a file's name, at most, in the name of the temporary file it is written as
 _DAMAGED_HINT = "It may be damaged; start a new chat."
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # a file name's bytes that are not UTF-8, as os.fsdecode keeps them
 
 
 def shown(text: object, limit: int = 80) -> str:
@@ -112,14 +116,15 @@ def file_stamp(status: os.stat_result) -> Stamp:
     return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
-def write_atomic(path: Path, text: str, *, private: bool = True) -> os.stat_result:
+def write_atomic(path: Path, text: str | bytes, *, private: bool = True) -> os.stat_result:
     """Write via a temporary file, fsync, rename: a crash leaves the old file or the new one, never half.
 
     The folder must exist (nothing else is created); an existing entry at `path` is replaced (a link
     itself, never the file it points to). `private`: readable by its owner only (sessions); else the
-    usual mode, 0666 less the umask (an export, made to be shared). Returns the written file's status.
+    usual mode, 0666 less the umask (an export, made to be shared). `text` is written as UTF-8 (`utf8_bytes`),
+    bytes as they are. Returns the written file's status.
     """
-    data = text.encode("utf-8", "replace")  # a lone surrogate (typed bytes that were not UTF-8) becomes "?"
+    data = text if isinstance(text, bytes) else utf8_bytes(text)
     temp = _write_temp(path, data, private)
     try:
         os.replace(temp, path)
@@ -132,7 +137,7 @@ def write_atomic(path: Path, text: str, *, private: bool = True) -> os.stat_resu
 def write_new(path: Path, text: str, *, private: bool = True) -> os.stat_result:
     """Like `write_atomic`, but FileExistsError when `path` exists, even as a link to nothing: nothing is
     ever replaced, and nothing is written through a link."""
-    temp = _write_temp(path, text.encode("utf-8", "replace"), private)
+    temp = _write_temp(path, utf8_bytes(text), private)
     try:
         try:
             os.link(temp, path)  # atomic, and fails when the name is taken
@@ -145,6 +150,11 @@ def write_new(path: Path, text: str, *, private: bool = True) -> os.stat_result:
     finally:
         Path(temp).unlink(missing_ok=True)
     return os.stat(path, follow_symlinks=False)
+
+
+def utf8_bytes(text: str) -> bytes:
+    """`text` as UTF-8; a lone surrogate (typed bytes that were not UTF-8) becomes "?"."""
+    return text.encode("utf-8", "replace")
 
 
 def _write_temp(path: Path, data: bytes, private: bool) -> str:
@@ -185,7 +195,72 @@ def _shared_temp(path: Path) -> tuple[int, str]:
 
 
 def session_json(session: Session) -> str:
-    return json.dumps({"format": FORMAT_VERSION, **session.to_dict()}, ensure_ascii=False, indent=1)
+    """The text of `session`'s file: `{"format": 1, **session.to_dict()}` as `json.dumps(..., ensure_ascii=False,
+    indent=1)` writes it, character for character, but for an image source's undecodable bytes (U+DC80..U+DCFF,
+    see `chatbot.core.session._text`), written as `\\udcXX` escapes so that the path comes back intact.
+
+    Written here rather than by `json.dumps`, whose indenting encoder is pure Python: a save is made after every
+    turn and writes every turn, so its cost grows with the chat (benchmarks/bench_session_save.py). Any other
+    lone surrogate stays as it is (and becomes "?" when the text is written as UTF-8, as before).
+    """
+    parts = [
+        '{\n "format": ', _json(FORMAT_VERSION, 1), ',\n "model": ', _json(session.model, 1),
+        ',\n "id": ', _json(session.id, 1), ',\n "created": ', _json(session.created, 1), ',\n "turns": ',
+    ]
+    if session.turns:
+        parts += ["[\n", ",\n".join([_turn_json(turn) for turn in session.turns]), "\n ]"]
+    else:
+        parts.append("[]")
+    parts += [',\n "image": ', _image_json(session.image, 1), ',\n "context_start": ', _json(session.context_start, 1),
+              ',\n "options": ', _json(session.options, 1)]
+    if session.draft:
+        parts += [',\n "draft": ', _json(session.draft, 1)]
+    parts.append("\n}")
+    return "".join(parts)
+
+
+def _json(value: object, level: int) -> str:
+    """`value` as `json.dumps(..., ensure_ascii=False, indent=1)` writes it nested `level` deep."""
+    if type(value) is str:
+        return _json_string(value)
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)  # what json writes for a float
+    if type(value) is bool:
+        return "true" if value else "false"
+    # JSON strings hold no line break (it is escaped), so every one in the text is indentation
+    return json.dumps(value, ensure_ascii=False, indent=1).replace("\n", "\n" + " " * level)
+
+
+def _source_json(source: object) -> str:
+    """An image's source as a JSON string: its undecodable bytes (lone surrogates U+DC80..U+DCFF) as escapes."""
+    text = _json(source, 4)
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _UNDECODABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    return text
+
+
+def _image_json(image: ImageRef | None, level: int) -> str:
+    if image is None:
+        return "null"
+    inner = " " * (level + 1)
+    return (f'{{\n{inner}"source": {_source_json(image.source)},\n{inner}"sha256": {_json(image.sha256, level + 1)}'
+            f'\n{" " * level}}}')
+
+
+def _turn_json(turn: Turn) -> str:
+    """One turn of the "turns" list, indented as json.dumps(indent=1) does (the list is 1 deep, the turn 2)."""
+    text = (f'  {{\n   "question": {_json(turn.question, 3)},\n   "answer": {_json(turn.answer, 3)},\n   "image": '
+            f'{_image_json(turn.image, 3)},\n   "stopped": {_json(turn.stopped, 3)},\n   "created": '
+            f'{_json(turn.created, 3)}')
+    if turn.compared:
+        answers = [f'    {{\n     "image": {_image_json(other.image, 5)},\n     "answer": {_json(other.answer, 5)},'
+                   f'\n     "stopped": {_json(other.stopped, 5)}\n    }}' for other in turn.compared]
+        text += ',\n   "compared": [\n' + ",\n".join(answers) + "\n   ]"
+    return text + "\n  }"
 
 
 def session_from_json(text: str, origin: str) -> Session:

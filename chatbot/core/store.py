@@ -56,6 +56,7 @@ from chatbot.core.session_files import (
     reason_words,
     session_json,
     shown,
+    utf8_bytes,
     write_atomic,
 )
 from chatbot.core.session_lock import (
@@ -220,13 +221,18 @@ class SessionStore:
 
     # -- saving and loading ---------------------------------------------------------------------------
 
-    def save(self, session: Session) -> Path:
+    def save(self, session: Session, text: str | None = None) -> Path:
         """Write `session` to its file (claiming it first, see `claim`) and return the path.
+
+        `text` is `session_json(session)` when the caller has just made it (`Conversation.save` compares it
+        with what it saved last), so that a save serializes the chat once: it is made here when None, and
+        again when the claim changed the session (a copy under a new id, a saved option dropped).
 
         Raises:
             SessionForked: it was written, but as a copy under a new id (the message says why).
             SessionError: it could not be written, or it is too large to be read back.
         """
+        before = (session.id, len(session.options))
         note = self.claim(session)
         path = self.path_for(session.id)
         for turn in session.turns:
@@ -234,12 +240,14 @@ class SessionStore:
                 raise SessionError(f"A question or an answer in this chat is longer than {MAX_TEXT_CHARS} characters, "
                                    "more than a saved session may hold, so it was not saved.",
                                    "Remove it with /undo, or start a new chat.")
-        text = session_json(session)
-        if len(text.encode("utf-8", "replace")) > MAX_SESSION_BYTES:
+        if text is None or (session.id, len(session.options)) != before:
+            text = session_json(session)
+        data = utf8_bytes(text)  # encoded once: measured, then written
+        if len(data) > MAX_SESSION_BYTES:
             raise SessionError(f"This chat is too long to save: a session file may have at most "
                                f"{MAX_SESSION_BYTES / 1e6:.0f} MB.", "Start a new chat to go on.")
         try:
-            status = write_atomic(path, text)
+            status = write_atomic(path, data)
         except OSError as error:
             raise SessionError(f"Could not save the session to {shown(path, 400)}: {reason_words(error)}.",
                                "Check that the folder is writable and the disk is not full.") from None
