@@ -193,8 +193,9 @@ def test_undoing_every_turn_of_a_saved_chat_leaves_no_stale_turn_on_disk(convers
 
 
 def test_turns_left_out_are_said_when_it_begins_and_when_what_the_model_sees_changes(pictures) -> None:
-    """A long chat says once that earlier turns no longer fit, and again only when the number of turns the model
-    sees changes, not on every turn; nothing once they all fit again (a /clear, a lower max_new_tokens)."""
+    """A long chat says once that earlier turns no longer fit, and again only when the model sees fewer turns than
+    it was last told, not on every turn; once when they all fit again (a lower max_new_tokens), nothing after a
+    /clear (a fresh context)."""
     from dataclasses import replace
 
     engine = ScriptedEngine(*["a b c d e f"] * 12)

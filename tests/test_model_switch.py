@@ -70,7 +70,7 @@ def test_a_model_that_fails_to_load_leaves_none_and_says_how_to_load_one(tmp_pat
     said = notes.getvalue().splitlines()
     assert "blip2-chat: The folder could not be loaded. No model is loaded now: /model NAME loads one." in said
     assert conversation.engine is None
-    assert "blip2-chat: The model is still loading. Wait a moment and try again." in said
+    assert "blip2-chat: No model is loaded: The folder could not be loaded. /model NAME loads one." in said
 
 
 @pilot_test

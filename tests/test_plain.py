@@ -496,8 +496,9 @@ def test_plain_mode_resume_says_when_the_image_moved(
 def test_hostile_bytes_on_stdin_are_asked_shown_and_never_emitted(
     checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Bytes that are not UTF-8 and escape sequences in piped questions: every question is still asked,
-    its `You:` echo shows the escapes as text, and nothing raw reaches either stream."""
+    """Bytes that are not UTF-8 and escape sequences in piped questions: a question with bytes that are not UTF-8 is
+    refused in one sentence (as `ask` refuses it), the others are asked, every `You:` echo shows the escapes as
+    text, and nothing raw reaches either stream."""
     env = {**os.environ, "BLIP2_CHAT_HOME": str(tmp_path)}
     questions = b"what\xff is it?\n\x1b]0;PWNED\x07 and the \x1b[2J title?\nlast one?\n"
     result = subprocess.run(
@@ -507,10 +508,11 @@ def test_hostile_bytes_on_stdin_are_asked_shown_and_never_emitted(
     stdout, stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
     assert result.returncode == 0 and "Traceback" not in stderr, stderr
     you = [line for line in stdout.splitlines() if line.startswith("You: ")]
-    assert you == ["You: what\ufffd is it?", "You: \\x1b]0;PWNED\\x07 and the \\x1b[2J title?", "You: last one?"]
+    assert you == ["You: what\\xff is it?", "You: \\x1b]0;PWNED\\x07 and the \\x1b[2J title?", "You: last one?"]
+    assert stderr.count("blip2-chat: The question is not valid UTF-8 text.") == 1
     assert not ESCAPE.search(stdout + stderr)
     (session,) = saved_sessions(tmp_path)  # what was asked is stored as it came (the session is data)
-    assert [turn["question"] for turn in session["turns"]][1] == "\x1b]0;PWNED\x07 and the \x1b[2J title?"
+    assert [turn["question"] for turn in session["turns"]][0] == "\x1b]0;PWNED\x07 and the \x1b[2J title?"
 
 
 def test_continue_goes_on_with_the_model_the_chat_was_made_with(

@@ -312,7 +312,8 @@ def _clear(conversation: Conversation, argument: str, can_pick: bool) -> Outcome
 def _retry(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
     cancel = CancelToken()
     chunks = conversation.retry(cancel)  # QuestionError when there is nothing (or no way) to answer again
-    return Outcome(retry=Retry(conversation.question, chunks, cancel))
+    same = [Notice(conversation.same_again)] if conversation.same_again else []  # greedy, or a fixed seed
+    return Outcome(same, retry=Retry(conversation.question, chunks, cancel))
 
 
 def _undo(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
@@ -411,11 +412,55 @@ def _unquoted(text: str) -> str:
 def _model(conversation: Conversation, argument: str, can_pick: bool) -> Outcome:
     engine = conversation.engine
     if not argument:
-        now = (f"The chat model is {engine.info.model_id} ({engine.info.device}, {engine.info.precision})."
-               if engine is not None else f"No chat model is loaded yet ({conversation.settings.model} was asked for).")
+        if engine is not None:
+            now = f"The chat model is {engine.info.model_id} ({engine.info.device}, {engine.info.precision})."
+        elif conversation.model_error:  # the last load failed: nothing is loading
+            now = f"No chat model is loaded: {conversation.model_error}"
+        else:
+            now = f"No chat model is loaded yet ({conversation.settings.model} is loading)."
         return Outcome([Notice(f"{now} {MODEL_HINT}")])
     name = BY_NAME["model"].parse(_unquoted(argument), "/model")
+    try:
+        check_model_switch(conversation, name)
+    except UserError as error:
+        raise UserError(str(error), goes_on_with(conversation)) from None
     return Outcome(load_model=name)
+
+
+def goes_on_with(conversation: Conversation) -> str:
+    """What a refused /model NAME leaves: the loaded model, or (after a failed load) none, and how to load one."""
+    if conversation.engine is None and conversation.model_error:
+        return "No model is loaded now: /model NAME loads one."
+    return f"The chat goes on with {conversation.session.model}."
+
+
+def check_model_switch(conversation: Conversation, name: str) -> None:
+    """What can be told of /model NAME without loading it, so that a model that cannot load is refused before the
+    loaded one is let go of: a name that finds nothing (`check_chat_model_name`), and the chat's precision settings
+    the checkpoint's family refuses (FlanT5 in float16) where the family is known at once: a registry name, or a
+    folder's config.json. Other hub ids are known only once fetched; the loader refuses those.
+
+    Raises:
+        UserError: one sentence, the loader's own.
+    """
+    from chatbot.core.runtime import check_chat_model_name
+    from chatbot.engine.loader import find_locally, read_family
+    from chatbot.engine.precision import candidates
+    from chatbot.engine.registry import find_checkpoint
+
+    check_chat_model_name(name)
+    found = find_locally(name)
+    if isinstance(found, str):
+        known = find_checkpoint(found)
+        family = known.family if known is not None else None
+    else:
+        try:
+            family = read_family(found.path)
+        except UserError:  # a damaged config.json: the loader says it, in its own words
+            family = None
+    if family is not None:
+        settings = conversation.settings  # `auto` never means float16 for FlanT5 (loader.choose_dtype)
+        candidates(family, quantize=settings.quantize, dtype=settings.dtype, auto_dtype="float32", on_gpu=False)
 
 
 NO_IMAGE_YET = "No image is open yet: /image PATH opens one (a file or an http(s) address), /paste the clipboard's."

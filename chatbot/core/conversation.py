@@ -72,6 +72,22 @@ def left_out_text(kept: int, answer_room: int = 0) -> str:
     return f"{seen}{cause}. The session keeps every turn."
 
 
+ALL_FIT_AGAIN = "The model sees every turn of this chat again: they all fit its context now."
+
+
+def same_again_text(options: GenerationOptions) -> str:
+    """The sentence /retry says when its answer can only be the one it replaces (same prompt, same model, same
+    options): greedy or beam decoding (temperature 0) always picks the same tokens, and sampling with a fixed seed
+    draws the same ones. "" when the answer may differ (sampling with a new seed each time)."""
+    if not options.sampling:
+        return ("With temperature 0 the model answers the same question the same way, so this answer will be the "
+                "same: /set temperature 0.7 lets it answer differently.")
+    if options.seed is not None:
+        return (f"With the seed fixed ({options.seed}) sampling draws the same words again, so this answer will be "
+                "the same: /set seed none lets it answer differently.")
+    return ""
+
+
 def release_engine(engine: Engine | None) -> None:
     """Let go of a detached model and the memory it holds, before another loads (two may not fit a GPU): its
     background work ends (waiting for a step in progress), then its memory is given back."""
@@ -149,7 +165,12 @@ class Conversation:
         self.image: LoadedImage | None = None
         self.last_fit: FittedPrompt | None = None
         self.left_out = ""  # what to say before the last answer about turns left out of its prompt ("": nothing)
-        self._kept_said: int | None = None  # the earlier turns the prompt kept when that was last said (None: all)
+        self._kept_said: int | None = None  # the fewest earlier turns said to be kept (None: all fit, as last said)
+        self._kept_context = 0  # the context (its start) `_kept_said` is about: a fresh one starts with nothing said
+        self._model_changed = False  # attached another model since: the next prompt's fit is said as it is
+        self.model_error = ""  # why the last model load failed ("": one is loaded, or being loaded)
+        self.same_again = ""  # /retry: the sentence saying its answer can only be the one it replaces ("": none)
+        self._last_answered: tuple[str, str, GenerationOptions] | None = None  # model, prompt, options of the last
         self.question = ""  # the last question asked, as it is recorded (normalised once, here)
         self.answering = False  # an answer is streaming: commands that change the turns wait
         self.exports = ExportLog()  # the files this conversation exported: the only ones /export may replace
@@ -178,14 +199,22 @@ class Conversation:
         """Answer with `engine` from now on (the app attaches it when loading ends)."""
         self.engine = engine
         self.session.model = engine.info.model_id
-        self._kept_said = None  # another model, another context: say again what it sees
+        self.model_error = ""
+        self._model_changed = True  # another model, another context: say what it sees, or that all fit again
         self.prepare_ahead()
 
     def detach(self) -> Engine | None:
         """Stop answering with the model (before /model loads another); until `attach`, a question is refused as
         while the model loads. Returns it for `release_engine`, which a front end may run off its input loop."""
         engine, self.engine = self.engine, None
+        self.model_error = ""  # another is being loaded
         return engine
+
+    def load_failed(self, reason: str) -> None:
+        """The model being loaded could not be (`reason`: the sentence said about it): no model answers until
+        /model loads one, and every question, /retry and /model alone say so (`require_engine`)."""
+        self.engine = None
+        self.model_error = reason or "The model could not be loaded."
 
     @property
     def style(self) -> PromptStyle:
@@ -193,8 +222,11 @@ class Conversation:
         return style_for(self.require_engine().info.family, "chat")
 
     def require_engine(self) -> Engine:
-        """The engine, or a QuestionError saying the model is not there yet."""
+        """The engine, or a QuestionError saying the model is not there: still loading, or (after a failed load)
+        none is loaded, and /model NAME loads one (the one sentence of every front end)."""
         if self.engine is None:
+            if self.model_error:
+                raise QuestionError(f"No model is loaded: {self.model_error}", "/model NAME loads one.")
             raise QuestionError("The model is still loading.", "Wait a moment and try again.")
         return self.engine
 
@@ -248,10 +280,12 @@ class Conversation:
         try:
             return fit_prompt(self.style, self.history(), text, engine.count_tokens, budget)
         except PromptTooLong as error:
+            # OPT's answer shares the prompt's positions; FlanT5's encoder room is the same whatever it answers
+            lower = "" if engine.info.is_encoder_decoder else " (or lower max_new_tokens: /set max_new_tokens N)"
             raise QuestionError(
                 f"The question is too long for this model: it needs {error.question_tokens} tokens "
                 f"and there is room for {error.budget_tokens}.",
-                "Shorten the question (or lower max_new_tokens).",
+                f"Shorten the question{lower}.",
             ) from None
 
     def ask(self, question: str, cancel: CancelToken | None = None) -> Iterator[str]:
@@ -267,13 +301,20 @@ class Conversation:
         return self._stream(self.question, fitted, cancel or CancelToken())
 
     def _note_left_out(self, fitted: FittedPrompt) -> None:
-        """Set `left_out`: said when turns start being left out of the prompt, and again only when the number
-        of earlier turns the model sees changes (not on every turn of a long chat); nothing while all fit."""
+        """Set `left_out`: said when turns start being left out of the prompt, then only when the model sees fewer
+        earlier turns than it was last said to (a chat whose turns differ in length swings between keeping 10 and 9:
+        said once, at 9, not every few turns), and once when all fit again (after /model to a roomier model, a lower
+        max_new_tokens, /undo). After /model what the new model sees is said once, whatever it is; a fresh context
+        (/clear, another image) starts with nothing said."""
+        if self.session.context_start != self._kept_context:  # a fresh context: nothing said about it yet
+            self._kept_context, self._kept_said = self.session.context_start, None
+        changed, self._model_changed = self._model_changed, False
         if not fitted.dropped_turns:
-            self.left_out, self._kept_said = "", None
+            self.left_out = ALL_FIT_AGAIN if self._kept_said is not None else ""
+            self._kept_said = None
             return
         kept = len(self.history()) - fitted.dropped_turns
-        if kept == self._kept_said:
+        if self._kept_said is not None and kept >= self._kept_said and not (changed and kept != self._kept_said):
             self.left_out = ""
             return
         self._kept_said = kept
@@ -290,7 +331,13 @@ class Conversation:
             if not stopped and self.compare_next is not None:  # armed by /compare: its turn has come
                 self.compare_due, self.compare_next = self.compare_next, None
 
-        return self.stream_recorded(self.image, fitted.text, cancel, record)
+        answered = (self.require_engine().info.model_id, fitted.text, self.options)
+
+        def record_answered(answer: str, stopped: bool) -> None:
+            record(answer, stopped)
+            self._last_answered = None if stopped else answered  # a whole answer: /retry would make it again
+
+        return self.stream_recorded(self.image, fitted.text, cancel, record_answered)
 
     def stream_recorded(
         self, image: LoadedImage, prompt: str, cancel: CancelToken, record: Callable[[str, bool], None],
@@ -333,6 +380,8 @@ class Conversation:
             self._note_left_out(fitted)
         finally:
             self.session.turns.append(old)
+        again = (self.require_engine().info.model_id, fitted.text, self.options)
+        self.same_again = same_again_text(self.options) if again == self._last_answered else ""
         self.question = question
         self.answering = True
         return self._replace(old, self._stream(question, fitted, cancel or CancelToken()))
@@ -407,7 +456,7 @@ class Conversation:
         if text == self._saved_text and not force:
             return None
         try:
-            path = self.store.save(self.session)
+            path = self.store.save(self.session, text)  # made once: the store writes it as it is
         except SessionForked:  # written, as a copy under a new id: later saves go to the copy
             self._saved_text = session_json(self.session)
             raise

@@ -266,7 +266,7 @@ class AnsweringApp(App[None]):
 
     def on_answer_started(self, message: msg.AnswerStarted) -> None:
         answer = self._current(message.answer_id)
-        if answer is not None and message.dropped_turns and self.conversation.left_out:  # the core says when
+        if answer is not None and self.conversation.left_out:  # the core says when (all fitting again too)
             self.query_one(Transcript).add_notice(self.conversation.left_out, "warning",
                                                   before=answer.pair.question)
 

@@ -289,6 +289,7 @@ class ChatApp(FindingApp):
         if self._status_bar() is None:  # the screen is going away: change nothing on it
             return
         self.model_error = message.text
+        self.conversation.load_failed(message.text)  # the core's sentences then say there is no model, not "loading"
         self._switching = False
         self._model_progress = ""
         self._set_ready_activity()  # No model, or still opening an image

@@ -57,12 +57,11 @@ from chatbot.core.commands import (
     typed_line,
 )
 from chatbot.core.comparison import Comparison, due_comparison
-from chatbot.core.conversation import Conversation, cut_short_text, release_engine
+from chatbot.core.conversation import Conversation, check_text, cut_short_text, release_engine
 from chatbot.core.photo_search import Finder, found_line
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import (
     answer_record,
-    check_chat_model_name,
     exit_now,
     failure_record,
     let_go_of_stdout,
@@ -213,6 +212,7 @@ class PlainChat:
                 self.ask(question_text(line))
                 return True
             self.echo_line(line)  # a transcript says every command, so what follows it makes sense
+            check_text(line, "command")  # bytes that were not UTF-8 (see read_lines): refused, as a question is
             return self.render(run_command(self.conversation, line))
         except UserError as error:
             self.say(f"blip2-chat: {error}")
@@ -257,22 +257,20 @@ class PlainChat:
         return outcome.effect != "quit"
 
     def load_model(self, name: str) -> None:
-        """/model NAME: check the name first (a wrong one keeps the model loaded), then let go of the loaded model
-        (both may not fit) and load this one as at the start; the chat goes on with it, every turn kept."""
-        settings = replace(self.conversation.settings, model=name)
+        """/model NAME, once the core checked what it could without loading (`check_model_switch`: a wrong name or a
+        refused precision keeps the model loaded): let go of the loaded model (both may not fit) and load this one
+        as at the start; the chat goes on with it, every turn kept. A load that fails leaves no model, as the
+        conversation then says to every question (`Conversation.require_engine`)."""
+        conversation = self.conversation
+        release_engine(conversation.detach())
+        conversation.settings = replace(conversation.settings, model=name)  # what /model alone names, as the app's
         try:
-            check_chat_model_name(name)
-        except UserError as error:
-            self.say(f"blip2-chat: {error} The chat goes on with {self.conversation.session.model}.")
+            engine = self.open_model(conversation.settings)
+        except Exception as error:  # noqa: BLE001 - every load failure is one sentence, the chat goes on
+            conversation.load_failed(model_error_text(error, chat=False))
+            self.say(f"blip2-chat: {conversation.model_error} No model is loaded now: /model NAME loads one.")
             return
-        release_engine(self.conversation.detach())
-        try:
-            engine = self.open_model(settings)
-        except UserError as error:
-            self.say(f"blip2-chat: {error} No model is loaded now: /model NAME loads one.")
-            return
-        self.conversation.settings = settings
-        self.conversation.attach(engine)
+        conversation.attach(engine)
         self.say(f"The chat goes on with {engine.info.model_id}.")
 
     def find(self, text: str) -> None:

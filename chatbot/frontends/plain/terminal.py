@@ -10,10 +10,18 @@ everything saved (`signals_end_the_chat`): an answer in progress is stopped and 
 does, and the chat ends when it is; at the prompt the chat ends at once, readline giving the terminal back
 its settings first. The exit status is then 128 + the signal's number (143, 129), as when a signal ends a
 program.
+
+Input is text in UTF-8: lines from a pipe or a file are decoded as UTF-8 whatever the locale or
+PYTHONIOENCODING says (a file of questions is almost always UTF-8; an ASCII locale is almost always a
+container nobody configured), and so are a terminal's when its encoding is ASCII (which UTF-8 extends); a
+terminal in another encoding is read in it. Bytes that are not valid there come as lone surrogates, never as
+U+FFFD: the line is then not text, and the chat refuses it in one sentence, as `ask` refuses such an argument
+(`core.conversation.check_text`), instead of asking and saving replacement characters.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import signal
@@ -65,7 +73,7 @@ def read_lines(prompt: str, history_file: Path | None = None) -> Generator[str, 
     """
     if sys.stdin is None:
         return
-    tolerate_bytes_that_are_not_text(sys.stdin)
+    set_input_decoding(sys.stdin)
     if is_terminal(sys.stdin) and is_terminal(sys.stdout):
         yield from _readline_lines(prompt, history_file)
         return
@@ -82,13 +90,38 @@ def read_lines(prompt: str, history_file: Path | None = None) -> Generator[str, 
         yield line.rstrip("\r\n")
 
 
-def tolerate_bytes_that_are_not_text(stream: TextIO) -> None:
-    """Read bytes that are not valid in the stream's encoding as U+FFFD instead of failing: a question
-    with one bad byte is still asked, and the questions after it are not lost."""
+def set_input_decoding(stream: TextIO) -> None:
+    """Decode `stream` in `input_encoding`, a byte that is not valid in it becoming a lone surrogate (as in a
+    file name or an argument) instead of failing: the line is refused then, the lines after it still read."""
     reconfigure = getattr(stream, "reconfigure", None)
-    if reconfigure is not None:
+    if reconfigure is None:  # not a file's stream (a test's StringIO): its text is text already
+        return
+    try:
+        reconfigure(encoding=input_encoding(stream), errors="surrogateescape")
+    except (ValueError, OSError):  # something was read from it already: its encoding stays
         with contextlib.suppress(ValueError, OSError):
-            reconfigure(errors="replace")
+            reconfigure(errors="surrogateescape")
+
+
+def input_encoding(stream: TextIO) -> str:
+    """UTF-8, except at a terminal that says another encoding than ASCII: that one (see the module's words)."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    if not is_terminal(stream):
+        return "utf-8"
+    try:
+        ascii_only = codecs.lookup(encoding).name == "ascii"
+    except LookupError:
+        return "utf-8"
+    return "utf-8" if ascii_only else encoding
+
+
+def is_text(line: str) -> bool:
+    """False for a line with bytes that were not valid in its encoding (lone surrogates, see `set_input_decoding`)."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 CLEARED_LINE = "Line cleared; the Up arrow brings it back. Ctrl+C twice on an empty line ends the chat."
@@ -137,7 +170,7 @@ def _readline_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
                 history.add([ended.draft])
             raise
         leaving = False
-        if history is not None and readline is not None:
+        if history is not None and readline is not None and is_text(line):  # a line not text is refused, not kept
             history.add([line])  # before it is answered: a chat that ends meanwhile keeps it
         yield line
 
