@@ -73,6 +73,8 @@ def left_out_text(kept: int, answer_room: int = 0) -> str:
 
 
 ALL_FIT_AGAIN = "The model sees every turn of this chat again: they all fit its context now."
+UNREADABLE = ("The model cannot read most of this question: its vocabulary has no pieces for most of its words or "
+              "letters, so the answer may mean nothing.")
 
 
 def same_again_text(options: GenerationOptions) -> str:
@@ -165,6 +167,7 @@ class Conversation:
         self.image: LoadedImage | None = None
         self.last_fit: FittedPrompt | None = None
         self.left_out = ""  # what to say before the last answer about turns left out of its prompt ("": nothing)
+        self.unreadable = ""  # ... and about a question the model reads mostly as unknown tokens
         self._kept_said: int | None = None  # the fewest earlier turns said to be kept (None: all fit, as last said)
         self._kept_context = 0  # the context (its start) `_kept_said` is about: a fresh one starts with nothing said
         self._model_changed = False  # attached another model since: the next prompt's fit is said as it is
@@ -297,8 +300,20 @@ class Conversation:
         fitted = self.last_fit = self.prepare(question)
         self._note_left_out(fitted)
         self.question = normalize_question(question)
+        self._note_unreadable(self.question)
         self.answering = True
         return self._stream(self.question, fitted, cancel or CancelToken())
+
+    def _note_unreadable(self, question: str) -> None:
+        """Set `unreadable`: said before an answer to a question the model reads mostly as unknown tokens (FlanT5
+        and Chinese, Hindi, Arabic; the demo model and words outside its world), whose answer may mean nothing."""
+        unknown, total = self.require_engine().unknown_tokens(question)
+        self.unreadable = UNREADABLE if unknown * 2 > total else ""
+
+    def notes_before_answer(self) -> list[str]:
+        """What the front ends say before the last question's answer, in this order: turns left out of its prompt,
+        a question the model cannot read."""
+        return [note for note in (self.left_out, self.unreadable) if note]
 
     def _note_left_out(self, fitted: FittedPrompt) -> None:
         """Set `left_out`: said when turns start being left out of the prompt, then only when the model sees fewer
@@ -378,6 +393,7 @@ class Conversation:
         try:
             fitted = self.last_fit = self.prepare(question)
             self._note_left_out(fitted)
+            self._note_unreadable(question)
         finally:
             self.session.turns.append(old)
         again = (self.require_engine().info.model_id, fitted.text, self.options)

@@ -123,6 +123,12 @@ class Engine(ABC):
     def count_tokens(self, text: str) -> int:
         """Language-model tokens for `text` as the processor would encode it (specials included, image tokens not)."""
 
+    def unknown_tokens(self, text: str) -> tuple[int, int]:
+        """How many of `text`'s tokens are the tokenizer's unknown token, and how many tokens it has (specials left
+        out): a tokenizer with no pieces for a script (FlanT5's for Chinese, Hindi, Arabic) reads it as unknowns.
+        (0, 0) where the engine cannot tell."""
+        return 0, 0
+
     @abstractmethod
     def stream(
         self,

@@ -65,6 +65,17 @@ class ModelIO:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])
 
+    def unknown_tokens(self, text: str) -> tuple[int, int]:
+        """`Engine.unknown_tokens`: the unknown token's share of `text`'s own tokens (no specials; SentencePiece's
+        bare word-start piece, which an unreadable word leaves before its unknown token, not counted)."""
+        unknown = self.tokenizer.unk_token_id
+        if unknown is None:
+            return 0, 0
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        bare = self.tokenizer.convert_tokens_to_ids("▁")
+        pieces = [token for token in ids if token != bare or bare == unknown]
+        return sum(token == unknown for token in pieces), len(pieces)
+
     def input_ids(self, prompt: str) -> list[int]:
         """What `Blip2Processor(images, text)` produces: query placeholders, then the tokenized prompt."""
         return [self.image_token_id] * self.num_query_tokens + list(self.tokenizer(prompt)["input_ids"])

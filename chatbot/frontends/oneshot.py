@@ -173,7 +173,7 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
     images = [item for item in read if isinstance(item, LoadedImage)]
     say_if_outside_the_demo_world(settings, images)
     engine = open_engine_for(settings)
-    failed = False
+    failed = said_unreadable = False
     for source, image in zip(sources, read, strict=True):
         if not isinstance(image, LoadedImage):  # said on stderr already, before the model loaded
             if settings.json:
@@ -182,6 +182,9 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
             continue
         conversation = Conversation(settings, image=image, engine=engine)  # never saved
         stream = conversation.ask(question)  # a question too long for the model fails here, before generating
+        if conversation.unreadable and not said_unreadable:  # once, before the first answer: one question
+            print(conversation.unreadable, file=sys.stderr)
+            said_unreadable = True
         failures: list[BaseException] = []  # the model's: writing the answer fails on its own (AnswerNotWritten)
         chunks = _model_chunks(stream, failures)
         if settings.json:

@@ -266,9 +266,9 @@ class AnsweringApp(App[None]):
 
     def on_answer_started(self, message: msg.AnswerStarted) -> None:
         answer = self._current(message.answer_id)
-        if answer is not None and self.conversation.left_out:  # the core says when (all fitting again too)
-            self.query_one(Transcript).add_notice(self.conversation.left_out, "warning",
-                                                  before=answer.pair.question)
+        if answer is not None:  # the core says when (all turns fitting again too)
+            for note in self.conversation.notes_before_answer():
+                self.query_one(Transcript).add_notice(note, "warning", before=answer.pair.question)
 
     def on_answer_chunk(self, message: msg.AnswerChunk) -> None:
         answer = self._current(message.answer_id)

@@ -322,8 +322,8 @@ class PlainChat:
         `typed`: the line that asked it, echoed first; None for /retry (its own line was echoed)."""
         if typed is not None:
             self.echo_line(typed)
-        if self.conversation.left_out:  # after the question it is about: a transcript read in order says so
-            self.say(self.conversation.left_out)
+        for note in self.conversation.notes_before_answer():  # after the question: a transcript read in order says so
+            self.say(note)
         self.say("Answering.")
         parts: list[str] = []
         turns_before = len(self.conversation.session.turns)
