@@ -8,6 +8,7 @@ from prompts.base import (
     normalize_answer,
     normalize_question,
     register,
+    spaced_stream,
     style_for,
     style_names,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "fold_answer",
     "get_style",
     "normalize_answer",
+    "spaced_stream",
     "normalize_question",
     "register",
     "style_for",

@@ -6,7 +6,8 @@ CLI) without loading a model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "fold_answer",
     "get_style",
     "normalize_answer",
+    "spaced_stream",
     "normalize_question",
     "register",
     "style_for",
@@ -119,6 +121,28 @@ def normalize_answer(text: str) -> str:
     Newlines must go too: OPT's EOS is the newline token, so stray ones would break folding.
     """
     return " ".join(text.split())
+
+
+def spaced_stream(chunks: Iterable[str]) -> Iterator[str]:
+    """A streamed answer's chunks as `normalize_answer` leaves the whole: white space at either end dropped, each run
+    of it one space. A run is held back until a word follows it, so where the chunks were cut changes nothing, and
+    what is printed as it streams is the answer as stored."""
+    started = pending = False  # a word was written; white space came after the last word
+    for chunk in chunks:
+        out: list[str] = []
+        for word in _WORDS_AND_SPACES.findall(chunk):
+            if word.isspace():
+                pending = started
+                continue
+            if pending:
+                out.append(" ")
+            out.append(word)
+            started, pending = True, False
+        if out:
+            yield "".join(out)
+
+
+_WORDS_AND_SPACES = re.compile(r"\s+|\S+")  # `str.split`'s white space (re's \s is Unicode's, as str.isspace)
 
 
 def fold_answer(answer: str) -> str:

@@ -27,7 +27,7 @@ from chatbot.image_download import is_url
 from chatbot.images import LoadedImage, load_image, recorded_source
 from chatbot.locations import is_demo_model
 from chatbot.untrusted import visible
-from prompts import normalize_question
+from prompts import normalize_answer, normalize_question, spaced_stream
 
 if TYPE_CHECKING:
     from chatbot.engine.base import Engine
@@ -64,14 +64,15 @@ def write_out(text: str) -> None:
 
 
 def stream_to_stdout(chunks: Iterable[str]) -> str:
-    """Print chunks as they arrive; return the whole text. The model's failures come out of `chunks` as
+    """Print chunks as they arrive, spaced as the answer is stored (`prompts.spaced_stream`: what `ask` prints is
+    what the chat shows and --json records); return the whole text. The model's failures come out of `chunks` as
     they are; stdout's come out as AnswerNotWritten (BrokenPipeError for a closed pipe)."""
     parts = []
-    for chunk in chunks:
+    for chunk in spaced_stream(chunks):
         parts.append(chunk)
         write_out(visible(chunk))
     write_out("\n")
-    return "".join(parts).strip()
+    return "".join(parts)
 
 
 def _model_chunks(chunks: Iterable[str], failures: list[BaseException]) -> Iterator[str]:
@@ -188,7 +189,7 @@ def run_ask(settings: Settings, image_sources: str | Sequence[str], question: st
         failures: list[BaseException] = []  # the model's: writing the answer fails on its own (AnswerNotWritten)
         chunks = _model_chunks(stream, failures)
         if settings.json:
-            answer = "".join(chunks).strip()
+            answer = normalize_answer("".join(chunks))  # as the chat records it
             if not failures:
                 write_record(answer_record(engine, image, conversation.question, answer))
         else:

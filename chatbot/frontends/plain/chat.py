@@ -84,6 +84,7 @@ from chatbot.frontends.plain.terminal import (
 from chatbot.images import load_image
 from chatbot.locations import line_history_file
 from chatbot.untrusted import visible
+from prompts import normalize_answer
 
 PROMPT = "You: "
 KEYS_HELP = ("Keys: up and down arrows bring back earlier lines; Ctrl+C stops an answer, clears a half-typed "
@@ -403,7 +404,7 @@ class PlainChat:
     def show_answer(self, question: str, parts: list[str], stopped: bool, error: str = "") -> None:
         """The answer as one line (or, with --json, one record; `error`: the sentence said for a model that failed,
         in the record's "error" field)."""
-        text = " ".join("".join(parts).split())
+        text = normalize_answer("".join(parts))  # as the core records it
         if self.json_records:
             engine, image = self.conversation.engine, self.conversation.image
             if engine is not None and image is not None:
@@ -415,7 +416,7 @@ class PlainChat:
 
     def show_comparison(self, comparison: Comparison, parts: list[str], stopped: bool, error: str = "") -> None:
         """`first.jpg: answer` and `second.jpg: answer` (or the other image's JSON record)."""
-        text = " ".join("".join(parts).split())
+        text = normalize_answer("".join(parts))  # as the core records it
         engine = self.conversation.engine
         if self.json_records:
             if engine is not None:
