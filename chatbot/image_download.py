@@ -60,6 +60,15 @@ def public_url(url: str) -> str:
     return f"{url[:host_start - len(login) - 1]}{f'{user}:***' if colon else '***'}@{url[host_start:]}"
 
 
+def without_logins(text: str) -> str:
+    """`text` with the login of every address in it masked as `public_url` masks one (`/image https://bob:***@x/a`):
+    what is kept of a typed line (the Up arrow's history file) never holds a password."""
+    return _ADDRESS.sub(lambda match: public_url(match.group()), text)
+
+
+_ADDRESS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
 def _login(url: str) -> tuple[str | None, int]:
     """The `user:password` of `scheme://user:password@host/...` (None when there is none), and where the
     host starts. The host part ends where urllib ends it, at the first / ? or #, and the login at its last @."""

@@ -4,6 +4,7 @@ choose instead; every refusal names the line of the key itself, however the key 
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -224,3 +225,35 @@ def test_a_table_is_accepted_only_when_every_key_can_fire_for_its_action(table: 
                 ("_mark", "_sign", "_bracket", "_parenthesis", "_accent")) or base in {
                 "ampersand", "apostrophe", "asterisk", "at", "backslash", "colon", "comma", "full_stop",
                 "minus", "plus", "semicolon", "slash", "tilde", "underscore", "vertical_line"}), key
+
+
+@pytest.mark.parametrize(("key", "arrives_as"), [
+    ("ctrl+question_mark", "backspace"), ("ctrl+8", "backspace"), ("ctrl+space", "ctrl+@"), ("ctrl+2", "ctrl+@"),
+    ("ctrl+at", "ctrl+@"), ("ctrl+3", "escape"), ("ctrl+4", "ctrl+backslash"), ("ctrl+5", "ctrl+right_square_bracket"),
+    ("ctrl+6", "ctrl+circumflex_accent"), ("ctrl+7", "ctrl+underscore"),
+])
+def test_a_ctrl_key_that_sends_another_control_character_is_refused(key: str, arrives_as: str) -> None:
+    """What the terminal sends for it (xterm's control character) is read by Textual as another key, so the binding
+    could never fire: checked against Textual's own parser."""
+    from textual import events
+    from textual._xterm_parser import XTermParser
+
+    sent = {"ctrl+question_mark": "\x7f", "ctrl+8": "\x7f", "ctrl+space": "\x00", "ctrl+2": "\x00", "ctrl+at": "\x00",
+            "ctrl+3": "\x1b", "ctrl+4": "\x1c", "ctrl+5": "\x1d", "ctrl+6": "\x1e", "ctrl+7": "\x1f"}[key]
+    parser = XTermParser()
+    read = [event.key for event in [*parser.feed(sent), *parser.feed("")] if isinstance(event, events.Key)]
+    assert read == [arrives_as] and arrives_as != key
+    with pytest.raises(OptionError, match=re.escape(f"most terminals send {key} as ")):
+        BY_NAME["keys"].check({"help": key}, "keys")
+
+
+@pytest.mark.parametrize(("key", "written"), [("shift+ctrl+up", "ctrl+shift+up"), ("ctrl+alt+t", "alt+ctrl+t"),
+                                               ("shift+alt+f5", "alt+shift+f5")])
+def test_modifiers_in_another_order_than_textuals_are_refused_with_the_spelling_that_works(key: str,
+                                                                                            written: str) -> None:
+    """Textual names a key's modifiers sorted (alt, ctrl, meta, shift, super) and matches a binding exactly, so
+    `shift+ctrl+up` never fired (the footer showed it all the same)."""
+    with pytest.raises(OptionError) as refused:
+        BY_NAME["keys"].check({"help": key}, "keys")
+    assert str(refused.value).endswith(f"so it would never match. Write it as {written}.")
+    assert BY_NAME["keys"].check({"help": written}, "keys") == {"help": written}

@@ -164,3 +164,40 @@ def test_the_notice_says_updated_after_a_restart(work, tmp_path, picture) -> Non
     path = work / f"blip2-chat-{chat.session.id}.html"
     assert run_command(resumed(tmp_path, chat.session.id), "/export html").notices == [
         Notice(f"Updated the export {path}, with its picture inside it.")]
+
+
+def test_a_chat_never_saved_keeps_no_record(work, tmp_path, picture) -> None:
+    """Its id would be free for a chat file from elsewhere to take, and with it what the export may replace."""
+    store = SessionStore(tmp_path / "sessions")
+    chat = Conversation(Settings(model="scripted-opt"), Session(model="scripted-opt"), store,
+                        engine=ScriptedEngine("x"))
+    chat.set_image(load_image(picture))
+    assert run_command(chat, "/export md").ok  # no question yet: nothing saved
+    record = store.export_log_path(chat.session.id)
+    assert record is not None and not record.exists()
+
+
+def test_a_chat_file_with_the_id_of_a_recorded_chat_is_imported_under_a_new_id(work, tmp_path, picture) -> None:
+    """A record without its session (deleted by hand) still holds the id: an import of that id gets a fresh one,
+    so it never updates that chat's export."""
+    from chatbot.core.resume import imported_session
+    from chatbot.core.session_files import session_json
+
+    chat = first_run(tmp_path, picture)
+    store = chat.store
+    assert store is not None and run_command(chat, "/export md").ok
+    path = work / f"blip2-chat-{chat.session.id}.md"
+    before = path.read_bytes()
+    store.release(chat.session)
+    store.path_for(chat.session.id).unlink()  # the session gone, its export record left
+    forged = tmp_path / "evil.json"
+    forged.write_text(session_json(Session(model="scripted-opt", id=chat.session.id)), encoding="utf-8")
+    imported = imported_session(store, forged)
+    assert imported.id != chat.session.id
+    copy = Conversation(Settings(model="scripted-opt"), imported, store, engine=ScriptedEngine("x"))
+    copy.set_image(load_image(picture))
+    list(copy.ask("Wire the money?"))
+    copy.save()
+    store.release(copy.session)
+    outcome = run_command(resumed(tmp_path, imported.id), f"/export md {path}")  # `--continue`: its own chat now
+    assert not outcome.ok and path.read_bytes() == before

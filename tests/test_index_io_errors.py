@@ -499,3 +499,25 @@ def test_the_model_of_an_index_it_may_not_write_is_still_read(tmp_path: Path, re
     before = files_of(folder)
     refuse(lambda: sqlite_error(sqlite3.OperationalError, "attempt to write a readonly database", READONLY_DIRECTORY))
     assert index_model(folder) == CHECKPOINT and files_of(folder) == before
+
+
+def test_on_a_read_only_file_system_the_advice_fits_what_failed(tmp_path: Path, refuse: Refuse,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing refused on a read-only file system: "search it as it is" (searching reads it read-only). Reading it
+    as it is refused too (a WAL with rows and no -shm file there): only the copy is a way forward."""
+    from chatbot.core.photo_index import folder as index_folder
+    from chatbot.core.photo_index.folder import IndexAccessError
+
+    folder = tmp_path / "index"
+    make_index(folder)
+    monkeypatch.setattr(index_folder, "_read_only_file_system", lambda where: True)
+    readonly = lambda: sqlite_error(sqlite3.OperationalError, "attempt to write a readonly database",  # noqa: E731
+                                    READONLY_DIRECTORY)
+    refuse(readonly)
+    with pytest.raises(IndexAccessError) as writing:
+        IndexStore.open(folder, CHECKPOINT, create=False, writing=True)
+    assert writing.value.hint.startswith("Search it as it is, or copy the folder to a disk you can write to")
+    refuse(readonly, read_only_too=True)
+    with pytest.raises(IndexAccessError) as reading:
+        IndexStore.open_existing(folder)
+    assert reading.value.hint.startswith("Copy the folder to a disk you can write to and give that to --index")

@@ -44,10 +44,13 @@ def test_piped_questions_are_read_as_utf8_and_a_line_that_is_not_is_refused(
     checkpoints: dict[str, Path], pictures: dict[str, Path], tmp_path: Path, encoding: str
 ) -> None:
     """Chinese, Arabic and emoji arrive intact and are saved so; a CRLF line, a NUL and a last line without its
-    line end keep their behaviour; a question and a command with bytes that are not UTF-8 are each refused in
-    one sentence, nothing is asked or saved for them, and the lines after them are answered."""
-    stdin = (f"{CHINESE}\n".encode() + b"\xff\xfe hi\n" + f"{ARABIC}\r\n".encode() + b"/image \xff.png\n"
-             + b"a\x00b?\n" + b"last one")
+    line end keep their behaviour; a question with bytes that are not UTF-8 is refused in one sentence, nothing
+    is asked or saved for it, and the lines after it are answered; a command keeps such bytes, so `/image` of a
+    file whose name is Latin-1 opens it (the bytes of a name are no text to refuse)."""
+    latin = tmp_path / os.fsdecode(b"caf\xe9.png")
+    latin.write_bytes(pictures["green"].read_bytes())
+    stdin = (f"{CHINESE}\n".encode() + b"\xff\xfe hi\n" + f"{ARABIC}\r\n".encode()
+             + b"/image " + os.fsencode(latin) + b"\n" + b"a\x00b?\n" + b"last one")
     result = subprocess.run(
         [sys.executable, "-m", "chatbot", "chat", str(pictures["red"]), "--plain", "--model", str(checkpoints["opt"]),
          "--max-new-tokens", "3"],
@@ -57,12 +60,13 @@ def test_piped_questions_are_read_as_utf8_and_a_line_that_is_not_is_refused(
     assert result.returncode == 0 and "Traceback" not in stderr, stderr
     assert saved_questions(tmp_path) == [CHINESE, ARABIC, "a\x00b?", "last one"]
     notes = stderr.splitlines()
-    assert notes.count(NOT_UTF8) == 1 and notes.count(COMMAND_NOT_UTF8) == 1, stderr
+    assert notes.count(NOT_UTF8) == 1 and notes.count(COMMAND_NOT_UTF8) == 0, stderr
+    assert any(note.startswith(f"Now talking about {tmp_path}/caf\\xe9.png. ") for note in notes), stderr  # opened
     assert "\ufffd" not in stderr and "\\ufffd" not in stderr
     stdout = result.stdout.decode(encoding)
     assert stdout.count("Assistant: ") == 4
     you = [line for line in stdout.splitlines() if line.startswith("You: ")]
-    assert you[1] == "You: \\xff\\xfe hi" and you[3] == "You: /image \\xff.png"  # the refused lines, shown
+    assert you[1] == "You: \\xff\\xfe hi" and you[3] == f"You: /image {tmp_path}/caf\\xe9.png"  # shown escaped
 
 
 def test_the_up_arrow_history_does_not_keep_a_refused_line(

@@ -187,12 +187,12 @@ def test_a_query_that_is_not_utf8_gets_one_sentence_before_any_model_loads(
     with pytest.raises(QueryError, match="not valid UTF-8"):
         engine.text_embeddings(["a red " + NOT_UTF8])
 
-    finder = Finder(device="cpu", folder=folder)  # /find in the screen-reader mode: refused as any line that is not
+    finder = Finder(device="cpu", folder=folder)  # /find in the screen-reader mode goes through the same check
     notes = io.StringIO()
     conversation = Conversation(Settings(model="scripted"), None, SessionStore(tmp_path / "sessions"),
                                 load_image(photos / "red.png"), engine=ScriptedEngine("x"))
     PlainChat(conversation, out=io.StringIO(), notes=notes, echo=False, finder=finder).run([f"/find {NOT_UTF8}"])
-    assert "blip2-chat: The command is not valid UTF-8 text." in notes.getvalue()  # UTF-8, before it is run
+    assert "blip2-chat: The search text is not valid UTF-8 text." in notes.getvalue()
 
 
 # --- 4. a file where the index folder should be ------------------------------------------------------

@@ -187,7 +187,8 @@ def test_an_image_whose_name_is_not_utf8_keeps_its_link_to_the_chat(tmp_path: Pa
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
-@given(st.lists(st.characters(codec="utf-8") | st.sampled_from(UNDECODABLE), max_size=40).map("".join))
+@given(st.lists(st.characters(codec="utf-8") | st.sampled_from(UNDECODABLE), max_size=40)
+       .map(lambda parts: os.fsdecode(os.fsencode("".join(parts)))))  # a name as Python gives it (os.fsdecode)
 def test_every_undecodable_byte_of_a_source_comes_back(source: str) -> None:
     ref = ImageRef(source, "ab" * 32)
     session = Session(model="m", image=ref, turns=[Turn("q?", "a", ref, compared=[ComparedAnswer(ref, "b")])])
@@ -204,3 +205,17 @@ def test_other_lone_surrogates_are_written_as_before(tmp_path: Path) -> None:
     assert saved == reference_json(session).encode("utf-8", "replace")
     back = SessionStore(tmp_path).load(session.id)
     assert (back.draft, back.turns[0].question, back.turns[0].image) == ("half?", "q??", ImageRef("/p/?x", "ab"))
+
+
+def test_a_name_spelt_with_escapes_for_valid_utf8_is_read_as_that_text() -> None:
+    """`x\\udcc2\\udc9b.png` and `x\\x9b.png` name one file (os.fsencode gives the same bytes): a chat file holds
+    it in one spelling only, the one os.fsdecode gives, so `sessions` never lists one picture two ways."""
+    import os
+
+    from chatbot.core.session import Session
+
+    crafted = Session.from_dict({"format": 1, "model": "m", "id": "20260101-000000-abcdef", "created": 0,
+                                 "updated": 0, "turns": [], "context_start": 0,
+                                 "image": {"source": "/p/x\udcc2\udc9b-\udcff.png", "sha256": "0" * 64}})
+    assert crafted.image is not None
+    assert crafted.image.source == "/p/x\x9b-\udcff.png" == os.fsdecode(b"/p/x\xc2\x9b-\xff.png")

@@ -512,7 +512,9 @@ class Conversation:
             target = target / name
         # the folder made absolute, the name left as it is: a link there is refused, never followed to its target
         target = target.parent.resolve() / target.name
-        store = None if self.session.from_elsewhere else self.store  # a chat file from outside: nothing is kept
+        # kept only for a chat saved among your own: not a chat file from outside, not one never saved (its id would
+        # be free for an imported chat to take, and with it what its export may replace)
+        store = None if self.session.from_elsewhere or not self._saved_text else self.store
         self.exports.follow(store.export_log_path(self.session.id) if store is not None else None)
         try:
             result = export_session(self.session, fmt, target, self.exports, embed=embed)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from chatbot.core.session_files import NOFOLLOW, NONBLOCK, write_atomic
 from chatbot.file_kinds import not_regular_words
+from chatbot.image_download import without_logins
 from chatbot.untrusted import visible
 
 HISTORY_LINES = 1000
@@ -65,8 +66,9 @@ class LineHistory:
                 for line in stored]
 
     def add(self, lines: Iterable[str]) -> None:
-        """Append `lines` to the file now (made with owner-only permissions if it is not there)."""
-        lines = [line for line in lines if line]
+        """Append `lines` to the file now (made with owner-only permissions if it is not there), a password in an
+        address masked (`/image https://bob:***@host/a.png`): the file outlives the chat."""
+        lines = [without_logins(line) for line in lines if line]
         if not lines or not self.kept:
             return
         fd = self._open(os.O_WRONLY | os.O_APPEND | os.O_CREAT)

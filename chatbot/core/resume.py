@@ -198,11 +198,19 @@ def _mode_of(path: Path) -> int | None:
         return None
 
 
+def _exports_recorded(store: SessionStore, session_id: str) -> bool:
+    """Whether a chat of this id has a record of its exports here (`core.export_log`): an id in use, even when its
+    session file is gone, so that no chat file from elsewhere takes over what that chat's /export may replace."""
+    place = store.export_log_path(session_id)
+    return place is not None and os.path.lexists(place)
+
+
 def imported_session(store: SessionStore, path: Path) -> Session:
     """A session from an exported JSON file (at most `MAX_SESSION_BYTES`, checked before it is parsed; only
     a regular file is opened).
 
-    It gets a new id when the store has its id (the saved original is never overwritten) and when its id
+    It gets a new id when the store has its id (the saved original is never overwritten, nor a record of its
+    exports taken over) and when its id
     is not a session id (no path is ever made of one); `store.problems` says so in the second case. A model
     that is not `known_model` is moved to `untrusted_model`, to be named, never saved: the copy in the store
     never chooses what is loaded, whatever happens before the chat's own model is set. What the file holds
@@ -219,7 +227,7 @@ def imported_session(store: SessionStore, path: Path) -> Session:
         session.id = new_session_id()
         store.problems.append(f"The chat in {shown(path, 400)} had an id that cannot name a session file "
                               f"('{shown(old)}'), so it goes on as session {session.id}.")
-    elif os.path.lexists(store.path_for(session.id)):
+    elif os.path.lexists(store.path_for(session.id)) or _exports_recorded(store, session.id):
         old = session.id
         session.id = new_session_id()
         store.problems.append(f"The chat in {shown(path, 400)} is saved here already as session {old}, which is "

@@ -178,10 +178,12 @@ def _text(value: object, where: str, limit: int, *, file_name: bool = False) -> 
     if len(value) > limit:
         raise _fail(where, f"is longer than {limit} characters")
     try:
-        value.encode("utf-8", "surrogateescape" if file_name else "strict")
+        data = value.encode("utf-8", "surrogateescape" if file_name else "strict")
     except UnicodeEncodeError:  # a lone surrogate: it could never be written back as UTF-8
         raise _fail(where, "holds a character that is not valid Unicode") from None
-    return value
+    # a name's bytes in one spelling: escapes that stand for valid UTF-8 (`\udcc3\udca9`) are that text (`é`),
+    # so one file is never two names in a chat (as `os.fsdecode` of its bytes would give it)
+    return data.decode("utf-8", "surrogateescape") if file_name else value
 
 
 def _time(value: object, where: str) -> float:

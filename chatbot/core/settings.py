@@ -69,6 +69,11 @@ RESERVED_KEYS: dict[str, str] = {key: does for key, does in APP_KEYS.values()}  
 # Ctrl+J is not here: it sends the newline character, which Enter does not, and Textual tells it apart.
 SAME_AS_OTHER_KEY: dict[str, str] = {
     "ctrl+h": "Backspace", "ctrl+i": "Tab", "ctrl+m": "Enter", "ctrl+left_square_bracket": "Esc",
+    # DEL, NUL and the other control characters a Ctrl+digit or Ctrl+punctuation sends (xterm's, tmux's)
+    "ctrl+question_mark": "Backspace", "ctrl+8": "Backspace", "ctrl+3": "Esc",
+    "ctrl+space": "a NUL character (Ctrl+@)", "ctrl+2": "a NUL character (Ctrl+@)",
+    "ctrl+at": "a NUL character (Ctrl+@)", "ctrl+4": "Ctrl+\\", "ctrl+5": "Ctrl+]", "ctrl+6": "Ctrl+^",
+    "ctrl+7": "Ctrl+_",
 }
 KEY_NAME = re.compile(r"[a-z0-9_]+(\+[a-z0-9_]+)*(,[a-z0-9_]+(\+[a-z0-9_]+)*)*")  # ctrl+o, f2, ctrl+shift+x,f3
 # What a key may be called, as the chat app's toolkit (Textual) names keys: modifiers, then one key.
@@ -260,6 +265,9 @@ def _check_one_key(one: str, action: str, label: str, free: str) -> None:
     if base not in KEY_BASES or not set(modifiers) <= KEY_MODIFIERS or len(set(modifiers)) < len(modifiers):
         raise KeyTableError(f"{label}.{action}: '{one}' is not a key name.",
                             "Keys are named like ctrl+t, alt+x, f2, escape or ctrl+shift+comma.", action)
+    if modifiers != sorted(modifiers):  # Textual names a key's modifiers in alphabetical order, and matches exactly
+        raise KeyTableError(f"{label}.{action}: '{one}' names its modifiers in another order than the app does, so "
+                            "it would never match.", f"Write it as {'+'.join([*sorted(modifiers), base])}.", action)
     if one in RESERVED_KEYS:
         raise KeyTableError(f"{label}.{action}: {one} {RESERVED_KEYS[one]}, so the app keeps it.", choose, action)
     if one in TEXT_BOX_KEYS and one not in KEY_ACTIONS[action][0].split(","):

@@ -84,11 +84,12 @@ def may_read_only(error: sqlite3.Error) -> bool:
     return sqlite_code(error) in {*_NO_ACCESS, _IOERR, _FULL}
 
 
-def access_error(folder: Path, error: sqlite3.Error | OSError, doing: str) -> IndexAccessError:
+def access_error(folder: Path, error: sqlite3.Error | OSError, doing: str, *,
+                 as_it_is: bool = False) -> IndexAccessError:
     """One sentence for an index that could not be `doing` ("opened", "read", "updated", or "written": in the
     middle of a change) because of `error`, which is not damage: why in words (a full disk, permissions, an I/O
-    error, a lock) and the way forward."""
-    reason, way = _access_words(folder, error)
+    error, a lock) and the way forward. `as_it_is`: reading it read-only failed too (so not "search it as it is")."""
+    reason, way = _access_words(folder, error, reading=as_it_is)
     after = "the index keeps everything written before this" if doing == "written" else "nothing was moved or changed"
     return IndexAccessError(f"The search index at {visible(folder)} could not be {doing}: {reason}.",
                             f"{way} ({after}).")
@@ -99,8 +100,8 @@ def access_reason(folder: Path, error: sqlite3.Error | OSError) -> str:
     return _access_words(folder, error)[0]
 
 
-def _access_words(folder: Path, error: sqlite3.Error | OSError) -> tuple[str, str]:
-    """(why, what to do) for `access_error`."""
+def _access_words(folder: Path, error: sqlite3.Error | OSError, reading: bool = False) -> tuple[str, str]:
+    """(why, what to do) for `access_error`; `reading`: reading it as it is failed too (no "search it as it is")."""
     if isinstance(error, OSError):
         code = {errno.ENOSPC: _FULL, getattr(errno, "EDQUOT", errno.ENOSPC): _FULL, errno.EACCES: _PERM,
                 errno.EPERM: _PERM, errno.EROFS: _READONLY}.get(error.errno or 0, _IOERR)
@@ -111,8 +112,9 @@ def _access_words(folder: Path, error: sqlite3.Error | OSError) -> tuple[str, st
         return "the disk it is on is full", "Free some space on that disk, then run this again"
     if code in _NO_ACCESS:
         if _read_only_file_system(folder):
-            return ("it is on a read-only file system",
-                    "Search it as it is, or copy the folder to a disk you can write to and give that to --index")
+            copy = "copy the folder to a disk you can write to and give that to --index"
+            return "it is on a read-only file system", (copy[0].upper() + copy[1:] if reading else
+                                                        f"Search it as it is, or {copy}")
         readable = os.access(folder / "index.sqlite", os.R_OK) and os.access(folder, os.R_OK | os.X_OK)
         return (f"you do not have permission to {'write to' if readable else 'read'} its files",
                 f"Give yourself permission to read and write {visible(folder)} and the files in it (or ask "

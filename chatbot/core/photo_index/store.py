@@ -203,7 +203,7 @@ class IndexStore:
                 db.close()
             if is_damage(error):
                 raise damaged_in_place(folder, made_by, access_reason(folder, refused)) from None
-            raise access_error(folder, refused, "opened") from None
+            raise access_error(folder, refused, "opened", as_it_is=True) from None  # read-only, too
         store.checkpoint = made_by
         return store
 

@@ -57,7 +57,7 @@ from chatbot.core.commands import (
     typed_line,
 )
 from chatbot.core.comparison import Comparison, due_comparison
-from chatbot.core.conversation import Conversation, check_text, cut_short_text, release_engine
+from chatbot.core.conversation import Conversation, cut_short_text, release_engine
 from chatbot.core.photo_search import Finder, found_line
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import (
@@ -213,7 +213,8 @@ class PlainChat:
                 self.ask(question_text(line))
                 return True
             self.echo_line(line)  # a transcript says every command, so what follows it makes sense
-            check_text(line, "command")  # bytes that were not UTF-8 (see read_lines): refused, as a question is
+            # bytes that were not UTF-8 (see read_lines) stay in a command: a file name may hold them (`/image` of a
+            # Latin-1 name opens it, as the command line does); each command refuses them where text is needed
             return self.render(run_command(self.conversation, line))
         except UserError as error:
             self.say(f"blip2-chat: {error}")
