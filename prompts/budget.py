@@ -33,8 +33,11 @@ def fit_prompt(
     room for the prompt, e.g. OPT: 2048 positions - 32 image query tokens - max_new_tokens;
     FlanT5: 512 encoder positions - 32 image query tokens.
 
-    Dropping turns never makes the prompt longer, so the number of dropped turns is found by
-    binary search: one call when everything fits, about log2(len(history)) + 1 otherwise.
+    Keeping fewer turns never makes the prompt longer, so the number kept is searched for from the
+    newest turns outwards: the newest FIRST_LOOK turns, then twice as many while they fit, then a
+    binary search between what fitted and what did not. Every text built and counted is then at most
+    about twice what fits, however long the chat (a 20,000-turn chat once had its whole history built
+    and tokenized, twice, for every question); a short chat that fits whole takes one call.
 
     Raises ``PromptTooLong`` when the question alone (no history) does not fit.
     """
@@ -42,28 +45,40 @@ def fit_prompt(
     n = len(turns)
     cache: dict[int, tuple[str, int]] = {}
 
-    def measure(dropped: int) -> tuple[str, int]:
-        if dropped not in cache:
-            text = style.build(turns[dropped:], question)
-            cache[dropped] = (text, count_tokens(text))
-        return cache[dropped]
+    def measure(kept: int) -> tuple[str, int]:
+        if kept not in cache:
+            text = style.build(turns[n - kept:], question)
+            cache[kept] = (text, count_tokens(text))
+        return cache[kept]
 
-    def result(dropped: int) -> FittedPrompt:
-        text, tokens = measure(dropped)
-        return FittedPrompt(text=text, dropped_turns=dropped, prompt_tokens=tokens)
+    def fits(kept: int) -> bool:
+        return measure(kept)[1] <= budget_tokens
 
-    if measure(0)[1] <= budget_tokens:
-        return result(0)
-    # Invariant: dropping ``low`` turns does not fit; dropping ``high`` fits, except that
-    # ``high == n`` (the question alone) is only checked at the end, saving one call.
-    low, high = 0, n
-    while high - low > 1:
-        mid = (low + high) // 2
-        if measure(mid)[1] <= budget_tokens:
-            high = mid
+    good, bad = 0, min(n, FIRST_LOOK)  # `good` kept turns fit (0: checked last), `bad` kept do not (or n: unknown)
+    if fits(bad):
+        good = bad
+        while good < n:  # gallop outwards while the newest `good` turns fit
+            bad = min(n, 2 * good)
+            if not fits(bad):
+                break
+            good = bad
         else:
-            low = mid
-    tokens = measure(high)[1]
-    if tokens > budget_tokens:
+            return _result(measure(n), 0)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if fits(mid):
+            good = mid
+        else:
+            bad = mid
+    text, tokens = measure(good)
+    if tokens > budget_tokens:  # good == 0: the question alone does not fit
         raise PromptTooLong(tokens, budget_tokens)
-    return result(high)
+    return _result((text, tokens), n - good)
+
+
+FIRST_LOOK = 16  # turns tried first: a whole short chat in one call
+
+
+def _result(measured: tuple[str, int], dropped: int) -> FittedPrompt:
+    text, tokens = measured
+    return FittedPrompt(text=text, dropped_turns=dropped, prompt_tokens=tokens)

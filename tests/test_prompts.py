@@ -48,10 +48,13 @@ class CallCounter:
     def __init__(self, fn: Callable[[str], int]) -> None:
         self.fn = fn
         self.calls = 0
+        self.counted = 0  # tokens counted in all: the work a real tokenizer does
 
     def __call__(self, text: str) -> int:
         self.calls += 1
-        return self.fn(text)
+        tokens = self.fn(text)
+        self.counted += tokens
+        return tokens
 
 
 # --- folding -------------------------------------------------------------------------------
@@ -254,9 +257,26 @@ def test_fit_prompt_long_history_few_calls(budget: int) -> None:
     history = [(f"q{i}", f"a{i}") for i in range(500)]  # 4 words per turn, 2003 in all
     counter = CallCounter(count_words)
     fitted = fit_prompt(OptChat(), history, "now?", counter, budget)
-    assert counter.calls <= 12
+    assert counter.calls <= 2 * 9 + 2  # galloping out, then a binary search: about 2 log2(turns kept)
     assert fitted.dropped_turns == 500 - (budget - 3) // 4
     assert fitted.prompt_tokens == count_words(fitted.text) <= budget
+
+
+@pytest.mark.parametrize("turns", [100, 2_000, 20_000])
+def test_fit_prompt_work_is_bounded_by_the_budget_not_the_chat(turns: int) -> None:
+    """A 20,000-turn chat whose model sees its last 25 turns: only texts about the size of what fits are built and
+    counted, so a question costs the same at turn 100 and at turn 20,000 (the whole history once was, twice)."""
+    history = [(f"q{i}", f"a{i}") for i in range(turns)]  # 4 words per turn
+    counter = CallCounter(count_words)
+    fitted = fit_prompt(OptChat(), history, "now?", counter, budget_tokens=103)
+    assert fitted.dropped_turns == turns - 25
+    assert counter.counted <= 12 * 103 and counter.calls <= 12
+
+
+def test_a_short_chat_that_fits_takes_one_call() -> None:
+    counter = CallCounter(count_words)
+    fitted = fit_prompt(OptChat(), HISTORY, "now?", counter, budget_tokens=10_000)
+    assert fitted.dropped_turns == 0 and counter.calls == 1
 
 
 def test_fit_prompt_long_history_too_long_few_calls() -> None:
@@ -296,7 +316,7 @@ def test_import_does_not_load_torch() -> None:
 def test_public_api() -> None:
     assert set(prompts.__all__) == {
         "PromptStyle", "register", "get_style", "style_for", "style_names", "normalize_question",
-        "normalize_answer", "fold_answer", "PromptTooLong", "FittedPrompt", "fit_prompt",
+        "normalize_answer", "spaced_stream", "fold_answer", "PromptTooLong", "FittedPrompt", "fit_prompt",
         "OptChat", "FlanT5Chat", "Caption",
     }
     for name in prompts.__all__:
