@@ -110,3 +110,26 @@ async def test_the_app_switches_models_and_a_question_asked_meanwhile_waits_for_
         assert "The chat goes on with Salesforce/blip2-flan-t5-xl." in notices(app)
         assert app.conversation.session.model == "Salesforce/blip2-flan-t5-xl"
 
+
+
+def test_options_that_leave_the_new_model_no_room_are_said_at_the_switch(pictures, checkpoints) -> None:
+    """`/set max_new_tokens 1024` for a roomy model, then `/model` to one with 128 positions: said when the chat goes
+    on with it, not only as every question's refusal afterwards."""
+    from dataclasses import replace
+
+    small = ScriptedEngine("a red square")
+    small.info = replace(small.info, model_id="small", context_tokens=128)
+    notes = io.StringIO()
+    conversation = Conversation(Settings(model="scripted", options=GenerationOptions(max_new_tokens=1024)), None,
+                                SessionStore(), load_image(pictures["red"]), engine=ScriptedEngine("x"))
+    assert conversation.room_problem() == ""
+    plain = PlainChat(conversation, out=io.StringIO(), notes=notes, echo=True, open_model=lambda settings: small)
+    plain.run([f"/model {checkpoints['opt']}"])  # a checkpoint folder: the checks pass; the factory gives `small`
+    said = notes.getvalue().splitlines()
+    from chatbot.core.conversation import MIN_PROMPT_TOKENS
+
+    most = 128 - small.info.image_tokens - MIN_PROMPT_TOKENS  # positions less the image's, less the least question
+    room = (f"blip2-chat: max_new_tokens=1024 leaves no room for a question in this model's 128 positions. Use at most "
+            f"{most} (/set max_new_tokens N in a chat, --max-new-tokens N on the command line).")
+    assert said[said.index("The chat goes on with small.") + 1] == room
+    assert conversation.room_problem() == room.removeprefix("blip2-chat: ")

@@ -206,6 +206,18 @@ class Conversation:
         self._model_changed = True  # another model, another context: say what it sees, or that all fit again
         self.prepare_ahead()
 
+    def room_problem(self) -> str:
+        """The sentence for options that leave the attached model no room for a question (a max_new_tokens /set for
+        a roomier model, then /model), for the front ends to say as soon as the model is there rather than at
+        the next question; "" when there is room, or no model."""
+        if self.engine is None:
+            return ""
+        try:
+            prompt_budget(self.engine, self.options)
+        except OptionError as error:
+            return str(error)
+        return ""
+
     def detach(self) -> Engine | None:
         """Stop answering with the model (before /model loads another); until `attach`, a question is refused as
         while the model loads. Returns it for `release_engine`, which a front end may run off its input loop."""
