@@ -494,7 +494,7 @@ def run_chat_command(
     with its own decoding options, except those given as flags, which win (`given_options_win` says which).
     `notes`: sentences to show first (the app shows them in the transcript, the plain mode on stderr).
     """
-    from chatbot.core.resume import given_options_win, model_to_go_on_with, session_to_resume
+    from chatbot.core.resume import going_on, session_to_resume
     from chatbot.core.session import Session
     from chatbot.core.store import SessionStore
     from chatbot.frontends.plain.terminal import plain_mode_forced
@@ -509,26 +509,25 @@ def run_chat_command(
                         "A resumed chat reopens its own image; switch later with /image PATH.")
     store = SessionStore()
     session: Session | None = None
-    notes = list(notes)
+    news: list[str] = []  # information, said first
+    notes = list(notes)  # warnings, said first
     if resuming:
         session = session_to_resume(store, continue_last, resume)
-        model, note = model_to_go_on_with(session, settings.model, model_given=model_given)
-        settings = replace(settings, model=model)
-        notes += [note] if note else []
-        given = given_options_win(session, settings)  # --max-new-tokens and the like win over the chat's own
-        notes += [given] if given else []
+        settings, news, warnings = going_on(session, settings, model_given=model_given)
+        notes += warnings
     if not resuming and image_source:
         notes += _outside_the_demo_world(settings.model, image_source)
     if plain or plain_mode_forced():  # not a terminal, TERM=dumb, or `plain = true` in the config
         from chatbot.frontends.plain.chat import run_plain_chat
 
-        return run_plain_chat(settings, image_source or "", session=session, notes=[*notes, *store.problems])
+        return run_plain_chat(settings, image_source or "", session=session,
+                              notes=[*notes, *news, *store.problems])
     image: LoadedImage | None = None
     if not resuming and image_source:  # without one the app opens its picker
         image = load_image(image_source)  # a bad path fails here, before any window opens
     from chatbot.tui.app import run_tui
 
-    return run_tui(settings, image=image, session=session, problems=[*notes, *store.problems])
+    return run_tui(settings, image=image, session=session, problems=[*notes, *store.problems], news=news)
 
 
 def _outside_the_demo_world(model: str, image_source: str) -> list[str]:

@@ -23,8 +23,9 @@ from chatbot.core.comparison import Comparison, arm, compare_last, disarm, image
 from chatbot.core.conversation import Conversation, still_answering
 from chatbot.core.export import write_failure
 from chatbot.core.photo_search import Found, result_to_open
+from chatbot.core.session_files import MAX_SESSION_BYTES
 from chatbot.core.settings import BY_NAME, apply_setting, describe_options, shown_value
-from chatbot.core.store import SessionForked
+from chatbot.core.store import NEARLY_FULL, SessionForked, SessionTooLong
 from chatbot.engine.base import CancelToken
 from chatbot.errors import ImageError, UserError, described, first_line
 from chatbot.images import LoadedImage, load_image
@@ -253,6 +254,10 @@ def after_saving(conversation: Conversation, outcome: Outcome | None = None, *, 
     except SessionForked as forked:  # saved, as a copy: say so, it is not a failure
         _SAVE_FAILED.pop(conversation, None)
         outcome.notices.append(Notice(str(forked), "warning"))
+    except SessionTooLong as error:  # every change from now on is lost when the chat ends: each one is said
+        again = _SAVE_FAILED.get(conversation) == str(error) and not force
+        outcome.notices.append(Notice(NOT_SAVED_EITHER if again else str(error), "error"))
+        _SAVE_FAILED[conversation] = str(error)
     except UserError as error:
         # the same failure again (the sessions folder is a file: every save fails alike) is said once, until a
         # save works or fails otherwise; /save, asked for, always says it
@@ -261,7 +266,20 @@ def after_saving(conversation: Conversation, outcome: Outcome | None = None, *, 
         _SAVE_FAILED[conversation] = str(error)
     else:
         _SAVE_FAILED.pop(conversation, None)
+        store = conversation.store
+        if store is not None and store.last_saved_bytes > NEARLY_FULL * MAX_SESSION_BYTES \
+                and conversation not in _NEARLY_FULL_SAID:
+            _NEARLY_FULL_SAID.add(conversation)
+            outcome.notices.append(Notice(
+                f"This chat's file holds {store.last_saved_bytes / 1e6:.1f} of the {MAX_SESSION_BYTES / 1e6:.0f} MB a "
+                "chat may have: soon its answers will not be saved. Start a new chat to go on (/export md keeps "
+                "this one in a file).", "warning"))
     return outcome
+
+
+NOT_SAVED_EITHER = ("This change was not saved either: the chat is too long to save. /export md keeps all of it in "
+                    "a file; start a new chat to go on saving.")
+_NEARLY_FULL_SAID: weakref.WeakSet[Conversation] = weakref.WeakSet()
 
 
 _SAVE_FAILED: weakref.WeakKeyDictionary[Conversation, str] = weakref.WeakKeyDictionary()  # the last failure said

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from chatbot.core.session import ImageRef, Session, SessionError, new_session_id, valid_session_id
@@ -164,6 +165,21 @@ def model_to_go_on_with(session: Session, model: str, *, model_given: bool) -> t
         return session.model, (f"Going on with {shown(session.model, 200)}, the model this chat was made with "
                                "(choose another with --model).")
     return model, None
+
+
+def going_on(session: Session, settings: Settings, *, model_given: bool) -> tuple[Settings, list[str], list[str]]:
+    """A resumed chat's settings (its model, and the options given that win over its own) and what to say first:
+    news, shown as information (which model it goes on with, which options given win), and warnings (a model its
+    file named that is not loaded). The plain mode says both alike; the app colours them."""
+    model, note = model_to_go_on_with(session, settings.model, model_given=model_given)
+    settings = replace(settings, model=model)
+    news: list[str] = []
+    warnings: list[str] = []
+    if note:
+        (warnings if session.untrusted_model and not model_given else news).append(note)
+    given = given_options_win(session, settings)  # --max-new-tokens and the like win over the chat's own
+    news += [given] if given else []
+    return settings, news, warnings
 
 
 def known_model(name: str) -> bool:

@@ -83,6 +83,14 @@ class SessionForked(SessionError):
         self.path = path
 
 
+class SessionTooLong(SessionError):
+    """The chat has grown past what a session file may hold (MAX_SESSION_BYTES): the save was refused, and the
+    chat in memory holds what the file does not (an export still has it all)."""
+
+
+NEARLY_FULL = 0.9  # a saved file this share of MAX_SESSION_BYTES: said once, before answers stop being saved
+
+
 @dataclass(frozen=True)
 class SessionSummary:
     """What `blip2-chat sessions` lists."""
@@ -114,6 +122,7 @@ class SessionStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or sessions_dir()
         self.problems: list[str] = []  # damaged files set aside, forks, renamed imports: for the UI to report
+        self.last_saved_bytes = 0  # the size of the file the last save wrote (a chat nearing the limit is told)
 
     def path_for(self, session_id: str) -> Path:
         """The file of session `session_id`; SessionError for an id that could not safely name one."""
@@ -244,14 +253,16 @@ class SessionStore:
             text = session_json(session)
         data = utf8_bytes(text)  # encoded once: measured, then written
         if len(data) > MAX_SESSION_BYTES:
-            raise SessionError(f"This chat is too long to save: a session file may have at most "
-                               f"{MAX_SESSION_BYTES / 1e6:.0f} MB.", "Start a new chat to go on.")
+            raise SessionTooLong(f"This chat is too long to save: a session file may have at most "
+                                 f"{MAX_SESSION_BYTES / 1e6:.0f} MB, so its last change was not saved.",
+                                 "/export md keeps all of it in a file; start a new chat to go on saving.")
         try:
             status = write_atomic(path, data)
         except OSError as error:
             raise SessionError(f"Could not save the session to {shown(path, 400)}: {reason_words(error)}.",
                                "Check that the folder is writable and the disk is not full.") from None
         remember_read(session, status)
+        self.last_saved_bytes = len(data)
         if note:
             raise SessionForked(note, path)
         return path

@@ -206,10 +206,11 @@ class AnsweringApp(App[None]):
                 transcript.move_child(waiting.bubble, after=transcript.children[-1])
         self._answer_next_pending()
 
-    def image_not_opened_for_questions(self) -> None:
-        """The image being opened did not open (it failed, or was stopped): the questions sent meanwhile were about
-        it, so they are not asked. One sentence says so; the first is back in the input (when nothing else is
-        typed there), all of them a press of Up away. The questions sent before it go on."""
+    def image_not_opened_for_questions(self, stopped: bool = False) -> None:
+        """The image being opened did not open (it failed, or was `stopped` with the stop key): the questions sent
+        meanwhile were about it, so they are not asked. One sentence says so, as information after the user's own
+        stop, as a warning after a failure; the first is back in the input (when nothing else is typed there), all
+        of them a press of Up away. The questions sent before it go on."""
         dropped = [waiting for waiting in self.pending if waiting.for_image]
         if not dropped:
             return
@@ -220,12 +221,13 @@ class AnsweringApp(App[None]):
         back = not field.value
         if back:
             field.put(typed_line(dropped[0].question))
+        kind = "info" if stopped else "warning"
         if len(dropped) == 1:
             where = "it is back in the input" if back else "Up recalls it"
-            self.notice(f"The question that waited for the image was not asked; {where}.", "warning")
+            self.notice(f"The question that waited for the image was not asked; {where}.", kind)
         else:
             where = "the first is back in the input, Up recalls the others" if back else "Up recalls them"
-            self.notice(f"The {len(dropped)} questions that waited for the image were not asked; {where}.", "warning")
+            self.notice(f"The {len(dropped)} questions that waited for the image were not asked; {where}.", kind)
         self._answer_next_pending()
 
     def _begin_answer(self, question_bubble: MessageBubble, question: str) -> None:
@@ -371,15 +373,19 @@ class AnsweringApp(App[None]):
 
         Questions still waiting (for the model, or for the answer) are kept in the session as unanswered turns,
         after the stopped answer's, and a question typed but not sent as its draft (nothing the person typed is
-        lost); so is the question being answered when it was stopped before its first word. Nothing is mounted
-        once quitting has begun.
+        lost); so is the question being answered when it was stopped before its first word. A question waiting
+        for an image still opening is no turn: the image is not open, and a turn would say it was about the one
+        before. The first of them is the draft when nothing else was typed (the others, sent, are Up's lines).
+        Nothing is mounted once quitting has begun.
         """
         if self.quitting:
             return
         self.quitting = True
-        waiting = [waiting.question for waiting in self.pending]
+        waiting = [waiting.question for waiting in self.pending if not waiting.for_image]
+        for_image = [waiting.question for waiting in self.pending if waiting.for_image]
         self.pending.clear()  # none of them is asked when the stopped answer ends
-        self.conversation.session.draft = self.query_one(ChatInput).value.strip()  # typed, not sent: kept
+        typed = self.query_one(ChatInput).value.strip()  # typed, not sent: kept
+        self.conversation.session.draft = typed or (typed_line(for_image[0]) if for_image else "")
         answer = self.answer
         await self.stop_streaming()
         if answer is not None and self._unrecorded(answer):  # stopped before a word: the question is kept

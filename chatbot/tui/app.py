@@ -63,7 +63,12 @@ from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.terminal_gone import driver_class_for
 from chatbot.tui.themes import HIGH_CONTRAST
-from chatbot.tui.widgets.chat_input import ChatInput, image_source_in, typed_character
+from chatbot.tui.widgets.chat_input import (
+    COMPLETION_NOTICE_SECONDS,
+    ChatInput,
+    image_source_in,
+    typed_character,
+)
 from chatbot.tui.widgets.image_preview import ImagePreview, prepare_terminal_graphics
 from chatbot.tui.widgets.status_bar import StatusBar, memory_text, process_memory_bytes
 from chatbot.tui.widgets.transcript import Transcript, image_label
@@ -78,7 +83,7 @@ def load_engine(settings: Settings, progress: Callable[[str], None]) -> Engine:
     return open_engine_for(settings, progress=progress)
 
 
-class ChatApp(FindingApp):
+class ChatApp(FindingApp, inherit_bindings=False):
     """Chat about an image; see README "Chat app" for the keys and commands."""
 
     CSS_PATH = "chat.tcss"
@@ -87,12 +92,14 @@ class ChatApp(FindingApp):
     COMMANDS = {SlashCommandProvider}  # ours only: Textual's own (Keys, Theme, a second Quit...) left out
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (72, "-wide")]
     BINDINGS = [
-        # ids are the config file's [keys] names (chatbot.core.settings.KEY_ACTIONS), with the same defaults
+        # ids are the config file's [keys] names (chatbot.core.settings.KEY_ACTIONS), with the same defaults. The
+        # footer shows them in this order (Textual's own two are not inherited: ours replace them, and they came
+        # first), so help comes first, where a narrow window never cuts it off; Stop answer only while it can stop.
+        Binding(KEY_ACTIONS["help"][0], "help", "Help", id="help"),
+        Binding(KEY_ACTIONS["quit"][0], "quit", "Quit", priority=True, id="quit"),
         Binding(KEY_ACTIONS["stop"][0], "cancel_answer", "Stop answer", id="stop"),
         Binding(KEY_ACTIONS["open_image"][0], "open_image", "Open image", id="open_image"),
         Binding(KEY_ACTIONS["copy_answer"][0], "copy_answer", "Copy answer", id="copy_answer"),
-        Binding(KEY_ACTIONS["help"][0], "help", "Help", id="help"),
-        Binding(KEY_ACTIONS["quit"][0], "quit", "Quit", priority=True, id="quit"),
         # Ctrl+V pastes an image (/paste). The input box binds it too (to paste the app's own copied text),
         # so this one comes first; a terminal's text paste arrives as a Paste event, not as this key.
         Binding(KEY_ACTIONS["paste"][0], "paste_image", "Paste image", show=False, priority=True, id="paste"),
@@ -104,7 +111,7 @@ class ChatApp(FindingApp):
     def __init__(
         self, conversation: Conversation, engine_factory: EngineFactory, *, renderer: str = "auto",
         memory_probe: Callable[[], int] = process_memory_bytes, problems: Iterable[str] = (),
-        finder: Finder | None = None, handle_signals: bool = False,
+        finder: Finder | None = None, handle_signals: bool = False, news: Iterable[str] = (),
     ) -> None:
         super().__init__(conversation)
         self.finder = finder
@@ -113,6 +120,7 @@ class ChatApp(FindingApp):
         self.renderer = renderer
         self.memory_probe = memory_probe
         self.startup_problems = list(problems)
+        self.startup_news = list(news)  # information to show at start (which model a resumed chat goes on with)
         self._deferred_image: LoadedImage | None = None  # chosen while an answer streamed
         self._opening: str | None = None  # the image being opened (loaded or downloaded) now
         self._model_progress = ""  # what the model's loading said last (shown beside an image opening)
@@ -138,7 +146,9 @@ class ChatApp(FindingApp):
         settings = self.conversation.settings
         self.register_theme(HIGH_CONTRAST)
         self.theme = settings.theme
-        self.set_keymap(settings.keys)
+        # every key given, the unchanged ones too: Textual moves a binding it re-keys after the others, and so
+        # re-keying them all keeps BINDINGS' order in the footer (help first) whatever the config file changed
+        self.set_keymap({**{action: default for action, (default, _) in KEY_ACTIONS.items()}, **settings.keys})
         self.sub_title = f"session {visible(self.conversation.session.id)}"
         transcript = self.query_one(Transcript)
         transcript.show_session(self.conversation.session)
@@ -148,6 +158,8 @@ class ChatApp(FindingApp):
         if session.draft:  # typed but not sent when the chat was left: back in the input (made visible)
             self.prefill_input(session.draft)
             session.draft = ""
+        for news in self.startup_news:
+            self.notice(news, "info")
         for problem in self.startup_problems:
             self.notice(problem, "warning")
         image, ref = self.conversation.image, self.conversation.session.image
@@ -282,6 +294,8 @@ class ChatApp(FindingApp):
         if self._switching:  # /model: say it, as the screen-reader mode does
             self._switching = False
             self.notice(f"The chat goes on with {message.engine.info.model_id}.")
+        if room := self.conversation.room_problem():  # options that leave this model no room: said now
+            self.notice(room, "warning")
         self._refresh_memory()
         self._answer_next_pending()
 
@@ -368,15 +382,20 @@ class ChatApp(FindingApp):
             return True  # Esc also stops an image that is still opening (a slow download)
         if action == "paste_image" and self.screen is not self.screen_stack[0]:
             return False  # over the picker or the help, Ctrl+V is theirs
-        return super().check_action(action, parameters)
+        allowed = super().check_action(action, parameters)
+        if action == "cancel_answer" and not allowed:
+            return False  # nothing to stop: left out of the footer (greyed out, it took room from the help key)
+        return allowed
 
     async def on_event(self, event: events.Event) -> None:
-        """A character typed while the focus is elsewhere (Tab moved it to the chat) goes to the input box.
+        """A character typed or a paste (a dropped file) while the focus is elsewhere (Tab moved it to the chat)
+        goes to the input box, which handles it as its own (a dropped image path opens the image).
 
         The focus moves as the key arrives, before Textual hands the key on, so this key and every key after
         it (the rest of a burst, Enter included) reach the box in the order they came. Moved later, when a
         key has bubbled back from the chat, the keys of a burst already on their way there were lost."""
-        if isinstance(event, events.Key) and not event.is_forwarded and typed_character(event) is not None \
+        typed = isinstance(event, events.Key) and typed_character(event) is not None
+        if (typed or isinstance(event, events.Paste)) and not event.is_forwarded \
                 and self.screen_stack and self.screen is self.screen_stack[0]:  # not over the picker, the help
             for field in self.screen.query(ChatInput):
                 if self.focused is not field:
@@ -396,7 +415,7 @@ class ChatApp(FindingApp):
             self.refresh_bindings()
             self._set_ready_activity()
             self.notice(f"Stopped opening {image_label(source)}.")
-            self.image_not_opened_for_questions()
+            self.image_not_opened_for_questions(stopped=True)  # the user's own doing: information
             return
         super().action_cancel_answer()
 
@@ -475,6 +494,7 @@ class ChatApp(FindingApp):
             return
         field = self.query_one(ChatInput)
         field.remember(line)
+        self.query_one(Transcript).anchor()  # scrolled up (PageUp) or not: what this line brings is shown, below
         source = image_source_in(line)
         if source is not None:
             done = self.open_image(source)
@@ -526,8 +546,12 @@ class ChatApp(FindingApp):
 
     def prefill_input(self, text: str) -> None:
         """Put `text` in the input for the user to finish (palette entries that need an argument, a draft, a
-        dropped path that has to wait)."""
+        dropped path that has to wait). A line typed there is not lost: it becomes Up's newest line (in memory:
+        never sent, it stays out of the history file), and a notice says so. Refusing the palette's entry
+        instead would leave the user to clear the line by hand and choose it again."""
         field = self.query_one(ChatInput)
+        if visible(text) != field.value and field.set_aside():
+            self.notify("Up brings back what you had typed.", timeout=COMPLETION_NOTICE_SECONDS, markup=False)
         field.put(text)  # made visible: a draft comes from a session file, a path from a file name
         field.focus()
 
@@ -582,7 +606,7 @@ def create_app(
     settings: Settings, *, image: LoadedImage | None = None, session: Session | None = None,
     store: SessionStore | None = None, engine_factory: EngineFactory | None = None, renderer: str = "auto",
     memory_probe: Callable[[], int] = process_memory_bytes, problems: Iterable[str] = (),
-    finder: Finder | None = None, handle_signals: bool = False,
+    finder: Finder | None = None, handle_signals: bool = False, news: Iterable[str] = (),
 ) -> ChatApp:
     """The chat app for the CLI and the tests.
 
@@ -594,23 +618,25 @@ def create_app(
         engine_factory: `(settings, progress) -> Engine`; the real model when None.
         renderer: image preview: "auto" (best the terminal has), "halfcell" or "none".
         memory_probe: bytes of memory in use, for the status line (tests pass a constant).
-        problems: notices to show at start (e.g. damaged session files the CLI set aside).
+        problems: warnings to show at start (e.g. damaged session files the CLI set aside).
+        news: information to show at start (which model a resumed chat goes on with, options given that win).
         finder: /find's search (default: the index in the data folder, with the chat's device and precision).
         handle_signals: SIGTERM and SIGHUP quit as Ctrl+Q does (the CLI's app; a test's only when it asks).
     """
     conversation = Conversation(settings, session, store or SessionStore(), image, think_ahead=True)
     return ChatApp(conversation, engine_factory or load_engine, renderer=renderer, memory_probe=memory_probe,
-                   problems=problems, finder=finder or Finder.from_settings(settings), handle_signals=handle_signals)
+                   problems=problems, finder=finder or Finder.from_settings(settings), handle_signals=handle_signals,
+                   news=news)
 
 
 def run_tui(
     settings: Settings, *, image: LoadedImage | None = None, session: Session | None = None,
-    problems: Iterable[str] = (),
+    problems: Iterable[str] = (), news: Iterable[str] = (),
 ) -> int:
     """Run the chat app in this terminal until the user quits (or SIGTERM or SIGHUP ends it, as Ctrl+Q does: the
     exit status is then 128 + the signal's number, 143 or 129, as when a signal ends a program)."""
     renderer = prepare_terminal_graphics()  # before Textual owns the terminal
-    app = create_app(settings, image=image, session=session, problems=problems, renderer=renderer,
+    app = create_app(settings, image=image, session=session, problems=problems, news=news, renderer=renderer,
                      handle_signals=True)
     app.run()
     code = app.return_code or 0

@@ -4,7 +4,11 @@ Terminals "drop" a file by pasting its path, often quoted or with escaped spaces
 file:// URI; `image_path_in` undoes all three. A pasted http(s) address opens as `/image URL` does
 (`image_source_in`). Up and Down recall earlier lines, as in a shell, also those of earlier chats: each line sent
 with Enter goes into the line history file the screen-reader mode keeps (`chatbot.core.line_history`: private to
-the user, never through a link, its last lines only), and the box reads it when it is mounted.
+the user, never through a link, its last lines only), and the box reads it when it is mounted. As in readline (with
+`revert-all-at-newline`), browsing never loses a line: the one being typed when Up was first pressed comes back when
+Down passes the newest line, an earlier line edited and left keeps its edit until a line is sent, and sending puts
+every recalled line back as it was. Text the app puts in the box over a typed line (`set_aside`) becomes Up's newest
+line, in memory only: it was never sent, so it stays out of the history file.
 Text from outside (a resumed chat's draft and questions, a paste) enters the box made visible
 (`chatbot.untrusted.visible`): Input draws its value as it is, so a control character in it would reach
 the terminal.
@@ -123,7 +127,8 @@ class ChatInput(Input):
         # coming back to the box (Tab, a click) leaves the text as it was: selected, the next key would replace it
         super().__init__(placeholder="Ask about the image, or type /help", id=id, select_on_focus=False)
         self.history: list[str] = []
-        self._recall_index = 0
+        self._recall_index = 0  # the line shown: an index into `history`, or len(history) for the line being typed
+        self._edits: dict[int, str] = {}  # recall index -> the text left there while browsing (readline's undo)
         self._offered: tuple[str, ...] = ()  # the lines the last Tab listed; another Tab steps through them
         self._offered_at = -1
         self._left = ""  # the value the last Tab left (typing anything else ends the stepping)
@@ -148,7 +153,12 @@ class ChatInput(Input):
             if line in self.history:
                 self.history.remove(line)
             self.history.append(line)
+        self._stop_browsing()
+
+    def _stop_browsing(self) -> None:
+        """Up starts again from the line being typed; recalled lines are as they were (edits left there dropped)."""
         self._recall_index = len(self.history)
+        self._edits = {}
 
     async def action_submit(self) -> None:
         """Enter: the line goes into the history file now (a chat ended any way keeps it), then is sent."""
@@ -170,15 +180,35 @@ class ChatInput(Input):
             self.selection = Selection.cursor(len(self.value))
 
     def put(self, text: str) -> None:
-        """Make `text` the value, made visible (a saved draft, a question given back), the cursor at its end."""
+        """Make `text` the value, made visible (a saved draft, a question given back), the cursor at its end; it is
+        the line being typed now (Up starts again from it)."""
         self.value = visible(text)
         self.cursor_position = len(self.value)
+        self._stop_browsing()
+
+    def set_aside(self) -> bool:
+        """Keep what was typed and not sent (the line in the box, and the line set aside by browsing with Up) as
+        Up's newest lines, in memory only, before the app puts other text in the box; True when there was any."""
+        self._edits[self._recall_index] = self.value
+        typed = [text for index, text in sorted(self._edits.items(), key=lambda item: item[0] == self._recall_index)
+                 if text.strip() and (index >= len(self.history) or text != self.history[index])]
+        for text in typed:
+            self.remember(text.strip())
+        self._stop_browsing()
+        return bool(typed)
 
     def action_recall(self, step: int) -> None:
-        if not self.history:
-            return
-        self._recall_index = max(0, min(len(self.history), self._recall_index + step))
-        self.value = self.history[self._recall_index] if self._recall_index < len(self.history) else ""
+        """Up, Down: an earlier or later line. What is left on a line comes back when browsing returns to it (the
+        line being typed, below the newest, included), until a line is sent."""
+        index = max(0, min(len(self.history), self._recall_index + step))
+        if index == self._recall_index:
+            return  # at either end: nothing changes (Down on the line being typed keeps it)
+        self._edits[self._recall_index] = self.value
+        self._recall_index = index
+        if index in self._edits:
+            self.value = self._edits[index]
+        else:
+            self.value = self.history[index] if index < len(self.history) else ""
         self.cursor_position = len(self.value)
 
     def action_complete(self) -> None:

@@ -17,7 +17,10 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from PIL import Image as PILImage
-from textual import work
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.text import Text
+from textual import events, work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
@@ -105,10 +108,83 @@ def draws_with_colour_cells(renderer: str) -> bool:
     return renderables.Image in (Halfcell, Unicode)
 
 
-def image_summary(image: LoadedImage) -> str:
-    """The image in one line, for where there is no room for the preview: `photo.jpg · 640×480`."""
+def clip_middle(text: str, width: int) -> str:
+    """`text` in at most `width` cells, losing its middle: `IMG_2026…_0042.jpg` (a name's start and its end, the
+    part that tells photos apart, stay)."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    head, tail = "", ""
+    start, end = 0, len(text)
+    while start < end:  # a character at a time from each end, the end first, while they fit beside "…"
+        if cell_len(head) >= cell_len(tail):
+            if cell_len(head + tail + text[end - 1]) > width - 1:
+                break
+            end -= 1
+            tail = text[end] + tail
+        else:
+            if cell_len(head + tail + text[start]) > width - 1:
+                break
+            head += text[start]
+            start += 1
+    return f"{head}…{tail}"
+
+
+MIN_NAME_CELLS = 12  # narrower than this beside the size, the whole line is clipped in the middle instead
+
+
+class CaptionLine(str):
+    """The image in one line, `photo.jpg · 640×480` (a str: `name` then `size`), which Textual shows in any width
+    (`_ClippedInTheMiddle`): a name that fits stays whole, the size giving way; a longer one loses its middle
+    (`clip_middle`), its start and its end kept, and the size. Cut at its end, a camera's long names would all
+    end alike, in `…`."""
+
+    name: str
+    size: str
+
+    def __new__(cls, name: str, size: str) -> CaptionLine:
+        line = super().__new__(cls, name + size)
+        line.name, line.size = name, size
+        return line
+
+    def visualize(self) -> _ClippedInTheMiddle:
+        """Textual's visual protocol: it asks this before taking the line for a str."""
+        return _ClippedInTheMiddle(self.name, self.size)
+
+
+class _ClippedInTheMiddle:
+    """The Rich renderable of a `CaptionLine`: one line in the width it is given."""
+
+    def __init__(self, name: str, size: str) -> None:
+        self.name, self.size = name, size
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width, line = options.max_width, self.name + self.size
+        if cell_len(self.name) >= width:  # the name cannot be whole: its two ends, and the size where there is room
+            if width - cell_len(self.size) >= MIN_NAME_CELLS:
+                line = clip_middle(self.name, width - cell_len(self.size)) + self.size
+            else:
+                line = clip_middle(line, width)
+        yield Text(line, no_wrap=True, overflow="ellipsis", end="")  # a whole name: the size gives way to "…"
+
+
+def image_summary(image: LoadedImage) -> CaptionLine:
+    """The image in one line, for where there is no room for the preview: `photo.jpg · 640×480` (see
+    `CaptionLine`: too long for the window, it loses the middle of the name)."""
     width, height = image.original_size
-    return f"{visible(image_label(image.source))} · {width}×{height}"
+    return CaptionLine(visible(image_label(image.source)), f" · {width}×{height}")
+
+
+def picture_cells(pixels: tuple[int, int], width: int, rows: int) -> tuple[int, int]:
+    """The largest (columns, rows) a picture `pixels` in size takes within `width` × `rows` cells, its proportions
+    kept, measured as textual-image measures what it draws: its own geometry, with the terminal's cell size in
+    pixels (asked once, when its widget module was imported before Textual took the terminal; then kept)."""
+    from textual_image._geometry import ImageSize
+    from textual_image._terminal import get_cell_size
+
+    columns, height = ImageSize(*pixels, width="auto", height="auto").get_cell_size(width, rows, get_cell_size())
+    return max(1, columns), max(1, height)
 
 
 NO_COLOUR_TEXT = "No preview: drawing the picture needs colour, and colour is off (NO_COLOR)."
@@ -133,7 +209,7 @@ class ImagePreview(Vertical):
         self.renderer = renderer
         self.empty_text = empty_text
         self.source: str | None = None  # what is shown now (tests read it)
-        self.summary = " ".join(empty_text.split())  # what is shown, in one line (`image_summary`)
+        self.summary: str = " ".join(empty_text.split())  # what is shown, in one line (`image_summary`)
 
     def compose(self) -> ComposeResult:
         widget_class = image_widget_class(self.renderer)
@@ -162,6 +238,25 @@ class ImagePreview(Vertical):
         for widget in pictures:
             cast(Any, widget).image = thumbnail(image.image)
             widget.display = True
+        self._fit_picture()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_picture()  # the window (and with it the sidebar) changed size: the picture follows
+
+    def _fit_picture(self) -> None:
+        """Size the picture to the room it has: the preview's width, and its height less the caption's. (From the
+        width alone textual-image would draw a tall picture taller than the room, and the rest would be cut
+        off.) A preview whose height follows its content (`height: auto`) keeps the stylesheet's sizes."""
+        width, height = self.content_size
+        if not width or not height or self.styles.height is None or self.styles.height.is_auto:
+            return  # not laid out yet (a Resize comes when it is), or hidden in a narrow window
+        caption = self.query_one("#preview-caption", Static)
+        below = caption.styles.margin.top + caption.get_content_height(self.content_size, self.app.size, width)
+        for picture in self.query("#preview-image"):
+            image = cast(Any, picture).image
+            if isinstance(image, PILImage.Image):
+                columns, rows = picture_cells(image.size, width, max(1, height - below))
+                picture.styles.width, picture.styles.height = columns, rows
 
     def show_problem(self, text: str) -> None:
         """No image to show: say why (e.g. the resumed session's file moved)."""

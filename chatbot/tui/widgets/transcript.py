@@ -6,8 +6,8 @@ A turn's question asked about other images too (`/compare`) shows below its answ
 `ComparisonView`: the open image's answer beside the other image's, each headed by its image's name.
 
 Tab from a question brings the focus here, to read back with the keys (the arrows, PageUp/PageDown, Home/End);
-a bar down the chat's left edge shows it has the focus. Nothing typed here is lost: a character goes on in the
-input box (the app moves it there), and Enter or Esc go back to the input (Esc also still stops an answer).
+a bar down the chat's left edge shows it has the focus. Nothing typed here is lost: a character or a paste goes on
+in the input box (the app moves it there), and Enter or Esc go back to the input (Esc also still stops an answer).
 """
 
 from __future__ import annotations
@@ -214,7 +214,12 @@ class Transcript(VerticalScroll):
             view.remove()
 
     def last_answer(self) -> str:
-        return self.pairs[-1].answer.text if self.pairs else ""
+        """The latest answer with words in it (Ctrl+Y copies it): a last turn the model said nothing to, or that was
+        stopped before a word, leaves the one before it to copy. "" when no answer has words."""
+        for pair in reversed(self.pairs):
+            if pair.answer.text.strip():
+                return pair.answer.text
+        return ""
 
     def show_turn(self, turn: Turn, pair: BubblePair | None = None) -> BubblePair:
         """Show a recorded turn, in new bubbles or (after streaming) in `pair`'s, exactly as stored."""
