@@ -177,7 +177,8 @@ def test_json_counts_each_path_and_a_path_with_nothing_is_said_and_exits_2(
     assert json.loads(out) == {
         "forgotten": 6, "paths": [{"path": str(collection["photos2"]), "forgotten": 6},
                                   {"path": str(nowhere), "forgotten": 0}, {"path": str(trip), "forgotten": 1}],
-        "stopped_rebuild": 0, "index": str(collection["index"]), "model": CHECKPOINT, "pictures": len(kept)}
+        "stopped_rebuild": 0, "index": str(collection["index"]), "model": CHECKPOINT, "pictures": len(kept),
+        "freed_bytes": 0}
     assert err.splitlines() == [
         f"Forgot 6 pictures (6 under {collection['photos2']} and 1 under {trip}); {UNTOUCHED}",
         f"blip2-chat: The index at {collection['index']} holds no picture recorded at or under {nowhere}."]

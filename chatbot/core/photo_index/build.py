@@ -5,7 +5,13 @@ content the index already holds (a renamed or copied file) reuses its embeddings
 or embedded. Only new content is decoded and embedded, `batch_size` at a time, and each batch is one
 transaction, so Ctrl+C, `cancel` or a kill -9 keep every finished batch. Unreadable files, and files whose
 names are not valid UTF-8 (the index cannot hold them), become noted failures and the run goes on. Files
-gone from the given roots leave the index.
+gone from the given roots leave the index. A run that was not stopped ends with `IndexStore.compact`: the
+embeddings no file has any more leave, and the matrix gives their space back once they are most of it.
+
+The counts, by path and bytes: `added` and `updated` were embedded (a new path; a known path with new bytes);
+`reused` are new paths, or known paths with new bytes, whose bytes the index already held (a renamed or copied
+file: not embedded); `unchanged` are known paths with the bytes they had, whether not opened (same size and
+time) or hashed because only their time changed (`touched`, counted in `unchanged` too).
 """
 
 from __future__ import annotations
@@ -58,19 +64,32 @@ class LocalFiles:
 class IndexSummary:
     """How a run went."""
 
-    added: int = 0  # new files with new content (embedded)
-    updated: int = 0  # known files whose content changed (embedded again)
-    reused: int = 0  # files whose content was already indexed under another path or time (not embedded)
-    unchanged: int = 0  # same path, size and mtime: not opened
+    added: int = 0  # new paths with bytes the index did not hold (embedded)
+    updated: int = 0  # known paths whose bytes changed to ones the index did not hold (embedded)
+    reused: int = 0  # new paths, or known paths with new bytes, whose bytes the index held already (not embedded)
+    unchanged: int = 0  # known paths with the same bytes: same size and mtime (not opened), or `touched`
+    touched: int = 0  # of `unchanged`: a new mtime (or size) but the same bytes (hashed; the new time recorded)
     removed: int = 0  # gone from the given roots, or no longer readable
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     seconds: float = 0.0
     cancelled: bool = False
+    freed_bytes: int = 0  # given back to the disk by the compaction at the end (0: none was needed)
 
     def sentence(self) -> str:
+        touched = f" ({self.touched} of them touched, same bytes)" if self.touched else ""
         stopped = " Stopped early; run it again to go on." if self.cancelled else ""
-        return (f"{self.added} added, {self.updated} updated, {self.reused} reused, {self.unchanged} unchanged, "
-                f"{self.removed} removed, {len(self.failed)} failed in {self.seconds:.1f} s.{stopped}")
+        freed = f" Gave back {size_words(self.freed_bytes)} of disk space." if self.freed_bytes else ""
+        return (f"{self.added} added, {self.updated} updated, {self.reused} reused, {self.unchanged} unchanged"
+                f"{touched}, {self.removed} removed, {len(self.failed)} failed in {self.seconds:.1f} s."
+                f"{freed}{stopped}")
+
+
+def size_words(count: int) -> str:
+    """'41 MB', '2.5 MB', '640 KB' (decimal units, as `ls -h --si` and file managers say them)."""
+    for unit, size in (("GB", 10**9), ("MB", 10**6)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}" if count < 10 * size else f"{count / size:.0f} {unit}"
+    return f"{max(round(count / 1000), 1)} KB"
 
 
 def update_index(
@@ -132,6 +151,8 @@ def update_index(
         store.remove_paths(gone)
         summary.removed += len(gone)
     if not summary.cancelled:
+        compaction = store.compact()
+        summary.freed_bytes = compaction.freed if compaction is not None else 0
         store.refresh_approximate()
     summary.seconds = time.monotonic() - started
     return summary
@@ -152,7 +173,11 @@ def _index_batch(store: IndexStore, batch: list[FoundFile], known: dict[str, Fil
         sha = reader.sha256(file.path)
         if sha and (store.known_sha(sha) or any(image.sha256 == sha for image in loaded)):
             states.append(FileState(file.path, file.size, file.mtime_ns, sha))
-            summary.reused += 1
+            if was_known and known[file.path].sha256 == sha:  # touched: a new time, the same bytes
+                summary.unchanged += 1
+                summary.touched += 1
+            else:
+                summary.reused += 1
             continue
         try:
             image = reader.load(file.path)

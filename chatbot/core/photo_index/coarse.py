@@ -13,6 +13,10 @@ rebuilt once the rows filed after it pass an eighth of it, and whenever it is mi
 match); a search scans the list numbers of the rows after it. The fingerprint ties both files to their
 centres, so a crash between writing new centres and new lists can never pair them wrongly: files that
 do not match are rebuilt. Every file is written to a temporary name, fsynced and renamed.
+
+A compaction renumbers the rows: the lists and inverted files go before its renumbering commits, and the
+rows' list numbers are written again in the new order afterwards (`kept_lists`, `refile`), with the same
+centres, so a search finds what it found before.
 """
 
 from __future__ import annotations
@@ -124,6 +128,27 @@ class CoarseLists:
         finally:
             os.close(fd)
 
+    def kept_lists(self, live: np.ndarray, queries: int = QUERIES) -> np.ndarray:
+        """The list numbers of the filed rows among `live` (ascending row numbers), in that order: the lists
+        file of the matrix a compaction makes of those rows (they are its first rows, as `live` is sorted)."""
+        assigned = self.assigned_rows(queries)
+        filed = live[live < assigned]
+        if not len(filed):
+            return np.zeros(0, np.uint16)
+        lists = np.fromfile(self.lists_path, np.uint16, count=assigned * queries).reshape(assigned, queries)
+        return np.ascontiguousarray(lists[filed]).reshape(-1)
+
+    def unfile(self) -> None:
+        """Delete the lists and inverted files (the centres stay): the rows are about to be renumbered. Until
+        `refile`, searches score every row exactly."""
+        self.inverted_path.unlink(missing_ok=True)
+        self.lists_path.unlink(missing_ok=True)
+
+    def refile(self, lists: np.ndarray, vectors: VectorFile) -> None:
+        """Write `lists` (from `kept_lists`) as the filing of the renumbered rows, then file the rest (`extend`)."""
+        _write_new(self.lists_path, np.ascontiguousarray(lists, np.uint16).tobytes())
+        self.extend(vectors)
+
     def candidates(self, vectors: VectorFile, query: np.ndarray, probes: int, keep: int) -> np.ndarray:
         """Rows of the `keep` images whose best vector in the `probes` nearest lists scores highest.
 
@@ -174,6 +199,12 @@ class CoarseLists:
         numbers = np.argsort(lists, kind="stable").astype(np.uint32 if len(lists) < 2**32 else np.uint64)
         offsets = np.concatenate([[0], np.cumsum(np.bincount(lists, minlength=len(self.centres)))])
         _write_new(self.inverted_path, _npy_bytes(np.concatenate([offsets.astype(numbers.dtype), numbers])))
+
+
+def remove_approximate(folder: Path) -> None:
+    """Delete the approximate stage's files in `folder` (lists first: centres without lists are filed again)."""
+    for path in [*folder.glob("inverted-*.npy"), *folder.glob("lists-*.u16"), folder / "centres.npy"]:
+        path.unlink(missing_ok=True)
 
 
 def _nearest(vectors: np.ndarray, centres: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from chatbot.untrusted import visible
 
 REBUILDING = "rebuild-in-progress"  # the sub-folder a --rebuild makes its index in (see `store.open_rebuild`)
 SUPERSEDED = "stopped-rebuild"  # in REBUILDING: a stopped rebuild of another checkpoint, until the new one has pictures
-_FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "vectors.f16", "centres.npy")
+_FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "vectors.f16", "vectors.f16.compact", "centres.npy")
 
 # SQLite's primary result codes (https://sqlite.org/rescode.html; an extended code's low byte is its primary one)
 _ERROR, _PERM, _BUSY, _LOCKED, _READONLY, _INTERRUPT, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _PROTOCOL = (

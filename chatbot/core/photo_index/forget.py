@@ -6,7 +6,8 @@ Nothing is forgotten by itself: a missing file may be on a drive that is only un
 it cannot see under paths it was not given and `search` lists such results as gone, until the user asks. A
 stopped rebuild waiting beside the index forgets the same paths, so going on with it does not bring them back.
 The embeddings no remaining file uses leave as they do when `index` finds files deleted
-(`IndexStore.remove_paths`); their matrix rows stay, unused, as those do.
+(`IndexStore.remove_paths`), and, as at the end of an `index` run, the matrix gives their rows' space back once
+they are most of it (`IndexStore.compact`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ class Forgotten:
     in_index: int  # of them, files the index held
     in_rebuild: int  # ... and files a stopped rebuild waiting beside the index held (0: none waits)
     pictures: int  # files the index holds now
+    freed_bytes: int = 0  # given back to the disk by compacting the index (and the stopped rebuild)
+
+
+def _freed(store: IndexStore) -> int:
+    """Compact `store` when its unused rows are most of it; the bytes given back."""
+    compaction = store.compact()
+    return compaction.freed if compaction is not None else 0
 
 
 def forget_paths(folder: Path, paths: Sequence[str]) -> Forgotten:
@@ -84,11 +92,15 @@ def forget_paths(folder: Path, paths: Sequence[str]) -> Forgotten:
             found.append(ForgottenPath(root, len(both), file=both == {root}))
             here |= mine
             there |= waiting
+        freed = 0
         if here:
             store.remove_paths(sorted(here))
+            freed += _freed(store)
         if rebuild is not None and there:
             rebuild.remove_paths(sorted(there))
-        return Forgotten(folder, store.checkpoint, found, len(here | there), len(here), len(there), store.count())
+            freed += _freed(rebuild)
+        return Forgotten(folder, store.checkpoint, found, len(here | there), len(here), len(there), store.count(),
+                         freed)
     finally:
         if rebuild is not None:
             rebuild.close()

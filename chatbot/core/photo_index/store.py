@@ -4,16 +4,20 @@ One folder holds `index.sqlite` (files: path, size, mtime_ns, sha256; embeddings
 meta: the checkpoint that made it and the committed row count), `vectors.f16` (see `vectors.py`) and the
 approximate stage's files (see `coarse.py`). Embeddings are keyed by content, so the same bytes under a
 new path reuse them. A batch is one transaction whose vectors are fsynced before it commits: a kill -9
-loses at most the batch in progress. A damaged index is set aside (its files moved into `<folder>/damaged-<n>/`),
-never half-used; one that cannot be opened for another reason (a full disk, permissions, an I/O error, a lock)
-is left as it is, with one sentence saying why, and a search opens it read-only when it can. The folder itself,
-its lock and a --rebuild's folders are `folder.py`'s. docs/search.md says why SQLite + numpy and not LanceDB.
+loses at most the batch in progress. Rows of contents no file has any more are given back by `compact`, at the
+end of an `index` or `index --forget` run, once they are most of the matrix. A damaged index is set aside (its
+files moved into `<folder>/damaged-<n>/`), never half-used; one that cannot be opened for another reason (a full
+disk, permissions, an I/O error, a lock) is left as it is, with one sentence saying why, and a search opens it
+read-only when it can. The folder itself, its lock and a --rebuild's folders are `folder.py`'s. docs/search.md
+says why SQLite + numpy and not LanceDB.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,7 @@ from typing import IO
 
 import numpy as np
 
-from chatbot.core.photo_index.coarse import CoarseLists, probes_for
+from chatbot.core.photo_index.coarse import CoarseLists, probes_for, remove_approximate
 from chatbot.core.photo_index.folder import (
     REBUILDING,
     SUPERSEDED,
@@ -45,7 +49,7 @@ from chatbot.core.photo_index.folder import (
     remove_index_folder,
     set_aside,
 )
-from chatbot.core.photo_index.vectors import DIM, QUERIES, VectorFile
+from chatbot.core.photo_index.vectors import COMPACTED, DIM, FILE, QUERIES, VectorFile, fsync_folder
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible
 
@@ -53,6 +57,10 @@ FORMAT = "1"
 EXACT_LIMIT = 2_000  # images: below this every search is exact (about 70 ms on 2 cores)
 RETRAIN_GROWTH = 4  # the centres are trained again once the index is this many times larger
 CANDIDATES = 100  # images the first stage hands to exact re-scoring (300 found no more at 10k or 100k)
+COMPACT_SHARE = 0.5  # the matrix is compacted when more than this share of its rows is unused ...
+COMPACT_MIN_ROWS = 1_000  # ... and at least this many rows are (16 MB at ViT-g's 16 KB a picture) ...
+COMPACT_MIN_BYTES = 16 << 20  # ... or this many bytes (for models with larger rows)
+VACUUM_MIN_BYTES = 1 << 20  # index.sqlite is rewritten (VACUUM) when over half of it, and this much, is free pages
 NOT_UTF8 = "its name is not valid UTF-8; rename it to index it."  # why a file `storable` refuses is not indexed
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -94,6 +102,22 @@ class Hit:
     mtime_ns: int = -1
 
 
+@dataclass(frozen=True)
+class Compaction:
+    """What `IndexStore.compact` did: the matrix's rows and the index's bytes on disk before and after."""
+
+    rows_before: int
+    rows_after: int
+    bytes_before: int
+    bytes_after: int
+    seconds: float
+
+    @property
+    def freed(self) -> int:
+        """Bytes given back to the disk."""
+        return max(self.bytes_before - self.bytes_after, 0)
+
+
 class IndexStore:
     """An open index folder. `open` checks it; writes go through `add_batch`, `set_path`, `remove_paths`."""
 
@@ -102,7 +126,8 @@ class IndexStore:
         self.checkpoint = checkpoint
         self._db = db
         shape = (self._meta("shape") or f"{QUERIES}x{DIM}").split("x")
-        self.vectors = VectorFile(folder / "vectors.f16", int(self._meta("rows") or 0), (int(shape[0]), int(shape[1])))
+        self.vectors = VectorFile(self._vectors_path(), int(self._meta("rows") or 0), (int(shape[0]), int(shape[1])))
+        self._generation = self._meta("generation")  # how many compactions the matrix read here has been through
         self._coarse = CoarseLists.load(folder)
         self._writer_lock: IO[bytes] | None = None  # held while this store may write (opened with `create`)
         self._folder_lock: IO[bytes] | None = None  # a rebuild's: the lock of the index it will replace
@@ -175,6 +200,12 @@ class IndexStore:
             made_by = store.checkpoint
         store.checkpoint = str(made_by)
         store._writer_lock = writer_lock
+        if writes:
+            try:
+                store._finish_compaction()
+            except BaseException:
+                store.close()
+                raise
         if checkpoint is not None and made_by != checkpoint:
             store.close()
             raise PhotoIndexError(
@@ -206,6 +237,29 @@ class IndexStore:
             raise access_error(folder, refused, "opened", as_it_is=True) from None  # read-only, too
         store.checkpoint = made_by
         return store
+
+    def _vectors_path(self) -> Path:
+        """The matrix file: `vectors.f16`, or, when a compaction committed but was stopped before its rename (a
+        crash), its new matrix, which the database's rows already count in (`_finish_compaction` renames it)."""
+        pending = self.folder / COMPACTED
+        if self._meta("compacting") is not None and pending.exists():
+            return pending
+        return self.folder / FILE
+
+    def _finish_compaction(self) -> None:
+        """Writing to the index: finish a compaction a crash stopped after its commit (rename its matrix into
+        place), or delete the new matrix of one stopped before it (the index never used it)."""
+        pending = self.folder / COMPACTED
+        with self._said("updated"):
+            if self._meta("compacting") is None:
+                pending.unlink(missing_ok=True)
+                return
+            if pending.exists():
+                os.replace(pending, self.folder / FILE)
+                fsync_folder(self.folder)
+            with self._transaction():
+                self._db.execute("DELETE FROM meta WHERE key = 'compacting'")
+            self.vectors = VectorFile(self.folder / FILE, self.vectors.rows, (self.vectors.queries, self.vectors.dim))
 
     def _check_intact(self) -> None:
         """ValueError when the index is not of this format, or its matrix is shorter than its rows (damage)."""
@@ -278,7 +332,7 @@ class IndexStore:
 
     def vectors_for(self, shas: Iterable[str]) -> dict[str, np.ndarray]:
         """The stored [32, 256] float32 embeddings of these contents (unknown ones are left out)."""
-        with self._said("read"):
+        with self._said("read"), self._reading():
             rows = {sha: row for sha in shas for (row,) in
                     self._db.execute("SELECT row FROM embeddings WHERE sha256 = ?", (sha,))}
             return {sha: np.asarray(self.vectors.matrix[row], np.float32) for sha, row in rows.items()}
@@ -312,10 +366,80 @@ class IndexStore:
                              (state.path, state.size, state.mtime_ns, state.sha256))
 
     def remove_paths(self, paths: Iterable[str]) -> None:
-        """Forget these files, and the embeddings no remaining file has (their matrix rows go unused)."""
+        """Forget these files, and the embeddings no remaining file has (their matrix rows go unused until
+        `compact`)."""
         with self._said("written"), self._transaction():
             self._db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in paths))
             self._db.execute("DELETE FROM embeddings WHERE sha256 NOT IN (SELECT sha256 FROM files)")
+
+    def compact(self, *, always: bool = False) -> Compaction | None:
+        """Drop the embeddings no file has any more (a changed, deleted or forgotten picture's), and, when their
+        rows are most of the matrix (more than COMPACT_SHARE, and COMPACT_MIN_ROWS or COMPACT_MIN_BYTES; any
+        with `always`), give the space back: the rows still used are copied, in their order, into a new matrix
+        beside the old one and fsynced; one transaction renumbers them (and marks the compaction); the new
+        matrix is renamed into place, and the mark cleared. A crash before the commit leaves the old index
+        whole; after it, the new matrix is read where it is and renamed by the next run that writes
+        (`_finish_compaction`). The approximate stage keeps its centres, refiled in the new order; index.sqlite
+        is VACUUMed when it is mostly free pages. Searches rank as before. Returns what was done, or None."""
+        with self._said("written"):
+            return self._compact(always)
+
+    def _compact(self, always: bool) -> Compaction | None:
+        started = time.monotonic()
+        with self._transaction():
+            self._db.execute("DELETE FROM embeddings WHERE sha256 NOT IN (SELECT sha256 FROM files)")
+        live = np.fromiter((row for (row,) in self._db.execute("SELECT row FROM embeddings ORDER BY row")), np.int64)
+        dead = self.vectors.rows - len(live)
+        if dead <= 0 or not (always or (dead > COMPACT_SHARE * self.vectors.rows and (
+                dead >= COMPACT_MIN_ROWS or dead * self.vectors.row_bytes >= COMPACT_MIN_BYTES))):
+            return None
+        before, rows_before = self._bytes_on_disk(), self.vectors.rows
+        queries, dim = self.vectors.queries, self.vectors.dim
+        self.vectors.copy_rows(live, self.folder / COMPACTED)
+        coarse = self._coarse if len(live) > EXACT_LIMIT else None
+        kept_lists = coarse.kept_lists(live, queries) if coarse is not None else None
+        if coarse is not None:
+            coarse.unfile()  # before the renumbering commits: lists of the old numbers never meet the new ones
+        else:
+            remove_approximate(self.folder)  # trained again once the index passes EXACT_LIMIT
+        generation = str(int(self._generation or 0) + 1)
+        with self._transaction():
+            self._db.executemany("UPDATE embeddings SET row = ? WHERE row = ?",  # ascending: never two rows alike
+                                 ((new, int(old)) for new, old in enumerate(live)))
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'rows'", (str(len(live)),))
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [("generation", generation), ("compacting", "1")])
+            if coarse is None:
+                self._db.execute("DELETE FROM meta WHERE key = 'trained_rows'")
+            else:  # trained again once the index is RETRAIN_GROWTH times what it holds now
+                trained = min(int(self._meta("trained_rows") or 0), len(live))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('trained_rows', ?)", (str(trained),))
+        self._generation = generation
+        self.vectors = VectorFile(self.folder / COMPACTED, len(live), (queries, dim))
+        self._finish_compaction()
+        self._coarse = coarse
+        if coarse is not None and kept_lists is not None:
+            coarse.refile(kept_lists, self.vectors)
+        self._vacuum_if_mostly_free()
+        return Compaction(rows_before, len(live), before, self._bytes_on_disk(), time.monotonic() - started)
+
+    def _vacuum_if_mostly_free(self) -> None:
+        """Rewrite index.sqlite without its free pages when they are most of it (a forgotten folder's files),
+        and fold the WAL back so the space is given back now."""
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        with contextlib.suppress(sqlite3.OperationalError):  # locked by a search, a full disk: nothing is lost
+            if free * 2 > pages and free * size >= VACUUM_MIN_BYTES:
+                self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # busy while a search reads: done later
+
+    def _bytes_on_disk(self) -> int:
+        total = 0
+        for path in index_files(self.folder):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
 
     def refresh_approximate(self) -> None:
         """Train the approximate stage once the index passes EXACT_LIMIT (again when it has grown
@@ -344,7 +468,7 @@ class IndexStore:
         `candidates` images, re-scored exactly. `probes`: lists the first stage reads (None: `probes_for`,
         which scales with the number of lists). Ties are broken by the order images were added.
         """
-        with self._said("read"):
+        with self._said("read"), self._reading():
             return self._search(query, top, exact, probes, candidates)
 
     def _search(self, query: np.ndarray, top: int, exact: bool | None, probes: int | None,
@@ -398,6 +522,33 @@ class IndexStore:
             if isinstance(error, sqlite3.Error) and is_damage(error):
                 raise damaged_while_open(self.folder, self.checkpoint, error) from None
             raise access_error(self.folder, error, doing) from None
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One read transaction in which the row numbers and the matrix agree: when an index run compacted the
+        index since this store read its matrix (a chat app's store stays open), the new matrix is read."""
+        for attempt in range(2):
+            self._db.execute("BEGIN")
+            try:
+                if attempt or self._meta("generation") != self._generation:
+                    self._reread_matrix()
+                self.vectors.matrix  # noqa: B018  mapped now: a matrix renamed since reads too short (ValueError)
+                break
+            except ValueError:  # compacted between this view and the mapping: look again
+                self._db.execute("COMMIT")
+                if attempt:
+                    raise sqlite3.DatabaseError("the matrix is shorter than the index's rows") from None
+        try:
+            yield
+        finally:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+
+    def _reread_matrix(self) -> None:
+        shape = (self._meta("shape") or f"{QUERIES}x{DIM}").split("x")
+        self.vectors = VectorFile(self._vectors_path(), int(self._meta("rows") or 0), (int(shape[0]), int(shape[1])))
+        self._generation = self._meta("generation")
+        self._coarse = CoarseLists.load(self.folder)
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

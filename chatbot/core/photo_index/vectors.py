@@ -5,6 +5,9 @@ Row r starts at byte r * row_bytes. Appends write past the committed end and fsy
 database commits the rows, so a crash leaves at most uncommitted bytes at the end, which the next
 append overwrites. Float16 keeps 11 significant bits: a unit vector's similarity is off by at most
 about 5e-4, so rankings equal float32 MaxSim except between images closer than that.
+
+Rows no file uses any more stay until the store compacts the matrix (`IndexStore.compact`): `copy_rows` writes
+the rows still used, in their order, to `vectors.f16.compact` beside it, which replaces it by a rename.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import numpy as np
 QUERIES = 32  # BLIP-2's query tokens: vectors per image (the hub checkpoints')
 DIM = 256  # the ITC projection's width (the hub checkpoints')
 _CHUNK_ROWS = 256  # images per exact-scan step: 8 MiB of float32, small enough to stay in cache
+FILE = "vectors.f16"
+COMPACTED = "vectors.f16.compact"  # a compaction's new matrix, until it is renamed to FILE
 
 
 class VectorFile:
@@ -73,6 +78,17 @@ class VectorFile:
     def committed(self, added: int) -> None:
         self.rows += added
 
+    def copy_rows(self, rows: np.ndarray, target: Path) -> None:
+        """Write the given committed rows, in this order, as a new matrix file `target`, durably (the file and its
+        folder fsynced), for a compaction; this file is not changed."""
+        matrix = self.matrix
+        with open(target, "wb") as handle:
+            for start in range(0, len(rows), _CHUNK_ROWS * 4):
+                handle.write(np.ascontiguousarray(matrix[rows[start:start + _CHUNK_ROWS * 4]]).tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        fsync_folder(target.parent)
+
     def exact_scores(self, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """MaxSim of `query` [dim] with every row (or the given rows), in float32: [len(rows)]."""
         matrix = self.matrix
@@ -88,3 +104,14 @@ class VectorFile:
             block = np.asarray(matrix[rows[start:start + _CHUNK_ROWS]], np.float32)
             out[start:start + len(block)] = (block @ q).max(axis=1)
         return out
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new file in `folder` durable (where the system lets a folder be fsynced)."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems (and Windows) do not fsync folders; the rename is as durable as they make it
+        pass
+    finally:
+        os.close(fd)

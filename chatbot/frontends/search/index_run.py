@@ -364,14 +364,17 @@ def forgotten_words(done: Forgotten) -> str:
         what += ", from the index and from the stopped rebuild that waits beside it"
     elif done.in_rebuild:
         what += ", from the stopped rebuild that waits beside the index"
-    return f"Forgot {what}; the files themselves were not touched."
+    from chatbot.core.photo_index.build import size_words
+
+    freed = f" The index gave back {size_words(done.freed_bytes)} of disk space." if done.freed_bytes else ""
+    return f"Forgot {what}; the files themselves were not touched.{freed}"
 
 
 def forget_record(done: Forgotten) -> dict[str, Any]:
     """`index --forget --json`: one object; `paths` lists each PATH given (as recorded) with its count."""
     return {"forgotten": done.forgotten, "paths": [{"path": e.path, "forgotten": e.forgotten} for e in done.paths],
             "stopped_rebuild": done.in_rebuild, "index": str(done.folder), "model": done.checkpoint,
-            "pictures": done.pictures}
+            "pictures": done.pictures, "freed_bytes": done.freed_bytes}
 
 
 def _and(words: list[str], last: str = "and") -> str:
