@@ -303,6 +303,7 @@ class AnsweringApp(App[None]):
                 answer.pair.answer.mark(cut_short_mark(self.conversation.options.max_new_tokens), "-cut-short")
             elif recorded and not turns[-1].stopped and rate:
                 answer.pair.answer.mark(f"{rate:.1f} tok/s")
+            transcript.keep_bounded()  # a chat grown long here lets its oldest bubbles go (saved all the same)
         else:  # stopped before the first word: nothing was recorded, give the question back, as typed
             transcript.remove_pair(answer.pair)
             field = self.query_one(ChatInput)

@@ -47,6 +47,7 @@ from chatbot.core.commands import (
     typed_line,
 )
 from chatbot.core.conversation import Conversation, release_engine
+from chatbot.core.line_history import HISTORY_LINES
 from chatbot.core.photo_search import Finder
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import check_chat_model_name, exit_now, open_engine_for, say
@@ -150,11 +151,11 @@ class ChatApp(FindingApp, inherit_bindings=False):
         # re-keying them all keeps BINDINGS' order in the footer (help first) whatever the config file changed
         self.set_keymap({**{action: default for action, (default, _) in KEY_ACTIONS.items()}, **settings.keys})
         self.sub_title = f"session {visible(self.conversation.session.id)}"
-        transcript = self.query_one(Transcript)
-        transcript.show_session(self.conversation.session)
         session = self.conversation.session
-        for turn in session.turns:  # a resumed chat's questions are Up's earlier lines, as they were typed
-            self.query_one(ChatInput).remember(typed_line(turn.question))  # (made visible: from a file)
+        self.query_one(Transcript).show_session(session)  # its newest turns (a long chat's others are saved)
+        # a resumed chat's questions are Up's earlier lines, as they were typed (made visible: from a file); its
+        # newest HISTORY_LINES, as many as the history file keeps
+        self.query_one(ChatInput).remember_all(typed_line(turn.question) for turn in session.turns[-HISTORY_LINES:])
         if session.draft:  # typed but not sent when the chat was left: back in the input (made visible)
             self.prefill_input(session.draft)
             session.draft = ""
@@ -397,9 +398,9 @@ class ChatApp(FindingApp, inherit_bindings=False):
         typed = isinstance(event, events.Key) and typed_character(event) is not None
         if (typed or isinstance(event, events.Paste)) and not event.is_forwarded \
                 and self.screen_stack and self.screen is self.screen_stack[0]:  # not over the picker, the help
-            for field in self.screen.query(ChatInput):
-                if self.focused is not field:
-                    self.screen.set_focus(field)  # now, not after the keys already waiting (focus() defers it)
+            field = self.screen.query_one_optional("#input", ChatInput)  # by id: every key, no walk of the chat
+            if field is not None and self.focused is not field:
+                self.screen.set_focus(field)  # now, not after the keys already waiting (focus() defers it)
         await super().on_event(event)
 
     def action_interrupt(self) -> None:
@@ -518,9 +519,7 @@ class ChatApp(FindingApp, inherit_bindings=False):
     def render_outcome(self, outcome: Outcome) -> bool:
         """Show what a command did and do what only the app can; returns whether the command was carried out."""
         if outcome.turns_changed:
-            transcript = self.query_one(Transcript)
-            if transcript.pairs:
-                transcript.remove_pair(transcript.pairs[-1])
+            self.query_one(Transcript).undo_last(self.conversation.session)
         for notice in outcome.notices:
             self.notice(notice.text, notice.kind)
         if outcome.open_image is not None:
@@ -575,7 +574,7 @@ class ChatApp(FindingApp, inherit_bindings=False):
         self.run_slash("/paste")
 
     def action_copy_answer(self) -> None:
-        text = self.query_one(Transcript).last_answer()
+        text = self.query_one(Transcript).last_answer(self.conversation.session)
         if not text:
             self.notify("There is no answer to copy yet.", severity="warning")
             return

@@ -32,6 +32,7 @@ unprintable, so Textual's Input dropped them when typed, though a paste kept the
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -139,8 +140,7 @@ class ChatInput(Input):
         self._stored = LineHistory(line_history_file(), self._history_not_kept)
         earlier, now = self._stored.read(), self.history
         self.history = []
-        for line in [*earlier, *now]:
-            self.remember(line)
+        self.remember_all([*earlier, *now])
 
     def _history_not_kept(self, sentence: str) -> None:
         self.app.notify(visible(sentence.removeprefix("blip2-chat: ")), severity="warning", markup=False)
@@ -153,6 +153,17 @@ class ChatInput(Input):
             if line in self.history:
                 self.history.remove(line)
             self.history.append(line)
+        self._stop_browsing()
+
+    def remember_all(self, lines: Iterable[str]) -> None:
+        """`remember` each of `lines` in turn, in one pass (a long chat resumed gives a thousand at once: one by one,
+        each looked for the line among all kept before it)."""
+        kept: dict[str, None] = dict.fromkeys(self.history)
+        for line in map(visible, lines):
+            if line:
+                kept.pop(line, None)  # said again: moves to the end
+                kept[line] = None
+        self.history = list(kept)
         self._stop_browsing()
 
     def _stop_browsing(self) -> None:
@@ -169,7 +180,8 @@ class ChatInput(Input):
 
     def action_page_chat(self, pages: int) -> None:
         """PageUp, PageDown: scroll the chat a page, the focus staying here."""
-        for chat in self.screen.query(self.CHAT).results(ScrollableContainer):
+        chat = self.screen.query_one_optional(self.CHAT, ScrollableContainer)  # by id: no walk through the chat
+        if chat is not None:
             if pages < 0:
                 chat.scroll_page_up()
             else:

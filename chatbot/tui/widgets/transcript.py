@@ -5,6 +5,13 @@ the last bubbles and a finished answer can be re-synced from the turn that was a
 A turn's question asked about other images too (`/compare`) shows below its answer as a
 `ComparisonView`: the open image's answer beside the other image's, each headed by its image's name.
 
+A long chat shows its newest `SHOWN_TURNS` turns only (`hidden` counts the turns before them), with one line at the
+top saying how many are saved and not shown, and that `/export md` or `/export html` writes them all: every bubble
+is a widget that each layout pass and each mount walks, so a resumed chat of thousands of turns took minutes to open
+(mounted one by one: each mount walked the bubbles already there) and made every question slower. What is shown is
+mounted in one batch; a chat that grows to `SHOWN_TURNS + TRIM_STEP` turns in the app lets its oldest bubbles go, and
+`/undo` past the first turn shown brings earlier ones back. `pairs` mirrors the shown turns, `Session.turns[hidden:]`.
+
 Tab from a question brings the focus here, to read back with the keys (the arrows, PageUp/PageDown, Home/End);
 a bar down the chat's left edge shows it has the focus. Nothing typed here is lost: a character or a paste goes on
 in the input box (the app moves it there), and Enter or Esc go back to the input (Esc also still stops an answer).
@@ -22,6 +29,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Static
 
 from chatbot.core.comparison import image_labels
@@ -35,6 +43,8 @@ PENDING_TEXT = "…"  # shown in an answer bubble until its first chunk arrives
 # repainting never takes the interpreter from the model's thread for long (the tokens in between are
 # shown together at the next repaint).
 REPAINTS_PER_SECOND = 10
+SHOWN_TURNS = 150  # the newest turns of a chat shown (a resumed one, or one grown long in the app)
+TRIM_STEP = 50  # a chat grown to SHOWN_TURNS + TRIM_STEP turns on screen lets this many of its oldest go at once
 
 
 class MessageBubble(Static):
@@ -102,6 +112,25 @@ class Notice(Static):
         super().__init__(f"{self.ICONS.get(kind, 'ℹ')} {visible(text)}", markup=False, classes=f"notice -{kind}")
         self.text = text
         self.kind = kind
+
+
+class EarlierTurns(Notice):
+    """The first line of a long chat: how many earlier turns are saved but not shown, and how to read them."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(earlier_turns_text(count))
+        self.count = count
+
+    def set_count(self, count: int) -> None:
+        self.count = count
+        self.text = earlier_turns_text(count)
+        self.update(f"{self.ICONS['info']} {self.text}")
+
+
+def earlier_turns_text(count: int) -> str:
+    turns = "turn is" if count == 1 else "turns are"
+    return (f"{count} earlier {turns} saved but not shown here; /export md or /export html writes the whole chat "
+            "to read.")
 
 
 class ComparisonView(Horizontal):
@@ -176,6 +205,8 @@ class Transcript(VerticalScroll):
         super().__init__(id=id)
         self.pairs: list[BubblePair] = []
         self.assistant_label = "BLIP-2"
+        self.hidden = 0  # the chat's turns before the first shown (Session.turns[:hidden]): saved, not on screen
+        self._earlier: EarlierTurns | None = None  # the line that says so (the first child while hidden > 0)
 
     def on_mount(self) -> None:
         self.anchor()
@@ -183,7 +214,8 @@ class Transcript(VerticalScroll):
     def action_back_to_input(self, key_goes_on: bool = False) -> None:
         """Enter, Esc: the focus goes back to the input box, its text as it was. `key_goes_on`: the key then does
         what it does anywhere in the app too (Esc stops an answer that is coming)."""
-        for box in self.screen.query(self.INPUT):
+        box = self.screen.query_one_optional(self.INPUT)  # by id: a query of all would walk every bubble
+        if box is not None:
             box.focus()
         if key_goes_on:
             raise SkipAction()
@@ -213,19 +245,37 @@ class Transcript(VerticalScroll):
         for view in pair.comparisons:
             view.remove()
 
-    def last_answer(self) -> str:
+    def undo_last(self, session: Session) -> None:
+        """/undo removed the session's last turn: its bubbles go. Undoing the first turn shown brings the newest of
+        the earlier ones (`SHOWN_TURNS`) on screen, so that the last turn of the chat is always shown."""
+        if self.pairs:
+            self.remove_pair(self.pairs[-1])
+        elif self.hidden:
+            self.hidden -= 1
+        if not self.pairs and self.hidden:
+            self.show_earlier(session)
+        self._say_hidden()
+
+    def last_answer(self, session: Session | None = None) -> str:
         """The latest answer with words in it (Ctrl+Y copies it): a last turn the model said nothing to, or that was
-        stopped before a word, leaves the one before it to copy. "" when no answer has words."""
+        stopped before a word, leaves the one before it to copy, also one of `session`'s turns not shown. "" when
+        no answer has words."""
         for pair in reversed(self.pairs):
             if pair.answer.text.strip():
                 return pair.answer.text
+        turns = session.turns if session is not None else []
+        for index in range(min(self.hidden, len(turns)) - 1, -1, -1):
+            if turns[index].answer.strip():
+                return turns[index].answer
         return ""
 
     def show_turn(self, turn: Turn, pair: BubblePair | None = None) -> BubblePair:
         """Show a recorded turn, in new bubbles or (after streaming) in `pair`'s, exactly as stored."""
         if pair is None:
-            self.add_answer(self.add_question(turn.question), turn.answer)
-            pair = self.pairs[-1]  # the pair add_answer keeps (its comparisons go with it)
+            pair, widgets = self._new_pair(turn)
+            self.mount(*widgets)
+            self.pairs.append(pair)
+            return pair
         pair.question.set_text(turn.question)
         pair.answer.set_text(turn.answer)
         if not turn.answer:  # the model said nothing (or was stopped before a word): say so, not "…"
@@ -241,6 +291,18 @@ class Transcript(VerticalScroll):
             self.comparison(pair, turn, compared.image.source, compared.image.sha256).show(turn, compared)
         return pair
 
+    def _new_pair(self, turn: Turn) -> tuple[BubblePair, list[Widget]]:
+        """New bubbles showing `turn` as stored (not mounted yet: the caller mounts them, many at once)."""
+        pair = BubblePair(MessageBubble(turn.question, "question", "You"),
+                          MessageBubble(turn.answer, "answer", self.assistant_label))
+        _show_answer(pair.answer, turn.answer, turn.stopped)
+        for compared in turn.compared:
+            view = ComparisonView(image_labels(turn.image.source if turn.image else "", compared.image.source),
+                                  compared.image.sha256)
+            view.show(turn, compared)
+            pair.comparisons.append(view)
+        return pair, [pair.question, pair.answer, *pair.comparisons]
+
     def comparison(self, pair: BubblePair, turn: Turn, source: str, sha256: str) -> ComparisonView:
         """The view below `pair` comparing its turn with the image `source` (a new one at the end if none yet)."""
         for view in pair.comparisons:
@@ -252,18 +314,80 @@ class Transcript(VerticalScroll):
         return view
 
     def show_session(self, session: Session) -> None:
-        """Show a resumed session's turns, with a notice wherever the image changed or /clear cut the context."""
+        """Show a resumed session's newest `SHOWN_TURNS` turns (with the line saying how many earlier ones are not
+        shown), with a notice wherever the image changed or /clear cut the context; all mounted at once."""
+        count = len(session.turns)
+        self.hidden = max(0, count - SHOWN_TURNS)
+        widgets, self.pairs = self._turns_shown(session, self.hidden, count)
+        if count:
+            widgets.append(Notice(f"Resumed session {session.id} ({count} turn{'' if count == 1 else 's'})."))
+        if self.hidden:
+            self._earlier = EarlierTurns(self.hidden)
+            widgets.insert(0, self._earlier)
+        if widgets:
+            self.mount(*widgets)
+
+    def show_earlier(self, session: Session) -> None:
+        """Bring the newest `SHOWN_TURNS` of the turns not shown on screen (or all, when fewer) above those shown."""
+        start = max(0, self.hidden - SHOWN_TURNS)
+        widgets, pairs = self._turns_shown(session, start, self.hidden)
+        self.pairs[:0] = pairs
+        self.hidden = start
+        if widgets and self._earlier is not None:
+            self.mount(*widgets, after=self._earlier)
+        elif widgets:
+            self.mount(*widgets)
+        self._say_hidden()
+
+    def _turns_shown(self, session: Session, start: int, stop: int) -> tuple[list[Widget], list[BubblePair]]:
+        """The widgets showing turns start..stop-1, with their notices (the image of the first, image switches,
+        /clear), and their pairs."""
+        widgets: list[Widget] = []
+        pairs: list[BubblePair] = []
         current = None
-        for index, turn in enumerate(session.turns):
+        for index in range(start, stop):
+            turn = session.turns[index]
             if turn.image is not None and turn.image != current:
                 current = turn.image
-                self.add_notice(f"Image: {image_label(turn.image.source)}")
+                widgets.append(Notice(f"Image: {image_label(turn.image.source)}"))
             elif index == session.context_start and index:
-                self.add_notice("Context cleared: later questions start fresh.")
-            self.show_turn(turn)
-        if session.turns:
-            count = len(session.turns)
-            self.add_notice(f"Resumed session {session.id} ({count} turn{'' if count == 1 else 's'}).")
+                widgets.append(Notice("Context cleared: later questions start fresh."))
+            pair, shown = self._new_pair(turn)
+            widgets += shown
+            pairs.append(pair)
+        return widgets, pairs
+
+    def keep_bounded(self) -> None:
+        """A chat grown long in the app (`SHOWN_TURNS + TRIM_STEP` turns shown) lets its oldest `TRIM_STEP` turns'
+        bubbles go, with the notices before them, in one batch; the line at the top counts them."""
+        if len(self.pairs) < SHOWN_TURNS + TRIM_STEP:
+            return
+        dropped, self.pairs = self.pairs[:TRIM_STEP], self.pairs[TRIM_STEP:]
+        going: set[Widget] = {widget for pair in dropped for widget in (pair.question, pair.answer, *pair.comparisons)}
+        last = dropped[-1].comparisons[-1] if dropped[-1].comparisons else dropped[-1].answer
+        removed: list[Widget] = []
+        for child in self.children:
+            if child in going or (isinstance(child, Notice) and child is not self._earlier):
+                removed.append(child)
+            if child is last:
+                break
+        self.remove_children(removed)
+        self.hidden += len(dropped)
+        self._say_hidden()
+
+    def _say_hidden(self) -> None:
+        """The line at the top counts the turns not shown (and goes when there are none)."""
+        if self.hidden and self._earlier is None:
+            self._earlier = EarlierTurns(self.hidden)
+            if self.children:
+                self.mount(self._earlier, before=0)
+            else:
+                self.mount(self._earlier)
+        elif self._earlier is not None and not self.hidden:
+            self._earlier.remove()
+            self._earlier = None
+        elif self._earlier is not None and self._earlier.count != self.hidden:
+            self._earlier.set_count(self.hidden)
 
 
 def _show_answer(bubble: MessageBubble, answer: str, stopped: bool) -> None:
