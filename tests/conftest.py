@@ -7,6 +7,10 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -152,3 +156,55 @@ def pillow_loads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
     return loads
+
+
+# --- a picture on a local server that arrives when the test says (slow downloads in the app) -----------------
+
+
+@dataclass
+class GatedPicture:
+    """A picture at `url` that arrives when the test calls `release()` (or `fail()`: a 404)."""
+
+    url: str
+    gate: threading.Event = field(default_factory=threading.Event)
+    missing: bool = False
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def fail(self) -> None:
+        self.missing = True
+        self.gate.set()
+
+
+@pytest.fixture
+def gated(pictures: dict[str, Path]) -> Iterator[GatedPicture]:
+    body = pictures["green"].read_bytes()
+    holder: list[GatedPicture] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            picture = holder[0]
+            picture.gate.wait(60)
+            try:
+                if picture.missing:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the app stopped the opening, or quit
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    holder.append(GatedPicture(f"http://127.0.0.1:{httpd.server_address[1]}/ok.jpg"))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield holder[0]
+    holder[0].gate.set()
+    httpd.shutdown()
+    httpd.server_close()

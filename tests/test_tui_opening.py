@@ -8,9 +8,6 @@ Which picture an answer was about is read from what the engine was given.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,18 @@ from chatbot.images import load_image
 from chatbot.locations import HOME_ENV
 from chatbot.tui.app import ChatApp, create_app
 from chatbot.tui.widgets.transcript import MessageBubble, Notice, Transcript
-from tests.tui_support import SIZE, errors, idle, input_value, notices, pairs, pilot_test, send, status, wait_until
+from tests.tui_support import (
+    SIZE,
+    errors,
+    idle,
+    input_value,
+    notices,
+    pairs,
+    pilot_test,
+    send,
+    status,
+    wait_until,
+)
 
 NOT_ASKED_ONE = "The question that waited for the image was not asked; it is back in the input."
 
@@ -33,55 +41,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@dataclass
-class GatedPicture:
-    """A picture at `url` that arrives when the test calls `release()` (or `fail()`: a 404)."""
-
-    url: str
-    gate: threading.Event = field(default_factory=threading.Event)
-    missing: bool = False
-
-    def release(self) -> None:
-        self.gate.set()
-
-    def fail(self) -> None:
-        self.missing = True
-        self.gate.set()
-
-
-@pytest.fixture
-def gated(pictures: dict[str, Path]) -> Iterator[GatedPicture]:
-    body = pictures["green"].read_bytes()
-    holder: list[GatedPicture] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            picture = holder[0]
-            picture.gate.wait(60)
-            try:
-                if picture.missing:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):  # the app stopped the opening
-                pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder.append(GatedPicture(f"http://127.0.0.1:{httpd.server_address[1]}/ok.jpg"))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield holder[0]
-    holder[0].gate.set()
-    httpd.shutdown()
-    httpd.server_close()
 
 
 class SeeingEngine(ScriptedEngine):

@@ -13,9 +13,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -37,7 +34,19 @@ from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.image_preview import CaptionLine, clip_middle
 from chatbot.tui.widgets.transcript import Notice
 from tests.conftest import make_image
-from tests.tui_support import SIZE, ask, idle, input_value, notices, pairs, pilot_test, ready, send, status, wait_until
+from tests.tui_support import (
+    SIZE,
+    ask,
+    idle,
+    input_value,
+    notices,
+    pairs,
+    pilot_test,
+    ready,
+    send,
+    status,
+    wait_until,
+)
 
 NOT_ASKED_ONE = "The question that waited for the image was not asked; it is back in the input."
 
@@ -48,52 +57,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@dataclass
-class GatedPicture:
-    """A picture at `url` that arrives when the test calls `release()` (or `fail()`: a 404)."""
-
-    url: str
-    gate: threading.Event = field(default_factory=threading.Event)
-    missing: bool = False
-
-    def fail(self) -> None:
-        self.missing = True
-        self.gate.set()
-
-
-@pytest.fixture
-def gated(pictures: dict[str, Path]) -> Iterator[GatedPicture]:
-    body = pictures["green"].read_bytes()
-    holder: list[GatedPicture] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            picture = holder[0]
-            picture.gate.wait(60)
-            try:
-                if picture.missing:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):  # the app stopped the opening, or quit
-                pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder.append(GatedPicture(f"http://127.0.0.1:{httpd.server_address[1]}/ok.jpg"))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield holder[0]
-    holder[0].gate.set()
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def chat_app(engine: ScriptedEngine, picture: Path | None = None, *, loaded: threading.Event | None = None,
