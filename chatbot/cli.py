@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     sessions = commands.add_parser("sessions", help="list saved chats (resume one with --resume ID), or delete some")
     sessions.add_argument("--delete", nargs="+", metavar="ID", default=None,
                           help="delete these chats: their files, the pictures pasted into them that no other chat "
-                               "uses, and their questions in the screen-reader mode's line history")
+                               "uses, and their questions in the Up arrow's line history (the app's and the "
+                               "screen-reader mode's)")
     sessions.add_argument("--json", action="store_true", help="one JSON object per saved chat")
     models = commands.add_parser("models", help="known checkpoints: memory per precision, cached, what fits here")
     models.add_argument("--device", default=None, metavar=_metavar(BY_NAME["device"]),
@@ -145,7 +146,8 @@ def _describe_parser(commands: argparse._SubParsersAction) -> None:
     class NoJson(argparse.Action):
         def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
             parser.error("describe writes JSON Lines already (--format jsonl, the default), so it has no --json; "
-                         "--json is for ask, caption and chat.")
+                         "--json is for the other commands (ask, caption, chat, demo, index, search, sessions, "
+                         "models).")
 
     # The model flags without their --json (one JSON object per answer, with timings: nothing describe
     # writes). "resolve" lets the hidden flag below replace it, so it is neither offered nor ignored.

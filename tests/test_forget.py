@@ -1,5 +1,5 @@
 """Deleting saved chats (`blip2-chat sessions --delete ID...`): the file, its damaged copies, the pictures pasted
-into it that no other chat uses, its questions in the screen-reader mode's line history; never a chat open in
+into it that no other chat uses, its questions in the Up arrow's line history; never a chat open in
 another blip2-chat, never a link, never a picture that is the user's own file."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_the_line_history_stays_while_another_chat_is_open(home, tmp_path) -> No
         done = forget(home, "doomed")
     assert [deleted.id for deleted in done.deleted] == ["doomed"]
     assert home["history"].read_text() == "What is it?\n" and done.history_kept
-    assert forgotten_lines(done)[-1] == ("Kept its questions in the screen-reader mode's line history: another chat "
+    assert forgotten_lines(done)[-1] == ("Kept its questions in the Up arrow's line history: another chat "
                                          "is open, or a saved one could not be read, and it may have asked them too.")
 
 

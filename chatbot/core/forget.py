@@ -7,9 +7,9 @@ A chat leaves more than its session file, and a person who deletes a chat wants 
 - **the pictures pasted into it** (`/paste`, kept in the data folder's `pasted/` by their sha256), unless a
   chat that is still saved uses the same picture. When that cannot be told (a saved chat cannot be read, or
   another chat is open now, which may be using one and not have saved it yet), they are kept, and said so;
-- **its questions in the screen-reader mode's line history** (the Up arrow's earlier lines, kept across
-  chats): the lines that are exactly one of its questions are removed. A screen-reader chat open now only
-  adds its own new lines when it ends, so it does not bring them back.
+- **its questions in the Up arrow's line history** (the earlier lines of the app and the screen-reader mode, kept
+  across chats): the lines that are exactly one of its questions are removed. A chat open now adds each line
+  as it is entered, only its own, so it does not bring them back.
 
 Pictures the chat was about that are your own files (or web addresses) are never touched.
 """

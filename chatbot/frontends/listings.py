@@ -222,11 +222,11 @@ def forgotten_lines(done: Forgotten) -> list[str]:
         lines.append(f"Kept {_count(done.pictures_kept, 'pasted picture', 'pasted pictures')}: "
                      f"{done.pictures_kept_why} {them}.")
     if done.history_kept:
-        lines.append("Kept its questions in the screen-reader mode's line history: another chat is open, or a saved "
+        lines.append("Kept its questions in the Up arrow's line history: another chat is open, or a saved "
                      "one could not be read, and it may have asked them too.")
     if done.history_lines_removed:
-        lines.append(f"Removed {_count(done.history_lines_removed, 'question', 'questions')} from the screen-reader "
-                     "mode's line history.")
+        lines.append(f"Removed {_count(done.history_lines_removed, 'question', 'questions')} from the Up arrow's "
+                     "line history.")
     return lines
 
 
