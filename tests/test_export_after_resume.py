@@ -5,7 +5,6 @@ at that name, not on the word of a damaged or forged record, not for a chat file
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -136,7 +135,8 @@ def test_a_forged_record_does_not_make_anothers_file_ours(work, tmp_path, pictur
     assert not outcome.ok and theirs.read_text(encoding="utf-8") == "someone's"
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 2**64) | st.floats() | st.text(max_size=20),
+NO_PATH = st.text(st.characters(exclude_characters="/"), max_size=20)  # never an absolute path: no entry is valid
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 2**64) | st.floats() | NO_PATH,
                     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
                     max_leaves=20)
 
@@ -145,16 +145,28 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 2**64) | st.floa
 @given(content=st.one_of(st.binary(max_size=200), JSON.map(lambda value: json.dumps(value).encode()),
                          st.builds(lambda files, folders: json.dumps({"files": files, "folders": folders}).encode(),
                                    JSON, JSON)))
-def test_any_record_reads_without_an_error_and_makes_no_file_ours_that_is_not(tmp_path, content: bytes) -> None:
+def test_a_record_that_is_not_exactly_one_is_left_unread(tmp_path, content: bytes) -> None:
+    """Anything but what `keep` writes (random bytes, any JSON, the right keys holding anything but a path) reads
+    as an empty log: nothing is ours on its word."""
     place = tmp_path / "record.json"
     place.write_bytes(content)
     log = read_log(place)
-    probe = tmp_path / "someone's.md"
-    probe.write_text("x", encoding="utf-8")
-    assert not log.ours(probe) or log.written[probe] == (os.stat(probe).st_dev, os.stat(probe).st_ino, 1,
-                                                         os.stat(probe).st_mtime_ns)
-    for path in log.written:
-        assert path.is_absolute()
+    assert (log.written, log.folders) == ({}, {})
+
+
+def test_a_well_formed_record_of_a_file_changed_since_makes_nothing_ours(tmp_path) -> None:
+    """The record names the file with another inode (a file put in its place): read, but the stamp decides."""
+    probe = tmp_path / "export.md"
+    probe.write_text("someone's", encoding="utf-8")
+    status = probe.stat()
+    place = tmp_path / "record.json"
+    place.write_text(json.dumps({"files": [[str(probe), status.st_dev, status.st_ino + 1, status.st_size,
+                                            status.st_mtime_ns]], "folders": []}))
+    log = read_log(place)
+    assert probe in log.written and not log.ours(probe)
+    place.write_text(json.dumps({"files": [[str(probe), status.st_dev, status.st_ino, status.st_size,
+                                            status.st_mtime_ns]], "folders": []}))
+    assert read_log(place).ours(probe)  # the same file, unchanged: its own
 
 
 def test_the_notice_says_updated_after_a_restart(work, tmp_path, picture) -> None:

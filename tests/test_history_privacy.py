@@ -23,3 +23,22 @@ def test_a_login_in_a_typed_address_is_masked_in_the_history_file(tmp_path: Path
     history.add([typed])
     assert (tmp_path / "plain-history").read_text(encoding="utf-8") == kept + "\n"
     assert without_logins(typed) == kept
+
+
+def test_a_pasted_page_is_not_kept_in_the_history_file(tmp_path: Path) -> None:
+    from chatbot.core.line_history import MAX_LINE_CHARS
+
+    history = LineHistory(tmp_path / "plain-history", lambda sentence: None)
+    history.add(["x" * (MAX_LINE_CHARS + 1), "a question", "y" * MAX_LINE_CHARS])
+    assert (tmp_path / "plain-history").read_text(encoding="utf-8").splitlines() == ["a question", "y" * MAX_LINE_CHARS]
+
+
+def test_the_app_s_up_history_keeps_the_newest_lines_as_the_file_does() -> None:
+    from chatbot.core.line_history import HISTORY_LINES
+    from chatbot.tui.widgets.chat_input import ChatInput
+
+    box = ChatInput()
+    box.remember_all(f"line {n}" for n in range(HISTORY_LINES + 50))
+    for n in range(HISTORY_LINES + 50, HISTORY_LINES + 60):
+        box.remember(f"line {n}")
+    assert box.history == [f"line {n}" for n in range(60, HISTORY_LINES + 60)]

@@ -233,3 +233,18 @@ def test_the_real_app_in_a_terminal_keeps_a_hostile_paste_as_text(
     (session,) = [json.loads(path.read_text()) for path in (home / "sessions").glob("*.json")]
     assert session["draft"] == f"look{SHOWN_ESC}x\\x11\\x0f typed"
     assert [turn["question"] for turn in session["turns"]] == ["what is it?"]
+
+
+def test_the_app_still_starts_where_the_guard_cannot_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard reaches into Textual's private parser module; a Textual that moved it must not stop the app from
+    starting: its driver then reads as Textual's own does."""
+    import sys
+
+    from textual.drivers.linux_driver import LinuxDriver
+
+    from chatbot.tui.terminal_gone import driver_class_for
+
+    monkeypatch.setitem(sys.modules, "chatbot.tui.paste_guard", None)  # importing it raises ImportError
+    driver = driver_class_for(LinuxDriver)
+    assert issubclass(driver, LinuxDriver) and driver.__name__ == "OutlivingLinuxDriver"
+    assert driver.run_input_thread is LinuxDriver.run_input_thread

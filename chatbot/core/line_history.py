@@ -28,6 +28,7 @@ from chatbot.image_download import without_logins
 from chatbot.untrusted import visible
 
 HISTORY_LINES = 1000
+MAX_LINE_CHARS = 4_000  # a longer line (a pasted page) is not kept: the file stays a list of lines to recall
 MAX_HISTORY_BYTES = 4_000_000  # read no more than this of the file: the last lines are what is kept
 LIBEDIT_HEADER = "_HiStOrY_V2_"  # macOS's readline starts its history file with this line
 _OCTAL = re.compile(r"\\([0-7]{3})")
@@ -68,7 +69,7 @@ class LineHistory:
     def add(self, lines: Iterable[str]) -> None:
         """Append `lines` to the file now (made with owner-only permissions if it is not there), a password in an
         address masked (`/image https://bob:***@host/a.png`): the file outlives the chat."""
-        lines = [without_logins(line) for line in lines if line]
+        lines = [without_logins(line) for line in lines if line and len(line) <= MAX_LINE_CHARS]  # no pasted book
         if not lines or not self.kept:
             return
         fd = self._open(os.O_WRONLY | os.O_APPEND | os.O_CREAT)

@@ -430,8 +430,8 @@ class SessionStore:
                                        f"{f' (pid {pid})' if pid else ''}, so it was not deleted.",
                                        "Close it there (Ctrl+Q or /quit), then delete it.")
                 session = self._read_to_delete(path)
-                with contextlib.suppress(OSError):  # what its exports were: no use without the chat
-                    os.unlink(self.root / "exports" / f"{session_id}.json")
+                with contextlib.suppress(OSError, TypeError):  # what its exports were: no use without the chat
+                    os.unlink(self.export_log_path(session_id))  # type: ignore[arg-type]  # valid: path_for checked
                 for entry in ([path] if os.path.lexists(path) else []) + copies:
                     try:
                         os.unlink(entry)  # the entry itself: checked to be a regular file in the folder

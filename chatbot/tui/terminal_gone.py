@@ -53,12 +53,16 @@ class DroppingOutput:
 def driver_class_for(chosen: type) -> type:
     """`chosen` (the driver Textual picked), outliving its terminal where it is Textual's POSIX driver; else as is.
     When its terminal is gone it calls its app's `terminal_gone()` (from the writing thread). Its pastes are
-    guarded (`chatbot.tui.paste_guard`)."""
+    guarded (`chatbot.tui.paste_guard`) where this Textual's parser is the one the guard knows; where it is not
+    (a Textual that moved its private parser), the app still starts, reading as Textual does."""
     try:
         from textual.drivers.linux_driver import LinuxDriver
     except ImportError:  # Windows: no such driver
         return chosen
-    from chatbot.tui.paste_guard import guarded_input_thread
+    try:
+        from chatbot.tui.paste_guard import guarded_input_thread
+    except ImportError:  # the guard reaches into Textual's private parser module: never a reason not to start
+        guarded_input_thread = None  # type: ignore[assignment]
     if not (isinstance(chosen, type) and issubclass(chosen, LinuxDriver)):
         return chosen
 
@@ -70,7 +74,7 @@ def driver_class_for(chosen: type) -> type:
                 gone = getattr(self._app, "terminal_gone", None)
                 self._file = DroppingOutput(stream, gone if callable(gone) else lambda: None)
 
-    guarded = guarded_input_thread(chosen.run_input_thread)
+    guarded = guarded_input_thread(chosen.run_input_thread) if guarded_input_thread is not None else None
     if guarded is not None:  # Textual's input loop, reading with the paste-guarded parser
         OutlivingDriver.run_input_thread = guarded  # type: ignore[method-assign]
     OutlivingDriver.__name__ = OutlivingDriver.__qualname__ = f"Outliving{chosen.__name__}"

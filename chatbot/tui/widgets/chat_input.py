@@ -47,7 +47,7 @@ from textual.widgets.input import Selection
 
 from chatbot.core.commands import is_command
 from chatbot.core.completion import completion, listing
-from chatbot.core.line_history import LineHistory
+from chatbot.core.line_history import HISTORY_LINES, LineHistory
 from chatbot.core.settings import APP_KEYS
 from chatbot.images import IMAGE_SUFFIXES, is_url
 from chatbot.locations import line_history_file
@@ -153,6 +153,7 @@ class ChatInput(Input):
             if line in self.history:
                 self.history.remove(line)
             self.history.append(line)
+            del self.history[:-HISTORY_LINES]  # the newest, as the history file keeps them
         self._stop_browsing()
 
     def remember_all(self, lines: Iterable[str]) -> None:
@@ -163,7 +164,7 @@ class ChatInput(Input):
             if line:
                 kept.pop(line, None)  # said again: moves to the end
                 kept[line] = None
-        self.history = list(kept)
+        self.history = list(kept)[-HISTORY_LINES:]
         self._stop_browsing()
 
     def _stop_browsing(self) -> None:
