@@ -403,6 +403,82 @@ def test_a_signal_at_the_prompt_keeps_the_half_typed_line(
     assert session["draft"] == "and the half" and [turn["answer"] for turn in session["turns"]] == ["a red square"]
 
 
+def _waiting_in_select(thread_id: int) -> bool:
+    """Whether the thread (its native id) is blocked in select() or poll() now (Linux's /proc says so)."""
+    try:
+        call = Path(f"/proc/self/task/{thread_id}/syscall").read_text().split()[0]
+    except (OSError, IndexError):
+        return False
+    # select, pselect6, poll, ppoll: x86_64's numbers, then the generic ones (arm64)
+    return call.isdigit() and int(call) in {23, 270, 7, 271} | {72, 73}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc to see where a thread waits")
+def test_a_signal_whose_handler_could_not_run_before_the_prompt_s_wait_still_ends_the_chat(
+    pictures, signals_caught, monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    """The load-dependent hang: readline waits for a key in select() and runs signal handlers only when that
+    wait is interrupted. A SIGTERM whose handler could not run before (caught off the main thread here, as when
+    it comes between readline's echo of the last key and its next wait) must still end the chat, saved."""
+    import builtins
+    import select as select_module
+
+    class Readline:
+        buffer = ""
+
+        def get_line_buffer(self) -> str:
+            return self.buffer
+
+        def add_history(self, line: str) -> None:
+            pass
+
+    readline = Readline()
+    quiet, release = os.pipe()  # nobody types: only a signal ends the wait
+    main = threading.get_native_id()
+    released: list[bool] = []
+    typed = iter(["What is it?", None])
+
+    def signal_off_the_main_thread() -> None:
+        deadline = time.monotonic() + 60
+        while not _waiting_in_select(main):  # the prompt's wait has begun: no Python code runs in it
+            assert time.monotonic() < deadline, "the prompt never waited"
+            threading.Event().wait(0.01)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # its handler is due, but not run, in main
+        ended = threading.Event()
+        deadline = time.monotonic() + 20
+        while plain.ending.signum is None and time.monotonic() < deadline:
+            ended.wait(0.01)
+        if plain.ending.signum is None:  # never handled: let the wait end, so that the test fails, not hangs
+            released.append(True)
+            os.write(release, b"\n")
+
+    def typing(prompt: str) -> str:
+        line = next(typed)
+        if line is not None:
+            return line
+        readline.buffer = "half typed"
+        sender = threading.Thread(target=signal_off_the_main_thread, daemon=True)
+        sender.start()
+        try:
+            select_module.select([quiet], [], [])  # as readline waits for a key
+        finally:
+            sender.join()
+        raise AssertionError("the wait ended without the signal ending the chat")
+
+    monkeypatch.setattr(terminal, "_readline", lambda history, prompt="": readline)
+    monkeypatch.setattr(builtins, "input", typing)
+    plain, _, _ = plain_chat(ScriptedEngine("a red square"), pictures["red"], echo=False)
+    try:
+        status = plain.run(terminal._readline_lines("You: ", home / "plain-history"))
+    finally:
+        os.close(quiet)
+        os.close(release)
+    assert released == []  # the signal ended the wait itself
+    assert status == 143 and signals_caught == []
+    session = saved(plain.conversation.session.id)
+    assert session["draft"] == "half typed" and [turn["answer"] for turn in session["turns"]] == ["a red square"]
+
+
 def test_sigterm_gives_the_plain_mode_s_terminal_back_and_keeps_every_line(
     checkpoints: dict[str, Path], pictures: dict[str, Path], home: Path
 ) -> None:

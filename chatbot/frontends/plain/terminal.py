@@ -257,12 +257,13 @@ class ChatEnded(BaseException):
 
 class Ending:
     """What SIGTERM and SIGHUP do now: stop the answer `answering` (the first time), else raise ChatEnded; nothing
-    once the chat is `leaving` (saving on its way out)."""
+    once the chat is `leaving` (saving on its way out) or ChatEnded was raised (it is ending already)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None  # the first of them that came
         self.answering: CancelToken | None = None  # the answer in progress, which the first one stops
         self.leaving = False  # the chat is on its way out: no signal cuts its saving short
+        self.ended = False  # ChatEnded was raised: the chat is ending, a signal after it changes nothing
 
     @property
     def status(self) -> int | None:
@@ -273,11 +274,12 @@ class Ending:
         first = self.signum is None
         if first:
             self.signum = signum
-        if self.leaving:
+        if self.leaving or self.ended:
             return
         if first and self.answering is not None and not self.answering.cancelled:
             self.answering.cancel()  # as the first Ctrl+C: what came is kept, marked stopped; then the chat ends
             return
+        self.ended = True
         raise ChatEnded(self.signum or signum)
 
 
@@ -297,11 +299,73 @@ def signals_end_the_chat() -> Iterator[Ending]:
     _ending = ending
     previous = {signum: signal.signal(signum, ending.on_signal) for signum in ENDING_SIGNALS}
     try:
-        yield ending
+        with _main_thread_woken(ending):
+            yield ending
     finally:
         _ending = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+NUDGE_SECONDS = 0.05  # how often the main thread is signalled again while a signal's handler has not run
+
+
+@contextlib.contextmanager
+def _main_thread_woken(ending: Ending) -> Iterator[None]:
+    """While inside, a SIGTERM or SIGHUP whose handler has not run is sent again to the main thread, until it has.
+
+    Python runs a signal's handler in the main thread, when it next runs Python code or a system call of its
+    is interrupted. At the readline prompt it runs neither: readline waits in select() for a key, and looks
+    for signals only when that wait is interrupted (and pressing a key does not run them either). A signal
+    that came just before that wait began (readline echoing the last key typed, the CPU busy elsewhere) or
+    that the kernel gave to another thread (the model's) would wait for the next Enter: the chat never ended.
+    So the signal's number, which Python writes to its wakeup fd from any thread, wakes a thread here that
+    sends the signal to the main thread itself (`signal.pthread_kill`), which interrupts the wait; again
+    until the handler has run (`ending.signum`). A send that lands after the handler ran is a second signal
+    to `Ending`, which changes nothing once the chat is ending.
+    """
+    pthread_kill = getattr(signal, "pthread_kill", None)
+    if pthread_kill is None:  # Windows: no such signals to catch anyway
+        yield
+        return
+    main = threading.main_thread().ident
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # a signal handler never waits on a full pipe
+    try:
+        previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # cannot watch: the signals still work wherever the main thread runs
+        os.close(read_end)
+        os.close(write_end)
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                numbers = os.read(read_end, 64)
+            except OSError:
+                return
+            if not numbers:  # the write end closed: the chat is over
+                return
+            if not any(number in ENDING_SIGNALS for number in numbers):
+                continue
+            while ending.signum is None and not stop.is_set():
+                with contextlib.suppress(OSError, ValueError):  # the main thread is gone: nothing to wake
+                    pthread_kill(main, next(number for number in numbers if number in ENDING_SIGNALS))
+                stop.wait(NUDGE_SECONDS)
+
+    watcher = threading.Thread(target=watch, name="blip2-signal-waker", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(ValueError, OSError):
+            signal.set_wakeup_fd(previous)
+        os.close(write_end)  # the watcher reads the end of the pipe and returns
+        watcher.join()
+        os.close(read_end)
 
 
 @contextlib.contextmanager
