@@ -79,7 +79,7 @@ def stop_key_label(keys: dict[str, str]) -> str:
     """The key that stops an answer (or an image opening), as the status line names it: the first of the config
     file's [keys] `stop` keys (`keys`), Esc by default."""
     first = keys.get("stop", KEY_ACTIONS["stop"][0]).split(",")[0]
-    return "Esc" if first == "escape" else key_label(first)
+    return key_label(first)  # `escape` reads "Esc", as the help names it
 
 
 class AnsweringApp(App[None]):

@@ -274,8 +274,8 @@ class PlainChat:
             return
         conversation.attach(engine)
         self.say(f"The chat goes on with {engine.info.model_id}.")
-        if conversation.room_problem():  # a max_new_tokens /set for the other model: said now, not at the question
-            self.say(f"blip2-chat: {conversation.room_problem()}")
+        if room := conversation.room_problem():  # a max_new_tokens /set for the other model: said now, not later
+            self.say(f"blip2-chat: {room}")
 
     def find(self, text: str) -> None:
         """/find TEXT: the results as numbered lines on stdout, what to do next on the notes stream."""
@@ -493,8 +493,8 @@ def run_plain_chat(
     # a person at a keyboard gives the engine time to prepare the next prompt; piped questions do not
     conversation = Conversation(settings, session, SessionStore(), image, engine=engine,
                                 think_ahead=is_terminal(sys.stdin))
-    if conversation.room_problem():  # the options leave this model no room for a question: said before any
-        say(f"blip2-chat: {conversation.room_problem()}")
+    if room := conversation.room_problem():  # the options leave this model no room for a question: said before any
+        say(f"blip2-chat: {room}")
     typed_on_screen = is_terminal(sys.stdin) and is_terminal(sys.stdout)
     plain = PlainChat(conversation, out=sys.stdout, notes=sys.stderr, echo=not typed_on_screen,
                       json_records=settings.json, finder=Finder.from_settings(settings),
