@@ -87,8 +87,9 @@ from chatbot.untrusted import visible
 from prompts import normalize_answer
 
 PROMPT = "You: "
-KEYS_HELP = ("Keys: up and down arrows bring back earlier lines; Ctrl+C stops an answer, clears a half-typed "
-             "line, and twice on an empty line ends the chat; Ctrl+D ends the chat.")
+KEYS_HELP = ("Keys: up and down arrows bring back earlier lines; Tab completes a command's name and the image "
+             "file or folder after /image or /compare (another Tab says the matches); Ctrl+C stops an answer, "
+             "clears a half-typed line, and twice on an empty line ends the chat; Ctrl+D ends the chat.")
 # typed at a terminal without line editing (stdout is not the screen, so lines are read without readline)
 KEYS_HELP_WITHOUT_LINE_EDITING = ("Keys: Ctrl+C stops an answer, and at the prompt ends the chat; Ctrl+D on an "
                                   "empty line ends the chat.")
