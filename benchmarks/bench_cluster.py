@@ -11,11 +11,14 @@ of every run are compared with the one-machine run's.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ensure_checkpoint, machine, make_picture, write_result
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks.common import ensure_checkpoint, machine, make_picture, write_result  # noqa: E402
 
 
 def main() -> None:

@@ -154,11 +154,12 @@ def _import_old(commit: Path) -> Any:
     package = Path(tempfile.mkdtemp(prefix="old-photo-index-")) / "old_photo_index"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    for name in ("coarse", "folder", "store", "vectors"):
+    split_out = ("folder", "database", "compaction", "recorded_paths")  # modules store.py was split into later
+    for name in ("coarse", "store", "vectors", *split_out):
         shown = subprocess.run(["git", "show", f"{commit}:chatbot/core/photo_index/{name}.py"],
                                capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-        if shown.returncode != 0 and name == "folder":
-            continue  # a commit from before folder.py was split out of store.py
+        if shown.returncode != 0 and name in split_out:
+            continue  # a commit from before this module was split out of store.py
         shown.check_returncode()
         (package / f"{name}.py").write_text(shown.stdout.replace("chatbot.core.photo_index.", "old_photo_index."))
     sys.path.insert(0, str(package.parent))

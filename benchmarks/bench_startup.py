@@ -7,6 +7,7 @@ Each figure is the median of several fresh processes, measured from the process'
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,7 @@ def median_seconds(command: list[str], runs: int) -> float:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options; answers --help
     help_s = median_seconds([sys.executable, "-m", "chatbot", "--help"], 10)
     paints = []
     for _ in range(5):

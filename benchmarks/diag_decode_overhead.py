@@ -6,12 +6,19 @@ then times plain `language_model.generate` alone and with each piece our engine 
 
 from __future__ import annotations
 
+import argparse
 import sys
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Read before torch is imported and the model built, so --help answers at once.
+_parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+_parser.add_argument("arch", nargs="?", default="blip2-opt-2.7b", help="a synthetic architecture")
+_parser.add_argument("dtype", nargs="?", default="bfloat16", help="a torch dtype name")
+_args = _parser.parse_args()
 
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
@@ -29,8 +36,8 @@ from chatbot.engine.loader import LoadedCheckpoint, ResolvedModel  # noqa: E402
 from chatbot.engine.streaming import StopWhenCancelled, TokenQueue  # noqa: E402
 from chatbot.engine.synthetic import ARCHITECTURES, _configs, _train_opt_tokenizer  # noqa: E402
 
-arch_name = sys.argv[1] if len(sys.argv) > 1 else "blip2-opt-2.7b"
-dtype = getattr(torch, sys.argv[2] if len(sys.argv) > 2 else "bfloat16")
+arch_name = _args.arch
+dtype = getattr(torch, _args.dtype)
 arch = ARCHITECTURES[arch_name]
 tok = _train_opt_tokenizer(arch.vocab_size)
 images = BlipImageProcessorPil(size={"height": arch.image_size, "width": arch.image_size})

@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks.common import RESULTS  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "chatbot" / "demo" / "weights" / "chat"
 EVAL_SEED = 15  # the questions and dialogues drawn for the held-out pictures
@@ -88,7 +91,8 @@ def enlarged_picture(scene: Any, enlarge: int) -> Any:
 
 
 def evaluate(model: str, scenes: int, singles_per_scene: int = 5, enlarge: int = 1) -> dict[str, Any]:
-    from chatbot.core.conversation import Conversation, caption
+    from chatbot.core.captioning import caption
+    from chatbot.core.conversation import Conversation
     from chatbot.demo.dialogues import make_dialogue
     from chatbot.demo.examples import chat_prompt, held_out_scenes
     from chatbot.demo.questions import sample_single

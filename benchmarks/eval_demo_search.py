@@ -23,13 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks.common import RESULTS  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "chatbot" / "demo" / "weights" / "search"
 GALLERY_OFFSET = 10**6  # the gallery's first seed is HELD_OUT_START + this (eval_demo.py uses the first few hundred)

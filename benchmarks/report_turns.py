@@ -7,6 +7,7 @@ Prints the Markdown for docs/benchmarks.md and writes docs/turns-<arch>-<device>
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -82,4 +83,6 @@ def main(paths: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", help="turns-*.json files written by bench_turns.py")
+    sys.exit(main(parser.parse_args().results))

@@ -349,13 +349,14 @@ def _main(given: list[str]) -> int:
         return 0
     try:
         check_stdout_open(args)
+        notes = _config_notes(args.command)
         if args.command in ("models", "sessions"):
             from chatbot.frontends.listings import run_models, run_sessions
 
             if args.command == "sessions":
                 return run_sessions(delete=args.delete, as_json=args.json)
             return run_models(settings_for(args).device, args.json)  # --device, else the config file's
-        return _run(args, settings_for(args))
+        return _run(args, settings_for(args), notes)
     except UserError as error:
         print(f"blip2-chat: {visible(error)}", file=sys.stderr)
         return 2
@@ -396,7 +397,23 @@ def _command_defaults(command: str | None) -> dict[str, Any]:
             "repetition_penalty": alt_text.DEFAULT_REPETITION_PENALTY}
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> int:
+def _config_notes(command: str) -> list[str]:
+    """The config file that is not read (`unread_config_note`), said once: kept for a chat to show first (the app
+    in its transcript, the plain mode on stderr), else said on stderr now."""
+    from chatbot.core.config_file import unread_config_note
+
+    note = unread_config_note()
+    if note is None:
+        return []
+    if command in ("chat", "demo"):
+        return [note]
+    from chatbot.core.runtime import say
+
+    say(f"blip2-chat: {note}")
+    return []
+
+
+def _run(args: argparse.Namespace, settings: Settings, notes: list[str]) -> int:
     if getattr(args, "ray", None) is None and (getattr(args, "workers", 1) != 1 or getattr(args, "gpus_per_worker", 0)):
         raise UserError("--workers and --gpus-per-worker go with --ray (a run on one machine has one model).",
                         "Add --ray to run on a local Ray instance or a cluster, or leave them out.")
@@ -420,12 +437,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command in ("index", "search"):
         return _run_search_command(args, settings)
     if args.command == "demo":
-        return _run_demo(args, settings)
+        return _run_demo(args, settings, notes)
     return run_chat_command(settings, args.image, plain=args.plain, continue_last=args.continue_last,
-                            resume=args.resume, model_given=args.model is not None)
+                            resume=args.resume, model_given=args.model is not None, notes=notes)
 
 
-def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
+def _run_demo(args: argparse.Namespace, settings: Settings, notes: list[str]) -> int:
     """`demo`: the shipped demo model (unless --model names another) on a new picture of its world."""
     from chatbot.demo.start import INTRODUCTION, demo_picture
     from chatbot.locations import DEMO_MODEL, data_dir
@@ -434,7 +451,7 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError(f"--picture must be between 0 and {2**31 - 1} (got {args.picture}).", "Try --picture 7.")
     picture = demo_picture(data_dir() / "demo", args.picture)
     chosen = settings if args.model is not None else replace(settings, model=DEMO_MODEL)
-    return run_chat_command(chosen, str(picture), plain=args.plain, notes=[INTRODUCTION])
+    return run_chat_command(chosen, str(picture), plain=args.plain, notes=[*notes, INTRODUCTION])
 
 
 def _run_search_command(args: argparse.Namespace, settings: Settings) -> int:

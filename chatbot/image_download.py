@@ -35,9 +35,28 @@ DOWNLOAD_TIMEOUT_S: float = 15
 CANCEL_POLL_S = 0.1  # how often a waiting download asks its `cancel` check
 
 
+# What an address is: `scheme://...`, its scheme a letter, then letters, digits, + . or -: two characters at least,
+# so a Windows drive (`C://photos/a.jpg`) stays a path. One rule for reading a source, a typed line and a PATH.
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]+://"
+_ADDRESS_START = re.compile(_SCHEME)
+_ADDRESS = re.compile(_SCHEME + r"\S+")  # an address anywhere in a line, up to the next space
+
+
+def address_scheme(text: str) -> str | None:
+    """The scheme of `text`, lower case (`https`, `s3`), when `text` (spaces around it aside) is an address
+    (`scheme://...`); None for anything else, a path."""
+    match = _ADDRESS_START.match(text.strip())
+    return match.group()[:-3].lower() if match else None
+
+
+def is_address(text: str) -> bool:
+    """Whether `text` is an address (`scheme://...`, any scheme) rather than a path."""
+    return address_scheme(text) is not None
+
+
 def is_url(text: str) -> bool:
-    """True for http:// and https:// links (the only schemes we fetch)."""
-    return text.strip().lower().startswith(("http://", "https://"))
+    """True for http:// and https:// addresses (the only schemes we fetch)."""
+    return address_scheme(text) in ("http", "https")
 
 
 def one_line(text: str) -> str:
@@ -65,8 +84,6 @@ def without_logins(text: str) -> str:
     what is kept of a typed line (the Up arrow's history file) never holds a password."""
     return _ADDRESS.sub(lambda match: public_url(match.group()), text)
 
-
-_ADDRESS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
 
 def _login(url: str) -> tuple[str | None, int]:

@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 from chatbot.errors import UserError
 from chatbot.file_kinds import LINK_TO_NOTHING, not_regular_words
-from chatbot.images import IMAGE_SUFFIXES, is_url, public_url
+from chatbot.image_download import address_scheme, is_url, public_url
+from chatbot.images import IMAGE_SUFFIXES
 from chatbot.untrusted import visible
 
 
@@ -162,16 +163,15 @@ STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")  # what `describe
 
 def is_storage_uri(path: str) -> bool:
     """Whether `path` names object storage (`s3://`, `gs://`, ...) rather than a file on this machine."""
-    scheme, sep, _ = path.partition("://")
-    return bool(sep) and scheme.lower() in STORAGE_SCHEMES
+    return address_scheme(path) in STORAGE_SCHEMES
 
 
 def refuse_other_schemes(raw: str, command: str, *, ray_reads_storage: bool) -> None:
     """A `scheme://` path that is not a web link (callers word those themselves) and that `command` will not
     read here: said in one sentence rather than "no file at /cwd/s3:/bucket". With `ray_reads_storage`,
     object storage is named as what --ray reads; any other scheme (`ftp://`) is no path of this machine."""
-    scheme, sep, _ = raw.partition("://")
-    if not sep or not scheme.isidentifier() or is_url(raw):
+    scheme = address_scheme(raw)  # the one rule of what an address is (a one-letter "scheme" is a drive: C://)
+    if scheme is None or is_url(raw):
         return
     if ray_reads_storage and is_storage_uri(raw):
         raise UserError(f"{command} reads {visible(scheme)}:// paths only with --ray ({visible(public_url(raw))}).",

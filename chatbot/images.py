@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import io
 import os
-import re
 import stat
 import sys
 import threading
@@ -21,11 +20,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageFile, ImageOps, TiffImagePlugin
+from PIL import ExifTags, Image, ImageFile, TiffImagePlugin
 
 from chatbot.errors import ImageError
 from chatbot.file_kinds import not_regular_words
-from chatbot.image_download import download, is_url, one_line, public_url
+from chatbot.image_download import download, is_address, is_url, one_line, public_url
 from chatbot.untrusted import visible
 
 if TYPE_CHECKING:
@@ -48,7 +47,6 @@ MAX_IMAGE_BYTES = 256 * 1024 * 1024
 _SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF…"
 # Files that start like a known image format but fail to open are damaged, not "not an image".
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 # Serialises our temporary changes to process-wide state while decoding: Pillow's module settings,
 # the warnings filters, and file descriptor 2 while libtiff might write to it.
 _PIL_LOCK = threading.Lock()
@@ -85,7 +83,7 @@ def load_image(
         raise ValueError(f"max_side must be at least {MIN_SIDE}, got {max_side}")
     if not os.fspath(source).strip():
         raise ImageError("No image path or URL was given.", "Pass an image file's path or an http(s) link.")
-    if isinstance(source, str) and _is_address(source):
+    if isinstance(source, str) and is_address(source):
         url = source.strip()
         if not is_url(url):
             scheme = url.split(":", 1)[0]
@@ -101,15 +99,10 @@ def load_image(
     return LoadedImage(image, hashlib.sha256(data).hexdigest(), name, original_size)
 
 
-def _is_address(source: str) -> bool:
-    """Whether `load_image` takes `source` for an address (`scheme://...`) rather than a path."""
-    return bool(_SCHEME.match(source.strip()))
-
-
 def recorded_source(source: str) -> str:
     """How `LoadedImage.source` names `source`, for a record of an image that could not be read too: an address
     (`scheme://...`) as given, but for a login in it (masked: `user:***@`), a path made absolute."""
-    if not source.strip() or _is_address(source):
+    if not source.strip() or is_address(source):
         return public_url(source.strip())
     return os.path.abspath(os.path.expanduser(source))
 
@@ -345,8 +338,7 @@ def _decode(data: bytes, name: str, remote: bool, max_side: int) -> tuple[Image.
                 raise _too_much_metadata(name) from None
             raise damaged from None
         # Still under the lock and quiet: EXIF parsing and mode conversions warn too.
-        with contextlib.suppress(Exception):  # broken EXIF only loses the rotation
-            ImageOps.exif_transpose(img, in_place=True)
+        turn = _orientation_turn(img)  # made once the picture is shrunk: no full-size turned copy
         try:  # the picture decoded, yet its data can still defeat a conversion: damaged, not a crash
             factor = _strip_factor(img, max_side)
             if factor >= 2:
@@ -355,7 +347,8 @@ def _decode(data: bytes, name: str, remote: bool, max_side: int) -> tuple[Image.
                 img = _to_rgb(img)  # palettes and colour keys do not survive resampling
             elif _is_high_bit(img):
                 img = _high_bit_to_l(img)  # Pillow's reduce() refuses 16-bit grey ("image has wrong mode")
-            return _to_rgb(_downscale(img, max_side)), original_size
+            img = _to_rgb(_downscale(img, max_side))
+            return (img if turn is None else _turned(img, turn)), original_size
         except MemoryError:
             message = f"{name} is too large to convert in the available memory."
             raise ImageError(message, "Downscale it with an image editor first.") from None
@@ -371,6 +364,35 @@ def _downscale(img: Image.Image, max_side: int) -> Image.Image:
     scale = max_side / max(width, height)
     size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+# ImageOps.exif_transpose's table: the turn or flip that shows a picture as its EXIF orientation (2-8) asks.
+_ORIENTATION_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation_turn(img: Image.Image) -> Image.Transpose | None:
+    """The turn or flip `img`'s orientation asks for (EXIF, else XMP, as ImageOps.exif_transpose reads it), or None.
+
+    Read from the decoded file, since a shrunk copy keeps no TIFF tags; the turn itself is made on the shrunk
+    picture (`_turned`): turning a huge PNG first made a full-size copy (800 MB for 200 megapixels). (Pillow 13
+    turns a TIFF itself as it decodes it, and drops its tag: nothing is left to turn then.)
+    """
+    try:
+        return _ORIENTATION_TURNS.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # noqa: BLE001 - broken EXIF only loses the rotation
+        return None
+
+
+def _turned(img: Image.Image, turn: Image.Transpose) -> Image.Image:
+    """`img` turned by `turn`, without the orientation metadata it was turned for (nothing turns it again)."""
+    turned = img.transpose(turn)
+    for key in ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"):
+        turned.info.pop(key, None)
+    return turned
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -63,6 +63,12 @@ def config_dir() -> Path:
     home = home_dir()
     if home is not None:
         return home
+    return platform_config_dir()
+
+
+def platform_config_dir() -> Path:
+    """The platform's user config folder for blip2-chat, $BLIP2_CHAT_HOME or not (a config file there while it is
+    set is not read: `chatbot.core.config_file.unread_config_note` says so)."""
     import platformdirs
 
     return _platform_folder(platformdirs.user_config_dir, "config")

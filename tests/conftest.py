@@ -28,6 +28,10 @@ atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 # the user's, and the user's config.toml (say `plain = true`) never changes what a test sees.
 os.environ["BLIP2_CHAT_HOME"] = tempfile.mkdtemp(prefix="blip2-chat-home-")
 atexit.register(shutil.rmtree, os.environ["BLIP2_CHAT_HOME"], ignore_errors=True)
+# The platform's config folder too: a config.toml the user keeps there would make every command say that it is
+# not read (BLIP2_CHAT_HOME is set), a line the tests' stderr would not expect.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="blip2-chat-xdg-")
+atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], ignore_errors=True)
 
 # Ctrl+C must mean KeyboardInterrupt here and in the programs the tests start. A shell that runs the
 # tests as a background job (`nohup pytest &`) sets SIGINT to "ignore", which Python keeps and every
@@ -139,6 +143,17 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.chdir(folder)
     return folder
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Sessions, the line history and the config under `tmp_path/home`; `tmp_path` is the working directory
+    (where exports land). The chat app's test files use it for every test: `pytest.mark.usefixtures("home")`."""
+    from chatbot.locations import HOME_ENV
+
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture

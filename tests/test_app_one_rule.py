@@ -3,7 +3,8 @@
 The `//` escape for questions that start with a slash, the one "an answer is still coming" refusal, the
 one "earlier turns were left out" sentence, the one rule for a web address, a pasted web address opening
 as `/image URL` does, and text from a session file (a draft, saved questions) entering the input box made
-visible. Each expected sentence is written out here, so a front end that words it its own way fails.
+visible. Each expected sentence is written out here (or in tests/tui_support.py), so a front end that words
+it its own way fails.
 """
 
 from __future__ import annotations
@@ -26,18 +27,19 @@ from chatbot.engine.base import GenerationOptions
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import ImageError, UserError
 from chatbot.images import load_image
-from chatbot.locations import HOME_ENV
 from chatbot.tui.answering import QUESTION_WAITS
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.widgets.chat_input import ChatInput, image_source_in
 from chatbot.tui.widgets.transcript import image_label
 from tests.tui_support import (
     SIZE,
+    STOP_HINT,
     ask,
     errors,
     idle,
     input_value,
     notices,
+    numbered_words,
     pairs,
     pilot_test,
     preview_source,
@@ -47,15 +49,8 @@ from tests.tui_support import (
     wait_until,
 )
 
-LONG = " ".join(f"word{i}" for i in range(200))
-HINT = "Let it finish, or stop it (Esc in the app, Ctrl+C in the screen-reader mode)."
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+LONG = numbered_words(200)
+pytestmark = pytest.mark.usefixtures("home")
 
 
 def shown_in_box(field: ChatInput) -> str:
@@ -153,7 +148,7 @@ async def test_every_refusal_while_an_answer_comes_is_the_same_sentence(pictures
         await pilot.press("escape")
         await wait_until(pilot, lambda: idle(app), what="the answer to stop")
     for waiting in ("/clear", "/compare", "switching the image"):
-        assert f"An answer is still coming, so {waiting} has to wait. {HINT}" in said, (waiting, said)
+        assert f"An answer is still coming, so {waiting} has to wait. {STOP_HINT}" in said, (waiting, said)
     assert QUESTION_WAITS in said  # a question is not refused: it waits its turn
 
 
@@ -164,9 +159,9 @@ def test_the_core_says_the_same_refusal(pictures) -> None:
     stream = chat.ask("And now?")
     next(stream)  # an answer is coming
     assert [n.text for n in run_command(chat, "/undo").notices] == [
-        f"An answer is still coming, so /undo has to wait. {HINT}"]
+        f"An answer is still coming, so /undo has to wait. {STOP_HINT}"]
     # the other image has loaded already and is dropped: this one says to /compare again
-    dropped = f"An answer is still coming, so /compare has to wait. {HINT[:-1]}; then /compare again."
+    dropped = f"An answer is still coming, so /compare has to wait. {STOP_HINT[:-1]}; then /compare again."
     assert [n.text for n in compare_with(chat, load_image(pictures["green"])).notices] == [dropped]
     with pytest.raises(UserError) as error:
         compare_last(chat, load_image(pictures["green"]))

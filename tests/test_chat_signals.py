@@ -11,13 +11,12 @@ import contextlib
 import io
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,13 @@ from chatbot.core.commands import saved_sentence
 from chatbot.core.conversation import Conversation
 from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore
-from chatbot.engine.base import GenerationOptions
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.frontends.plain import terminal
 from chatbot.frontends.plain.chat import PlainChat
-from chatbot.images import load_image
 from chatbot.locations import sessions_dir
 from chatbot.tui.terminal_gone import DroppingOutput
+from tests.plain_support import FakeStream, plain_chat
+from tests.terminal_support import Screen, ended, run_in_terminal
 from tests.tui_support import SIZE, pilot_test, ready, scripted_app, send, wait_until
 
 LONG = " ".join(f"w{n}" for n in range(400))  # an answer that is still coming when the signal is sent
@@ -182,46 +181,10 @@ def test_the_screen_writer_outlives_its_terminal() -> None:
 
 
 def _run_in_terminal(args: list[str], home: Path) -> tuple[subprocess.Popen[bytes], int, int]:
-    """`python -m chatbot ARGS` in a new pseudo-terminal; (process, our end, its end, kept open to read its
-    settings after it has gone)."""
-    import pty
-
-    ours, theirs = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chatbot", *args], stdin=theirs, stdout=theirs, stderr=theirs, close_fds=True,
-        env={**os.environ, "TERM": "xterm-256color", "BLIP2_CHAT_HOME": str(home), "BLIP2_CHAT_GRAPHICS": "0",
-             "COLUMNS": "100", "LINES": "30"},
-    )
-    return process, ours, theirs
-
-
-class Screen:
-    """What a process wrote to its pseudo-terminal, read as it comes."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.data = b""
-
-    def wait_for(self, done: Callable[[], bool], what: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            assert time.monotonic() < deadline, f"{what} never happened: {self.data[-2000:]!r}"
-            if select.select([self.fd], [], [], 0.1)[0]:
-                try:
-                    self.data += os.read(self.fd, 65536)
-                except OSError:
-                    return
-
-    def drain(self, process: subprocess.Popen[bytes]) -> int:
-        while process.poll() is None:
-            self.wait_for(lambda: process.poll() is not None, "the exit", timeout=60)
-        with contextlib.suppress(OSError):
-            while select.select([self.fd], [], [], 0.2)[0]:
-                chunk = os.read(self.fd, 65536)
-                if not chunk:
-                    break
-                self.data += chunk
-        return process.returncode
+    """`python -m chatbot ARGS` in a new pseudo-terminal as the app meets one; (process, our end, its end, kept
+    open to read its settings after it has gone)."""
+    return run_in_terminal(args, env={**os.environ, "TERM": "xterm-256color", "BLIP2_CHAT_HOME": str(home),
+                                      "BLIP2_CHAT_GRAPHICS": "0", "COLUMNS": "100", "LINES": "30"})
 
 
 def _lflags(fd: int) -> int:
@@ -239,7 +202,7 @@ def test_sigterm_gives_the_app_s_terminal_back_and_keeps_the_draft(
     process, ours, theirs = _run_in_terminal(
         [str(pictures["red"]), "--model", str(checkpoints["opt"]), "--max-new-tokens", "4"], home)
     screen = Screen(ours)
-    try:
+    with ended(process, ours, theirs):
         before = _lflags(theirs)
         screen.wait_for(lambda: b"Ready" in screen.data, "the model to load")
         os.write(ours, b"what is it?\r")
@@ -249,11 +212,6 @@ def test_sigterm_gives_the_app_s_terminal_back_and_keeps_the_draft(
         process.send_signal(signal.SIGTERM)
         assert screen.drain(process) == 128 + signal.SIGTERM
         after = _lflags(theirs)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(ours)
-        os.close(theirs)
     wanted = termios.ICANON | termios.ECHO | termios.ISIG
     assert before & wanted == wanted and after & wanted == wanted
     assert screen.data.rfind(b"\x1b[?1049l") > screen.data.rfind(b"\x1b[?1049h") >= 0  # the alternate screen left
@@ -263,29 +221,6 @@ def test_sigterm_gives_the_app_s_terminal_back_and_keeps_the_draft(
 
 
 # --- the screen-reader mode ----------------------------------------------------------------------------------
-
-
-class Stream(io.StringIO):
-    def __init__(self, terminal: bool = False, fail_after: int | None = None) -> None:
-        super().__init__()
-        self.terminal = terminal
-        self.fail_after = fail_after  # lines written before the reader leaves (BrokenPipeError)
-
-    def isatty(self) -> bool:
-        return self.terminal
-
-    def write(self, text: str) -> int:
-        if self.fail_after is not None and self.getvalue().count("\n") >= self.fail_after:
-            raise BrokenPipeError(32, "Broken pipe")
-        return super().write(text)
-
-
-def plain_chat(engine: ScriptedEngine, picture: Path, **kwargs: Any) -> tuple[PlainChat, Stream, Stream]:
-    out = kwargs.pop("out", None) or Stream()
-    notes = Stream()
-    conversation = Conversation(Settings(model="scripted", options=GenerationOptions(max_new_tokens=500)), None,
-                                SessionStore(), load_image(picture), engine=engine)
-    return PlainChat(conversation, out=out, notes=notes, **kwargs), out, notes
 
 
 def signal_at(engine: ScriptedEngine, chunk: int, signum: int) -> None:
@@ -308,7 +243,7 @@ def test_a_signal_mid_answer_keeps_the_partial_answer_in_the_plain_mode(
     """With a pipe on stdin: the answer coming is stopped and kept, marked stopped, as the first Ctrl+C does;
     the questions after it are not asked; the chat is saved; the exit status names the signal."""
     engine = ScriptedEngine("a red square", LONG)
-    plain, out, notes = plain_chat(engine, pictures["red"])
+    plain, out, notes = plain_chat(engine, pictures["red"], max_new_tokens=500)
     signal_at(engine, 1, signum)  # right after the first word of the first answer
     status = plain.run(iter(["What is it?", "Tell me everything?", "never asked"]))
     assert signals_caught == []
@@ -323,7 +258,7 @@ def test_a_signal_mid_answer_keeps_the_partial_answer_in_the_plain_mode(
 
 def test_a_signal_on_a_later_answer_keeps_every_turn_before_it(pictures, signals_caught) -> None:
     engine = ScriptedEngine("a red square", LONG)
-    plain, out, _ = plain_chat(engine, pictures["red"])
+    plain, out, _ = plain_chat(engine, pictures["red"], max_new_tokens=500)
     original = engine.stream
     answers = iter(range(10))
 
@@ -355,7 +290,7 @@ def test_a_second_signal_while_the_answer_stops_still_keeps_the_question(picture
         yield "never"
 
     engine.stream = deaf  # type: ignore[method-assign]
-    plain, out, _ = plain_chat(engine, pictures["red"])
+    plain, out, _ = plain_chat(engine, pictures["red"], max_new_tokens=500)
     assert plain.run(iter(["Still there?", "never asked"])) == 129
     turns = saved(plain.conversation.session.id)["turns"]
     assert [(turn["question"], turn["answer"], turn["stopped"]) for turn in turns] == [("Still there?", "", True)]
@@ -395,7 +330,7 @@ def test_a_signal_at_the_prompt_keeps_the_half_typed_line(
 
     monkeypatch.setattr(terminal, "_readline", lambda history, prompt="": readline)
     monkeypatch.setattr(builtins, "input", typing)
-    plain, _, _ = plain_chat(ScriptedEngine("a red square"), pictures["red"], echo=False)
+    plain, _, _ = plain_chat(ScriptedEngine("a red square"), pictures["red"], max_new_tokens=500, echo=False)
     assert plain.run(terminal._readline_lines("You: ", history)) == 143
     assert in_file_before_signal == ["What is it?"]  # each line goes in as it is entered
     assert history.read_text(encoding="utf-8").splitlines() == ["What is it?", "and the half"]
@@ -467,7 +402,7 @@ def test_a_signal_whose_handler_could_not_run_before_the_prompt_s_wait_still_end
 
     monkeypatch.setattr(terminal, "_readline", lambda history, prompt="": readline)
     monkeypatch.setattr(builtins, "input", typing)
-    plain, _, _ = plain_chat(ScriptedEngine("a red square"), pictures["red"], echo=False)
+    plain, _, _ = plain_chat(ScriptedEngine("a red square"), pictures["red"], max_new_tokens=500, echo=False)
     try:
         status = plain.run(terminal._readline_lines("You: ", home / "plain-history"))
     finally:
@@ -489,7 +424,7 @@ def test_sigterm_gives_the_plain_mode_s_terminal_back_and_keeps_every_line(
     process, ours, theirs = _run_in_terminal(
         ["chat", str(pictures["red"]), "--plain", "--model", str(checkpoints["opt"]), "--max-new-tokens", "4"], home)
     screen = Screen(ours)
-    try:
+    with ended(process, ours, theirs):
         screen.wait_for(lambda: screen.data.count(b"You: ") >= 1, "the prompt")
         os.write(ours, b"what is it?\r")
         screen.wait_for(lambda: screen.data.count(b"You: ") >= 2, "the next prompt")
@@ -499,11 +434,6 @@ def test_sigterm_gives_the_plain_mode_s_terminal_back_and_keeps_every_line(
         process.send_signal(signal.SIGTERM)
         assert screen.drain(process) == 128 + signal.SIGTERM
         after = _lflags(theirs)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(ours)
-        os.close(theirs)
     assert history == ["what is it?"]  # in the file while the chat still ran
     assert after & (termios.ICANON | termios.ECHO) == termios.ICANON | termios.ECHO
     assert (home / "plain-history").read_text(encoding="utf-8").splitlines() == ["what is it?", "half typed"]
@@ -561,7 +491,7 @@ def test_the_history_file_keeps_its_last_lines_and_is_private(tmp_path: Path) ->
 def test_a_reader_that_left_ends_the_chat_quietly_with_141(pictures) -> None:
     """`| head -1`: the chat stops asking the model, keeps the turns answered, says nothing about the pipe."""
     engine = ScriptedEngine("a red square", "a square", "red")
-    plain, _, notes = plain_chat(engine, pictures["red"], out=Stream(fail_after=1))
+    plain, _, notes = plain_chat(engine, pictures["red"], max_new_tokens=500, out=FakeStream(fail_after=1))
     assert plain.run(iter(["What is it?", "And the shape?", "And the colour?"])) == 141
     assert len(engine.prompts) == 1  # nothing more was asked once nobody read the answers
     assert [turn["answer"] for turn in saved(plain.conversation.session.id)["turns"]] == ["a red square"]
@@ -630,7 +560,7 @@ def test_json_writes_a_record_for_an_answer_the_model_failed(pictures, capsys: p
     "error" field (the sentence said on stderr) and the answer so far (null when none came, as in `ask --json`)."""
     engine = ScriptedEngine("one two three four", "never said", "a red square")
     engine.fail_next(RuntimeError("boom"), after_chunks=2)
-    plain, out, notes = plain_chat(engine, pictures["red"], json_records=True)
+    plain, out, notes = plain_chat(engine, pictures["red"], max_new_tokens=500, json_records=True)
     plain.run(iter(["first?", "second?"]))
     engine.fail_next(RuntimeError("bang"))
     plain.run(iter(["third?", "fourth?"]))
@@ -652,7 +582,7 @@ def test_json_writes_a_record_for_a_question_refused(capsys: pytest.CaptureFixtu
     """A README walk-through: a question refused for want of an image left no record, so a script's questions and
     records fell out of step."""
     conversation = Conversation(Settings(model="scripted"), None, SessionStore(), None, engine=ScriptedEngine("x"))
-    plain = PlainChat(conversation, out=Stream(), notes=Stream(), json_records=True)
+    plain = PlainChat(conversation, out=FakeStream(), notes=FakeStream(), json_records=True)
     plain.run(iter(["What is it?"]))
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert records == [{"question": "What is it?", "answer": None, "image": None, "image_sha256": None,
@@ -663,7 +593,7 @@ def test_a_refused_question_s_record_names_the_open_image_as_ask_s_failure_recor
         pictures, capsys: pytest.CaptureFixture[str]) -> None:
     """The same fields as `ask --json`'s record of a failure (one rule, `runtime.failure_record`): the open image
     and its sha256, so a script can tell which picture the refusal was about."""
-    plain, _, notes = plain_chat(ScriptedEngine("x"), pictures["red"], json_records=True)
+    plain, _, notes = plain_chat(ScriptedEngine("x"), pictures["red"], max_new_tokens=500, json_records=True)
     plain.run(iter(["What is \udcff?"]))  # not valid text: refused before the model
     [record] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     image = plain.conversation.image

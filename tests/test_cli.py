@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from chatbot.core.conversation import cut_short_text
+from chatbot.core.answer_wording import cut_short_text
 from chatbot.images import load_image
 
 QUESTION = "what is in the picture?"
@@ -381,6 +381,12 @@ def _ask(image: object, question: str = QUESTION, *extra: object, model: object 
     return ["ask", image, question, *extra, *(["--model", model] if model is not None else [])]
 
 
+def _bad_option(flag: str, value: str, words: list[str]) -> BadCase:
+    """`ask` about the red picture with one option out of range: refused in words that contain `words`, before
+    the model loads."""
+    return BadCase(lambda t, p, c: _ask(p["red"], QUESTION, flag, value, model=c["opt"]), lambda t, p, c: words, True)
+
+
 BAD_INPUTS: dict[str, BadCase] = {
     "missing-image": BadCase(
         lambda t, p, c: _ask(t / "no-such-photo.jpg", model=c["opt"]),
@@ -400,27 +406,17 @@ BAD_INPUTS: dict[str, BadCase] = {
         lambda t, p, c: _ask(_tiny_image(t), model=c["opt"]), lambda t, p, c: ["1x1", str(t / "dot.png")], True),
     "empty-question": BadCase(
         lambda t, p, c: _ask(p["red"], "   ", model=c["opt"]), lambda t, p, c: ["question", "empty"], True),
-    "max-new-tokens-0": BadCase(
-        lambda t, p, c: _ask(p["red"], QUESTION, "--max-new-tokens", "0", model=c["opt"]),
-        lambda t, p, c: ["--max-new-tokens", "0"], True),
-    "num-beams-0": BadCase(
-        lambda t, p, c: _ask(p["red"], QUESTION, "--num-beams", "0", model=c["opt"]),
-        lambda t, p, c: ["--num-beams", "0"], True),
-    "negative-temperature": BadCase(
-        lambda t, p, c: _ask(p["red"], QUESTION, "--temperature", "-1", model=c["opt"]),
-        lambda t, p, c: ["--temperature must be 0, or a number from 0.01 to 100 (got -1)"], True),
-    "top-p-above-1": BadCase(
-        lambda t, p, c: _ask(p["red"], QUESTION, "--top-p", "1.5", model=c["opt"]),
-        lambda t, p, c: ["--top-p", "1.5"], True),
-    "repetition-penalty-0": BadCase(
-        lambda t, p, c: _ask(p["red"], QUESTION, "--repetition-penalty", "0", model=c["opt"]),
-        lambda t, p, c: ["--repetition-penalty must be a number from 0.01 to 10 (got 0)"], True),
-    "seed-too-large": BadCase(
-        lambda t, p, c: _ask(p["red"], QUESTION, "--seed", str(2**64), model=c["opt"]),
-        lambda t, p, c: [f"--seed must be a whole number from 0 to {2**63 - 1} (got {2**64})"], True),
-    "temperature-nan": BadCase(
-        lambda t, p, c: _ask(p["red"], QUESTION, "--temperature", "nan", model=c["opt"]),
-        lambda t, p, c: ["--temperature must be 0, or a number from 0.01 to 100 (got nan)"], True),
+    "max-new-tokens-0": _bad_option("--max-new-tokens", "0", ["--max-new-tokens", "0"]),
+    "num-beams-0": _bad_option("--num-beams", "0", ["--num-beams", "0"]),
+    "negative-temperature": _bad_option(
+        "--temperature", "-1", ["--temperature must be 0, or a number from 0.01 to 100 (got -1)"]),
+    "top-p-above-1": _bad_option("--top-p", "1.5", ["--top-p", "1.5"]),
+    "repetition-penalty-0": _bad_option(
+        "--repetition-penalty", "0", ["--repetition-penalty must be a number from 0.01 to 10 (got 0)"]),
+    "seed-too-large": _bad_option(
+        "--seed", str(2**64), [f"--seed must be a whole number from 0 to {2**63 - 1} (got {2**64})"]),
+    "temperature-nan": _bad_option(
+        "--temperature", "nan", ["--temperature must be 0, or a number from 0.01 to 100 (got nan)"]),
     "continue-and-resume": BadCase(
         lambda t, p, c: ["--continue", "--resume", "20250101-120000-abcdef"],
         lambda t, p, c: ["Give either --continue or --resume ID, not both."], True),

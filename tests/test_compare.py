@@ -29,13 +29,25 @@ from chatbot.engine.base import GenerationOptions
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.frontends.plain.chat import PlainChat
 from chatbot.images import load_image
-from chatbot.locations import HOME_ENV, sessions_dir
 from chatbot.tui.answering import QUESTION_WAITS
 from chatbot.tui.palette import palette_entries
 from chatbot.tui.screens.help import HelpScreen
-from chatbot.tui.widgets.transcript import ComparisonView, Transcript
+from chatbot.tui.widgets.comparison_view import ComparisonView
+from chatbot.tui.widgets.transcript import Transcript
 from prompts import normalize_answer
-from tests.tui_support import SIZE, errors, idle, notices, pairs, pilot_test, ready, scripted_app, send, wait_until
+from tests.tui_support import (
+    SIZE,
+    errors,
+    idle,
+    notices,
+    pairs,
+    pilot_test,
+    ready,
+    saved_turns,
+    scripted_app,
+    send,
+    wait_until,
+)
 
 OPTIONS = GenerationOptions(max_new_tokens=6)
 
@@ -293,20 +305,8 @@ def test_plain_chat_compares_on_a_checkpoint(checkpoints, engines, pictures, tmp
 # --- the app ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def settled(app) -> bool:
     return idle(app) and app.comparing is None and app._opening is None
-
-
-def saved_turns() -> list[dict]:
-    (path,) = sessions_dir().glob("*.json")
-    return json.loads(path.read_text())["turns"]
 
 
 @pilot_test

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,23 +10,14 @@ from chatbot.cli import build_parser, settings_for
 from chatbot.core.config_file import config_path, read_config
 from chatbot.core.settings import MODEL_ENV
 from chatbot.errors import OptionError
-from chatbot.locations import HOME_ENV
+from tests.config_support import NEEDS_TOML, config_home, write_config
 
-pytestmark = pytest.mark.skipif(sys.version_info < (3, 11) and not __import__("importlib").util.find_spec("tomli"),
-                                reason="reading TOML needs Python 3.11 or tomli")
+pytestmark = NEEDS_TOML
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(HOME_ENV, str(tmp_path))
-    monkeypatch.delenv(MODEL_ENV, raising=False)
-    return tmp_path
-
-
-def write(home: Path, text: str) -> Path:
-    path = home / "config.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return config_home(tmp_path, monkeypatch)
 
 
 def settings(*flags: str):  # type: ignore[no-untyped-def]
@@ -44,9 +34,9 @@ def test_no_file_means_the_defaults(home: Path) -> None:
 
 
 def test_every_key_is_read(home: Path) -> None:
-    write(home, '# everyday settings\nmodel = "flan-t5-xl"\ndevice = "cuda:1"\ndtype = "bfloat16"\n'
-                'quantize = "8bit"\nmax_new_tokens = 12\nnum_beams = 3\ntemperature = 0.7\ntop_p = 0.8\n'
-                'repetition_penalty = 1.5\n')
+    write_config(home, '# everyday settings\nmodel = "flan-t5-xl"\ndevice = "cuda:1"\ndtype = "bfloat16"\n'
+                       'quantize = "8bit"\nmax_new_tokens = 12\nnum_beams = 3\ntemperature = 0.7\ntop_p = 0.8\n'
+                       'repetition_penalty = 1.5\n')
     chosen = settings()
     assert (chosen.model, chosen.device, chosen.dtype, chosen.quantize) == ("flan-t5-xl", "cuda:1", "bfloat16", "8bit")
     options = chosen.options
@@ -55,7 +45,8 @@ def test_every_key_is_read(home: Path) -> None:
 
 
 def test_flags_and_the_model_variable_beat_the_file(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write(home, 'model = "flan-t5-xl"\nquantize = "4bit"\ndevice = "cpu"\nmax_new_tokens = 12\ntemperature = 1\n')
+    write_config(home, 'model = "flan-t5-xl"\nquantize = "4bit"\ndevice = "cpu"\nmax_new_tokens = 12\n'
+                       'temperature = 1\n')
     chosen = settings("--quantize", "none", "--max-new-tokens", "5", "--model", "opt-6.7b")
     assert (chosen.model, chosen.quantize, chosen.device) == ("opt-6.7b", "none", "cpu")
     assert chosen.options.max_new_tokens == 5 and chosen.options.temperature == 1.0
@@ -89,7 +80,7 @@ def test_flags_and_the_model_variable_beat_the_file(home: Path, monkeypatch: pyt
     ('[keys]\nquit = "f2"\nhelp = "f3"\nquit = "f4"\n', ["line 4 sets 'quit' in [keys] again (first set on line 2)"]),
 ])
 def test_bad_files_are_one_error_naming_file_and_line(home: Path, text: str, words: list[str]) -> None:
-    path = write(home, text)
+    path = write_config(home, text)
     with pytest.raises(OptionError) as error:
         settings()
     message = str(error.value)
@@ -99,7 +90,7 @@ def test_bad_files_are_one_error_naming_file_and_line(home: Path, text: str, wor
 
 
 def test_a_byte_order_mark_is_no_error(home: Path) -> None:
-    path = write(home, 'max_new_tokens = 7\n')
+    path = write_config(home, 'max_new_tokens = 7\n')
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert settings().options.max_new_tokens == 7
 
@@ -108,7 +99,7 @@ def test_a_byte_order_mark_is_no_error(home: Path) -> None:
 def test_a_config_path_that_is_no_file_is_one_error(home: Path, kind: str) -> None:
     import os
 
-    path = write(home, "")
+    path = write_config(home, "")
     path.unlink()
     if kind == "folder":
         path.mkdir()

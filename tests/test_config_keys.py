@@ -5,7 +5,6 @@ choose instead; every refusal names the line of the key itself, however the key 
 from __future__ import annotations
 
 import re
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,9 +24,9 @@ from chatbot.core.settings import (
     apply_setting,
 )
 from chatbot.errors import OptionError
+from tests.config_support import NEEDS_TOML
 
-pytestmark = pytest.mark.skipif(sys.version_info < (3, 11) and not __import__("importlib").util.find_spec("tomli"),
-                                reason="reading TOML needs Python 3.11 or tomli")
+pytestmark = NEEDS_TOML
 
 # Written out here, not taken from the code under test: what each key is to a terminal or to the app.
 SENT_AS = {"ctrl+h": "Backspace", "ctrl+i": "Tab", "ctrl+m": "Enter", "ctrl+left_square_bracket": "Esc",

@@ -81,7 +81,7 @@ def test_set_refuses_an_answer_length_that_leaves_no_room_for_a_question(convers
     positions, 8 for the image: at most 128 - 8 - 16 = 104); before the model loads the question says it."""
     from dataclasses import replace
 
-    from chatbot.core.conversation import MIN_PROMPT_TOKENS
+    from chatbot.core.prompt_checks import MIN_PROMPT_TOKENS
 
     assert MIN_PROMPT_TOKENS == 16
     assert run_command(conversation, "/set max_new_tokens 400").ok  # no model yet: nothing to check against

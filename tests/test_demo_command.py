@@ -65,7 +65,7 @@ def test_a_bad_picture_number_is_one_sentence(tmp_path: Path) -> None:
 def test_an_answer_cut_off_by_max_new_tokens_is_said_to_be(tmp_path: Path) -> None:
     import json
 
-    from chatbot.core.conversation import cut_short_text
+    from chatbot.core.answer_wording import cut_short_text
     from chatbot.demo.start import draw_picture
 
     picture = tmp_path / "shapes.png"

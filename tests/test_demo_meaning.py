@@ -28,7 +28,7 @@ from chatbot.demo.world import Scene, caption, loaded_picture, make_scene, rende
 from chatbot.frontends.describe.alt_text import to_alt_text
 from chatbot.locations import demo_model_dir
 from tests.test_demo_command import blip2_chat
-from tests.tui_support import SIZE, idle, pairs, pilot_test, send, wait_until
+from tests.tui_support import SIZE, idle, pairs, pilot_test, ready, send, wait_until
 
 pytestmark = pytest.mark.skipif(not (demo_model_dir() / "model.safetensors").exists(), reason="no demo weights")
 
@@ -137,7 +137,7 @@ async def test_follow_ups_are_right_in_the_app(tmp_path: Path, monkeypatch: pyte
     app = create_app(Settings(model="demo"), image=load_image(paths[0]), renderer="halfcell")
     shown: list[tuple[str, str]] = []
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: idle(app), timeout=120, what="the demo model to load")
+        await ready(pilot, timeout=120, what="the demo model to load")
         for index, (path, (_, chat)) in enumerate(zip(paths, three, strict=True)):
             if index:
                 await send(pilot, f"/image {path}")

@@ -230,8 +230,8 @@ def test_follow_ups_need_the_earlier_turns() -> None:
 
 
 def test_folded_prompts_are_the_blip2_format_and_what_the_chat_sends() -> None:
+    from chatbot.core.captioning import caption as chat_caption
     from chatbot.core.conversation import Conversation
-    from chatbot.core.conversation import caption as chat_caption
     from chatbot.engine.base import GenerationOptions
     from chatbot.engine.scripted import ScriptedEngine
 

@@ -117,7 +117,7 @@ def test_a_chat_open_in_another_blip2_chat_is_not_deleted(home, tmp_path) -> Non
     with other_blip2_chat(tmp_path, home["sessions"], "busy") as other:
         done = forget(home, "busy", "idle")
         assert done.problems == [f"The chat busy is open in another blip2-chat (pid {other.pid}), so it was not "
-                                 "deleted. Close it there (Ctrl+Q or /quit), then delete it."]
+                                 "deleted. Close it there (/quit), then delete it."]
         assert other.send("ask") == "saved busy"  # it goes on saving its own file
     assert [deleted.id for deleted in done.deleted] == ["idle"]
     assert (home["sessions"] / "busy.json").is_file() and not (home["sessions"] / "idle.json").exists()

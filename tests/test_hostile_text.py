@@ -17,7 +17,7 @@ from chatbot.core.session import ImageRef, Session, Turn
 from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.locations import HOME_ENV
-from chatbot.tui.widgets.transcript import MessageBubble, Notice
+from chatbot.tui.widgets.bubbles import MessageBubble, Notice
 from chatbot.untrusted import has_controls, visible
 from tests.tui_support import SIZE, pilot_test, ready, scripted_app
 

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 
 from chatbot.cli import main
-from chatbot.core.photo_index import store as store_module
+from chatbot.core.photo_index import compaction as compaction_module
 from chatbot.core.photo_index.build import update_index
+from chatbot.core.photo_index.database import EXACT_LIMIT
 from chatbot.core.photo_index.forget import forget_paths
-from chatbot.core.photo_index.store import EXACT_LIMIT, FileState, IndexStore
+from chatbot.core.photo_index.store import FileState, IndexStore
 from chatbot.core.photo_index.vectors import COMPACTED
-from tests.test_photo_index import CHECKPOINT, picture, pixel_embed
+from tests.test_photo_index import CHECKPOINT, numbered_pictures, picture, pixel_embed
 
 SHAPE = (4, 16)  # vectors per picture and their width: 128 bytes a row
 
@@ -151,7 +152,7 @@ def test_a_crash_after_the_commit_is_finished_by_the_next_writer_and_read_right_
         raise Crash
 
     with monkeypatch.context() as patch:
-        patch.setattr(store_module.os, "replace", killed)  # stopped before the new matrix is renamed into place
+        patch.setattr(compaction_module.os, "replace", killed)  # stopped before the new matrix is renamed into place
         with pytest.raises(Crash):
             store.compact()
     store._db.close()
@@ -178,7 +179,7 @@ def test_a_crash_before_the_commit_leaves_the_index_as_it_was(tmp_path: Path, mo
         raise Crash
 
     with monkeypatch.context() as patch:
-        patch.setattr(store_module, "remove_approximate", killed)  # the new matrix written, nothing committed
+        patch.setattr(compaction_module, "remove_approximate", killed)  # the new matrix written, nothing committed
         with pytest.raises(Crash):
             store.compact()
     store._db.close()
@@ -209,11 +210,8 @@ def embeddings_held(folder: Path) -> int:
 
 def test_an_index_run_compacts_and_says_so_and_forget_and_index_again_do_not_grow_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "COMPACT_MIN_ROWS", 5)  # a handful of pictures stands in for thousands
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for number in range(12):
-        picture(photos / f"{number}.png", number)
+    monkeypatch.setattr(compaction_module, "COMPACT_MIN_ROWS", 5)  # a handful of pictures stands in for thousands
+    photos = numbered_pictures(tmp_path / "photos", 12)
     store = IndexStore.open(tmp_path / "index", CHECKPOINT, create=True)
     update_index(store, [photos], recursive=False, embed=pixel_embed)
     for edit in (1, 2):  # 8 of 12 edited twice: their old bytes are no file's any more
@@ -222,10 +220,10 @@ def test_an_index_run_compacts_and_says_so_and_forget_and_index_again_do_not_gro
         summary = update_index(store, [photos], recursive=False, embed=pixel_embed)
         assert summary.updated == 8 and embeddings_held(tmp_path / "index") == 12  # the old ones are dropped
         if edit == 1:  # 8 unused rows of 20: not most of the matrix yet
-            assert store.vectors.rows == 20 and summary.freed_bytes == 0 and "Gave back" not in summary.sentence()
+            assert store.vectors.rows == 20 and summary.freed_bytes == 0 and "gave back" not in summary.sentence()
     assert (tmp_path / "index" / "vectors.f16").stat().st_size == 12 * 32 * 256 * 2  # 16 rows of 16 KB gone
     assert summary.freed_bytes >= 16 * 32 * 256 * 2
-    assert f"Gave back {round(summary.freed_bytes / 1000)} KB of disk space." in summary.sentence()
+    assert f"The index gave back {round(summary.freed_bytes / 1000)} KB of disk space." in summary.sentence()
     assert store.vectors.rows == 12 == embeddings_held(tmp_path / "index")
     store.close()
     done = forget_paths(tmp_path / "index", [str(photos)])
@@ -238,11 +236,8 @@ def test_an_index_run_compacts_and_says_so_and_forget_and_index_again_do_not_gro
 
 def test_forget_says_what_it_gave_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(store_module, "COMPACT_MIN_ROWS", 5)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for number in range(10):
-        picture(photos / f"{number}.png", number)
+    monkeypatch.setattr(compaction_module, "COMPACT_MIN_ROWS", 5)
+    photos = numbered_pictures(tmp_path / "photos", 10)
     store = IndexStore.open(tmp_path / "index", CHECKPOINT, create=True)
     update_index(store, [photos], recursive=False, embed=pixel_embed)
     store.close()
@@ -256,10 +251,7 @@ def test_forget_says_what_it_gave_back(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_touched_files_count_as_unchanged_and_renamed_ones_as_reused(tmp_path: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for number in range(6):
-        picture(photos / f"{number}.png", number)
+    photos = numbered_pictures(tmp_path / "photos", 6)
     store = IndexStore.open(tmp_path / "index", CHECKPOINT, create=True)
     update_index(store, [photos], recursive=False, embed=pixel_embed)
     for number in range(3):  # touched: a new time, the same bytes

@@ -126,7 +126,7 @@ def test_options_that_leave_the_new_model_no_room_are_said_at_the_switch(picture
     plain = PlainChat(conversation, out=io.StringIO(), notes=notes, echo=True, open_model=lambda settings: small)
     plain.run([f"/model {checkpoints['opt']}"])  # a checkpoint folder: the checks pass; the factory gives `small`
     said = notes.getvalue().splitlines()
-    from chatbot.core.conversation import MIN_PROMPT_TOKENS
+    from chatbot.core.prompt_checks import MIN_PROMPT_TOKENS
 
     most = 128 - small.info.image_tokens - MIN_PROMPT_TOKENS  # positions less the image's, less the least question
     room = (f"blip2-chat: max_new_tokens=1024 leaves no room for a question in this model's 128 positions. Use at most "

@@ -15,7 +15,6 @@ import json
 import math
 import re
 import socket
-import sys
 import threading
 import unicodedata
 from pathlib import Path
@@ -23,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chatbot.core.answer_wording import cut_short_mark, cut_short_text
+from chatbot.core.captioning import caption_prompt
 from chatbot.core.commands import run_command
-from chatbot.core.conversation import Conversation, caption_prompt, cut_short_mark, cut_short_text
+from chatbot.core.conversation import Conversation
 from chatbot.core.photo_search import Found, result_to_open
 from chatbot.core.session import ComparedAnswer, ImageRef, Session, SessionError, Turn
 from chatbot.core.session_files import session_from_json, session_json
@@ -35,6 +36,7 @@ from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import OptionError, QuestionError, UserError
 from chatbot.images import load_image
 from chatbot.untrusted import has_controls, json_line, visible
+from tests.config_support import NEEDS_TOML
 from tests.conftest import make_image
 
 # --- the conversation: answers with no words, /undo after /clear (chatbot/core/conversation.py) --------------
@@ -132,8 +134,7 @@ TOP_P_ZERO = "top_p must be a number above 0 and at most 1"
 SMALLEST_POSITIVE = math.nextafter(0.0, 1.0)  # 5e-324
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11) and not __import__("importlib").util.find_spec("tomli"),
-                    reason="reading TOML needs Python 3.11 or tomli")
+@NEEDS_TOML
 @pytest.mark.parametrize("zero", ["0", "0.0", "-0", "0e5", ".0"])
 def test_top_p_zero_is_refused_everywhere_and_the_smallest_positive_accepted(
         zero: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,8 @@ from chatbot.engine.scripted import ScriptedEngine
 from chatbot.tui.paste_guard import SHOWN_ESC, PasteGuardedParser
 from chatbot.tui.terminal_gone import driver_class_for
 from chatbot.tui.widgets.chat_input import ChatInput
-from tests.test_chat_signals import Screen, _run_in_terminal
+from tests.terminal_support import Screen
+from tests.test_chat_signals import _run_in_terminal
 from tests.tui_support import SIZE, input_value, pairs, pilot_test, ready, scripted_app, wait_until
 
 START, END = "\x1b[200~", "\x1b[201~"

@@ -192,6 +192,14 @@ def picture(path: Path, seed: int) -> Path:
     return path
 
 
+def numbered_pictures(folder: Path, count: int) -> Path:
+    """`folder`, made here, with `count` pictures: 0.png, 1.png, ..., picture i drawn from seed i."""
+    folder.mkdir()
+    for i in range(count):
+        picture(folder / f"{i}.png", i)
+    return folder
+
+
 def indexed(store: IndexStore) -> dict[str, str]:
     return {path: state.sha256 for path, state in store.all_states().items()}
 
@@ -239,10 +247,7 @@ def _load(path: Path) -> LoadedImage:
 
 
 def test_cancel_keeps_finished_batches(tmp_path: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(6):
-        picture(photos / f"{i}.png", i)
+    photos = numbered_pictures(tmp_path / "photos", 6)
     store = IndexStore.open(tmp_path / "index", CHECKPOINT, create=True)
     asked = iter([False, True])
     summary = update_index(store, [photos], recursive=False, embed=CountingEmbed(), batch_size=2,
@@ -270,10 +275,7 @@ KILLED_RUN = textwrap.dedent("""
 
 
 def test_killed_run_then_second_run_has_every_file_once(tmp_path: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(7):
-        picture(photos / f"{i}.png", i)
+    photos = numbered_pictures(tmp_path / "photos", 7)
     script = tmp_path / "killed.py"
     script.write_text(KILLED_RUN.format(tests=str(Path(__file__).parent)))
     run = subprocess.run([sys.executable, str(script), str(tmp_path / "index"), str(photos)], check=False)

@@ -7,7 +7,6 @@ where a slow answer can be stopped half-way.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import queue
@@ -32,6 +31,8 @@ from chatbot.engine.scripted import ScriptedEngine
 from chatbot.frontends.plain.chat import PlainChat
 from chatbot.frontends.plain.terminal import plain_mode_forced
 from chatbot.images import load_image
+from tests.plain_support import FakeStream, plain_chat
+from tests.terminal_support import Screen, ended, run_in_terminal
 from tests.test_cli import Runs, run_together
 
 ESCAPE = re.compile(r"[\x1b\x07\x08]|\x9b")  # ESC (CSI, OSC, colours, cursor moves), bell, backspace
@@ -167,17 +168,6 @@ def test_ctrl_c_at_the_prompt_ends_the_chat_cleanly(
 # --- when the plain mode is chosen ---------------------------------------------------------------
 
 
-class FakeStream(io.StringIO):
-    def __init__(self, terminal: bool) -> None:
-        super().__init__()
-        self.terminal = terminal
-
-    def isatty(self) -> bool:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")  # as a real closed stream does
-        return self.terminal
-
-
 @pytest.mark.parametrize(("stdin_tty", "stdout_tty", "term", "config", "forced"), [
     (False, True, "xterm-256color", False, True),  # questions piped in
     (True, False, "xterm-256color", False, True),  # transcript piped out
@@ -199,18 +189,10 @@ def test_a_closed_stdin_counts_as_not_a_terminal() -> None:
 # --- every command and Ctrl+C, in-process on the scripted engine ----------------------------------
 
 
-def plain_chat(tmp_path: Path, engine: ScriptedEngine, red: Path, echo: bool = True) -> tuple[PlainChat, io.StringIO,
-                                                                                             io.StringIO]:
-    out, notes = FakeStream(False), FakeStream(False)
-    conversation = Conversation(Settings(model="scripted", options=GenerationOptions(max_new_tokens=50)), None,
-                                SessionStore(tmp_path / "sessions"), load_image(red), engine=engine)
-    return PlainChat(conversation, out=out, notes=notes, echo=echo), out, notes
-
-
 def test_every_command_does_what_it_says(tmp_path: Path, pictures: dict[str, Path], monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # /export without a path writes to the current folder
     engine = ScriptedEngine("a red square", "on a grey ground", "a red box", "a green square")
-    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    plain, out, notes = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     script = ["what is it?", "/set", "/set temperature 0.7", "/set colour blue", "where?", "/retry", "/undo",
               "/undo", "/undo", "/clear", "/image", f"/image {pictures['green']}", "//slash question?", "/save",
               "/export md", f"/export json {tmp_path / 'chat.json'}", "/export pdf", "/help", "/quit", "never asked"]
@@ -248,7 +230,7 @@ def test_every_command_does_what_it_says(tmp_path: Path, pictures: dict[str, Pat
 def test_a_question_that_does_not_fit_is_said_and_the_chat_goes_on(tmp_path: Path, pictures: dict[str, Path]) -> None:
     engine = ScriptedEngine("first", "second", "third")
     engine.info = replace(engine.info, context_tokens=engine.info.image_tokens + 30 + 20)  # 30 prompt tokens
-    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    plain, out, notes = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     plain.conversation.options = GenerationOptions(max_new_tokens=20)
     plain.run(["   ", "one two three four five six seven eight nine ten eleven twelve?",
                "and thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty?", "and more?",
@@ -282,7 +264,7 @@ def test_a_model_failure_is_one_sentence_and_the_chat_goes_on(tmp_path: Path, pi
     is shown as stopped and saved, the error is one sentence, the next question is answered."""
     engine = ScriptedEngine("a red square on grey", "still here")
     engine.fail_next(RuntimeError("probability tensor contains either inf, nan or element < 0\nmore"), after_chunks=2)
-    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    plain, out, notes = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     assert plain.run(["what is it?", "and now?"]) == 0
     assert out.getvalue().splitlines() == ["You: what is it?", "Assistant: a red (stopped)", "You: and now?",
                                            "Assistant: still here"]
@@ -304,7 +286,7 @@ def test_a_command_that_fails_unexpectedly_is_one_sentence_and_the_chat_goes_on(
         raise ValueError("invalid literal for int() with base 10: '\xb2'")
 
     monkeypatch.setitem(commands._HANDLERS, "save", broken)
-    plain, out, notes = plain_chat(tmp_path, ScriptedEngine("a red square", "still red"), pictures["red"])
+    plain, out, notes = plain_chat(ScriptedEngine("a red square", "still red"), pictures["red"], tmp_path / "sessions")
     assert plain.run(["what is it?", "/save", "and now?"]) == 0
     assert out.getvalue().splitlines() == ["You: what is it?", "Assistant: a red square", "You: /save",
                                            "You: and now?", "Assistant: still red"]
@@ -318,7 +300,7 @@ def test_a_command_that_fails_unexpectedly_is_one_sentence_and_the_chat_goes_on(
 
 def test_an_answer_without_words_is_said_to_be_none(tmp_path: Path, pictures: dict[str, Path]) -> None:
     """A screen reader hears "(no answer)", not a bare label."""
-    plain, out, _ = plain_chat(tmp_path, ScriptedEngine("", "a square"), pictures["red"])
+    plain, out, _ = plain_chat(ScriptedEngine("", "a square"), pictures["red"], tmp_path / "sessions")
     plain.run(["<script>alert(1)</script>", "what is it?"])
     assert out.getvalue().splitlines() == ["You: <script>alert(1)</script>", "Assistant: (no answer)",
                                            "You: what is it?", "Assistant: a square"]
@@ -326,7 +308,7 @@ def test_an_answer_without_words_is_said_to_be_none(tmp_path: Path, pictures: di
 
 def test_a_chat_that_could_not_be_saved_says_so_and_exits_2(tmp_path: Path, pictures: dict[str, Path]) -> None:
     engine = ScriptedEngine("a red square")
-    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    plain, out, notes = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     (tmp_path / "sessions").write_text("")  # a file where the sessions folder should be: no save can work
     assert plain.run(["what is it?"]) == 2
     assert out.getvalue().splitlines() == ["You: what is it?", "Assistant: a red square"]
@@ -350,7 +332,7 @@ def interrupt_at(engine: ScriptedEngine, *chunks: int) -> None:
 
 def test_ctrl_c_stops_the_answer_and_keeps_what_came(tmp_path: Path, pictures: dict[str, Path]) -> None:
     engine = ScriptedEngine(" ".join(f"w{n}" for n in range(200)), "next answer", delay=0.01)
-    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    plain, out, notes = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     interrupt_at(engine, 10)
     assert plain.run(["tell me everything", "and then?"]) == 0  # the chat went on after the stop
     you, stopped, again, answer = out.getvalue().splitlines()
@@ -367,7 +349,7 @@ def test_on_a_terminal_the_stopped_answer_starts_its_own_line(tmp_path: Path, pi
     """The terminal echoes ^C where the cursor is; the answer's label must not follow it on that line (a
     screen reader said "caret C Assistant")."""
     engine = ScriptedEngine(" ".join(f"w{n}" for n in range(200)), delay=0.01)
-    plain, _, _ = plain_chat(tmp_path, engine, pictures["red"])
+    plain, _, _ = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     plain.out = terminal = FakeStream(True)
     interrupt_at(engine, 10)
     plain.run(["tell me everything"])
@@ -377,7 +359,7 @@ def test_on_a_terminal_the_stopped_answer_starts_its_own_line(tmp_path: Path, pi
 
 def test_a_second_ctrl_c_during_an_answer_ends_the_chat(tmp_path: Path, pictures: dict[str, Path]) -> None:
     engine = ScriptedEngine(" ".join(f"w{n}" for n in range(400)), delay=0.02)
-    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    plain, out, notes = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     original = engine.stream
 
     def ignores_first_cancel(image, prompt, options, cancel=None):  # a model slow to stop
@@ -401,44 +383,23 @@ def test_in_a_dumb_terminal_the_plain_mode_has_arrow_key_history(
 ) -> None:
     """A pseudo-terminal with TERM=dumb (as Emacs shells and some screen-reader setups have): plain mode
     is chosen without --plain, the up arrow brings back the last question, Ctrl+D ends the chat."""
-    pty = pytest.importorskip("pty")
-    import select
-
-    main_fd, child_fd = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chatbot", "chat", str(pictures["red"]), "--model", str(checkpoints["opt"]),
-         "--max-new-tokens", "4"],
-        stdin=child_fd, stdout=child_fd, stderr=child_fd, close_fds=True,
+    pytest.importorskip("pty")
+    process, ours, theirs = run_in_terminal(
+        ["chat", str(pictures["red"]), "--model", str(checkpoints["opt"]), "--max-new-tokens", "4"],
         env={**os.environ, "TERM": "dumb", "BLIP2_CHAT_HOME": str(tmp_path)},
     )
-    os.close(child_fd)
-    screen = b""
-
-    def wait_for(text: bytes, count: int) -> None:
-        nonlocal screen
-        deadline = time.monotonic() + 120
-        while screen.count(text) < count:
-            assert time.monotonic() < deadline, screen.decode(errors="replace")
-            if select.select([main_fd], [], [], 0.2)[0]:
-                try:
-                    screen += os.read(main_fd, 4096)
-                except OSError:  # the child closed the terminal
-                    break
-
-    try:
-        wait_for(b"You: ", 1)
-        os.write(main_fd, b"what is it?\r")
-        wait_for(b"You: ", 2)
-        os.write(main_fd, b"\x1b[A\r")  # the up arrow, then Enter: the same question again
-        wait_for(b"You: ", 3)
-        os.write(main_fd, b"\x04")  # Ctrl+D
-        wait_for(b"Goodbye.", 1)
+    os.close(theirs)  # reading ends when the child closes the terminal
+    screen = Screen(ours)
+    with ended(process, ours):
+        screen.wait_for_text(b"You: ", 1)
+        os.write(ours, b"what is it?\r")
+        screen.wait_for_text(b"You: ", 2)
+        os.write(ours, b"\x1b[A\r")  # the up arrow, then Enter: the same question again
+        screen.wait_for_text(b"You: ", 3)
+        os.write(ours, b"\x04")  # Ctrl+D
+        screen.wait_for_text(b"Goodbye.", 1)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(main_fd)
-    text = screen.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    text = screen.data.decode("utf-8", errors="replace").replace("\r\n", "\n")
     assert text.count("You: what is it?\n") == 2 and text.count("\nAssistant: ") == 2
     assert "Model ready." in text
     assert not ESCAPE.search(text), repr(text)
@@ -657,7 +618,8 @@ def test_ctrl_c_on_a_half_typed_line_clears_it_and_up_brings_it_back(
 
 
 def test_an_answer_cut_off_by_max_new_tokens_is_said_to_be(tmp_path: Path, pictures: dict[str, Path]) -> None:
-    plain, out, notes = plain_chat(tmp_path, ScriptedEngine("one two three four five", "six"), pictures["red"])
+    engine = ScriptedEngine("one two three four five", "six")
+    plain, out, notes = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     plain.conversation.options = GenerationOptions(max_new_tokens=3)
     assert plain.run(["what is it?", "and now?"]) == 0
     said = notes.getvalue().splitlines()

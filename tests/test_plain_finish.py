@@ -13,30 +13,9 @@ from typing import Any
 
 import pytest
 
-from chatbot.core.conversation import Conversation
 from chatbot.core.settings import Settings
-from chatbot.core.store import SessionStore
-from chatbot.engine.base import GenerationOptions
 from chatbot.engine.scripted import ScriptedEngine
-from chatbot.frontends.plain.chat import PlainChat
-from chatbot.images import load_image
-
-
-class Stream(io.StringIO):
-    def __init__(self, terminal: bool) -> None:
-        super().__init__()
-        self.terminal = terminal
-
-    def isatty(self) -> bool:
-        return self.terminal
-
-
-def plain_chat(home: Path, engine: ScriptedEngine, picture: Path, **kwargs: Any) -> tuple[PlainChat, Stream, Stream]:
-    out, notes = Stream(False), Stream(False)
-    conversation = Conversation(Settings(model="scripted", options=GenerationOptions(max_new_tokens=50)), None,
-                                SessionStore(home / "sessions"), load_image(picture), engine=engine)
-    return PlainChat(conversation, out=out, notes=notes, **kwargs), out, notes
-
+from tests.plain_support import FakeStream, plain_chat
 
 # --- 1. a piped transcript says every command -----------------------------------------------------
 
@@ -45,7 +24,7 @@ def test_piped_stdout_alone_reads_as_the_whole_chat(tmp_path: Path, pictures: di
     """`... | blip2-chat chat --plain > chat.txt`: the switch, the comparison, the retry and the undo are each
     on stdout where they happened, so no answer changes for no visible reason."""
     engine = ScriptedEngine("a red square", "a green square", "green", "a big green square", "a slash")
-    plain, out, notes = plain_chat(tmp_path, engine, pictures["red"])
+    plain, out, notes = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     script = ["what is it?", f"/image {pictures['green']}", "what is it?", f"/compare {pictures['red']}",
               "/retry", "/undo", "//slash question?", "/set temperature 0.5", "/nonsense"]
     assert plain.run(script) == 0
@@ -70,10 +49,12 @@ def test_at_a_terminal_commands_are_not_echoed_twice(
     tmp_path: Path, pictures: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Typed at a terminal the line is on the screen already; --json keeps stdout to JSON records."""
-    plain, out, _ = plain_chat(tmp_path, ScriptedEngine("a red square", "again"), pictures["red"], echo=False)
+    plain, out, _ = plain_chat(ScriptedEngine("a red square", "again"), pictures["red"], tmp_path / "sessions",
+                               echo=False)
     plain.run(["what is it?", "/retry", "/undo"])
     assert out.getvalue().splitlines() == ["Assistant: a red square", "Assistant: again"]
-    plain, out, _ = plain_chat(tmp_path / "json", ScriptedEngine("a red square"), pictures["red"], json_records=True)
+    plain, out, _ = plain_chat(ScriptedEngine("a red square"), pictures["red"], tmp_path / "json" / "sessions",
+                               json_records=True)
     plain.run(["what is it?", "/undo"])
     assert out.getvalue() == ""
     printed = capsys.readouterr().out.splitlines()  # the JSON records go to sys.stdout itself
@@ -115,7 +96,7 @@ def test_ctrl_c_while_a_resumed_chat_loads_says_the_chat_is_kept(
 ) -> None:
     from chatbot.frontends.plain import chat
 
-    plain, _, _ = plain_chat(tmp_path, ScriptedEngine("a red square"), pictures["red"])
+    plain, _, _ = plain_chat(ScriptedEngine("a red square"), pictures["red"], tmp_path / "sessions")
     plain.run(["what is it?"])
     session = plain.conversation.session
     saved = (tmp_path / "sessions" / f"{session.id}.json").read_bytes()
@@ -174,14 +155,14 @@ def test_help_with_piped_input_says_no_keys(
 def test_help_at_a_keyboard_says_the_keys_that_work_there() -> None:
     from chatbot.frontends.plain.chat import keys_help
 
-    at_screen = keys_help(Stream(True), Stream(True))  # readline: arrows and clearing a line work
+    at_screen = keys_help(FakeStream(True), FakeStream(True))  # readline: arrows and clearing a line work
     assert "arrows" in at_screen and "clears a half-typed line" in at_screen
-    to_file = keys_help(Stream(True), Stream(False))  # `> chat.txt`: lines read without readline
+    to_file = keys_help(FakeStream(True), FakeStream(False))  # `> chat.txt`: lines read without readline
     assert "Ctrl+C" in to_file and "arrow" not in to_file and "clears" not in to_file
-    assert keys_help(Stream(False), Stream(True)) == ""
+    assert keys_help(FakeStream(False), FakeStream(True)) == ""
 
 
 def test_help_says_the_keys_it_is_given(tmp_path: Path, pictures: dict[str, Path]) -> None:
-    plain, _, notes = plain_chat(tmp_path, ScriptedEngine(), pictures["red"], keys="Keys: only these.")
+    plain, _, notes = plain_chat(ScriptedEngine(), pictures["red"], tmp_path / "sessions", keys="Keys: only these.")
     plain.run(["/help"])
     assert "Keys: only these." in notes.getvalue().splitlines()

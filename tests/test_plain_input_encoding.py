@@ -13,13 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chatbot.frontends.plain.terminal import input_encoding
+from tests.terminal_support import Screen, ended, run_in_terminal
 
 NOT_UTF8 = "blip2-chat: The question is not valid UTF-8 text. Type it again in UTF-8 (check your terminal's " \
            "character encoding)."
@@ -75,46 +75,25 @@ def test_the_up_arrow_history_does_not_keep_a_refused_line(
     """At a terminal whose encoding says ASCII (PYTHONIOENCODING=ascii), readline's lines are UTF-8: a Chinese
     question is asked and saved intact; a line with bytes that are not UTF-8 is refused, told apart from a real
     U+FFFD, which is asked as typed; neither the refused line nor anything for it is saved."""
-    pty = pytest.importorskip("pty")
-    import select
-
-    main_fd, child_fd = pty.openpty()
+    pytest.importorskip("pty")
     env = {**hostile_locale(tmp_path, "ascii"), "TERM": "dumb"}
     del env["LC_ALL"]  # readline reads keys in the locale Python coerces LANG=C to (C.UTF-8), as a terminal does
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chatbot", "chat", str(pictures["red"]), "--model", str(checkpoints["opt"]),
-         "--max-new-tokens", "3"], stdin=child_fd, stdout=child_fd, stderr=child_fd, close_fds=True, env=env,
-    )
-    os.close(child_fd)
-    screen = b""
-
-    def wait_for(text: bytes, count: int) -> None:
-        nonlocal screen
-        deadline = time.monotonic() + 120
-        while screen.count(text) < count:
-            assert time.monotonic() < deadline, screen.decode(errors="replace")
-            if select.select([main_fd], [], [], 0.2)[0]:
-                try:
-                    screen += os.read(main_fd, 4096)
-                except OSError:  # the child closed the terminal
-                    break
-
-    try:
-        wait_for(b"You: ", 1)
-        os.write(main_fd, CHINESE.encode() + b"\r")
-        wait_for(b"You: ", 2)
-        os.write(main_fd, b"\xff\xfe hi\r")
-        wait_for(b"You: ", 3)
-        os.write(main_fd, "a real \ufffd?\r".encode())
-        wait_for(b"You: ", 4)
-        os.write(main_fd, b"\x04")  # Ctrl+D
-        wait_for(b"Goodbye.", 1)
+    process, ours, theirs = run_in_terminal(
+        ["chat", str(pictures["red"]), "--model", str(checkpoints["opt"]), "--max-new-tokens", "3"], env=env)
+    os.close(theirs)  # reading ends when the child closes the terminal
+    screen = Screen(ours)
+    with ended(process, ours):
+        screen.wait_for_text(b"You: ", 1)
+        os.write(ours, CHINESE.encode() + b"\r")
+        screen.wait_for_text(b"You: ", 2)
+        os.write(ours, b"\xff\xfe hi\r")
+        screen.wait_for_text(b"You: ", 3)
+        os.write(ours, "a real \ufffd?\r".encode())
+        screen.wait_for_text(b"You: ", 4)
+        os.write(ours, b"\x04")  # Ctrl+D
+        screen.wait_for_text(b"Goodbye.", 1)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(main_fd)
-    text = screen.decode("ascii", errors="replace").replace("\r\n", "\n")
+    text = screen.data.decode("ascii", errors="replace").replace("\r\n", "\n")
     assert text.count(NOT_UTF8) == 1 and text.count("\nAssistant: ") == 2, text
     assert saved_questions(tmp_path) == [CHINESE, "a real \ufffd?"]
     assert (tmp_path / "plain-history").read_text(encoding="utf-8").splitlines() == [CHINESE, "a real \ufffd?"]

@@ -9,14 +9,11 @@ only pictures closer than that may swap).
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from chatbot.cli import main
 from chatbot.core.commands import run_command
@@ -34,58 +31,30 @@ from chatbot.frontends.plain.chat import PlainChat
 from chatbot.images import load_image
 from chatbot.tui.screens.find_results import FindResultsScreen
 from tests.conftest import make_image
+from tests.search_support import (
+    COLOURS,
+    QUERY,
+    TOLERANCE,
+    assert_ranked_like,
+    build_index,
+    draw_colours,
+    forward_scores,
+    pictures_in,
+    search_json,
+)
 from tests.tui_support import pilot_test, ready, scripted_app, send, wait_until
-
-COLOURS = {"red": (200, 30, 30), "green": (20, 180, 40), "blue": (30, 30, 200), "yellow": (240, 200, 0),
-           "black": (10, 10, 10), "white": (250, 250, 250)}
-QUERY = "a red square on a grey ground"
-TOLERANCE = 2e-3  # float16 storage of unit vectors: a similarity is off by at most ~5e-4 per number
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("photos")
-    for index, (name, colour) in enumerate(COLOURS.items()):
-        make_image(root / f"{name}.png", colour, (64 + 8 * index, 48))
+    root = draw_colours(tmp_path_factory.mktemp("photos"))
     (root / "broken.jpg").write_bytes(b"not a picture at all")
     return root
 
 
 @pytest.fixture(scope="module")
 def indexed(retrieval_checkpoint: Path, photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("index") / "index"
-    assert main(["index", str(photos), "--model", str(retrieval_checkpoint), "--index", str(folder)]) == 0
-    return folder
-
-
-def pictures_in(photos: Path) -> list[str]:
-    return sorted(str(photos / f"{name}.png") for name in COLOURS)
-
-
-def forward_scores(checkpoint: Path, paths: list[str], text: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ITC, ITM probability) of each picture with `text`, from the model's own forward."""
-    from transformers import Blip2ForImageTextRetrieval, Blip2Processor
-
-    processor = Blip2Processor.from_pretrained(checkpoint)
-    model = Blip2ForImageTextRetrieval.from_pretrained(checkpoint).eval()
-    images = [load_image(path).image for path in paths]
-    inputs = processor(images=images, text=[text] * len(paths), padding=True, return_tensors="pt")
-    with torch.no_grad():
-        itc = model(**inputs, use_image_text_matching_head=False).logits_per_image[:, 0]  # type: ignore[operator]
-        itm = model(**inputs, use_image_text_matching_head=True).logits_per_image  # type: ignore[operator]
-    return itc.numpy(), torch.softmax(itm.float(), dim=1)[:, 1].numpy()
-
-
-def search_json(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict]:
-    capsys.readouterr()
-    assert main(["search", *args, "--json"]) == 0
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-
-
-def assert_ranked_like(paths: list[str], reference: dict[str, float]) -> None:
-    """`paths` is in the reference's order, except pictures whose reference scores are closer than TOLERANCE."""
-    for better, worse in zip(paths, paths[1:], strict=False):
-        assert reference[better] >= reference[worse] - TOLERANCE, (better, worse, reference)
+    return build_index(photos, retrieval_checkpoint, tmp_path_factory.mktemp("index") / "index")
 
 
 def test_search_ranks_like_the_forward_over_every_picture(

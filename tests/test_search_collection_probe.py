@@ -5,7 +5,7 @@ index opened the default chat model, suggested commands left out --index or name
 scores printed two ways, and `index -r` left linked folders out without a word.
 
 On the tiny synthetic retrieval checkpoint. The references are the model's own forward
-(`tests/test_search.py`'s), what the test itself did to the files, and properties that must hold.
+(`tests/search_support.py`'s), what the test itself did to the files, and properties that must hold.
 """
 
 from __future__ import annotations
@@ -34,8 +34,16 @@ from chatbot.errors import UserError
 from chatbot.frontends.plain.chat import PlainChat
 from chatbot.images import load_image
 from tests.conftest import make_image
-from tests.test_search import COLOURS, QUERY, assert_ranked_like, forward_scores, search_json
-from tests.test_search_probe import index_files
+from tests.search_support import (
+    COLOURS,
+    QUERY,
+    assert_ranked_like,
+    build_index,
+    draw_colours,
+    forward_scores,
+    index_files,
+    search_json,
+)
 
 MANY = 16  # pictures in the collection: more than the re-scored pool, so the pool and the rest both show
 QUERIES = (QUERY, "a dog on a beach", "a green square")
@@ -56,9 +64,7 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def big_index(retrieval_checkpoint: Path, collection: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("big") / "index"
-    assert main(["index", str(collection), "--model", str(retrieval_checkpoint), "--index", str(folder)]) == 0
-    return folder
+    return build_index(collection, retrieval_checkpoint, tmp_path_factory.mktemp("big") / "index")
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +76,7 @@ def finder(big_index: Path) -> Finder:
 def photos(tmp_path: Path) -> Path:
     root = tmp_path / "photos"
     root.mkdir()
-    for index, (name, colour) in enumerate(COLOURS.items()):
-        make_image(root / f"{name}.png", colour, (64 + 8 * index, 48))
-    return root
+    return draw_colours(root)
 
 
 def err_of(capsys: pytest.CaptureFixture[str]) -> str:
@@ -179,8 +183,7 @@ def test_a_stopped_rebuild_is_kept_until_another_really_starts_and_a_plain_run_s
     tmp_path: Path, photos: Path, retrieval_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    folder = tmp_path / "index"
-    assert main(["index", str(photos), "--index", str(folder), "--model", str(retrieval_checkpoint)]) == 0
+    folder = build_index(photos, retrieval_checkpoint, tmp_path / "index")
     other = Path(shutil.copytree(retrieval_checkpoint, tmp_path / "other-itm")).resolve()
     stop = StopAfter(monkeypatch, batches=1)
     assert main(["index", str(photos), "--index", str(folder), "--rebuild", "--model", str(other),
@@ -216,8 +219,7 @@ def test_a_rebuild_with_another_model_replaces_a_stopped_one_once_it_holds_pictu
     tmp_path: Path, photos: Path, retrieval_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    folder = tmp_path / "index"
-    assert main(["index", str(photos), "--index", str(folder), "--model", str(retrieval_checkpoint)]) == 0
+    folder = build_index(photos, retrieval_checkpoint, tmp_path / "index")
     other = Path(shutil.copytree(retrieval_checkpoint, tmp_path / "other-itm")).resolve()
     stop = StopAfter(monkeypatch, batches=1)
     rebuild = ["index", str(photos), "--index", str(folder), "--rebuild", "--batch-size", "2"]
@@ -242,8 +244,7 @@ def test_a_rebuild_with_another_model_replaces_a_stopped_one_once_it_holds_pictu
 def test_results_say_what_became_of_their_files(
     tmp_path: Path, photos: Path, retrieval_checkpoint: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    folder = tmp_path / "index"
-    assert main(["index", str(photos), "--index", str(folder), "--model", str(retrieval_checkpoint)]) == 0
+    folder = build_index(photos, retrieval_checkpoint, tmp_path / "index")
     shutil.copy(photos / "blue.png", photos / "red.png")  # another picture in its place
     (photos / "green.png").write_text("a note, not a picture")
     (photos / "yellow.png").unlink()
@@ -277,8 +278,7 @@ def test_results_say_what_became_of_their_files(
 def test_open_says_when_a_result_changed_after_the_list_was_shown(
     tmp_path: Path, photos: Path, retrieval_checkpoint: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    folder = tmp_path / "index"
-    assert main(["index", str(photos), "--index", str(folder), "--model", str(retrieval_checkpoint)]) == 0
+    folder = build_index(photos, retrieval_checkpoint, tmp_path / "index")
     expected = Finder(device="cpu", folder=folder).find(QUERY)  # as /find lists them
     third, fourth = expected[2].path, expected[3].path
     other = next(str(photos / f"{name}.png") for name in COLOURS if str(photos / f"{name}.png") not in (third, fourth))
@@ -358,8 +358,7 @@ def test_a_chat_checkpoint_as_the_search_model_is_said_to_be_one(
     tmp_path: Path, photos: Path, retrieval_checkpoint: Path, checkpoints: dict[str, Path],
     capsys: pytest.CaptureFixture[str], command: list[str],
 ) -> None:
-    folder = tmp_path / "index"
-    assert main(["index", str(photos), "--index", str(folder), "--model", str(retrieval_checkpoint)]) == 0
+    folder = build_index(photos, retrieval_checkpoint, tmp_path / "index")
     err_of(capsys)
     chat = checkpoints["opt"]
     args = [word.format(photos=photos) for word in command]

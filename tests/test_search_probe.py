@@ -1,15 +1,12 @@
 """What a user probe of `index` and `search` found: an index without pictures, a --rebuild whose model does
 not load (or that is stopped), a query that is not UTF-8, a file named as the index folder, a folder with
 nothing to index, and failure lines that named the file twice. On the tiny synthetic retrieval checkpoint;
-results are checked against the model's own forward (tests/test_search.py's reference)."""
+results are checked against the model's own forward (tests/search_support.py's reference)."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
 import shutil
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +25,16 @@ from chatbot.errors import QueryError
 from chatbot.frontends.plain.chat import PlainChat
 from chatbot.images import IMAGE_SUFFIXES, load_image
 from tests.conftest import make_image
-from tests.test_search import COLOURS, QUERY, assert_ranked_like, forward_scores, pictures_in, search_json
+from tests.search_support import (
+    COLOURS,
+    QUERY,
+    assert_ranked_like,
+    draw_colours,
+    forward_scores,
+    index_files,
+    pictures_in,
+    search_json,
+)
 
 NOT_UTF8 = "\udcff\udcfe"  # what Python makes of the argument bytes ff fe (surrogateescape)
 
@@ -37,25 +43,7 @@ NOT_UTF8 = "\udcff\udcfe"  # what Python makes of the argument bytes ff fe (surr
 def photos(tmp_path: Path) -> Path:
     root = tmp_path / "photos"
     root.mkdir()
-    for index, (name, colour) in enumerate(COLOURS.items()):
-        make_image(root / f"{name}.png", colour, (64 + 8 * index, 48))
-    return root
-
-
-def index_files(folder: Path) -> dict[str, str]:
-    """What the index folder holds (sub-folders included), by relative path: the database's rows (its file's
-    bytes change when SQLite folds its journal in), every other file's sha256; SQLite's journals left out."""
-    held = {}
-    for path in sorted(folder.rglob("*")):
-        name = str(path.relative_to(folder))
-        if not path.is_file() or name.endswith(("-wal", "-shm")):
-            continue
-        if path.name == "index.sqlite":
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-                held[name] = "\n".join(db.iterdump())
-        else:
-            held[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return held
+    return draw_colours(root)
 
 
 def one_sentence(err: str, words: str) -> None:

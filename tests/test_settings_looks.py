@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,10 @@ from chatbot.images import load_image
 from chatbot.tui.app import create_app
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import help_renderable, help_sections
+from tests.config_support import NEEDS_TOML
 from tests.tui_support import SIZE, pilot_test, ready
 
-pytestmark = pytest.mark.skipif(sys.version_info < (3, 11) and not __import__("importlib").util.find_spec("tomli"),
-                                reason="reading TOML needs Python 3.11 or tomli")
+pytestmark = NEEDS_TOML
 
 
 def test_the_theme_names_are_textuals_and_ours() -> None:

@@ -5,7 +5,6 @@ patterns matched whole, where each value came from, and the flags each command t
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,24 +25,15 @@ from chatbot.core.settings import (
     shown_value,
 )
 from chatbot.errors import OptionError
-from chatbot.locations import HOME_ENV
+from tests.config_support import NEEDS_TOML, config_home, write_config
 
-pytestmark = pytest.mark.skipif(sys.version_info < (3, 11) and not __import__("importlib").util.find_spec("tomli"),
-                                reason="reading TOML needs Python 3.11 or tomli")
+pytestmark = NEEDS_TOML
 NUMBERS = [option for option in OPTIONS if option.kind in (int, float)]
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(HOME_ENV, str(tmp_path))
-    monkeypatch.delenv(MODEL_ENV, raising=False)
-    return tmp_path
-
-
-def write(home: Path, text: str) -> Path:
-    path = home / "config.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return config_home(tmp_path, monkeypatch)
 
 
 def parsed(*argv: str):  # type: ignore[no-untyped-def]
@@ -63,19 +53,19 @@ def test_the_config_file_is_describes_default_too(home: Path) -> None:
     (its own defaults ranked above the file); caption obeyed."""
     assert (parsed("describe", "imgs").options.max_new_tokens,
             parsed("describe", "imgs").options.repetition_penalty) == (30, 1.5)  # describe's own, with no file
-    write(home, 'model = "demo"\nmax_new_tokens = 1\nrepetition_penalty = 1.2\n')
+    write_config(home, 'model = "demo"\nmax_new_tokens = 1\nrepetition_penalty = 1.2\n')
     for command in (["describe", "imgs"], ["caption", "imgs"], ["ask", "imgs", "hi?"]):
         options = parsed(*command).options
         assert (options.max_new_tokens, options.repetition_penalty) == (1, 1.2), command
     flagged = parsed("describe", "imgs", "--max-new-tokens", "7", "--repetition-penalty", "2").options
     assert (flagged.max_new_tokens, flagged.repetition_penalty) == (7, 2.0)
-    write(home, 'max_new_tokens = 1\n')  # the file says one, describe's own default is the other
+    write_config(home, 'max_new_tokens = 1\n')  # the file says one, describe's own default is the other
     options = parsed("describe", "imgs").options
     assert (options.max_new_tokens, options.repetition_penalty) == (1, 1.5)
 
 
 def test_each_value_says_where_it_came_from(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write(home, 'device = "cuda:7"\nseed = 3\n')
+    write_config(home, 'device = "cuda:7"\nseed = 3\n')
     chosen = parsed("describe", "imgs", "--num-beams", "2")
     assert chosen.device == "cuda:7" and chosen.sources["device"] == "the config file's device"
     assert chosen.source_of("num_beams") == "--num-beams" and chosen.source_of("seed") == "the config file's seed"
@@ -88,7 +78,7 @@ def test_each_value_says_where_it_came_from(home: Path, monkeypatch: pytest.Monk
 
 
 def test_models_takes_the_config_files_device(home: Path) -> None:
-    write(home, 'device = "cpu"\n')
+    write_config(home, 'device = "cpu"\n')
     assert parsed("models").device == "cpu" and parsed("models", "--device", "auto").device == "auto"
     assert refused(parsed, "models", "--device", "gpu") == (
         "--device must be auto, cpu, cuda or cuda:N (got 'gpu'). e.g. cuda:0.")
@@ -106,7 +96,7 @@ def test_models_takes_the_config_files_device(home: Path) -> None:
                     "e.g. 42, or none to unset it."),
 ])
 def test_the_config_file_refuses_what_only_looked_right(home: Path, text: str, message: str) -> None:
-    said = refused(read_config, write(home, text))
+    said = refused(read_config, write_config(home, text))
     assert message in said and "\n" not in said, said
 
 
@@ -165,10 +155,10 @@ def test_what_numbers_are_read(home: Path) -> None:
         changed, _ = apply_setting(options, argument)
         assert getattr(changed, key) == value and shown_value(changed, key) == shown, argument
         assert math.copysign(1, changed.temperature) == 1  # never -0.0
-    write(home, 'seed = "none"\ntemperature = -0.0\n')
+    write_config(home, 'seed = "none"\ntemperature = -0.0\n')
     assert read_config() == {"seed": None, "temperature": 0.0}
     assert parsed("ask", "x.jpg", "hi?").options.seed is None
-    write(home, 'seed = "off"\n')
+    write_config(home, 'seed = "off"\n')
     assert parsed("ask", "x.jpg", "hi?").options.seed is None
     assert parsed("ask", "x.jpg", "hi?", "--seed", "4").options.seed == 4
     assert checked_saved_options({"seed": "none", "temperature": -0.0}) == ({"seed": None, "temperature": 0.0}, {})

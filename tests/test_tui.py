@@ -5,14 +5,12 @@ Each test reads what the screen shows (bubbles, notices, status line, preview) a
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from textual import events
@@ -22,7 +20,7 @@ from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import ModelNotFoundError, OutOfMemoryError
 from chatbot.images import load_image
-from chatbot.locations import HOME_ENV, sessions_dir
+from chatbot.locations import sessions_dir
 from chatbot.tui.app import create_app
 from chatbot.tui.screens.file_picker import ImagePickerScreen, ImageTree
 from chatbot.tui.screens.help import HelpScreen
@@ -35,31 +33,20 @@ from tests.tui_support import (
     idle,
     input_value,
     notices,
+    numbered_words,
     pairs,
     pilot_test,
     preview_source,
     ready,
+    saved_turns,
     scripted_app,
     send,
     status,
     wait_until,
 )
 
-LONG = " ".join(f"word{i}" for i in range(40))
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Sessions under a tmp folder; exports land in the tmp cwd."""
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def saved_turns() -> list[dict[str, object]]:
-    files = list(sessions_dir().glob("*.json"))
-    assert len(files) == 1, files
-    return json.loads(files[0].read_text())["turns"]  # type: ignore[no-any-return]
+LONG = numbered_words(40)
+pytestmark = pytest.mark.usefixtures("home")
 
 
 @pilot_test
@@ -498,7 +485,7 @@ async def test_on_a_synthetic_checkpoint(checkpoints, pictures) -> None:
     settings = Settings(model=str(checkpoints["opt"]), device="cpu")  # the real loader, in the app's worker
     app = create_app(settings, image=load_image(pictures["red"]), store=SessionStore(), renderer="halfcell")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: idle(app), timeout=120, what="the synthetic model to load")
+        await ready(pilot, timeout=120, what="the synthetic model to load")
         assert "| cpu | float32" in status(app)
         await ask(pilot, "What is in the picture?")
         await ask(pilot, "What colour is it?")

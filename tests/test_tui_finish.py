@@ -27,21 +27,19 @@ from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.status_bar import StatusBar
-from tests.tui_support import SIZE, ask, input_value, notices, pairs, pilot_test, ready, scripted_app, send, wait_until
-
-
-def rows(app: App[None], widget: Widget | None = None) -> list[str]:
-    """The text the screen shows, a row a line (only `widget`'s part of it when given)."""
-    strips = app.screen._compositor.render_strips()
-    if widget is None:
-        return [strip.text for strip in strips]
-    region = widget.region
-    return [strip.crop(region.x, region.right).text for strip in strips[region.y:region.bottom]]
-
-
-def shown(app: App[None], widget: Widget | None = None) -> str:
-    return "\n".join(rows(app, widget))
-
+from tests.tui_support import (
+    SIZE,
+    ask,
+    input_value,
+    notices,
+    pairs,
+    pilot_test,
+    ready,
+    scripted_app,
+    send,
+    shown,
+    wait_until,
+)
 
 # -- 1, 2: what is typed reaches the input, in order ---------------------------------------------------------
 
@@ -174,9 +172,9 @@ def low_contrast(app: App[None], widget: Widget | None = None) -> list[tuple[str
 
 @pilot_test
 async def test_high_contrast_keeps_every_text_at_seven_to_one(pictures) -> None:
-    app = create_app(Settings(model="scripted-opt", theme=HIGH_CONTRAST_THEME), image=load_image(pictures["red"]),
-                     store=SessionStore(), engine_factory=lambda settings, progress: ScriptedEngine("It is red."),
-                     renderer="none", memory_probe=lambda: 1_000_000)  # "none": the picture is not text
+    settings = Settings(model="scripted-opt", theme=HIGH_CONTRAST_THEME)
+    app = scripted_app(ScriptedEngine("It is red."), pictures["red"], settings=settings,
+                       renderer="none", memory_probe=lambda: 1_000_000)  # "none": the picture is not text
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await ask(pilot, "What colour is it?")  # greys out `esc Stop answer`

@@ -16,34 +16,29 @@ from pathlib import Path
 import pytest
 
 from chatbot.engine.scripted import ScriptedEngine
-from chatbot.locations import HOME_ENV, line_history_file
+from chatbot.locations import line_history_file
 from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.transcript import Transcript
-from tests.test_tui_streaming import HeldEngine, released
 from tests.tui_support import (
     SIZE,
+    HeldEngine,
     ask,
     errors,
     idle,
     input_value,
     notices,
+    numbered_words,
     pairs,
     pilot_test,
     ready,
+    released,
     scripted_app,
     send,
     wait_until,
 )
 
-LONG = " ".join(f"word{i}" for i in range(120))
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Sessions and the line history under a tmp folder; exports land in the tmp cwd."""
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+LONG = numbered_words(120)
+pytestmark = pytest.mark.usefixtures("home")
 
 
 # -- 1. Tab never loses or replaces what was typed -----------------------------------------------------------

@@ -17,39 +17,31 @@ from textual.widgets import Footer, OptionList
 
 from chatbot.core.session import Session
 from chatbot.core.settings import Settings
-from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
-from chatbot.images import load_image
-from chatbot.locations import HOME_ENV, line_history_file
-from chatbot.tui.app import create_app
+from chatbot.locations import line_history_file
 from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.transcript import Transcript
-from tests.test_tui_finish import shown
-from tests.test_tui_streaming import HeldEngine, released
 from tests.tui_support import (
     SIZE,
+    HeldEngine,
     ask,
     idle,
     input_value,
     notices,
+    numbered_words,
     pilot_test,
     preview_source,
     ready,
+    released,
     scripted_app,
     send,
+    shown,
     wait_until,
 )
 
-LONG = " ".join(f"word{i}" for i in range(120))
+LONG = numbered_words(120)
 UP_NOTICE = "Up brings back what you had typed."
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Sessions and the line history under a tmp folder; the tmp folder is the working directory."""
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("home")
 
 
 def said(app: object) -> list[str]:
@@ -245,9 +237,8 @@ async def test_a_narrow_footer_shows_the_help_key_and_stop_only_while_something_
 
 @pilot_test
 async def test_a_help_key_moved_by_the_config_file_still_comes_first(pictures) -> None:
-    app = create_app(Settings(model="scripted-opt", keys={"help": "f2"}), image=load_image(pictures["red"]),
-                     store=SessionStore(), engine_factory=lambda settings, progress: ScriptedEngine("fine"),
-                     renderer="halfcell")
+    settings = Settings(model="scripted-opt", keys={"help": "f2"})
+    app = scripted_app(ScriptedEngine("fine"), pictures["red"], settings=settings)
     async with app.run_test(size=(60, 20)) as pilot:
         await ready(pilot)
         await pilot.pause()

@@ -16,20 +16,14 @@ from chatbot.core.session import ImageRef, Session, Turn
 from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.images import load_image
-from chatbot.locations import HOME_ENV
 from chatbot.tui.widgets import transcript as transcript_module
+from chatbot.tui.widgets.bubbles import EarlierTurns, MessageBubble, Notice
 from chatbot.tui.widgets.chat_input import ChatInput
-from chatbot.tui.widgets.transcript import SHOWN_TURNS, EarlierTurns, MessageBubble, Notice, Transcript
+from chatbot.tui.widgets.transcript import SHOWN_TURNS, Transcript
 from tests.tui_support import SIZE, ask, notices, pairs, pilot_test, ready, scripted_app, send, wait_until
 
 LONG = 3000
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("home")
 
 
 def long_chat(picture: Path, turns: int, answer: str = "Answer {index}: a red square.") -> Session:

@@ -8,18 +8,16 @@ Which picture an answer was about is read from what the engine was given.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
 from chatbot.core.settings import Settings
-from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
-from chatbot.images import load_image
-from chatbot.locations import HOME_ENV
-from chatbot.tui.app import ChatApp, create_app
-from chatbot.tui.widgets.transcript import MessageBubble, Notice, Transcript
+from chatbot.tui.app import ChatApp
+from chatbot.tui.widgets.bubbles import MessageBubble, Notice
+from chatbot.tui.widgets.transcript import Transcript
 from tests.tui_support import (
+    NOT_ASKED_ONE,
     SIZE,
     errors,
     idle,
@@ -27,20 +25,14 @@ from tests.tui_support import (
     notices,
     pairs,
     pilot_test,
+    ready,
+    scripted_app,
     send,
     status,
     wait_until,
 )
 
-NOT_ASKED_ONE = "The question that waited for the image was not asked; it is back in the input."
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Sessions under a tmp folder."""
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("home")
 
 
 class SeeingEngine(ScriptedEngine):
@@ -55,19 +47,6 @@ class SeeingEngine(ScriptedEngine):
         return super().stream(image, prompt, options, cancel)
 
 
-def chat_app(engine: ScriptedEngine, picture: Path, *, loaded: threading.Event | None = None,
-             keys: dict[str, str] | None = None) -> ChatApp:
-    """The app on `engine`, talking about `picture`; with `loaded`, the model is ready only once it is set."""
-
-    def factory(settings: Settings, progress: object) -> ScriptedEngine:
-        if loaded is not None:
-            assert loaded.wait(30)
-        return engine
-
-    return create_app(Settings(model="scripted-opt", keys=keys or {}), image=load_image(picture),
-                      store=SessionStore(), engine_factory=factory, renderer="halfcell")
-
-
 def last_question(app: ChatApp) -> MessageBubble:
     return app.query_one(Transcript).query("MessageBubble.question").last(MessageBubble)
 
@@ -75,9 +54,9 @@ def last_question(app: ChatApp) -> MessageBubble:
 @pilot_test
 async def test_a_question_sent_while_an_image_opens_is_answered_about_that_image(pictures, gated) -> None:
     engine = SeeingEngine("a green square")
-    app = chat_app(engine, pictures["red"])
+    app = scripted_app(engine, pictures["red"])
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: idle(app), what="the model")
+        await ready(pilot, what="the model")
         await send(pilot, f"/image {gated.url}")
         await wait_until(pilot, lambda: status(app).startswith(f"Opening {gated.url}… (Esc stops)"))
         await send(pilot, "What colour is it?")
@@ -102,7 +81,7 @@ async def test_with_no_model_yet_a_question_waits_for_the_opening_image_too(pict
     status line says the image is opening until it is open (not Ready)."""
     loaded = threading.Event()
     engine = SeeingEngine("green it is")
-    app = chat_app(engine, pictures["red"], loaded=loaded)
+    app = scripted_app(engine, pictures["red"], loaded=loaded)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: status(app).startswith("Loading model scripted-opt"))
         await send(pilot, f"/image {gated.url}")
@@ -127,7 +106,7 @@ async def test_the_status_says_opening_after_an_answer_ends_while_an_image_still
     opening; a question sent during the opening is about the new picture."""
     loaded = threading.Event()
     engine = SeeingEngine("red, I think", "now green")
-    app = chat_app(engine, pictures["red"], loaded=loaded)
+    app = scripted_app(engine, pictures["red"], loaded=loaded)
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "First?")
         assert last_question(app).border_subtitle == "waiting for the model…"
@@ -150,9 +129,9 @@ async def test_the_status_says_opening_after_an_answer_ends_while_an_image_still
 @pilot_test
 async def test_a_question_waiting_for_an_image_that_fails_is_given_back(pictures, gated) -> None:
     engine = SeeingEngine("never said")
-    app = chat_app(engine, pictures["red"])
+    app = scripted_app(engine, pictures["red"])
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: idle(app), what="the model")
+        await ready(pilot, what="the model")
         await send(pilot, f"/image {gated.url}")
         await send(pilot, "Is it green?")
         gated.fail()
@@ -172,7 +151,7 @@ async def test_stopping_an_opening_gives_the_waiting_question_back(pictures, gat
     """Also with no model yet: stopped with Esc, the question typed meanwhile is not asked, and is in the input."""
     loaded = threading.Event()
     engine = SeeingEngine()
-    app = chat_app(engine, pictures["red"], loaded=loaded)
+    app = scripted_app(engine, pictures["red"], loaded=loaded)
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, f"/image {gated.url}")
         await send(pilot, "//etc is a folder?")  # given back as typed
@@ -200,9 +179,9 @@ async def test_the_status_names_the_stop_key_of_the_config_file(pictures, gated)
                 go_on.wait(30)
 
     engine.stream = pausing  # type: ignore[method-assign]
-    app = chat_app(engine, pictures["red"], keys={"stop": "ctrl+t"})
+    app = scripted_app(engine, pictures["red"], settings=Settings(model="scripted-opt", keys={"stop": "ctrl+t"}))
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: idle(app), what="the model")
+        await ready(pilot, what="the model")
         await send(pilot, f"/image {gated.url}")
         await wait_until(pilot, lambda: status(app).startswith(f"Opening {gated.url}… (Ctrl+T stops)"))
         await send(pilot, "Waiting?")

@@ -16,17 +16,13 @@ from textual.widgets import OptionList
 
 from chatbot.core.photo_search import Found
 from chatbot.core.settings import Settings
-from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
-from chatbot.images import load_image
-from chatbot.locations import HOME_ENV
-from chatbot.tui.app import create_app
 from chatbot.tui.palette import palette_entries
 from chatbot.tui.screens.file_picker import ImagePickerScreen, ImageTree
 from chatbot.tui.screens.find_results import FindResultsScreen
 from chatbot.tui.screens.help import HelpScreen
-from chatbot.tui.widgets.transcript import ComparisonView, Transcript
-from tests.test_tui_finish import shown
+from chatbot.tui.widgets.comparison_view import ComparisonView
+from chatbot.tui.widgets.transcript import Transcript
 from tests.tui_support import (
     SIZE,
     ask,
@@ -39,16 +35,11 @@ from tests.tui_support import (
     ready,
     scripted_app,
     send,
+    shown,
     wait_until,
 )
 
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Sessions under a tmp folder; the tmp folder is the working directory."""
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("home")
 
 
 def words_in(app: App[None], widget: Widget) -> str:
@@ -231,8 +222,7 @@ async def test_the_picker_opened_mid_answer_says_first_that_the_choice_will_wait
 @pilot_test
 async def test_the_help_closes_with_the_remapped_help_key_and_says_so(pictures) -> None:
     settings = Settings(model="scripted-opt", keys={"help": "f3"})
-    app = create_app(settings, image=load_image(pictures["red"]), store=SessionStore(),
-                     engine_factory=lambda settings, progress: ScriptedEngine(), renderer="halfcell")
+    app = scripted_app(ScriptedEngine(), pictures["red"], settings=settings)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("f3")

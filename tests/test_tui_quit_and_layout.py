@@ -24,17 +24,18 @@ from textual.widgets import Static
 from textual.widgets._toast import Toast
 
 from chatbot.core.resume import session_to_resume
-from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore
+from chatbot.core.text_width import clip_middle
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.images import load_image
-from chatbot.locations import HOME_ENV, sessions_dir
-from chatbot.tui.app import ChatApp, create_app
+from chatbot.locations import sessions_dir
+from chatbot.tui.app import ChatApp
+from chatbot.tui.widgets.bubbles import Notice
 from chatbot.tui.widgets.chat_input import ChatInput
-from chatbot.tui.widgets.image_preview import CaptionLine, clip_middle
-from chatbot.tui.widgets.transcript import Notice
+from chatbot.tui.widgets.image_preview import CaptionLine
 from tests.conftest import make_image
 from tests.tui_support import (
+    NOT_ASKED_ONE,
     SIZE,
     ask,
     idle,
@@ -43,34 +44,13 @@ from tests.tui_support import (
     pairs,
     pilot_test,
     ready,
+    scripted_app,
     send,
     status,
     wait_until,
 )
 
-NOT_ASKED_ONE = "The question that waited for the image was not asked; it is back in the input."
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Sessions under a tmp folder."""
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def chat_app(engine: ScriptedEngine, picture: Path | None = None, *, loaded: threading.Event | None = None,
-             **kwargs: object) -> ChatApp:
-    """The app on `engine`, talking about `picture`; with `loaded`, the model is ready only once it is set."""
-
-    def factory(settings: Settings, progress: object) -> ScriptedEngine:
-        if loaded is not None:
-            assert loaded.wait(30)
-        return engine
-
-    return create_app(Settings(model="scripted-opt"), image=load_image(picture) if picture else None,
-                      store=SessionStore(), engine_factory=factory, renderer="halfcell",
-                      **kwargs)  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("home")
 
 
 def saved_session(session_id: str) -> dict[str, object]:
@@ -92,7 +72,7 @@ async def test_questions_waiting_for_an_image_are_not_saved_as_turns_about_the_o
     picture that never opened); the first is the draft, back in the input with --continue, the other one Up
     away; the chat goes on about the picture that was open."""
     red = str(pictures["red"])
-    app = chat_app(ScriptedEngine("a red square"), pictures["red"])
+    app = scripted_app(ScriptedEngine("a red square"), pictures["red"])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await ask(pilot, "What is it?")
@@ -109,7 +89,7 @@ async def test_questions_waiting_for_an_image_are_not_saved_as_turns_about_the_o
     assert saved["image"] == {"source": red, "sha256": load_image(pictures["red"]).sha256}
 
     engine = ScriptedEngine("still red")
-    app = chat_app(engine, session=session_to_resume(SessionStore(), True, None))  # what --continue opens
+    app = scripted_app(engine, session=session_to_resume(SessionStore(), True, None))  # what --continue opens
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert pairs(app) == [("What is it?", "a red square")]
@@ -125,7 +105,7 @@ async def test_questions_waiting_for_the_model_are_kept_and_a_typed_line_stays_t
     """With the model still loading: the question that waits for it is kept as an unanswered turn (as before),
     the one that waits for the image is not; the line typed but not sent is the draft, not that question."""
     loaded = threading.Event()
-    app = chat_app(ScriptedEngine(), pictures["red"], loaded=loaded)
+    app = scripted_app(ScriptedEngine(), pictures["red"], loaded=loaded)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await send(pilot, "First?")
@@ -151,7 +131,7 @@ def notice_kind(app: ChatApp, text: str) -> str:
 
 @pilot_test
 async def test_a_question_given_back_after_the_stop_key_is_information(pictures, gated) -> None:
-    app = chat_app(ScriptedEngine(), pictures["red"])
+    app = scripted_app(ScriptedEngine(), pictures["red"])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await send(pilot, f"/image {gated.url}")
@@ -164,7 +144,7 @@ async def test_a_question_given_back_after_the_stop_key_is_information(pictures,
 
 @pilot_test
 async def test_a_question_given_back_after_a_failed_opening_is_a_warning(pictures, gated) -> None:
-    app = chat_app(ScriptedEngine(), pictures["red"])
+    app = scripted_app(ScriptedEngine(), pictures["red"])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await send(pilot, f"/image {gated.url}")
@@ -199,7 +179,7 @@ def in_proportion(region: Region, pixels: tuple[int, int]) -> bool:
 async def test_the_sidebar_and_its_picture_grow_with_a_wide_window(pictures) -> None:
     """36 columns up to 120 (as before), more in a wider window; the picture follows when the window is resized,
     its proportions kept."""
-    app = chat_app(ScriptedEngine(), pictures["red"])  # 64×48
+    app = scripted_app(ScriptedEngine(), pictures["red"])  # 64×48
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         await pilot.pause()
@@ -225,7 +205,7 @@ async def test_a_tall_picture_is_never_cut_off(tmp_path: Path, size: tuple[int, 
     """A picture twice as tall as it is wide, drawn as wide as the sidebar, would be taller than the window: it is
     drawn smaller instead, all of it above its caption, in proportion."""
     tall = make_image(tmp_path / "tall.png", (200, 30, 30), size=(48, 96))
-    app = chat_app(ScriptedEngine(), tall)
+    app = scripted_app(ScriptedEngine(), tall)
     async with app.run_test(size=size) as pilot:
         await ready(pilot)
         await pilot.pause()
@@ -245,7 +225,7 @@ def shown_line(widget: Widget) -> str:
 @pilot_test
 async def test_a_long_image_name_keeps_its_end_and_the_size_in_a_narrow_window(tmp_path: Path) -> None:
     name = "a_very_long_image_file_name_from_a_camera_export_2026-12-31_0042.png"
-    app = chat_app(ScriptedEngine(), make_image(tmp_path / name, (200, 30, 30)))
+    app = scripted_app(ScriptedEngine(), make_image(tmp_path / name, (200, 30, 30)))
     async with app.run_test(size=(60, 20)) as pilot:
         await ready(pilot)
         await pilot.pause()
@@ -263,7 +243,7 @@ async def test_a_long_image_name_keeps_its_end_and_the_size_in_a_narrow_window(t
 @pilot_test
 async def test_a_hostile_image_name_in_the_narrow_line_is_shown_not_obeyed(tmp_path: Path) -> None:
     name = "evil\x1b[2J[bold red]_a_long_name_that_does_not_fit_in_the_line_at_all.png"
-    app = chat_app(ScriptedEngine(), make_image(tmp_path / name, (200, 30, 30)))
+    app = scripted_app(ScriptedEngine(), make_image(tmp_path / name, (200, 30, 30)))
     async with app.run_test(size=(60, 20)) as pilot:
         await ready(pilot)
         await pilot.pause()
@@ -307,7 +287,7 @@ def test_clip_middle_keeps_the_start_and_the_end(text: str, width: int, expected
 @pytest.mark.parametrize("size", [(60, 20), (80, 24), (110, 36)])
 @pilot_test
 async def test_a_notice_does_not_cover_the_input_box(pictures, size: tuple[int, int]) -> None:
-    app = chat_app(ScriptedEngine(), pictures["red"])
+    app = scripted_app(ScriptedEngine(), pictures["red"])
     async with app.run_test(size=size, notifications=True) as pilot:
         await ready(pilot)
         await pilot.press("ctrl+y")  # nothing to copy yet: a notice says so
@@ -317,3 +297,13 @@ async def test_a_notice_does_not_cover_the_input_box(pictures, size: tuple[int, 
             assert not toast.region.overlaps(field), (toast.region, field)
             assert not toast.region.overlaps(app.query_one("#image-line").region)  # the narrow window's top line
         assert app.query_one(ChatInput).has_focus
+
+
+@pilot_test
+async def test_the_memory_line_timer_firing_as_the_screen_goes_changes_nothing(pictures) -> None:
+    """The memory line is refreshed every 2 seconds; a tick that comes while the app is closing (its screen already
+    gone) must not fail: an exception there would end the app with a traceback instead of its farewell."""
+    app = scripted_app(ScriptedEngine("red"), pictures["red"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+    app._refresh_memory()  # the screen is gone now, as in the last moment of a quit

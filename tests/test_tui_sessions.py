@@ -21,7 +21,7 @@ from chatbot.core.session_files import session_from_json
 from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.errors import UserError
-from chatbot.locations import HOME_ENV, sessions_dir
+from chatbot.locations import sessions_dir
 from chatbot.tui.widgets.chat_input import ChatInput, image_path_in
 from tests.conftest import make_image
 from tests.tui_support import (
@@ -38,12 +38,7 @@ from tests.tui_support import (
     wait_until,
 )
 
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("home")
 
 
 @pilot_test
@@ -337,7 +332,7 @@ def test_after_ctrl_c_the_program_leaves_with_a_second_one_ignored() -> None:
     script = ("import signal, sys\n"
               "import chatbot.cli as cli\n"
               "def stopped(given):\n    raise KeyboardInterrupt\n"
-              "cli._run = lambda args, settings: stopped(args)\n"
+              "cli._run = lambda args, *rest: stopped(args)\n"
               "status = cli.main(['caption', 'x.png'])\n"  # in-process: the handler is left alone
               "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, 'in-process'\n"
               "sys.argv = ['blip2-chat', 'caption', 'x.png']\n"

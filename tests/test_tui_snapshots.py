@@ -12,32 +12,19 @@ from pathlib import Path
 import pytest
 
 from chatbot.core.session import ImageRef, Session, Turn
-from chatbot.core.settings import Settings
-from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
-from chatbot.images import load_image
-from chatbot.locations import HOME_ENV
-from chatbot.tui.app import create_app
 from chatbot.tui.widgets.chat_input import ChatInput
 from tests.conftest import make_image
-from tests.tui_support import ask, errors, ready, send, wait_until
+from tests.tui_support import ask, errors, ready, scripted_app, send, wait_until
 
 SIZE = (100, 30)
 SESSION_ID = "20250101-120000-abcdef"
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("home")
 
 
 def fixed_app(engine: ScriptedEngine, session: Session, image: Path | None):  # type: ignore[no-untyped-def]
-    return create_app(
-        Settings(model="scripted-opt"), image=load_image(image) if image else None, session=session,
-        store=SessionStore(), engine_factory=lambda settings, progress: engine, renderer="halfcell",
-        memory_probe=lambda: 10**9,
-    )
+    """The app with a constant memory reading, so that every run draws the same status line."""
+    return scripted_app(engine, image, session=session, memory_probe=lambda: 10**9)
 
 
 def test_main_screen_after_an_exchange(snap_compare, tmp_path) -> None:

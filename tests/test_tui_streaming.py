@@ -6,75 +6,39 @@ Nothing here is timed: engines hold their tokens until the test lets them go, an
 
 from __future__ import annotations
 
-import contextlib
-import json
-import threading
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chatbot.engine.base import CancelToken
 from chatbot.engine.scripted import ScriptedEngine
-from chatbot.locations import HOME_ENV, sessions_dir
+from chatbot.tui.widgets.bubbles import MessageBubble
 from chatbot.tui.widgets.chat_input import ChatInput
-from chatbot.tui.widgets.transcript import ComparisonView, MessageBubble, Transcript
+from chatbot.tui.widgets.comparison_view import ComparisonView
+from chatbot.tui.widgets.transcript import Transcript
 from chatbot.tui.workers import RepaintPace, StreamBuffer
 from tests.tui_support import (
     SIZE,
+    STOP_HINT,
+    HeldEngine,
     ask,
     idle,
     input_value,
     notices,
+    numbered_words,
     pairs,
     pilot_test,
     ready,
+    released,
+    saved_turns,
     scripted_app,
     send,
     wait_until,
 )
 
 BURST = " ".join(f"w{i}" for i in range(200))
-LONG = " ".join(f"word{i}" for i in range(40))
+LONG = numbered_words(40)
 WAITS = "An answer is still coming: your question is asked next, as soon as it ends (Esc stops it sooner)."
-HINT = "Let it finish, or stop it (Esc in the app, Ctrl+C in the screen-reader mode)."
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def saved_turns() -> list[dict[str, Any]]:
-    files = list(sessions_dir().glob("*.json"))
-    assert len(files) == 1, files
-    return json.loads(files[0].read_text())["turns"]  # type: ignore[no-any-return]
-
-
-class HeldEngine(ScriptedEngine):
-    """Streams the first `free` words of each answer, then holds the rest until `go` is set (or it is stopped);
-    `streamed` is released each time an answer has given all it will."""
-
-    def __init__(self, *answers: str, free: int = 0) -> None:
-        super().__init__(*answers)
-        self.free = free
-        self.go = threading.Event()
-        self.streamed = threading.Semaphore(0)
-        self._given = 0
-
-    def stream(self, *args: Any, **kwargs: Any) -> Iterator[str]:
-        self._given = 0
-        yield from super().stream(*args, **kwargs)
-        self.streamed.release()
-
-    def _wait(self, cancel: CancelToken) -> None:
-        if self._given >= self.free:
-            while not cancel.cancelled and not self.go.wait(0.01):
-                pass
-        self._given += 1
+pytestmark = pytest.mark.usefixtures("home")
 
 
 @pytest.fixture
@@ -89,15 +53,6 @@ def repaints(monkeypatch: pytest.MonkeyPatch) -> dict[MessageBubble, list[str]]:
 
     monkeypatch.setattr(MessageBubble, "update", counted)
     return shown
-
-
-@contextlib.asynccontextmanager
-async def released(engine: HeldEngine) -> AsyncIterator[None]:
-    """Let the engine go when the test ends, also when it fails: the app waits for its worker on exit."""
-    try:
-        yield
-    finally:
-        engine.go.set()
 
 
 def let_all_tokens_come_at_once(engine: HeldEngine) -> None:
@@ -199,7 +154,7 @@ async def test_a_question_sent_while_an_answer_streams_is_asked_when_it_ends(pic
         assert waiting.has_class("-waiting") and waiting.border_subtitle == "waiting its turn…"
         assert notices(app)[-1] == WAITS
         await send(pilot, "/undo")  # a command that changes the turns is still refused, and kept to send later
-        assert notices(app)[-1] == f"An answer is still coming, so /undo has to wait. {HINT}"
+        assert notices(app)[-1] == f"An answer is still coming, so /undo has to wait. {STOP_HINT}"
         assert input_value(app) == "/undo"
         app.query_one(ChatInput).value = ""
         assert len(engine.prompts) == 1  # not asked yet

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatbot.core.conversation import UNREADABLE, Conversation
+from chatbot.core.answer_wording import UNREADABLE
+from chatbot.core.conversation import Conversation
 from chatbot.core.settings import Settings
 from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from chatbot.core.answer_wording import still_answering
 from chatbot.core.clipboard import paste_image
 from chatbot.core.comparison import Comparison, arm, compare_last, disarm, image_labels
-from chatbot.core.conversation import Conversation, still_answering
+from chatbot.core.conversation import Conversation
 from chatbot.core.export import write_failure
 from chatbot.core.photo_search import Found, result_to_open
 from chatbot.core.session_files import MAX_SESSION_BYTES
@@ -52,7 +53,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("find", "/find TEXT", "search the indexed pictures (blip2-chat index) for what they show",
                 "required"),
     CommandSpec("open", "/open N", "open result N of the last /find in the chat", "required", busy_ok=False),
-    CommandSpec("paste", "/paste", "open the image copied to the clipboard (Ctrl+V in the app)", busy_ok=False),
+    CommandSpec("paste", "/paste", "open the image copied to the clipboard (the app's paste key does too)",
+                busy_ok=False),
     CommandSpec("clear", "/clear", "forget the conversation so far (it stays in the saved session)", busy_ok=False),
     CommandSpec("retry", "/retry", "answer the last question again", busy_ok=False),
     CommandSpec("undo", "/undo", "drop the last question and answer", busy_ok=False),
@@ -198,7 +200,7 @@ def run_command(conversation: Conversation, line: str, *, can_pick: bool = False
         command = parse_command(line)
         spec = SPECS[command.name]
         if conversation.answering and not spec.busy_ok:
-            raise still_answering(f"/{command.name}")
+            raise still_answering(f"/{command.name}", conversation.settings.keys)
         return _HANDLERS[command.name](conversation, command.argument, can_pick)
     except UserError as error:
         return Outcome.refused(error)
@@ -218,7 +220,7 @@ def compare_with(conversation: Conversation, image: LoadedImage) -> Outcome:
     """After /compare (or its picker) loaded `image`: answer the last question about it now, or, when this
     context has none yet, the next one. The chat stays on the open image."""
     if conversation.answering:  # the other image is loaded, and dropped: the refusal says to /compare again
-        return Outcome.refused(still_answering("/compare", again="/compare"))
+        return Outcome.refused(still_answering("/compare", conversation.settings.keys, again="/compare"))
     try:
         if conversation.last_question() is not None:
             return Outcome(comparison=compare_last(conversation, image))
@@ -478,7 +480,8 @@ def check_model_switch(conversation: Conversation, name: str) -> None:
             family = None
     if family is not None:
         settings = conversation.settings  # `auto` never means float16 for FlanT5 (loader.choose_dtype)
-        candidates(family, quantize=settings.quantize, dtype=settings.dtype, auto_dtype="float32", on_gpu=False)
+        candidates(family, quantize=settings.quantize, dtype=settings.dtype, auto_dtype="float32", on_gpu=False,
+                   dtype_from=settings.sources.get("dtype"))
 
 
 NO_IMAGE_YET = "No image is open yet: /image PATH opens one (a file or an http(s) address), /paste the clipboard's."

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from chatbot.core.conversation import Conversation, still_answering
+from chatbot.core.answer_wording import still_answering
+from chatbot.core.conversation import Conversation
 from chatbot.core.session import MAX_COMPARED, ComparedAnswer, ImageRef, Turn
 from chatbot.core.session_files import shown
 from chatbot.engine.base import CancelToken
@@ -78,7 +79,7 @@ def compare_last(conversation: Conversation, image: LoadedImage, cancel: CancelT
     Every check happens here, before anything streams; while it streams, `conversation.answering` is True.
     """
     if conversation.answering:  # as `commands.compare_with` refuses it: the loaded image is dropped
-        raise still_answering("/compare", again="/compare")
+        raise still_answering("/compare", conversation.settings.keys, again="/compare")
     check_other_image(conversation, image)
     question = conversation.last_question()
     if question is None:

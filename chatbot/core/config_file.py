@@ -8,7 +8,8 @@
     max_new_tokens = 50
 
 Every problem (bad TOML, an unknown key, a wrong type or value) is one `OptionError` naming the
-file and the line, so a typo never silently falls back to a default.
+file and the line, so a typo never silently falls back to a default. With $BLIP2_CHAT_HOME set, a config file in
+the platform's folder is not read; `unread_config_note` is the sentence that says so.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.core.settings import BY_NAME, KeyTableError
-from chatbot.errors import OptionError
+from chatbot.errors import OptionError, UserError
 from chatbot.file_kinds import LINK_TO_NOTHING, file_kind
-from chatbot.locations import config_dir
+from chatbot.locations import HOME_ENV, config_dir, home_dir, platform_config_dir
 from chatbot.untrusted import visible
 
 CONFIG_KEYS = tuple(name for name, option in BY_NAME.items() if "config" in option.where)
@@ -30,6 +31,29 @@ CONFIG_KEYS = tuple(name for name, option in BY_NAME.items() if "config" in opti
 def config_path() -> Path:
     """Where the config file lives (it need not exist)."""
     return config_dir() / "config.toml"
+
+
+def unread_config_note() -> str | None:
+    """The sentence for a config file in the usual place that is not read because $BLIP2_CHAT_HOME is set and
+    that home has none, said when a command starts; None otherwise (no such file, it is the one read, or the home
+    has a config file of its own: whoever keeps one there knows which is read, and is not told at every start).
+
+    Someone who set $BLIP2_CHAT_HOME (a portable install, a second setup) and keeps a config file in the usual
+    place would otherwise wonder why its settings do nothing. An empty config.toml in the home keeps it quiet.
+    """
+    try:
+        home = home_dir()
+        if home is None:
+            return None
+        usual = platform_config_dir() / "config.toml"
+        read = home / "config.toml"
+        if not usual.is_file() or read.exists():  # the home's own file (perhaps the usual one itself) is read
+            return None
+    except (UserError, OSError):  # no home folder, a folder we may not enter: nothing to point at
+        return None
+    return (f"No config file is read: ${HOME_ENV} is set, so blip2-chat looks for {visible(read)} (there is none), "
+            f"not {visible(usual)}. Copy it there, or unset ${HOME_ENV}, to use it (an empty file there ends this "
+            "note).")
 
 
 def read_config(path: Path | None = None) -> dict[str, Any]:

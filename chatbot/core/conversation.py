@@ -7,6 +7,8 @@ app opens at once and loads the model behind it) and imports neither torch nor T
 
 One module though over 300 lines: it is one object, and its parts (asking, retrying, undoing,
 saving, exporting) share the session's state and its rules; split, each would reach into the others.
+What it says about its answers is worded in `answer_wording`; the checks a question passes before the model
+sees it (UTF-8, room in the context) are `prompt_checks`, shared with the one-shot `captioning`.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from chatbot.core.answer_wording import ALL_FIT_AGAIN, UNREADABLE, left_out_text, same_again_text
 from chatbot.core.export import ExportResult, export_session, missing_folder
 from chatbot.core.export_log import ExportLog
 from chatbot.core.export_pages import FORMAT_SUFFIXES, FORMATS
 from chatbot.core.photo_search import Found
+from chatbot.core.prompt_checks import check_text, prompt_budget
 from chatbot.core.resume import options_for
 from chatbot.core.session import ImageRef, Session, Turn, valid_session_id
 from chatbot.core.session_files import session_json, shown
-from chatbot.core.settings import BY_NAME, Settings
+from chatbot.core.settings import Settings
 from chatbot.core.store import SessionForked, SessionStore
 from chatbot.engine.base import CancelToken, Engine, GenerationOptions, free_unused_memory
 from chatbot.errors import OptionError, QuestionError, UserError
@@ -42,54 +46,6 @@ from prompts import (
 EXPORT_FORMATS = FORMATS  # what /export writes (chatbot.core.export)
 
 
-MAX_NEW_TOKENS = int(BY_NAME["max_new_tokens"].high or 1024)  # the longest answer an option may ask for
-MIN_PROMPT_TOKENS = 16  # the fewest prompt tokens a model must have room for: a short question and its frame
-
-
-def still_answering(waiting: str, *, again: str = "") -> QuestionError:
-    """The one refusal while an answer (or a comparison) is still coming, as every front end says it.
-
-    `waiting` names what has to wait ("/clear", "your question", "switching the image"). `again` names what
-    to do once the answer has ended, for a request the refusal drops rather than keeps to send later (a
-    /compare whose other image had already loaded): "then /compare again".
-    """
-    then = f"; then {again} again" if again else ""
-    return QuestionError(f"An answer is still coming, so {waiting} has to wait.",
-                         f"Let it finish, or stop it (Esc in the app, Ctrl+C in the screen-reader mode){then}.")
-
-
-def left_out_text(kept: int, answer_room: int = 0) -> str:
-    """The sentence every front end says when earlier turns stop fitting the model's context: the prompt folds
-    in only the latest `kept` turns that fit (the session still has them all). `answer_room`: the positions
-    max_new_tokens sets aside for the answer, named when raising it is what pushed turns out (0: not named)."""
-    if kept == 0:
-        seen = "The model no longer sees the earlier turns of this chat: they do not fit its context"
-    else:
-        last = "the last turn" if kept == 1 else f"the last {kept} turns"
-        seen = f"The model now sees only {last} of this chat: earlier ones no longer fit its context"
-    cause = (f", where max_new_tokens sets aside {answer_room} positions for the answer (a lower /set max_new_tokens "
-             "leaves more for the chat)") if answer_room else ""
-    return f"{seen}{cause}. The session keeps every turn."
-
-
-ALL_FIT_AGAIN = "The model sees every turn of this chat again: they all fit its context now."
-UNREADABLE = ("The model cannot read most of this question: its vocabulary has no pieces for most of its words or "
-              "letters, so the answer may mean nothing.")
-
-
-def same_again_text(options: GenerationOptions) -> str:
-    """The sentence /retry says when its answer can only be the one it replaces (same prompt, same model, same
-    options): greedy or beam decoding (temperature 0) always picks the same tokens, and sampling with a fixed seed
-    draws the same ones. "" when the answer may differ (sampling with a new seed each time)."""
-    if not options.sampling:
-        return ("With temperature 0 the model answers the same question the same way, so this answer will be the "
-                "same: /set temperature 0.7 lets it answer differently.")
-    if options.seed is not None:
-        return (f"With the seed fixed ({options.seed}) sampling draws the same words again, so this answer will be "
-                "the same: /set seed none lets it answer differently.")
-    return ""
-
-
 def release_engine(engine: Engine | None) -> None:
     """Let go of a detached model and the memory it holds, before another loads (two may not fit a GPU): its
     background work ends (waiting for a step in progress), then its memory is given back."""
@@ -97,47 +53,6 @@ def release_engine(engine: Engine | None) -> None:
         engine.close()
         del engine
         free_unused_memory()
-
-
-def cut_short_text(limit: int, *, command_line: bool = False) -> str:
-    """The sentence every front end says after an answer that reached max_new_tokens (`limit`) before the model
-    ended it, so that one stopped mid-sentence is not taken for the whole answer. `command_line`: name the flag
-    (ask, caption) rather than /set (a chat)."""
-    if limit >= MAX_NEW_TOKENS:
-        return f"The answer was cut off at {limit} tokens, the most an answer may have."
-    tokens = "1 token" if limit == 1 else f"{limit} tokens"
-    how = more_tokens(limit, command_line)
-    return f"The answer was cut off at {tokens} (max_new_tokens); {how} lets it go on longer."
-
-
-def more_tokens(limit: int, command_line: bool) -> str:
-    """How to give answers cut off at `limit` (below the most allowed) more room: the flag, or /set in a chat."""
-    more = min(MAX_NEW_TOKENS, 2 * limit)
-    return f"--max-new-tokens {more}" if command_line else f"/set max_new_tokens {more}"
-
-
-def cut_short_mark(limit: int) -> str:
-    """`cut_short_text` in a few words, for a mark beside the answer (the chat app's bubble)."""
-    if limit >= MAX_NEW_TOKENS:
-        return f"cut off at {limit} tokens"
-    return f"cut off at {limit} tokens: /set max_new_tokens {min(MAX_NEW_TOKENS, 2 * limit)} for more"
-
-
-def prompt_budget(engine: Engine, options: GenerationOptions) -> int:
-    """Prompt tokens the model has room for, image tokens and (for OPT) the answer set aside; OptionError
-    when that leaves under MIN_PROMPT_TOKENS."""
-    info = engine.info
-    room = info.context_tokens - info.image_tokens
-    if not info.is_encoder_decoder:  # OPT's positions hold the prompt and the answer
-        room -= options.max_new_tokens
-    if room < MIN_PROMPT_TOKENS:
-        raise OptionError(
-            f"max_new_tokens={options.max_new_tokens} leaves no room for a question in this model's "
-            f"{info.context_tokens} positions.",
-            f"Use at most {info.context_tokens - info.image_tokens - MIN_PROMPT_TOKENS} (/set max_new_tokens N in a "
-            "chat, --max-new-tokens N on the command line).",
-        )
-    return room
 
 
 class Conversation:
@@ -534,38 +449,3 @@ class Conversation:
             self.exports.keep()
         self.last_export_updated = result.updated
         return result
-
-
-def check_text(text: str, what: str = "question") -> str:
-    """`text` (a question or a prompt, as it came from the command line or a file), or a QuestionError when
-    it is not valid UTF-8 text: an argument typed in another encoding arrives with its bytes as lone
-    surrogates, which no tokenizer takes. Needs no model, so the commands say it before one loads."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise QuestionError(f"The {what} is not valid UTF-8 text.",
-                            "Type it again in UTF-8 (check your terminal's character encoding).") from None
-    return text
-
-
-def caption_prompt(engine: Engine, options: GenerationOptions, prefix: str = "") -> str:
-    """The prompt a caption continues: `prefix` (`--prompt`), else the caption style's. Checked once, after the
-    model loads and before any image is answered, by the rule a question has (`prompt_budget`): a QuestionError
-    when it is not UTF-8 text or does not fit the model, an OptionError when max_new_tokens leaves no room."""
-    prompt = check_text(prefix, "prompt") or style_for(engine.info.family, "caption").build([], "")
-    budget = prompt_budget(engine, options)
-    needed = engine.count_tokens(prompt)
-    if needed > budget:
-        lower = "" if engine.info.is_encoder_decoder else " (or lower --max-new-tokens)"
-        raise QuestionError(
-            f"The prompt is too long for this model: it needs {needed} tokens and there is room for {budget}.",
-            f"Shorten --prompt{lower}.",
-        )
-    return prompt
-
-
-def caption(engine: Engine, image: LoadedImage, options: GenerationOptions, prefix: str = "") -> str:
-    """A caption for `image`: the caption style's prompt (or `prefix` for the caption to continue), no history.
-    The prompt is taken as it is: check it first with `caption_prompt` (once for many images)."""
-    prompt = style_for(engine.info.family, "caption").build([], "")
-    return normalize_answer(engine.answer(image, prefix or prompt, options))

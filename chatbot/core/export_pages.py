@@ -28,6 +28,7 @@ from chatbot.core.session import EMPTY_ANSWER, ImageRef, Session, Turn
 from chatbot.core.session_files import (
     BINARY,
 )
+from chatbot.core.text_width import characters
 from chatbot.images import IMAGE_SUFFIXES, is_url, quiet_decoding
 from chatbot.untrusted import visible
 
@@ -173,7 +174,9 @@ NO_PICTURE = "Questions without a picture"
 
 def shortened(text: str, limit: int, *, sentences: bool = False) -> str:
     """`text` on one line (each run of white space one space), at most `limit` characters: with `sentences`, its
-    whole sentences that fit; else (or when not even the first fits) cut after a word, with an ellipsis."""
+    whole sentences that fit; else (or when not even the first fits) cut after a word, with an ellipsis. A page
+    counts characters, not terminal cells (`chatbot.core.text_width`), but is cut, like a terminal's line, only
+    between characters a reader sees as one (never inside an emoji sequence or before an accent)."""
     text = " ".join(text.split())
     if len(text) <= limit:
         return text
@@ -181,7 +184,11 @@ def shortened(text: str, limit: int, *, sentences: bool = False) -> str:
         ends = [match.end() for match in re.finditer(r"[.!?](?=\s)", text[:limit + 1])]
         if ends:
             return text[:ends[-1]]
-    cut = text[:limit - 1]
+    cut = ""
+    for char in characters(text[:limit]):
+        if len(cut) + len(char) > limit - 1:
+            break
+        cut += char
     space = cut.rfind(" ")
     return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:-") + "…"
 
@@ -222,8 +229,14 @@ def their_words(text: str) -> str:
 
 def question_heading(number: int, question: str) -> str:
     """"Question 2: What colour is it?" (cut at HEADING_CHARS), "Question 2" for one without words. Not escaped."""
-    short = shortened(question, HEADING_CHARS)
-    return f"Question {number}: {short}" if short else f"Question {number}"
+    label, words = question_heading_parts(number, question)
+    return f"{label}: {words}" if words else label
+
+
+def question_heading_parts(number: int, question: str) -> tuple[str, str]:
+    """The heading's two parts: our label ("Question 2") and the question's words cut at HEADING_CHARS ("" for
+    one without words), for a page that marks their words as theirs (`their_words`). Not escaped."""
+    return f"Question {number}", shortened(question, HEADING_CHARS)
 
 
 @dataclass(frozen=True)
@@ -326,8 +339,7 @@ def export_html(session: Session, links: Mapping[ImageRef, str | None], *, made:
                              "this page does not hold it.</p>")
         for number, turn in section.turns:
             stopped = " <em>(stopped)</em>" if turn.stopped else ""
-            heading = question_heading(number, turn.question)
-            label, _, short = heading.partition(": ")
+            label, short = question_heading_parts(number, turn.question)
             parts += [f"<h3>{html_text(label)}{': ' + their_words(short) if short else ''}</h3>",
                       f"<p><strong>You:</strong> {their_words(turn.question)}</p>",
                       f"<p><strong>Assistant:</strong> {their_words(turn.answer)}{stopped}</p>"]

@@ -22,14 +22,12 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chatbot.core.line_history import LineHistory
 from chatbot.core.session import Session, SessionError
-from chatbot.core.session_files import write_atomic
 from chatbot.core.store import Deleted, SessionStore
 from chatbot.locations import line_history_file, pasted_dir
 
 _PASTED_NAME = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,5}")  # what `save_pasted` names a picture
-_LIBEDIT_HEADER = "_HiStOrY_V2_"  # macOS's readline (libedit) starts its history file with this line
-_OCTAL = re.compile(r"\\([0-7]{3})")  # ... and writes a space as \040
 
 
 @dataclass
@@ -119,23 +117,4 @@ def _forget_history(sessions: list[Session], history: Path, *, others: list[Sess
                  if turn.question.strip() and turn.question.strip() not in asked_elsewhere}
     if not questions:
         return 0
-    try:
-        if not stat.S_ISREG(os.lstat(history).st_mode):
-            return 0
-        lines = history.read_bytes().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return 0
-    libedit = bool(lines) and lines[0] == _LIBEDIT_HEADER
-
-    def spoken(line: str) -> str:
-        return _OCTAL.sub(lambda match: chr(int(match.group(1), 8)), line) if libedit else line
-
-    kept = [line for number, line in enumerate(lines)
-            if (libedit and number == 0) or spoken(line).strip() not in questions]
-    removed = len(lines) - len(kept)
-    if removed:
-        try:
-            write_atomic(history, "".join(f"{line}\n" for line in kept))
-        except OSError:
-            return 0
-    return removed
+    return LineHistory(history, say=lambda _: None).remove(lambda line: line.strip() in questions)

@@ -58,7 +58,7 @@ def given_options_win(session: Session, settings: Settings) -> str | None:
 
 
 def reopen_image(
-    ref: ImageRef, how_to_open: str = "/image PATH or Ctrl+O", cancel: Callable[[], bool] | None = None, *,
+    ref: ImageRef, how_to_open: str = "/image PATH", cancel: Callable[[], bool] | None = None, *,
     from_elsewhere: bool = False,
 ) -> tuple[LoadedImage | None, str | None]:
     """Load a saved session's image again: (image, None), or (None, why it cannot be shown).

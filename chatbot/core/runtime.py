@@ -81,7 +81,7 @@ def open_engine_for(settings: Settings, progress: Callable[[str], None] = say_on
     from chatbot.engine.blip2 import open_engine
 
     return open_engine(resolved, device=settings.device, dtype=settings.dtype, quantize=settings.quantize,
-                       progress=progress)
+                       progress=progress, dtype_from=settings.sources.get("dtype"))
 
 
 def answer_record(engine: Engine, image: LoadedImage, question: str | None, answer: str) -> dict[str, Any]:

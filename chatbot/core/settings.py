@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from chatbot.engine.base import GenerationOptions
 from chatbot.engine.precision import DTYPE_CHOICES, QUANTIZE_CHOICES
@@ -49,21 +49,34 @@ KEY_ACTIONS: dict[str, tuple[str, str]] = {
     "help": ("f1", "help: keys and commands"),
     "quit": ("ctrl+q", "quit (the chat is saved)"),
 }
-# The chat app's own keys, which the [keys] table cannot take: id -> (key, what it does). chatbot/tui binds
-# them from here: the command palette, Ctrl+C, and the input box's Enter, Tab, Up, Down, PageUp and PageDown
-# (Shift+Tab is Textual's own, moving the focus back from the chat to the input box).
-APP_KEYS: dict[str, tuple[str, str]] = {
-    "command_palette": ("ctrl+p", "opens the command palette"),
-    "interrupt": ("ctrl+c", "stops the answer (or copies the text selected)"),
-    "send": ("enter", "sends the question"),
-    "complete": ("tab", "completes a command or a file name"),
-    "focus_back": ("shift+tab", "moves the focus back"),
-    "earlier_line": ("up", "brings back an earlier line"),
-    "later_line": ("down", "brings back a later line"),
-    "page_up": ("pageup", "scrolls the chat up"),
-    "page_down": ("pagedown", "scrolls the chat down"),
+
+
+class AppKey(NamedTuple):
+    """One of the chat app's own keys, which the [keys] table cannot take."""
+
+    key: str  # as Textual names it
+    does: str  # what it does, after the key in a sentence: "ctrl+c stops the answer (or copies the text selected)"
+    help: str  # its row in the help ("": none); keys whose rows say the same share one row (Up / Down)
+
+
+# The chat app's own keys: id -> AppKey. chatbot/tui binds them from here, and its help lists them from here: the
+# command palette, Ctrl+C, and the input box's Enter, Tab, Up, Down, PageUp and PageDown (Shift+Tab is Textual's
+# own, moving the focus back from the chat to the input box).
+APP_KEYS: dict[str, AppKey] = {
+    "send": AppKey("enter", "sends the question", "send the question (or the /command)"),
+    "complete": AppKey("tab", "completes a command or a file name",
+                       "complete a /command's name, or the file or folder after /image or /compare; on a question, "
+                       "move to the chat (Enter or Esc there come back)"),
+    "interrupt": AppKey("ctrl+c", "stops the answer (or copies the text selected)",
+                        "stop the answer too (with text selected in the input: copy it)"),
+    "command_palette": AppKey("ctrl+p", "opens the command palette", "command palette: every slash command"),
+    "focus_back": AppKey("shift+tab", "moves the focus back", ""),
+    "earlier_line": AppKey("up", "brings back an earlier line", "recall earlier lines (of earlier chats too)"),
+    "later_line": AppKey("down", "brings back a later line", "recall earlier lines (of earlier chats too)"),
+    "page_up": AppKey("pageup", "scrolls the chat up", "scroll the chat"),
+    "page_down": AppKey("pagedown", "scrolls the chat down", "scroll the chat"),
 }
-RESERVED_KEYS: dict[str, str] = {key: does for key, does in APP_KEYS.values()}  # key -> what the app does with it
+RESERVED_KEYS: dict[str, str] = {entry.key: entry.does for entry in APP_KEYS.values()}  # key -> what the app does
 # Keys that reach the app as another key: a terminal sends Ctrl+H as Backspace's character, Ctrl+I as Tab's,
 # Ctrl+M as Enter's and Ctrl+[ as Esc's, so an action bound to one could never fire (or fires on the other key).
 # Ctrl+J is not here: it sends the newline character, which Enter does not, and Textual tells it apart.

@@ -113,6 +113,16 @@ class Deleted:
     damaged_copies: int
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What claiming a session did: the sentence to show when it became a copy (None when this process holds
+    it as it was), and whether the session changed (a copy under a new id, a saved option dropped), so a save
+    serializes it again."""
+
+    note: str | None
+    changed: bool
+
+
 # -- the store ---------------------------------------------------------------------------------------------
 
 
@@ -184,8 +194,12 @@ class SessionStore:
         Raises:
             SessionError: an id that is not a session id, or a folder where no lock can be made.
         """
+        return self._claim(session).note
+
+    def _claim(self, session: Session) -> Claimed:
+        """`claim`, saying too whether it changed `session` (see `Claimed`)."""
         path = self.path_for(session.id)
-        self._say_what_was_mended(session)
+        mended = self._say_what_was_mended(session)
         self._check_folder()
         with LOCKS:
             try:
@@ -196,7 +210,7 @@ class SessionStore:
                                    "Check that the folder is writable.") from None
             if state != "busy":
                 if not changed_since_read(session, path):
-                    return None
+                    return Claimed(None, mended)
                 if state == "taken":  # it is not ours to write: let it go
                     let_go(self._lock_path(session.id))
                 reason = (f"The saved chat {session.id} was changed by another blip2-chat since this one read "
@@ -204,7 +218,7 @@ class SessionStore:
             else:
                 reason = f"This chat is open in another blip2-chat{f' (pid {pid})' if pid else ''}"
             new_id = self._fork(session)
-            return f"{reason}; continuing in a copy, session {new_id}."
+            return Claimed(f"{reason}; continuing in a copy, session {new_id}.", True)
 
     def _fork(self, session: Session) -> str:
         """Give `session` a fresh id that no file has and this process holds."""
@@ -241,15 +255,14 @@ class SessionStore:
             SessionForked: it was written, but as a copy under a new id (the message says why).
             SessionError: it could not be written, or it is too large to be read back.
         """
-        before = (session.id, len(session.options))
-        note = self.claim(session)
+        claimed = self._claim(session)
         path = self.path_for(session.id)
         for turn in session.turns:
             if len(turn.question) > MAX_TEXT_CHARS or len(turn.answer) > MAX_TEXT_CHARS:
                 raise SessionError(f"A question or an answer in this chat is longer than {MAX_TEXT_CHARS} characters, "
                                    "more than a saved session may hold, so it was not saved.",
                                    "Remove it with /undo, or start a new chat.")
-        if text is None or (session.id, len(session.options)) != before:
+        if text is None or claimed.changed:
             text = session_json(session)
         data = utf8_bytes(text)  # encoded once: measured, then written
         if len(data) > MAX_SESSION_BYTES:
@@ -263,8 +276,8 @@ class SessionStore:
                                "Check that the folder is writable and the disk is not full.") from None
         remember_read(session, status)
         self.last_saved_bytes = len(data)
-        if note:
-            raise SessionForked(note, path)
+        if claimed.note:
+            raise SessionForked(claimed.note, path)
         return path
 
     def load(self, session_id: str) -> Session:
@@ -299,14 +312,17 @@ class SessionStore:
         self._say_what_was_mended(session)
         return session
 
-    def _say_what_was_mended(self, session: Session) -> None:
+    def _say_what_was_mended(self, session: Session) -> bool:
         """Drop the saved options the settings schema refuses and say, once, in `problems`, each of those and
-        what loading `session` mended (`Session.load_notes`): the defaults are used, the rest goes on."""
+        what loading `session` mended (`Session.load_notes`): the defaults are used, the rest goes on. True when
+        an option was dropped (the session changed)."""
         notes, session.load_notes = session.load_notes, []
-        for key, error in checked_saved_options(session.options)[1].items():
+        refused = checked_saved_options(session.options)[1]
+        for key, error in refused.items():
             del session.options[key]
             notes.append(f"The saved option {error.message.rstrip('.')}, so its default is used.")
         self.problems.extend(note for note in notes if note not in self.problems)
+        return bool(refused)
 
     def _read(self, path: Path) -> tuple[Session, os.stat_result]:
         if not self._inside(path):
@@ -428,7 +444,7 @@ class SessionStore:
                 if state == "busy":
                     raise SessionError(f"The chat {session_id} is open in another blip2-chat"
                                        f"{f' (pid {pid})' if pid else ''}, so it was not deleted.",
-                                       "Close it there (Ctrl+Q or /quit), then delete it.")
+                                       "Close it there (/quit), then delete it.")
                 session = self._read_to_delete(path)
                 with contextlib.suppress(OSError, TypeError):  # what its exports were: no use without the chat
                     os.unlink(self.export_log_path(session_id))  # type: ignore[arg-type]  # valid: path_for checked

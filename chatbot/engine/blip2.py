@@ -222,7 +222,9 @@ class Blip2Engine(ThinkAhead, Engine):
 def open_engine(
     model: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", quantize: str = "auto",
     progress: Progress | None = None, static_decoding: bool | None = None, compile_step: bool | None = None,
+    dtype_from: str | None = None,
 ) -> Blip2Engine:
     """Load a checkpoint (hub id, alias or directory) in a precision that fits, and wrap it in an engine."""
-    loaded = load_checkpoint(model, device=device, dtype=dtype, quantize=quantize, progress=progress)
+    loaded = load_checkpoint(model, device=device, dtype=dtype, quantize=quantize, progress=progress,
+                             dtype_from=dtype_from)
     return Blip2Engine(loaded, static_decoding=static_decoding, progress=progress, compile_step=compile_step)

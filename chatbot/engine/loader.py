@@ -33,6 +33,7 @@ from chatbot.engine.precision import (
     DTYPE_CHOICES,
     PrecisionChoice,
     choose_precision,
+    float16_refused,
     free_memory_bytes,
     gigabytes,
     is_capped,
@@ -357,16 +358,15 @@ def choose_device(device: str) -> str:
     return device
 
 
-def choose_dtype(dtype: str, device: str, family: str) -> Any:
-    """The torch dtype: float32 on CPU; bfloat16 (or float16 for OPT) on GPUs. FlanT5 never float16."""
+def choose_dtype(dtype: str, device: str, family: str, dtype_from: str | None = None) -> Any:
+    """The torch dtype: float32 on CPU; bfloat16 (or float16 for OPT) on GPUs. FlanT5 never float16: asked for
+    (from `dtype_from`: "--dtype", "the config file's dtype"), refused; for `auto`, never chosen."""
     import torch
 
     if dtype not in DTYPE_CHOICES:
         raise OptionError(f"Unknown dtype '{dtype}'.", f"Use one of: {', '.join(DTYPE_CHOICES)}.")
     if dtype == "float16" and family == "flan-t5":
-        raise OptionError(
-            "FlanT5 overflows in float16 and answers with garbage.", "Use --dtype bfloat16 or float32."
-        )
+        raise float16_refused(dtype_from)
     if dtype != "auto":
         return getattr(torch, dtype)
     if device == "cpu":
@@ -432,7 +432,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def load_checkpoint(
     requested: str | ResolvedModel, *, device: str = "auto", dtype: str = "auto", quantize: str = "auto",
-    progress: Progress | None = None, kind: str = "chat",
+    progress: Progress | None = None, kind: str = "chat", dtype_from: str | None = None,
 ) -> LoadedCheckpoint:
     """Resolve and load a BLIP-2 checkpoint and its processor, in a precision that fits the device.
 
@@ -443,6 +443,7 @@ def load_checkpoint(
         quantize: "auto" (the best precision that fits), "none", "int8", "8bit" or "4bit" (see precision.py).
         progress: called with short status sentences while loading, the precision and its reason among them.
         kind: "chat" (`Blip2ForConditionalGeneration`) or "retrieval" (`Blip2ForImageTextRetrieval`).
+        dtype_from: where `dtype` was set (`Settings.source_of("dtype")`), named if FlanT5 refuses float16.
 
     Raises:
         NotACheckpointError: among others, a checkpoint of the other kind (says which kind to use where).
@@ -463,13 +464,13 @@ def load_checkpoint(
     shape = _read_config(resolved.path, kind_and_shape)
     family = "retrieval" if kind == "retrieval" else shape.family
     target = choose_device(device)
-    choose_dtype(dtype, target, family)  # refuses unknown dtypes and float16 for FlanT5
+    choose_dtype(dtype, target, family, dtype_from)  # refuses unknown dtypes and float16 for FlanT5
     auto_dtype = str(choose_dtype("auto", target, family)).removeprefix("torch.")
     free = free_memory_bytes(target)
     from chatbot.engine.int8_weights import quantize_linear_layers  # imports torch: only now
 
     choice = choose_precision(shape, device=target, free_bytes=free, quantize=quantize,
-                              dtype=dtype, auto_dtype=auto_dtype, capped=is_capped(free),
+                              dtype=dtype, auto_dtype=auto_dtype, capped=is_capped(free), dtype_from=dtype_from,
                               int8_kernel=target.startswith("cuda") and triton_installed())  # as `models` says
     files_problem = processor_files_problem(resolved.path)  # else transformers builds an empty tokenizer
     if files_problem is not None:

@@ -94,19 +94,38 @@ def estimate_memory(shape: ModelShape, precision: Precision, on_gpu: bool = Fals
     return MemoryEstimate(weights, kv_cache, activations, slack, loading)
 
 
+def float16_refused(dtype_from: str | None = None) -> OptionError:
+    """FlanT5's refusal of float16, naming where the float16 came from and the way forward.
+
+    `dtype_from`: where the dtype was set, as `Settings.source_of` names it: a flag ("--dtype") or a file's
+    value ("the config file's dtype"); None where the caller does not know (the sentence then names --dtype,
+    which always wins). A checkpoint's own dtype is never the cause: `--dtype auto` never means float16 for
+    FlanT5 (`loader.choose_dtype`), whatever the checkpoint was saved in.
+    """
+    refused = "FlanT5 overflows in float16 and answers with garbage"
+    if dtype_from is None:
+        return OptionError(f"{refused}.", "Use --dtype bfloat16 or float32.")
+    if dtype_from.startswith("--"):
+        return OptionError(f"{refused}, and {dtype_from} asks for float16.", f"Use {dtype_from} bfloat16 or float32.")
+    return OptionError(f"{refused}, and {dtype_from} is float16.",
+                       f"Change {dtype_from} to bfloat16, float32 or auto, or give --dtype bfloat16 for this run.")
+
+
 def candidates(
     family: str, *, quantize: str, dtype: str, auto_dtype: str, on_gpu: bool, int8_kernel: bool = False,
+    dtype_from: str | None = None,
 ) -> list[Precision]:
     """The precisions to try, best first (`auto_dtype` is what `--dtype auto` means on this device).
 
     `int8_kernel`: the GPU can run int8 weight-only products (Triton is there); it then takes the
     8-bit step of the ladder, being the faster of the two 8-bit ways in the same memory.
+    `dtype_from`: where `dtype` was set, named when FlanT5 refuses float16 (`float16_refused`).
     """
     if quantize not in QUANTIZE_CHOICES:
         raise OptionError(f"Unknown --quantize value '{quantize}'.", f"Use one of: {', '.join(QUANTIZE_CHOICES)}.")
     base = auto_dtype if dtype == "auto" else dtype
     if family == "flan-t5" and base == "float16":
-        raise OptionError("FlanT5 overflows in float16 and answers with garbage.", "Use --dtype bfloat16 or float32.")
+        raise float16_refused(dtype_from)
     if quantize != "auto":
         return [Precision(quantize, base)]
     ladder = [Precision("none", base)]
@@ -142,7 +161,7 @@ def gigabytes(count: float, beside: float | None = None) -> str:
 
 def choose_precision(
     shape: ModelShape, *, device: str, free_bytes: int, quantize: str = "auto", dtype: str = "auto",
-    auto_dtype: str = "float32", capped: bool = False, int8_kernel: bool = False,
+    auto_dtype: str = "float32", capped: bool = False, int8_kernel: bool = False, dtype_from: str | None = None,
 ) -> PrecisionChoice:
     """The best precision that fits `free_bytes` on `device`, with a sentence saying what and why.
 
@@ -155,6 +174,7 @@ def choose_precision(
         auto_dtype: what "auto" means on this device (float32 on CPU, bfloat16 or float16 on GPUs).
         capped: `free_bytes` is $BLIP2_CHAT_MAX_MEMORY rather than what the device has (the sentences say so).
         int8_kernel: int8 weight-only runs fast here (a GPU with Triton): auto prefers it to bitsandbytes 8-bit.
+        dtype_from: where `dtype` was set ("--dtype", "the config file's dtype"), named if FlanT5 refuses it.
 
     Raises:
         OutOfMemoryError: nothing asked for fits; says what is needed, what is free and what would fit.
@@ -162,7 +182,7 @@ def choose_precision(
     """
     on_gpu = device.startswith("cuda")
     tried = candidates(shape.family, quantize=quantize, dtype=dtype, auto_dtype=auto_dtype, on_gpu=on_gpu,
-                       int8_kernel=int8_kernel)
+                       int8_kernel=int8_kernel, dtype_from=dtype_from)
     needs = [(precision, estimate_memory(shape, precision, on_gpu).total) for precision in tried]
     notes = [*([] if on_gpu else ["RAM"]), *([f"capped by {MEMORY_LIMIT_ENV}"] if capped else [])]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from rich.cells import cell_len
 
 from chatbot.core.forget import Forgotten, forget_chats
 from chatbot.core.store import SessionStore, SessionSummary
+from chatbot.core.text_width import clip_end, clip_start
 from chatbot.engine.precision import (
     MEMORY_LIMIT_ENV,
     Precision,
@@ -142,30 +142,9 @@ def run_models(device: str = "auto", as_json: bool = False) -> int:
 
 def _clip(text: str, width: int, from_left: bool = False) -> str:
     """`text` on one line in at most `width` terminal cells (a CJK character takes two), cut with "…" between
-    characters a reader sees as one (never inside an emoji sequence or before a combining accent)."""
+    characters a reader sees as one (`chatbot.core.text_width`: never inside an emoji sequence or before an accent)."""
     text = visible(" ".join(text.split()))
-    if cell_len(text) <= width:
-        return text
-    kept = text[::-1] if from_left else text
-    end, cells = 0, 0
-    while end < len(kept) and cells + cell_len(kept[end]) <= width - 1:
-        cells += cell_len(kept[end])
-        end += 1
-    while 0 < end < len(kept) and _joined(kept[end - 1], kept[end], reversed_=from_left):
-        end -= 1
-    return "…" + kept[:end][::-1] if from_left else kept[:end] + "…"
-
-
-_JOINERS = {"\u200d", "\ufe0f", "\ufe0e"}  # zero-width joiner, emoji and text presentation selectors
-
-
-def _joined(before: str, after: str, reversed_: bool = False) -> bool:
-    """Whether a cut between `before` and `after` (in reading order; swapped when walking from the end) would
-    split one character as a reader sees it: an emoji sequence, a skin tone, a combining accent."""
-    if reversed_:
-        before, after = after, before
-    return (after in _JOINERS or before == "\u200d" or unicodedata.combining(after) > 0
-            or "\U0001f3fb" <= after <= "\U0001f3ff")
+    return clip_start(text, width) if from_left else clip_end(text, width)
 
 
 def _pad(text: str, width: int, right: bool = False) -> str:

@@ -18,7 +18,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from chatbot.core.conversation import Conversation, caption, caption_prompt, check_text, cut_short_text
+from chatbot.core.answer_wording import cut_short_text
+from chatbot.core.captioning import caption, caption_prompt
+from chatbot.core.conversation import Conversation
+from chatbot.core.prompt_checks import check_text
 from chatbot.core.runtime import answer_record, failure_record, let_go_of_stdout, open_engine_for, print_json
 from chatbot.core.settings import Settings
 from chatbot.demo.start import of_its_world, outside_its_world

@@ -21,16 +21,17 @@ from textual import work
 from textual.app import App
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
+from chatbot.core.answer_wording import cut_short_mark, still_answering
 from chatbot.core.commands import Retry, after_saving, typed_line
-from chatbot.core.conversation import Conversation, cut_short_mark, still_answering
-from chatbot.core.settings import KEY_ACTIONS
+from chatbot.core.conversation import Conversation
+from chatbot.core.key_names import action_key_label
 from chatbot.engine.base import CancelToken
 from chatbot.errors import UserError, model_error_text
 from chatbot.tui import messages as msg
-from chatbot.tui.screens.help import key_label
+from chatbot.tui.widgets.bubbles import MessageBubble
 from chatbot.tui.widgets.chat_input import ChatInput
 from chatbot.tui.widgets.status_bar import StatusBar
-from chatbot.tui.widgets.transcript import BubblePair, MessageBubble, Transcript
+from chatbot.tui.widgets.transcript import BubblePair, Transcript
 from chatbot.tui.workers import StreamBuffer
 from chatbot.untrusted import visible
 
@@ -75,13 +76,6 @@ class WaitingQuestion:
     for_image: bool = False  # sent while an image opened: asked about it once open, not asked if it does not open
 
 
-def stop_key_label(keys: dict[str, str]) -> str:
-    """The key that stops an answer (or an image opening), as the status line names it: the first of the config
-    file's [keys] `stop` keys (`keys`), Esc by default."""
-    first = keys.get("stop", KEY_ACTIONS["stop"][0]).split(",")[0]
-    return key_label(first)  # `escape` reads "Esc", as the help names it
-
-
 class AnsweringApp(App[None]):
     """Questions, streamed answers, stopping them; needs a Transcript, a ChatInput and a StatusBar on screen."""
 
@@ -109,12 +103,16 @@ class AnsweringApp(App[None]):
         """True, and the core's one refusal said (`still_answering`), while an answer is still coming."""
         if not self.streaming():
             return False
-        self.notice(str(still_answering(waiting)), "warning")
+        self.notice(str(still_answering(waiting, self.conversation.settings.keys)), "warning")
         return True
 
     def stop_key(self) -> str:
         """The key bound to `stop` (the config file's [keys]), as the status line and notices name it."""
-        return stop_key_label(self.conversation.settings.keys)
+        return action_key_label(self.conversation.settings.keys, "stop")  # `escape` reads "Esc", as help says
+
+    def open_key(self) -> str:
+        """The key bound to `open_image` (the config file's [keys]), as notices and the empty preview name it."""
+        return action_key_label(self.conversation.settings.keys, "open_image")
 
     def _set_ready_activity(self) -> None:
         if self.answer is not None:

@@ -1,6 +1,6 @@
 """`/compare` in the chat app: the other image's answer streaming beside the open one's, stopped by Esc.
 
-Between `AnsweringApp` (one answer's life) and `ChatApp` (layout, images): while a comparison streams
+Between `AnsweringApp` (one answer's life) and `FindingApp` (/find): while a comparison streams
 it is the answer in progress, so questions wait, Esc stops it, and quitting records what came first.
 What a comparison means (which question, which context, where it is saved) is decided in
 `chatbot.core.comparison`; this only shows it.
@@ -19,8 +19,9 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed
 from chatbot.core.comparison import Comparison, due_comparison
 from chatbot.errors import UserError, model_error_text
 from chatbot.tui.answering import QUIT_WAIT_SECONDS, AnsweringApp
+from chatbot.tui.widgets.comparison_view import ComparisonView
 from chatbot.tui.widgets.status_bar import StatusBar
-from chatbot.tui.widgets.transcript import BubblePair, ComparisonView, Transcript
+from chatbot.tui.widgets.transcript import BubblePair, Transcript
 from chatbot.tui.workers import StreamBuffer
 from chatbot.untrusted import visible
 

@@ -1,6 +1,6 @@
 """`/find TEXT` in the chat app: search the photo index in a thread, then show the results to choose from.
 
-Between `ComparingApp` and `ChatApp`. The index and its retrieval model open on the first search (a
+Between `ComparingApp` and `ModelLoadingApp`. The index and its retrieval model open on the first search (a
 status line says so) and stay open for the next. A chosen result is opened like `/image PATH`, so the
 chat's rules for a new image apply. What a search means (which model, the ranking, what is missing) is
 decided in `chatbot.core.photo_search`; `/open N` works here too (the core keeps the last results).
@@ -80,5 +80,5 @@ class FindingApp(ComparingApp):
 
             self.push_screen(FindResultsScreen(message.query, message.found, self.renderer), chosen)
 
-    def open_image(self, source: str) -> bool:  # ChatApp's: the chat's rules for a new image
+    def open_image(self, source: str) -> bool:  # ImageOpeningApp's: the chat's rules for a new image
         raise NotImplementedError

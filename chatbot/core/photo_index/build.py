@@ -26,7 +26,8 @@ from typing import Protocol
 import numpy as np
 
 from chatbot.core.photo_index.files import Found, FoundFile, find_image_files
-from chatbot.core.photo_index.store import NOT_UTF8, FileState, IndexStore, storable
+from chatbot.core.photo_index.recorded_paths import NOT_UTF8, storable
+from chatbot.core.photo_index.store import FileState, IndexStore
 from chatbot.errors import ImageError
 from chatbot.image_files import file_sha256
 from chatbot.images import LoadedImage, load_image
@@ -78,10 +79,16 @@ class IndexSummary:
     def sentence(self) -> str:
         touched = f" ({self.touched} of them touched, same bytes)" if self.touched else ""
         stopped = " Stopped early; run it again to go on." if self.cancelled else ""
-        freed = f" Gave back {size_words(self.freed_bytes)} of disk space." if self.freed_bytes else ""
+        freed = f" {freed_words(self.freed_bytes)}" if self.freed_bytes else ""
         return (f"{self.added} added, {self.updated} updated, {self.reused} reused, {self.unchanged} unchanged"
                 f"{touched}, {self.removed} removed, {len(self.failed)} failed in {self.seconds:.1f} s."
                 f"{freed}{stopped}")
+
+
+def freed_words(count: int) -> str:
+    """'The index gave back 41 MB of disk space.': the one sentence for what a compaction freed, said after an
+    indexing run's counts and after `index --forget`."""
+    return f"The index gave back {size_words(count)} of disk space."
 
 
 def size_words(count: int) -> str:

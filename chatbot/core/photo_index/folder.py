@@ -28,7 +28,7 @@ from chatbot.core.session_files import entry_kind
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible
 
-REBUILDING = "rebuild-in-progress"  # the sub-folder a --rebuild makes its index in (see `store.open_rebuild`)
+REBUILDING = "rebuild-in-progress"  # the sub-folder a --rebuild makes its index in (see `rebuild.open_rebuild`)
 SUPERSEDED = "stopped-rebuild"  # in REBUILDING: a stopped rebuild of another checkpoint, until the new one has pictures
 _FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "vectors.f16", "vectors.f16.compact", "centres.npy")
 

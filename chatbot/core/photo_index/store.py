@@ -4,64 +4,53 @@ One folder holds `index.sqlite` (files: path, size, mtime_ns, sha256; embeddings
 meta: the checkpoint that made it and the committed row count), `vectors.f16` (see `vectors.py`) and the
 approximate stage's files (see `coarse.py`). Embeddings are keyed by content, so the same bytes under a
 new path reuse them. A batch is one transaction whose vectors are fsynced before it commits: a kill -9
-loses at most the batch in progress. Rows of contents no file has any more are given back by `compact`, at the
-end of an `index` or `index --forget` run, once they are most of the matrix. A damaged index is set aside (its
-files moved into `<folder>/damaged-<n>/`), never half-used; one that cannot be opened for another reason (a full
-disk, permissions, an I/O error, a lock) is left as it is, with one sentence saying why, and a search opens it
-read-only when it can. The folder itself, its lock and a --rebuild's folders are `folder.py`'s. docs/search.md
-says why SQLite + numpy and not LanceDB.
+loses at most the batch in progress. Rows of contents no file has any more are given back by `compact`
+(`compaction.py`), at the end of an `index` or `index --forget` run, once they are most of the matrix. A damaged
+index is set aside (its files moved into `<folder>/damaged-<n>/`), never half-used; one that cannot be opened for
+another reason (a full disk, permissions, an I/O error, a lock) is left as it is, with one sentence saying why,
+and a search opens it read-only when it can. The connection, the matrix as read and their errors are
+`database.py`'s; the folder itself, its lock and a --rebuild's folders are `folder.py`'s, and a --rebuild's fresh
+index is made by `rebuild.open_rebuild`. docs/search.md says why SQLite + numpy and not LanceDB.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from chatbot.core.photo_index.coarse import CoarseLists, probes_for, remove_approximate
+from chatbot.core.photo_index.coarse import CoarseLists, probes_for
+from chatbot.core.photo_index.compaction import CompactingIndex
+from chatbot.core.photo_index.database import EXACT_LIMIT
 from chatbot.core.photo_index.folder import (
-    REBUILDING,
     SUPERSEDED,
-    IndexAccessError,
     access_error,
     access_reason,
     check_index_folder,
     damaged_in_place,
-    damaged_while_open,
-    has_index,
     index_files,
     index_flag,
     is_damage,
     lock_for_writing,
     make_index_folder,
     may_read_only,
-    put_back,
     read_only_uri,
-    recorded,
     remove_index_files,
     remove_index_folder,
     set_aside,
 )
-from chatbot.core.photo_index.vectors import COMPACTED, DIM, FILE, QUERIES, VectorFile, fsync_folder
+from chatbot.core.photo_index.recorded_paths import UNDER, storable, under
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible
 
 FORMAT = "1"
-EXACT_LIMIT = 2_000  # images: below this every search is exact (about 70 ms on 2 cores)
 RETRAIN_GROWTH = 4  # the centres are trained again once the index is this many times larger
 CANDIDATES = 100  # images the first stage hands to exact re-scoring (300 found no more at 10k or 100k)
-COMPACT_SHARE = 0.5  # the matrix is compacted when more than this share of its rows is unused ...
-COMPACT_MIN_ROWS = 1_000  # ... and at least this many rows are (16 MB at ViT-g's 16 KB a picture) ...
-COMPACT_MIN_BYTES = 16 << 20  # ... or this many bytes (for models with larger rows)
-VACUUM_MIN_BYTES = 1 << 20  # index.sqlite is rewritten (VACUUM) when over half of it, and this much, is free pages
-NOT_UTF8 = "its name is not valid UTF-8; rename it to index it."  # why a file `storable` refuses is not indexed
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
@@ -69,16 +58,6 @@ CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, 
 CREATE INDEX IF NOT EXISTS files_by_sha ON files (sha256);
 CREATE TABLE IF NOT EXISTS embeddings (sha256 TEXT PRIMARY KEY, row INTEGER NOT NULL UNIQUE);
 """
-
-
-def storable(path: str) -> bool:
-    """Whether the index can hold this path: SQLite text is UTF-8, and a file name that is not valid UTF-8
-    comes from `os.fsdecode` with its bytes as lone surrogates, which have no UTF-8 form."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -102,33 +81,11 @@ class Hit:
     mtime_ns: int = -1
 
 
-@dataclass(frozen=True)
-class Compaction:
-    """What `IndexStore.compact` did: the matrix's rows and the index's bytes on disk before and after."""
-
-    rows_before: int
-    rows_after: int
-    bytes_before: int
-    bytes_after: int
-    seconds: float
-
-    @property
-    def freed(self) -> int:
-        """Bytes given back to the disk."""
-        return max(self.bytes_before - self.bytes_after, 0)
-
-
-class IndexStore:
+class IndexStore(CompactingIndex):
     """An open index folder. `open` checks it; writes go through `add_batch`, `set_path`, `remove_paths`."""
 
     def __init__(self, folder: Path, db: sqlite3.Connection, checkpoint: str) -> None:
-        self.folder = folder
-        self.checkpoint = checkpoint
-        self._db = db
-        shape = (self._meta("shape") or f"{QUERIES}x{DIM}").split("x")
-        self.vectors = VectorFile(self._vectors_path(), int(self._meta("rows") or 0), (int(shape[0]), int(shape[1])))
-        self._generation = self._meta("generation")  # how many compactions the matrix read here has been through
-        self._coarse = CoarseLists.load(folder)
+        super().__init__(folder, db, checkpoint)
         self._writer_lock: IO[bytes] | None = None  # held while this store may write (opened with `create`)
         self._folder_lock: IO[bytes] | None = None  # a rebuild's: the lock of the index it will replace
         # a rebuild's: the stopped rebuild of another checkpoint it replaces, (checkpoint, pictures), kept in
@@ -238,29 +195,6 @@ class IndexStore:
         store.checkpoint = made_by
         return store
 
-    def _vectors_path(self) -> Path:
-        """The matrix file: `vectors.f16`, or, when a compaction committed but was stopped before its rename (a
-        crash), its new matrix, which the database's rows already count in (`_finish_compaction` renames it)."""
-        pending = self.folder / COMPACTED
-        if self._meta("compacting") is not None and pending.exists():
-            return pending
-        return self.folder / FILE
-
-    def _finish_compaction(self) -> None:
-        """Writing to the index: finish a compaction a crash stopped after its commit (rename its matrix into
-        place), or delete the new matrix of one stopped before it (the index never used it)."""
-        pending = self.folder / COMPACTED
-        with self._said("updated"):
-            if self._meta("compacting") is None:
-                pending.unlink(missing_ok=True)
-                return
-            if pending.exists():
-                os.replace(pending, self.folder / FILE)
-                fsync_folder(self.folder)
-            with self._transaction():
-                self._db.execute("DELETE FROM meta WHERE key = 'compacting'")
-            self.vectors = VectorFile(self.folder / FILE, self.vectors.rows, (self.vectors.queries, self.vectors.dim))
-
     def _check_intact(self) -> None:
         """ValueError when the index is not of this format, or its matrix is shorter than its rows (damage)."""
         if self._meta("format") != FORMAT or not self.vectors.has_rows(self.vectors.rows):
@@ -278,6 +212,10 @@ class IndexStore:
         for lock in (self._writer_lock, self._folder_lock):
             if lock is not None:
                 lock.close()  # closing the file lets go of the lock
+
+    def hold_lock(self, lock: IO[bytes] | None) -> None:
+        """Hold `lock` too until `close` (a rebuild's: the writer lock of the index it will replace)."""
+        self._folder_lock = lock
 
     def is_empty(self) -> bool:
         """Whether the index holds no picture at all (a search has nothing to rank)."""
@@ -324,7 +262,7 @@ class IndexStore:
         if not storable(root):
             return []  # nothing under a name the index cannot hold was indexed
         with self._said("read"):
-            return [row[0] for row in self._db.execute(f"SELECT path FROM files WHERE {_UNDER}", _under(root))]
+            return [row[0] for row in self._db.execute(f"SELECT path FROM files WHERE {UNDER}", under(root))]
 
     def known_sha(self, sha256: str) -> bool:
         with self._said("read"):
@@ -371,75 +309,6 @@ class IndexStore:
         with self._said("written"), self._transaction():
             self._db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in paths))
             self._db.execute("DELETE FROM embeddings WHERE sha256 NOT IN (SELECT sha256 FROM files)")
-
-    def compact(self, *, always: bool = False) -> Compaction | None:
-        """Drop the embeddings no file has any more (a changed, deleted or forgotten picture's), and, when their
-        rows are most of the matrix (more than COMPACT_SHARE, and COMPACT_MIN_ROWS or COMPACT_MIN_BYTES; any
-        with `always`), give the space back: the rows still used are copied, in their order, into a new matrix
-        beside the old one and fsynced; one transaction renumbers them (and marks the compaction); the new
-        matrix is renamed into place, and the mark cleared. A crash before the commit leaves the old index
-        whole; after it, the new matrix is read where it is and renamed by the next run that writes
-        (`_finish_compaction`). The approximate stage keeps its centres, refiled in the new order; index.sqlite
-        is VACUUMed when it is mostly free pages. Searches rank as before. Returns what was done, or None."""
-        with self._said("written"):
-            return self._compact(always)
-
-    def _compact(self, always: bool) -> Compaction | None:
-        started = time.monotonic()
-        with self._transaction():
-            self._db.execute("DELETE FROM embeddings WHERE sha256 NOT IN (SELECT sha256 FROM files)")
-        live = np.fromiter((row for (row,) in self._db.execute("SELECT row FROM embeddings ORDER BY row")), np.int64)
-        dead = self.vectors.rows - len(live)
-        if dead <= 0 or not (always or (dead > COMPACT_SHARE * self.vectors.rows and (
-                dead >= COMPACT_MIN_ROWS or dead * self.vectors.row_bytes >= COMPACT_MIN_BYTES))):
-            return None
-        before, rows_before = self._bytes_on_disk(), self.vectors.rows
-        queries, dim = self.vectors.queries, self.vectors.dim
-        self.vectors.copy_rows(live, self.folder / COMPACTED)
-        coarse = self._coarse if len(live) > EXACT_LIMIT else None
-        kept_lists = coarse.kept_lists(live, queries) if coarse is not None else None
-        if coarse is not None:
-            coarse.unfile()  # before the renumbering commits: lists of the old numbers never meet the new ones
-        else:
-            remove_approximate(self.folder)  # trained again once the index passes EXACT_LIMIT
-        generation = str(int(self._generation or 0) + 1)
-        with self._transaction():
-            self._db.executemany("UPDATE embeddings SET row = ? WHERE row = ?",  # ascending: never two rows alike
-                                 ((new, int(old)) for new, old in enumerate(live)))
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'rows'", (str(len(live)),))
-            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                 [("generation", generation), ("compacting", "1")])
-            if coarse is None:
-                self._db.execute("DELETE FROM meta WHERE key = 'trained_rows'")
-            else:  # trained again once the index is RETRAIN_GROWTH times what it holds now
-                trained = min(int(self._meta("trained_rows") or 0), len(live))
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('trained_rows', ?)", (str(trained),))
-        self._generation = generation
-        self.vectors = VectorFile(self.folder / COMPACTED, len(live), (queries, dim))
-        self._finish_compaction()
-        self._coarse = coarse
-        if coarse is not None and kept_lists is not None:
-            coarse.refile(kept_lists, self.vectors)
-        self._vacuum_if_mostly_free()
-        return Compaction(rows_before, len(live), before, self._bytes_on_disk(), time.monotonic() - started)
-
-    def _vacuum_if_mostly_free(self) -> None:
-        """Rewrite index.sqlite without its free pages when they are most of it (a forgotten folder's files),
-        and fold the WAL back so the space is given back now."""
-        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
-        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
-        size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        with contextlib.suppress(sqlite3.OperationalError):  # locked by a search, a full disk: nothing is lost
-            if free * 2 > pages and free * size >= VACUUM_MIN_BYTES:
-                self._db.execute("VACUUM")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # busy while a search reads: done later
-
-    def _bytes_on_disk(self) -> int:
-        total = 0
-        for path in index_files(self.folder):
-            with contextlib.suppress(OSError):
-                total += path.stat().st_size
-        return total
 
     def refresh_approximate(self) -> None:
         """Train the approximate stage once the index passes EXACT_LIMIT (again when it has grown
@@ -509,139 +378,3 @@ class IndexStore:
                     if images == top:
                         return hits
         return hits
-
-    # ----- helpers
-
-    @contextlib.contextmanager
-    def _said(self, doing: str) -> Iterator[None]:
-        """SQLite's and the files' errors while the index is `doing` ("read", "written") as one sentence: damage
-        says to rebuild (an open index is not set aside), anything else why, and that nothing was lost."""
-        try:
-            yield
-        except (sqlite3.Error, OSError) as error:
-            if isinstance(error, sqlite3.Error) and is_damage(error):
-                raise damaged_while_open(self.folder, self.checkpoint, error) from None
-            raise access_error(self.folder, error, doing) from None
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
-        """One read transaction in which the row numbers and the matrix agree: when an index run compacted the
-        index since this store read its matrix (a chat app's store stays open), the new matrix is read."""
-        for attempt in range(2):
-            self._db.execute("BEGIN")
-            try:
-                if attempt or self._meta("generation") != self._generation:
-                    self._reread_matrix()
-                self.vectors.matrix  # noqa: B018  mapped now: a matrix renamed since reads too short (ValueError)
-                break
-            except ValueError:  # compacted between this view and the mapping: look again
-                self._db.execute("COMMIT")
-                if attempt:
-                    raise sqlite3.DatabaseError("the matrix is shorter than the index's rows") from None
-        try:
-            yield
-        finally:
-            if self._db.in_transaction:
-                self._db.execute("COMMIT")
-
-    def _reread_matrix(self) -> None:
-        shape = (self._meta("shape") or f"{QUERIES}x{DIM}").split("x")
-        self.vectors = VectorFile(self._vectors_path(), int(self._meta("rows") or 0), (int(shape[0]), int(shape[1])))
-        self._generation = self._meta("generation")
-        self._coarse = CoarseLists.load(self.folder)
-
-    def _meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:  # SQLite has rolled back itself after some errors (a full disk)
-                with contextlib.suppress(sqlite3.Error):  # the error to say is the first one
-                    self._db.execute("ROLLBACK")
-            raise
-
-
-def open_rebuild(folder: Path, checkpoint: str) -> IndexStore:
-    """A fresh index made with `checkpoint` in `<folder>/rebuild-in-progress`, for `index --rebuild`.
-
-    The index in `folder` is not touched, and stays searchable, until `swap_in` replaces it with this one:
-    a model that fails to load, an error or Ctrl+C leave it as it was. A stopped rebuild with the same
-    checkpoint is gone on with. One with another checkpoint is moved into `rebuild-in-progress/stopped-rebuild`
-    (`store.superseded` says which) and deleted only once this rebuild holds its first pictures: until then
-    (its model may not even load) `restore_superseded` puts it back. The returned store also holds
-    `folder`'s writer lock, so no other run writes to the index being replaced."""
-    check_index_folder(folder)
-    make_index_folder(folder)
-    folder_lock = lock_for_writing(folder)
-    try:
-        aside = folder / REBUILDING
-        check_index_folder(aside)
-        kept = aside / SUPERSEDED
-        if has_index(kept):  # a run killed after it moved a stopped rebuild aside
-            if recorded(aside)[1] > 0:  # ... once it had pictures of its own: it had really started
-                remove_index_folder(kept)
-            else:
-                put_back(kept, aside)
-        superseded: tuple[str, int] | None = None
-        if has_index(aside):
-            made_by: str | None = None
-            try:
-                earlier = IndexStore.open_existing(aside)
-            except IndexAccessError:
-                raise  # not damage (a full disk, permissions): the stopped rebuild stays, and this run stops
-            except PhotoIndexError:
-                pass  # a damaged one is set aside, inside `aside`
-            else:
-                made_by = earlier.checkpoint
-                earlier.close()
-            if made_by is None:
-                remove_index_files(aside)
-            elif made_by != checkpoint:
-                superseded = (made_by, recorded(aside)[1])
-                kept.mkdir(exist_ok=True)
-                for path in reversed(index_files(aside)):  # index.sqlite last: kept is whole once it is there
-                    path.rename(kept / path.name)
-        try:
-            store = IndexStore.open(aside, checkpoint, create=True)
-        except BaseException:
-            if superseded is not None:
-                put_back(kept, aside)
-            raise
-    except BaseException:
-        if folder_lock is not None:
-            folder_lock.close()
-        raise
-    store._folder_lock = folder_lock
-    store.superseded = superseded
-    return store
-
-
-def recorded_under(folder: Path, root: str) -> int:
-    """How many files the index in `folder` records at or under `root` (an absolute path, as `index` records
-    them), read as `folder.recorded` reads: without writing, locking or setting aside anything (0 when it cannot
-    be read)."""
-    path = folder / "index.sqlite"
-    if not storable(root) or not path.is_file():
-        return 0
-    try:
-        with contextlib.closing(sqlite3.connect(path, check_same_thread=False)) as db:
-            return int(db.execute(f"SELECT COUNT(*) FROM files WHERE {_UNDER}", _under(root)).fetchone()[0])
-    except (sqlite3.Error, ValueError):
-        return 0
-
-
-# a file recorded at `root`, or inside it as a folder: its path begins with `root/`. Compared exactly, not with
-# LIKE, which ignores the case of ASCII letters: /p/Photos is not /p/photos on most file systems.
-_UNDER = "path = ? OR substr(path, 1, ?) = ?"
-
-
-def _under(root: str) -> tuple[str, int, str]:
-    """The parameters of `_UNDER` for `root` (SQLite's `substr` and `length` count characters, as Python does)."""
-    prefix = root.rstrip("/\\") + "/"
-    return root, len(prefix), prefix

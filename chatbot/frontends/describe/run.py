@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Protocol
 
 from chatbot.cluster.connection import ClusterOptions
-from chatbot.core.conversation import MAX_NEW_TOKENS, caption_prompt, check_text, more_tokens
+from chatbot.core.answer_wording import MAX_NEW_TOKENS, more_tokens
+from chatbot.core.captioning import caption_prompt
+from chatbot.core.prompt_checks import check_text
 from chatbot.core.runtime import check_batch_size, let_go_of_stdout, say
 from chatbot.core.settings import Settings
 from chatbot.demo.start import of_its_world, outside_its_world

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TextIO
 
+from chatbot.core.answer_wording import cut_short_text
 from chatbot.core.commands import (
     NO_IMAGE_YET,
     QUESTION_ESCAPE,
@@ -57,7 +58,7 @@ from chatbot.core.commands import (
     typed_line,
 )
 from chatbot.core.comparison import Comparison, due_comparison
-from chatbot.core.conversation import Conversation, cut_short_text, release_engine
+from chatbot.core.conversation import Conversation, release_engine
 from chatbot.core.photo_search import Finder, found_line
 from chatbot.core.resume import reopen_image
 from chatbot.core.runtime import (
@@ -482,7 +483,7 @@ def run_plain_chat(
     elif session is None:
         image = load_image(image_source)  # a bad path fails before the slow model load
     elif session.image is not None:
-        image, problem = reopen_image(session.image, how_to_open="/image PATH", from_elsewhere=session.from_elsewhere)
+        image, problem = reopen_image(session.image, from_elsewhere=session.from_elsewhere)
     try:
         engine = open_engine_saying(settings, say)
     except KeyboardInterrupt:  # nothing is open yet; a resumed chat is on disk as it was

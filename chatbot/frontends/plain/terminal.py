@@ -16,7 +16,7 @@ PYTHONIOENCODING says (a file of questions is almost always UTF-8; an ASCII loca
 container nobody configured), and so are a terminal's when its encoding is ASCII (which UTF-8 extends); a
 terminal in another encoding is read in it. Bytes that are not valid there come as lone surrogates, never as
 U+FFFD: the line is then not text, and the chat refuses it in one sentence, as `ask` refuses such an argument
-(`core.conversation.check_text`), instead of asking and saving replacement characters.
+(`core.prompt_checks.check_text`), instead of asking and saving replacement characters.
 """
 
 from __future__ import annotations

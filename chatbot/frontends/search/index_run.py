@@ -25,6 +25,7 @@ from chatbot.core.settings import Settings
 from chatbot.errors import UserError
 from chatbot.frontends.progress_line import ProgressLine, plural
 from chatbot.frontends.screen_reader import config_wants_plain
+from chatbot.image_download import is_address
 from chatbot.image_files import refuse_other_schemes
 from chatbot.images import LoadedImage, is_url, public_url
 from chatbot.untrusted import json_line, visible
@@ -71,7 +72,8 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     from chatbot.core.photo_index.build import IndexSummary, update_index
     from chatbot.core.photo_index.files import find_image_files, nothing_found_words
     from chatbot.core.photo_index.folder import check_index_folder, has_index, restore_superseded, waiting_rebuild
-    from chatbot.core.photo_index.store import IndexStore, open_rebuild
+    from chatbot.core.photo_index.rebuild import open_rebuild
+    from chatbot.core.photo_index.store import IndexStore
 
     folder = index_folder(request.folder)
     roots = checked_roots(request.paths, folder)
@@ -287,7 +289,7 @@ def _forget_hint(raw: str, folder: Path | None) -> str:
     there, forget them if they are gone for good (never done unasked: a drive may only be unplugged)."""
     from chatbot.core.photo_index.folder import index_flag
     from chatbot.core.photo_index.forget import recorded_form
-    from chatbot.core.photo_index.store import recorded_under
+    from chatbot.core.photo_index.recorded_paths import recorded_under
 
     root = recorded_form(raw)
     if folder is None or not (held := recorded_under(folder, root)):
@@ -332,7 +334,7 @@ def run_forget(request: ForgetRequest) -> int:
         if not raw.strip():
             raise UserError("index --forget was given an empty PATH.",
                             "Name the folder or file whose pictures the index should forget.")
-        if is_url(raw) or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", raw):  # s3://, ftp://: never recorded
+        if is_address(raw):  # https://, s3://, ftp://: never recorded
             raise UserError(f"index --forget works on files and folders of this machine, not "
                             f"{visible(public_url(raw))}.", "The index records only those.")
     folder = index_folder(request.folder)
@@ -364,9 +366,9 @@ def forgotten_words(done: Forgotten) -> str:
         what += ", from the index and from the stopped rebuild that waits beside it"
     elif done.in_rebuild:
         what += ", from the stopped rebuild that waits beside the index"
-    from chatbot.core.photo_index.build import size_words
+    from chatbot.core.photo_index.build import freed_words
 
-    freed = f" The index gave back {size_words(done.freed_bytes)} of disk space." if done.freed_bytes else ""
+    freed = f" {freed_words(done.freed_bytes)}" if done.freed_bytes else ""
     return f"Forgot {what}; the files themselves were not touched.{freed}"
 
 

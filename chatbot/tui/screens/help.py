@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -14,35 +14,28 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from chatbot.core.commands import COMMANDS, QUESTION_ESCAPE
+from chatbot.core.key_names import action_keys, key_label
 from chatbot.core.settings import APP_KEYS, KEY_ACTIONS
 
-FIXED_KEYS = (  # the app's own keys (chatbot.core.settings.APP_KEYS: the config file may not take them)
-    (APP_KEYS["send"][0], "send the question (or the /command)"),
-    (APP_KEYS["complete"][0], "complete a /command's name, or the file or folder after /image or /compare; on a "
-                              "question, move to the chat (Enter or Esc there come back)"),
-    (APP_KEYS["interrupt"][0], "stop the answer too (with text selected in the input: copy it)"),
-    (APP_KEYS["command_palette"][0], "command palette: every slash command"),
-    (f"{APP_KEYS['earlier_line'][0]},{APP_KEYS['later_line'][0]}",
-     "recall earlier lines (of earlier chats too)"),
-    (f"{APP_KEYS['page_up'][0]},{APP_KEYS['page_down'][0]}", "scroll the chat"),
-)
+FIRST_KEYS = ("send", "complete")  # the help's first rows: the keys of typing a question; then the [keys] actions
 
 
-def key_label(keys: str, joined: str = " or ") -> str:
-    """`ctrl+o,f2` as people write it: Ctrl+O or F2 (`joined` between them; PageUp, PageDown as written)."""
-    return joined.join("+".join(_NAMES.get(part, part.upper() if len(part) == 1 else part.capitalize())
-                                for part in key.split("+")) for key in keys.split(","))
-
-
-_NAMES = {"pageup": "PageUp", "pagedown": "PageDown", "escape": "Esc"}  # as the status line says them
+def app_key_rows(ids: Iterable[str]) -> list[tuple[str, str]]:
+    """The help's rows for the app's own keys `ids` (chatbot.core.settings.APP_KEYS), in order: keys whose rows
+    say the same share one row (`Up / Down`), and a key with no row (Shift+Tab) is left out."""
+    rows: dict[str, list[str]] = {}
+    for name in ids:
+        entry = APP_KEYS[name]
+        if entry.help:
+            rows.setdefault(entry.help, []).append(entry.key)
+    return [(key_label(",".join(keys), joined=" / " if len(keys) > 1 else " or "), what) for what, keys in rows.items()]
 
 
 def help_sections(keymap: Mapping[str, str] | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
     """The help's two tables, titled: keys (with the config file's [keys] applied), then commands."""
-    keymap = keymap or {}
-    keys = [(key_label(keymap.get(action, default)), what) for action, (default, what) in KEY_ACTIONS.items()]
-    fixed = [(key_label(key, joined=" / " if key.count(",") else " or "), what) for key, what in FIXED_KEYS]
-    return [("Keys", [*fixed[:2], *keys, *fixed[2:]]),
+    keys = [(key_label(action_keys(keymap, action)), what) for action, (_, what) in KEY_ACTIONS.items()]
+    rest = [name for name in APP_KEYS if name not in FIRST_KEYS]
+    return [("Keys", [*app_key_rows(FIRST_KEYS), *keys, *app_key_rows(rest)]),
             ("Commands", [(spec.usage, spec.summary) for spec in COMMANDS])]
 
 
@@ -72,7 +65,7 @@ CLOSE_KEYS = "escape,q"  # and the key that opened it: the help action's, as the
 
 def close_hint(keymap: Mapping[str, str] | None = None) -> str:
     """What the frame says closes the help: Esc, the help key in use (F1 unless [keys] says otherwise), or q."""
-    return f"Esc, {key_label((keymap or {}).get('help', KEY_ACTIONS['help'][0]))} or q: close"
+    return f"Esc, {key_label(action_keys(keymap, 'help'))} or q: close"
 
 
 class HelpScreen(ModalScreen[None]):

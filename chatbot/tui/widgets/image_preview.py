@@ -27,6 +27,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
+from chatbot.core.text_width import clip_middle
 from chatbot.errors import ImageError
 from chatbot.images import LoadedImage, load_image
 from chatbot.tui.widgets.transcript import image_label
@@ -108,29 +109,6 @@ def draws_with_colour_cells(renderer: str) -> bool:
     return renderables.Image in (Halfcell, Unicode)
 
 
-def clip_middle(text: str, width: int) -> str:
-    """`text` in at most `width` cells, losing its middle: `IMG_2026…_0042.jpg` (a name's start and its end, the
-    part that tells photos apart, stay)."""
-    if cell_len(text) <= width:
-        return text
-    if width <= 1:
-        return "…"[:width]
-    head, tail = "", ""
-    start, end = 0, len(text)
-    while start < end:  # a character at a time from each end, the end first, while they fit beside "…"
-        if cell_len(head) >= cell_len(tail):
-            if cell_len(head + tail + text[end - 1]) > width - 1:
-                break
-            end -= 1
-            tail = text[end] + tail
-        else:
-            if cell_len(head + tail + text[start]) > width - 1:
-                break
-            head += text[start]
-            start += 1
-    return f"{head}…{tail}"
-
-
 MIN_NAME_CELLS = 12  # narrower than this beside the size, the whole line is clipped in the middle instead
 
 
@@ -200,7 +178,7 @@ class ImagePreview(Vertical):
     """The current image (or why there is none) and a caption naming it."""
 
     def __init__(
-        self, renderer: str = "auto", *, empty_text: str = "No image yet.\nType /image PATH or press Ctrl+O.",
+        self, renderer: str = "auto", *, empty_text: str = "No image yet.\nType /image PATH.",
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)

@@ -18,6 +18,7 @@ from rich.cells import cell_len
 from textual import events
 from textual.widgets import Static
 
+from chatbot.core.text_width import clip_end, clip_path
 from chatbot.engine.base import Engine, GenerationStats
 from chatbot.untrusted import visible
 
@@ -49,30 +50,6 @@ def memory_text(engine: Engine | None, probe: Callable[[], int] = process_memory
     text = f"RAM {human_bytes(probe())}"
     device = engine.device_memory_bytes() if engine is not None else None
     return f"{text} · GPU {human_bytes(device)}" if device is not None else text
-
-
-def clip_path(path: str, width: int) -> str:
-    """`path` in at most `width` cells, losing its beginning, at a `/` where it can: `…/weights/chat`."""
-    if cell_len(path) <= width:
-        return path
-    parts = path.split("/")
-    for start in range(1, len(parts)):
-        tail = "…/" + "/".join(parts[start:])
-        if cell_len(tail) <= width:
-            return tail
-    tail = parts[-1]
-    while tail and cell_len(tail) > width - 1:
-        tail = tail[1:]
-    return "…" + tail if width > 0 else ""
-
-
-def clip_end(text: str, width: int) -> str:
-    """`text` in at most `width` cells, losing its end: `Searching for “a red…`."""
-    if cell_len(text) <= width:
-        return text
-    while text and cell_len(text) > width - 1:
-        text = text[:-1]
-    return text + "…" if width > 0 else ""
 
 
 def _short_paths(text: str) -> str:

@@ -2,8 +2,8 @@
 
 The transcript mirrors `Session.turns` pair by pair (`pairs`), so `/undo` and `/retry` can act on
 the last bubbles and a finished answer can be re-synced from the turn that was actually recorded.
-A turn's question asked about other images too (`/compare`) shows below its answer as a
-`ComparisonView`: the open image's answer beside the other image's, each headed by its image's name.
+The bubbles and notices are in `chatbot.tui.widgets.bubbles`; a turn's question asked about other images too
+(`/compare`) shows below its answer as a `ComparisonView` (`chatbot.tui.widgets.comparison_view`).
 
 A long chat shows its newest `SHOWN_TURNS` turns only (`hidden` counts the turns before them), with one line at the
 top saying how many are saved and not shown, and that `/export md` or `/export html` writes them all: every bubble
@@ -23,164 +23,25 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from textual.actions import SkipAction
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
-from textual.content import Content
-from textual.message import Message
-from textual.timer import Timer
+from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static
 
 from chatbot.core.comparison import image_labels
-from chatbot.core.session import EMPTY_ANSWER, ComparedAnswer, Session, Turn
+from chatbot.core.session import EMPTY_ANSWER, Session, Turn
 from chatbot.images import is_url, public_url
-from chatbot.tui.workers import RepaintPace, StreamBuffer
-from chatbot.untrusted import visible
+from chatbot.tui.widgets.bubbles import EarlierTurns, MessageBubble, Notice
+from chatbot.tui.widgets.comparison_view import ComparisonView
 
-PENDING_TEXT = "…"  # shown in an answer bubble until its first chunk arrives
-# A streaming answer is laid out again, whole, each time it grows: at most this often, so that
-# repainting never takes the interpreter from the model's thread for long (the tokens in between are
-# shown together at the next repaint).
-REPAINTS_PER_SECOND = 10
 SHOWN_TURNS = 150  # the newest turns of a chat shown (a resumed one, or one grown long in the app)
 TRIM_STEP = 50  # a chat grown to SHOWN_TURNS + TRIM_STEP turns on screen lets this many of its oldest go at once
 
 
-class MessageBubble(Static):
-    """One question or answer, with its role as the border title; answers grow chunk by chunk."""
-
-    def __init__(self, text: str, role: str, label: str) -> None:
-        super().__init__(visible(text) or PENDING_TEXT, markup=False, classes=f"bubble {role}")
-        self.role = role
-        self.text = text
-        self.border_title = Content(visible(label))  # a file name may hold "[": never read as markup
-        self.set_class(not text and role == "answer", "-pending")
-        self._pace = RepaintPace(REPAINTS_PER_SECOND)
-        self._repaint: Timer | None = None
-
-    def append(self, chunk: str) -> None:
-        """Add streamed text (plain text: model output is never read as markup)."""
-        self.set_text(self.text + chunk)
-
-    def show_streamed(self, buffer: StreamBuffer) -> None:
-        """More streamed text waits in `buffer`: show it now, or at the next repaint the pace allows."""
-        if self._repaint is not None:  # a repaint is due already: it shows this too
-            return
-        delay = self._pace.wait()
-        if delay > 0:
-            self._repaint = self.set_timer(delay, lambda: self._repaint_due(buffer), name="repaint")
-        else:
-            self.flush(buffer)
-
-    def _repaint_due(self, buffer: StreamBuffer) -> None:
-        self._repaint = None  # this timer has fired: nothing to stop
-        self.flush(buffer)
-
-    def flush(self, buffer: StreamBuffer) -> None:
-        """Show all that `buffer` holds now (when the stream ends, before the recorded text replaces it)."""
-        self.stop_streaming()
-        text = buffer.take()
-        if text:
-            self.append(text)
-            self._pace.painted()
-
-    def stop_streaming(self) -> None:
-        """Drop the repaint still due, if any (the stream ended; what it would show is shown otherwise)."""
-        if self._repaint is not None:
-            self._repaint.stop()
-            self._repaint = None
-
-    def set_text(self, text: str) -> None:
-        self.text = text
-        self.remove_class("-pending")
-        self.update(visible(text) or PENDING_TEXT)
-
-    def mark(self, subtitle: str, css_class: str = "") -> None:
-        """A small note under the bubble ("stopped", "12.5 tok/s"); `css_class` colours it."""
-        self.border_subtitle = subtitle
-        for name in ("-stopped", "-waiting", "-failed"):
-            self.set_class(name == css_class, name)
-
-
-class Notice(Static):
-    """A one-line notice in the transcript: image switches, left-out turns, errors."""
-
-    ICONS = {"info": "ℹ", "warning": "⚠", "error": "✖"}
-
-    def __init__(self, text: str, kind: str = "info") -> None:
-        super().__init__(f"{self.ICONS.get(kind, 'ℹ')} {visible(text)}", markup=False, classes=f"notice -{kind}")
-        self.text = text
-        self.kind = kind
-
-
-class EarlierTurns(Notice):
-    """The first line of a long chat: how many earlier turns are saved but not shown, and how to read them."""
-
-    def __init__(self, count: int) -> None:
-        super().__init__(earlier_turns_text(count))
-        self.count = count
-
-    def set_count(self, count: int) -> None:
-        self.count = count
-        self.text = earlier_turns_text(count)
-        self.update(f"{self.ICONS['info']} {self.text}")
-
-
-def earlier_turns_text(count: int) -> str:
-    turns = "turn is" if count == 1 else "turns are"
-    return (f"{count} earlier {turns} saved but not shown here; /export md or /export html writes the whole chat "
-            "to read.")
-
-
-class ComparisonView(Horizontal):
-    """One turn's question about two images: the open image's answer (left) beside another image's (right).
-
-    The app streams the right column by posting `Chunk`s to the view; `Finished` then goes up to the app.
-    """
-
-    class Chunk(Message, bubble=False):
-        """More of the other image's answer waits in `buffer` (posted by the app's worker)."""
-
-        def __init__(self, buffer: StreamBuffer) -> None:
-            super().__init__()
-            self.buffer = buffer
-
-    class Finished(Message):
-        """The other image's answer ended (or failed: `error` is the notice to show)."""
-
-        def __init__(self, view: ComparisonView, error: str | None = None) -> None:
-            super().__init__()
-            self.view = view
-            self.error = error
-
-    def __init__(self, labels: tuple[str, str], sha256: str) -> None:
-        super().__init__(classes="comparison")
-        self.labels = labels  # as given (text from outside); the bubbles show them made visible
-        self.sha256 = sha256  # the other image's: which `Turn.compared` entry this view shows
-        self.first = MessageBubble("", "answer", labels[0])
-        self.second = MessageBubble("", "answer", labels[1])
-
-    def compose(self) -> ComposeResult:
-        yield self.first
-        yield self.second
-
-    def on_comparison_view_chunk(self, message: Chunk) -> None:
-        self.second.show_streamed(message.buffer)
-
-    def show(self, turn: Turn, compared: ComparedAnswer | None) -> None:
-        """Both answers as the turn recorded them (`compared` None: the right one is still to come)."""
-        _show_answer(self.first, turn.answer, turn.stopped)
-        if compared is None:
-            self.second.set_text("")
-            self.second.mark("")
-            self.second.add_class("-pending")
-        else:
-            _show_answer(self.second, compared.answer, compared.stopped)
-
-
 @dataclass
 class BubblePair:
+    """One turn on screen: its question's bubble, its answer's, and the comparisons shown below them."""
+
     question: MessageBubble
     answer: MessageBubble
     comparisons: list[ComparisonView] = field(default_factory=list)  # below the answer, oldest first
@@ -295,7 +156,7 @@ class Transcript(VerticalScroll):
         """New bubbles showing `turn` as stored (not mounted yet: the caller mounts them, many at once)."""
         pair = BubblePair(MessageBubble(turn.question, "question", "You"),
                           MessageBubble(turn.answer, "answer", self.assistant_label))
-        _show_answer(pair.answer, turn.answer, turn.stopped)
+        pair.answer.show_answer(turn.answer, turn.stopped)
         for compared in turn.compared:
             view = ComparisonView(image_labels(turn.image.source if turn.image else "", compared.image.source),
                                   compared.image.sha256)
@@ -388,14 +249,6 @@ class Transcript(VerticalScroll):
             self._earlier = None
         elif self._earlier is not None and self._earlier.count != self.hidden:
             self._earlier.set_count(self.hidden)
-
-
-def _show_answer(bubble: MessageBubble, answer: str, stopped: bool) -> None:
-    bubble.set_text(answer)
-    if not answer:
-        bubble.update(EMPTY_ANSWER)
-        bubble.add_class("-pending")
-    bubble.mark("stopped" if stopped else "", "-stopped" if stopped else "")
 
 
 def image_label(source: str) -> str:
