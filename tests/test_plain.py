@@ -308,8 +308,8 @@ def test_an_answer_without_words_is_said_to_be_none(tmp_path: Path, pictures: di
 
 def test_a_chat_that_could_not_be_saved_says_so_and_exits_2(tmp_path: Path, pictures: dict[str, Path]) -> None:
     engine = ScriptedEngine("a red square")
-    plain, out, notes = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     (tmp_path / "sessions").write_text("")  # a file where the sessions folder should be: no save can work
+    plain, out, notes = plain_chat(engine, pictures["red"], tmp_path / "sessions")
     assert plain.run(["what is it?"]) == 2
     assert out.getvalue().splitlines() == ["You: what is it?", "Assistant: a red square"]
     assert notes.getvalue().splitlines()[-1] == ("blip2-chat: The chat could not be saved (see above); its answers "

@@ -26,7 +26,7 @@ from chatbot.core.export import write_failure
 from chatbot.core.photo_search import Found, result_to_open
 from chatbot.core.session_files import MAX_SESSION_BYTES
 from chatbot.core.settings import BY_NAME, apply_setting, describe_options, shown_value
-from chatbot.core.store import NEARLY_FULL, SessionForked, SessionTooLong
+from chatbot.core.store import NEARLY_FULL, SessionForked, SessionStore, SessionTooLong
 from chatbot.engine.base import CancelToken
 from chatbot.errors import ImageError, UserError, described, first_line
 from chatbot.images import LoadedImage, load_image
@@ -73,9 +73,19 @@ SPECS = {spec.name: spec for spec in COMMANDS}
 QUESTION_ESCAPE = "To ask a question that starts with a slash, begin it with two slashes."
 
 
-def saved_sentence(session_id: str) -> str:
-    """What every front end says as a chat ends saved: where it went, and how to go on with it."""
-    return f"Chat saved as session {session_id}; blip2-chat --continue goes on with it."
+def saved_sentence(session_id: str, store: SessionStore | None = None) -> str:
+    """What every front end says as a chat ends saved: where it went, and how to go on with it
+    (`going_on_command`)."""
+    return f"Chat saved as session {session_id}; {going_on_command(session_id, store)} goes on with it."
+
+
+def going_on_command(session_id: str, store: SessionStore | None = None) -> str:
+    """The command that opens chat `session_id` again: `blip2-chat --continue` while it is the chat that opens
+    (`SessionStore.opened_by_continue`; also with no store to ask), else `blip2-chat --resume ID`: another chat
+    was saved since, or this one is a copy of a chat saved later (two terminals), and --continue opens that."""
+    if store is None or store.opened_by_continue(session_id):
+        return "blip2-chat --continue"
+    return f"blip2-chat --resume {session_id}"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ sees it (UTF-8, room in the context) are `prompt_checks`, shared with the one-sh
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -25,7 +26,7 @@ from chatbot.core.export_pages import FORMAT_SUFFIXES, FORMATS
 from chatbot.core.photo_search import Found
 from chatbot.core.prompt_checks import check_text, prompt_budget
 from chatbot.core.resume import options_for
-from chatbot.core.session import ImageRef, Session, Turn, valid_session_id
+from chatbot.core.session import ImageRef, Session, SessionError, Turn, valid_session_id
 from chatbot.core.session_files import session_json, shown
 from chatbot.core.settings import Settings
 from chatbot.core.store import SessionForked, SessionStore
@@ -97,6 +98,8 @@ class Conversation:
         self.found: list[Found] = []  # the last /find's results, numbered from 1 for /open N
         self.compare_due: LoadedImage | None = None  # ... and it was just recorded: compare it now (core.comparison)
         self._saved_text = session_json(self.session) if self.session.turns else ""  # unchanged: not rewritten
+        if store is not None and session is None:
+            self._hold_new_session(store)
         if image is not None:
             self.set_image(image)
         if engine is not None:
@@ -378,6 +381,14 @@ class Conversation:
         self.set_options(replace(self.options, **changes))  # type: ignore[arg-type]
 
     # -- saving and exporting ---------------------------------------------------------------------------
+
+    def _hold_new_session(self, store: SessionStore) -> None:
+        """A new chat holds its session from its start (`SessionStore.claim`: `<id>.lock`, let go when the process
+        ends), not from its first save: `blip2-chat sessions --delete` in another terminal then sees it open, and
+        keeps the pictures pasted into it and the questions typed in it. It has no file until its first turn, so
+        a chat that never had one leaves nothing. Where no lock can be made, its first save says so."""
+        with contextlib.suppress(SessionError):
+            store.claim(self.session)  # a fresh id: no other chat's file, no other holder (else: a fresh copy)
 
     def save(self, force: bool = False) -> Path | None:
         """Write the session to the store if it changed (also when unchanged with `force`, i.e. /save).

@@ -93,7 +93,8 @@ def session_to_resume(store: SessionStore, continue_last: bool, resume: str | No
     id, and `store.problems` holds the sentence that says so (as it holds damaged files set aside and an
     import's new id), for the front end to show. An imported chat with turns is saved into the store at
     once, so `--resume ID` finds it afterwards, whether or not a turn is added, and so is the copy made of
-    a saved chat this version does not fully understand (`SessionStore.load`).
+    a saved chat this version does not fully understand (`SessionStore.load`), or of one open in another
+    blip2-chat (the chat says it goes on as that copy, and ends saying it was saved as it).
     """
     imported = False
     try:
@@ -126,13 +127,15 @@ def session_to_resume(store: SessionStore, continue_last: bool, resume: str | No
         if store.problems:  # say where a damaged file went
             raise SessionError(error.message, " ".join([error.hint, *store.problems]).strip()) from None
         raise
+    opened_as = session.id
     try:
         note = store.claim(session)
     except SessionError as error:  # no lock can be made there: saving will say what is wrong
         note = str(error)
     if note:
         store.problems.append(note)
-    if (imported or session.not_understood) and session.turns:
+    forked = session.id != opened_as  # open in another blip2-chat: this one goes on in a copy, which is saved now
+    if (imported or session.not_understood or forked) and session.turns:
         _save_copy(store, session, "imported chat" if imported else "copy")
     return session
 

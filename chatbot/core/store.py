@@ -22,7 +22,8 @@ The rules the store keeps, whatever a session file or a command line says:
   fields this version does not know (`Session.not_understood`), is loaded as a copy under a new id,
   said in `problems` in one sentence; the file itself stays as it is, for the version that wrote it.
 - **`latest` is the newest chat with a question.** A saved chat whose turns were all undone is listed
-  (0 turns) and opens by its id, but `--continue` never lands on it.
+  (0 turns) and opens by its id, but `--continue` never lands on it. `opened_by_continue` tells a chat that
+  ends whether `--continue` opens it, or `--resume ID` is the way back.
 - **A bad saved option keeps the default and the rest of the session loads.** What `Session.from_dict`
   mended (an option that is no plain value, a `context_start` that is no turn index) and every saved
   option the settings schema refuses (`chatbot.core.settings`, the rule `/set` uses) are dropped and
@@ -34,8 +35,10 @@ The rules the store keeps, whatever a session file or a command line says:
   session was read from it, `session` becomes a copy under a new id (every turn kept, the other
   chat's file untouched) and `claim` returns the sentence that says so. `save` claims first, so a
   session file another process holds is never overwritten: a save that had to fork raises
-  `SessionForked` after writing the copy. `release(session)` lets go (exit does too). On a
-  filesystem without working locks the save goes on unlocked; the changed-since-read check stays.
+  `SessionForked` after writing the copy. `release(session)` lets go (exit does too). A new chat is claimed
+  as it starts (`Conversation`), before it has a file, so that `every_saved_chat` counts it as open (it may
+  show a pasted picture it has not saved yet). On a filesystem without working locks the save goes on
+  unlocked; the changed-since-read check stays.
 """
 
 from __future__ import annotations
@@ -489,7 +492,8 @@ class SessionStore:
 
     def every_saved_chat(self) -> list[Session] | None:
         """Every saved chat; None when that cannot be told: a session file that cannot be read, or a chat open in
-        another blip2-chat now (it may hold what it has not saved yet)."""
+        another blip2-chat now (it may hold what it has not saved yet: a new chat holds its lock from its start,
+        before it has a file, with a picture pasted and no question asked yet)."""
         try:
             paths = sorted(self.root.glob("*.json")) if self.root.is_dir() else []
             locks = sorted(self.root.glob("*.lock")) if self.root.is_dir() else []
@@ -519,3 +523,34 @@ class SessionStore:
         """The newest saved chat with at least one question (one whose turns were all undone is passed over)."""
         newest = next((summary for summary in self.summaries() if summary.turns), None)
         return self.load(newest.id) if newest else None
+
+    def opened_by_continue(self, session_id: str) -> bool:
+        """Whether `blip2-chat --continue` would open the saved chat `session_id` now: it is `latest`, the newest
+        saved chat with a question (not when another chat was saved since, nor for a chat that is a copy whose
+        original was saved later). False when that cannot be told, or it has no file: `--resume ID` is then the
+        way back to it.
+
+        `summaries` orders the chats as `latest` does, reading every file; this reads them in that order, newest
+        first, only until the first one with a question, so a chat that ends says it at once however many are saved.
+        """
+        try:
+            paths = sorted(self.root.glob("*.json")) if self.root.is_dir() else []
+        except OSError:
+            return False
+        dated = []
+        for path in paths:
+            if not valid_session_id(path.stem):
+                continue
+            try:
+                updated = os.stat(path, follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+            dated.append((updated, path))
+        for _, path in sorted(dated, key=lambda item: item[0], reverse=True):  # stable: as `summaries` sorts
+            try:
+                session = self._read(path)[0]
+            except SessionError:  # left out of `summaries` (or set aside by it): --continue passes over it too
+                continue
+            if session.turns:
+                return path.stem == session_id
+        return False

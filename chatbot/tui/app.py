@@ -165,7 +165,7 @@ class ChatApp(CommandsAndKeysApp, inherit_bindings=False):
             return None
         if not conversation.saved:
             return "blip2-chat: The chat could not be saved (the app said why); its answers are lost."
-        return saved_sentence(conversation.session.id)
+        return saved_sentence(conversation.session.id, conversation.store)  # --continue, or --resume ID
 
 
 def create_app(

@@ -48,6 +48,7 @@ from chatbot.core.commands import (
     compare_with,
     failure_text,
     found_outcome,
+    going_on_command,
     help_lines,
     is_command,
     load_chosen_image,
@@ -189,7 +190,8 @@ class PlainChat:
             self.say("blip2-chat: The chat could not be saved (see above); its answers are only in this output. "
                      "Goodbye.")
             return 2
-        self.say(f"{saved_sentence(conversation.session.id)} Goodbye." if conversation.saved else "Goodbye.")
+        self.say(f"{saved_sentence(conversation.session.id, conversation.store)} Goodbye." if conversation.saved
+                 else "Goodbye.")
         return status
 
     def output_lost(self, error: OSError) -> int:
@@ -200,8 +202,9 @@ class PlainChat:
                 let_go_of_stdout()
         if isinstance(error, BrokenPipeError):
             return READER_LEFT
+        going_on = going_on_command(self.conversation.session.id, self.conversation.store)
         self.say(f"blip2-chat: The answers could not be written to the output ({visible(error.strerror or error)}), "
-                 "so the chat ends here; what was answered is saved, and blip2-chat --continue goes on with it.")
+                 f"so the chat ends here; what was answered is saved, and {going_on} goes on with it.")
         return 2
 
     def handle(self, line: str) -> bool:
