@@ -26,7 +26,7 @@ from chatbot.core.commands import Retry, after_saving, typed_line
 from chatbot.core.conversation import Conversation
 from chatbot.core.key_names import action_key_label
 from chatbot.engine.base import CancelToken
-from chatbot.errors import UserError, model_error_text
+from chatbot.errors import QuestionError, UserError, model_error_text
 from chatbot.tui import messages as msg
 from chatbot.tui.widgets.bubbles import MessageBubble
 from chatbot.tui.widgets.chat_input import ChatInput
@@ -151,8 +151,11 @@ class AnsweringApp(App[None]):
         loading, opening = self.conversation.engine is None, self.image_coming()
         if loading or opening or self.streaming():
             if loading and self.model_error:
-                self.notice(f"No model is loaded: {self.model_error} /model NAME loads one.", "error")
-                return False
+                try:  # no model after a failed load: the core's one sentence for it
+                    self.conversation.require_engine()
+                except QuestionError as error:
+                    self.notice(str(error), "error")
+                    return False
             try:  # what can be refused now is refused now, not when its turn comes
                 self.conversation.check_question(question, image_coming=opening)
             except UserError as error:

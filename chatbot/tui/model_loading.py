@@ -16,7 +16,7 @@ from textual import work
 from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
-from chatbot.core.commands import MODEL_HINT
+from chatbot.core.commands import MODEL_HINT, goes_on_with
 from chatbot.core.conversation import release_engine
 from chatbot.core.runtime import check_chat_model_name, open_engine_for
 from chatbot.core.settings import Settings
@@ -73,7 +73,7 @@ class ModelLoadingApp(FindingApp):
         try:
             check_chat_model_name(name)
         except UserError as error:
-            self.notice(f"{error} The chat goes on with {self.conversation.session.model}.", "error")
+            self.notice(f"{error} {goes_on_with(self.conversation)}", "error")
             return False
         old = self.conversation.detach()
         self._switching = True
@@ -129,7 +129,7 @@ class ModelLoadingApp(FindingApp):
         self._set_ready_activity()  # Ready, or still opening an image
         if self._switching:  # /model: say it, as the screen-reader mode does
             self._switching = False
-            self.notice(f"The chat goes on with {message.engine.info.model_id}.")
+            self.notice(goes_on_with(self.conversation))
         if room := self.conversation.room_problem():  # options that leave this model no room: said now
             self.notice(room, "warning")
         self._refresh_memory()

@@ -48,6 +48,7 @@ from chatbot.core.commands import (
     compare_with,
     failure_text,
     found_outcome,
+    goes_on_with,
     going_on_command,
     help_lines,
     is_command,
@@ -275,10 +276,10 @@ class PlainChat:
             engine = self.open_model(conversation.settings)
         except Exception as error:  # noqa: BLE001 - every load failure is one sentence, the chat goes on
             conversation.load_failed(model_error_text(error, chat=False))
-            self.say(f"blip2-chat: {conversation.model_error} No model is loaded now: /model NAME loads one.")
+            self.say(f"blip2-chat: {conversation.model_error} {goes_on_with(conversation)}")
             return
         conversation.attach(engine)
-        self.say(f"The chat goes on with {engine.info.model_id}.")
+        self.say(goes_on_with(conversation))
         if room := conversation.room_problem():  # a max_new_tokens /set for the other model: said now, not later
             self.say(f"blip2-chat: {room}")
 
