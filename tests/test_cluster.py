@@ -261,3 +261,16 @@ def test_without_ray_the_flag_says_how_to_install_it(
     assert "pip install 'blip2-chat[cluster]'" in err and "pip install -e '.[cluster]'" in err
     assert "on Ray" not in err  # no line says Ray is at work before the one that says it is missing
     assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_answers_cut_off_at_max_new_tokens_are_counted_on_ray_as_on_one_machine(
+    photos: Path, checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The summary's "N alt texts were cut off at 4 tokens" comes from the workers' token counts on Ray: the
+    same sentence one machine says (it was missing on Ray, whose results had no token counts)."""
+    describe(photos, tmp_path / "alone.jsonl", checkpoints["opt"], "--max-new-tokens", "4")
+    alone = [line for line in capsys.readouterr().err.splitlines() if "cut off" in line]
+    describe(photos, tmp_path / "ray.jsonl", checkpoints["opt"], "--max-new-tokens", "4", "--ray")
+    on_ray = [line for line in capsys.readouterr().err.splitlines() if "cut off" in line]
+    assert len(alone) == 1 and "cut off at 4 tokens" in alone[0]  # random weights rarely end within 4 tokens
+    assert on_ray == alone

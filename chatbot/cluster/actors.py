@@ -74,11 +74,17 @@ class CaptionActor(_Actor):
         self._count_batch()
         rows, images = pictures_of(batch)
         captions = np.full(len(batch["path"]), "", dtype=object)
+        cut_short = np.zeros(len(batch["path"]), dtype=bool)
         if images:
-            for row, caption in zip(rows, self.engine.answer_batch(images, self.prompt, self.settings.options),
-                                    strict=True):
+            answers = self.engine.answer_batch(images, self.prompt, self.settings.options)
+            lengths = [len(ids) for ids in self.engine.last_batch_stats.token_ids]
+            if len(lengths) != len(images):  # an engine that does not count its tokens: none counted as cut off
+                lengths = [0] * len(images)
+            for row, caption, length in zip(rows, answers, lengths, strict=True):
                 captions[row] = caption
-        return {"path": batch["path"], "sha256": batch["sha256"], "error": batch["error"], "caption": captions}
+                cut_short[row] = length >= self.settings.options.max_new_tokens  # as one machine counts them
+        return {"path": batch["path"], "sha256": batch["sha256"], "error": batch["error"], "caption": captions,
+                "cut_short": cut_short}
 
 
 class EmbeddingActor(_Actor):

@@ -44,6 +44,7 @@ class Result:
     sha256: str  # "" when the file could not be read
     error: str  # the sentence a one-machine run would give, or ""
     caption: str = ""  # describe: the model's raw answer (the driver makes it alt text)
+    cut_short: bool = False  # describe: the answer ran to max_new_tokens before the model ended it
     embedding: Any = None  # index: float32 [queries, dim]
 
 
@@ -71,9 +72,9 @@ def caption_results(ray: ModuleType, paths: list[str], *, settings: Settings, pr
                                               "fault": FaultPlan.from_environment()})
     again = "The rows written so far are kept; with --out, --resume goes on from them."
     for batch in _run(ray, paths, CaptionActor, model_stage, batch_size, cluster, again, notice):
-        for path, sha, error, caption in zip(batch["path"], batch["sha256"], batch["error"], batch["caption"],
-                                             strict=True):
-            yield Result(str(path), str(sha), str(error), caption=str(caption))
+        for path, sha, error, caption, cut in zip(batch["path"], batch["sha256"], batch["error"], batch["caption"],
+                                                  batch["cut_short"], strict=True):
+            yield Result(str(path), str(sha), str(error), caption=str(caption), cut_short=bool(cut))
 
 
 def embedding_results(ray: ModuleType, paths: list[str], *, model: str, settings: Settings, batch_size: int,

@@ -50,13 +50,17 @@ class RemoteCaptions:
     def __init__(self, results: Iterator[Result]) -> None:
         self._results = _InOrder(results)
         self._captions: dict[str, str] = {}
+        self._cut_short: set[str] = set()  # paths whose answer ran to max_new_tokens, as the workers counted
         self._hashes: dict[str, str] = {}
+        self.last_cut_short: set[str] = set()  # the sha256 of each answer of the last batch that was cut off
 
     def load(self, path: str) -> LoadedImage:
         result = self._results.take(path)
         self._hashes[path] = result.sha256  # an error row's sha256, as the worker read it
         if not result.error:
             self._captions[path] = result.caption
+            if result.cut_short:
+                self._cut_short.add(path)
         return _as_loaded(result)
 
     def sha256_of(self, path: str) -> str:
@@ -64,6 +68,8 @@ class RemoteCaptions:
         return self._hashes.pop(path) if path in self._hashes else sha256_any(path)
 
     def answer_batch(self, images: Sequence[LoadedImage], prompt: str | Sequence[str], options: object) -> list[str]:
+        self.last_cut_short = {image.sha256 for image in images if image.source in self._cut_short}
+        self._cut_short.difference_update(image.source for image in images)
         return [self._captions.pop(image.source) for image in images]
 
 

@@ -199,7 +199,11 @@ class ModelFailedError(UserError):
 
 def _reached_the_limit(engine: BatchAnswerer, images: Sequence[LoadedImage], options: GenerationOptions) -> set[str]:
     """The sha256 of each image whose answer in the last `answer_batch` ran to max_new_tokens before the model ended
-    it (cut off, maybe mid-sentence); none where the answerer does not count tokens (a Ray run's results)."""
+    it (cut off, maybe mid-sentence): counted here from the tokens, or by the workers of a Ray run (its results
+    say which, `last_cut_short`); none where the answerer does not count tokens."""
+    counted = getattr(engine, "last_cut_short", None)
+    if counted is not None:
+        return set(counted)
     token_ids = getattr(getattr(engine, "last_batch_stats", None), "token_ids", None)
     if not token_ids or len(token_ids) != len(images):
         return set()
