@@ -15,7 +15,6 @@ index is made by `rebuild.open_rebuild`. docs/search.md says why SQLite + numpy 
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from chatbot.core.photo_index.folder import (
     access_reason,
     check_index_folder,
     damaged_in_place,
-    index_files,
     index_flag,
     is_damage,
     lock_for_writing,
@@ -224,25 +222,19 @@ class IndexStore(CompactingIndex):
     def swap_in(self) -> None:
         """Close this index, made by `open_rebuild`, and put it in place of the index it rebuilds.
 
-        The old index's `index.sqlite` leaves first and the new one arrives last, so a crash half-way leaves
-        either index whole or no index (never one's database with the other's vectors); the old files are
-        deleted only once the new ones are in place."""
+        The old index's `index.sqlite` leaves first and the new one arrives last, so a crash half-way never leaves
+        one's database with the other's vectors; the old files are deleted only once the new ones are in place.
+        `folder.swap_rebuild_in` first records both indexes' files, so the next open finishes a swap a crash
+        cut short (`folder.settle_swap`), and a search meanwhile waits for it rather than finding no index."""
+        from chatbot.core.photo_index.folder import swap_rebuild_in
+
         self._db.close()  # the last connection: SQLite folds the WAL into index.sqlite
-        aside, folder = self.folder, self.folder.parent
         try:
-            replaced = folder / "replaced-by-rebuild"
-            replaced.mkdir(exist_ok=True)
-            old = [path.rename(replaced / path.name) for path in index_files(folder)]
-            for path in reversed(index_files(aside)):
-                path.rename(folder / path.name)
-            for path in old:
-                path.unlink()
-            (aside / "writer.lock").unlink(missing_ok=True)
-            for emptied in (replaced, aside):  # each is left when it holds something else (a damaged rebuild)
-                with contextlib.suppress(OSError):
-                    emptied.rmdir()
+            swap_rebuild_in(self.folder.parent)
+        except OSError as error:  # a full disk, permissions: the next open finishes it (both indexes are kept)
+            raise access_error(self.folder.parent, error, "written") from None
         finally:
-            self.close()
+            self.close()  # the writer locks go last: no other run meets the swap half-made
 
     # ----- what the index knows
 

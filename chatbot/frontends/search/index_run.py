@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -25,6 +26,7 @@ from chatbot.core.settings import Settings
 from chatbot.errors import UserError
 from chatbot.frontends.progress_line import ProgressLine, plural
 from chatbot.frontends.screen_reader import config_wants_plain
+from chatbot.frontends.stop_signals import ENDING_SIGNALS, SignalStop, StopSignals, stop_status
 from chatbot.image_download import is_address
 from chatbot.image_files import refuse_other_schemes
 from chatbot.images import LoadedImage, is_url, public_url
@@ -32,6 +34,7 @@ from chatbot.untrusted import json_line, visible
 
 if TYPE_CHECKING:
     from chatbot.core.photo_index.forget import Forgotten
+    from chatbot.core.photo_index.rebuild import RebuildPlan
 
 MOST_FAILURES_NAMED = 10
 
@@ -59,6 +62,11 @@ class IndexRequest:
 def run_index(settings: Settings, request: IndexRequest) -> int:
     """The `index` command; `settings.model` is the retrieval checkpoint asked for ("" : the index's own).
 
+    Ctrl+C, SIGTERM and SIGHUP stop it alike (`StopSignals`): every finished batch is kept, "Stopped. ..." is
+    said, --json prints the finished batches' summary with `cancelled` true, and the exit status is 130, 143 or
+    129. None of them cuts short the end of the run (a rebuild swapped in, an index that made nothing removed);
+    one that comes then is taken as coming after it.
+
     Nothing is made when there is nothing to index. A run that makes an index (the first, or a --rebuild,
     which is made aside while the old index stays as it was) and ends with no picture in it leaves nothing
     behind, so a model that failed to load is never recorded; a --rebuild replaces the old index only
@@ -69,10 +77,25 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
             is a file, another model's index, a damaged one, one that cannot be written (a full disk, no
             permission: nothing is moved).
     """
+    stops = StopSignals((signal.SIGINT, *ENDING_SIGNALS))
+    with stops.installed():
+        try:
+            return _run_index(settings, request, stops)
+        except SignalStop as stop:  # before the run began: nothing was written (Ctrl+C: the CLI's own 130)
+            return stop.status
+
+
+def _run_index(settings: Settings, request: IndexRequest, stops: StopSignals) -> int:
     from chatbot.core.photo_index.build import IndexSummary, update_index
     from chatbot.core.photo_index.files import find_image_files, nothing_found_words
-    from chatbot.core.photo_index.folder import check_index_folder, has_index, restore_superseded, waiting_rebuild
-    from chatbot.core.photo_index.rebuild import open_rebuild
+    from chatbot.core.photo_index.folder import (
+        REBUILDING,
+        check_index_folder,
+        has_index,
+        restore_superseded,
+        waiting_rebuild,
+    )
+    from chatbot.core.photo_index.rebuild import RebuildPlan, going_on_words, open_rebuild, read_plan
     from chatbot.core.photo_index.store import IndexStore
 
     folder = index_folder(request.folder)
@@ -85,7 +108,8 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
         raise UserError(*nothing_found_words(list(request.paths), roots, request.recursive))
     model = choose_index_model(settings.model, folder, rebuild=request.rebuild)
     made_folders = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
-    store = open_rebuild(folder, model) if request.rebuild else IndexStore.open(folder, model, create=True)
+    plan = RebuildPlan(tuple(dict.fromkeys(found.roots)), request.recursive)  # as recorded: the way on after a stop
+    store = open_rebuild(folder, model, plan) if request.rebuild else IndexStore.open(folder, model, create=True)
     # the store holds the index's writer lock now, so a rebuild found waiting is one that was stopped
     if store.superseded is not None:
         say(f"A stopped rebuild with {visible(store.superseded[0])} ({plural(store.superseded[1], 'picture')}) "
@@ -93,7 +117,7 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     elif request.rebuild and store.count():
         say(f"Going on with the stopped rebuild ({plural(store.count(), 'picture')} in it already).")
     elif not request.rebuild and (waiting := waiting_rebuild(folder)) is not None:
-        say(waiting_words(waiting, request, folder))
+        say(waiting_words(waiting, read_plan(folder / REBUILDING), folder))
     if found.linked_folders:
         say(linked_words(found.linked_folders, folder))
     progress: ProgressLine | None = None
@@ -127,33 +151,35 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
                                    batch_size=request.batch_size, on_progress=advanced, reader=reader, found=found)
         held = store.count()
         finished = not summary.cancelled
-    except KeyboardInterrupt as stop:
+    except KeyboardInterrupt as stop:  # Ctrl+C, SIGTERM or SIGHUP (`StopSignals`)
         if progress is not None:
             progress.finish()
-        say(f"Stopped. The index at {folder} is as it was; run the same command again to go on with the "
-            "rebuild." if request.rebuild else
-            "Stopped. Every finished batch is in the index; run the same command again to go on.")
+        with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone; the summary may still go to a file
+            say(f"Stopped. The index at {folder} is as it was; run the same command again to go on with the "
+                "rebuild." if request.rebuild else
+                "Stopped. Every finished batch is in the index; run the same command again to go on.")
         if request.json:  # the summary of the finished batches, `cancelled`: a script sees what was done
             with contextlib.suppress(Exception):  # the store as it stands (a rolled-back batch is not in it)
                 held = store.count()
             done = getattr(stop, "finished", None) or IndexSummary(cancelled=True)  # update_index's finished batches
             print(json_line(summary_record(done, folder, model, held, found.linked_folders)), flush=True)
-        return 130
+        return stop_status(stop)
     except UserError:  # the index or the model refused (a full disk, no permission): said on a line of its own
         if progress is not None:
             progress.finish()
         raise
     finally:
-        made_nothing = fresh and _holds_nothing(store)
-        if made_nothing:
-            _remove_made_index(store, made_folders)
-            if request.rebuild and (kept := restore_superseded(folder)) is not None and kept[0]:
-                say(f"The stopped rebuild with {visible(kept[0])} is kept, as it was; to go on with it: "
-                    f"{rebuild_command(kept[0], request, folder)}.")
-        elif request.rebuild and finished:
-            store.swap_in()
-        else:
-            store.close()
+        with stops.deferred():  # the end of the run: no signal cuts a swap or a removal short
+            made_nothing = fresh and _holds_nothing(store)
+            if made_nothing:
+                _remove_made_index(store, made_folders)
+                if request.rebuild and (kept := restore_superseded(folder)) is not None and kept[0]:
+                    say(f"The stopped rebuild with {visible(kept[0])} is kept, as it was; "
+                        f"{going_on_words(kept[0], read_plan(folder / REBUILDING), folder)}.")
+            elif request.rebuild and finished:
+                store.swap_in()
+            else:
+                store.close()
     if progress is not None:
         progress.finish()
     if nothing and summary.removed == 0:  # an index that held nothing from there either: nothing was done
@@ -177,21 +203,15 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
     return 130 if summary.cancelled else 0
 
 
-def rebuild_command(model: str, request: IndexRequest, folder: Path) -> str:
-    """`blip2-chat index PATH... -r --rebuild --model M [--index DIR]`: this run's paths, as a rebuild with `model`."""
-    from chatbot.core.photo_index.folder import index_flag
+def waiting_words(waiting: tuple[str, int], plan: RebuildPlan | None, folder: Path) -> str:
+    """The sentence for a plain `index` run while a stopped rebuild waits beside the index: the command that goes
+    on with that rebuild (`plan`: its own paths and -r, as it recorded them; None: not known)."""
+    from chatbot.core.photo_index.rebuild import going_on_words
 
-    words = [_quoted(path) for path in request.paths]
-    words += ["-r"] if request.recursive else []
-    return f"blip2-chat index {' '.join(words)} --rebuild --model {_quoted(model)}{index_flag(folder)}"
-
-
-def waiting_words(waiting: tuple[str, int], request: IndexRequest, folder: Path) -> str:
-    """The sentence for a plain `index` run while a stopped rebuild waits beside the index."""
     model, pictures = waiting
     return (f"A rebuild of this index with {visible(model)} was stopped before it was complete "
-            f"({plural(pictures, 'picture')} so far) and waits; this run updates the index as it is. To go on "
-            f"with the rebuild: {rebuild_command(model, request, folder)}.")
+            f"({plural(pictures, 'picture')} so far) and waits; this run updates the index as it is. "
+            f"{going_on_words(model, plan, folder, 'the rebuild', first=True)}.")
 
 
 def linked_words(links: list[str], folder: Path, most: int = 3) -> str:
@@ -234,10 +254,11 @@ def _holds_nothing(store: Any) -> bool:
 
 def _remove_made_index(store: Any, made_folders: list[Path]) -> None:
     """Close and delete an index this run made that holds nothing, and the folders the run made for it."""
-    from chatbot.core.photo_index.folder import remove_index_files
+    from chatbot.core.photo_index.folder import REBUILD_RECORD, remove_index_files
 
     store.close()
     remove_index_files(store.folder)
+    (store.folder / REBUILD_RECORD).unlink(missing_ok=True)  # a rebuild's record of what it was to index
     for path in [store.folder, *made_folders]:
         (path / "writer.lock").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
