@@ -39,7 +39,6 @@ from chatbot.frontends.describe.alt_text import DEFAULT_PROMPT, to_alt_text
 from chatbot.frontends.describe.ctrl_c import CtrlC
 from chatbot.frontends.describe.output import (
     OutputError,
-    OutputWriteError,
     Row,
     RowWriter,
     check_out,
@@ -292,13 +291,17 @@ def run_describe(settings: Settings, request: DescribeRequest) -> int:
     if request.resume and request.out is not None and os.path.exists(request.out) and not request.out.is_file():
         raise OutputError(f"--resume reads --out back, and {visible(request.out)} is not a regular file.",
                           "Give --out a file, or leave out --resume to write into it.")  # a named pipe would hang
-    with held_alone(request.out, fmt):  # a second run into the same file is refused now, before it reads the file
-        return _describe_into(settings, request, fmt, paths)
+    with held_alone(request.out, fmt) as held:  # a second run into the same file is refused now, before it reads it
+        return _describe_into(settings, request, fmt, paths, held)
 
 
-def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths: list[str]) -> int:
-    """The rest of `run_describe`, while --out is held: read what it holds (--resume), load, describe, summarise."""
+def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths: list[str], held: int | None) -> int:
+    """The rest of `run_describe`, while --out is held (`held`: Parquet's NAME.partial, opened): read what it holds
+    (--resume), load, describe, summarise."""
     done: list[Row] = []
+    if fmt == PARQUET and request.out is not None and os.path.lexists(request.out):
+        raise OutputError(f"{visible(request.out)} already exists, and a Parquet file is never written over.",
+                          "Choose another --out, or move that file away first.")
     if request.out is not None and request.out.is_file() and request.out.stat().st_size > 0:
         if not request.resume:
             raise OutputError(f"{visible(request.out)} already exists.",
@@ -315,7 +318,7 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
     ctrl_c = CtrlC()
     try:
         with ctrl_c.installed(), _answerer_for(settings, request, paths, done, hashed) as (engine, load, sha256_of), \
-                _writer_for(request.out, fmt) as writer:
+                _writer_for(request.out, fmt, held) as writer:
             progress.start(f"Describing {plural(len(paths), 'image')}, {request.batch_size} at a time.",
                            measure_after=request.batch_size if request.ray is not None else 0)
             noted = _Noted(writer.write, load, demo=is_demo_model(settings.model))
@@ -324,7 +327,7 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
                                sha256_of=sha256_of, ctrl_c=ctrl_c)
     except KeyboardInterrupt:
         progress.finish()  # the bar shows the last row written, as the sentence does
-        say(_stopped_sentence(progress, request.out))
+        say(_stopped_sentence(progress, request.out, fmt))
         from chatbot.core.runtime import exit_now
 
         # every row is written and the file closed: leave now, not after the model thread's batch (at exit Python
@@ -337,7 +340,7 @@ def _describe_into(settings: Settings, request: DescribeRequest, fmt: str, paths
         progress.finish()
         say(f"blip2-chat: {error}")
         return 1
-    except OutputWriteError:
+    except OutputError:  # a full disk, or (Parquet) a file that appeared under --out meanwhile
         progress.finish()
         if request.out is None:
             let_go_of_stdout()
@@ -402,12 +405,17 @@ def _all_done(paths: Sequence[str], done: Sequence[Row], sha256_of: Callable[[st
     return all(already_done(path, keys, sha256_of) for path in paths)
 
 
-def _stopped_sentence(progress: ProgressLine, out: Path | None) -> str:
+def _stopped_sentence(progress: ProgressLine, out: Path | None, fmt: str) -> str:
     """'Stopped after 6 of 33 images. ...': the count is of images with a row in the output (each is advanced
-    right after its row is written), skipped ones included."""
+    right after its row is written), skipped ones included. A Parquet file gets its name only when the run ends,
+    and cannot be resumed: the sentence says that nothing was written under the name, and how to go on."""
     stopped = f"Stopped after {progress.done} of {plural(progress.total, 'image')}."
     if out is None:
         return f"{stopped} Pass --out FILE to write a file that --resume can go on from."
+    if fmt == PARQUET:
+        return (f"{stopped} A Parquet file is named only once the run ends, so {visible(out)} was not written; run "
+                "the same command again to describe them all (Parquet cannot be resumed; JSON Lines can, with "
+                "--out FILE.jsonl).")
     return f"{stopped} What was described so far is saved; run the same command with --resume to go on."
 
 
@@ -459,8 +467,9 @@ def _answerer_for(settings: Settings, request: DescribeRequest, paths: list[str]
         yield remote, remote.load, lambda path: hashed.pop(path) if path in hashed else remote.sha256_of(path)
 
 
-def _writer_for(out: Path | None, fmt: str) -> RowWriter | ParquetRowWriter:
-    """Appends to --out (a header if it is new), else writes to stdout (a header first, then the rows)."""
+def _writer_for(out: Path | None, fmt: str, held: int | None) -> RowWriter | ParquetRowWriter:
+    """Appends to --out (a header if it is new), else writes to stdout (a header first, then the rows); Parquet
+    into the NAME.partial `held_alone` holds."""
     if fmt == PARQUET and out is not None:
-        return ParquetRowWriter(out)
+        return ParquetRowWriter(out, held)
     return RowWriter.open(out, fmt) if out is not None else RowWriter.to_stdout(sys.stdout, fmt)
