@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,10 @@ from chatbot.engine.base import Engine
 from chatbot.errors import OptionError
 from chatbot.images import LoadedImage
 from chatbot.untrusted import json_line, visible
+
+# The signals that end a chat or a long job as the person's own stop does, with everything kept: a shutdown or
+# `kill` (SIGTERM) and the terminal window closed (SIGHUP); where a platform has no such signal it is left out.
+ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 # Images per model call (`describe` and `index` --batch-size). Throughput still grows at 64 on an H200
 # (docs/benchmarks.md), so the limit is well above that; a batch's decoded pictures (up to 1024 pixels a side,

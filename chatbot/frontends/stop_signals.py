@@ -22,8 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-# Signals that end a run as Ctrl+C does, besides SIGINT itself (where a platform has one)
-ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 INTERRUPTED = 130  # the exit status after Ctrl+C (128 + SIGINT)
 
 

@@ -25,6 +25,7 @@ from chatbot.core.answer_wording import cut_short_mark, still_answering
 from chatbot.core.commands import Retry, after_saving, typed_line
 from chatbot.core.conversation import Conversation
 from chatbot.core.key_names import action_key_label
+from chatbot.core.runtime import ENDING_SIGNALS
 from chatbot.engine.base import CancelToken
 from chatbot.errors import QuestionError, UserError, model_error_text
 from chatbot.tui import messages as msg
@@ -48,9 +49,6 @@ WAITING_FOR_MODEL = "waiting for the model…"  # under a question sent while th
 WAITING_FOR_ANSWER = "waiting its turn…"  # under a question sent while an answer streams
 WAITING_FOR_IMAGE = "waiting for the image…"  # under a question sent while an image opens
 NOT_ASKED = "not asked"  # under a question that waited for an image that did not open
-# Signals that end the app as Ctrl+Q does (the chat saved, the terminal given back): a shutdown or `kill` (SIGTERM),
-# the terminal window closed (SIGHUP). Where a platform has no such signal it is left out.
-ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @dataclass

@@ -33,6 +33,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from chatbot.core.line_history import HISTORY_LINES, LineHistory
+from chatbot.core.runtime import ENDING_SIGNALS
 from chatbot.engine.base import CancelToken
 from chatbot.frontends.screen_reader import config_wants_plain, is_terminal, plain_output_asked
 from chatbot.untrusted import visible
@@ -240,7 +241,6 @@ def readline_list_matches(prompt: str, line: str, out: TextIO | None = None) -> 
     out.flush()
 
 
-ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class ChatEnded(BaseException):

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from chatbot.cluster.connection import ClusterOptions
 from chatbot.core.photo_search import choose_index_model, index_folder
-from chatbot.core.runtime import check_batch_size, say
+from chatbot.core.runtime import ENDING_SIGNALS, check_batch_size, say
 from chatbot.core.settings import Settings
 from chatbot.errors import UserError
 from chatbot.frontends.progress_line import ProgressLine, plural
 from chatbot.frontends.screen_reader import config_wants_plain
-from chatbot.frontends.stop_signals import ENDING_SIGNALS, SignalStop, StopSignals, stop_status
+from chatbot.frontends.stop_signals import SignalStop, StopSignals, stop_status
 from chatbot.image_download import is_address
 from chatbot.image_files import refuse_other_schemes
 from chatbot.images import LoadedImage, is_url, public_url
