@@ -157,7 +157,9 @@ def test_a_run_says_only_our_own_sentences(photos: Path, checkpoints: dict[str, 
     assert lines[-1] == f"Done: 6 described, 0 skipped (already in the output), 2 failed. Results in {out}."
     named = [line for line in lines[2:-1] if line.startswith("Not described: ")]  # the two failed images, by name
     assert len(named) == 2 and all(str(photos) in line for line in named)
-    assert [line for line in lines[2:-1] if not PROGRESS.fullmatch(line) and line not in named] == []
+    cut = [line for line in lines[2:-1] if " cut off at 30 tokens" in line]  # random weights seldom end sooner
+    assert len(cut) <= 1
+    assert [line for line in lines[2:-1] if not PROGRESS.fullmatch(line) and line not in named + cut] == []
     assert run.stdout == ""
 
 

@@ -230,8 +230,6 @@ class Finder:
 
         check_top(top)
         check_query_text(text)  # QueryError: blank, or not text
-        self.open(progress)
-        query = self._engine.text_embeddings([text])[0]  # QueryError: empty, or longer than the model reads
         # The store gives every path of its best pictures; copies of one picture (the same bytes in two
         # folders) are results of their own here, and `top` counts results: no more lines than asked for.
         # The pool is the first RERANK_POOL results whatever `top` is, so a shorter list is a longer one's start.
@@ -239,7 +237,7 @@ class Finder:
         wanted = max(top, pool)
         found: list[Found] = []
         read: dict[str, Any] = {}  # the files read to tell what became of them, for the matching head
-        for hit in self._store.search(query, top=wanted)[:wanted]:
+        for hit in self._hits(text, wanted, progress):
             indexed = (hit.size, hit.mtime_ns, hit.sha256) if hit.size >= 0 else None
             state, image = file_state(hit.path, indexed)
             if image is not None:
@@ -250,6 +248,23 @@ class Finder:
         head = found[:pool]
         progress(f"Re-scoring the best {len(head)} by similarity with the image-text matching head ...")
         return (rerank_by_match(self._engine, text, head, read) + found[pool:])[:top]
+
+    def _hits(self, text: str, wanted: int, progress: Callable[[str], None]) -> list[Any]:
+        """The store's best `wanted` pictures for `text`. An index that `index --rebuild` swapped in since the
+        store was opened is searched instead of the old one (the store follows it, saying nothing); when that
+        rebuild used another model, that model is loaded (as on a first search) and the query embedded again."""
+        from chatbot.core.photo_index.store import IndexRebuilt
+
+        try:
+            return self._search_once(text, wanted, progress)
+        except IndexRebuilt:
+            self._engine = None  # the store reads the new index now: its own model loads, once
+            return self._search_once(text, wanted, progress)
+
+    def _search_once(self, text: str, wanted: int, progress: Callable[[str], None]) -> list[Any]:
+        self.open(progress)
+        query = self._engine.text_embeddings([text])[0]  # QueryError: empty, or longer than the model reads
+        return list(self._store.search(query, top=wanted)[:wanted])
 
 
 def rerank_by_match(engine: Any, text: str, found: list[Found], read: dict[str, Any] | None = None) -> list[Found]:

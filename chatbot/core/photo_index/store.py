@@ -8,13 +8,15 @@ loses at most the batch in progress. Rows of contents no file has any more are g
 (`compaction.py`), at the end of an `index` or `index --forget` run, once they are most of the matrix. A damaged
 index is set aside (its files moved into `<folder>/damaged-<n>/`), never half-used; one that cannot be opened for
 another reason (a full disk, permissions, an I/O error, a lock) is left as it is, with one sentence saying why,
-and a search opens it read-only when it can. The connection, the matrix as read and their errors are
+and a search opens it read-only when it can. A store that reads follows a rebuild swapped in under it (it searches
+the new index, whole: `database.py` says how it knows). The connection, the matrix as read and their errors are
 `database.py`'s; the folder itself, its lock and a --rebuild's folders are `folder.py`'s, and a --rebuild's fresh
 index is made by `rebuild.open_rebuild`. docs/search.md says why SQLite + numpy and not LanceDB.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,9 +27,10 @@ import numpy as np
 
 from chatbot.core.photo_index.coarse import CoarseLists, probes_for
 from chatbot.core.photo_index.compaction import CompactingIndex
-from chatbot.core.photo_index.database import EXACT_LIMIT
+from chatbot.core.photo_index.database import EXACT_LIMIT, FOLLOWS, changed_while_read, file_identity
 from chatbot.core.photo_index.folder import (
     SUPERSEDED,
+    SWAP_MARK,
     access_error,
     access_reason,
     check_index_folder,
@@ -58,6 +61,15 @@ CREATE TABLE IF NOT EXISTS embeddings (sha256 TEXT PRIMARY KEY, row INTEGER NOT 
 """
 
 
+class IndexRebuilt(PhotoIndexError):
+    """A reader's index was replaced by a rebuild made with another checkpoint: the store reads the new index
+    now, and a query must be embedded again with its model (`Finder.find` does, once)."""
+
+
+class _SwappedWhileOpening(Exception):
+    """A reader's `index.sqlite` was replaced while it opened it (a rebuild swapped in): open it again."""
+
+
 @dataclass(frozen=True)
 class FileState:
     """What the index knows of one file: enough to tell, without reading it, whether it changed."""
@@ -77,6 +89,31 @@ class Hit:
     itc: float
     size: int = -1  # the file's size and mtime when it was indexed (-1: not known)
     mtime_ns: int = -1
+
+
+def _set_aside(folder: Path, made_by: str | None, opened: tuple[int, int] | None) -> PhotoIndexError:
+    """Set the damaged index in `folder` aside (`folder.set_aside`) under its writer lock, and only when it is still
+    the one found damaged (`opened`: a reader's index.sqlite; None: a writer's, which holds the lock). A reader
+    that finds another run writing to it leaves it as it is (that run may be a rebuild about to replace it)."""
+    if opened is None:
+        return set_aside(folder, made_by)
+    try:
+        lock = lock_for_writing(folder)
+    except PhotoIndexError:
+        if not os.access(folder, os.W_OK):
+            return set_aside(folder, made_by)  # nothing can be moved: it says so, and why
+        return PhotoIndexError(f"The search index at {visible(folder)} is damaged, and another blip2-chat is "
+                               "writing to it right now, so it was left as it is.",
+                               "Run this again once that run has finished (a damaged index is then moved aside), "
+                               f"or build it again with `blip2-chat index PATH --rebuild{index_flag(folder)}` "
+                               "(PATH: your photos folder).")
+    try:
+        if file_identity(folder) != opened:
+            raise _SwappedWhileOpening  # swapped just now: the new index is opened instead
+        return set_aside(folder, made_by)
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 class IndexStore(CompactingIndex):
@@ -107,14 +144,28 @@ class IndexStore(CompactingIndex):
         `create` or `writing`) another run writing to it, or one that cannot be opened for a reason that is not
         damage (a full disk, permissions, an I/O error, a lock: nothing is moved; IndexAccessError). Without
         `create` or `writing`, an index SQLite may not write to is opened read-only when it can be
-        (`_open_read_only`).
+        (`_open_read_only`), and the store is a reader: an index that `index --rebuild` swaps in while it opens
+        is opened again (never taken for damage), and one swapped in later is followed (`_follow_rebuild`).
         """
         folder = Path(folder)
+        for attempt in range(FOLLOWS + 1):
+            try:
+                return cls._open(folder, checkpoint, create=create, rebuild=rebuild and not attempt, writing=writing)
+            except _SwappedWhileOpening:
+                continue
+        raise changed_while_read(folder)
+
+    @classmethod
+    def _open(cls, folder: Path, checkpoint: str | None, *, create: bool, rebuild: bool,
+              writing: bool) -> IndexStore:
+        """`open`, once; _SwappedWhileOpening when a reader found the index replaced under it (it opens again)."""
         check_index_folder(folder)
         if rebuild:
             remove_index_files(folder)
         new = not (folder / "index.sqlite").exists()
         if new:
+            if not create and os.path.lexists(folder / SWAP_MARK):
+                raise _SwappedWhileOpening  # a rebuild began its swap just now: the next try waits for it
             if not create:
                 raise PhotoIndexError(f"There is no search index at {visible(folder)} yet.",
                                       f"Build it with `blip2-chat index PATH{index_flag(folder)}` "
@@ -122,10 +173,16 @@ class IndexStore(CompactingIndex):
             make_index_folder(folder)
         writes = create or writing
         writer_lock = lock_for_writing(folder) if writes else None
+        opened = None if writes else file_identity(folder)  # a reader's: the index.sqlite it is about to connect to
+        if not writes and opened is None:
+            raise _SwappedWhileOpening  # gone since it was seen: a rebuild being swapped in (waited for next time)
         db: sqlite3.Connection | None = None
         made_by: str | None = None
         try:
             db = sqlite3.connect(folder / "index.sqlite", isolation_level=None, check_same_thread=False)
+            if not writes and file_identity(folder) != opened:  # before a word is written: SQLite makes an empty
+                db.close()  # index.sqlite where none is (swapped out just now), and the swap's rename replaces it
+                raise _SwappedWhileOpening
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             store = cls(folder, db, checkpoint or "")
@@ -140,21 +197,29 @@ class IndexStore(CompactingIndex):
             store._check_intact()
             if writes:
                 store._check_writable()
+            elif file_identity(folder) != opened:  # what was read may be of two indexes
+                db.close()
+                raise _SwappedWhileOpening
         except (sqlite3.Error, ValueError) as error:
             if db is not None:
                 db.close()
-            if writer_lock is not None:
-                writer_lock.close()
-            if is_damage(error) or not isinstance(error, sqlite3.Error):  # not an error: our own checks' ValueError
-                raise set_aside(folder, made_by) from None
-            if new:  # what this open made of a new index goes again: nothing half-made is left
-                remove_index_files(folder)
-            if writes or not may_read_only(error):
-                raise access_error(folder, error, "updated" if writes and made_by else "opened") from None
-            store = cls._open_read_only(folder, error)
+            try:
+                if not writes and file_identity(folder) != opened:
+                    raise _SwappedWhileOpening from None  # a rebuild swapped in: not damage, open the new one
+                if is_damage(error) or not isinstance(error, sqlite3.Error):  # not an error: our checks' ValueError
+                    raise _set_aside(folder, made_by, opened) from None
+                if new:  # what this open made of a new index goes again: nothing half-made is left
+                    remove_index_files(folder)
+                if writes or not may_read_only(error):
+                    raise access_error(folder, error, "updated" if writes and made_by else "opened") from None
+            finally:
+                if writer_lock is not None:
+                    writer_lock.close()
+            store = cls._open_read_only(folder, error, opened)
             made_by = store.checkpoint
         store.checkpoint = str(made_by)
         store._writer_lock = writer_lock
+        store._identity = opened
         if writes:
             try:
                 store._finish_compaction()
@@ -170,11 +235,12 @@ class IndexStore(CompactingIndex):
         return store
 
     @classmethod
-    def _open_read_only(cls, folder: Path, refused: sqlite3.Error) -> IndexStore:
+    def _open_read_only(cls, folder: Path, refused: sqlite3.Error, opened: tuple[int, int] | None) -> IndexStore:
         """The index opened for reading only (see `read_only_uri`, which says when and why it is safe), after
         SQLite refused to open it as usual (`refused`): its folder or files read-only to this user, or a disk
         too full for the -shm file a WAL database needs. Damage found here is said, not set aside (nothing here
-        may write), and any other failure is said as `refused`."""
+        may write), and any other failure is said as `refused`. `opened`: the index.sqlite the first try meant to
+        read (_SwappedWhileOpening when it is another one now)."""
         db: sqlite3.Connection | None = None
         made_by: str | None = None
         try:
@@ -184,14 +250,34 @@ class IndexStore(CompactingIndex):
             if made_by is None:
                 raise ValueError("an index without the checkpoint that made it")
             store._check_intact()
+            if file_identity(folder) != opened:
+                db.close()
+                raise _SwappedWhileOpening
         except (sqlite3.Error, ValueError) as error:
             if db is not None:
                 db.close()
+            if file_identity(folder) != opened:
+                raise _SwappedWhileOpening from None
             if is_damage(error):
                 raise damaged_in_place(folder, made_by, access_reason(folder, refused)) from None
             raise access_error(folder, refused, "opened", as_it_is=True) from None  # read-only, too
         store.checkpoint = made_by
         return store
+
+    def _follow_rebuild(self) -> None:
+        """Read the index that `index --rebuild` swapped into the folder since this store opened its own (a reader's:
+        a chat's `/find` keeps its store): the old one's connection is closed and the new one's taken over.
+        IndexRebuilt when it was made with another checkpoint (the query's model must change too); the new
+        index's errors (none there now, damaged) as `open` raises them."""
+        fresh = type(self).open(self.folder, None, create=False)
+        before = self.checkpoint
+        self._db.close()
+        vars(self).update(vars(fresh))  # every attribute of the open index, its connection among them
+        if self.checkpoint != before:
+            raise IndexRebuilt(
+                f"The index at {visible(self.folder)} was rebuilt with {visible(self.checkpoint)} (it was made with "
+                f"{visible(before)}), so it is searched with that model now.",
+                "Search again.")
 
     def _check_intact(self) -> None:
         """ValueError when the index is not of this format, or its matrix is shorter than its rows (damage)."""
@@ -262,10 +348,15 @@ class IndexStore(CompactingIndex):
 
     def vectors_for(self, shas: Iterable[str]) -> dict[str, np.ndarray]:
         """The stored [32, 256] float32 embeddings of these contents (unknown ones are left out)."""
-        with self._said("read"), self._reading():
-            rows = {sha: row for sha in shas for (row,) in
+        wanted = list(shas)
+
+        def read() -> dict[str, np.ndarray]:
+            rows = {sha: row for sha in wanted for (row,) in
                     self._db.execute("SELECT row FROM embeddings WHERE sha256 = ?", (sha,))}
             return {sha: np.asarray(self.vectors.matrix[row], np.float32) for sha, row in rows.items()}
+
+        with self._said("read"):
+            return self._read(read)
 
     # ----- writing
 
@@ -327,10 +418,12 @@ class IndexStore(CompactingIndex):
 
         Exact MaxSim up to EXACT_LIMIT images (or with `exact=True`); above it the approximate stage's
         `candidates` images, re-scored exactly. `probes`: lists the first stage reads (None: `probes_for`,
-        which scales with the number of lists). Ties are broken by the order images were added.
+        which scales with the number of lists). Ties are broken by the order images were added. A reader's results
+        are of one whole index: the one in the folder when the search ends (`_read`; IndexRebuilt when a rebuild
+        with another checkpoint was swapped in, whose vectors `query` does not match).
         """
-        with self._said("read"), self._reading():
-            return self._search(query, top, exact, probes, candidates)
+        with self._said("read"):
+            return self._read(lambda: self._search(query, top, exact, probes, candidates))
 
     def _search(self, query: np.ndarray, top: int, exact: bool | None, probes: int | None,
                 candidates: int) -> list[Hit]:
