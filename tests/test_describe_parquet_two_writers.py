@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from chatbot.errors import UserError
-from chatbot.frontends.describe.output import Row, held_alone
+from chatbot.frontends.describe.out_file import held_alone
+from chatbot.frontends.describe.output import Row
 from chatbot.frontends.describe.parquet_output import ParquetRowWriter
 from tests.conftest import make_image
 from tests.test_describe import describe_here, use_scripted_engine

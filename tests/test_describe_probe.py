@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chatbot.frontends.describe.ctrl_c import CtrlC
-from chatbot.frontends.describe.output import FIELDS, Row, RowWriter, held_alone, read_rows
+from chatbot.frontends.describe.out_file import held_alone
+from chatbot.frontends.describe.output import FIELDS, Row, RowWriter, read_rows
 from chatbot.frontends.describe.run import as_found
 from chatbot.untrusted import has_controls
 from tests.conftest import make_image

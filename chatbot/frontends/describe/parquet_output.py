@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from chatbot.errors import UserError
-from chatbot.frontends.describe.output import FIELDS, OutputError, Row, drop_if_empty, partial_name, writable_text
+from chatbot.frontends.describe.out_file import drop_if_empty, partial_name
+from chatbot.frontends.describe.output import FIELDS, OutputError, Row, writable_text
 from chatbot.untrusted import visible
 
 PARQUET = "parquet"

@@ -37,13 +37,12 @@ from chatbot.engine.base import GenerationOptions
 from chatbot.errors import ImageError, UserError, model_error_text
 from chatbot.frontends.describe.alt_text import DEFAULT_PROMPT, to_alt_text
 from chatbot.frontends.describe.ctrl_c import CtrlC
+from chatbot.frontends.describe.out_file import check_out, held_alone
 from chatbot.frontends.describe.output import (
     OutputError,
     Row,
     RowWriter,
-    check_out,
     format_for,
-    held_alone,
     path_key,
     read_rows,
 )
