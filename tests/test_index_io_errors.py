@@ -80,14 +80,16 @@ Refuse = Callable[..., None]
 @pytest.fixture
 def refuse(monkeypatch: pytest.MonkeyPatch) -> Refuse:
     """refuse(error, refuses=every statement, read_only_too=False): from now on SQLite refuses so. A read-only
-    connection (a `file:` URI) is left alone unless `read_only_too`: a folder or disk that takes no write."""
+    connection (a `file:` URI with mode=ro or immutable=1) is left alone unless `read_only_too`: a folder or disk
+    that takes no write."""
     real = sqlite3.connect
 
     def install(error: Callable[[], sqlite3.Error], refuses: Callable[[str], bool] = lambda sql: True,
                 read_only_too: bool = False) -> None:
         def connect(database: Any, *args: Any, uri: bool = False, **kwargs: Any) -> Any:
             db = real(database, *args, uri=uri, **kwargs)
-            return db if uri and not read_only_too else RefusingConnection(db, refuses, error)
+            read_only = uri and any(flag in str(database) for flag in ("mode=ro", "immutable=1"))
+            return db if read_only and not read_only_too else RefusingConnection(db, refuses, error)
 
         monkeypatch.setattr(sqlite3, "connect", connect)
 

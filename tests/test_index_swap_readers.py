@@ -9,6 +9,7 @@ process, so nothing waits on time. The embedder is a fixed function of the pixel
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,30 @@ def test_a_chats_finder_searches_the_rebuilt_index(
     assert loads == ([FIRST] if model == FIRST else [FIRST, OTHER])
     assert said == ([] if model == FIRST else [f"Loading the search model {OTHER} ..."])
     assert_whole_index(folder, expected)
+
+
+def test_a_reader_that_finds_index_sqlite_gone_as_it_connects_makes_no_file_there(
+    tmp_path: Path, shelves: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The swap moves the old database out first: a reader whose connect comes in that instant must not make an
+    empty index.sqlite there (SQLite makes one when asked to open a missing file), which the swap's rename would
+    otherwise have to replace, and which a set-aside at that moment would leave as the only index."""
+    import sqlite3
+
+    from chatbot.core.photo_index import store as store_module
+
+    folder = tmp_path / "index"
+    index(shelves["few"], "--model", FIRST, "--index", folder)
+    real = sqlite3.connect
+    moved_out = tmp_path / "moved-out.sqlite"
+
+    def swapped_out_first(database: Any, *args: Any, **kwargs: Any) -> Any:
+        if not moved_out.exists():  # the first connect: the old database leaves the folder just before
+            (folder / "index.sqlite").rename(moved_out)
+        return real(database, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", swapped_out_first)
+    with pytest.raises(PhotoIndexError, match="There is no search index"):
+        IndexStore.open_existing(folder)
+    monkeypatch.setattr(store_module.sqlite3, "connect", real)
+    assert not os.path.lexists(folder / "index.sqlite") and not list(folder.glob("damaged-*"))

@@ -179,9 +179,14 @@ class IndexStore(CompactingIndex):
         db: sqlite3.Connection | None = None
         made_by: str | None = None
         try:
-            db = sqlite3.connect(folder / "index.sqlite", isolation_level=None, check_same_thread=False)
-            if not writes and file_identity(folder) != opened:  # before a word is written: SQLite makes an empty
-                db.close()  # index.sqlite where none is (swapped out just now), and the swap's rename replaces it
+            # a reader never makes index.sqlite (`mode=rw`): where none is, swapped out this instant, SQLite would
+            # leave an empty one; the connect fails instead, and the file identity below says why
+            where = folder / "index.sqlite"
+            db = (sqlite3.connect(where, isolation_level=None, check_same_thread=False) if writes else
+                  sqlite3.connect(where.absolute().as_uri() + "?mode=rw", uri=True, isolation_level=None,
+                                  check_same_thread=False))
+            if not writes and file_identity(folder) != opened:  # before a word is written: the new index is opened
+                db.close()
                 raise _SwappedWhileOpening
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
