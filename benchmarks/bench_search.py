@@ -154,7 +154,8 @@ def _import_old(commit: Path) -> Any:
     package = Path(tempfile.mkdtemp(prefix="old-photo-index-")) / "old_photo_index"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    split_out = ("folder", "database", "compaction", "recorded_paths")  # modules store.py was split into later
+    split_out = ("folder", "database", "compaction", "recorded_paths",  # modules store.py was split into later
+                 "access_errors", "index_files", "swap")  # and folder.py
     for name in ("coarse", "store", "vectors", *split_out):
         shown = subprocess.run(["git", "show", f"{commit}:chatbot/core/photo_index/{name}.py"],
                                capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])

@@ -20,7 +20,7 @@ import pytest
 
 from chatbot.cli import main
 from chatbot.core.photo_index.build import update_index
-from chatbot.core.photo_index.folder import REBUILDING
+from chatbot.core.photo_index.index_files import REBUILDING
 from chatbot.core.photo_index.store import IndexStore
 from tests.test_cli import run_cli_tracing_imports
 from tests.test_photo_index import CHECKPOINT, picture, pixel_embed
@@ -277,7 +277,7 @@ def test_a_stopped_rebuild_that_cannot_be_opened_is_said_not_passed_over(
     """A stopped rebuild it may not write (permissions, a full disk) is no damaged one to pass over: forgetting
     without it would let it bring the pictures back once it replaces the index. One sentence, nothing forgotten."""
     from chatbot.core.photo_index import forget
-    from chatbot.core.photo_index.folder import IndexAccessError
+    from chatbot.core.photo_index.access_errors import IndexAccessError
 
     aside = collection["index"] / REBUILDING
     index_into(aside, [collection["photos"], collection["photos2"]], checkpoint="other/checkpoint")

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 from chatbot.cli import main
-from chatbot.core.photo_index.folder import IndexAccessError
+from chatbot.core.photo_index.access_errors import IndexAccessError
 from chatbot.core.photo_index.store import FileState, IndexStore
 from chatbot.errors import PhotoIndexError
 from tests.conftest import make_image
@@ -507,12 +507,12 @@ def test_on_a_read_only_file_system_the_advice_fits_what_failed(tmp_path: Path, 
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Writing refused on a read-only file system: "search it as it is" (searching reads it read-only). Reading it
     as it is refused too (a WAL with rows and no -shm file there): only the copy is a way forward."""
-    from chatbot.core.photo_index import folder as index_folder
-    from chatbot.core.photo_index.folder import IndexAccessError
+    from chatbot.core.photo_index import access_errors
+    from chatbot.core.photo_index.access_errors import IndexAccessError
 
     folder = tmp_path / "index"
     make_index(folder)
-    monkeypatch.setattr(index_folder, "_read_only_file_system", lambda where: True)
+    monkeypatch.setattr(access_errors, "_read_only_file_system", lambda where: True)
     readonly = lambda: sqlite_error(sqlite3.OperationalError, "attempt to write a readonly database",  # noqa: E731
                                     READONLY_DIRECTORY)
     refuse(readonly)

@@ -23,18 +23,13 @@ import numpy as np
 import pytest
 
 from chatbot.cli import main
-from chatbot.core.photo_index import folder as folder_module
+from chatbot.core.photo_index import swap as swap_module
 from chatbot.core.photo_index.build import update_index
-from chatbot.core.photo_index.folder import (
-    REBUILD_RECORD,
-    REBUILDING,
-    REPLACED,
-    SWAP_MARK,
-    index_files,
-    lock_for_writing,
-)
+from chatbot.core.photo_index.folder import lock_for_writing
+from chatbot.core.photo_index.index_files import REBUILD_RECORD, REBUILDING, index_files
 from chatbot.core.photo_index.rebuild import RebuildPlan, open_rebuild
 from chatbot.core.photo_index.store import IndexStore
+from chatbot.core.photo_index.swap import REPLACED, SWAP_MARK
 from chatbot.errors import PhotoIndexError
 from chatbot.frontends.search import index_run
 from chatbot.images import LoadedImage, load_image
@@ -304,20 +299,20 @@ def test_a_search_during_a_swap_waits_for_it_rather_than_finding_no_index(
             rebuild.swap_in()
     swapping = lock_for_writing(folder)  # ... while the run that swaps holds the lock, as it does
     waiting = threading.Event()
-    real_sleep = folder_module.time.sleep
+    real_sleep = swap_module.time.sleep
 
     def sleep(seconds: float) -> None:
         waiting.set()
         real_sleep(seconds)
 
-    monkeypatch.setattr(folder_module.time, "sleep", sleep)
+    monkeypatch.setattr(swap_module.time, "sleep", sleep)
     opened: list[object] = []
     reader = threading.Thread(target=lambda: opened.append(_open_or_error(folder)))
     reader.start()
     assert waiting.wait(30)  # the reader is waiting for the swap
-    swap = folder_module._recorded_swap(folder)
+    swap = swap_module._recorded_swap(folder)
     assert swap is not None
-    folder_module._finish_swap(folder, swap)  # the swapping run goes on and lets go of the lock
+    swap_module._finish_swap(folder, swap)  # the swapping run goes on and lets go of the lock
     assert swapping is not None
     swapping.close()
     reader.join(30)

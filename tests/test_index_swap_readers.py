@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 from chatbot.cli import main
-from chatbot.core.photo_index.folder import REBUILDING, REPLACED, SWAP_MARK, lock_for_writing
+from chatbot.core.photo_index.folder import lock_for_writing
+from chatbot.core.photo_index.index_files import REBUILDING
 from chatbot.core.photo_index.store import IndexStore
+from chatbot.core.photo_index.swap import REPLACED, SWAP_MARK
 from chatbot.core.photo_search import Finder
 from chatbot.errors import PhotoIndexError
 from chatbot.frontends.search import index_run

@@ -23,7 +23,7 @@ import pytest
 
 from chatbot.cli import main
 from chatbot.core.conversation import Conversation
-from chatbot.core.photo_index.folder import REBUILDING
+from chatbot.core.photo_index.index_files import REBUILDING
 from chatbot.core.photo_index.store import IndexStore
 from chatbot.core.photo_search import RERANK_POOL, Finder, Found, found_line, result_to_open
 from chatbot.core.settings import Settings

@@ -120,7 +120,7 @@ def test_a_stopped_rebuild_keeps_the_old_index_and_goes_on_when_run_again(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Ctrl+C after the first batch of a rebuild with another model; then the same command again."""
-    from chatbot.core.photo_index.folder import REBUILDING
+    from chatbot.core.photo_index.index_files import REBUILDING
     folder = tmp_path / "index"
     assert main(["index", str(photos), "--index", str(folder), "--model", str(retrieval_checkpoint)]) == 0
     before = index_files(folder)

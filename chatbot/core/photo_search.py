@@ -326,7 +326,7 @@ def check_search_model(model: str) -> None:
 def index_model(folder: Path | None) -> str | None:
     """The checkpoint the index in `folder` (None: the data folder's) was made with, read without opening it
     for writing; None when there is no index, or it cannot be read."""
-    from chatbot.core.photo_index.folder import recorded
+    from chatbot.core.photo_index.index_files import recorded
 
     return recorded(index_folder(folder))[0]
 
@@ -335,7 +335,7 @@ def choose_index_model(model: str, folder: Path, *, rebuild: bool = False) -> st
     """The checkpoint `index` embeds with: --model when given, else the one the index was made with (also for
     a --rebuild: it starts afresh with the same model), else the default retrieval checkpoint. A --model other
     than the index's own is refused unless `rebuild`; one that names a chat checkpoint always."""
-    from chatbot.core.photo_index.folder import recorded
+    from chatbot.core.photo_index.index_files import recorded
     from chatbot.core.photo_index.store import IndexStore
     from chatbot.engine.registry import DEFAULT_SEARCH_MODEL
 

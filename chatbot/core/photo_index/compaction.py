@@ -18,7 +18,7 @@ import numpy as np
 
 from chatbot.core.photo_index.coarse import remove_approximate
 from chatbot.core.photo_index.database import EXACT_LIMIT, IndexDatabase
-from chatbot.core.photo_index.folder import index_files
+from chatbot.core.photo_index.index_files import index_files
 from chatbot.core.photo_index.vectors import COMPACTED, FILE, VectorFile, fsync_folder
 
 COMPACT_SHARE = 0.5  # the matrix is compacted when more than this share of its rows is unused ...

@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from chatbot.core.photo_index.access_errors import access_error, is_damage
 from chatbot.core.photo_index.coarse import CoarseLists
-from chatbot.core.photo_index.folder import access_error, damaged_while_open, is_damage
+from chatbot.core.photo_index.folder import damaged_while_open
 from chatbot.core.photo_index.vectors import COMPACTED, DIM, FILE, QUERIES, VectorFile
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatbot.core.photo_index.folder import REBUILDING, IndexAccessError, check_index_folder, has_index
+from chatbot.core.photo_index.access_errors import IndexAccessError
+from chatbot.core.photo_index.folder import check_index_folder
+from chatbot.core.photo_index.index_files import REBUILDING, has_index
 from chatbot.core.photo_index.store import IndexStore
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible

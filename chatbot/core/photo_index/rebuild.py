@@ -1,10 +1,10 @@
 """`index --rebuild`: a fresh index made beside the one it replaces, which stays searchable until it is whole.
 
-The new index is made in `<folder>/rebuild-in-progress` (`folder.REBUILDING`); `IndexStore.swap_in` puts it in
-place once the run is complete. The folder's life cycle (made, locked, set aside, put back) is `folder.py`'s.
-A rebuild records what it indexes (`RebuildPlan`: its paths, and -r) in `rebuild-in-progress/rebuild.json`, so the
-command said to go on with a stopped one is that rebuild's own, and a rebuild of other paths is refused rather than
-mixed into it.
+The new index is made in `<folder>/rebuild-in-progress` (`index_files.REBUILDING`); `IndexStore.swap_in` puts it
+in place once the run is complete (`swap.py`). The folder's life cycle (made, locked, set aside, put back) is
+`folder.py`'s. A rebuild records what it indexes (`RebuildPlan`: its paths, and -r) in
+`rebuild-in-progress/rebuild.json`, so the command said to go on with a stopped one is that rebuild's own, and a
+rebuild of other paths is refused rather than mixed into it.
 """
 
 from __future__ import annotations
@@ -15,22 +15,23 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatbot.core.photo_index.access_errors import IndexAccessError, access_error
 from chatbot.core.photo_index.folder import (
-    REBUILD_RECORD,
-    REBUILDING,
-    SUPERSEDED,
-    IndexAccessError,
-    access_error,
     check_index_folder,
-    has_index,
-    index_files,
     index_flag,
     lock_for_writing,
     make_index_folder,
     put_back,
+    remove_index_folder,
+)
+from chatbot.core.photo_index.index_files import (
+    REBUILD_RECORD,
+    REBUILDING,
+    SUPERSEDED,
+    has_index,
+    index_files,
     recorded,
     remove_index_files,
-    remove_index_folder,
     write_atomically,
 )
 from chatbot.core.photo_index.store import IndexStore

@@ -35,7 +35,7 @@ def under(root: str) -> tuple[str, int, str]:
 
 def recorded_under(folder: Path, root: str) -> int:
     """How many files the index in `folder` records at or under `root` (an absolute path, as `index` records
-    them), read as `folder.recorded` reads: without writing, locking or setting aside anything (0 when it cannot
+    them), read as `index_files.recorded` reads: without writing, locking or setting aside anything (0 when it cannot
     be read)."""
     path = folder / "index.sqlite"
     if not storable(root) or not path.is_file():

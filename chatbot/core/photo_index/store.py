@@ -25,27 +25,22 @@ from typing import IO
 
 import numpy as np
 
+from chatbot.core.photo_index.access_errors import access_error, access_reason, is_damage, may_read_only
 from chatbot.core.photo_index.coarse import CoarseLists, probes_for
 from chatbot.core.photo_index.compaction import CompactingIndex
 from chatbot.core.photo_index.database import EXACT_LIMIT, FOLLOWS, changed_while_read, file_identity
 from chatbot.core.photo_index.folder import (
-    SUPERSEDED,
-    SWAP_MARK,
-    access_error,
-    access_reason,
     check_index_folder,
     damaged_in_place,
     index_flag,
-    is_damage,
     lock_for_writing,
     make_index_folder,
-    may_read_only,
-    read_only_uri,
-    remove_index_files,
     remove_index_folder,
     set_aside,
 )
+from chatbot.core.photo_index.index_files import SUPERSEDED, read_only_uri, remove_index_files
 from chatbot.core.photo_index.recorded_paths import UNDER, storable, under
+from chatbot.core.photo_index.swap import SWAP_MARK
 from chatbot.errors import PhotoIndexError
 from chatbot.untrusted import visible
 
@@ -315,9 +310,9 @@ class IndexStore(CompactingIndex):
 
         The old index's `index.sqlite` leaves first and the new one arrives last, so a crash half-way never leaves
         one's database with the other's vectors; the old files are deleted only once the new ones are in place.
-        `folder.swap_rebuild_in` first records both indexes' files, so the next open finishes a swap a crash
-        cut short (`folder.settle_swap`), and a search meanwhile waits for it rather than finding no index."""
-        from chatbot.core.photo_index.folder import swap_rebuild_in
+        `swap.swap_rebuild_in` first records both indexes' files, so the next open finishes a swap a crash
+        cut short (`swap.settle_swap`), and a search meanwhile waits for it rather than finding no index."""
+        from chatbot.core.photo_index.swap import swap_rebuild_in
 
         self._db.close()  # the last connection: SQLite folds the WAL into index.sqlite
         try:

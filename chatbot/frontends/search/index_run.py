@@ -88,13 +88,8 @@ def run_index(settings: Settings, request: IndexRequest) -> int:
 def _run_index(settings: Settings, request: IndexRequest, stops: StopSignals) -> int:
     from chatbot.core.photo_index.build import IndexSummary, update_index
     from chatbot.core.photo_index.files import find_image_files, nothing_found_words
-    from chatbot.core.photo_index.folder import (
-        REBUILDING,
-        check_index_folder,
-        has_index,
-        restore_superseded,
-        waiting_rebuild,
-    )
+    from chatbot.core.photo_index.folder import check_index_folder, restore_superseded, waiting_rebuild
+    from chatbot.core.photo_index.index_files import REBUILDING, has_index
     from chatbot.core.photo_index.rebuild import RebuildPlan, going_on_words, open_rebuild, read_plan
     from chatbot.core.photo_index.store import IndexStore
 
@@ -254,7 +249,7 @@ def _holds_nothing(store: Any) -> bool:
 
 def _remove_made_index(store: Any, made_folders: list[Path]) -> None:
     """Close and delete an index this run made that holds nothing, and the folders the run made for it."""
-    from chatbot.core.photo_index.folder import REBUILD_RECORD, remove_index_files
+    from chatbot.core.photo_index.index_files import REBUILD_RECORD, remove_index_files
 
     store.close()
     remove_index_files(store.folder)
