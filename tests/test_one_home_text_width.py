@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rich.cells import cell_len
 from rich.console import Console
 
-from chatbot.core.store import SessionSummary
+from chatbot.core.session_listing import SessionSummary
 from chatbot.core.text_width import characters, clip_end, clip_middle, clip_path, clip_start
 from chatbot.frontends.listings import session_rows
 from chatbot.tui.widgets.image_preview import CaptionLine

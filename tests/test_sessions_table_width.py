@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
 
-from chatbot.core.store import SessionSummary
+from chatbot.core.session_listing import SessionSummary
 from chatbot.frontends.listings import _clip, session_rows
 
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # man ZWJ woman ZWJ girl: one picture on the screen

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from chatbot.core.line_history import LineHistory
 from chatbot.core.session import Session, SessionError
-from chatbot.core.store import Deleted, SessionStore
+from chatbot.core.session_deleting import Deleted
+from chatbot.core.store import SessionStore
 from chatbot.locations import line_history_file, pasted_dir
 
 _PASTED_NAME = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,5}")  # what `save_pasted` names a picture

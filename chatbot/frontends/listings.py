@@ -16,7 +16,8 @@ from typing import Any
 from rich.cells import cell_len
 
 from chatbot.core.forget import Forgotten, forget_chats
-from chatbot.core.store import SessionStore, SessionSummary
+from chatbot.core.session_listing import SessionSummary
+from chatbot.core.store import SessionStore
 from chatbot.core.text_width import clip_end, clip_start
 from chatbot.engine.precision import (
     MEMORY_LIMIT_ENV,
