@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 
-from chatbot.core.session_files import NOFOLLOW, NONBLOCK, write_atomic
+from chatbot.core.session_files import NOFOLLOW, NONBLOCK, still_names, write_atomic
 from chatbot.file_kinds import not_regular_words
 from chatbot.image_download import without_logins
 from chatbot.untrusted import visible
@@ -123,7 +123,7 @@ class LineHistory:
                 _fcntl.flock(fd, _fcntl.LOCK_EX)
             except OSError:  # a file system without locks: used unlocked, as before
                 break
-            if _is_at(fd, self.path):
+            if still_names(self.path, fd):
                 break
             os.close(fd)  # replaced (trimmed) while this chat waited: written there, a line would be lost
             fd = self._open(flags)
@@ -167,13 +167,3 @@ class LineHistory:
 def _spoken(line: str, libedit: bool) -> str:
     """A stored line as it was typed: libedit's octal escapes (`\\040` for a space) turned back."""
     return _OCTAL.sub(lambda match: chr(int(match.group(1), 8)), line) if libedit else line
-
-
-def _is_at(fd: int, path: Path) -> bool:
-    """Whether the open file `fd` is still the one named `path` (not replaced nor removed meanwhile)."""
-    try:
-        named = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return False
-    opened = os.fstat(fd)
-    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)

@@ -116,6 +116,17 @@ def file_stamp(status: os.stat_result) -> Stamp:
     return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
+def still_names(path: Path, fd: int) -> bool:
+    """Whether `path` still names the file `fd` opened: not replaced (renamed over, as `write_atomic` does) nor
+    removed meanwhile. Never through a link."""
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
+
+
 def write_atomic(path: Path, text: str | bytes, *, private: bool = True) -> os.stat_result:
     """Write via a temporary file, fsync, rename: a crash leaves the old file or the new one, never half.
 

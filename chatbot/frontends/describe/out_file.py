@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from chatbot.core.session_files import NOFOLLOW
+from chatbot.core.session_files import NOFOLLOW, NONBLOCK, still_names
 from chatbot.frontends.describe.output import ALL_FORMATS, OutputError
 from chatbot.untrusted import visible
 
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a named pipe planted at --out: no wait for a writer
 try:
     import fcntl
 except ImportError:  # not POSIX: no lock (two runs into one file are the user's to avoid)
@@ -91,7 +90,7 @@ def held_alone(out: Path | None, fmt: str) -> Iterator[int | None]:
 
 def drop_if_empty(path: Path, fd: int) -> None:
     """Remove `path`, the file `fd` holds, if nothing was written to it: no empty file is left behind."""
-    if os.fstat(fd).st_size == 0 and _names(path, fd):
+    if os.fstat(fd).st_size == 0 and still_names(path, fd):
         with contextlib.suppress(OSError):
             path.unlink()
 
@@ -102,7 +101,7 @@ def _open_locked(path: Path, fmt: str) -> int | None:
     for _ in range(10):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, (os.O_RDWR if fmt == "parquet" else os.O_RDONLY) | os.O_CREAT | NOFOLLOW | _NONBLOCK,
+            fd = os.open(path, (os.O_RDWR if fmt == "parquet" else os.O_RDONLY) | os.O_CREAT | NOFOLLOW | NONBLOCK,
                          0o644)
         except OSError as error:
             raise OutputError(f"Cannot write {visible(path)}: {error.strerror or error}.", "Choose another --out.") \
@@ -110,7 +109,7 @@ def _open_locked(path: Path, fmt: str) -> int | None:
         if not _lock(fd, exclusive=True):
             os.close(fd)
             return None
-        if _names(path, fd) or not stat.S_ISREG(os.fstat(fd).st_mode):
+        if still_names(path, fd) or not stat.S_ISREG(os.fstat(fd).st_mode):
             return fd
         os.close(fd)
     return None
@@ -133,19 +132,10 @@ def _lock(fd: int, *, exclusive: bool) -> bool:
 def _held_by_another(path: Path) -> bool:
     """Whether another `describe` holds `path` (a Parquet run's NAME.partial, a text run's NAME)."""
     try:
-        fd = os.open(path, os.O_RDONLY | NOFOLLOW | _NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | NONBLOCK)
     except OSError:
         return False  # not there (or no file to share): nobody writes it
     try:
         return not _lock(fd, exclusive=False)
     finally:
         os.close(fd)
-
-
-def _names(path: Path, fd: int) -> bool:
-    """Whether `path` is still the file `fd` opened (a finished Parquet run has renamed it; another may be there)."""
-    try:
-        there = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return False
-    return (there.st_dev, there.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
