@@ -32,6 +32,7 @@ from chatbot.core.photo_index.index_files import (
     index_files,
     recorded,
     remove_index_files,
+    try_writer_lock,
 )
 from chatbot.core.photo_index.swap import SWAP_MARK, settle_swap
 from chatbot.core.session_files import entry_kind
@@ -80,23 +81,14 @@ def lock_for_writing(folder: Path) -> IO[bytes] | None:
     Two runs appending at once would write the same matrix rows. Where locks do not exist (not POSIX)
     the run goes on unlocked."""
     try:
-        import fcntl
-    except ImportError:
-        return None
-    try:
-        handle = open(folder / "writer.lock", "wb")  # noqa: SIM115 (held open: the lock lives as long as the file)
+        free, handle = try_writer_lock(folder)
     except OSError as error:  # a folder no file can be made in: read-only, not yours, /proc
         raise PhotoIndexError(f"The search index cannot be kept in {visible(folder)}: {_cannot_write(error)}.",
                               "Give --index a folder you can write to (one that does not exist yet is made), e.g. "
                               "--index ~/photo-index.") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
+    if not free:
         raise PhotoIndexError(f"Another blip2-chat is indexing into {visible(folder)} right now.",
-                              "Wait for it to finish, or stop it, then run this again.") from None
-    except OSError:
-        return handle  # a filesystem without locks
+                              "Wait for it to finish, or stop it, then run this again.")
     return handle
 
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
+from typing import IO
 
 from chatbot.core.photo_index.access_errors import may_read_only
 
@@ -104,3 +105,25 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def try_writer_lock(folder: Path) -> tuple[bool, IO[bytes] | None]:
+    """Take `folder`'s writer lock (`writer.lock`, one writer per index, released when the process ends) if it is
+    free: (whether it was, the open file that holds it now: None where it was not, or where there are no locks).
+
+    Raises:
+        OSError: no file can be made there (read-only, not yours).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locks, the run goes on unlocked
+        return True, None
+    handle = open(folder / "writer.lock", "ab")  # noqa: SIM115 (held open: the lock lives as long as the file)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return False, None
+    except OSError:
+        return True, handle  # a filesystem without locks
+    return True, handle

@@ -17,7 +17,6 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from chatbot.core.photo_index.access_errors import IndexAccessError, access_words
 from chatbot.core.photo_index.index_files import (
@@ -27,6 +26,7 @@ from chatbot.core.photo_index.index_files import (
     index_files,
     recorded,
     remove_index_files,
+    try_writer_lock,
     write_atomically,
 )
 from chatbot.untrusted import visible
@@ -52,7 +52,7 @@ def settle_swap(folder: Path) -> str | None:
     deadline = time.monotonic() + SWAP_WAIT_SECONDS
     while os.path.lexists(folder / SWAP_MARK):
         try:
-            free, lock = _try_lock(folder)
+            free, lock = try_writer_lock(folder)
         except OSError as error:  # a folder this user may not write to
             raise _unsettled(folder, error) from None
         if not free:  # a run is swapping right now: it takes milliseconds
@@ -158,23 +158,6 @@ def _swap_back(folder: Path, swap: Swap, arrived: list[str]) -> None:
     (folder / SWAP_MARK).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         replaced.rmdir()
-
-
-def _try_lock(folder: Path) -> tuple[bool, IO[bytes] | None]:
-    """(whether `folder`'s writer lock was free, the file that holds it now: None where there are no locks)."""
-    try:
-        import fcntl
-    except ImportError:
-        return True, None
-    handle = open(folder / "writer.lock", "ab")  # noqa: SIM115 (held open: the lock lives as long as the file)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return False, None
-    except OSError:
-        return True, handle  # a filesystem without locks
-    return True, handle
 
 
 def _unsettled(folder: Path, error: OSError) -> IndexAccessError:
