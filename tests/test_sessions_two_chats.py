@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from textual.app import App
 
 from chatbot.core.clipboard import save_pasted
 from chatbot.core.commands import saved_sentence, switch_image
@@ -37,10 +36,9 @@ from chatbot.core.store import SessionStore
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.frontends.plain.chat import PlainChat
 from chatbot.images import load_image
-from chatbot.tui import app as app_module
-from chatbot.tui.app import ChatApp, create_app
+from chatbot.tui.app import create_app
 from tests.test_sessions_hostile import other_blip2_chat
-from tests.tui_support import SIZE, ask, ready
+from tests.tui_support import ask, ready, run_tui_headless
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the fake clipboard tool is a shell script")
 
@@ -284,13 +282,6 @@ def test_the_app_goodbye_names_resume_when_another_chat_was_saved_since(
     other_saved_since: bool, home: Path, pictures: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    engine = ScriptedEngine("It is red.")
-    made: list[ChatApp] = []
-
-    def app_on_the_scripted_engine(*args: object, **kwargs: object) -> ChatApp:
-        made.append(create_app(*args, **{**kwargs, "engine_factory": lambda settings, progress: engine}))  # type: ignore[arg-type]
-        return made[-1]
-
     async def use(pilot) -> None:  # type: ignore[no-untyped-def]
         await ready(pilot)
         await ask(pilot, "What colour is it?")
@@ -299,12 +290,8 @@ def test_the_app_goodbye_names_resume_when_another_chat_was_saved_since(
             newer(home / "sessions" / f"{other.id}.json", 60)
         await pilot.press("ctrl+q")
 
-    real_run = App.run
-    monkeypatch.setattr(app_module, "create_app", app_on_the_scripted_engine)
-    monkeypatch.setattr(app_module, "prepare_terminal_graphics", lambda: "halfcell")
-    monkeypatch.setattr(app_module, "exit_now", lambda code, loaded=None: code)
-    monkeypatch.setattr(ChatApp, "run", lambda self: real_run(self, headless=True, size=SIZE, auto_pilot=use))
-    assert app_module.run_tui(Settings(model="scripted-opt"), image=load_image(pictures["red"])) == 0
+    status, made = run_tui_headless(ScriptedEngine("It is red."), pictures["red"], use, monkeypatch)
+    assert status == 0
     session_id = made[0].conversation.session.id
     latest = SessionStore().latest()
     assert latest is not None and (latest.id != session_id) == other_saved_since  # what --continue opens

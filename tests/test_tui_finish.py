@@ -20,8 +20,7 @@ from chatbot.core.store import SessionStore
 from chatbot.engine.base import Engine
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.images import load_image
-from chatbot.tui import app as app_module
-from chatbot.tui.app import ChatApp, create_app
+from chatbot.tui.app import create_app
 from chatbot.tui.palette import palette_entries
 from chatbot.tui.screens.file_picker import ImagePickerScreen
 from chatbot.tui.screens.help import HelpScreen
@@ -35,6 +34,7 @@ from tests.tui_support import (
     pairs,
     pilot_test,
     ready,
+    run_tui_headless,
     scripted_app,
     send,
     shown,
@@ -217,25 +217,14 @@ async def test_the_palette_offers_our_commands_only_each_with_its_own_help(pictu
 
 @pytest.mark.parametrize("asked", [True, False])
 def test_the_app_says_where_the_chat_went_when_it_closes(asked: bool, pictures, monkeypatch, capsys) -> None:
-    engine = ScriptedEngine("It is red.")
-    made: list[ChatApp] = []
-
-    def app_on_the_scripted_engine(*args: object, **kwargs: object) -> ChatApp:
-        made.append(create_app(*args, **{**kwargs, "engine_factory": lambda settings, progress: engine}))  # type: ignore[arg-type]
-        return made[-1]
-
     async def use(pilot) -> None:  # type: ignore[no-untyped-def]
         await ready(pilot)
         if asked:
             await ask(pilot, "What colour is it?")
         await pilot.press("ctrl+q")
 
-    real_run = App.run
-    monkeypatch.setattr(app_module, "create_app", app_on_the_scripted_engine)
-    monkeypatch.setattr(app_module, "prepare_terminal_graphics", lambda: "halfcell")
-    monkeypatch.setattr(app_module, "exit_now", lambda code, loaded=None: code)
-    monkeypatch.setattr(ChatApp, "run", lambda self: real_run(self, headless=True, size=SIZE, auto_pilot=use))
-    assert app_module.run_tui(Settings(model="scripted-opt"), image=load_image(pictures["red"])) == 0
+    status, made = run_tui_headless(ScriptedEngine("It is red."), pictures["red"], use, monkeypatch)
+    assert status == 0
     said = capsys.readouterr().err.strip()
     if asked:
         session_id = made[0].conversation.session.id

@@ -24,6 +24,7 @@ from chatbot.engine.base import CancelToken, Engine
 from chatbot.engine.scripted import ScriptedEngine
 from chatbot.images import load_image
 from chatbot.locations import sessions_dir
+from chatbot.tui import app as app_module
 from chatbot.tui.app import ChatApp, create_app
 from chatbot.tui.widgets.bubbles import Notice
 from chatbot.tui.widgets.chat_input import ChatInput
@@ -79,6 +80,25 @@ def scripted_app(
         store=SessionStore(), engine_factory=factory, renderer=renderer,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def run_tui_headless(engine: Engine, picture: Path, use: Callable[[Pilot], Awaitable[None]],
+                     monkeypatch: Any) -> tuple[int, list[ChatApp]]:
+    """`run_tui` as the CLI calls it, all the way to its farewell, headless on `engine` and driven by `use` (an
+    auto-pilot that ends the app); its exit status, and the app it made."""
+    made: list[ChatApp] = []
+
+    def app_on_the_engine(*args: object, **kwargs: object) -> ChatApp:
+        made.append(create_app(*args, **{**kwargs, "engine_factory": lambda settings, progress: engine}))  # type: ignore[arg-type]
+        return made[-1]
+
+    real_run = App.run
+    monkeypatch.setattr(app_module, "create_app", app_on_the_engine)
+    monkeypatch.setattr(app_module, "prepare_terminal_graphics", lambda: "halfcell")
+    monkeypatch.setattr(app_module, "exit_now", lambda code, loaded=None: code)
+    monkeypatch.setattr(ChatApp, "run", lambda self: real_run(self, headless=True, size=SIZE, auto_pilot=use))
+    status = app_module.run_tui(Settings(model="scripted-opt"), image=load_image(picture))
+    return status, made
 
 
 async def wait_until(pilot: Pilot, predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
