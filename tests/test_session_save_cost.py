@@ -27,8 +27,8 @@ from chatbot.images import load_image
 
 
 def reference_dict(session: Session) -> dict[str, Any]:
-    """`Session.to_dict` as it was: `dataclasses.asdict`, then the private fields, an empty draft and empty
-    `compared` lists taken out."""
+    """`Session.to_dict` as it was: `dataclasses.asdict`, then the private fields, an empty draft, empty
+    `compared` lists and `fresh` when false taken out."""
     data = asdict(session)
     for private in ("load_notes", "not_understood", "untrusted_model", "from_elsewhere"):
         del data[private]
@@ -37,6 +37,8 @@ def reference_dict(session: Session) -> dict[str, Any]:
     for turn in data["turns"]:
         if not turn["compared"]:
             del turn["compared"]
+        if not turn["fresh"]:
+            del turn["fresh"]
     return data
 
 
@@ -52,7 +54,8 @@ numbers = st.floats() | st.integers(-(2**70), 2**70)  # NaN and infinities too: 
 images = st.none() | st.builds(ImageRef, source_text, any_text)
 plain = st.none() | st.booleans() | numbers | any_text
 compared = st.builds(ComparedAnswer, st.builds(ImageRef, source_text, any_text), any_text, st.booleans())
-turns = st.builds(Turn, any_text, any_text, images, st.booleans(), numbers, st.lists(compared, max_size=3))
+turns = st.builds(Turn, any_text, any_text, images, st.booleans(), numbers, st.lists(compared, max_size=3),
+                  st.booleans())
 sessions = st.builds(Session, any_text, any_text, numbers, st.lists(turns, max_size=6), images,
                      st.integers(-5, 10**12), st.dictionaries(any_text, plain, max_size=4), any_text)
 

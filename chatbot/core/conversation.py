@@ -271,8 +271,7 @@ class Conversation:
         assert self.image is not None  # prepare() checked it
 
         def record(answer: str, stopped: bool) -> None:
-            self.session.turns.append(Turn(question=question, answer=answer, image=self.session.image,
-                                           stopped=stopped))
+            self.session.add_turn(question, answer, stopped=stopped)
             if not stopped and self.compare_next is not None:  # armed by /compare: its turn has come
                 self.compare_due, self.compare_next = self.compare_next, None
 
@@ -350,7 +349,7 @@ class Conversation:
         it is saved, shown as stopped, and /retry answers it later."""
         text = normalize_question(question)
         if text:
-            self.session.turns.append(Turn(question=text, answer="", image=self.session.image, stopped=True))
+            self.session.add_turn(text, "", stopped=True)
 
     # -- changing the conversation ------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from PIL import Image
 
-from chatbot.core.session import EMPTY_ANSWER, ImageRef, Session, Turn
+from chatbot.core.session import CONTEXT_CLEARED, EMPTY_ANSWER, ImageRef, Session, Turn
 from chatbot.core.session_files import (
     BINARY,
 )
@@ -296,6 +296,7 @@ def export_markdown(session: Session, links: Mapping[ImageRef, str | None] | Non
                 lines += ["*Missing: this picture is gone or has changed since the chat, so the export holds no "
                           "copy of it.*", ""]
         for number, turn in section.turns:
+            lines += [f"*{CONTEXT_CLEARED}*", ""] if session.cleared_before(number - 1) else []
             answer = markdown_text(turn.answer or EMPTY_ANSWER) + (" *(stopped)*" if turn.stopped else "")
             lines += [f"### {markdown_heading(question_heading(number, turn.question))}", "",
                       f"**You:** {markdown_text(turn.question)}", "", f"**Assistant:** {answer}", ""]
@@ -338,6 +339,7 @@ def export_html(session: Session, links: Mapping[ImageRef, str | None], *, made:
                 parts.append("<p><strong>Missing:</strong> this picture is gone or has changed since the chat, so "
                              "this page does not hold it.</p>")
         for number, turn in section.turns:
+            parts += [f"<p><em>{CONTEXT_CLEARED}</em></p>"] if session.cleared_before(number - 1) else []
             stopped = " <em>(stopped)</em>" if turn.stopped else ""
             label, short = question_heading_parts(number, turn.question)
             parts += [f"<h3>{html_text(label)}{': ' + their_words(short) if short else ''}</h3>",

@@ -54,6 +54,7 @@ def new_session_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 EMPTY_ANSWER = "(no answer)"  # how every front end and export shows a finished answer that has no words
+CONTEXT_CLEARED = "Context cleared: later questions start fresh."  # where a transcript shows a /clear
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,19 @@ class Turn:
     stopped: bool = False  # the user cancelled while it streamed; the partial answer is kept
     created: float = field(default_factory=time.time)
     compared: list[ComparedAnswer] = field(default_factory=list)  # the same question about other images
+    # the model saw none of the turns before this one (asked after /clear or another picture); never on the first
+    fresh: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """The turn as plain data, in its fields' order; no `compared` key when it was never compared."""
+        """The turn as plain data, in its fields' order; no `compared` key when it was never compared, no `fresh`
+        key when it was not asked afresh (files as before both)."""
         data: dict[str, Any] = {"question": self.question, "answer": self.answer, "image": image_dict(self.image),
                                 "stopped": self.stopped, "created": self.created}
         if self.compared:
             data["compared"] = [{"image": image_dict(other.image), "answer": other.answer, "stopped": other.stopped}
                                 for other in self.compared]
+        if self.fresh:
+            data["fresh"] = True
         return data
 
 
@@ -122,6 +128,20 @@ class Session:
     # read from a chat file from elsewhere (--resume FILE.json): its web picture is not fetched on its word,
     # since a fetch tells the sender's server this address (a tracking pixel). Never saved.
     from_elsewhere: bool = field(default=False, compare=False, repr=False)
+
+    def add_turn(self, question: str, answer: str, *, stopped: bool) -> Turn:
+        """Record a turn about the open image, `fresh` when the context began anew since the last one."""
+        turn = Turn(question=question, answer=answer, image=self.image, stopped=stopped,
+                    fresh=0 < len(self.turns) == self.context_start)
+        self.turns.append(turn)
+        return turn
+
+    def cleared_before(self, index: int) -> bool:
+        """Whether /clear came before turn `index` (of the same picture as the turn before it: a change of picture
+        is shown as such, and starts afresh too). A chat saved before turns kept `fresh` knows its last one only."""
+        turns = self.turns
+        fresh = 0 < index < len(turns) and (turns[index].fresh or index == self.context_start)
+        return fresh and turns[index].image == turns[index - 1].image
 
     def image_sources(self) -> set[str]:
         """Every image (path or URL) this chat is about: the open one, each turn's, each comparison's."""
@@ -196,7 +216,7 @@ def _time(value: object, where: str) -> float:
 
 _SESSION_KEYS = frozenset({"format", "model", "id", "created", "turns", "image", "context_start", "options",
                            "draft"})
-_TURN_KEYS = frozenset({"question", "answer", "image", "stopped", "created", "compared"})
+_TURN_KEYS = frozenset({"question", "answer", "image", "stopped", "created", "compared", "fresh"})
 _COMPARED_KEYS = frozenset({"image", "answer", "stopped"})
 _IMAGE_KEYS = frozenset({"source", "sha256"})
 MAX_UNKNOWN_NAMED = 3  # unknown fields named in `Session.not_understood`; the rest are counted
@@ -245,6 +265,10 @@ def _turn(value: object, where: str, unknown: dict[str, None]) -> Turn:
         turn.created = _time(data["created"], f"{where}.created")
     if "compared" in data:
         turn.compared = _compared(data["compared"], f"{where}.compared", unknown)
+    fresh = data.get("fresh", False)
+    if not isinstance(fresh, bool):
+        raise _fail(f"{where}.fresh", "is not true or false")
+    turn.fresh = fresh
     return turn
 
 

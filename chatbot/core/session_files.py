@@ -271,6 +271,8 @@ def _turn_json(turn: Turn) -> str:
         answers = [f'    {{\n     "image": {_image_json(other.image, 5)},\n     "answer": {_json(other.answer, 5)},'
                    f'\n     "stopped": {_json(other.stopped, 5)}\n    }}' for other in turn.compared]
         text += ',\n   "compared": [\n' + ",\n".join(answers) + "\n   ]"
+    if turn.fresh:
+        text += ',\n   "fresh": true'
     return text + "\n  }"
 
 

@@ -29,7 +29,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from chatbot.core.comparison import image_labels
-from chatbot.core.session import EMPTY_ANSWER, Session, Turn
+from chatbot.core.session import CONTEXT_CLEARED, EMPTY_ANSWER, Session, Turn
 from chatbot.images import is_url, public_url
 from chatbot.tui.widgets.bubbles import EarlierTurns, MessageBubble, Notice
 from chatbot.tui.widgets.comparison_view import ComparisonView
@@ -211,8 +211,8 @@ class Transcript(VerticalScroll):
             if turn.image is not None and turn.image != current:
                 current = turn.image
                 widgets.append(Notice(f"Image: {image_label(turn.image.source)}"))
-            elif index == session.context_start and index:
-                widgets.append(Notice("Context cleared: later questions start fresh."))
+            elif session.cleared_before(index):
+                widgets.append(Notice(CONTEXT_CLEARED))
             pair, shown = self._new_pair(turn)
             widgets += shown
             pairs.append(pair)
