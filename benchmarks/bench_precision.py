@@ -233,7 +233,7 @@ def _child(checkpoint: Path, precision: str, device: str, new_tokens: int, timeo
 
 
 def _resolve_device(device: str) -> str:
-    from chatbot.engine.loader import choose_device
+    from chatbot.engine.device_and_dtype import choose_device
 
     return choose_device(device)
 

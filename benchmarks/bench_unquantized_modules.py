@@ -126,7 +126,7 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    from chatbot.engine.loader import choose_device
+    from chatbot.engine.device_and_dtype import choose_device
 
     device = choose_device(args.device)
     for arch in args.arch or ["medium-opt", "medium-flan-t5"]:

@@ -32,7 +32,8 @@ from transformers import (  # noqa: E402
 from benchmarks.common import make_picture, synchronize  # noqa: E402
 from chatbot.engine.base import CancelToken, GenerationOptions, GenerationStats  # noqa: E402
 from chatbot.engine.blip2 import Blip2Engine  # noqa: E402
-from chatbot.engine.loader import LoadedCheckpoint, ResolvedModel  # noqa: E402
+from chatbot.engine.checkpoint_location import ResolvedModel  # noqa: E402
+from chatbot.engine.loader import LoadedCheckpoint  # noqa: E402
 from chatbot.engine.streaming import StopWhenCancelled, TokenQueue  # noqa: E402
 from chatbot.engine.synthetic import ARCHITECTURES, _configs, _train_opt_tokenizer  # noqa: E402
 

@@ -19,7 +19,7 @@ from chatbot.cli import main
 from chatbot.demo.examples import HELD_OUT_START, held_out_scenes
 from chatbot.demo.search_queries import caption_query, one_word_off, short_query
 from chatbot.demo.world import Scene, Thing, caption, loaded_picture, render
-from chatbot.engine.loader import resolve_model
+from chatbot.engine.checkpoint_location import resolve_model
 from chatbot.locations import DEMO_MODEL, demo_model_dir
 
 WEIGHTS = Path(chatbot.__file__).resolve().parent / "demo" / "weights"

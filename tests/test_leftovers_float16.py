@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from chatbot.core.settings import settings_from
-from chatbot.engine.loader import choose_dtype, load_checkpoint
+from chatbot.engine.device_and_dtype import choose_dtype
+from chatbot.engine.loader import load_checkpoint
 from chatbot.engine.precision import candidates
 from chatbot.errors import OptionError
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from chatbot.engine.blip2 import Blip2Engine
-from chatbot.engine.loader import choose_dtype, load_checkpoint, resolve_model
+from chatbot.engine.checkpoint_location import resolve_model
+from chatbot.engine.device_and_dtype import choose_dtype
+from chatbot.engine.loader import load_checkpoint
 from chatbot.engine.registry import KNOWN_CHECKPOINTS, find_checkpoint, resolve_alias
 from chatbot.errors import ModelNotFoundError, NotACheckpointError, OptionError
 from tests.conftest import put_in_hub_cache

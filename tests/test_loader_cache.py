@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.engine.loader import _OFFLINE_HINT, cached_checkpoint, load_checkpoint, resolve_model
+from chatbot.engine.checkpoint_location import _OFFLINE_HINT, cached_checkpoint, resolve_model
+from chatbot.engine.loader import load_checkpoint
 from chatbot.errors import NotACheckpointError
 from chatbot.frontends.listings import is_cached
 from tests.conftest import put_in_hub_cache

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from chatbot.engine.loader import load_checkpoint, read_family
+from chatbot.engine.checkpoint_files import read_family
+from chatbot.engine.loader import load_checkpoint
 from chatbot.engine.precision import MEMORY_LIMIT_ENV
 from chatbot.errors import NotACheckpointError, OutOfMemoryError, UserError
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.engine.loader import _short, load_checkpoint
+from chatbot.engine.checkpoint_files import error_summary
+from chatbot.engine.loader import load_checkpoint
 from chatbot.errors import NotACheckpointError
 
 MATCH_HINT = ("Put the config.json and weights of one checkpoint together (save_pretrained writes both), or pass a "
@@ -96,8 +97,8 @@ def test_library_text_is_cut_at_a_word_with_an_ellipsis() -> None:
     text = ("Can't load image processor for '/tmp/x'. If you were trying to load it from 'https://huggingface.co/"
             "models', make sure you don't have a local directory with the same name. Otherwise, make sure '/tmp/x' is "
             "the correct path to a directory containing a preprocessor_config.json file")
-    assert _short(OSError(text)) == ("Can't load image processor for '/tmp/x'. If you were trying to load it from "
-                                     "'https://huggingface.co/models', make sure you don't have a local directory "
-                                     "with the same name. Otherwise, make sure…")  # not "make sure '/tmp/x"
-    assert _short(OSError("x" * 300)) == "x" * 200 + "…"
-    assert _short(OSError("Short enough.\nSecond line")) == "Short enough"
+    assert error_summary(OSError(text)) == (  # cut at a word: not "make sure '/tmp/x"
+        "Can't load image processor for '/tmp/x'. If you were trying to load it from 'https://huggingface.co/models', "
+        "make sure you don't have a local directory with the same name. Otherwise, make sure…")
+    assert error_summary(OSError("x" * 300)) == "x" * 200 + "…"
+    assert error_summary(OSError("Short enough.\nSecond line")) == "Short enough"

@@ -32,7 +32,7 @@ def test_model_alone_names_the_loaded_model_and_a_bad_name_is_refused(pictures) 
 
 def test_a_chat_goes_on_with_another_model_and_lets_go_of_the_first(tmp_path: Path, pictures, checkpoints) -> None:
     from chatbot.engine.blip2 import open_engine
-    from chatbot.engine.loader import resolve_model
+    from chatbot.engine.checkpoint_location import resolve_model
 
     first = open_engine(resolve_model(str(checkpoints["opt"])), device="cpu")
     weights = weakref.ref(first.model)

@@ -140,7 +140,7 @@ def test_a_gpu_with_the_int8_kernel_takes_int8_weight_only_for_its_8bit_step() -
 @pytest.mark.parametrize("dtype", ["auto", "float32", "bfloat16"])
 @pytest.mark.parametrize("on_gpu", [False, True])
 def test_flan_t5_never_float16(quantize: str, dtype: str, on_gpu: bool) -> None:
-    # a GPU without bfloat16 gives FlanT5 float32 for --dtype auto (chatbot.engine.loader.choose_dtype)
+    # a GPU without bfloat16 gives FlanT5 float32 for --dtype auto (chatbot.engine.device_and_dtype.choose_dtype)
     auto_dtype = ("bfloat16" if on_gpu else "float32") if dtype != "float16" else "float32"
     tried = candidates("flan-t5", quantize=quantize, dtype=dtype, auto_dtype=auto_dtype, on_gpu=on_gpu)
     assert tried and all(p.dtype != "float16" for p in tried)

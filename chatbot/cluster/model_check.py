@@ -26,8 +26,9 @@ def check_model_here(model: str, kind: str, *, local: bool) -> None:
     Raises:
         ModelNotFoundError, NotACheckpointError: as one machine raises them before loading.
     """
+    from chatbot.engine.checkpoint_files import processor_files_problem
     from chatbot.engine.checkpoint_kind import check_folder, check_known_name
-    from chatbot.engine.loader import names_hub_checkpoint, processor_files_problem, resolve_model
+    from chatbot.engine.checkpoint_location import names_hub_checkpoint, resolve_model
 
     name = model.strip()
     check_known_name(name, kind)  # a registry name of the other kind (before anything else, as one machine)

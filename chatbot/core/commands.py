@@ -474,7 +474,8 @@ def check_model_switch(conversation: Conversation, name: str) -> None:
         UserError: one sentence, the loader's own.
     """
     from chatbot.core.runtime import check_chat_model_name
-    from chatbot.engine.loader import find_locally, read_family
+    from chatbot.engine.checkpoint_files import read_family
+    from chatbot.engine.checkpoint_location import find_locally
     from chatbot.engine.precision import candidates
     from chatbot.engine.registry import find_checkpoint
 

@@ -59,7 +59,7 @@ def say_on_terminal(message: str) -> None:
 def find_chat_model(settings: Settings, progress: Callable[[str], None] = say_on_terminal) -> Any:
     """Where the chat model the settings name is (a folder, the cache, the hub: see the loader), without loading
     it or importing torch; UserError, one sentence, for a name that names none (or a search checkpoint)."""
-    from chatbot.engine.loader import resolve_model
+    from chatbot.engine.checkpoint_location import resolve_model
 
     check_chat_model_name(settings.model)
     return resolve_model(settings.model, progress=progress)
@@ -70,7 +70,7 @@ def check_chat_model_name(name: str) -> None:
     for a search checkpoint's name, a path that leads nowhere, or a name that is neither a folder nor a hub id.
     /model checks this before it lets go of the loaded model."""
     from chatbot.engine.checkpoint_kind import check_known_name
-    from chatbot.engine.loader import find_locally
+    from chatbot.engine.checkpoint_location import find_locally
 
     check_known_name(name, "chat")  # a search checkpoint's name: said so, before any download
     find_locally(name)

@@ -429,7 +429,8 @@ def model_as_recorded(name: str) -> str:
     """The model as a chat saves it and --json and the index record it: a checkpoint folder (`./tiny-opt`,
     `~/models/x`) as its absolute path, so that the record names the same folder from any working directory
     (`--continue` from elsewhere); a hub id, an alias or `demo` as given. The loader's rule decides what is a
-    folder: an existing directory of that name wins over a hub id or alias (chatbot.engine.loader.find_locally)."""
+    folder: an existing directory of that name wins over a hub id or alias
+    (chatbot.engine.checkpoint_location.find_locally)."""
     try:
         local = os.path.expanduser(name.strip())
         return os.path.abspath(local) if local and os.path.isdir(local) else name

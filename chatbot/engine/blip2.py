@@ -35,7 +35,8 @@ from chatbot.engine.base import (
     GenerationStats,
     prompt_per_image,
 )
-from chatbot.engine.loader import LoadedCheckpoint, Progress, ResolvedModel, is_out_of_memory, load_checkpoint
+from chatbot.engine.checkpoint_location import Progress, ResolvedModel
+from chatbot.engine.loader import LoadedCheckpoint, is_out_of_memory, load_checkpoint
 from chatbot.engine.static import compile_wanted, graphs_wanted, set_up_static_decoding
 from chatbot.engine.streaming import END, StopWhenCancelled, TokenQueue
 from chatbot.engine.think_ahead import ThinkAhead

@@ -100,7 +100,7 @@ def float16_refused(dtype_from: str | None = None) -> OptionError:
     `dtype_from`: where the dtype was set, as `Settings.source_of` names it: a flag ("--dtype") or a file's
     value ("the config file's dtype"); None where the caller does not know (the sentence then names --dtype,
     which always wins). A checkpoint's own dtype is never the cause: `--dtype auto` never means float16 for
-    FlanT5 (`loader.choose_dtype`), whatever the checkpoint was saved in.
+    FlanT5 (`device_and_dtype.choose_dtype`), whatever the checkpoint was saved in.
     """
     refused = "FlanT5 overflows in float16 and answers with garbage"
     if dtype_from is None:

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from chatbot.engine.loader import LoadedCheckpoint, Progress, load_checkpoint
+from chatbot.engine.checkpoint_location import Progress
+from chatbot.engine.loader import LoadedCheckpoint, load_checkpoint
 from chatbot.errors import QueryError
 from chatbot.images import LoadedImage
 

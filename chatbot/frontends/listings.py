@@ -49,7 +49,7 @@ def find_target(device: str) -> Target:
     """The device `--device` names; "auto" asks torch only when a GPU driver is present."""
     if device == "cpu" or (device == "auto" and not any(os.path.exists(f) for f in GPU_DEVICE_FILES)):
         return Target("cpu", "float32", free_memory_bytes("cpu"))
-    from chatbot.engine.loader import choose_device, choose_dtype
+    from chatbot.engine.device_and_dtype import choose_device, choose_dtype
 
     chosen = choose_device(device)
     auto_dtype = str(choose_dtype("auto", chosen, "opt")).removeprefix("torch.")  # OPT's: bfloat16 or float16
@@ -59,7 +59,7 @@ def find_target(device: str) -> Target:
 def is_cached(hub_id: str) -> bool:
     """True when the Hugging Face cache holds a copy of the checkpoint the loader would use (complete: config,
     every safetensors shard, tokenizer and processor files); the loader's own rule, so the two never disagree."""
-    from chatbot.engine.loader import cached_checkpoint  # no torch: the loader imports it inside functions
+    from chatbot.engine.checkpoint_location import cached_checkpoint  # no torch: it never imports it
 
     path, problem = cached_checkpoint(hub_id)
     return path is not None and problem is None
